@@ -1,0 +1,290 @@
+"""The ``vigil`` command line.
+
+This module is the composition root: it is the one place in ``core`` allowed to reach the
+Celery app (``tasks``) and the paper exchange (``sim``), always through imports inside the
+command that needs them, so the engine itself stays free of both.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.config import Settings, SettingsError, get_settings
+
+app = typer.Typer(
+    name="vigil",
+    help="Execution and risk-management engine for crypto perpetual futures.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema (alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        raise fail(str(exc)) from None
+
+
+# --- the whole system --------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes to start.")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="Pool size of each worker.")] = 2,
+    flower: Annotated[bool, typer.Option(help="Start Flower (queue monitor).")] = True,
+    with_signal_sim: Annotated[
+        bool, typer.Option("--with-signal-sim", help="Also start the signal source simulator.")
+    ] = False,
+) -> None:
+    """Start the whole system natively: storage, migrations, paper exchange, workers, beat.
+
+    PostgreSQL and Redis are embedded (data under VIGIL_HOME) unless VIGIL_DATABASE_URL /
+    VIGIL_REDIS_URL point elsewhere. Ctrl-C stops every process it started.
+    """
+    from core.runtime.stack import Stack, StackOptions, StartupError
+    from core.runtime.supervisor import tail
+
+    settings = settings_or_exit()
+    stack = Stack(
+        settings,
+        StackOptions(
+            workers=workers, concurrency=concurrency, flower=flower, signal_sim=with_signal_sim
+        ),
+    )
+    code = 0
+    try:
+        with console.status("starting storage"):
+            stack.start_storage()
+        with console.status("applying migrations"):
+            stack.migrate()
+        sup = stack.start_processes()
+        sup.install_signal_handlers()
+        with console.status("waiting for a worker to answer"):
+            latency = stack.wait_for_worker()
+        _print_endpoints(stack, latency)
+        dead = sup.wait()
+        err.print(
+            f"[red]{dead.name} exited (code {dead.proc.returncode if dead.proc else '?'})"
+            f"; stopping. Last lines of {dead.log_path}:[/]\n{tail(dead.log_path)}"
+        )
+        code = 1
+    except StartupError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        code = 2
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+    finally:
+        stack.stop()
+    if code == 0:
+        console.print("stopped; nothing left running")
+    raise typer.Exit(code)
+
+
+def _print_endpoints(stack: object, latency: float) -> None:
+    from core.runtime.stack import Stack
+
+    assert isinstance(stack, Stack) and stack.endpoints is not None
+    ep = stack.endpoints
+    table = Table(title="vigil is up", show_header=False)
+    table.add_row("PostgreSQL", _mask(ep.database_url))
+    table.add_row("Redis", ep.redis_url)
+    if ep.exchange_url:
+        table.add_row("Paper exchange", ep.exchange_url)
+    if ep.flower_url:
+        table.add_row("Flower", f"{ep.flower_url}  (user {stack.settings.flower_user})")
+    if stack.supervisor is not None:
+        names = ", ".join(c.name for c in stack.supervisor.children)
+        table.add_row("Processes", names)
+    table.add_row("Logs", str(ep.logs))
+    table.add_row("Worker round trip", f"{latency * 1000:.0f} ms")
+    console.print(table)
+    console.print("Ctrl-C stops everything.")
+
+
+def _mask(url: str) -> str:
+    from core.runtime.stack import _redact
+
+    return _redact(url)
+
+
+# --- single processes --------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to consume.")] = (
+        "signals,orders,stops,maintenance"
+    ),
+    concurrency: Annotated[int, typer.Option(min=1)] = 2,
+    name: Annotated[str, typer.Option(help="Node name (unique per machine).")] = "worker",
+    pool: Annotated[str, typer.Option(help="prefork, threads or solo.")] = "prefork",
+) -> None:
+    """Run a Celery worker for the given queues."""
+    settings = settings_or_exit()
+    from tasks.app import app as celery
+
+    celery.worker_main(
+        [
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            str(concurrency),
+            "-n",
+            f"{name}@%h",
+            "-P",
+            pool,
+            "--loglevel",
+            settings.log_level,
+            "-E",
+        ]
+    )
+
+
+@app.command()
+def beat() -> None:
+    """Run Celery beat: every periodic job in beat_schedule.py."""
+    settings = settings_or_exit()
+    from tasks.app import app as celery
+
+    schedule = settings.home_dir / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    celery.start(["beat", "-s", str(schedule), "--loglevel", settings.log_level])
+
+
+@app.command()
+def flower() -> None:
+    """Run Flower (queue and worker monitor) with basic auth from settings."""
+    settings = settings_or_exit()
+    from tasks.app import app as celery
+
+    auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+    celery.start(
+        [
+            "flower",
+            f"--port={settings.flower_port}",
+            "--address=127.0.0.1",
+            f"--basic-auth={auth}",
+            "--persistent=False",
+        ]
+    )
+
+
+@app.command()
+def sim(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port for REST and WebSocket.")] = 8710,
+    seed: Annotated[int, typer.Option(help="Seed of prices and faults.")] = 1,
+    symbols: Annotated[
+        str | None, typer.Option(help="Comma-separated symbols (default: built-in set).")
+    ] = None,
+    scenario: Annotated[str | None, typer.Option(help="Price scenario or CSV to replay.")] = None,
+    api_key: Annotated[str, typer.Option("--api-key")] = "paper",
+    api_secret: Annotated[str, typer.Option("--api-secret")] = "paper",  # noqa: S107 - public paper key
+    tick_interval: Annotated[float, typer.Option(help="Mark price cadence, seconds.")] = 1.0,
+) -> None:
+    """Run the paper exchange: Binance USD-M futures REST and WebSocket on one port."""
+    from sim.server import serve
+
+    serve(
+        host,
+        port,
+        seed=seed,
+        symbols=[s.strip().upper() for s in symbols.split(",")] if symbols else None,
+        scenario=scenario,
+        api_key=api_key,
+        api_secret=api_secret,
+        tick_interval=tick_interval,
+    )
+
+
+@app.command("signal-sim")
+def signal_sim(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8730,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token clients must present (default setting).")
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between waves.")] = 60.0,
+    count: Annotated[int, typer.Option(help="Signals per wave.")] = 10,
+    seed: Annotated[int, typer.Option()] = 1,
+    exchange: Annotated[str, typer.Option()] = "binance",
+) -> None:
+    """Run the signal source simulator: a WebSocket server emitting signal waves."""
+    settings = settings_or_exit()
+    from sim.signal_source import serve
+
+    secret = token or (settings.signal_token.get_secret_value() if settings.signal_token else None)
+    if not secret:
+        raise fail("a token is required: --token or VIGIL_SIGNAL_TOKEN")
+    serve(host, port, token=secret, interval=interval, count=count, seed=seed, exchange=exchange)
+
+
+# --- database ------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations up to REVISION (default: the newest)."""
+    from core.db import migrate
+    from core.runtime.endpoints import resolve_database_url
+    from core.runtime.stack import StartupError, check_database
+
+    url = resolve_database_url(settings_or_exit())
+    try:
+        check_database(url)
+    except StartupError as exc:
+        raise fail(f"{exc} (is `vigil up` running, or VIGIL_DATABASE_URL set?)") from None
+    migrate.upgrade(url, revision)
+    console.print(f"schema at {migrate.current_revision(url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
+    """Revert migrations down to REVISION (`base` removes every table)."""
+    from core.db import migrate
+    from core.runtime.endpoints import resolve_database_url
+
+    url = resolve_database_url(settings_or_exit())
+    migrate.downgrade(url, revision)
+    console.print(f"schema at {migrate.current_revision(url) or 'base'}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the schema's revision and the code's newest one."""
+    from core.db import migrate
+    from core.runtime.endpoints import resolve_database_url
+
+    url = resolve_database_url(settings_or_exit())
+    console.print(f"database: {migrate.current_revision(url)}  code: {migrate.head_revision(url)}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

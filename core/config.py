@@ -1,0 +1,179 @@
+"""Typed settings for every vigil process, read once from the environment (prefix ``VIGIL_``).
+
+Why one object: every trading parameter and cadence lives here, so an operator can see in one
+place what the engine will do, and a bad value is refused at start-up with one line naming the
+setting, rather than discovered mid-trade.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
+
+ExchangeKind = Literal["paper", "binanceusdm", "bybit"]
+
+
+class SettingsError(RuntimeError):
+    """A setting has a value the engine refuses; the message names the setting."""
+
+
+class Settings(BaseSettings):
+    """All settings; field ``foo_bar`` is read from ``VIGIL_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VIGIL_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- runtime -------------------------------------------------------------------------
+    home: Path = Field(Path("./.vigil"), description="Data dir of the embedded runtime.")
+    database_url: str | None = Field(None, description="PostgreSQL URL; unset: embedded server.")
+    redis_url: str | None = Field(None, description="Redis URL; unset: embedded server.")
+    embedded_pg_port: int = Field(55432, ge=1024, le=65535)
+    embedded_redis_port: int = Field(56379, ge=1024, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+
+    # --- exchange ------------------------------------------------------------------------
+    exchange: ExchangeKind = "paper"
+    exchange_url: str = Field(
+        "http://127.0.0.1:8710", description="Base URL of the paper exchange."
+    )
+    api_key: SecretStr = SecretStr("paper")
+    api_secret: SecretStr = SecretStr("paper")
+    testnet: bool = False
+    exchange_timeout_ms: int = Field(10_000, ge=100, le=120_000)
+
+    # --- signals -------------------------------------------------------------------------
+    signal_url: str | None = None
+    signal_token: SecretStr | None = None
+    wave_interval: int = Field(900, ge=1, le=86_400, description="Wave window, seconds.")
+    wave_grace: int = Field(30, ge=0, le=3_600, description="Wait after a window closes, s.")
+    signal_max_frame_bytes: int = Field(65_536, ge=256)
+
+    # --- API and Flower ------------------------------------------------------------------
+    api_token: SecretStr | None = None
+    api_port: int = Field(8720, ge=1, le=65535)
+    flower_port: int = Field(5555, ge=1, le=65535)
+    flower_user: str = "vigil"
+    flower_password: SecretStr = SecretStr("vigil")
+
+    # --- position sizing and risk --------------------------------------------------------
+    position_size_usdt: Decimal = Field(Decimal("200"), gt=0)
+    leverage: int = Field(10, ge=1, le=125)
+    margin_mode: Literal["isolated", "cross"] = "cross"
+    stop_loss_percent: Decimal = Field(Decimal("2.0"), gt=0, lt=100)
+    emergency_stop_percent: Decimal = Field(Decimal("10.0"), gt=0, lt=100)
+    max_trades_per_wave: int = Field(5, ge=0)
+    wave_buffer: int = Field(3, ge=0)
+    max_open_positions: int = Field(30, ge=0)
+    max_exposure_usdt: Decimal = Field(Decimal("10000"), gt=0)
+    min_score_week: Decimal = Field(Decimal("0"))
+    min_score_month: Decimal = Field(Decimal("0"))
+    stoplist: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Symbols never traded (comma-separated)."
+    )
+    taker_fee_percent: Decimal = Field(Decimal("0.05"), ge=0)
+
+    # --- trailing stop -------------------------------------------------------------------
+    trailing_activation_percent: Decimal = Field(Decimal("1.5"), gt=0)
+    trailing_callback_percent: Decimal = Field(Decimal("0.5"), gt=0)
+    trailing_breakeven_percent: Decimal | None = Field(None, gt=0)
+    trailing_time_activation_minutes: int | None = Field(None, ge=1)
+    trailing_min_step_percent: Decimal = Field(Decimal("0.1"), ge=0)
+    trailing_min_update_interval: float = Field(2.0, ge=0, description="Per symbol, seconds.")
+    trailing_heartbeat_stale_minutes: int = Field(5, ge=1)
+
+    # --- aged positions ------------------------------------------------------------------
+    aged_max_age_hours: Decimal = Field(Decimal("3"), gt=0)
+    aged_grace_hours: Decimal = Field(Decimal("8"), ge=0)
+    aged_loss_step_percent_per_hour: Decimal = Field(Decimal("0.5"), ge=0)
+    aged_acceleration_after_hours: Decimal = Field(Decimal("10"), ge=0)
+    aged_acceleration_factor: Decimal = Field(Decimal("1.2"), ge=1)
+    aged_max_loss_percent: Decimal = Field(Decimal("10"), gt=0)
+
+    # --- guardians (beat cadences, seconds) ----------------------------------------------
+    protection_interval: float = Field(30, gt=0)
+    reconciliation_interval: float = Field(60, gt=0)
+    zombie_interval: float = Field(120, gt=0)
+    aged_interval: float = Field(60, gt=0)
+    recovery_interval: float = Field(60, gt=0)
+    orphan_cleanup_interval: float = Field(3600, gt=0)
+    heartbeat_interval: float = Field(15, gt=0)
+    unprotected_alert_seconds: float = Field(60, gt=0)
+    intermediate_state_grace_seconds: float = Field(120, gt=0)
+
+    # --- Celery --------------------------------------------------------------------------
+    task_soft_time_limit: int = Field(120, ge=1)
+    task_time_limit: int = Field(180, ge=2)
+    broker_visibility_timeout: int = Field(300, ge=60)
+    task_max_attempts: int = Field(5, ge=1)
+
+    # --- locks ---------------------------------------------------------------------------
+    lock_timeout: float = Field(30, gt=0, description="Lock TTL; extended by long operations.")
+    lock_blocking_timeout: float = Field(10, gt=0)
+
+    @field_validator("stoplist", mode="before")
+    @classmethod
+    def _split_stoplist(cls, value: object) -> object:
+        """Accept ``BTCUSDT,ETHUSDT`` from the environment as well as a JSON list."""
+        if isinstance(value, str):
+            stripped = value.strip()
+            if stripped.startswith("["):
+                import json
+
+                return json.loads(stripped)
+            return [s.strip().upper() for s in stripped.split(",") if s.strip()]
+        return value
+
+    @field_validator("task_time_limit")
+    @classmethod
+    def _hard_limit_above_soft(cls, value: int, info: object) -> int:
+        soft = getattr(info, "data", {}).get("task_soft_time_limit")
+        if soft is not None and value <= soft:
+            raise ValueError("must be greater than VIGIL_TASK_SOFT_TIME_LIMIT")
+        return value
+
+    @field_validator("broker_visibility_timeout")
+    @classmethod
+    def _visibility_above_hard_limit(cls, value: int, info: object) -> int:
+        hard = getattr(info, "data", {}).get("task_time_limit")
+        if hard is not None and value <= hard:
+            raise ValueError("must exceed VIGIL_TASK_TIME_LIMIT, or long tasks run twice")
+        return value
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = first.get("loc", ())
+    name = "VIGIL_" + str(loc[0]).upper() if loc else "VIGIL_?"
+    return f"invalid setting {name}: {first.get('msg', 'invalid value')}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; raise SettingsError naming the bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    except SourceError as exc:
+        raise SettingsError(str(exc).split("\n")[0]) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings instance (tests call ``get_settings.cache_clear()``)."""
+    return load_settings()

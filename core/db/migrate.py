@@ -1,0 +1,55 @@
+"""Schema migrations through alembic, callable from the CLI, ``vigil up`` and tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, pool
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database is not at the code's migration head: run ``vigil db upgrade``."""
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config(str(REPO_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(REPO_ROOT / "alembic"))
+    cfg.attributes["url"] = url
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
+def head_revision(url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def current_revision(url: str) -> str | None:
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def ensure_current(url: str) -> None:
+    """Refuse to run trading code against a schema older (or newer) than the code."""
+    current, head = current_revision(url), head_revision(url)
+    if current != head:
+        raise SchemaNotCurrent(
+            f"database schema is at {current or 'nothing'}, code expects {head}: "
+            "run `vigil db upgrade`"
+        )

@@ -1,0 +1,310 @@
+"""The durable record, as SQLAlchemy 2 models.
+
+The schema itself changes only through alembic migrations (``alembic/versions``); these models
+mirror it for queries. What must never happen is enforced here by the database, not by code:
+one non-terminal position per (exchange, symbol), status CHECKs, cascades from a position to its
+trailing and aged state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core.domain.positions import NON_TERMINAL, PositionStatus
+
+Money = Numeric(20, 8)
+
+POSITION_STATUSES = tuple(s.value for s in PositionStatus)
+NON_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(NON_TERMINAL))
+ORDER_PURPOSES = ("entry", "stop", "close", "rollback", "emergency", "protection", "aged")
+ORDER_STATUSES = (
+    "intent",
+    "open",
+    "filled",
+    "partially_filled",
+    "cancelled",
+    "rejected",
+    "expired",
+    "unknown",
+)
+SIGNAL_STATUSES = ("received", "selected", "filtered", "opened", "failed", "expired")
+WAVE_STATUSES = ("open", "processing", "completed")
+ALERT_STATUSES = ("pending", "sent", "failed", "suppressed")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Timestamped:
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class Wave(Timestamped, Base):
+    __tablename__ = "waves"
+    __table_args__ = (
+        UniqueConstraint("exchange", "window_start", name="uq_waves_exchange_window"),
+        CheckConstraint(_in("status", WAVE_STATUSES), name="ck_waves_status"),
+        Index("ix_waves_status_deadline", "status", "deadline"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    exchange: Mapped[str] = mapped_column(String(20))
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    window_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class Signal(Base):
+    __tablename__ = "signals"
+    __table_args__ = (
+        CheckConstraint("action IN ('BUY', 'SELL')", name="ck_signals_action"),
+        CheckConstraint(_in("status", SIGNAL_STATUSES), name="ck_signals_status"),
+        Index("ix_signals_wave", "wave_id"),
+        Index("ix_signals_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    signal_id: Mapped[str] = mapped_column(String(100), unique=True)
+    exchange: Mapped[str] = mapped_column(String(20))
+    symbol: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(4))
+    score_week: Mapped[Decimal] = mapped_column(Money)
+    score_month: Mapped[Decimal] = mapped_column(Money)
+    signal_ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    wave_id: Mapped[int | None] = mapped_column(ForeignKey("waves.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(20), default="received")
+    outcome_reason: Mapped[str | None] = mapped_column(Text)
+    correlation_id: Mapped[str] = mapped_column(String(64))
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class Position(Timestamped, Base):
+    __tablename__ = "positions"
+    __table_args__ = (
+        CheckConstraint(_in("status", POSITION_STATUSES), name="ck_positions_status"),
+        CheckConstraint("side IN ('long', 'short')", name="ck_positions_side"),
+        CheckConstraint("quantity >= 0", name="ck_positions_quantity_nonneg"),
+        # The rule the old bot broke 120-150 times a day: its index covered only 'active',
+        # so a second opening slipped in while the first was still in an intermediate state.
+        Index(
+            "uq_positions_one_open_per_symbol",
+            "exchange",
+            "symbol",
+            unique=True,
+            postgresql_where=text(f"status IN ({NON_TERMINAL_SQL})"),
+        ),
+        Index("ix_positions_status", "status"),
+        Index("ix_positions_exchange_symbol_status", "exchange", "symbol", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    exchange: Mapped[str] = mapped_column(String(20))
+    symbol: Mapped[str] = mapped_column(String(40))
+    side: Mapped[str] = mapped_column(String(5))
+    status: Mapped[str] = mapped_column(String(20))
+    quantity: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    requested_quantity: Mapped[Decimal | None] = mapped_column(Money)
+    entry_price: Mapped[Decimal | None] = mapped_column(Money)
+    stop_price: Mapped[Decimal | None] = mapped_column(Money)
+    exit_price: Mapped[Decimal | None] = mapped_column(Money)
+    realized_pnl: Mapped[Decimal | None] = mapped_column(Money)
+    fees: Mapped[Decimal | None] = mapped_column(Money)
+    leverage: Mapped[int | None] = mapped_column(Integer)
+    signal_id: Mapped[int | None] = mapped_column(ForeignKey("signals.id", ondelete="SET NULL"))
+    correlation_id: Mapped[str] = mapped_column(String(64))
+    close_reason: Mapped[str | None] = mapped_column(String(40))
+    opened_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+    # the fencing token of the last lock holder that wrote this row (see core/locks.py)
+    fence: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # how many times a worker has started work on this opening; bounds redelivery loops
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Order(Timestamped, Base):
+    """Every order the engine placed or meant to place, keyed by its deterministic client id."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint(_in("purpose", ORDER_PURPOSES), name="ck_orders_purpose"),
+        CheckConstraint(_in("status", ORDER_STATUSES), name="ck_orders_status"),
+        CheckConstraint("side IN ('buy', 'sell')", name="ck_orders_side"),
+        Index("ix_orders_position", "position_id"),
+        Index("ix_orders_exchange_symbol_status", "exchange", "symbol", "status"),
+        Index("ix_orders_exchange_order_id", "exchange_order_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    position_id: Mapped[int | None] = mapped_column(ForeignKey("positions.id", ondelete="CASCADE"))
+    exchange: Mapped[str] = mapped_column(String(20))
+    symbol: Mapped[str] = mapped_column(String(40))
+    client_order_id: Mapped[str] = mapped_column(String(64), unique=True)
+    exchange_order_id: Mapped[str | None] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(20))
+    side: Mapped[str] = mapped_column(String(4))
+    order_type: Mapped[str] = mapped_column(String(30))
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    price: Mapped[Decimal | None] = mapped_column(Money)
+    trigger_price: Mapped[Decimal | None] = mapped_column(Money)
+    reduce_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20), default="intent")
+    filled_quantity: Mapped[Decimal] = mapped_column(Money, default=Decimal(0))
+    average_price: Mapped[Decimal | None] = mapped_column(Money)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class TrailingStop(Base):
+    __tablename__ = "trailing_stops"
+    __table_args__ = (
+        CheckConstraint("state IN ('inactive', 'active')", name="ck_trailing_state"),
+        CheckConstraint("owner IN ('trailing', 'protection')", name="ck_trailing_owner"),
+    )
+
+    position_id: Mapped[int] = mapped_column(
+        ForeignKey("positions.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[str] = mapped_column(String(20), default="inactive")
+    highest_price: Mapped[Decimal | None] = mapped_column(Money)
+    lowest_price: Mapped[Decimal | None] = mapped_column(Money)
+    current_stop: Mapped[Decimal | None] = mapped_column(Money)
+    activation_price: Mapped[Decimal | None] = mapped_column(Money)
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    breakeven_done: Mapped[bool] = mapped_column(Boolean, default=False)
+    update_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_update_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    owner: Mapped[str] = mapped_column(String(20), default="trailing")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AgedPosition(Base):
+    __tablename__ = "aged_positions"
+    __table_args__ = (
+        CheckConstraint(
+            "phase IN ('profit_close', 'grace', 'progressive', 'market_close')",
+            name="ck_aged_phase",
+        ),
+    )
+
+    position_id: Mapped[int] = mapped_column(
+        ForeignKey("positions.id", ondelete="CASCADE"), primary_key=True
+    )
+    phase: Mapped[str] = mapped_column(String(20))
+    target_price: Mapped[Decimal | None] = mapped_column(Money)
+    accepted_loss_percent: Mapped[Decimal | None] = mapped_column(Money)
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    close_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AgedPositionTransition(Base):
+    """History of aged phases; kept after the aged row goes, hence keyed to the position."""
+
+    __tablename__ = "aged_position_transitions"
+    __table_args__ = (Index("ix_aged_transitions_position", "position_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    position_id: Mapped[int] = mapped_column(ForeignKey("positions.id", ondelete="CASCADE"))
+    from_phase: Mapped[str | None] = mapped_column(String(20))
+    to_phase: Mapped[str] = mapped_column(String(20))
+    target_price: Mapped[Decimal | None] = mapped_column(Money)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        CheckConstraint(
+            "severity IN ('debug', 'info', 'warning', 'error', 'critical')",
+            name="ck_events_severity",
+        ),
+        Index("ix_events_created_at", "created_at"),
+        Index("ix_events_symbol_created_at", "symbol", "created_at"),
+        Index("ix_events_type_created_at", "type", "created_at"),
+        Index("ix_events_correlation_id", "correlation_id"),
+        Index("ix_events_position_id", "position_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
+    type: Mapped[str] = mapped_column(String(60))
+    severity: Mapped[str] = mapped_column(String(10), default="info")
+    exchange: Mapped[str | None] = mapped_column(String(20))
+    symbol: Mapped[str | None] = mapped_column(String(40))
+    # no FK: events outlive anything they mention, and must never block a delete or insert
+    position_id: Mapped[int | None] = mapped_column(BigInteger)
+    order_id: Mapped[str | None] = mapped_column(String(64))
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+
+
+class Alert(Base):
+    __tablename__ = "alerts"
+    __table_args__ = (
+        CheckConstraint(_in("status", ALERT_STATUSES), name="ck_alerts_status"),
+        Index("ix_alerts_status", "status"),
+        Index("ix_alerts_dedup_key_created_at", "dedup_key", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))
+    severity: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[str] = mapped_column(String(60))
+    message: Mapped[str] = mapped_column(Text)
+    dedup_key: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Heartbeat(Base):
+    """Last sign of life per component (beat, worker, ingest), for /health and diagnose."""
+
+    __tablename__ = "heartbeats"
+
+    component: Mapped[str] = mapped_column(String(80), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSONB)

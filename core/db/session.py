@@ -1,0 +1,78 @@
+"""Engine and unit of work.
+
+Why an engine per process, created lazily: a Celery pre-fork pool would otherwise share one
+connection pool across children, and two processes on one socket corrupt each other's
+conversations. ``reset_engine`` is called after fork (``worker_process_init``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+_engine: Engine | None = None
+_factory: sessionmaker[Session] | None = None
+_url: str | None = None
+
+
+def configure(url: str) -> None:
+    """Point this process at a database; the engine is created on first use."""
+    global _url
+    if url != _url:
+        reset_engine()
+        _url = url
+
+
+def database_url() -> str:
+    if _url is None:
+        from core.runtime.endpoints import resolve_database_url
+
+        configure(resolve_database_url())
+    assert _url is not None
+    return _url
+
+
+def get_engine() -> Engine:
+    global _engine, _factory
+    if _engine is None:
+        _engine = create_engine(
+            database_url(),
+            pool_pre_ping=True,
+            pool_size=5,
+            max_overflow=5,
+            pool_recycle=1800,
+        )
+        _factory = sessionmaker(bind=_engine, expire_on_commit=False)
+    return _engine
+
+
+def reset_engine() -> None:
+    """Drop this process's pool (after fork, or when the database URL changes)."""
+    global _engine, _factory
+    if _engine is not None:
+        _engine.dispose(close=False)
+    _engine = None
+    _factory = None
+
+
+def new_session() -> Session:
+    get_engine()
+    assert _factory is not None
+    return _factory()
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """A transaction: commit when the block ends normally, roll back on any exception."""
+    session = new_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

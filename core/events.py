@@ -1,0 +1,212 @@
+"""The event log: every decision and state change leaves a row, in the same transaction.
+
+Why in the caller's transaction: the old bot wrote events on a side channel after the fact,
+so a crash between the change and the log lost 3 of 4 critical events. Here ``record`` only
+adds a row to the session the change is made in; the row exists if and only if the change
+committed. Nothing here commits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum, StrEnum
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.db.models import Event
+
+
+class Severity(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+class EventType(StrEnum):
+    """Every event the engine writes. Grouped as the paths that write them."""
+
+    # signals and waves
+    SIGNAL_RECEIVED = "signal_received"
+    SIGNAL_REJECTED = "signal_rejected"
+    SIGNAL_DUPLICATE = "signal_duplicate"
+    SIGNAL_FILTERED = "signal_filtered"
+    SIGNAL_EXECUTED = "signal_executed"
+    SIGNAL_FAILED = "signal_execution_failed"
+    WAVE_MONITORING_STARTED = "wave_monitoring_started"
+    WAVE_DETECTED = "wave_detected"
+    WAVE_STARTED = "wave_started"
+    WAVE_COMPLETED = "wave_completed"
+    WAVE_NOT_FOUND = "wave_not_found"
+    WAVE_DUPLICATE_DETECTED = "wave_duplicate_detected"
+
+    # the position state machine and the atomic open
+    POSITION_CREATED = "position_created"
+    POSITION_STATUS_CHANGED = "position_status_changed"
+    POSITION_DUPLICATE_PREVENTED = "position_duplicate_prevented"
+    ENTRY_ORDER_PLACED = "entry_order_placed"
+    ENTRY_ORDER_FILLED = "entry_order_filled"
+    ENTRY_ORDER_PARTIALLY_FILLED = "entry_order_partially_filled"
+    ENTRY_ORDER_FAILED = "entry_order_failed"
+    STOP_LOSS_PLACEMENT_STARTED = "stop_loss_placement_started"
+    STOP_LOSS_PLACED = "stop_loss_placed"
+    STOP_LOSS_FAILED = "stop_loss_failed"
+    POSITION_ROLLBACK_STARTED = "position_rollback_started"
+    POSITION_ROLLED_BACK = "position_rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+    EMERGENCY_STOP_PLACED = "emergency_stop_placed"
+    EMERGENCY_CLOSE_ALL = "emergency_close_all_triggered"
+    RISK_LIMITS_EXCEEDED = "risk_limits_exceeded"
+    SYMBOL_UNAVAILABLE = "symbol_unavailable"
+    ORDER_BELOW_MINIMUM = "order_below_minimum"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    OPENINGS_PAUSED = "openings_paused"
+    ORDER_LOOKUP_BEFORE_RETRY = "order_lookup_before_retry"
+    EXCHANGE_ERROR = "exchange_error"
+
+    # closing
+    POSITION_CLOSE_REQUESTED = "position_close_requested"
+    CLOSE_ORDER_PLACED = "close_order_placed"
+    CLOSE_ORDER_FILLED = "close_order_filled"
+    CLOSE_FAILED = "close_failed"
+    POSITION_CLOSED = "position_closed"
+    STOP_TRIGGERED = "stop_triggered"
+
+    # trailing stop
+    TRAILING_STOP_CREATED = "trailing_stop_created"
+    TRAILING_STOP_ACTIVATED = "trailing_stop_activated"
+    TRAILING_STOP_UPDATED = "trailing_stop_updated"
+    TRAILING_STOP_BREAKEVEN = "trailing_stop_breakeven"
+    TRAILING_STOP_UPDATE_FAILED = "trailing_stop_update_failed"
+    TRAILING_STOP_RATE_LIMITED = "trailing_stop_rate_limited"
+    TRAILING_STOP_REMOVED = "trailing_stop_removed"
+    TRAILING_STOP_TAKEN_OVER = "trailing_stop_taken_over"
+
+    # protection
+    PROTECTION_CHECK_STARTED = "protection_check_started"
+    PROTECTION_CHECK_COMPLETED = "protection_check_completed"
+    MISSING_STOP_DETECTED = "missing_stop_detected"
+    STOP_SET_BY_PROTECTION = "stop_set_by_protection"
+    PROTECTION_STOP_FAILED = "protection_stop_failed"
+    POSITION_UNPROTECTED_ALERT = "position_unprotected_alert"
+
+    # reconciliation
+    SYNCHRONIZATION_STARTED = "synchronization_started"
+    SYNCHRONIZATION_COMPLETED = "synchronization_completed"
+    PERIODIC_SYNC_STARTED = "periodic_sync_started"
+    PHANTOM_POSITION_DETECTED = "phantom_position_detected"
+    PHANTOM_POSITION_CLOSED = "phantom_position_closed"
+    MISSING_POSITION_ADDED = "missing_position_added"
+    QUANTITY_MISMATCH = "quantity_mismatch_detected"
+    SIDE_MISMATCH = "side_mismatch_detected"
+
+    # zombie orders
+    ZOMBIE_ORDERS_DETECTED = "zombie_orders_detected"
+    ZOMBIE_ORDER_CANCELLED = "zombie_order_cancelled"
+    ZOMBIE_ORDER_CANCEL_FAILED = "zombie_order_cancel_failed"
+    ZOMBIE_CLEANUP_COMPLETED = "zombie_cleanup_completed"
+    ZOMBIE_ALERT = "zombie_alert_triggered"
+    ORPHANED_SL_CLEANED = "orphaned_sl_cleaned"
+
+    # aged positions
+    AGED_POSITION_DETECTED = "aged_position_detected"
+    AGED_PHASE_CHANGED = "aged_phase_changed"
+    AGED_TARGET_UPDATED = "aged_target_updated"
+    AGED_CLOSE_TRIGGERED = "aged_close_triggered"
+    AGED_CLOSE_FAILED = "aged_close_failed"
+    AGED_POSITION_REMOVED = "aged_position_removed"
+
+    # cleanup and recovery
+    ORPHAN_STATE_CLEANED = "orphan_state_cleaned"
+    POSITION_RECOVERY_STARTED = "position_recovery_started"
+    POSITION_RECOVERED = "position_recovered"
+    POSITION_RECOVERY_COMPLETED = "position_recovery_completed"
+    TASK_GAVE_UP = "task_gave_up"
+
+    # system
+    SYSTEM_STARTED = "system_started"
+    SYSTEM_STOPPED = "system_stopped"
+    WEBSOCKET_RECONNECTED = "websocket_reconnected"
+    DATABASE_CONNECTION_LOST = "database_connection_lost"
+    API_RATE_LIMIT_HIT = "api_rate_limit_hit"
+    HEALTH_CHECK_FAILED = "health_check_failed"
+    CRITICAL_ERROR = "critical_error"
+    LOCK_STALE_WRITE_REJECTED = "lock_stale_write_rejected"
+    CLEANUP_ACTION = "cleanup_action"
+
+
+# Events that page someone: the alerting path turns these into alert rows.
+ALERTING: frozenset[EventType] = frozenset(
+    {
+        EventType.EMERGENCY_STOP_PLACED,
+        EventType.ROLLBACK_FAILED,
+        EventType.POSITION_UNPROTECTED_ALERT,
+        EventType.ZOMBIE_ALERT,
+        EventType.SIDE_MISMATCH,
+        EventType.INSUFFICIENT_FUNDS,
+        EventType.CRITICAL_ERROR,
+        EventType.EMERGENCY_CLOSE_ALL,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EventContext:
+    """Who an event is about; carried through a use case so each event names it."""
+
+    exchange: str | None = None
+    symbol: str | None = None
+    position_id: int | None = None
+    correlation_id: str | None = None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def record(
+    session: Session,
+    event_type: EventType,
+    *,
+    severity: Severity = Severity.INFO,
+    ctx: EventContext | None = None,
+    exchange: str | None = None,
+    symbol: str | None = None,
+    position_id: int | None = None,
+    order_id: str | None = None,
+    correlation_id: str | None = None,
+    **data: Any,
+) -> Event:
+    """Add an event row to ``session``; it commits or rolls back with the caller's change.
+
+    Explicit keyword arguments override the context's fields. Decimal, datetime and enum
+    values in ``data`` are stored as strings so the JSON keeps full precision.
+    """
+    ctx = ctx or EventContext()
+    event = Event(
+        type=event_type.value,
+        severity=severity.value,
+        exchange=exchange if exchange is not None else ctx.exchange,
+        symbol=symbol if symbol is not None else ctx.symbol,
+        position_id=position_id if position_id is not None else ctx.position_id,
+        order_id=order_id,
+        correlation_id=correlation_id if correlation_id is not None else ctx.correlation_id,
+        data=json.loads(json.dumps(_jsonable(data))),
+    )
+    session.add(event)
+    return event

@@ -1,0 +1,223 @@
+"""The whole system as processes on one machine: what ``vigil up`` (and the demo) start.
+
+Order matters: storage first (embedded or external, checked either way), then the schema, then
+the paper exchange if it is the exchange in use, then workers, beat, Flower and the ingest.
+Every child gets the resolved database and Redis URLs in its environment, so no child guesses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+from sqlalchemy import create_engine, pool, text
+from sqlalchemy.exc import OperationalError
+
+from core.config import Settings
+from core.db import migrate
+from core.runtime.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedServerError,
+    port_in_use,
+)
+from core.runtime.endpoints import (
+    embedded_database_url,
+    embedded_redis_url,
+    normalise_database_url,
+)
+from core.runtime.supervisor import Supervisor
+
+ALL_QUEUES = "signals,orders,stops,maintenance"
+
+
+class StartupError(RuntimeError):
+    """The system cannot start; the message says what to fix."""
+
+
+@dataclass
+class StackOptions:
+    workers: int = 1
+    concurrency: int = 2
+    flower: bool = True
+    sim: bool | None = None  # None: start it when VIGIL_EXCHANGE=paper
+    signal_sim: bool = False
+    ingest: bool | None = None  # None: start it when a signal source is configured
+    api: bool = False
+    sim_args: list[str] = field(default_factory=list)
+    signal_sim_args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Endpoints:
+    database_url: str
+    redis_url: str
+    exchange_url: str | None = None
+    flower_url: str | None = None
+    signal_url: str | None = None
+    api_url: str | None = None
+    logs: Path | None = None
+
+
+def check_database(url: str, timeout: int = 5) -> None:
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args={"connect_timeout": timeout})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StartupError(f"database unreachable at {_redact(url)}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def check_redis(url: str, timeout: float = 5) -> None:
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
+    except redis.RedisError as exc:
+        raise StartupError(f"Redis unreachable at {_redact(url)}: {exc}") from None
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+def host_port(url: str, default_port: int) -> tuple[str, int]:
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+class Stack:
+    """Storage and processes for one vigil installation under ``settings.home``."""
+
+    def __init__(self, settings: Settings, options: StackOptions | None = None) -> None:
+        self.settings = settings
+        self.options = options or StackOptions()
+        self.home = settings.home_dir
+        self.postgres: EmbeddedPostgres | None = None
+        self.redis: EmbeddedRedis | None = None
+        self.supervisor: Supervisor | None = None
+        self.endpoints: Endpoints | None = None
+
+    # --- storage ---------------------------------------------------------------------------
+
+    def start_storage(self) -> Endpoints:
+        self.home.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.settings.database_url:
+                db_url = normalise_database_url(self.settings.database_url)
+            else:
+                self.postgres = EmbeddedPostgres(
+                    self.home / "postgres" / "data", self.settings.embedded_pg_port
+                )
+                self.postgres.start()
+                db_url = embedded_database_url(self.settings.embedded_pg_port)
+            check_database(db_url)
+            if self.settings.redis_url:
+                redis_url = self.settings.redis_url
+            else:
+                self.redis = EmbeddedRedis(self.home / "redis", self.settings.embedded_redis_port)
+                self.redis.start()
+                redis_url = embedded_redis_url(self.settings.embedded_redis_port)
+            check_redis(redis_url)
+        except EmbeddedServerError as exc:
+            self.stop_storage()
+            raise StartupError(str(exc)) from None
+        except StartupError:
+            self.stop_storage()
+            raise
+        self.endpoints = Endpoints(db_url, redis_url, logs=self.home / "logs")
+        return self.endpoints
+
+    def migrate(self) -> None:
+        assert self.endpoints is not None
+        migrate.upgrade(self.endpoints.database_url)
+
+    def stop_storage(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+    # --- processes -------------------------------------------------------------------------
+
+    def child_env(self) -> dict[str, str]:
+        assert self.endpoints is not None
+        env = dict(os.environ)
+        env["VIGIL_HOME"] = str(self.home)
+        env["VIGIL_DATABASE_URL"] = self.endpoints.database_url
+        env["VIGIL_REDIS_URL"] = self.endpoints.redis_url
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def start_processes(self) -> Supervisor:
+        assert self.endpoints is not None
+        opts, settings = self.options, self.settings
+        sup = Supervisor(env=self.child_env(), log_dir=self.home / "logs")
+        self.supervisor = sup
+        py = [sys.executable, "-m", "core.cli"]
+        run_sim = opts.sim if opts.sim is not None else settings.exchange == "paper"
+        if run_sim:
+            host, port = host_port(settings.exchange_url, 8710)
+            if port_in_use(port, host):
+                raise StartupError(
+                    f"port {port} for the paper exchange is in use; set VIGIL_EXCHANGE_URL"
+                )
+            sup.spawn("sim", [*py, "sim", "--host", host, "--port", str(port), *opts.sim_args])
+            self.endpoints.exchange_url = settings.exchange_url
+        for i in range(1, opts.workers + 1):
+            sup.spawn(
+                f"worker{i}",
+                [*py, "worker", "--name", f"worker{i}", "--concurrency", str(opts.concurrency)],
+            )
+        sup.spawn("beat", [*py, "beat"])
+        if opts.flower:
+            if port_in_use(settings.flower_port):
+                raise StartupError(
+                    f"port {settings.flower_port} for Flower is in use; set VIGIL_FLOWER_PORT"
+                )
+            sup.spawn("flower", [*py, "flower"])
+            self.endpoints.flower_url = f"http://127.0.0.1:{settings.flower_port}"
+        return sup
+
+    def wait_for_worker(self, timeout: float = 60.0) -> float:
+        """Round-trip a ping task through the broker; return its latency in seconds."""
+        from tasks.app import create_app
+
+        celery = create_app(self.settings.model_copy(update={"redis_url": self._redis_url()}))
+        started = time.monotonic()
+        deadline = started + timeout
+        while True:
+            sup = self.supervisor
+            dead = sup.first_dead() if sup else None
+            if dead is not None:
+                raise StartupError(f"{dead.name} exited at start; see {dead.log_path}")
+            result = celery.send_task("vigil.maintenance.ping", ignore_result=False)
+            try:
+                result.get(timeout=min(5.0, max(0.1, deadline - time.monotonic())))
+                return time.monotonic() - started
+            except Exception as exc:  # noqa: BLE001 - celery raises TimeoutError and others
+                if time.monotonic() >= deadline:
+                    raise StartupError(f"no worker answered within {timeout}s: {exc}") from None
+            finally:
+                result.forget()
+
+    def _redis_url(self) -> str:
+        assert self.endpoints is not None
+        return self.endpoints.redis_url
+
+    def stop(self) -> None:
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
+        self.stop_storage()

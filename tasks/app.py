@@ -1,0 +1,94 @@
+"""The Celery application: queues, routing, delivery guarantees.
+
+Delivery is at-least-once: ``acks_late`` plus ``task_reject_on_worker_lost`` put a task back on
+its queue when the worker dies mid-run, so every task must be safe to run twice (they are:
+each service re-reads state under the symbol lock and looks orders up by client id before
+placing them). Redelivery loops are bounded by attempt counts kept in the database.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from core.config import Settings, get_settings
+from core.runtime.endpoints import resolve_redis_url
+
+QUEUES = ("signals", "orders", "stops", "maintenance")
+
+# Task name prefix -> queue. A task's name says what it is for; its queue follows.
+ROUTES = {
+    "vigil.signals.*": {"queue": "signals"},
+    "vigil.orders.*": {"queue": "orders"},
+    "vigil.stops.*": {"queue": "stops"},
+    "vigil.maintenance.*": {"queue": "maintenance"},
+}
+
+TASK_MODULES = ["tasks.maintenance"]
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    redis_url = resolve_redis_url(settings)
+    transport = {
+        # must exceed the longest task, or a running task is handed to a second worker
+        "visibility_timeout": settings.broker_visibility_timeout,
+        # a dead worker's unacked messages return within seconds of the visibility timeout
+        "unacked_restore_interval": 2,
+        "unacked_restore_throttle": 1,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "retry_on_timeout": True,
+        "health_check_interval": 10,
+    }
+    return {
+        "broker_url": redis_url,
+        "result_backend": redis_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": {"visibility_timeout": transport["visibility_timeout"]},
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": "maintenance",
+        "task_routes": ROUTES,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit,
+        "task_time_limit": settings.task_time_limit,
+        "task_ignore_result": True,
+        "result_expires": 3600,
+        "task_track_started": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+        "timezone": "UTC",
+        "broker_heartbeat": 0,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    celery = Celery("vigil", include=TASK_MODULES)
+    celery.conf.update(celery_config(settings))
+    from beat_schedule import build_schedule
+
+    celery.conf.beat_schedule = build_schedule(settings)
+    return celery
+
+
+app = create_app()
+
+
+@worker_process_init.connect
+def _fresh_pool_after_fork(**_: Any) -> None:
+    """Each pool child gets its own database pool; a forked one would share sockets."""
+    from core.db.session import reset_engine
+
+    reset_engine()

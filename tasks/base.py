@@ -1,0 +1,42 @@
+"""The one task decorator: explicit name, queue by name, retry policy by error kind.
+
+Tasks stay thin: parse arguments, call one service, let retryable errors back off. Permanent
+errors are not retried; they are recorded by the service as events before they surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tasks.app import app
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Retryable(Exception):
+    """Raised by a task when the work may succeed later (network, rate limit, lock busy)."""
+
+
+def vigil_task(
+    name: str,
+    *,
+    retry_on: tuple[type[BaseException], ...] = (Retryable,),
+    max_retries: int = 5,
+    backoff_max: int = 30,
+    **options: Any,
+) -> Callable[[F], Any]:
+    """Register ``func`` as task ``vigil.<name>``; ``name``'s first part picks the queue."""
+
+    def decorate(func: F) -> Any:
+        return app.task(
+            name=f"vigil.{name}",
+            autoretry_for=retry_on,
+            retry_backoff=True,
+            retry_backoff_max=backoff_max,
+            retry_jitter=True,
+            max_retries=max_retries,
+            **options,
+        )(func)
+
+    return decorate

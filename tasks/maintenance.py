@@ -1,0 +1,27 @@
+"""Liveness tasks. Guardians (protection, reconciliation, ...) join this module as they land."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from core.clock import SYSTEM_CLOCK
+from core.db.session import unit_of_work
+from core.services import heartbeat
+from tasks.base import vigil_task
+
+
+@vigil_task("maintenance.heartbeat", max_retries=0)
+def heartbeat_task(component: str = "beat") -> str:
+    """Sent by beat on a cadence: its arrival proves beat, the broker and a worker are alive."""
+    now = SYSTEM_CLOCK.now()
+    with unit_of_work() as session:
+        heartbeat.beat(session, component, now)
+        heartbeat.beat(session, f"worker:{socket.gethostname()}", now)
+    return now.isoformat()
+
+
+@vigil_task("maintenance.ping", max_retries=0)
+def ping() -> dict[str, Any]:
+    """A no-op round trip: used by `vigil up` to prove a worker answers, and by benchmarks."""
+    return {"pong": True, "host": socket.gethostname()}

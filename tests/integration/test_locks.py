@@ -1,0 +1,148 @@
+"""The per-symbol lock on real Redis, and its fencing token checked by real PostgreSQL."""
+
+import threading
+import time
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from core.db.models import Position
+from core.db.session import new_session
+from core.locks import (
+    LockLost,
+    LockNotAcquired,
+    StaleFence,
+    acquire,
+    fenced_update,
+    next_fence_token,
+    symbol_lock,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def tokens(clean_db):
+    def draw() -> int:
+        with new_session() as s:
+            return next_fence_token(s)
+
+    return draw
+
+
+def test_only_one_holder_at_a_time_under_contention(redis_client, tokens):
+    inside, overlaps, done = [], [], []
+
+    def work():
+        with symbol_lock(
+            redis_client, "binance", "BTCUSDT", token_source=tokens, blocking_timeout=20
+        ):
+            inside.append(1)
+            if len(inside) > 1:
+                overlaps.append(1)
+            time.sleep(0.005)
+            inside.pop()
+            done.append(1)
+
+    threads = [threading.Thread(target=work) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(done) == 12
+    assert overlaps == []
+
+
+def test_tokens_increase_with_each_acquisition(redis_client, tokens):
+    seen = []
+    for _ in range(5):
+        with symbol_lock(redis_client, "binance", "ETHUSDT", token_source=tokens) as held:
+            seen.append(held.token)
+    assert seen == sorted(seen) and len(set(seen)) == 5
+
+
+def test_a_busy_lock_times_out_with_a_clear_error(redis_client, tokens):
+    with symbol_lock(redis_client, "binance", "BTCUSDT", token_source=tokens):
+        with pytest.raises(LockNotAcquired):
+            acquire(redis_client, "binance", "BTCUSDT", token_source=tokens, blocking_timeout=0.2)
+
+
+def test_different_symbols_do_not_block_each_other(redis_client, tokens):
+    with symbol_lock(redis_client, "binance", "BTCUSDT", token_source=tokens):
+        with symbol_lock(
+            redis_client, "binance", "ETHUSDT", token_source=tokens, blocking_timeout=0.2
+        ):
+            pass
+
+
+def test_expired_holder_cannot_release_or_extend_the_next_holders_lock(redis_client, tokens):
+    first = acquire(redis_client, "binance", "BTCUSDT", token_source=tokens, timeout=0.1)
+    time.sleep(0.2)
+    assert not first.still_held()
+    second = acquire(redis_client, "binance", "BTCUSDT", token_source=tokens, blocking_timeout=1)
+    assert first.release() is False
+    with pytest.raises(LockLost):
+        first.extend()
+    assert second.still_held()
+    assert second.token > first.token
+    second.release()
+
+
+def test_extension_keeps_a_long_operation_locked(redis_client, tokens):
+    held = acquire(redis_client, "binance", "BTCUSDT", token_source=tokens, timeout=0.3)
+    for _ in range(4):
+        time.sleep(0.15)
+        held.extend()
+    assert held.still_held()
+    held.release()
+
+
+def test_stale_writer_is_rejected_by_the_database(redis_client, tokens, session):
+    position = Position(
+        exchange="binance",
+        symbol="BTCUSDT",
+        side="long",
+        status="active",
+        quantity=Decimal("1"),
+        correlation_id="c",
+    )
+    session.add(position)
+    session.commit()
+
+    # worker A takes the lock, then pauses past its TTL
+    stale = acquire(redis_client, "binance", "BTCUSDT", token_source=tokens, timeout=0.1)
+    time.sleep(0.2)
+    # worker B takes over and writes
+    fresh = acquire(redis_client, "binance", "BTCUSDT", token_source=tokens)
+    with new_session() as s:
+        fenced_update(s, position.id, fresh.token, stop_price=Decimal("90"))
+        s.commit()
+    # A wakes up and tries to write: refused, B's write stands
+    with new_session() as s:
+        with pytest.raises(StaleFence):
+            fenced_update(s, position.id, stale.token, stop_price=Decimal("50"))
+        s.rollback()
+    fresh.release()
+    with new_session() as s:
+        row = s.scalars(select(Position)).one()
+        assert row.stop_price == Decimal("90")
+        assert row.fence == fresh.token
+
+
+def test_one_holder_may_write_several_times(redis_client, tokens, session):
+    position = Position(
+        exchange="binance",
+        symbol="SOLUSDT",
+        side="short",
+        status="active",
+        quantity=Decimal("3"),
+        correlation_id="c",
+    )
+    session.add(position)
+    session.commit()
+    with symbol_lock(redis_client, "binance", "SOLUSDT", token_source=tokens) as held:
+        with new_session() as s:
+            fenced_update(s, position.id, held.token, stop_price=Decimal("10"))
+            fenced_update(s, position.id, held.token, stop_price=Decimal("9"))
+            s.commit()
