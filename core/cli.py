@@ -181,7 +181,7 @@ def flower() -> None:
         [
             "flower",
             f"--port={settings.flower_port}",
-            "--address=127.0.0.1",
+            f"--address={settings.flower_address}",
             f"--basic-auth={auth}",
             "--persistent=False",
         ]

@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     api_port: int = Field(8720, ge=1, le=65535)
     flower_port: int = Field(5555, ge=1, le=65535)
+    flower_address: str = Field("127.0.0.1", description="0.0.0.0 to serve beyond this host.")
     flower_user: str = "vigil"
     flower_password: SecretStr = SecretStr("vigil")
 
@@ -171,6 +172,25 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(_describe(exc)) from None
     except SourceError as exc:
         raise SettingsError(str(exc).split("\n")[0]) from None
+
+
+def env_example() -> str:
+    """The text of .env.example: every setting, its default, and what it is for."""
+    lines = [
+        "# vigil settings: environment variables with the VIGIL_ prefix (or a .env file).",
+        "# Every setting with its default; uncomment to change. Generated from core/config.py.",
+    ]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()
+        if isinstance(default, list):
+            default = ",".join(default)
+        shown = "" if default is None else str(default)
+        if field.description:
+            lines.append(f"# {field.description}")
+        lines.append(f"# VIGIL_{name.upper()}={shown}")
+    return "\n".join(lines) + "\n"
 
 
 @lru_cache(maxsize=1)
