@@ -1,0 +1,163 @@
+"""What the engine does about an exchange error, decided once, at the adapter.
+
+Nothing above ``core/exchange`` imports ccxt: services catch these classes, each of which
+says what to do. Classification uses the venue's own error code where there is one (it is more
+precise than ccxt's class, which differs between ccxt versions and endpoint tables) and falls
+back to ccxt's class hierarchy.
+"""
+
+from __future__ import annotations
+
+import re
+
+import ccxt
+
+
+class ExchangeFailure(Exception):
+    """Base: an exchange call did not do what was asked."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- retry with backoff ----------------------------------------------------------------------
+
+
+class Retryable(ExchangeFailure):
+    """Network, timeout, overload, maintenance: the same call may succeed later."""
+
+    retryable = True
+
+
+class RateLimited(Retryable):
+    """The venue asked us to slow down (429 / -1003 / Bybit 10006)."""
+
+
+class OutcomeUnknown(Retryable):
+    """A mutating call whose answer was lost: the order may or may not exist.
+
+    Never resend blindly: look the order up by its client id first.
+    """
+
+
+# --- permanent: fail the intent, record why ------------------------------------------------
+
+
+class Permanent(ExchangeFailure):
+    """The request itself is wrong for the venue; repeating it cannot help."""
+
+
+class SymbolUnavailable(Permanent):
+    """Unknown symbol, or not trading."""
+
+
+class BelowMinimum(Permanent):
+    """Quantity or notional below the market's minimum, or precision over the maximum."""
+
+
+class InsufficientFunds(Permanent):
+    """Not enough margin: new openings should pause."""
+
+
+class OrderNotFound(Permanent):
+    """No such order (already gone, or never created)."""
+
+
+class WouldTriggerImmediately(Permanent):
+    """A stop whose trigger price is already crossed."""
+
+
+class ReduceOnlyRejected(Permanent):
+    """A reduce-only order that would open or grow a position (usually: no position)."""
+
+
+class AuthenticationFailed(Permanent):
+    """Bad key, signature or permissions: no call will work until fixed."""
+
+
+class OrderRejected(Permanent):
+    """Any other refusal of an order."""
+
+
+_CODE = re.compile(r'"(?:code|retCode)"\s*:\s*"?(-?\d+)')
+
+# Binance USD-M codes (negative) and Bybit v5 retCodes (positive), by what to do about them.
+_BY_CODE: dict[int, type[ExchangeFailure]] = {
+    -1003: RateLimited,
+    -1001: Retryable,  # internal error, try again
+    -1007: OutcomeUnknown,  # timeout waiting for the backend: execution status unknown
+    -1008: Retryable,  # server overloaded
+    -1021: Retryable,  # timestamp outside recvWindow: clock drift, resync and retry
+    -1022: AuthenticationFailed,
+    -2014: AuthenticationFailed,
+    -2015: AuthenticationFailed,
+    -1121: SymbolUnavailable,
+    -4140: SymbolUnavailable,
+    -1111: BelowMinimum,
+    -4003: BelowMinimum,
+    -4164: BelowMinimum,
+    -4005: BelowMinimum,
+    -2019: InsufficientFunds,
+    -2018: InsufficientFunds,
+    -2011: OrderNotFound,
+    -2013: OrderNotFound,
+    -2021: WouldTriggerImmediately,
+    -2022: ReduceOnlyRejected,
+    10006: RateLimited,
+    10016: Retryable,
+    10001: OrderRejected,
+    10003: AuthenticationFailed,
+    10004: AuthenticationFailed,
+    110007: InsufficientFunds,
+    110001: OrderNotFound,
+    110017: ReduceOnlyRejected,
+    110094: BelowMinimum,
+}
+
+
+def error_code(exc: BaseException) -> int | None:
+    match = _CODE.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def classify(exc: BaseException, *, mutating: bool = False) -> ExchangeFailure:
+    """Map a ccxt exception to the engine's taxonomy.
+
+    ``mutating``: the call created or cancelled something, so a lost answer is an unknown
+    outcome rather than a plain retry.
+    """
+    if isinstance(exc, ExchangeFailure):
+        return exc
+    message = f"{type(exc).__name__}: {exc}"[:500]
+    code = error_code(exc)
+    if code in _BY_CODE:
+        cls = _BY_CODE[code]
+        if cls is Retryable and mutating and code == -1001:
+            cls = OutcomeUnknown
+        return cls(message, code=code)
+    if isinstance(exc, ccxt.RequestTimeout):
+        return (OutcomeUnknown if mutating else Retryable)(message, code=code)
+    if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+        return RateLimited(message, code=code)
+    if isinstance(exc, ccxt.NetworkError):
+        # includes ExchangeNotAvailable and OnMaintenance; a connection reset during a
+        # create may have reached the venue
+        return (OutcomeUnknown if mutating else Retryable)(message, code=code)
+    if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied):
+        return AuthenticationFailed(message, code=code)
+    if isinstance(exc, ccxt.BadSymbol):
+        return SymbolUnavailable(message, code=code)
+    if isinstance(exc, ccxt.InsufficientFunds):
+        return InsufficientFunds(message, code=code)
+    if isinstance(exc, ccxt.OrderNotFound):
+        return OrderNotFound(message, code=code)
+    if isinstance(exc, ccxt.OrderImmediatelyFillable):
+        return WouldTriggerImmediately(message, code=code)
+    if isinstance(exc, ccxt.InvalidOrder):
+        return OrderRejected(message, code=code)
+    if isinstance(exc, ccxt.ExchangeError):
+        return OrderRejected(message, code=code)
+    return Retryable(message, code=code)

@@ -1,0 +1,71 @@
+"""What the adapter returns: plain, Decimal-valued snapshots of exchange state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRules:
+    symbol: str  # exchange-native id, e.g. BTCUSDT
+    tick_size: Decimal
+    step_size: Decimal
+    min_qty: Decimal
+    max_qty: Decimal | None
+    min_notional: Decimal
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSnapshot:
+    id: str
+    client_id: str | None
+    symbol: str
+    side: str  # buy / sell
+    type: str  # market, limit, stop_market, take_profit_market, ...
+    status: str  # open, closed (filled), canceled, expired, rejected
+    amount: Decimal
+    filled: Decimal
+    average: Decimal | None
+    price: Decimal | None
+    trigger_price: Decimal | None
+    reduce_only: bool
+    close_position: bool
+    conditional: bool
+    position_idx: int
+    created_at: datetime | None
+
+    @property
+    def is_filled(self) -> bool:
+        return self.status == "closed" or (self.amount > 0 and self.filled >= self.amount)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSnapshot:
+    symbol: str
+    side: str  # long / short
+    quantity: Decimal
+    entry_price: Decimal
+    mark_price: Decimal | None
+    unrealized_pnl: Decimal | None
+    leverage: int | None
+    position_idx: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradeSnapshot:
+    id: str
+    order_id: str | None
+    symbol: str
+    side: str
+    price: Decimal
+    quantity: Decimal
+    fee: Decimal
+    realized_pnl: Decimal | None
+    timestamp: datetime
