@@ -118,6 +118,18 @@ _BY_CODE: dict[int, type[ExchangeFailure]] = {
 }
 
 
+# Fallback when the venue sent no code we know; first match wins (subclasses first).
+_BY_CLASS: tuple[tuple[type[BaseException], type[ExchangeFailure]], ...] = (
+    (ccxt.AuthenticationError, AuthenticationFailed),
+    (ccxt.PermissionDenied, AuthenticationFailed),
+    (ccxt.BadSymbol, SymbolUnavailable),
+    (ccxt.InsufficientFunds, InsufficientFunds),
+    (ccxt.OrderNotFound, OrderNotFound),
+    (ccxt.OrderImmediatelyFillable, WouldTriggerImmediately),
+    (ccxt.ExchangeError, OrderRejected),
+)
+
+
 def error_code(exc: BaseException) -> int | None:
     match = _CODE.search(str(exc))
     return int(match.group(1)) if match else None
@@ -138,26 +150,12 @@ def classify(exc: BaseException, *, mutating: bool = False) -> ExchangeFailure:
         if cls is Retryable and mutating and code == -1001:
             cls = OutcomeUnknown
         return cls(message, code=code)
-    if isinstance(exc, ccxt.RequestTimeout):
-        return (OutcomeUnknown if mutating else Retryable)(message, code=code)
     if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
         return RateLimited(message, code=code)
     if isinstance(exc, ccxt.NetworkError):
-        # includes ExchangeNotAvailable and OnMaintenance; a connection reset during a
-        # create may have reached the venue
+        # timeouts, resets, ExchangeNotAvailable, OnMaintenance: a create may have landed
         return (OutcomeUnknown if mutating else Retryable)(message, code=code)
-    if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied):
-        return AuthenticationFailed(message, code=code)
-    if isinstance(exc, ccxt.BadSymbol):
-        return SymbolUnavailable(message, code=code)
-    if isinstance(exc, ccxt.InsufficientFunds):
-        return InsufficientFunds(message, code=code)
-    if isinstance(exc, ccxt.OrderNotFound):
-        return OrderNotFound(message, code=code)
-    if isinstance(exc, ccxt.OrderImmediatelyFillable):
-        return WouldTriggerImmediately(message, code=code)
-    if isinstance(exc, ccxt.InvalidOrder):
-        return OrderRejected(message, code=code)
-    if isinstance(exc, ccxt.ExchangeError):
-        return OrderRejected(message, code=code)
+    for ccxt_class, ours in _BY_CLASS:
+        if isinstance(exc, ccxt_class):
+            return ours(message, code=code)
     return Retryable(message, code=code)
