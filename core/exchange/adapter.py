@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 import ccxt
 
 from core.exchange.errors import ExchangeFailure, OrderNotFound, SymbolUnavailable, classify
-from core.exchange.types import MarketRules, OrderSnapshot, PositionSnapshot, TradeSnapshot
+from core.domain.sizing import MarketRules
+from core.exchange.types import OrderSnapshot, PositionSnapshot, TradeSnapshot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,7 +91,10 @@ class ExchangeAdapter:
     # --- markets and account -----------------------------------------------------------------
 
     def rules(self, symbol: str) -> MarketRules:
+        """Precision and limits; a market that is not trading is SymbolUnavailable."""
         market = self.client.market(self.unified(symbol))
+        if not market.get("active", True):
+            raise SymbolUnavailable(f"{symbol} is not trading")
         limits, precision = market.get("limits", {}), market.get("precision", {})
         info_filters = {f.get("filterType"): f for f in market.get("info", {}).get("filters", [])}
         tick = dec(info_filters.get("PRICE_FILTER", {}).get("tickSize")) or _dec0(
@@ -100,13 +104,11 @@ class ExchangeAdapter:
             precision.get("amount")
         )
         return MarketRules(
-            symbol=symbol,
             tick_size=tick,
             step_size=step,
             min_qty=_dec0(limits.get("amount", {}).get("min")),
             max_qty=dec(limits.get("amount", {}).get("max")),
             min_notional=_dec0(limits.get("cost", {}).get("min")),
-            active=bool(market.get("active", True)),
         )
 
     def ensure_trading_setup(self, symbol: str, leverage: int, margin_mode: str) -> None:

@@ -8,17 +8,6 @@ from decimal import Decimal
 
 
 @dataclass(frozen=True, slots=True)
-class MarketRules:
-    symbol: str  # exchange-native id, e.g. BTCUSDT
-    tick_size: Decimal
-    step_size: Decimal
-    min_qty: Decimal
-    max_qty: Decimal | None
-    min_notional: Decimal
-    active: bool
-
-
-@dataclass(frozen=True, slots=True)
 class OrderSnapshot:
     id: str
     client_id: str | None
