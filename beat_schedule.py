@@ -26,4 +26,8 @@ def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "heartbeat": _every(
             "vigil.maintenance.heartbeat", settings.heartbeat_interval, component="beat"
         ),
+        # openings a crash left in pending_entry / entry_placed / pending_sl
+        "recover-interrupted-openings": _every(
+            "vigil.maintenance.recover_interrupted_openings", settings.recovery_interval
+        ),
     }

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
         default_factory=list, description="Symbols never traded (comma-separated)."
     )
     taker_fee_percent: Decimal = Field(Decimal("0.05"), ge=0)
+    entry_fill_timeout: float = Field(10, gt=0, description="Wait for a market entry fill, s.")
+    stop_place_attempts: int = Field(3, ge=1, description="Tries before an entry is rolled back.")
+    openings_pause_seconds: int = Field(300, ge=1, description="Pause after insufficient funds.")
 
     # --- trailing stop -------------------------------------------------------------------
     trailing_activation_percent: Decimal = Field(Decimal("1.5"), gt=0)

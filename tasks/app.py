@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 from kombu import Queue
 
 from core.config import Settings, get_settings
@@ -27,7 +27,7 @@ ROUTES = {
     "vigil.maintenance.*": {"queue": "maintenance"},
 }
 
-TASK_MODULES = ["tasks.maintenance"]
+TASK_MODULES = ["tasks.maintenance", "tasks.orders"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -90,5 +90,16 @@ app = create_app()
 def _fresh_pool_after_fork(**_: Any) -> None:
     """Each pool child gets its own database pool; a forked one would share sockets."""
     from core.db.session import reset_engine
+    from core.services.deps import reset_deps
 
     reset_engine()
+    reset_deps()
+
+
+@worker_ready.connect
+def _recover_on_start(sender: Any = None, **_: Any) -> None:
+    """At worker start, resolve openings a previous crash left half-done."""
+    if sender is not None:
+        sender.app.send_task(
+            "vigil.maintenance.recover_interrupted_openings", kwargs={"min_age_seconds": 0}
+        )

@@ -8,6 +8,8 @@ from typing import Any
 from core.clock import SYSTEM_CLOCK
 from core.db.session import unit_of_work
 from core.services import heartbeat
+from core.services.deps import get_deps
+from core.services.recovery import recover_interrupted
 from tasks.base import vigil_task
 
 
@@ -25,3 +27,10 @@ def heartbeat_task(component: str = "beat") -> str:
 def ping() -> dict[str, Any]:
     """A no-op round trip: used by `vigil up` to prove a worker answers, and by benchmarks."""
     return {"pong": True, "host": socket.gethostname()}
+
+
+@vigil_task("maintenance.recover_interrupted_openings", max_retries=0)
+def recover_interrupted_openings(min_age_seconds: float | None = None) -> dict[str, Any]:
+    """Resolve positions left in pending_entry / entry_placed / pending_sl against the exchange."""
+    report = recover_interrupted(get_deps(), min_age_seconds)
+    return {"examined": report.examined, "outcomes": report.outcomes, "deferred": report.deferred}

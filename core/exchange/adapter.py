@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import ccxt
 
-from core.exchange.errors import ExchangeFailure, OrderNotFound, SymbolUnavailable, classify
 from core.domain.sizing import MarketRules
+from core.exchange.errors import ExchangeFailure, OrderNotFound, SymbolUnavailable, classify
 from core.exchange.types import OrderSnapshot, PositionSnapshot, TradeSnapshot
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,19 @@ class ExchangeAdapter:
             tick_size=tick,
             step_size=step,
             min_qty=_dec0(limits.get("amount", {}).get("min")),
-            max_qty=dec(limits.get("amount", {}).get("max")),
+            # entries and closes are market orders: MARKET_LOT_SIZE bounds them too
+            max_qty=min(
+                (
+                    q
+                    for q in (
+                        dec(limits.get("amount", {}).get("max")),
+                        dec(limits.get("market", {}).get("max")),
+                        dec(info_filters.get("MARKET_LOT_SIZE", {}).get("maxQty")),
+                    )
+                    if q
+                ),
+                default=None,
+            ),
             min_notional=_dec0(limits.get("cost", {}).get("min")),
         )
 

@@ -98,6 +98,7 @@ _BY_CODE: dict[int, type[ExchangeFailure]] = {
     -4140: SymbolUnavailable,
     -1111: BelowMinimum,
     -4003: BelowMinimum,
+    -4004: BelowMinimum,
     -4164: BelowMinimum,
     -4005: BelowMinimum,
     -2019: InsufficientFunds,

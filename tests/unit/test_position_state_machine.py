@@ -1,7 +1,6 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import pytest
 
 from core.domain.positions import (
     INITIAL,
@@ -10,10 +9,14 @@ from core.domain.positions import (
     TERMINAL,
     TRANSITIONS,
     IllegalTransition,
-    PositionStatus as S,
-    PositionTrigger as T,
     allowed_triggers,
     next_status,
+)
+from core.domain.positions import (
+    PositionStatus as S,
+)
+from core.domain.positions import (
+    PositionTrigger as T,
 )
 
 statuses = st.sampled_from(list(S))

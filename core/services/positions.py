@@ -1,0 +1,200 @@
+"""Writing positions: creation, transitions and the order ledger.
+
+Every status change goes through ``transition``, which checks the state machine, writes with
+the lock's fencing token, and adds the event in the same transaction, so no path can change a
+status without its event or behind a newer lock holder's back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.db.models import Order, Position
+from core.domain.positions import (
+    INITIAL,
+    NON_TERMINAL,
+    PositionStatus,
+    PositionTrigger,
+    next_status,
+)
+from core.events import EventContext, EventType, Severity, record
+from core.locks import fenced_update
+
+
+@dataclass(frozen=True)
+class NewPosition:
+    exchange: str
+    symbol: str
+    side: str
+    status: PositionStatus = PositionStatus.PENDING_ENTRY
+    quantity: Decimal = Decimal(0)
+    entry_price: Decimal | None = None
+    leverage: int | None = None
+    signal_id: int | None = None
+    correlation_id: str | None = None
+
+
+def context(position: Position) -> EventContext:
+    return EventContext(
+        exchange=position.exchange,
+        symbol=position.symbol,
+        position_id=position.id,
+        correlation_id=position.correlation_id,
+    )
+
+
+def open_position_for(session: Session, exchange: str, symbol: str) -> Position | None:
+    """The one non-terminal position for (exchange, symbol), if any."""
+    return session.scalars(
+        select(Position).where(
+            Position.exchange == exchange,
+            Position.symbol == symbol,
+            Position.status.in_([s.value for s in NON_TERMINAL]),
+        )
+    ).one_or_none()
+
+
+def create_position(session: Session, new: NewPosition, **event_data: Any) -> Position | None:
+    """Insert a position; None if (exchange, symbol) already has a non-terminal one.
+
+    The partial unique index decides, not a prior SELECT (which would race). The refusal is
+    recorded as an event in the caller's transaction; the failed insert is undone through a
+    savepoint so the caller's other work stands.
+    """
+    if new.status not in INITIAL:
+        raise ValueError(f"a position cannot start as {new.status}")
+    correlation_id = new.correlation_id or uuid.uuid4().hex
+    position = Position(
+        exchange=new.exchange,
+        symbol=new.symbol,
+        side=new.side,
+        status=new.status.value,
+        quantity=new.quantity,
+        entry_price=new.entry_price,
+        leverage=new.leverage,
+        signal_id=new.signal_id,
+        correlation_id=correlation_id,
+    )
+    try:
+        with session.begin_nested():
+            session.add(position)
+            session.flush()
+    except IntegrityError:
+        existing = open_position_for(session, new.exchange, new.symbol)
+        record(
+            session,
+            EventType.POSITION_DUPLICATE_PREVENTED,
+            severity=Severity.WARNING,
+            exchange=new.exchange,
+            symbol=new.symbol,
+            correlation_id=correlation_id,
+            existing_position_id=existing.id if existing else None,
+            existing_status=existing.status if existing else None,
+            **event_data,
+        )
+        return None
+    record(
+        session,
+        EventType.POSITION_CREATED,
+        ctx=context(position),
+        side=new.side,
+        status=new.status,
+        **event_data,
+    )
+    return position
+
+
+def transition(
+    session: Session,
+    position: Position,
+    trigger: PositionTrigger,
+    token: int,
+    *,
+    reason: str | None = None,
+    severity: Severity = Severity.INFO,
+    **values: Any,
+) -> PositionStatus:
+    """Apply ``trigger``: check the table, write under the fence, record the event."""
+    old = PositionStatus(position.status)
+    new = next_status(old, trigger)
+    fenced_update(session, position.id, token, status=new.value, **values)
+    for key, value in values.items():
+        setattr(position, key, value)
+    position.status = new.value
+    position.fence = token
+    record(
+        session,
+        EventType.POSITION_STATUS_CHANGED,
+        severity=severity,
+        ctx=context(position),
+        from_status=old,
+        to_status=new,
+        trigger=trigger,
+        reason=reason,
+        **{k: v for k, v in values.items() if k != "fence"},
+    )
+    return new
+
+
+def update(session: Session, position: Position, token: int, **values: Any) -> None:
+    """Change fields other than status, under the fence."""
+    fenced_update(session, position.id, token, **values)
+    for key, value in values.items():
+        setattr(position, key, value)
+    position.fence = token
+
+
+def record_order(
+    session: Session,
+    position: Position | None,
+    *,
+    exchange: str,
+    symbol: str,
+    client_order_id: str,
+    purpose: str,
+    side: str,
+    order_type: str,
+    quantity: Decimal,
+    status: str,
+    exchange_order_id: str | None = None,
+    trigger_price: Decimal | None = None,
+    reduce_only: bool = False,
+    filled_quantity: Decimal | None = None,
+    average_price: Decimal | None = None,
+) -> None:
+    """Upsert the ledger row of one order intent, keyed by its client id (idempotent)."""
+    values: dict[str, Any] = {
+        "position_id": position.id if position is not None else None,
+        "exchange": exchange,
+        "symbol": symbol,
+        "client_order_id": client_order_id,
+        "purpose": purpose,
+        "side": side,
+        "order_type": order_type,
+        "quantity": quantity,
+        "status": status,
+        "exchange_order_id": exchange_order_id,
+        "trigger_price": trigger_price,
+        "reduce_only": reduce_only,
+        "filled_quantity": filled_quantity or Decimal(0),
+        "average_price": average_price,
+    }
+    stmt = insert(Order).values(**values)
+    changing: dict[str, Any] = {k: stmt.excluded[k] for k in ("status", "filled_quantity")}
+    for keep in ("exchange_order_id", "average_price"):  # a later None never erases a fact
+        changing[keep] = func.coalesce(stmt.excluded[keep], getattr(Order, keep))
+    session.execute(stmt.on_conflict_do_update(index_elements=["client_order_id"], set_=changing))
+
+
+def order_row(session: Session, client_order_id: str) -> Order | None:
+    return session.scalars(
+        select(Order).where(Order.client_order_id == client_order_id)
+    ).one_or_none()

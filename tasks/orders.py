@@ -1,0 +1,19 @@
+"""Opening positions (queue ``orders``)."""
+
+from __future__ import annotations
+
+from core.exchange.errors import Retryable as ExchangeRetryable
+from core.locks import LockNotAcquired
+from core.services.deps import get_deps
+from core.services.opening import open_position
+from tasks.base import Retryable, vigil_task
+
+
+@vigil_task(
+    "orders.open_position",
+    retry_on=(Retryable, ExchangeRetryable, LockNotAcquired),
+    max_retries=8,
+)
+def open_position_task(position_id: int) -> str:
+    """Drive one opening (entry, fill, stop, or rollback) as far as it goes now."""
+    return open_position(get_deps(), position_id).value

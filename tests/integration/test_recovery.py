@@ -1,0 +1,146 @@
+"""Interrupted openings are resolved against the exchange; a killed worker leaves nothing
+unprotected."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import select
+
+from core.db.models import Position
+from core.db.session import unit_of_work
+from core.domain.positions import PositionStatus
+from core.exchange.client_ids import client_order_id
+from core.services.positions import NewPosition, create_position
+from core.services.recovery import recover_interrupted
+
+pytestmark = pytest.mark.integration
+
+
+def put_position(status: str, symbol: str = "BTCUSDT", **values) -> Position:
+    with unit_of_work() as s:
+        position = create_position(
+            s, NewPosition("binance", symbol, "long", status=PositionStatus.PENDING_ENTRY)
+        )
+        position.status = status
+        for k, v in values.items():
+            setattr(position, k, v)
+        s.flush()
+        return position
+
+
+def status_of(pid: int) -> str:
+    with unit_of_work() as s:
+        return s.get(Position, pid).status
+
+
+def open_stops(sim, symbol="BTCUSDT"):
+    return [o for o in sim.state()["open_algo_orders"] if o["symbol"] == symbol]
+
+
+def test_pending_entry_never_sent_is_failed_not_sent_late(sim, deps):
+    p = put_position("pending_entry")
+    report = recover_interrupted(deps, min_age_seconds=0)
+    assert report.examined == 1
+    assert status_of(p.id) == "failed"
+    assert sim.state()["positions"] == []
+
+
+def test_entry_that_reached_the_exchange_gets_its_stop(sim, deps):
+    p = put_position("entry_placed", requested_quantity=Decimal("0.01"))
+    deps.exchange.create_market_order(
+        "BTCUSDT", "buy", Decimal("0.01"), client_order_id(p.id, p.correlation_id, "entry")
+    )
+    recover_interrupted(deps, min_age_seconds=0)
+    assert status_of(p.id) == "active"
+    [stop] = open_stops(sim)
+    assert Decimal(stop["quantity"]) == Decimal("0.01")
+
+
+def test_entry_that_never_reached_the_exchange_is_failed(sim, deps):
+    p = put_position("entry_placed", requested_quantity=Decimal("0.01"))
+    recover_interrupted(deps, min_age_seconds=0)
+    assert status_of(p.id) == "failed"
+
+
+def test_filled_position_without_stop_is_protected(sim, deps):
+    deps.exchange.create_market_order("ETHUSDT", "buy", Decimal("0.1"), "manual-1")
+    p = put_position(
+        "pending_sl", symbol="ETHUSDT", quantity=Decimal("0.1"), entry_price=Decimal("3000")
+    )
+    recover_interrupted(deps, min_age_seconds=0)
+    assert status_of(p.id) == "active"
+    assert len(open_stops(sim, "ETHUSDT")) == 1
+
+
+def test_young_interrupted_positions_are_left_to_their_task(sim, deps):
+    put_position("pending_sl", quantity=Decimal("0.1"), entry_price=Decimal("3000"))
+    assert recover_interrupted(deps, min_age_seconds=3600).examined == 0
+
+
+@pytest.fixture
+def worker_env(sim, clean_db, redis_url, tmp_path):
+    env = dict(
+        os.environ,
+        VIGIL_HOME=str(tmp_path),
+        VIGIL_EXCHANGE="paper",
+        VIGIL_EXCHANGE_URL=sim.url,
+        VIGIL_POSITION_SIZE_USDT="200",
+        VIGIL_ENTRY_FILL_TIMEOUT="2",
+        VIGIL_EXCHANGE_TIMEOUT_MS="20000",
+        VIGIL_LOCK_TIMEOUT="5",
+    )
+    return env
+
+
+def test_worker_killed_between_entry_and_stop_leaves_the_position_protected(sim, deps, worker_env):
+    sim.fault("algoOrder", "latency", method="POST", latency_ms=3000, count=1)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "worker",
+            "--queues",
+            "orders,maintenance",
+            "--concurrency",
+            "1",
+            "--name",
+            "victim",
+        ],
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        with unit_of_work() as s:
+            pid = create_position(s, NewPosition("binance", "BTCUSDT", "long")).id
+        from core.config import get_settings
+        from tasks.app import create_app
+
+        create_app(get_settings()).send_task("vigil.orders.open_position", args=[pid])
+        deadline = time.monotonic() + 60
+        while status_of(pid) != "pending_sl":
+            assert time.monotonic() < deadline, f"never reached pending_sl: {status_of(pid)}"
+            time.sleep(0.05)
+        time.sleep(0.3)  # the stop request is in flight now
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert status_of(pid) == "pending_sl"
+    recover_interrupted(deps, min_age_seconds=0)
+    assert status_of(pid) == "active"
+    time.sleep(3.5)  # let the delayed request that died with the worker land (or not)
+    stops = open_stops(sim)
+    assert len(stops) == 1, stops
+    [exchange_position] = [p for p in sim.state()["positions"] if p["symbol"] == "BTCUSDT"]
+    assert Decimal(stops[0]["quantity"]) == Decimal(exchange_position["positionAmt"])
+    with unit_of_work() as s:
+        assert s.scalars(select(Position)).one().status == "active"
