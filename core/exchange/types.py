@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from core.domain.orders import ExchangeOrder, ExchangePosition
+from core.domain.sides import OrderSide, Side
+
 
 @dataclass(frozen=True, slots=True)
 class OrderSnapshot:
@@ -34,6 +37,23 @@ class OrderSnapshot:
     def is_open(self) -> bool:
         return self.status == "open"
 
+    def to_domain(self) -> ExchangeOrder:
+        """The open-order view the pure decisions (protection, zombies) work on."""
+        return ExchangeOrder(
+            id=self.id,
+            client_id=self.client_id,
+            symbol=self.symbol,
+            side=OrderSide(self.side),
+            type=self.type,
+            reduce_only=self.reduce_only,
+            close_position=self.close_position,
+            is_conditional=self.conditional,
+            trigger_price=self.trigger_price,
+            quantity=self.amount - self.filled,
+            position_idx=self.position_idx,
+            created_at=self.created_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class PositionSnapshot:
@@ -45,6 +65,16 @@ class PositionSnapshot:
     unrealized_pnl: Decimal | None
     leverage: int | None
     position_idx: int
+
+    def to_domain(self) -> ExchangePosition:
+        return ExchangePosition(
+            symbol=self.symbol,
+            side=Side(self.side),
+            quantity=self.quantity,
+            entry_price=self.entry_price,
+            position_idx=self.position_idx,
+            mark_price=self.mark_price,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from core.exchange import errors
 from core.exchange.client_ids import client_order_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, symbol_lock
+from core.services.closing import exit_from_trades, finish
 from core.services.deps import Deps
 from core.services.positions import context, order_row, record_order, transition
 
@@ -555,23 +556,22 @@ class Opening:
 
     def _rolled_back(self, session: Session, position: Position) -> OpenOutcome:
         trades = self.ex.trades(position.symbol, since=position.created_at)
-        closing = [t for t in trades if t.side == Side(position.side).close_order_side]
-        qty = sum((t.quantity for t in closing), Decimal(0))
-        exit_price = sum((t.price * t.quantity for t in closing), Decimal(0)) / qty if qty else None
+        exit_ = exit_from_trades(position, trades)
         record(
             session,
             EventType.POSITION_ROLLED_BACK,
             ctx=context(position),
-            exit_price=exit_price,
+            exit_price=exit_.price,
             quantity=position.quantity,
         )
-        transition(
+        finish(
             session,
             position,
-            T.ROLLBACK_DONE,
             self.held.token,
-            exit_price=exit_price,
-            closed_at=self.now(),
+            trigger=T.ROLLBACK_DONE,
+            reason="rollback",
+            exit_=exit_,
+            now=self.now(),
         )
         self._signal_outcome(session, position, "failed", "stop could not be placed")
         return OpenOutcome.ROLLED_BACK

@@ -1,0 +1,322 @@
+"""The one way a position ends: every close path comes through here.
+
+Why one function: the old bot closed positions from five places and each forgot something
+(trailing state left behind, stops left on the exchange, no event). ``finish`` removes the
+trailing and aged state, writes the exit and PnL, and records the events, in one transaction;
+``close_position`` (engine-initiated: aged, manual) and ``settle_external_close`` (a stop hit
+on the exchange, a close by hand, a phantom found by reconciliation) both end in it, and both
+cancel what the engine left on the exchange for that symbol right after.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from core.db.models import AgedPosition, Order, Position, TrailingStop
+from core.db.session import unit_of_work
+from core.domain.positions import TERMINAL, PositionStatus, PositionTrigger
+from core.domain.reconciliation import Fill, exit_price_from_trades
+from core.domain.sides import OrderSide, Side
+from core.events import EventType, Severity, record
+from core.exchange import errors
+from core.exchange.client_ids import client_order_id, parse_client_id
+from core.exchange.types import TradeSnapshot
+from core.locks import HeldLock, symbol_lock
+from core.services.deps import Deps
+from core.services.positions import context, record_order, transition
+
+T = PositionTrigger
+
+
+@dataclass(frozen=True)
+class Exit:
+    price: Decimal | None
+    realized_pnl: Decimal | None
+    fees: Decimal | None
+
+
+def realized_pnl(side: Side, entry: Decimal, exit_price: Decimal, quantity: Decimal) -> Decimal:
+    direction = Decimal(1) if side is Side.LONG else Decimal(-1)
+    return (exit_price - entry) * quantity * direction
+
+
+def exit_from_trades(position: Position, trades: list[TradeSnapshot]) -> Exit:
+    """The real exit (VWAP of closing fills), PnL net of the closing fees; None if unknown."""
+    side = Side(position.side)
+    since = position.opened_at or position.created_at
+    fills = [
+        Fill(t.id, OrderSide(t.side), t.price, t.quantity, t.timestamp)
+        for t in trades
+        if t.side in ("buy", "sell")
+    ]
+    price = exit_price_from_trades(fills, side, position.quantity, since)
+    if price is None or position.entry_price is None:
+        return Exit(price, None, None)
+    closing = [t for t in trades if t.side == side.close_order_side and t.timestamp >= since]
+    fees = sum((t.fee for t in closing), Decimal(0))
+    gross = realized_pnl(side, position.entry_price, price, position.quantity)
+    return Exit(price, gross - fees, fees)
+
+
+def finish(
+    session: Session,
+    position: Position,
+    token: int,
+    *,
+    trigger: PositionTrigger,
+    reason: str,
+    exit_: Exit,
+    now: datetime,
+) -> None:
+    """Close the record: state cleanup, exit, events. The caller holds the symbol lock."""
+    removed_trailing = session.execute(
+        delete(TrailingStop).where(TrailingStop.position_id == position.id)
+    ).rowcount  # type: ignore[attr-defined]
+    if removed_trailing:
+        record(session, EventType.TRAILING_STOP_REMOVED, ctx=context(position), reason=reason)
+    removed_aged = session.execute(
+        delete(AgedPosition).where(AgedPosition.position_id == position.id)
+    ).rowcount  # type: ignore[attr-defined]
+    if removed_aged:
+        record(session, EventType.AGED_POSITION_REMOVED, ctx=context(position), reason=reason)
+    transition(
+        session,
+        position,
+        trigger,
+        token,
+        reason=reason,
+        exit_price=exit_.price,
+        realized_pnl=exit_.realized_pnl,
+        fees=exit_.fees,
+        closed_at=now,
+        close_reason=reason[:40],
+    )
+    record(
+        session,
+        EventType.POSITION_CLOSED,
+        ctx=context(position),
+        reason=reason,
+        exit_price=exit_.price,
+        realized_pnl=exit_.realized_pnl,
+        exit_known=exit_.price is not None,
+    )
+
+
+def lock_for(deps: Deps, exchange: str, symbol: str) -> AbstractContextManager[HeldLock]:
+    """The (exchange, symbol) lock with the settings' timeouts."""
+    return symbol_lock(
+        deps.redis,
+        exchange,
+        symbol,
+        token_source=deps.fence_token,
+        timeout=deps.settings.lock_timeout,
+        blocking_timeout=deps.settings.lock_blocking_timeout,
+    )
+
+
+def _exchange_has_position(deps: Deps, symbol: str) -> bool:
+    return any(p.symbol == symbol for p in deps.exchange.positions())
+
+
+def cancel_leftovers(deps: Deps, session: Session, position: Position) -> int:
+    """Cancel the engine's open orders for a closed position's symbol (stops, closes).
+
+    Runs right after every close: a stop that outlives its position could open a new one
+    (reduce-only makes that impossible on Binance, but a venue's closePosition stop would
+    stay armed), and left-behind stops pile up to the open-order limit.
+    """
+    cancelled = 0
+    for order in deps.exchange.open_orders():
+        if order.symbol != position.symbol:
+            continue
+        ours = parse_client_id(order.client_id)
+        if ours is None or ours.position_id != position.id:
+            continue
+        if deps.exchange.cancel_order(order.symbol, order.id, conditional=order.conditional):
+            cancelled += 1
+            record(
+                session,
+                EventType.ORPHANED_SL_CLEANED,
+                ctx=context(position),
+                order_id=order.client_id,
+                exchange_order_id=order.id,
+                purpose=ours.purpose,
+            )
+    return cancelled
+
+
+def settle_external_close(deps: Deps, position_id: int, reason: str) -> bool:
+    """Record a close that happened on the exchange (stop hit, closed by hand, phantom).
+
+    Re-checked under the lock: if the exchange still has the position nothing changes and
+    False is returned. Safe to run any number of times.
+    """
+    with unit_of_work() as session:
+        position = session.get(Position, position_id)
+        if position is None or PositionStatus(position.status) in TERMINAL:
+            return False
+        exchange, symbol = position.exchange, position.symbol
+    with lock_for(deps, exchange, symbol) as held, unit_of_work() as session:
+        position = session.get(Position, position_id, populate_existing=True)
+        assert position is not None
+        if PositionStatus(position.status) in TERMINAL:
+            return False
+        if _exchange_has_position(deps, symbol):
+            return False
+        exit_ = exit_from_trades(position, deps.exchange.trades(symbol, since=position.created_at))
+        finish(
+            session,
+            position,
+            held.token,
+            trigger=T.CLOSED_ON_EXCHANGE,
+            reason=reason,
+            exit_=exit_,
+            now=deps.clock.now(),
+        )
+        cancel_leftovers(deps, session, position)
+        return True
+
+
+def close_position(deps: Deps, position_id: int, reason: str) -> bool:
+    """Close at market, reduce-only, verify flat on the exchange, then finish the record.
+
+    Returns True when the position is closed (now or before). A close that cannot be done
+    leaves the position ``active`` with its stop and raises a Retryable for the caller's
+    retry policy. A duplicate close is harmless: reduce-only can never open or grow.
+    """
+    with unit_of_work() as session:
+        position = session.get(Position, position_id)
+        if position is None:
+            return False
+        if PositionStatus(position.status) in TERMINAL:
+            return True
+        exchange, symbol = position.exchange, position.symbol
+    with lock_for(deps, exchange, symbol) as held:
+        return _close_locked(deps, held, position_id, reason)
+
+
+def _close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> bool:
+    with unit_of_work() as session:
+        position = session.get(Position, position_id, populate_existing=True)
+        assert position is not None
+        status = PositionStatus(position.status)
+        if status in TERMINAL:
+            return True
+        if status is PositionStatus.ACTIVE:
+            record(
+                session, EventType.POSITION_CLOSE_REQUESTED, ctx=context(position), reason=reason
+            )
+            transition(
+                session,
+                position,
+                T.CLOSE_REQUESTED,
+                held.token,
+                reason=reason,
+                close_reason=reason[:40],
+            )
+        elif status is not PositionStatus.CLOSING:
+            raise errors.Retryable(f"position {position_id} is {status}; not closable now")
+    side = Side(position.side)
+    failure: errors.ExchangeFailure | None = None
+    try:
+        if _exchange_has_position(deps, position.symbol):
+            _send_close(deps, position, side)
+        closed = not _exchange_has_position(deps, position.symbol)
+    except errors.ExchangeFailure as exc:
+        closed, failure = False, exc
+    with unit_of_work() as session:
+        position = session.get(Position, position_id, populate_existing=True)
+        assert position is not None
+        if not closed:
+            record(
+                session,
+                EventType.CLOSE_FAILED,
+                severity=Severity.ERROR,
+                ctx=context(position),
+                reason=reason,
+                error=str(failure or "still open"),
+            )
+            transition(
+                session,
+                position,
+                T.CLOSE_FAILED,
+                held.token,
+                reason="close failed",
+                close_reason=None,
+            )
+            session.commit()
+            raise errors.Retryable(f"close of position {position_id} failed: {failure}")
+        trades = deps.exchange.trades(position.symbol, since=position.created_at)
+        finish(
+            session,
+            position,
+            held.token,
+            trigger=T.CLOSED_ON_EXCHANGE,
+            reason=reason,
+            exit_=exit_from_trades(position, trades),
+            now=deps.clock.now(),
+        )
+        cancel_leftovers(deps, session, position)
+    return True
+
+
+def _send_close(deps: Deps, position: Position, side: Side) -> None:
+    with unit_of_work() as session:
+        attempts = len(
+            session.scalars(
+                select(Order.id).where(Order.position_id == position.id, Order.purpose == "close")
+            ).all()
+        )
+        cid = client_order_id(position.id, position.correlation_id, "close", attempts)
+        record_order(
+            session,
+            position,
+            exchange=position.exchange,
+            symbol=position.symbol,
+            client_order_id=cid,
+            purpose="close",
+            side=side.close_order_side,
+            order_type="market",
+            quantity=position.quantity,
+            status="intent",
+            reduce_only=True,
+        )
+    try:
+        order = deps.exchange.create_market_order(
+            position.symbol, side.close_order_side, position.quantity, cid, reduce_only=True
+        )
+    except errors.ReduceOnlyRejected:
+        return  # nothing left to reduce: closed meanwhile
+    except errors.OutcomeUnknown:
+        return  # reduce-only: whatever happened, the verification below decides
+    with unit_of_work() as session:
+        record(
+            session,
+            EventType.CLOSE_ORDER_PLACED,
+            ctx=context(position),
+            order_id=cid,
+            exchange_order_id=order.id,
+            quantity=position.quantity,
+        )
+        record_order(
+            session,
+            position,
+            exchange=position.exchange,
+            symbol=position.symbol,
+            client_order_id=cid,
+            purpose="close",
+            side=side.close_order_side,
+            order_type="market",
+            quantity=position.quantity,
+            status="filled" if order.is_filled else "open",
+            exchange_order_id=order.id,
+            reduce_only=True,
+            filled_quantity=order.filled,
+            average_price=order.average,
+        )
