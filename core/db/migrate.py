@@ -24,7 +24,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
@@ -32,17 +32,27 @@ def downgrade(url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(url), revision)
 
 
+def head_revisions(url: str) -> tuple[str, ...]:
+    return tuple(sorted(ScriptDirectory.from_config(alembic_config(url)).get_heads()))
+
+
 def head_revision(url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    heads = head_revisions(url)
+    return ",".join(heads) if heads else None
 
 
-def current_revision(url: str) -> str | None:
+def current_revisions(url: str) -> tuple[str, ...]:
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
         with engine.connect() as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            return tuple(sorted(MigrationContext.configure(conn).get_current_heads()))
     finally:
         engine.dispose()
+
+
+def current_revision(url: str) -> str | None:
+    current = current_revisions(url)
+    return ",".join(current) if current else None
 
 
 def ensure_current(url: str) -> None:
