@@ -198,10 +198,11 @@ def close_position(deps: Deps, position_id: int, reason: str) -> bool:
             return True
         exchange, symbol = position.exchange, position.symbol
     with lock_for(deps, exchange, symbol) as held:
-        return _close_locked(deps, held, position_id, reason)
+        return close_locked(deps, held, position_id, reason)
 
 
-def _close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> bool:
+def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> bool:
+    """``close_position`` for a caller that already holds the symbol's lock (price path)."""
     with unit_of_work() as session:
         position = session.get(Position, position_id, populate_existing=True)
         assert position is not None
