@@ -1,0 +1,1 @@
+"""Tools that watch a running system from the outside: the demo and the chaos suite use them."""
