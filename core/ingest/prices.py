@@ -1,0 +1,486 @@
+"""The ingest's exchange streams: mark prices into coalesced price tasks, stop fills into settles.
+
+Price stream. Every mark price of every symbol arrives here (ccxt.pro, the all-market
+stream, one frame per exchange tick). Per tick:
+
+- the symbol is not tracked (no band in Redis): nothing;
+- the price is strictly inside the symbol's band: nothing, not even a Redis call (the band
+  is the region in which no decision can change, published by the workers after acting);
+- otherwise the tick extends the symbol's coalescing record in Redis and, if no price task
+  is pending for the symbol, queues ``vigil.stops.on_price(exchange, symbol)``: one Lua call
+  per tick that matters, and all such ticks of one frame share one pipeline round trip.
+
+The bands are kept in memory and follow Redis: the ingest subscribes to the bands channel
+(a worker announces each symbol it republishes), re-reads every band periodically as a
+backstop for missed announcements, and so tracks new symbols and changed bands without a
+restart. The ingest makes no trading decision and never calls the order API.
+
+User-data stream. Our stops' updates (``watch_orders``): when one of the engine's stops
+(its client id parses, purpose stop / protection / emergency) has filled, the ingest
+records ``STOP_TRIGGERED`` and queues ``vigil.orders.settle_close(position_id)``, which
+records the close with the real exit and PnL. Reconciliation is the fallback for fills
+missed while the stream was down.
+
+Both streams reconnect with exponential backoff and jitter, and each reconnection is a
+``WEBSOCKET_RECONNECTED`` event.
+
+Broker access: tasks are queued through an ``Enqueue`` (``core.ingest.context``), the
+ingest's one door to the broker. When the caller passes none, ``celery_sender`` builds one,
+importing the Celery app lazily (the ingest is a process shell, like ``core/cli.py``), so
+importing this module never loads Celery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from sqlalchemy.exc import SQLAlchemyError
+
+from core.config import Settings
+from core.db.session import unit_of_work
+from core.domain.bands import PriceBand
+from core.events import EventType, Severity, record
+from core.exchange.client_ids import parse_client_id
+from core.exchange.errors import AuthenticationFailed, classify
+from core.exchange.factory import build_pro_exchange
+from core.ingest.backoff import Backoff
+from core.ingest.context import Enqueue, EnqueueFailed
+from core.runtime.endpoints import resolve_redis_url
+from core.services import bands
+from core.services.deps import EXCHANGE_NAMES
+from core.services.price_path import TICK_SCRIPT, pending_key, window_key
+from core.services.trailing import STOP_PURPOSES
+
+log = logging.getLogger(__name__)
+
+PRICE_TASK = "vigil.stops.on_price"
+SETTLE_TASK = "vigil.orders.settle_close"
+
+
+def celery_sender(settings: Settings) -> Enqueue:
+    """Queue tasks by name through the Celery app (imported here, lazily, on purpose).
+
+    Only used when the ingest did not hand ``run_price_stream`` its own ``enqueue``.
+    """
+    from tasks.app import create_app
+
+    app = create_app(settings)
+
+    def send(name: str, args: Sequence[object]) -> None:
+        try:
+            app.send_task(name, args=list(args))
+        except Exception as exc:  # the broker's errors (kombu, redis) become one kind here
+            raise EnqueueFailed(f"{name}{tuple(args)}: {exc}") from exc
+
+    return send
+
+
+# --- bands --------------------------------------------------------------------------------
+
+
+class BandCache:
+    """The ingest's copy of every tracked symbol's combined band (absent: not tracked)."""
+
+    def __init__(self, client: redis.Redis, exchange: str) -> None:
+        self.client = client
+        self.exchange = exchange
+        self.bands: dict[str, PriceBand] = {}
+        self.loaded_at = 0.0
+
+    def get(self, symbol: str) -> PriceBand | None:
+        return self.bands.get(symbol)
+
+    async def load_all(self) -> None:
+        self.bands = await asyncio.to_thread(self._read_all)
+        self.loaded_at = time.monotonic()
+
+    async def refresh(self, symbol: str) -> None:
+        found = await asyncio.to_thread(bands.combined, self.client, self.exchange, symbol)
+        if found is None:
+            self.bands.pop(symbol, None)
+        else:
+            self.bands[symbol] = found
+
+    def _read_all(self) -> dict[str, PriceBand]:
+        out: dict[str, PriceBand] = {}
+        for symbol in bands.tracked_symbols(self.client, self.exchange):
+            found = bands.combined(self.client, self.exchange, symbol)
+            if found is not None:
+                out[symbol] = found
+        return out
+
+
+# --- the gate: which ticks matter ---------------------------------------------------------
+
+
+@dataclass
+class StreamStats:
+    """Counters for logs and benchmarks."""
+
+    frames: int = 0
+    ticks: int = 0
+    outside: int = 0
+    enqueued: int = 0
+    enqueue_failures: int = 0
+    reconnects: int = 0
+    stop_fills: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    symbol: str  # exchange-native, e.g. BTCUSDT
+    price: Decimal
+    tick_ms: int  # the exchange's time of the tick
+
+
+class PriceGate:
+    """Turns ticks into coalescing-record updates and at most one pending task per symbol."""
+
+    def __init__(
+        self,
+        exchange: str,
+        client: aioredis.Redis,
+        band_cache: BandCache,
+        sender: Enqueue,
+        *,
+        pending_ttl_s: float,
+        stats: StreamStats | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.client = client
+        self.bands = band_cache
+        self.sender = sender
+        self.pending_ttl_ms = int(pending_ttl_s * 1000)
+        self.stats = stats or StreamStats()
+        self._script = client.register_script(TICK_SCRIPT)
+        # one thread sends to the broker: the event loop never blocks on it
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-enqueue")
+
+    async def on_marks(self, marks: Iterable[Mark], now: datetime) -> int:
+        """Handle one frame's ticks; returns how many price tasks were queued."""
+        outside: list[Mark] = []
+        for mark in marks:
+            self.stats.ticks += 1
+            band = self.bands.get(mark.symbol)
+            if band is None or band.contains(mark.price, now):
+                continue
+            outside.append(mark)
+        if not outside:
+            return 0
+        self.stats.outside += len(outside)
+        pipe = self.client.pipeline(transaction=False)
+        for mark in outside:
+            keys = [window_key(self.exchange, mark.symbol), pending_key(self.exchange, mark.symbol)]
+            args: list[str | int] = [str(mark.price), mark.tick_ms, self.pending_ttl_ms]
+            await self._script(keys=keys, args=args, client=pipe)
+        claimed = await pipe.execute()
+        queued = 0
+        for mark, won in zip(outside, claimed, strict=True):
+            if won:
+                queued += await self._enqueue(mark.symbol)
+        return queued
+
+    async def _enqueue(self, symbol: str) -> int:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(
+                self._executor, self.sender, PRICE_TASK, (self.exchange, symbol)
+            )
+        except EnqueueFailed as exc:
+            self.stats.enqueue_failures += 1
+            log.warning("price task for %s not queued, next tick retries: %s", symbol, exc)
+            await self.client.delete(pending_key(self.exchange, symbol))
+            return 0
+        self.stats.enqueued += 1
+        return 1
+
+    async def send(self, name: str, args: Sequence[object]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self.sender, name, args)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+# --- user-data stream: fills of our stops ------------------------------------------------
+
+
+def filled_stop_position(order: Mapping[str, Any]) -> int | None:
+    """The position whose stop this order update reports filled, or None.
+
+    ccxt maps a stop's ``TRIGGERED`` and ``FINISHED`` (algo order) and the resulting market
+    order's ``FILLED`` all to ``closed``; ``TRIGGERED`` only says the market order is on its
+    way, so it is skipped: the fill itself is what the close path can settle.
+    """
+    ours = parse_client_id(order.get("clientOrderId"))
+    if ours is None or ours.purpose not in STOP_PURPOSES:
+        return None
+    info = order.get("info") or {}
+    if order.get("status") != "closed" or info.get("X") == "TRIGGERED":
+        return None
+    return ours.position_id
+
+
+class FillDedup:
+    """Each fill arrives twice or more (algo update, order update); settle once per window."""
+
+    def __init__(self, window_s: float = 30.0) -> None:
+        self.window_s = window_s
+        self._seen: dict[int, float] = {}
+
+    def first(self, position_id: int) -> bool:
+        now = time.monotonic()
+        self._seen = {k: t for k, t in self._seen.items() if now - t < self.window_s}
+        if position_id in self._seen:
+            return False
+        self._seen[position_id] = now
+        return True
+
+
+def _record_stop_fill(
+    exchange: str, symbol: str, position_id: int, order: Mapping[str, Any]
+) -> None:
+    """STOP_TRIGGERED, as the stream saw it (the settle task records the close itself)."""
+    with unit_of_work() as session:
+        record(
+            session,
+            EventType.STOP_TRIGGERED,
+            exchange=exchange,
+            symbol=symbol,
+            position_id=position_id,
+            order_id=order.get("clientOrderId"),
+            exchange_order_id=order.get("id"),
+            average_price=order.get("average"),
+            source="user_data_stream",
+        )
+
+
+def _record_reconnect(exchange: str, stream: str, attempts: int, error: str) -> None:
+    with unit_of_work() as session:
+        record(
+            session,
+            EventType.WEBSOCKET_RECONNECTED,
+            severity=Severity.WARNING,
+            exchange=exchange,
+            stream=stream,
+            attempts=attempts,
+            error=error[:500],
+        )
+
+
+async def _off_loop(write: Callable[..., None], *args: Any) -> None:
+    """Write an event from a thread; a database outage never stops a stream (logged)."""
+    try:
+        await asyncio.to_thread(write, *args)
+    except SQLAlchemyError as exc:
+        log.error("event not recorded (%s): %s", write.__name__, exc)
+
+
+# --- the component --------------------------------------------------------------------------
+
+
+def _backoff(settings: Settings) -> Backoff:
+    ceiling = settings.price_stream_backoff_max
+    return Backoff(first=min(0.25, ceiling), ceiling=ceiling)
+
+
+async def _pause(backoff: Backoff, stop_event: asyncio.Event) -> None:
+    """Wait the backoff's next delay, or less if the process is stopping."""
+    try:
+        await asyncio.wait_for(stop_event.wait(), timeout=backoff.next())
+    except TimeoutError:
+        return
+
+
+class PriceStream:
+    """The price stream and the user-data stream of one exchange, run until ``stop_event``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        exchange_name: str,
+        pro_exchange: Any,
+        async_redis: aioredis.Redis,
+        sync_redis: redis.Redis,
+        sender: Enqueue,
+    ) -> None:
+        self.settings = settings
+        self.exchange_name = exchange_name
+        self.pro = pro_exchange
+        self.async_redis = async_redis
+        self.stats = StreamStats()
+        self.bands = BandCache(sync_redis, exchange_name)
+        self.gate = PriceGate(
+            exchange_name,
+            async_redis,
+            self.bands,
+            sender,
+            pending_ttl_s=settings.price_pending_ttl,
+            stats=self.stats,
+        )
+        self.dedup = FillDedup()
+        self._native: dict[str, str] = {}
+
+    async def run(self, stop_event: asyncio.Event) -> None:
+        loops = [
+            asyncio.create_task(self._follow_bands(stop_event), name="bands"),
+            asyncio.create_task(self._watch_marks(stop_event), name="mark-prices"),
+            asyncio.create_task(self._watch_stop_fills(stop_event), name="user-data"),
+        ]
+        try:
+            await stop_event.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            self.gate.close()
+
+    def native(self, unified: str) -> str:
+        """``BTC/USDT:USDT`` -> ``BTCUSDT`` (cached; the engine speaks native symbols)."""
+        found = self._native.get(unified)
+        if found is None:
+            market = (self.pro.markets or {}).get(unified)
+            found = str(market["id"]) if market else unified.replace("/", "").split(":")[0]
+            self._native[unified] = found
+        return found
+
+    # --- mark prices ------------------------------------------------------------------------
+
+    async def _watch_marks(self, stop_event: asyncio.Event) -> None:
+        async for tickers in self._stream("mark_prices", self.pro.watch_mark_prices, stop_event):
+            marks = list(self._marks(tickers))
+            self.stats.frames += 1
+            await self.gate.on_marks(marks, datetime.now(UTC))
+
+    def _marks(self, tickers: Mapping[str, Any]) -> Iterable[Mark]:
+        for unified, ticker in tickers.items():
+            raw = ticker.get("markPrice")
+            if raw is None:
+                continue
+            try:
+                price = Decimal(str(raw))
+            except InvalidOperation:
+                continue
+            tick_ms = ticker.get("timestamp") or int(time.time() * 1000)
+            yield Mark(self.native(unified), price, int(tick_ms))
+
+    # --- fills of our stops -----------------------------------------------------------------
+
+    async def _watch_stop_fills(self, stop_event: asyncio.Event) -> None:
+        async for orders in self._stream("orders", self.pro.watch_orders, stop_event):
+            for order in orders:
+                position_id = filled_stop_position(order)
+                if position_id is None or not self.dedup.first(position_id):
+                    continue
+                self.stats.stop_fills += 1
+                symbol = self.native(str(order.get("symbol") or ""))
+                await _off_loop(_record_stop_fill, self.exchange_name, symbol, position_id, order)
+                try:
+                    await self.gate.send(SETTLE_TASK, (position_id, "stop_triggered"))
+                except EnqueueFailed as exc:  # reconciliation settles it on its next cycle
+                    log.error("settle of position %s not queued: %s", position_id, exc)
+
+    # --- reconnecting streams ---------------------------------------------------------------
+
+    async def _stream(
+        self, name: str, watch: Callable[[], Any], stop_event: asyncio.Event
+    ) -> AsyncIterator[Any]:
+        """Yield what ``watch()`` returns, reconnecting with backoff after any failure."""
+        backoff = _backoff(self.settings)
+        last_error: str | None = None
+        while not stop_event.is_set():
+            try:
+                result = await watch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the stream's boundary: classify, back off, reconnect
+                failure = classify(exc)
+                last_error = str(failure)
+                level = (
+                    logging.ERROR if isinstance(failure, AuthenticationFailed) else logging.WARNING
+                )
+                log.log(
+                    level, "%s stream failed (attempt %d): %s", name, backoff.attempts + 1, failure
+                )
+                await _pause(backoff, stop_event)
+                continue
+            if last_error is not None:
+                self.stats.reconnects += 1
+                await _off_loop(
+                    _record_reconnect, self.exchange_name, name, backoff.attempts, last_error
+                )
+                last_error = None
+                backoff.reset()
+            yield result
+
+    async def _follow_bands(self, stop_event: asyncio.Event) -> None:
+        """Apply each band announcement; re-read all bands now and then, and after errors."""
+        backoff = _backoff(self.settings)
+        refresh = self.settings.price_band_refresh_interval
+        while not stop_event.is_set():
+            pubsub = self.async_redis.pubsub()
+            try:
+                await pubsub.subscribe(bands.channel(self.exchange_name))
+                await self.bands.load_all()  # after subscribing: no announcement falls between
+                backoff.reset()
+                while not stop_event.is_set():
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        data = message["data"]
+                        await self.bands.refresh(
+                            data.decode() if isinstance(data, bytes) else str(data)
+                        )
+                    if time.monotonic() - self.bands.loaded_at >= refresh:
+                        await self.bands.load_all()
+            except redis.RedisError as exc:
+                log.warning("bands subscription lost, re-reading all bands: %s", exc)
+                await _pause(backoff, stop_event)
+            finally:
+                await pubsub.aclose()
+
+
+async def run_price_stream(
+    settings: Settings, stop_event: asyncio.Event, enqueue: Enqueue | None = None
+) -> None:
+    """The ingest component: this exchange's price and user-data streams until ``stop_event``.
+
+    ``enqueue`` is the ingest's task sender (``IngestContext.enqueue``); without one, the
+    Celery app is used directly.
+    """
+    exchange_name = EXCHANGE_NAMES[settings.exchange]
+    pro = build_pro_exchange(
+        settings.exchange,
+        url=settings.exchange_url,
+        api_key=settings.api_key.get_secret_value(),
+        api_secret=settings.api_secret.get_secret_value(),
+        testnet=settings.testnet,
+        timeout_ms=settings.exchange_timeout_ms,
+    )
+    url = resolve_redis_url(settings)
+    async_redis = aioredis.Redis.from_url(url)
+    sync_redis = redis.Redis.from_url(url)
+    try:
+        stream = PriceStream(
+            settings,
+            exchange_name,
+            pro,
+            async_redis,
+            sync_redis,
+            enqueue or celery_sender(settings),
+        )
+        await stream.run(stop_event)
+    finally:
+        await pro.close()
+        await async_redis.aclose()
+        sync_redis.close()
