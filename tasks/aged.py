@@ -1,0 +1,19 @@
+"""Aged positions on beat (queue ``maintenance``); the price path closes them between beats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.services.aged import run_aged_cycle
+from core.services.deps import get_deps
+from tasks.base import vigil_task
+
+
+@vigil_task("maintenance.aged_positions", max_retries=0)
+def aged_positions() -> dict[str, Any]:
+    """Detect aged positions, advance their phases, publish close bands, close what is due.
+
+    Not retried: the next beat (``aged_interval``) is the retry, and failed closes back off
+    in the database.
+    """
+    return run_aged_cycle(get_deps()).as_dict()

@@ -1,0 +1,29 @@
+"""Orphan-state cleanup (queue ``maintenance``): at worker start and on beat."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import worker_ready
+
+from core.services.deps import get_deps
+from core.services.orphans import clean_orphans
+from tasks.base import vigil_task
+
+TASK = "vigil.maintenance.orphan_cleanup"
+
+
+@vigil_task("maintenance.orphan_cleanup", max_retries=0)
+def orphan_cleanup(dry_run: bool = False) -> dict[str, Any]:
+    """Remove trailing/aged rows of ended positions and bands of symbols without one.
+
+    ``dry_run=True`` only reports (``vigil task`` / Flower can send it with that kwarg).
+    """
+    return clean_orphans(get_deps(), dry_run=dry_run).as_dict()
+
+
+@worker_ready.connect
+def _clean_orphans_on_start(sender: Any = None, **_: Any) -> None:
+    """At worker start, clear what a crash or an older version may have left behind."""
+    if sender is not None:
+        sender.app.send_task(TASK)
