@@ -1,0 +1,238 @@
+"""``vigil api``: health, Prometheus metrics, read-only positions and events, task triggers.
+
+Why aiohttp: it is already a dependency (ccxt's async client and the paper exchange use it),
+it serves a handful of JSON routes and one text route without a framework's weight, and its
+test server runs in-process. Blocking work (SQL, the exchange, Redis) runs in threads, so one
+slow component cannot stall the others or the event loop.
+
+Routes:
+  GET  /health             200 or 503, per-component status (core/api/health.py)
+  GET  /metrics            Prometheus text format
+  GET  /positions          ?symbol= &status= (comma list) &since= &correlation_id= &limit=
+  GET  /events             ?symbol= &type= (comma list) &severity= &since= &correlation_id=
+                           &position_id= &limit=
+  GET  /tasks              registered task names
+  POST /tasks/{name}       send a task (JSON body = kwargs); needs
+                           ``Authorization: Bearer <VIGIL_API_TOKEN>``; disabled (403) while
+                           no token is configured
+
+Celery is not imported here (core stays free of it): the CLI wires in ``worker_ping``,
+``task_sender`` and ``task_names``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from core.api.collectors import StateCollector
+from core.api.health import ExchangeReads, HealthChecker, WorkerPing
+from core.api.queries import (
+    BadQuery,
+    EventFilter,
+    PositionFilter,
+    event_dict,
+    list_events,
+    list_positions,
+    parse_limit,
+    parse_since,
+    position_dict,
+)
+from core.api.task_names import AmbiguousTask, UnknownTask, resolve_task_name
+from core.clock import SYSTEM_CLOCK, Clock
+from core.config import Settings
+from core.db.session import new_session
+from core.metrics import MetricsStore, RedisCollector
+from core.runtime.endpoints import resolve_redis_url
+from core.services.deps import Deps, get_deps
+
+log = logging.getLogger(__name__)
+
+TaskSender = Callable[[str, dict[str, Any]], str]
+TaskNames = Callable[[], list[str]]
+
+
+@dataclass
+class ApiContext:
+    settings: Settings
+    clock: Clock
+    health: HealthChecker
+    registry: CollectorRegistry
+    task_sender: TaskSender | None
+    task_names: TaskNames | None
+
+
+CONTEXT = web.AppKey("vigil", ApiContext)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    deps_factory: Callable[[], Deps] = get_deps,
+    redis_client: redis.Redis | None = None,
+    worker_ping: WorkerPing | None = None,
+    task_sender: TaskSender | None = None,
+    task_names: TaskNames | None = None,
+    exchange_name: str | None = None,
+) -> web.Application:
+    client = redis_client or redis.Redis.from_url(
+        resolve_redis_url(settings), socket_timeout=settings.health_check_timeout
+    )
+    reads = ExchangeReads(deps_factory, settings.health_cache_seconds)
+    exchange = exchange_name or deps_factory().exchange_name
+    health = HealthChecker(
+        settings, clock, deps_factory, client, reads, worker_ping, exchange_name=exchange
+    )
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(MetricsStore(client)))
+    registry.register(StateCollector(exchange, reads, clock))
+    app = web.Application()
+    app[CONTEXT] = ApiContext(settings, clock, health, registry, task_sender, task_names)
+    app.router.add_get("/", index)
+    app.router.add_get("/health", health_route)
+    app.router.add_get("/metrics", metrics_route)
+    app.router.add_get("/positions", positions_route)
+    app.router.add_get("/events", events_route)
+    app.router.add_get("/tasks", tasks_route)
+    app.router.add_post("/tasks/{name}", trigger_route)
+    return app
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "endpoints": [
+                "/health",
+                "/metrics",
+                "/positions",
+                "/events",
+                "/tasks",
+                "POST /tasks/{name}",
+            ]
+        }
+    )
+
+
+async def health_route(request: web.Request) -> web.Response:
+    report = await request.app[CONTEXT].health.check()
+    return web.json_response(report.as_dict(), status=200 if report.healthy else 503)
+
+
+async def metrics_route(request: web.Request) -> web.Response:
+    body = await asyncio.to_thread(generate_latest, request.app[CONTEXT].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _bad(message: str, status: int = 400) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+async def positions_route(request: web.Request) -> web.Response:
+    ctx, q = request.app[CONTEXT], request.query
+    try:
+        f = PositionFilter(
+            symbol=q.get("symbol"),
+            statuses=_list(q.get("status")),
+            since=parse_since(q.get("since"), ctx.clock.now()),
+            correlation_id=q.get("correlation_id"),
+            limit=parse_limit(q.get("limit")),
+        )
+    except BadQuery as exc:
+        return _bad(str(exc))
+
+    def read() -> list[dict[str, Any]]:
+        with new_session() as session:
+            return [position_dict(p) for p in list_positions(session, f)]
+
+    return web.json_response({"positions": await asyncio.to_thread(read)})
+
+
+async def events_route(request: web.Request) -> web.Response:
+    ctx, q = request.app[CONTEXT], request.query
+    try:
+        position = q.get("position_id")
+        f = EventFilter(
+            symbol=q.get("symbol"),
+            types=_list(q.get("type")),
+            severity=q.get("severity"),
+            since=parse_since(q.get("since"), ctx.clock.now()),
+            correlation_id=q.get("correlation_id"),
+            position_id=int(position) if position else None,
+            limit=parse_limit(q.get("limit")),
+        )
+    except (BadQuery, ValueError) as exc:
+        return _bad(str(exc))
+
+    def read() -> list[dict[str, Any]]:
+        with new_session() as session:
+            return [event_dict(e) for e in list_events(session, f)]
+
+    return web.json_response({"events": await asyncio.to_thread(read)})
+
+
+async def tasks_route(request: web.Request) -> web.Response:
+    names = request.app[CONTEXT].task_names
+    return web.json_response({"tasks": sorted(names()) if names else []})
+
+
+def _authorized(request: web.Request, settings: Settings) -> web.Response | None:
+    """None when the bearer token matches; else the refusal to send."""
+    if settings.api_token is None or not settings.api_token.get_secret_value():
+        return _bad("state-changing endpoints are disabled: set VIGIL_API_TOKEN", 403)
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = settings.api_token.get_secret_value()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        return web.json_response(
+            {"error": "missing or wrong bearer token"},
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return None
+
+
+async def trigger_route(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    refused = _authorized(request, ctx.settings)
+    if refused is not None:
+        return refused
+    if ctx.task_sender is None or ctx.task_names is None:
+        return _bad("task sending is not wired into this API", 503)
+    try:
+        name = resolve_task_name(request.match_info["name"], ctx.task_names())
+    except (UnknownTask, AmbiguousTask) as exc:
+        return _bad(str(exc), 404)
+    kwargs: Any = {}
+    if request.can_read_body:
+        try:
+            kwargs = await request.json()
+        except ValueError:
+            return _bad("body must be a JSON object of task keyword arguments")
+    if not isinstance(kwargs, dict):
+        return _bad("body must be a JSON object of task keyword arguments")
+    task_id = await asyncio.to_thread(ctx.task_sender, name, kwargs)
+    log.info("task %s sent through the API (id %s)", name, task_id)
+    return web.json_response({"task": name, "id": task_id}, status=202)
+
+
+def run_api(
+    settings: Settings, *, host: str | None = None, port: int | None = None, **wiring: Any
+) -> None:
+    """Serve until interrupted."""
+    app = create_app(settings, **wiring)
+    host, port = host or settings.api_host, port or settings.api_port
+    log.info("vigil api on http://%s:%s", host, port)
+    web.run_app(app, host=host, port=port, print=None, access_log=log)

@@ -1,0 +1,244 @@
+"""``/health``: is every part of the system alive, and is every position protected?
+
+Each component answers ``ok``, ``fail`` or ``not_configured`` with details; the endpoint is
+200 only when none fails, 503 otherwise (an orchestrator restarts or pages on it). A
+position without a live stop fails the health of the whole system: that is the one state a
+trading engine must never sit in quietly.
+
+The exchange is read once per ``health_cache_seconds`` (all open orders, two calls) and the
+read is shared with ``/metrics``, so a tight poller cannot eat the venue's rate limit.
+Components are checked concurrently, each under ``health_check_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+from sqlalchemy import func, or_, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from core.clock import Clock
+from core.config import Settings
+from core.db.models import Heartbeat, Position
+from core.db.session import new_session
+from core.domain.orders import ExchangeOrder
+from core.domain.positions import INTERMEDIATE, PositionStatus
+from core.exchange.errors import ExchangeFailure
+from core.logging import redact
+from core.services.deps import Deps
+from core.services.invariants import find_unprotected, load_open_rows
+
+OK, FAIL, NOT_CONFIGURED = "ok", "fail", "not_configured"
+
+WorkerPing = Callable[[float], list[str]]
+
+
+@dataclass(frozen=True)
+class Component:
+    status: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAIL
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    checked_at: datetime
+    components: dict[str, Component]
+
+    @property
+    def healthy(self) -> bool:
+        return not any(c.failed for c in self.components.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": OK if self.healthy else FAIL,
+            "checked_at": self.checked_at.isoformat(),
+            "components": {
+                name: {"status": c.status, **c.detail} for name, c in self.components.items()
+            },
+        }
+
+
+class ExchangeReads:
+    """All open orders, read at most once per ``ttl`` seconds, shared by health and metrics."""
+
+    def __init__(self, deps_factory: Callable[[], Deps], ttl: float) -> None:
+        self.deps_factory = deps_factory
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._at: float | None = None
+        self._orders: list[ExchangeOrder] = []
+        self._error: ExchangeFailure | None = None
+
+    def orders(self) -> list[ExchangeOrder]:
+        """Raises the ExchangeFailure of the last read if it failed."""
+        with self._lock:
+            if self._at is None or time.monotonic() - self._at > self.ttl:
+                try:
+                    self._orders = [
+                        o.to_domain() for o in self.deps_factory().exchange.open_orders()
+                    ]
+                    self._error = None
+                except ExchangeFailure as exc:
+                    self._error = exc
+                self._at = time.monotonic()
+            if self._error is not None:
+                raise self._error
+            return self._orders
+
+
+class HealthChecker:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        deps_factory: Callable[[], Deps],
+        redis_client: redis.Redis,
+        exchange_reads: ExchangeReads,
+        worker_ping: WorkerPing | None = None,
+        exchange_name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.deps_factory = deps_factory
+        self.redis = redis_client
+        self.reads = exchange_reads
+        self.worker_ping = worker_ping
+        self.exchange_name = exchange_name
+
+    async def check(self) -> HealthReport:
+        checks: dict[str, Callable[[], Component]] = {
+            "database": self.database,
+            "redis": self.redis_alive,
+            "exchange": self.exchange,
+            "beat": self.beat,
+            "ingest": self.ingest,
+            "workers": self.workers,
+            "unprotected_positions": self.unprotected,
+            "interrupted_openings": self.interrupted,
+        }
+        results = await asyncio.gather(*(self._run(name, fn) for name, fn in checks.items()))
+        return HealthReport(self.clock.now(), dict(zip(checks, results, strict=True)))
+
+    async def _run(self, name: str, fn: Callable[[], Component]) -> Component:
+        timeout = self.settings.health_check_timeout
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(fn), timeout)
+        except TimeoutError:
+            return Component(FAIL, {"error": f"no answer within {timeout}s"})
+
+    # --- components (each runs in a thread) --------------------------------------------------
+
+    def database(self) -> Component:
+        try:
+            with new_session() as session:
+                session.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            return Component(FAIL, {"error": _first_line(exc)})
+        return Component(OK)
+
+    def redis_alive(self) -> Component:
+        try:
+            self.redis.ping()
+        except redis.RedisError as exc:
+            return Component(FAIL, {"error": _first_line(exc)})
+        return Component(OK)
+
+    def exchange(self) -> Component:
+        try:
+            orders = self.reads.orders()
+        except ExchangeFailure as exc:
+            return Component(FAIL, {"error": f"{type(exc).__name__}: {_first_line(exc)}"})
+        return Component(OK, {"open_orders": len(orders)})
+
+    def _heartbeats(self) -> dict[str, datetime]:
+        with new_session() as session:
+            return dict(session.execute(select(Heartbeat.component, Heartbeat.seen_at)).all())
+
+    def beat(self) -> Component:
+        try:
+            seen = self._heartbeats().get("beat")
+        except SQLAlchemyError as exc:
+            return Component(FAIL, {"error": _first_line(exc)})
+        return self._fresh(seen, self.settings.health_beat_stale_seconds)
+
+    def ingest(self) -> Component:
+        try:
+            seen = {k: v for k, v in self._heartbeats().items() if k.startswith("ingest")}
+        except SQLAlchemyError as exc:
+            return Component(FAIL, {"error": _first_line(exc)})
+        if not seen:
+            if self.settings.signal_url is None:
+                return Component(NOT_CONFIGURED, {"detail": "VIGIL_SIGNAL_URL is not set"})
+            return Component(FAIL, {"error": "no ingest heartbeat ever recorded"})
+        oldest_name = min(seen, key=lambda k: seen[k])
+        component = self._fresh(seen[oldest_name], self.settings.health_ingest_stale_seconds)
+        return Component(component.status, {**component.detail, "processes": sorted(seen)})
+
+    def _fresh(self, seen: datetime | None, stale_after: float) -> Component:
+        if seen is None:
+            return Component(FAIL, {"error": "no heartbeat recorded"})
+        age = (self.clock.now() - seen).total_seconds()
+        detail = {"age_seconds": round(age, 1), "stale_after_seconds": stale_after}
+        return Component(OK if age <= stale_after else FAIL, detail)
+
+    def workers(self) -> Component:
+        if self.worker_ping is None:
+            return Component(NOT_CONFIGURED, {"detail": "no broker ping wired in"})
+        names = self.worker_ping(min(2.0, self.settings.health_check_timeout / 2))
+        if not names:
+            return Component(FAIL, {"error": "no worker answered a ping", "count": 0})
+        return Component(OK, {"count": len(names), "workers": sorted(names)})
+
+    def unprotected(self) -> Component:
+        exchange = self.exchange_name or self.deps_factory().exchange_name
+        try:
+            with new_session() as session:
+                rows = load_open_rows(session, exchange)
+            orders = self.reads.orders()
+        except (SQLAlchemyError, ExchangeFailure) as exc:
+            return Component(FAIL, {"error": f"cannot tell: {_first_line(exc)}"})
+        found = find_unprotected(rows, orders)
+        detail: dict[str, Any] = {"count": len(found)}
+        if found:
+            detail["positions"] = [
+                {"position_id": v.position_id, "symbol": v.symbol, "detail": v.detail}
+                for v in found
+            ]
+        return Component(FAIL if found else OK, detail)
+
+    def interrupted(self) -> Component:
+        try:
+            with new_session() as session:
+                oldest, count = session.execute(
+                    select(func.min(Position.updated_at), func.count(Position.id)).where(
+                        or_(
+                            Position.status.in_([s.value for s in INTERMEDIATE]),
+                            (Position.status == PositionStatus.CLOSING)
+                            & (Position.close_reason == "rollback"),
+                        )
+                    )
+                ).one()
+        except SQLAlchemyError as exc:
+            return Component(FAIL, {"error": _first_line(exc)})
+        if oldest is None:
+            return Component(OK, {"count": 0})
+        age = (self.clock.now() - oldest).total_seconds()
+        limit = self.settings.health_interrupted_max_seconds
+        detail = {"count": int(count), "oldest_age_seconds": round(age, 1), "fail_after": limit}
+        return Component(OK if age <= limit else FAIL, detail)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return redact(lines[0][:300]) if lines else type(exc).__name__

@@ -1,0 +1,608 @@
+"""The invariant checker: what must be true of the database and the exchange, checked at once.
+
+A library first: ``check_invariants(deps)`` returns a typed ``InvariantReport``; ``vigil
+diagnose`` prints it, the health endpoint counts unprotected positions with the same
+function, and the chaos suite asserts ``report.clean`` after killing things. Read-only: it
+never changes the database or the exchange (``vigil cleanup`` acts on what it finds).
+
+Each check is a pure function of one snapshot (DB rows + one batch read of the exchange:
+positions, open orders), so it is tested on plain values and runs in constant exchange calls.
+
+The invariants (a violation kind each):
+
+- ``duplicate_position``: more than one non-terminal position per (exchange, symbol). The
+  partial unique index forbids it; the checker verifies the database still does.
+- ``unprotected_position``: an ``active`` position whose exchange position has no live
+  stop-loss covering its quantity (a ``closePosition`` stop covers any quantity).
+- ``stale_opening``: a position left in ``pending_entry`` / ``entry_placed`` /
+  ``pending_sl`` (or a rollback's ``closing``) longer than the grace.
+- ``orphan_order``: an open order with the engine's client id whose position is terminal or
+  unknown; a reduce-only or conditional (stop/TP) order on a symbol with no exchange position.
+- ``orphan_trailing`` / ``orphan_aged``: state rows of a terminal position.
+- ``missing_transition_event``: a position whose status history is not fully told by its
+  ``position_created`` and ``position_status_changed`` events.
+- ``position_mismatch``: database and exchange disagree (phantom, missing, quantity, side),
+  with the same rules as reconciliation (``core.domain.reconciliation``), so a position in
+  flight inside its grace is not a violation.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from core.db.models import AgedPosition, Event, Position, TrailingStop
+from core.db.session import new_session
+from core.domain.orders import ExchangeOrder, ExchangePosition, covers, stops_for
+from core.domain.positions import INTERMEDIATE, NON_TERMINAL, TERMINAL, PositionStatus
+from core.domain.reconciliation import DbPosition, ReconKind, ReconParams, reconcile
+from core.domain.sides import Side
+from core.events import EventType
+from core.exchange.client_ids import make_tag, parse_client_id
+from core.exchange.errors import ExchangeFailure
+from core.services.deps import Deps
+
+
+class ViolationKind(StrEnum):
+    DUPLICATE_POSITION = "duplicate_position"
+    UNPROTECTED_POSITION = "unprotected_position"
+    STALE_OPENING = "stale_opening"
+    ORPHAN_ORDER = "orphan_order"
+    ORPHAN_TRAILING = "orphan_trailing"
+    ORPHAN_AGED = "orphan_aged"
+    MISSING_TRANSITION_EVENT = "missing_transition_event"
+    POSITION_MISMATCH = "position_mismatch"
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: ViolationKind
+    detail: str
+    exchange: str | None = None
+    symbol: str | None = None
+    position_id: int | None = None
+    order_id: str | None = None  # the exchange's order id (orphan orders)
+    client_order_id: str | None = None
+    conditional: bool = False  # the order lives in the conditional (algo) book
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (v.value if isinstance(v, StrEnum) else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class InvariantReport:
+    exchange: str
+    checked_at: datetime
+    violations: tuple[Violation, ...]
+    errors: tuple[str, ...] = ()  # checks that could not run (exchange unreachable, ...)
+    positions_checked: int = 0
+    orders_checked: int = 0
+
+    @property
+    def clean(self) -> bool:
+        return not self.violations and not self.errors
+
+    def of_kind(self, kind: ViolationKind) -> list[Violation]:
+        return [v for v in self.violations if v.kind is kind]
+
+    def counts(self) -> dict[str, int]:
+        out = {kind.value: 0 for kind in ViolationKind}
+        for v in self.violations:
+            out[v.kind.value] += 1
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exchange": self.exchange,
+            "checked_at": self.checked_at.isoformat(),
+            "clean": self.clean,
+            "counts": self.counts(),
+            "violations": [v.as_dict() for v in self.violations],
+            "errors": list(self.errors),
+            "positions_checked": self.positions_checked,
+            "orders_checked": self.orders_checked,
+        }
+
+
+@dataclass(frozen=True)
+class PositionRow:
+    """What the checks need of a position row."""
+
+    id: int
+    exchange: str
+    symbol: str
+    side: str
+    status: str
+    quantity: Decimal
+    correlation_id: str
+    close_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def in_flight(self) -> bool:
+        """An opening, or a rollback, that its own path (or recovery) still owns."""
+        status = PositionStatus(self.status)
+        return status in INTERMEDIATE or (
+            status is PositionStatus.CLOSING and self.close_reason == "rollback"
+        )
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """A ``position_created`` (``to_status`` = the initial status) or status-change event."""
+
+    position_id: int
+    from_status: str | None
+    to_status: str | None
+
+
+@dataclass(frozen=True)
+class StateRow:
+    """A trailing or aged row with its position's status."""
+
+    position_id: int
+    symbol: str
+    status: str
+
+
+# --- the pure checks ------------------------------------------------------------------------
+
+
+def find_duplicates(rows: Iterable[PositionRow]) -> list[Violation]:
+    by_key: dict[tuple[str, str], list[PositionRow]] = defaultdict(list)
+    for row in rows:
+        if PositionStatus(row.status) in NON_TERMINAL:
+            by_key[(row.exchange, row.symbol)].append(row)
+    return [
+        Violation(
+            ViolationKind.DUPLICATE_POSITION,
+            f"{len(group)} non-terminal positions: "
+            + ", ".join(f"{r.id} ({r.status})" for r in group),
+            exchange=exchange,
+            symbol=symbol,
+            position_id=group[0].id,
+        )
+        for (exchange, symbol), group in sorted(by_key.items())
+        if len(group) > 1
+    ]
+
+
+def find_unprotected(
+    rows: Iterable[PositionRow],
+    orders: Sequence[ExchangeOrder],
+    exchange_positions: Sequence[ExchangePosition] | None = None,
+) -> list[Violation]:
+    """Active positions without a live stop covering them.
+
+    With ``exchange_positions`` the quantity to cover is the exchange's, and a position the
+    exchange does not have is left to the mismatch check (a phantom needs no stop). Without
+    it (the health endpoint's one batch read of orders) the DB quantity is used.
+    """
+    on_exchange = {(p.symbol, p.side.value): p for p in exchange_positions or ()}
+    found: list[Violation] = []
+    for row in rows:
+        if row.status != PositionStatus.ACTIVE:
+            continue
+        side = Side(row.side)
+        ex = on_exchange.get((row.symbol, row.side))
+        if exchange_positions is not None and ex is None:
+            continue
+        quantity = ex.quantity if ex is not None else row.quantity
+        stops = stops_for(
+            None,
+            orders,
+            symbol=row.symbol,
+            side=side,
+            position_idx=ex.position_idx if ex is not None else 0,
+        )
+        if not stops:
+            detail = f"{row.side} {quantity} has no live stop on the exchange"
+        elif not any(covers(stop, quantity) for stop in stops):
+            biggest = max(stop.quantity for stop in stops)
+            detail = f"{row.side} {quantity}: the largest live stop covers only {biggest}"
+        else:
+            continue
+        found.append(
+            Violation(
+                ViolationKind.UNPROTECTED_POSITION,
+                detail,
+                exchange=row.exchange,
+                symbol=row.symbol,
+                position_id=row.id,
+            )
+        )
+    return found
+
+
+def find_stale_openings(
+    rows: Iterable[PositionRow], now: datetime, grace: timedelta
+) -> list[Violation]:
+    return [
+        Violation(
+            ViolationKind.STALE_OPENING,
+            f"{row.status} for {_age(now - row.updated_at)} (grace {_age(grace)})",
+            exchange=row.exchange,
+            symbol=row.symbol,
+            position_id=row.id,
+        )
+        for row in rows
+        if row.in_flight and now - row.updated_at > grace
+    ]
+
+
+def find_orphan_orders(
+    exchange: str,
+    orders: Sequence[ExchangeOrder],
+    owners: Mapping[int, PositionRow],
+    exchange_positions: Sequence[ExchangePosition],
+    busy_symbols: frozenset[str] = frozenset(),
+) -> list[Violation]:
+    """Orders whose reason to exist is gone.
+
+    ``owners``: the DB rows of every position id found in the orders' client ids. An id
+    whose tag does not match the row's correlation id belongs to an earlier database's
+    position: it has no owner here. ``busy_symbols``: symbols with an opening in flight,
+    whose orders may precede the position the snapshot shows.
+    """
+    held = {p.symbol for p in exchange_positions if p.quantity > 0}
+    found: list[Violation] = []
+    for order in orders:
+        if order.symbol in busy_symbols:
+            continue
+        reason = _orphan_reason(order, owners, held)
+        if reason is not None:
+            found.append(
+                Violation(
+                    ViolationKind.ORPHAN_ORDER,
+                    reason,
+                    exchange=exchange,
+                    symbol=order.symbol,
+                    position_id=_owner_id(order, owners),
+                    order_id=order.id,
+                    client_order_id=order.client_id,
+                    conditional=order.is_conditional,
+                )
+            )
+    return found
+
+
+def _owner_id(order: ExchangeOrder, owners: Mapping[int, PositionRow]) -> int | None:
+    parsed = parse_client_id(order.client_id)
+    if parsed is None:
+        return None
+    row = owners.get(parsed.position_id)
+    return row.id if row is not None and make_tag(row.correlation_id) == parsed.tag else None
+
+
+def _orphan_reason(
+    order: ExchangeOrder, owners: Mapping[int, PositionRow], held: set[str]
+) -> str | None:
+    parsed = parse_client_id(order.client_id)
+    if parsed is not None:
+        row = owners.get(parsed.position_id)
+        if row is None or make_tag(row.correlation_id) != parsed.tag:
+            return f"{parsed.purpose} order {order.client_id} of an unknown position"
+        if PositionStatus(row.status) in TERMINAL:
+            return f"{parsed.purpose} order of position {row.id}, which is {row.status}"
+    if (order.is_closing or order.is_conditional) and order.symbol not in held:
+        return f"{order.type} {'reduce-only ' if order.reduce_only else ''}order with no position"
+    return None
+
+
+def find_orphan_state(trailing: Iterable[StateRow], aged: Iterable[StateRow]) -> list[Violation]:
+    found: list[Violation] = []
+    for kind, rows in (
+        (ViolationKind.ORPHAN_TRAILING, trailing),
+        (ViolationKind.ORPHAN_AGED, aged),
+    ):
+        found.extend(
+            Violation(
+                kind,
+                f"{kind.value.split('_')[1]} row of a {row.status} position",
+                symbol=row.symbol,
+                position_id=row.position_id,
+            )
+            for row in rows
+            if PositionStatus(row.status) in TERMINAL
+        )
+    return found
+
+
+def find_missing_transition_events(
+    rows: Iterable[PositionRow], events: Mapping[int, Sequence[StatusEvent]]
+) -> list[Violation]:
+    """Each position's events must tell its path: created as X, X -> Y, ..., -> current."""
+    found = []
+    for row in rows:
+        gap = _first_gap(row, events.get(row.id, ()))
+        if gap is not None:
+            found.append(
+                Violation(
+                    ViolationKind.MISSING_TRANSITION_EVENT,
+                    gap,
+                    exchange=row.exchange,
+                    symbol=row.symbol,
+                    position_id=row.id,
+                )
+            )
+    return found
+
+
+def _first_gap(row: PositionRow, events: Sequence[StatusEvent]) -> str | None:
+    if not events or events[0].from_status is not None:
+        return "no position_created event"
+    status = events[0].to_status
+    for event in events[1:]:
+        if event.from_status != status:
+            return f"no event for {status} -> {event.from_status}"
+        status = event.to_status
+    if status != row.status:
+        return f"no event for {status} -> {row.status}"
+    return None
+
+
+def find_mismatches(
+    exchange: str,
+    rows: Sequence[PositionRow],
+    exchange_positions: Sequence[ExchangePosition],
+    now: datetime,
+    grace: timedelta,
+    step_sizes: Mapping[str, Decimal] | None = None,
+) -> list[Violation]:
+    """DB vs exchange, judged by reconciliation's own rules (in-flight positions wait)."""
+    db = [
+        DbPosition(
+            r.id,
+            r.exchange,
+            r.symbol,
+            Side(r.side),
+            r.quantity,
+            PositionStatus(r.status),
+            r.updated_at,
+        )
+        for r in rows
+    ]
+    reported = {ReconKind.CLOSE_PHANTOM, ReconKind.ADOPT_MISSING, ReconKind.CORRECT_QUANTITY}
+    reported.add(ReconKind.SIDE_MISMATCH)
+    actions = reconcile(
+        exchange, db, exchange_positions, now, ReconParams(intermediate_grace=grace), step_sizes
+    )
+    return [
+        Violation(
+            ViolationKind.POSITION_MISMATCH,
+            f"{action.kind.value}: {action.reason}",
+            exchange=exchange,
+            symbol=action.symbol,
+            position_id=int(action.db_position.id) if action.db_position is not None else None,
+        )
+        for action in actions
+        if action.kind in reported
+    ]
+
+
+def _age(delta: timedelta) -> str:
+    return f"{int(delta.total_seconds())}s"
+
+
+# --- loading the snapshot -------------------------------------------------------------------
+
+
+def _row(p: Any) -> PositionRow:
+    return PositionRow(
+        p.id,
+        p.exchange,
+        p.symbol,
+        p.side,
+        p.status,
+        p.quantity,
+        p.correlation_id,
+        p.close_reason,
+        p.created_at,
+        p.updated_at,
+    )
+
+
+_ROW_COLUMNS = (
+    Position.id,
+    Position.exchange,
+    Position.symbol,
+    Position.side,
+    Position.status,
+    Position.quantity,
+    Position.correlation_id,
+    Position.close_reason,
+    Position.created_at,
+    Position.updated_at,
+)
+
+
+def load_open_rows(session: Session, exchange: str) -> list[PositionRow]:
+    """Non-terminal positions of one exchange."""
+    return [
+        _row(p)
+        for p in session.execute(
+            select(*_ROW_COLUMNS)
+            .where(
+                Position.exchange == exchange,
+                Position.status.in_([s.value for s in NON_TERMINAL]),
+            )
+            .order_by(Position.id)
+        )
+    ]
+
+
+def _recent_rows(session: Session, exchange: str, since: datetime) -> list[PositionRow]:
+    """Non-terminal positions, and terminal ones that changed since ``since``."""
+    terminal = [s.value for s in TERMINAL]
+    return [
+        _row(p)
+        for p in session.execute(
+            select(*_ROW_COLUMNS)
+            .where(
+                Position.exchange == exchange,
+                or_(Position.status.not_in(terminal), Position.updated_at >= since),
+            )
+            .order_by(Position.id)
+        )
+    ]
+
+
+def _rows_by_id(session: Session, ids: Iterable[int]) -> dict[int, PositionRow]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return {
+        p.id: _row(p) for p in session.execute(select(*_ROW_COLUMNS).where(Position.id.in_(wanted)))
+    }
+
+
+def _status_events(session: Session, ids: Sequence[int]) -> dict[int, list[StatusEvent]]:
+    out: dict[int, list[StatusEvent]] = defaultdict(list)
+    if not ids:
+        return out
+    rows = session.execute(
+        select(
+            Event.position_id,
+            Event.type,
+            Event.data["from_status"].astext,
+            Event.data["to_status"].astext,
+            Event.data["status"].astext,
+        )
+        .where(
+            Event.position_id.in_(ids),
+            Event.type.in_(
+                [EventType.POSITION_CREATED.value, EventType.POSITION_STATUS_CHANGED.value]
+            ),
+        )
+        .order_by(Event.id)
+    )
+    for position_id, type_, from_status, to_status, created_status in rows:
+        if type_ == EventType.POSITION_CREATED:
+            out[position_id].append(StatusEvent(position_id, None, created_status))
+        else:
+            out[position_id].append(StatusEvent(position_id, from_status, to_status))
+    return out
+
+
+def _state_rows(session: Session, model: Any, exchange: str) -> list[StateRow]:
+    return [
+        StateRow(pid, symbol, status)
+        for pid, symbol, status in session.execute(
+            select(model.position_id, Position.symbol, Position.status)
+            .join(Position, Position.id == model.position_id)
+            .where(Position.exchange == exchange)
+        )
+    ]
+
+
+def db_duplicates(session: Session, exchange: str | None = None) -> list[Violation]:
+    """Duplicates straight from SQL (also used by the duplicate-race reproduction)."""
+    stmt = (
+        select(Position.exchange, Position.symbol, func.count(Position.id), func.min(Position.id))
+        .where(Position.status.in_([s.value for s in NON_TERMINAL]))
+        .group_by(Position.exchange, Position.symbol)
+        .having(func.count(Position.id) > 1)
+    )
+    if exchange is not None:
+        stmt = stmt.where(Position.exchange == exchange)
+    return [
+        Violation(
+            ViolationKind.DUPLICATE_POSITION,
+            f"{count} non-terminal positions",
+            exchange=ex,
+            symbol=symbol,
+            position_id=first,
+        )
+        for ex, symbol, count, first in session.execute(stmt)
+    ]
+
+
+@dataclass
+class _Exchange:
+    positions: list[ExchangePosition] = field(default_factory=list)
+    orders: list[ExchangeOrder] = field(default_factory=list)
+    step_sizes: dict[str, Decimal] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _read_exchange(deps: Deps) -> _Exchange:
+    """One batch read: all positions (1 call), all open orders (2 calls)."""
+    try:
+        positions = [p.to_domain() for p in deps.exchange.positions()]
+        orders = [o.to_domain() for o in deps.exchange.open_orders()]
+    except ExchangeFailure as exc:
+        return _Exchange(error=f"exchange unreachable: {type(exc).__name__}: {exc}")
+    steps = {}
+    for symbol in {p.symbol for p in positions}:
+        try:
+            steps[symbol] = deps.exchange.rules(symbol).step_size  # cached markets: no call
+        except ExchangeFailure:
+            continue  # no tolerance known: quantities must match exactly
+    return _Exchange(positions, orders, steps)
+
+
+def check_invariants(
+    deps: Deps, *, now: datetime | None = None, session: Session | None = None
+) -> InvariantReport:
+    """Check every invariant for ``deps``' exchange; read-only.
+
+    ``session``: read through the caller's session (a test can check a state it has not
+    committed); by default a fresh one. The exchange is read once, after the database, so an
+    order placed in between is newer than the rows it would be judged against, never older.
+    """
+    now = now or deps.clock.now()
+    own = session is None
+    s = session or new_session()
+    try:
+        return _check(deps, s, now)
+    finally:
+        if own:
+            s.rollback()
+            s.close()
+
+
+def _check(deps: Deps, session: Session, now: datetime) -> InvariantReport:
+    exchange = deps.exchange_name
+    settings = deps.settings
+    grace = timedelta(seconds=settings.intermediate_state_grace_seconds)
+    history_since = now - timedelta(days=settings.event_retention_days)
+    rows = _recent_rows(session, exchange, now - grace)
+    open_rows = [r for r in rows if PositionStatus(r.status) in NON_TERMINAL]
+    violations: list[Violation] = find_duplicates(open_rows)
+    violations += find_stale_openings(open_rows, now, grace)
+    violations += find_orphan_state(
+        _state_rows(session, TrailingStop, exchange), _state_rows(session, AgedPosition, exchange)
+    )
+    told = [
+        r for r in _recent_rows(session, exchange, history_since) if r.created_at >= history_since
+    ]
+    violations += find_missing_transition_events(
+        told, _status_events(session, [r.id for r in told])
+    )
+    ex = _read_exchange(deps)
+    errors = (ex.error,) if ex.error else ()
+    if ex.error is None:
+        violations += find_unprotected(open_rows, ex.orders, ex.positions)
+        owner_ids = [p.position_id for o in ex.orders if (p := parse_client_id(o.client_id))]
+        busy = frozenset(r.symbol for r in open_rows if r.in_flight and now - r.updated_at <= grace)
+        violations += find_orphan_orders(
+            exchange, ex.orders, _rows_by_id(session, owner_ids), ex.positions, busy
+        )
+        violations += find_mismatches(exchange, rows, ex.positions, now, grace, ex.step_sizes)
+    return InvariantReport(
+        exchange=exchange,
+        checked_at=now,
+        violations=tuple(violations),
+        errors=errors,
+        positions_checked=len(open_rows),
+        orders_checked=len(ex.orders),
+    )

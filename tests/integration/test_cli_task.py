@@ -1,0 +1,81 @@
+"""`vigil task`: any registered task by name through the real broker to a real worker, whose
+Celery signals count it into the metrics the API serves."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+from typer.testing import CliRunner
+
+from core.cli import app
+from core.config import get_settings
+from core.metrics import TASKS, MetricsStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def worker(database_url, redis_url, tmp_path_factory):
+    env = dict(os.environ, VIGIL_HOME=str(tmp_path_factory.mktemp("task-worker")))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "cli-task"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+
+
+@pytest.fixture
+def vigil(worker, clean_db, redis_url):
+    get_settings.cache_clear()
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def counted(outcome: str) -> float:
+    store = MetricsStore(redis.Redis.from_url(os.environ["VIGIL_REDIS_URL"]))
+    return store.counter_values(TASKS).get(("vigil.maintenance.ping", outcome), 0)
+
+
+def wait_until(probe, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.05)
+
+
+def test_list_shows_every_task_with_its_queue_and_purpose(vigil):
+    result = vigil("task", "--list")
+    assert result.exit_code == 0
+    assert "vigil.maintenance.ping" in result.output
+    assert "vigil.maintenance.deliver_alerts" in result.output
+    assert "vigil.orders.open_position" in result.output and "orders" in result.output
+
+
+def test_a_short_name_is_sent_and_its_result_awaited(vigil):
+    before = counted("success")
+    result = vigil("task", "ping", "--wait", "--timeout", "60")
+    assert result.exit_code == 0, result.output
+    assert "sent vigil.maintenance.ping to queue maintenance" in result.output
+    assert '"pong": true' in result.output
+    wait_until(lambda: counted("success") == before + 1)  # counted in the worker
+
+
+def test_a_task_that_fails_exits_1(vigil):
+    before = counted("failure")
+    result = vigil("task", "ping", "--arg", "bogus=1", "--wait", "--timeout", "60")
+    assert result.exit_code == 1
+    wait_until(lambda: counted("failure") == before + 1)
+
+
+def test_an_unknown_task_exits_2_and_lists_what_exists(vigil):
+    result = vigil("task", "no_such_task")
+    assert result.exit_code == 2
