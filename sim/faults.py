@@ -1,9 +1,12 @@
 """Fault injection for the paper exchange's REST endpoints.
 
-A rule names an endpoint (`*`, a full path like `/fapi/v1/order`, or the path's last part
-like `order` / `algoOrder`), optionally a method, a kind, and when it fires: with a
-probability (drawn from a seeded RNG, so a chaos run replays) or for the next `count`
-matching calls. Without either it fires on every matching call.
+A rule names an endpoint (`*`, a full path like `/fapi/v1/order`, the path's last part
+like `order` / `algoOrder`, or for Bybit's `/v5/...` the part after the version, like
+`order/create`), optionally a method, a kind, and when it fires: with a probability
+(drawn from a seeded RNG, so a chaos run replays) or for the next `count` matching calls.
+Without either it fires on every matching call. `after` lets the first N matching calls
+through untouched (Bybit places entries and stops on one endpoint: fail the stop, not the
+entry).
 
 Kinds:
   latency               add `latency_ms` before handling
@@ -63,7 +66,9 @@ class FaultRule:
     hold_ms: int = 30000
     mode: str = "hold"
     body: str = "html"
+    after: int = 0
     fired: int = 0
+    matched: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         if self.method and self.method.upper() != method:
@@ -71,7 +76,7 @@ class FaultRule:
         if self.endpoint in ("*", path):
             return True
         name = path.split("/", 3)[-1] if path.count("/") >= 3 else path
-        return self.endpoint in (name, path.rsplit("/", 1)[-1])
+        return self.endpoint in (name, path.rsplit("/", 1)[-1], path.split("/", 2)[-1])
 
     @property
     def exhausted(self) -> bool:
@@ -111,7 +116,7 @@ def parse_rule(body: dict[str, Any]) -> FaultRule:
     rule.count = _number(body, "count", int)
     if rule.probability is not None and not 0 <= rule.probability <= 1:
         raise SimError(-1100, "Fault probability must be within [0, 1].")
-    for key in ("latency_ms", "status", "delay_ms", "hold_ms"):
+    for key in ("latency_ms", "status", "delay_ms", "hold_ms", "after"):
         value = _number(body, key, int)
         if value is not None:
             setattr(rule, key, value)
@@ -148,6 +153,9 @@ class FaultBook:
         plan = FaultPlan()
         for rule in self.rules:
             if rule.exhausted or not rule.matches(method, path):
+                continue
+            rule.matched += 1
+            if rule.matched <= rule.after:
                 continue
             if rule.probability is not None and self._rng.random() >= rule.probability:
                 continue

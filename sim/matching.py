@@ -321,23 +321,7 @@ class Engine:
         self, symbol: str, side: str, qty: Decimal, price: Decimal, ts: int
     ) -> Decimal:
         """Update the one-way position; returns the realized PnL of the closed part."""
-        pos = self.position(symbol)
-        signed = qty * _sign(side)
-        pos.update_time = ts
-        if pos.amount == 0 or (pos.amount > 0) == (signed > 0):
-            total = abs(pos.amount) + qty
-            pos.entry_price = (abs(pos.amount) * pos.entry_price + qty * price) / total
-            pos.amount += signed
-            return ZERO
-        closing = min(qty, abs(pos.amount))
-        direction = Decimal(1) if pos.amount > 0 else Decimal(-1)
-        pnl = closing * (price - pos.entry_price) * direction
-        pos.amount += signed
-        if pos.amount == 0:
-            pos.entry_price = ZERO
-        elif (pos.amount > 0) != (direction > 0):
-            pos.entry_price = price  # flipped: the rest opened at this price
-        return pnl
+        return apply_fill(self.position(symbol), side, qty, price, ts)
 
     def fill_deferred(self, order_id: int, fraction: Decimal | None = None) -> None:
         """Complete a MARKET order that a delayed-fill fault left NEW."""
@@ -728,6 +712,28 @@ class Engine:
 _CONDITIONAL = frozenset(
     {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
 )
+
+
+def apply_fill(pos: Position, side: str, qty: Decimal, price: Decimal, ts: int) -> Decimal:
+    """Apply one fill (side BUY/SELL) to a signed position; returns the realized PnL of the
+    closed part. Average entry on increase; a flip reopens the rest at the fill price.
+    Shared by every dialect's account (Bybit's hedge slots are signed positions too)."""
+    signed = qty * _sign(side)
+    pos.update_time = ts
+    if pos.amount == 0 or (pos.amount > 0) == (signed > 0):
+        total = abs(pos.amount) + qty
+        pos.entry_price = (abs(pos.amount) * pos.entry_price + qty * price) / total
+        pos.amount += signed
+        return ZERO
+    closing = min(qty, abs(pos.amount))
+    direction = Decimal(1) if pos.amount > 0 else Decimal(-1)
+    pnl = closing * (price - pos.entry_price) * direction
+    pos.amount += signed
+    if pos.amount == 0:
+        pos.entry_price = ZERO
+    elif (pos.amount > 0) != (direction > 0):
+        pos.entry_price = price  # flipped: the rest opened at this price
+    return pnl
 
 
 def _as_request(order: Order) -> OrderRequest:

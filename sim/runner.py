@@ -121,7 +121,14 @@ class SimServer(ThreadedApp):
         return build_app(self.options)
 
     @property
+    def dialect(self) -> str:
+        return self.options.dialect
+
+    @property
     def ws_url(self) -> str:
+        """The public stream: Binance's `/ws`, or Bybit's linear `/v5/public/linear`."""
+        if self.options.dialect == "bybit":
+            return f"ws://{self.host}:{self.port}/v5/public/linear"
         return f"ws://{self.host}:{self.port}/ws"
 
     # -- admin helpers --------------------------------------------------------------

@@ -6,7 +6,8 @@ injection, authentication and Binance-shaped error bodies. Malformed input alway
 a Binance error JSON (never a traceback), and the server keeps serving.
 
 Run it: `python -m sim.server --port 8900` (or `vigil sim`), or in-process with
-`sim.runner.SimServer` for tests.
+`sim.runner.SimServer` for tests. `--dialect bybit` serves Bybit's v5 API instead
+(`sim/bybit/`): one instance is one venue account.
 """
 
 from __future__ import annotations
@@ -180,9 +181,24 @@ async def _on_shutdown(app: web.Application) -> None:
     await app[HUB_KEY].close_all()
 
 
+DIALECTS = ("binance", "bybit")
+
+
+def add_tick_loop(app: web.Application) -> None:
+    """Move prices every `tick_interval` and push them to the streams (both dialects)."""
+    app.on_startup.append(_on_startup)
+    app.on_shutdown.append(_on_shutdown)
+
+
 def build_app(options: SimOptions | None = None) -> web.Application:
     """The whole simulator as an aiohttp application (state lives on the app)."""
     options = options or SimOptions()
+    if options.dialect not in DIALECTS:
+        raise ValueError(f"unknown dialect {options.dialect!r}; expected one of {DIALECTS}")
+    if options.dialect == "bybit":
+        from sim.bybit.server import build_bybit_app
+
+        return build_bybit_app(options)
     hub = StreamHub()
     app = web.Application(client_max_size=1024 * 1024)
     app[HUB_KEY] = hub
@@ -193,8 +209,7 @@ def build_app(options: SimOptions | None = None) -> web.Application:
         app.router.add_get(prefix + "/ws", websocket)
         app.router.add_get(prefix + "/ws/{tail:.*}", websocket)
         app.router.add_get(prefix + "/stream", websocket)
-    app.on_startup.append(_on_startup)
-    app.on_shutdown.append(_on_shutdown)
+    add_tick_loop(app)
     return app
 
 
@@ -206,9 +221,12 @@ def options_from(
     api_key: str = "paper",
     api_secret: str = "paper",  # noqa: S107 - the documented paper-exchange default
     tick_interval: float = 1.0,
+    dialect: str = "binance",
 ) -> SimOptions:
     if not 0.05 <= tick_interval <= 60:
         raise ValueError("tick_interval must be between 0.05 and 60 seconds")
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown dialect {dialect!r}; expected one of {DIALECTS}")
     return SimOptions(
         seed=seed,
         symbols=symbols,
@@ -216,6 +234,7 @@ def options_from(
         api_key=api_key,
         api_secret=api_secret,
         tick_interval=tick_interval,
+        dialect=dialect,
     )
 
 
@@ -246,6 +265,7 @@ def serve(
     api_key: str = "paper",
     api_secret: str = "paper",  # noqa: S107 - the documented paper-exchange default
     tick_interval: float = 1.0,
+    dialect: str = "binance",
 ) -> None:
     """Run the paper exchange until SIGINT/SIGTERM (the `vigil sim` entry point)."""
     options = options_from(
@@ -255,6 +275,7 @@ def serve(
         api_key=api_key,
         api_secret=api_secret,
         tick_interval=tick_interval,
+        dialect=dialect,
     )
     asyncio.run(_serve_until_signal(build_app(options), host, port))
 
@@ -269,6 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default="paper")
     parser.add_argument("--api-secret", default="paper")
     parser.add_argument("--tick-interval", type=float, default=1.0)
+    parser.add_argument("--dialect", choices=DIALECTS, default="binance")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     symbols = [s for s in args.symbols.split(",") if s.strip()] or None
@@ -281,6 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         api_key=args.api_key,
         api_secret=args.api_secret,
         tick_interval=args.tick_interval,
+        dialect=args.dialect,
     )
 
 

@@ -35,6 +35,9 @@ class SimOptions:
     engine: EngineConfig = field(default_factory=EngineConfig)
     #: Enforce Binance's 2400/min IP weight with 429 -1003 (off: benchmarks hammer it).
     weight_limit: int | None = None
+    #: Which exchange this instance speaks: "binance" (USD-M, /fapi) or "bybit" (v5 linear,
+    #: sim/bybit). One instance is one venue account; run two for both dialects.
+    dialect: str = "binance"
 
 
 def _scenario(options: SimOptions) -> tuple[float, list[ReplayRow] | None]:

@@ -33,7 +33,7 @@ class Retryable(ExchangeFailure):
 
 
 class RateLimited(Retryable):
-    """The venue asked us to slow down (429 / -1003 / Bybit 10006)."""
+    """The venue asked us to slow down (429 / -1003 / Bybit 10006, 10018, HTTP 403)."""
 
 
 class OutcomeUnknown(Retryable):
@@ -107,16 +107,49 @@ _BY_CODE: dict[int, type[ExchangeFailure]] = {
     -2013: OrderNotFound,
     -2021: WouldTriggerImmediately,
     -2022: ReduceOnlyRejected,
-    10006: RateLimited,
-    10016: Retryable,
-    10001: OrderRejected,
+    # Bybit v5 (retCode; sent as a number or, by some gateways, as a string)
+    10002: Retryable,  # timestamp outside recv_window: clock drift, resync and retry
     10003: AuthenticationFailed,
     10004: AuthenticationFailed,
-    110007: InsufficientFunds,
-    110001: OrderNotFound,
-    110017: ReduceOnlyRejected,
-    110094: BelowMinimum,
+    10005: AuthenticationFailed,  # key lacks the permission
+    10006: RateLimited,  # 10/s per UID on order endpoints
+    10007: AuthenticationFailed,
+    10009: AuthenticationFailed,  # IP banned
+    10010: AuthenticationFailed,  # request IP not whitelisted for the key
+    10016: Retryable,  # internal error / service restarting
+    10018: RateLimited,  # IP rate limit
+    10001: OrderRejected,  # generic parameter error; refined by message below
+    110001: OrderNotFound,  # order not exists or too late to cancel
+    110004: InsufficientFunds,
+    110006: InsufficientFunds,
+    110007: InsufficientFunds,  # "ab not enough for new order"
+    110008: OrderNotFound,  # order already finished or cancelled
+    110010: OrderNotFound,  # order already cancelled
+    110012: InsufficientFunds,
+    110017: ReduceOnlyRejected,  # incl. "current position is zero" (or not visible yet)
+    110023: SymbolUnavailable,  # contract only allows reducing (delisting)
+    110044: InsufficientFunds,
+    110045: InsufficientFunds,
+    110092: WouldTriggerImmediately,  # expect Rising, but trigger_price <= current
+    110093: WouldTriggerImmediately,  # expect Falling, but trigger_price >= current
+    110094: BelowMinimum,  # order value below the minimum
+    170213: OrderNotFound,
 }
+
+# Bybit's 10001 covers every parameter error: the message says which.
+_BY_MESSAGE: dict[int, tuple[tuple[re.Pattern[str], type[ExchangeFailure]], ...]] = {
+    10001: (
+        (
+            re.compile(r"minimum limit|maximum limit|qty invalid|too many decimals", re.I),
+            BelowMinimum,
+        ),
+        (re.compile(r"symbol invalid|not supported symbols", re.I), SymbolUnavailable),
+    ),
+}
+
+# Codes whose meaning for a create/cancel is "the backend did not answer in time": the
+# order may exist.
+_UNKNOWN_IF_MUTATING = frozenset({-1001, 10016})
 
 
 # Fallback when the venue sent no code we know; first match wins (subclasses first).
@@ -148,7 +181,11 @@ def classify(exc: BaseException, *, mutating: bool = False) -> ExchangeFailure:
     code = error_code(exc)
     if code in _BY_CODE:
         cls = _BY_CODE[code]
-        if cls is Retryable and mutating and code == -1001:
+        for pattern, refined in _BY_MESSAGE.get(code, ()):
+            if pattern.search(message):
+                cls = refined
+                break
+        if cls is Retryable and mutating and code in _UNKNOWN_IF_MUTATING:
             cls = OutcomeUnknown
         return cls(message, code=code)
     if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):

@@ -1,8 +1,8 @@
 """Build ccxt exchange clients for the engine: the paper exchange or a real venue.
 
-`paper` is ccxt's own `binanceusdm`, unmodified, with its USD-M URLs pointed at the
-simulator. Three settings make it behave against the simulator exactly as against
-Binance:
+`paper` is ccxt's own `binanceusdm` (or, with `paper_dialect="bybit"`, ccxt's own `bybit`),
+unmodified, with its URLs pointed at the simulator. Three settings make binanceusdm behave
+against the simulator exactly as against Binance:
 
 * `fetchCurrencies=False` and linear-only markets, so only `/fapi/...` is ever called;
 * the linear (fapi) error-code table is merged into the generic one: ccxt picks that
@@ -11,6 +11,11 @@ Binance:
   bare ExchangeError instead of InsufficientFunds;
 * `warnOnFetchOpenOrdersWithoutSymbol=False`, because reconciliation fetches all open
   orders in one call on purpose (constant API calls per cycle).
+
+For Bybit (real or paper) ccxt is told to load linear markets only and to skip the
+currency list (`/v5/asset/coin/query-info` needs wallet permissions a trading key need not
+have, and the engine uses no currency data); paper Bybit points every REST entry at the
+simulator's `/v5/...` and the streams at `/v5/public/linear` and `/v5/private`.
 
 API keys are passed to ccxt and never logged or included in `repr`.
 """
@@ -27,6 +32,8 @@ PAPER = "paper"
 BINANCE_USDM = "binanceusdm"
 BYBIT = "bybit"
 KINDS = (PAPER, BINANCE_USDM, BYBIT)
+PAPER_DIALECTS = ("binance", "bybit")
+BYBIT_REST_ENTRIES = ("spot", "futures", "v2", "public", "private")
 FAPI_ENTRIES = {
     "fapiPublic": "/fapi/v1",
     "fapiPublicV2": "/fapi/v2",
@@ -46,26 +53,51 @@ def paper_urls(url: str) -> dict[str, Any]:
     return api
 
 
-def _options(kind: str) -> dict[str, Any]:
+def bybit_paper_urls(url: str) -> dict[str, Any]:
+    """The `urls['api']` entries that point ccxt bybit (and ccxt.pro bybit) at the simulator."""
+    base = url.rstrip("/")
+    ws_base = "ws" + base[4:] if base.startswith("http") else base
+    api: dict[str, Any] = {name: base for name in BYBIT_REST_ENTRIES}
+    private = ws_base + "/v5/private"
+    api["ws"] = {
+        "public": {t: f"{ws_base}/v5/public/{t}" for t in ("spot", "linear", "inverse", "option")},
+        "private": {
+            "spot": {"unified": private, "nonUnified": private},
+            "contract": private,
+            "usdc": private,
+            "trade": ws_base + "/v5/trade",
+        },
+    }
+    return api
+
+
+def _is_bybit(kind: str, paper_dialect: str) -> bool:
+    return kind == BYBIT or (kind == PAPER and paper_dialect == "bybit")
+
+
+def _options(kind: str, paper_dialect: str = "binance") -> dict[str, Any]:
     options: dict[str, Any] = {
         "fetchCurrencies": False,
         "warnOnFetchOpenOrdersWithoutSymbol": False,
     }
-    if kind in (PAPER, BINANCE_USDM):
-        options.update(defaultType="future", defaultSubType="linear")
+    if _is_bybit(kind, paper_dialect):
+        options.update(defaultType="swap", defaultSubType="linear", defaultSettle="USDT")
         options["fetchMarkets"] = {"types": ["linear"]}
     else:
-        options.update(defaultType="swap", defaultSubType="linear")
+        options.update(defaultType="future", defaultSubType="linear")
+        options["fetchMarkets"] = {"types": ["linear"]}
     return options
 
 
-def _config(kind: str, api_key: str, api_secret: str, timeout_ms: int) -> dict[str, Any]:
+def _config(
+    kind: str, api_key: str, api_secret: str, timeout_ms: int, paper_dialect: str = "binance"
+) -> dict[str, Any]:
     return {
         "apiKey": api_key,
         "secret": api_secret,
         "enableRateLimit": kind != PAPER,
         "timeout": timeout_ms,
-        "options": _options(kind),
+        "options": _options(kind, paper_dialect),
     }
 
 
@@ -85,12 +117,23 @@ def _point_at_paper(exchange: Any, url: str | None) -> None:
     exceptions["broad"] = {**exceptions["broad"], **linear.get("broad", {})}
 
 
-def _class_for(kind: str, module: Any) -> Any:
-    if kind in (PAPER, BINANCE_USDM):
-        return module.binanceusdm
-    if kind == BYBIT:
-        return module.bybit
-    raise ValueError(f"unknown exchange kind {kind!r}; expected one of {KINDS}")
+def _point_bybit_at_paper(exchange: Any, url: str | None) -> None:
+    if not url:
+        raise ValueError("the paper exchange needs its base URL (VIGIL_EXCHANGE_URL)")
+    api = dict(exchange.urls["api"])
+    paper = bybit_paper_urls(url)
+    if "ws" not in api:
+        paper.pop("ws")  # REST-only client (ccxt, ccxt.async_support)
+    api.update(paper)
+    exchange.urls["api"] = api
+
+
+def _class_for(kind: str, module: Any, paper_dialect: str = "binance") -> Any:
+    if kind not in KINDS:
+        raise ValueError(f"unknown exchange kind {kind!r}; expected one of {KINDS}")
+    if paper_dialect not in PAPER_DIALECTS:
+        raise ValueError(f"unknown paper dialect {paper_dialect!r}; one of {PAPER_DIALECTS}")
+    return module.bybit if _is_bybit(kind, paper_dialect) else module.binanceusdm
 
 
 def _build(
@@ -101,9 +144,16 @@ def _build(
     api_secret: str,
     testnet: bool,
     timeout_ms: int,
+    paper_dialect: str = "binance",
 ) -> Any:
-    exchange = _class_for(kind, module)(_config(kind, api_key, api_secret, timeout_ms))
-    if kind == PAPER:
+    config = _config(kind, api_key, api_secret, timeout_ms, paper_dialect)
+    exchange = _class_for(kind, module, paper_dialect)(config)
+    if _is_bybit(kind, paper_dialect):
+        # the engine needs no currency table; Bybit's needs wallet permissions
+        exchange.has = {**exchange.has, "fetchCurrencies": False}
+    if kind == PAPER and paper_dialect == "bybit":
+        _point_bybit_at_paper(exchange, url)
+    elif kind == PAPER:
         _point_at_paper(exchange, url)
     elif testnet:
         if kind == BINANCE_USDM:
@@ -123,10 +173,16 @@ def build_exchange(
     testnet: bool = False,
     async_mode: bool = False,
     timeout_ms: int = 10000,
+    paper_dialect: str = "binance",
 ) -> ccxt.Exchange:
-    """A REST client for `kind` (`paper`, `binanceusdm` or `bybit`); async if asked."""
+    """A REST client for `kind` (`paper`, `binanceusdm` or `bybit`); async if asked.
+
+    `paper_dialect` says which venue the paper exchange at `url` speaks (`binance`/`bybit`).
+    """
     module = ccxt_async if async_mode else ccxt
-    exchange: ccxt.Exchange = _build(module, kind, url, api_key, api_secret, testnet, timeout_ms)
+    exchange: ccxt.Exchange = _build(
+        module, kind, url, api_key, api_secret, testnet, timeout_ms, paper_dialect
+    )
     return exchange
 
 
@@ -138,9 +194,10 @@ def build_pro_exchange(
     api_secret: str = "",
     testnet: bool = False,
     timeout_ms: int = 10000,
+    paper_dialect: str = "binance",
 ) -> ccxt_pro.Exchange:
     """A ccxt.pro (WebSocket + async REST) client, pointed at the simulator for `paper`."""
     exchange: ccxt_pro.Exchange = _build(
-        ccxt_pro, kind, url, api_key, api_secret, testnet, timeout_ms
+        ccxt_pro, kind, url, api_key, api_secret, testnet, timeout_ms, paper_dialect
     )
     return exchange

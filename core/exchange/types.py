@@ -28,6 +28,8 @@ class OrderSnapshot:
     conditional: bool
     position_idx: int
     created_at: datetime | None
+    #: Bybit's closeOnTrigger: reduce-only, and the venue frees margin to execute it
+    close_on_trigger: bool = False
 
     @property
     def is_filled(self) -> bool:
@@ -52,6 +54,7 @@ class OrderSnapshot:
             quantity=self.amount - self.filled,
             position_idx=self.position_idx,
             created_at=self.created_at,
+            close_on_trigger=self.close_on_trigger,
         )
 
 

@@ -1,0 +1,870 @@
+"""The Bybit v5 linear account of the paper exchange (UTA, USDT perpetuals).
+
+Reuses the Binance dialect's parts where they fit: the market table and its filters
+(`sim.markets`), the price book (`sim.prices`), the fee/balance config (`EngineConfig`) and
+the fill arithmetic (`sim.matching.apply_fill`). What is Bybit's own lives here:
+
+* **one order book** for regular and conditional orders, UUID order ids, `orderLinkId`
+  unique across *all* orders of the account (not only open ones, unlike Binance);
+* **position modes**: one-way (`positionIdx` 0) and hedge (1 = long slot, 2 = short slot);
+  an order whose `positionIdx` does not fit the mode is refused (10001);
+* **conditional orders** carry `triggerDirection` (1 rising, 2 falling) and `triggerBy`;
+  one whose trigger is already crossed is refused (110092/110093); they wait `Untriggered`,
+  fire on the mark price, run as market orders under the same id and end `Filled`, or
+  `Deactivated` when cancelled or when a reduce-only one finds nothing to reduce;
+* **position visibility**: a position that went from flat to open appears in the position
+  list only `position_delay_ms` after the fill, and until then reduce-only orders (a stop
+  placed right after the entry) are refused with 110017, as on Bybit;
+* **position TP/SL** (`/v5/position/trading-stop`, Full mode): a `StopLoss`/`TakeProfit`
+  order with quantity 0 that closes the whole slot and goes away with the position;
+* reduce-only conditional orders are *not* cancelled when their position goes flat (the
+  engine's zombie cleaner must remove them), at most `max_stop_orders` per symbol (110009).
+
+Synchronous, run on the server's event loop; `publish(topic, rows)` feeds the private
+WebSocket topics (`order`, `execution`, `position`, `wallet`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+
+from sim.bybit import errors
+from sim.bybit.records import (
+    ENGINE_SIDE,
+    FALLING,
+    RISING,
+    BybitOrder,
+    BybitPosition,
+    Execution,
+    bybit_id,
+    opposite,
+)
+from sim.markets import Market
+from sim.matching import EngineConfig, apply_fill, now_ms
+from sim.orders import ZERO, fmt
+from sim.prices import PriceBook
+
+Publish = Callable[[str, list[dict[str, object]]], None]
+MAINT_MARGIN_RATE = Decimal("0.005")
+TRIGGER_BY = frozenset({"LastPrice", "MarkPrice", "IndexPrice"})
+ORDER_NAMESPACE, EXEC_NAMESPACE = 0xB1B1, 0xE1E1
+MARGIN_MODES = frozenset({"REGULAR_MARGIN", "ISOLATED_MARGIN", "PORTFOLIO_MARGIN"})
+
+
+@dataclass
+class BybitSettings:
+    """Knobs of the Bybit dialect (admin `POST /_sim/config` changes them at runtime)."""
+
+    #: How long a freshly opened position stays out of the position list (0: at once).
+    position_delay_ms: int = 200
+    #: Order endpoints (create/amend/cancel/cancel-all/trading-stop) per second per UID,
+    #: each endpoint counted on its own, as Bybit does; None switches the limit off.
+    order_rate_limit: int | None = 10
+    #: Closed orders `/v5/order/realtime` still returns by id (the rest: order history).
+    realtime_closed_window: int = 500
+    #: Send `retCode` as a string ("0", "10006"): some Bybit gateways did, and the old bot
+    #: broke on it; off by default (v5 sends numbers).
+    retcode_as_string: bool = False
+    #: Untriggered conditional orders allowed per symbol.
+    max_stop_orders: int = 10
+
+
+@dataclass
+class OrderIntent:
+    """A validated `/v5/order/create` request (or an admin order)."""
+
+    symbol: str
+    side: str  # Buy / Sell
+    order_type: str  # Market / Limit
+    qty: Decimal
+    position_idx: int = 0
+    price: Decimal | None = None
+    link_id: str = ""
+    time_in_force: str = "GTC"
+    reduce_only: bool = False
+    close_on_trigger: bool = False
+    trigger_price: Decimal | None = None
+    trigger_direction: int = 0
+    trigger_by: str = "LastPrice"
+
+
+class BybitEngine:
+    """Account state and order book of one Bybit UTA account (linear USDT contracts)."""
+
+    def __init__(
+        self,
+        markets: dict[str, Market],
+        prices: PriceBook,
+        config: EngineConfig,
+        settings: BybitSettings,
+        publish: Publish | None = None,
+    ) -> None:
+        self.markets = markets
+        self.prices = prices
+        self.config = config
+        self.settings = settings
+        self.publish: Publish = publish or (lambda _topic, _rows: None)
+        self.wallet = config.balance
+        self.hedge = False
+        self.margin_mode = "REGULAR_MARGIN"
+        self.leverage: dict[str, int] = {}
+        self.positions: dict[tuple[str, int], BybitPosition] = {}
+        self.orders: dict[str, BybitOrder] = {}
+        self.by_link: dict[str, BybitOrder] = {}
+        self.executions: list[Execution] = []
+        self.closed: list[str] = []  # order ids in the order they became final
+        self._seq = 0
+
+    # -- lookups ----------------------------------------------------------------------
+
+    def market(self, symbol: str) -> Market:
+        market = self.markets.get(symbol)
+        if market is None:
+            raise errors.SYMBOL_INVALID
+        return market
+
+    def mark(self, symbol: str) -> Decimal:
+        return self.prices.prices[symbol]
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def slot(self, symbol: str, idx: int) -> BybitPosition:
+        pos = self.positions.get((symbol, idx))
+        if pos is None:
+            lev = self.leverage.get(symbol, self.config.default_leverage)
+            pos = BybitPosition(symbol, leverage=lev, position_idx=idx)
+            self.positions[(symbol, idx)] = pos
+        return pos
+
+    def slots(self, symbol: str) -> list[BybitPosition]:
+        return [self.slot(symbol, i) for i in ((1, 2) if self.hedge else (0,))]
+
+    def check_idx(self, idx: int) -> None:
+        if (idx not in (1, 2)) if self.hedge else idx != 0:
+            raise errors.IDX_MISMATCH
+
+    def closes_in_hedge(self, pos: BybitPosition, side: str) -> bool:
+        """Hedge mode: Sell on the long slot and Buy on the short slot only reduce."""
+        return self.hedge and (side == "Sell") == (pos.position_idx == 1)
+
+    def reducible(self, pos: BybitPosition, side: str, *, visible_only: bool) -> Decimal:
+        """How much an order on `side` can reduce of the slot (0 if it would increase it)."""
+        if visible_only and not pos.visible(now_ms()):
+            return ZERO
+        if pos.amount > 0 and side == "Sell":
+            return pos.amount
+        if pos.amount < 0 and side == "Buy":
+            return -pos.amount
+        return ZERO
+
+    def _reduces(self, order: BybitOrder | OrderIntent, pos: BybitPosition) -> bool:
+        return order.reduce_only or order.close_on_trigger or self.closes_in_hedge(pos, order.side)
+
+    def opening_quantity(self, pos: BybitPosition, side: str, qty: Decimal) -> Decimal:
+        if self.closes_in_hedge(pos, side):
+            return ZERO
+        return max(ZERO, qty - self.reducible(pos, side, visible_only=False))
+
+    def unrealized(self, pos: BybitPosition) -> Decimal:
+        return pos.amount * (self.mark(pos.symbol) - pos.entry_price) if pos.amount else ZERO
+
+    def position_margin(self, pos: BybitPosition) -> Decimal:
+        return abs(pos.amount) * self.mark(pos.symbol) / pos.leverage
+
+    def order_margin(self) -> Decimal:
+        total = ZERO
+        for order in self.open_orders():
+            if order.order_type == "Limit" and not order.reduce_only and not order.is_conditional:
+                total += order.leaves * order.price / self.leverage.get(order.symbol, 20)
+        return total
+
+    def available(self) -> Decimal:
+        live = list(self.positions.values())
+        upnl = sum((self.unrealized(p) for p in live), ZERO)
+        used = sum((self.position_margin(p) for p in live), ZERO)
+        return self.wallet + upnl - used - self.order_margin()
+
+    def open_orders(self, symbol: str | None = None) -> list[BybitOrder]:
+        return [
+            o for o in self.orders.values() if o.is_open and (symbol is None or o.symbol == symbol)
+        ]
+
+    # -- validation -------------------------------------------------------------------
+
+    @staticmethod
+    def validate_qty(market: Market, qty: Decimal, *, market_order: bool) -> None:
+        if qty <= 0 or qty < market.min_qty:
+            raise errors.QTY_MIN
+        if qty % market.step_size != 0:
+            raise errors.QTY_STEP
+        if qty > (market.market_max_qty if market_order else market.max_qty):
+            raise errors.QTY_MAX
+
+    @staticmethod
+    def validate_price(market: Market, price: Decimal) -> None:
+        if price <= 0 or price % market.tick_size != 0:
+            raise errors.PRICE_TICK
+
+    def _check_trigger(self, symbol: str, direction: int, trigger: Decimal) -> None:
+        mark = self.mark(symbol)
+        if direction == RISING and trigger <= mark:
+            raise errors.would_trigger(True, trigger, mark)
+        if direction == FALLING and trigger >= mark:
+            raise errors.would_trigger(False, trigger, mark)
+
+    def _check_reducible(self, pos: BybitPosition, side: str) -> None:
+        if self.reducible(pos, side, visible_only=True) > 0:
+            return
+        same_side = pos.visible(now_ms()) and (pos.amount > 0) == (side == "Buy")
+        raise errors.REDUCE_ONLY_SIDE if same_side else errors.REDUCE_ONLY_ZERO
+
+    def _check_opening(self, market: Market, it: OrderIntent, price: Decimal) -> None:
+        pos = self.slot(it.symbol, it.position_idx)
+        opening = self.opening_quantity(pos, it.side, it.qty)
+        if opening <= 0:
+            return
+        if not market.trading:
+            raise errors.REDUCTION_ONLY_CONTRACT
+        if it.qty * price < market.min_notional:
+            raise errors.below_min_value(market.min_notional)
+        needed = opening * price / pos.leverage + opening * price * self.config.taker_fee
+        if needed > self.available():
+            raise errors.BALANCE
+
+    # -- placement --------------------------------------------------------------------
+
+    def place(
+        self,
+        it: OrderIntent,
+        *,
+        defer_fill: bool = False,
+        fill_fraction: Decimal | None = None,
+    ) -> BybitOrder:
+        """`/v5/order/create`: a market/limit order, or a conditional one (trigger price)."""
+        market = self.market(it.symbol)
+        self.check_idx(it.position_idx)
+        self.validate_qty(market, it.qty, market_order=it.order_type == "Market")
+        if it.order_type == "Limit":
+            if it.price is None:
+                raise errors.missing("price")
+            self.validate_price(market, it.price)
+        if it.link_id and it.link_id in self.by_link:
+            raise errors.DUPLICATE_LINK_ID
+        pos = self.slot(it.symbol, it.position_idx)
+        if it.trigger_price is not None:
+            return self._place_conditional(market, it, pos)
+        if self._reduces(it, pos):
+            self._check_reducible(pos, it.side)
+        else:
+            self._check_opening(market, it, self._taker_price(it.symbol, it.side))
+        order = self._record(it)
+        self._publish_order(order)
+        if it.order_type == "Limit" and not self._marketable(order):
+            return order
+        if not defer_fill:
+            self._execute(order, self._fill_price(order), fraction=fill_fraction)
+        return order
+
+    def _place_conditional(self, market: Market, it: OrderIntent, pos: BybitPosition) -> BybitOrder:
+        assert it.trigger_price is not None
+        if it.trigger_direction not in (RISING, FALLING):
+            raise errors.TRIGGER_DIRECTION
+        if it.trigger_by not in TRIGGER_BY:
+            raise errors.TRIGGER_BY
+        self.validate_price(market, it.trigger_price)
+        self._check_trigger(it.symbol, it.trigger_direction, it.trigger_price)
+        if self._reduces(it, pos):
+            self._check_reducible(pos, it.side)
+        elif not market.trading:
+            raise errors.REDUCTION_ONLY_CONTRACT
+        elif it.qty * it.trigger_price < market.min_notional:
+            raise errors.below_min_value(market.min_notional)
+        waiting = [o for o in self.open_orders(it.symbol) if o.stop_order_type == "Stop"]
+        if len(waiting) >= self.settings.max_stop_orders:
+            raise errors.TOO_MANY_STOPS
+        order = self._record(it, stop_order_type="Stop", status="Untriggered")
+        self._publish_order(order)
+        return order
+
+    def _record(
+        self, it: OrderIntent, *, stop_order_type: str = "", status: str = "New"
+    ) -> BybitOrder:
+        seq = self._next_seq()
+        ts = now_ms()
+        order = BybitOrder(
+            seq=seq,
+            order_id=bybit_id(ORDER_NAMESPACE, seq),
+            link_id=it.link_id,
+            symbol=it.symbol,
+            side=it.side,
+            order_type=it.order_type,
+            qty=it.qty,
+            price=it.price if it.order_type == "Limit" and it.price is not None else ZERO,
+            position_idx=it.position_idx,
+            created=ts,
+            updated=ts,
+            time_in_force="IOC" if it.order_type == "Market" else it.time_in_force,
+            reduce_only=it.reduce_only,
+            close_on_trigger=it.close_on_trigger,
+            trigger_price=it.trigger_price or ZERO,
+            trigger_direction=it.trigger_direction if it.trigger_price is not None else 0,
+            trigger_by=it.trigger_by if it.trigger_price is not None else "",
+            stop_order_type=stop_order_type,
+            status=status,
+        )
+        self.orders[order.order_id] = order
+        if order.link_id:
+            self.by_link[order.link_id] = order
+        return order
+
+    def _taker_price(self, symbol: str, side: str) -> Decimal:
+        mark = self.mark(symbol)
+        direction = Decimal(1) if side == "Buy" else Decimal(-1)
+        return self.prices.round(
+            symbol, mark + mark * self.config.slippage_bps / Decimal(10000) * direction
+        )
+
+    def _marketable(self, order: BybitOrder) -> bool:
+        if order.order_type != "Limit":
+            return True
+        mark = self.mark(order.symbol)
+        return order.price >= mark if order.side == "Buy" else order.price <= mark
+
+    def _fill_price(self, order: BybitOrder) -> Decimal:
+        taker = self._taker_price(order.symbol, order.side)
+        if order.order_type != "Limit":
+            return taker
+        return min(taker, order.price) if order.side == "Buy" else max(taker, order.price)
+
+    # -- execution --------------------------------------------------------------------
+
+    def _execute(
+        self,
+        order: BybitOrder,
+        price: Decimal,
+        *,
+        maker: bool = False,
+        fraction: Decimal | None = None,
+    ) -> None:
+        pos = self.slot(order.symbol, order.position_idx)
+        qty = order.qty - order.cum_qty
+        if self._reduces(order, pos):
+            qty = min(qty, self.reducible(pos, order.side, visible_only=False))
+            if fraction is None and qty > 0:
+                order.qty = order.cum_qty + qty  # Bybit trims a reduce-only qty to the position
+        if fraction is not None:
+            step = self.market(order.symbol).step_size
+            qty = (qty * fraction / step).to_integral_value(rounding=ROUND_DOWN) * step
+        if qty > 0:
+            self._fill(order, pos, qty, price, maker)
+        if order.cum_qty >= order.qty:
+            order.status = "Filled"
+        elif order.order_type == "Market" or fraction is not None or order.is_conditional:
+            # the unfillable rest of an IOC-like order is cancelled at once
+            order.status = "PartiallyFilledCanceled" if order.cum_qty else "Cancelled"
+            order.cancel_type = "CancelByReduceOnly" if self._reduces(order, pos) else "UNKNOWN"
+        order.updated = now_ms()
+        self._finalize(order)
+        self._publish_order(order)
+
+    def _fill(
+        self, order: BybitOrder, pos: BybitPosition, qty: Decimal, price: Decimal, maker: bool
+    ) -> None:
+        ts = now_ms()
+        rate = self.config.maker_fee if maker else self.config.taker_fee
+        fee = (qty * price * rate).quantize(Decimal("0.00000001"))
+        before = pos.amount
+        closed = min(qty, self.reducible(pos, order.side, visible_only=False))
+        pnl = apply_fill(pos, ENGINE_SIDE[order.side], qty, price, ts)
+        self.wallet += pnl - fee
+        pos.cum_realised += pnl - fee
+        pos.cur_realised = (pos.cur_realised if before else ZERO) + pnl - fee
+        if pos.amount != 0 and (before == 0 or (before > 0) != (pos.amount > 0)):
+            pos.created_time = ts  # flat -> open (or flipped): the position service lags
+            pos.visible_at = ts + self.settings.position_delay_ms
+        order.cum_qty += qty
+        order.cum_value += qty * price
+        order.cum_fee += fee
+        order.updated = ts
+        order.status = "Filled" if order.cum_qty >= order.qty else "PartiallyFilled"
+        seq = self._next_seq()
+        execution = Execution(
+            seq=seq,
+            exec_id=bybit_id(EXEC_NAMESPACE, seq),
+            order=order,
+            price=price,
+            qty=qty,
+            fee=fee,
+            fee_rate=rate,
+            is_maker=maker,
+            time=ts,
+            mark=self.mark(order.symbol),
+            closed_size=closed,
+            pnl=pnl,
+        )
+        self.executions.append(execution)
+        if pos.amount == 0:
+            self._clear_tpsl(pos)
+        self.publish("execution", [execution.to_ws()])
+        self.publish("position", [self.position_row(pos, ws=True)])
+        self.publish("wallet", [self.wallet_row()])
+
+    def fill_deferred(self, order_id: str, fraction: Decimal | None = None) -> None:
+        """Complete a market order that a delayed-fill fault left `New`."""
+        order = self.orders.get(order_id)
+        if order is not None and order.is_open and not order.is_conditional:
+            self._execute(order, self._fill_price(order), fraction=fraction)
+
+    def _finalize(self, order: BybitOrder) -> None:
+        if not order.is_open and (not self.closed or self.closed[-1] != order.order_id):
+            self.closed.append(order.order_id)
+
+    def _publish_order(self, order: BybitOrder) -> None:
+        self.publish("order", [order.to_ws()])
+
+    # -- triggers ---------------------------------------------------------------------
+
+    def on_prices(self, symbols: Iterable[str]) -> None:
+        """Fire crossed conditional orders and fill crossed resting limits."""
+        moved = set(symbols)
+        if not moved:
+            return
+        for order in list(self.orders.values()):
+            if order.symbol not in moved or not order.is_open:
+                continue
+            if order.status == "Untriggered":
+                mark = self.mark(order.symbol)
+                crossed = (
+                    mark >= order.trigger_price
+                    if order.trigger_direction == RISING
+                    else mark <= order.trigger_price
+                )
+                if crossed:
+                    self._trigger(order)
+            elif order.order_type == "Limit" and self._marketable(order):
+                self._execute(order, order.price, maker=True)
+
+    def _trigger(self, order: BybitOrder) -> None:
+        order.status = "Triggered"
+        order.updated = now_ms()
+        self._publish_order(order)
+        pos = self.slot(order.symbol, order.position_idx)
+        if order.is_tpsl:
+            order.qty = self.reducible(pos, order.side, visible_only=False)
+        elif self._reduces(order, pos):
+            order.qty = min(order.qty, self.reducible(pos, order.side, visible_only=False))
+        if order.qty <= 0:
+            order.status = "Deactivated"
+            order.cancel_type = "CancelByReduceOnly"
+            order.updated = now_ms()
+            self._finalize(order)
+            self._publish_order(order)
+            return
+        self._execute(order, self._taker_price(order.symbol, order.side))
+
+    # -- amend / cancel ---------------------------------------------------------------
+
+    def find(self, symbol: str, order_id: str | None, link_id: str | None) -> BybitOrder:
+        order = self.orders.get(order_id) if order_id else self.by_link.get(link_id or "")
+        if order is None or order.symbol != symbol:
+            raise errors.ORDER_NOT_FOUND
+        return order
+
+    def amend(
+        self,
+        symbol: str,
+        order_id: str | None,
+        link_id: str | None,
+        *,
+        qty: Decimal | None = None,
+        price: Decimal | None = None,
+        trigger_price: Decimal | None = None,
+        trigger_by: str | None = None,
+    ) -> BybitOrder:
+        """`/v5/order/amend`: move a stop (or resize/reprice) in place, same order id."""
+        market = self.market(symbol)
+        order = self.find(symbol, order_id, link_id)
+        if not order.is_open or order.status == "Triggered":
+            raise errors.ORDER_NOT_FOUND
+        changed = False
+        if qty is not None and qty != order.qty:
+            self.validate_qty(market, qty, market_order=order.order_type == "Market")
+            if qty <= order.cum_qty:
+                raise errors.params("qty invalid: not above the filled quantity")
+            order.qty, changed = qty, True
+        if price is not None and price != order.price:
+            if order.order_type != "Limit":
+                raise errors.params("price invalid for a market order")
+            self.validate_price(market, price)
+            order.price, changed = price, True
+        if trigger_price is not None and trigger_price != order.trigger_price:
+            if not order.is_conditional:
+                raise errors.params("triggerPrice invalid for a non-conditional order")
+            self.validate_price(market, trigger_price)
+            self._check_trigger(symbol, order.trigger_direction, trigger_price)
+            order.trigger_price, changed = trigger_price, True
+        if trigger_by is not None and trigger_by != order.trigger_by:
+            if trigger_by not in TRIGGER_BY:
+                raise errors.TRIGGER_BY
+            order.trigger_by, changed = trigger_by, True
+        if not changed:
+            raise errors.NOT_MODIFIED
+        order.updated = now_ms()
+        self._publish_order(order)
+        if order.order_type == "Limit" and not order.is_conditional and self._marketable(order):
+            self._execute(order, order.price, maker=True)
+        return order
+
+    def cancel(self, symbol: str, order_id: str | None, link_id: str | None) -> BybitOrder:
+        order = self.find(symbol, order_id, link_id)
+        if not order.is_open or order.status == "Triggered":
+            raise errors.ORDER_NOT_FOUND
+        self._cancel(order, "CancelByUser")
+        return order
+
+    def _cancel(self, order: BybitOrder, cancel_type: str) -> None:
+        order.status = "Deactivated" if order.status == "Untriggered" else "Cancelled"
+        order.cancel_type = cancel_type
+        order.updated = now_ms()
+        self._finalize(order)
+        self._publish_order(order)
+
+    def cancel_all(self, symbol: str | None, order_filter: str | None) -> list[BybitOrder]:
+        cancelled = [
+            o
+            for o in self.open_orders(symbol)
+            if o.status != "Triggered" and matches_filter(o, order_filter)
+        ]
+        for order in cancelled:
+            self._cancel(order, "CancelByUser")
+        return cancelled
+
+    # -- queries ----------------------------------------------------------------------
+
+    def realtime(
+        self,
+        symbols: set[str] | None,
+        *,
+        order_id: str | None,
+        link_id: str | None,
+        order_filter: str | None,
+        open_only: int,
+    ) -> list[BybitOrder]:
+        """`/v5/order/realtime`: open orders, or by id also the most recent closed ones."""
+        recent = set(self.closed[-self.settings.realtime_closed_window :])
+        if order_id or link_id:
+            order = self.orders.get(order_id) if order_id else self.by_link.get(link_id or "")
+            found = [order] if order is not None else []
+            rows = [o for o in found if o.is_open or o.order_id in recent]
+        elif open_only == 0:
+            rows = [o for o in self.orders.values() if o.is_open]
+        else:
+            rows = [self.orders[i] for i in recent]
+        rows = [
+            o
+            for o in rows
+            if (symbols is None or o.symbol in symbols) and matches_filter(o, order_filter)
+        ]
+        return sorted(rows, key=lambda o: o.seq, reverse=True)
+
+    def history(
+        self,
+        symbols: set[str] | None,
+        *,
+        order_id: str | None,
+        link_id: str | None,
+        order_filter: str | None,
+        order_status: str | None,
+        start: int,
+        end: int,
+    ) -> list[BybitOrder]:
+        """`/v5/order/history`: final orders (any age), newest first."""
+        rows = [
+            o
+            for o in self.orders.values()
+            if not o.is_open
+            and (symbols is None or o.symbol in symbols)
+            and (not order_id or o.order_id == order_id)
+            and (not link_id or o.link_id == link_id)
+            and (not order_status or o.status == order_status)
+            and start <= o.created <= end
+            and matches_filter(o, order_filter)
+        ]
+        return sorted(rows, key=lambda o: o.seq, reverse=True)
+
+    def fills(
+        self,
+        symbols: set[str] | None,
+        *,
+        order_id: str | None,
+        link_id: str | None,
+        start: int,
+        end: int,
+    ) -> list[Execution]:
+        rows = [
+            e
+            for e in self.executions
+            if (symbols is None or e.order.symbol in symbols)
+            and (not order_id or e.order.order_id == order_id)
+            and (not link_id or e.order.link_id == link_id)
+            and start <= e.time <= end
+        ]
+        return sorted(rows, key=lambda e: e.seq, reverse=True)
+
+    # -- position settings ------------------------------------------------------------
+
+    def set_leverage(self, symbol: str, buy: Decimal, sell: Decimal) -> None:
+        market = self.market(symbol)
+        for name, value in (("buyLeverage", buy), ("sellLeverage", sell)):
+            if value != value.to_integral_value() or not 1 <= value <= market.max_leverage:
+                raise errors.leverage_invalid(name)
+        if buy != sell:
+            raise errors.params("buyLeverage must equal sellLeverage")
+        leverage = int(buy)
+        if self.leverage.get(symbol, self.config.default_leverage) == leverage:
+            raise errors.LEVERAGE_UNCHANGED
+        self.leverage[symbol] = leverage
+        for pos in self.slots(symbol):
+            pos.leverage = leverage
+
+    def switch_mode(self, symbol: str | None, hedge: bool) -> None:
+        """Switch one-way/hedge (account-wide here: Bybit scopes it per coin or symbol)."""
+        if symbol is not None:
+            self.market(symbol)
+        if hedge == self.hedge:
+            raise errors.MODE_UNCHANGED
+        if any(p.amount for p in self.positions.values()):
+            raise errors.MODE_HAS_POSITION
+        if self.open_orders():
+            raise errors.MODE_HAS_ORDERS
+        self.hedge = hedge
+        self.positions.clear()
+
+    def set_margin_mode(self, mode: str) -> list[dict[str, str]]:
+        """Account margin mode; refused while anything is open (Bybit lists the reasons)."""
+        if mode not in MARGIN_MODES:
+            raise errors.params("setMarginMode invalid")
+        if mode == self.margin_mode:
+            return []
+        if any(p.amount for p in self.positions.values()) or self.open_orders():
+            raise errors.MARGIN_MODE_FAILED
+        self.margin_mode = mode
+        return []
+
+    def trading_stop(
+        self,
+        symbol: str,
+        idx: int,
+        *,
+        take_profit: Decimal | None,
+        stop_loss: Decimal | None,
+        tp_trigger_by: str,
+        sl_trigger_by: str,
+    ) -> None:
+        """`/v5/position/trading-stop` (Full mode): set, move or clear ("0") TP/SL."""
+        market = self.market(symbol)
+        self.check_idx(idx)
+        pos = self.slot(symbol, idx)
+        if not pos.visible(now_ms()):
+            raise errors.ZERO_POSITION_TPSL
+        long = pos.amount > 0
+        for kind, price, trigger_by in (
+            ("StopLoss", stop_loss, sl_trigger_by),
+            ("TakeProfit", take_profit, tp_trigger_by),
+        ):
+            if price is None:
+                continue
+            existing = self.tpsl_order(pos, kind)
+            if price == 0:
+                if existing is not None:
+                    self._cancel(existing, "CancelByUser")
+                continue
+            if trigger_by not in TRIGGER_BY:
+                raise errors.TRIGGER_BY
+            self.validate_price(market, price)
+            rising = (kind == "StopLoss") != long
+            try:
+                self._check_trigger(symbol, RISING if rising else FALLING, price)
+            except errors.BybitError:
+                raise errors.stop_loss_side(pos.side, price, self.mark(symbol)) from None
+            if existing is not None:
+                existing.trigger_price, existing.trigger_by = price, trigger_by
+                existing.updated = now_ms()
+                self._publish_order(existing)
+                continue
+            intent = OrderIntent(
+                symbol=symbol,
+                side=opposite(pos.side),
+                order_type="Market",
+                qty=ZERO,
+                position_idx=idx,
+                reduce_only=True,
+                close_on_trigger=True,
+                trigger_price=price,
+                trigger_direction=RISING if rising else FALLING,
+                trigger_by=trigger_by,
+            )
+            order = self._record(intent, stop_order_type=kind, status="Untriggered")
+            order.tpsl_mode = "Full"
+            self._publish_order(order)
+
+    def tpsl_order(self, pos: BybitPosition, kind: str) -> BybitOrder | None:
+        for order in self.open_orders(pos.symbol):
+            if order.stop_order_type == kind and order.position_idx == pos.position_idx:
+                return order
+        return None
+
+    def _clear_tpsl(self, pos: BybitPosition) -> None:
+        """Position-level TP/SL belong to the position: they go when it goes."""
+        for kind in ("StopLoss", "TakeProfit"):
+            order = self.tpsl_order(pos, kind)
+            if order is not None and order.status == "Untriggered":
+                self._cancel(order, "CancelByTpSlTsClear")
+
+    # -- admin ("by hand") ------------------------------------------------------------
+
+    def force_fill(self, symbol: str, side: str, qty: Decimal, idx: int) -> BybitOrder:
+        """A trade at mark as if done by hand in the UI: no margin or notional checks."""
+        market = self.market(symbol)
+        self.check_idx(idx)
+        self.validate_qty(market, qty, market_order=False)
+        order = self._record(OrderIntent(symbol, side, "Market", qty, position_idx=idx))
+        self._publish_order(order)
+        self._execute(order, self.mark(symbol))
+        return order
+
+    def close_by_hand(self, symbol: str, idx: int | None = None) -> list[BybitOrder]:
+        self.market(symbol)
+        done = []
+        for pos in self.slots(symbol):
+            if pos.amount == 0 or (idx is not None and pos.position_idx != idx):
+                continue
+            side = "Sell" if pos.amount > 0 else "Buy"
+            intent = OrderIntent(
+                symbol, side, "Market", abs(pos.amount), pos.position_idx, reduce_only=True
+            )
+            order = self._record(intent)
+            self._publish_order(order)
+            self._execute(order, self.mark(symbol))
+            done.append(order)
+        return done
+
+    # -- views ------------------------------------------------------------------------
+
+    def position_row(self, pos: BybitPosition, *, ws: bool = False) -> dict[str, object]:
+        """A `/v5/position/list` row; a position not yet visible reads as flat."""
+        shown = pos.amount if ws or pos.visible(now_ms()) else ZERO
+        mark = self.mark(pos.symbol)
+        size = abs(shown)
+        entry = pos.entry_price if shown else ZERO
+        initial = size * mark / pos.leverage
+        stop = self.tpsl_order(pos, "StopLoss")
+        take = self.tpsl_order(pos, "TakeProfit")
+        row: dict[str, object] = {
+            "positionIdx": pos.position_idx,
+            "riskId": 1,
+            "riskLimitValue": "2000000",
+            "symbol": pos.symbol,
+            "side": ("Buy" if shown > 0 else "Sell") if shown else "",
+            "size": fmt(size),
+            "avgPrice": fmt(entry),
+            "positionValue": fmt(size * entry),
+            "tradeMode": 1 if self.margin_mode == "ISOLATED_MARGIN" else 0,
+            "positionStatus": "Normal",
+            "autoAddMargin": 0,
+            "adlRankIndicator": 2 if size else 0,
+            "leverage": str(pos.leverage),
+            "positionBalance": fmt(initial),
+            "markPrice": fmt(mark),
+            "liqPrice": "",
+            "bustPrice": "",
+            "positionMM": fmt(size * mark * MAINT_MARGIN_RATE),
+            "positionIM": fmt(initial),
+            "tpslMode": "Full",
+            "takeProfit": fmt(take.trigger_price) if take else "0",
+            "stopLoss": fmt(stop.trigger_price) if stop else "0",
+            "trailingStop": "0",
+            "unrealisedPnl": fmt(shown * (mark - entry)) if shown else "0",
+            "curRealisedPnl": fmt(pos.cur_realised),
+            "cumRealisedPnl": fmt(pos.cum_realised),
+            "seq": self._seq,
+            "isReduceOnly": False,
+            "mmrSysUpdatedTime": "",
+            "leverageSysUpdatedTime": "",
+            "sessionAvgPrice": "",
+            "createdTime": str(pos.created_time),
+            "updatedTime": str(pos.update_time),
+        }
+        if ws:
+            row["category"] = "linear"
+            row["entryPrice"] = fmt(entry)
+        return row
+
+    def position_rows(self, symbols: set[str] | None) -> list[dict[str, object]]:
+        """By symbol every slot (flat ones too); account-wide only open, visible ones."""
+        if symbols is not None:
+            return [self.position_row(p) for s in sorted(symbols) for p in self.slots(s)]
+        now = now_ms()
+        live = [p for p in self.positions.values() if p.visible(now)]
+        return [self.position_row(p) for p in sorted(live, key=lambda p: p.update_time)]
+
+    def wallet_row(self) -> dict[str, object]:
+        live = list(self.positions.values())
+        upnl = sum((self.unrealized(p) for p in live), ZERO)
+        position_im = sum((self.position_margin(p) for p in live), ZERO)
+        order_im = self.order_margin()
+        maint = sum((abs(p.amount) * self.mark(p.symbol) for p in live), ZERO) * MAINT_MARGIN_RATE
+        equity = self.wallet + upnl
+        available = equity - position_im - order_im
+        cum = sum((p.cum_realised for p in live), ZERO)
+        coin = {
+            "coin": "USDT",
+            "equity": fmt(equity),
+            "usdValue": fmt(equity),
+            "walletBalance": fmt(self.wallet),
+            "free": "",
+            "locked": "0",
+            "spotHedgingQty": "0",
+            "borrowAmount": "0",
+            "availableToWithdraw": "",  # deprecated in UTA 2.0: Bybit sends ""
+            "availableToBorrow": "",
+            "accruedInterest": "0",
+            "totalOrderIM": fmt(order_im),
+            "totalPositionIM": fmt(position_im),
+            "totalPositionMM": fmt(maint),
+            "unrealisedPnl": fmt(upnl),
+            "cumRealisedPnl": fmt(cum),
+            "bonus": "0",
+            "marginCollateral": True,
+            "collateralSwitch": True,
+        }
+        im_rate = (position_im + order_im) / equity if equity else ZERO
+        return {
+            "accountType": "UNIFIED",
+            "totalEquity": fmt(equity),
+            "accountIMRate": fmt(im_rate.quantize(Decimal("0.0001"))),
+            "totalMarginBalance": fmt(equity),
+            "totalInitialMargin": fmt(position_im + order_im),
+            "totalAvailableBalance": fmt(available),
+            "accountMMRate": fmt((maint / equity).quantize(Decimal("0.0001")) if equity else ZERO),
+            "totalPerpUPL": fmt(upnl),
+            "totalWalletBalance": fmt(self.wallet),
+            "accountLTV": "0",
+            "totalMaintenanceMargin": fmt(maint),
+            "coin": [coin],
+        }
+
+
+def matches_filter(order: BybitOrder, order_filter: str | None) -> bool:
+    """`orderFilter`: Order (plain), StopOrder (conditional), tpslOrder; none: all kinds."""
+    if order_filter == "Order":
+        return not order.is_conditional
+    if order_filter == "StopOrder":
+        return order.stop_order_type == "Stop"
+    if order_filter == "tpslOrder":
+        return order.is_tpsl
+    return True
