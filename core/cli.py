@@ -53,6 +53,7 @@ def up(
     with_signal_sim: Annotated[
         bool, typer.Option("--with-signal-sim", help="Also start the signal source simulator.")
     ] = False,
+    api: Annotated[bool, typer.Option(help="Start `vigil api` (health, metrics).")] = True,
 ) -> None:
     """Start the whole system natively: storage, migrations, paper exchange, workers, beat.
 
@@ -66,7 +67,11 @@ def up(
     stack = Stack(
         settings,
         StackOptions(
-            workers=workers, concurrency=concurrency, flower=flower, signal_sim=with_signal_sim
+            workers=workers,
+            concurrency=concurrency,
+            flower=flower,
+            signal_sim=with_signal_sim,
+            api=api,
         ),
     )
     code = 0
@@ -110,6 +115,10 @@ def _print_endpoints(stack: object, latency: float) -> None:
         table.add_row("Paper exchange", ep.exchange_url)
     if ep.flower_url:
         table.add_row("Flower", f"{ep.flower_url}  (user {stack.settings.flower_user})")
+    if ep.signal_url:
+        table.add_row("Signal source", f"{ep.signal_url}  (read by the ingest)")
+    if ep.api_url:
+        table.add_row("Health / metrics", f"{ep.api_url}/health  {ep.api_url}/metrics")
     if stack.supervisor is not None:
         names = ", ".join(c.name for c in stack.supervisor.children)
         table.add_row("Processes", names)
@@ -123,6 +132,35 @@ def _mask(url: str) -> str:
     from core.runtime.stack import _redact
 
     return _redact(url)
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float, typer.Option(min=60, help="Seconds of scenario before the final audit.")
+    ] = 120.0,
+) -> None:
+    """Run the whole system on this machine through a scenario, then audit it.
+
+    Embedded PostgreSQL and Redis, the paper exchange, the signal source, ingest, two
+    workers, beat, Flower and the API start under VIGIL_HOME/demo (wiped first). Waves open
+    positions; a trend trails stops; a flash crash hits one; positions are closed, opened
+    and stripped of their stop by hand; positions age. Live progress shows while it runs;
+    the report and the invariant check follow. Exit code 0 only if every invariant holds.
+    """
+    from core.harness.demo import print_result, run_demo
+    from core.runtime.stack import StartupError
+
+    settings = settings_or_exit()
+    try:
+        result = run_demo(settings, duration, console)
+    except StartupError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print("interrupted; everything stopped")
+        raise typer.Exit(130) from None
+    print_result(console, result)
+    raise typer.Exit(0 if result.invariants.clean else 1)
 
 
 # --- single processes --------------------------------------------------------------------
@@ -200,10 +238,17 @@ def sim(
     api_key: Annotated[str, typer.Option("--api-key")] = "paper",
     api_secret: Annotated[str, typer.Option("--api-secret")] = "paper",  # noqa: S107 - public paper key
     tick_interval: Annotated[float, typer.Option(help="Mark price cadence, seconds.")] = 1.0,
+    dialect: Annotated[
+        str | None,
+        typer.Option(help="binance (USD-M) or bybit (v5 linear); default VIGIL_PAPER_DIALECT."),
+    ] = None,
 ) -> None:
-    """Run the paper exchange: Binance USD-M futures REST and WebSocket on one port."""
-    from sim.server import serve
+    """Run the paper exchange: Binance USD-M (or Bybit v5) REST and WebSocket on one port."""
+    from sim.server import DIALECTS, serve
 
+    chosen = dialect or settings_or_exit().paper_dialect
+    if chosen not in DIALECTS:
+        raise fail(f"--dialect must be one of {', '.join(DIALECTS)}")
     serve(
         host,
         port,
@@ -213,6 +258,7 @@ def sim(
         api_key=api_key,
         api_secret=api_secret,
         tick_interval=tick_interval,
+        dialect=chosen,
     )
 
 
@@ -236,6 +282,41 @@ def signal_sim(
     if not secret:
         raise fail("a token is required: --token or VIGIL_SIGNAL_TOKEN")
     serve(host, port, token=secret, interval=interval, count=count, seed=seed, exchange=exchange)
+
+
+@app.command()
+def ingest(
+    exchange: Annotated[
+        str | None,
+        typer.Option(help="binance or bybit: whose waves to dispatch (default: VIGIL_EXCHANGE's)."),
+    ] = None,
+) -> None:
+    """Run the ingest: signal socket, wave dispatcher, price stream. One per exchange.
+
+    Signals come from VIGIL_SIGNAL_URL with VIGIL_SIGNAL_TOKEN; each is stored before the
+    next frame is read, and each due wave is enqueued as vigil.signals.process_wave.
+    """
+    settings = settings_or_exit()
+    from kombu.exceptions import OperationalError as BrokerUnreachable
+
+    from core.ingest.context import EnqueueFailed, IngestContext
+    from core.ingest.process import main as run_ingest
+    from core.logging import setup_logging
+    from core.services.deps import EXCHANGE_NAMES
+    from tasks.app import app as celery
+
+    name = exchange or EXCHANGE_NAMES[settings.exchange]
+    if name not in ("binance", "bybit"):
+        raise fail(f"--exchange must be binance or bybit, not {name!r}")
+    setup_logging(settings, component="ingest")
+
+    def enqueue(task: str, args: list[object]) -> None:
+        try:
+            celery.send_task(task, args=list(args))
+        except BrokerUnreachable as exc:
+            raise EnqueueFailed(str(exc)) from exc
+
+    raise typer.Exit(run_ingest(IngestContext(settings, name, enqueue)))
 
 
 # --- database ------------------------------------------------------------------------------
@@ -278,8 +359,17 @@ def db_current() -> None:
     console.print(f"database: {migrate.current_revision(url)}  code: {migrate.head_revision(url)}")
 
 
+# operator commands (task, diagnose, cleanup, events, reproduce-duplicates, api)
+from core.cli_ops import register as _register_operator_commands  # noqa: E402
+
+_register_operator_commands(app)
+
+
 def main() -> None:
     try:
+        from core.logging import setup_logging
+
+        setup_logging(get_settings(), component=sys.argv[1] if len(sys.argv) > 1 else "cli")
         app()
     except SettingsError as exc:
         err.print(f"[bold red]error:[/] {exc}")

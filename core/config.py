@@ -52,13 +52,55 @@ class Settings(BaseSettings):
     api_secret: SecretStr = SecretStr("paper")
     testnet: bool = False
     exchange_timeout_ms: int = Field(10_000, ge=100, le=120_000)
+    paper_dialect: Literal["binance", "bybit"] = Field(
+        "binance",
+        description="Which venue the paper exchange speaks (VIGIL_EXCHANGE=paper): "
+        "binance (USD-M) or bybit (v5 linear). Also the default of `vigil sim --dialect`.",
+    )
+    exchange_visibility_timeout: float = Field(
+        3.0,
+        gt=0,
+        le=60,
+        description="Bybit: longest wait for a just-opened position to show up before its "
+        "stop is placed (polled, growing intervals), s.",
+    )
 
     # --- signals -------------------------------------------------------------------------
-    signal_url: str | None = None
-    signal_token: SecretStr | None = None
+    signal_url: str | None = Field(
+        None, description="The signal WebSocket (ws:// or wss://); unset: no ingest."
+    )
+    signal_token: SecretStr | None = Field(
+        None, description="Sent as `Authorization: Bearer <token>` when the ingest connects."
+    )
     wave_interval: int = Field(900, ge=1, le=86_400, description="Wave window, seconds.")
     wave_grace: int = Field(30, ge=0, le=3_600, description="Wait after a window closes, s.")
-    signal_max_frame_bytes: int = Field(65_536, ge=256)
+    signal_max_frame_bytes: int = Field(
+        65_536, ge=256, description="Larger signal frames are rejected (the socket stays up)."
+    )
+    signal_reconnect_min_seconds: float = Field(
+        0.5, gt=0, description="First wait before reconnecting the signal socket; doubles."
+    )
+    signal_reconnect_max_seconds: float = Field(
+        30, gt=0, description="Longest wait between two signal socket reconnects, s."
+    )
+    signal_auth_retry_seconds: float = Field(
+        60, gt=0, description="Longest wait between retries while the signal token is refused."
+    )
+    signal_ping_seconds: float = Field(
+        20, gt=0, description="WebSocket ping cadence; no pong within half of it: reconnect."
+    )
+    signal_sim_port: int = Field(
+        8730, ge=1, le=65535, description="Port of `vigil up --with-signal-sim` (if free)."
+    )
+    wave_max_delay: int = Field(
+        300, ge=1, description="A wave not processed this long after its deadline expires, s."
+    )
+    wave_stall_seconds: float = Field(
+        120, gt=0, description="A wave in processing without progress this long is resumed, s."
+    )
+    wave_dispatch_interval: float = Field(
+        5, gt=0, description="Beat cadence of the due-wave dispatcher (fallback of the ingest)."
+    )
 
     # --- API and Flower ------------------------------------------------------------------
     api_token: SecretStr | None = None
@@ -67,6 +109,43 @@ class Settings(BaseSettings):
     flower_address: str = Field("127.0.0.1", description="0.0.0.0 to serve beyond this host.")
     flower_user: str = "vigil"
     flower_password: SecretStr = SecretStr("vigil")
+    api_host: str = Field("127.0.0.1", description="Interface of `vigil api`; 0.0.0.0 to serve.")
+    health_beat_stale_seconds: float = Field(
+        60, gt=0, description="/health fails when beat's heartbeat is older than this, s."
+    )
+    health_ingest_stale_seconds: float = Field(
+        60, gt=0, description="/health fails when the ingest heartbeat is older than this, s."
+    )
+    health_interrupted_max_seconds: float = Field(
+        300, gt=0, description="/health fails when an opening is interrupted longer, s."
+    )
+    health_check_timeout: float = Field(5, gt=0, description="Per-component /health timeout, s.")
+    health_cache_seconds: float = Field(
+        3, ge=0, description="Reuse one exchange read for /health and /metrics this long, s."
+    )
+
+    # --- alerts ----------------------------------------------------------------------------
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="Generic webhook: each alert is POSTed there as JSON."
+    )
+    alert_telegram_bot_token: SecretStr | None = None
+    alert_telegram_chat_id: str | None = None
+    alert_telegram_api_url: str = Field(
+        "https://api.telegram.org", description="Telegram Bot API base URL."
+    )
+    alert_delivery_interval: float = Field(5, gt=0, description="Beat cadence of delivery, s.")
+    alert_dedup_seconds: float = Field(
+        300, ge=0, description="Same kind+symbol within this window: one alert, rest counted."
+    )
+    alert_rate_limit: int = Field(20, ge=1, description="Most alerts sent per rate window.")
+    alert_rate_window_seconds: float = Field(60, gt=0)
+    alert_max_attempts: int = Field(8, ge=1, description="Delivery tries before giving up.")
+    alert_retry_base_seconds: float = Field(5, gt=0, description="First retry delay; doubles.")
+    alert_retry_max_seconds: float = Field(600, gt=0)
+    alert_http_timeout: float = Field(5, gt=0)
+    alert_max_age_hours: float = Field(
+        24, gt=0, description="Undelivered alerts older than this are given up."
+    )
 
     # --- position sizing and risk --------------------------------------------------------
     position_size_usdt: Decimal = Field(Decimal("200"), gt=0)
@@ -96,6 +175,30 @@ class Settings(BaseSettings):
     trailing_min_step_percent: Decimal = Field(Decimal("0.1"), ge=0)
     trailing_min_update_interval: float = Field(2.0, ge=0, description="Per symbol, seconds.")
     trailing_heartbeat_stale_minutes: int = Field(5, ge=1)
+    trailing_time_activation_min_profit_percent: Decimal = Field(
+        Decimal("0"), ge=0, description="Time-based activation needs more profit than this, %."
+    )
+    trailing_min_distance_percent: Decimal = Field(
+        Decimal("0.1"),
+        gt=0,
+        lt=100,
+        description="A moved stop stays this % away from the last price (else it would "
+        "trigger at once and the exchange refuses it).",
+    )
+    trailing_sweep_interval: float = Field(
+        15, gt=0, description="Beat cadence re-deciding trailing stops no tick woke up, s."
+    )
+
+    # --- price path ----------------------------------------------------------------------
+    price_pending_ttl: float = Field(
+        30, gt=0, description="A queued price task that never ran stops blocking its symbol, s."
+    )
+    price_band_refresh_interval: float = Field(
+        30, gt=0, description="The ingest re-reads every band this often (missed announcements)."
+    )
+    price_stream_backoff_max: float = Field(
+        30, gt=0, description="Longest wait between two reconnections of an exchange stream, s."
+    )
 
     # --- aged positions ------------------------------------------------------------------
     aged_max_age_hours: Decimal = Field(Decimal("3"), gt=0)
@@ -104,6 +207,15 @@ class Settings(BaseSettings):
     aged_acceleration_after_hours: Decimal = Field(Decimal("10"), ge=0)
     aged_acceleration_factor: Decimal = Field(Decimal("1.2"), ge=1)
     aged_max_loss_percent: Decimal = Field(Decimal("10"), gt=0)
+    aged_close_retry_seconds: float = Field(
+        5, gt=0, description="Wait after a failed aged close; doubles with each failure."
+    )
+    aged_close_retry_max_seconds: float = Field(
+        60, gt=0, description="Longest wait between two aged close attempts, s."
+    )
+    aged_close_alert_attempts: int = Field(
+        3, ge=1, description="Failed aged close attempts before a critical alert."
+    )
 
     # --- guardians (beat cadences, seconds) ----------------------------------------------
     protection_interval: float = Field(30, gt=0)
@@ -113,8 +225,35 @@ class Settings(BaseSettings):
     recovery_interval: float = Field(60, gt=0)
     orphan_cleanup_interval: float = Field(3600, gt=0)
     heartbeat_interval: float = Field(15, gt=0)
+    event_retention_days: int = Field(90, ge=1, description="Events older than this are purged.")
+    critical_event_retention_days: int = Field(365, ge=1)
+    event_retention_interval: float = Field(3600, gt=0)
     unprotected_alert_seconds: float = Field(60, gt=0)
     intermediate_state_grace_seconds: float = Field(120, gt=0)
+    protection_mark_buffer_percent: Decimal = Field(
+        Decimal("0.5"),
+        gt=0,
+        lt=100,
+        description="A protection stop that would trigger at once goes this % beyond the mark.",
+    )
+    guardian_lock_wait_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="A guardian waits this long for a busy symbol lock, then leaves the "
+        "symbol to its next cycle.",
+    )
+    zombie_alert_threshold: int = Field(
+        10, ge=0, description="Zombie orders found in one cycle above which ZOMBIE_ALERT fires."
+    )
+    zombie_cancel_attempts: int = Field(
+        3, ge=1, description="Tries per zombie cancel on retryable errors (with backoff)."
+    )
+    zombie_stale_entry_seconds: float = Field(
+        600,
+        gt=0,
+        description="A plain entry order older than this on a symbol without a position is "
+        "a zombie.",
+    )
 
     # --- Celery --------------------------------------------------------------------------
     task_soft_time_limit: int = Field(120, ge=1)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from core.db.models import Event
+from core.db.models import Alert, Event
 
 
 class Severity(StrEnum):
@@ -44,6 +44,10 @@ class EventType(StrEnum):
     WAVE_COMPLETED = "wave_completed"
     WAVE_NOT_FOUND = "wave_not_found"
     WAVE_DUPLICATE_DETECTED = "wave_duplicate_detected"
+    SIGNAL_SELECTED = "signal_selected"
+    SIGNAL_EXPIRED = "signal_expired"
+    WAVE_RESUMED = "wave_resumed"
+    WAVE_EXPIRED = "wave_expired"
 
     # the position state machine and the atomic open
     POSITION_CREATED = "position_created"
@@ -86,6 +90,11 @@ class EventType(StrEnum):
     TRAILING_STOP_RATE_LIMITED = "trailing_stop_rate_limited"
     TRAILING_STOP_REMOVED = "trailing_stop_removed"
     TRAILING_STOP_TAKEN_OVER = "trailing_stop_taken_over"
+    # trailing takes its stop back from protection to make a move (core/services/trailing.py)
+    TRAILING_STOP_RECLAIMED = "trailing_stop_reclaimed"
+    # a move's new stop is live but the old one could not be cancelled: left to the zombie
+    # cleaner (surplus stop), the position has two stops meanwhile, never none
+    TRAILING_OLD_STOP_CANCEL_FAILED = "trailing_old_stop_cancel_failed"
 
     # protection
     PROTECTION_CHECK_STARTED = "protection_check_started"
@@ -94,6 +103,7 @@ class EventType(StrEnum):
     STOP_SET_BY_PROTECTION = "stop_set_by_protection"
     PROTECTION_STOP_FAILED = "protection_stop_failed"
     POSITION_UNPROTECTED_ALERT = "position_unprotected_alert"
+    SURPLUS_STOP_CANCELLED = "surplus_stop_cancelled"
 
     # reconciliation
     SYNCHRONIZATION_STARTED = "synchronization_started"
@@ -104,6 +114,7 @@ class EventType(StrEnum):
     MISSING_POSITION_ADDED = "missing_position_added"
     QUANTITY_MISMATCH = "quantity_mismatch_detected"
     SIDE_MISMATCH = "side_mismatch_detected"
+    DUPLICATE_POSITION_DETECTED = "duplicate_position_detected"
 
     # zombie orders
     ZOMBIE_ORDERS_DETECTED = "zombie_orders_detected"
@@ -132,12 +143,20 @@ class EventType(StrEnum):
     SYSTEM_STARTED = "system_started"
     SYSTEM_STOPPED = "system_stopped"
     WEBSOCKET_RECONNECTED = "websocket_reconnected"
+    WEBSOCKET_DISCONNECTED = "websocket_disconnected"
+    WEBSOCKET_AUTH_REFUSED = "websocket_auth_refused"
     DATABASE_CONNECTION_LOST = "database_connection_lost"
     API_RATE_LIMIT_HIT = "api_rate_limit_hit"
     HEALTH_CHECK_FAILED = "health_check_failed"
     CRITICAL_ERROR = "critical_error"
     LOCK_STALE_WRITE_REJECTED = "lock_stale_write_rejected"
     CLEANUP_ACTION = "cleanup_action"
+
+    # alert delivery (core/services/alerts.py); never critical, or a failing channel would
+    # page about itself forever
+    ALERT_SENT = "alert_sent"
+    ALERT_DELIVERY_FAILED = "alert_delivery_failed"
+    ALERT_GAVE_UP = "alert_gave_up"
 
 
 # Events that page someone: the alerting path turns these into alert rows.
@@ -148,6 +167,7 @@ ALERTING: frozenset[EventType] = frozenset(
         EventType.POSITION_UNPROTECTED_ALERT,
         EventType.ZOMBIE_ALERT,
         EventType.SIDE_MISMATCH,
+        EventType.DUPLICATE_POSITION_DETECTED,
         EventType.INSUFFICIENT_FUNDS,
         EventType.CRITICAL_ERROR,
         EventType.EMERGENCY_CLOSE_ALL,
@@ -209,4 +229,29 @@ def record(
         data=json.loads(json.dumps(_jsonable(data))),
     )
     session.add(event)
+    if severity == Severity.CRITICAL or event_type in ALERTING:
+        session.add(alert_for(event))
     return event
+
+
+def alert_for(event: Event) -> Alert:
+    """The outbox row of an alerting event, added with it (transactional outbox).
+
+    Why here and not a later scan of the events table: ids are drawn before their
+    transactions commit, so a scan that remembers "the last id processed" skips an event
+    whose transaction commits after a later one. Written with the event, the alert exists
+    exactly when the event does. Delivery, dedup and retries: core/services/alerts.py.
+    """
+    where = f"{event.exchange or '-'}:{event.symbol or '-'}"
+    subject = f" position {event.position_id}" if event.position_id is not None else ""
+    return Alert(
+        event=event,
+        severity=event.severity,
+        kind=event.type,
+        message=f"{event.type} on {where}{subject}",
+        dedup_key=f"{event.type}:{where}"[:200],
+        status="pending",
+        delivered=[],
+        suppressed_count=0,
+        attempts=0,
+    )

@@ -22,6 +22,7 @@ from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from core.db.models import Position
+from core.metrics import observe_lock_wait
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -107,6 +108,7 @@ def acquire(
     delay = poll_interval
     while not client.set(key, owner, nx=True, px=ttl_ms):
         if time.monotonic() >= deadline:
+            observe_lock_wait(time.monotonic() - started, acquired=False)
             raise LockNotAcquired(key)
         sleep(delay)
         delay = min(delay * 2, 0.2)
@@ -115,7 +117,9 @@ def acquire(
     except BaseException:
         client.eval(_RELEASE, 1, key, owner)
         raise
-    return HeldLock(client, key, owner, token, ttl_ms, waited_s=time.monotonic() - started)
+    waited = time.monotonic() - started
+    observe_lock_wait(waited, acquired=True)  # vigil_lock_wait_seconds
+    return HeldLock(client, key, owner, token, ttl_ms, waited_s=waited)
 
 
 @contextmanager

@@ -11,10 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery import signals as celery_signals
 from celery.signals import worker_process_init, worker_ready
 from kombu import Queue
 
 from core.config import Settings, get_settings
+from core.logging import install_celery_logging
+from core.metrics import install_task_metrics
 from core.runtime.endpoints import resolve_redis_url
 
 QUEUES = ("signals", "orders", "stops", "maintenance")
@@ -27,7 +30,16 @@ ROUTES = {
     "vigil.maintenance.*": {"queue": "maintenance"},
 }
 
-TASK_MODULES = ["tasks.maintenance", "tasks.orders"]
+TASK_MODULES = [
+    "tasks.maintenance",
+    "tasks.orders",
+    "tasks.stops",
+    "tasks.alerts",
+    "tasks.aged",
+    "tasks.orphans",
+    "tasks.guardians",
+    "tasks.signals",
+]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -85,6 +97,11 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 app = create_app()
 
+# every worker and beat logs through core.logging (redacted, correlation ids), and every task
+# is counted and timed into the Redis-held metrics that `vigil api` serves
+install_celery_logging(celery_signals)
+install_task_metrics(celery_signals)
+
 
 @worker_process_init.connect
 def _fresh_pool_after_fork(**_: Any) -> None:
@@ -103,3 +120,6 @@ def _recover_on_start(sender: Any = None, **_: Any) -> None:
         sender.app.send_task(
             "vigil.maintenance.recover_interrupted_openings", kwargs={"min_age_seconds": 0}
         )
+        # the exchange may have changed while no worker ran (stops hit, positions closed or
+        # opened by hand): reconcile before the first beat cycle would
+        sender.app.send_task("vigil.maintenance.reconciliation")

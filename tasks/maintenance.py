@@ -10,6 +10,7 @@ from core.db.session import unit_of_work
 from core.services import heartbeat
 from core.services.deps import get_deps
 from core.services.recovery import recover_interrupted
+from core.services.retention import purge_events
 from tasks.base import vigil_task
 
 
@@ -34,3 +35,15 @@ def recover_interrupted_openings(min_age_seconds: float | None = None) -> dict[s
     """Resolve positions left in pending_entry / entry_placed / pending_sl against the exchange."""
     report = recover_interrupted(get_deps(), min_age_seconds)
     return {"examined": report.examined, "outcomes": report.outcomes, "deferred": report.deferred}
+
+
+@vigil_task("maintenance.events_retention", max_retries=0)
+def events_retention() -> dict[str, int]:
+    """Purge events past their retention (critical ones are kept longer), in batches."""
+    settings = get_deps().settings
+    result = purge_events(
+        SYSTEM_CLOCK.now(),
+        keep_days=settings.event_retention_days,
+        keep_critical_days=settings.critical_event_retention_days,
+    )
+    return {"deleted": result.deleted, "batches": result.batches}

@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core.domain.positions import NON_TERMINAL, PositionStatus
 
@@ -48,7 +48,7 @@ ORDER_STATUSES = (
     "unknown",
 )
 SIGNAL_STATUSES = ("received", "selected", "filtered", "opened", "failed", "expired")
-WAVE_STATUSES = ("open", "processing", "completed")
+WAVE_STATUSES = ("open", "processing", "completed", "expired")
 ALERT_STATUSES = ("pending", "sent", "failed", "suppressed")
 
 
@@ -82,6 +82,11 @@ class Wave(Timestamped, Base):
     status: Mapped[str] = mapped_column(String(20), default="open")
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     stats: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # claimed by a conditional UPDATE open -> processing; progress_at is stamped by every step
+    # that moves the wave on, so a stalled one is found and resumed (core/services/waves.py)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    progress_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Signal(Base):
@@ -127,7 +132,19 @@ class Position(Timestamped, Base):
             postgresql_where=text(f"status IN ({NON_TERMINAL_SQL})"),
         ),
         Index("ix_positions_status", "status"),
+        # a signal opens at most one position, whatever re-runs or concurrent deliveries do
+        Index(
+            "uq_positions_signal",
+            "signal_id",
+            unique=True,
+            postgresql_where=text("signal_id IS NOT NULL"),
+        ),
         Index("ix_positions_exchange_symbol_status", "exchange", "symbol", "status"),
+        Index(
+            "ix_positions_unprotected_since",
+            "unprotected_since",
+            postgresql_where=text("unprotected_since IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -155,6 +172,10 @@ class Position(Timestamped, Base):
     fence: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # how many times a worker has started work on this opening; bounds redelivery loops
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # when protection first found this position without a full live stop; cleared once one
+    # is live again (core/services/protection.py). Durable so the unprotected-alert clock
+    # survives restarts; /health counts the rows where it is set.
+    unprotected_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Order(Timestamped, Base):
@@ -212,16 +233,16 @@ class TrailingStop(Base):
     last_update_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     owner: Mapped[str] = mapped_column(String(20), default="trailing")
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # a move the per-symbol rate limit deferred (migration 0004; core/services/trailing.py)
+    pending_stop: Mapped[Decimal | None] = mapped_column(Money)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 class AgedPosition(Base):
     __tablename__ = "aged_positions"
     __table_args__ = (
-        CheckConstraint(
-            "phase IN ('profit_close', 'grace', 'progressive', 'market_close')",
-            name="ck_aged_phase",
-        ),
+        # the domain's phases (core.domain.aged.AgedPhase); migration 0006
+        CheckConstraint("phase IN ('grace', 'progressive', 'emergency')", name="ck_aged_phase"),
     )
 
     position_id: Mapped[int] = mapped_column(
@@ -233,19 +254,31 @@ class AgedPosition(Base):
     detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     close_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # a failed close backs off from here (core/services/aged.py)
+    last_close_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_close_error: Mapped[str | None] = mapped_column(Text)
 
 
 class AgedPositionTransition(Base):
     """History of aged phases; kept after the aged row goes, hence keyed to the position."""
 
     __tablename__ = "aged_position_transitions"
-    __table_args__ = (Index("ix_aged_transitions_position", "position_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_aged_transitions_position", "position_id", "created_at"),
+        CheckConstraint(
+            "to_phase IN ('not_aged', 'grace', 'progressive', 'emergency') AND (from_phase IS NULL"
+            " OR from_phase IN ('not_aged', 'grace', 'progressive', 'emergency'))",
+            name="ck_aged_transition_phases",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     position_id: Mapped[int] = mapped_column(ForeignKey("positions.id", ondelete="CASCADE"))
     from_phase: Mapped[str | None] = mapped_column(String(20))
     to_phase: Mapped[str] = mapped_column(String(20))
     target_price: Mapped[Decimal | None] = mapped_column(Money)
+    accepted_loss_percent: Mapped[Decimal | None] = mapped_column(Money)
+    mark_price: Mapped[Decimal | None] = mapped_column(Money)
     reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -285,6 +318,13 @@ class Alert(Base):
         CheckConstraint(_in("status", ALERT_STATUSES), name="ck_alerts_status"),
         Index("ix_alerts_status", "status"),
         Index("ix_alerts_dedup_key_created_at", "dedup_key", "created_at"),
+        # one alert per event (migration 0007): the outbox row is written with its event
+        Index(
+            "uq_alerts_event_id",
+            "event_id",
+            unique=True,
+            postgresql_where=text("event_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -298,6 +338,11 @@ class Alert(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # delivery state (migration 0007; core/services/alerts.py)
+    suppressed_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered: Mapped[list[str]] = mapped_column(JSONB, default=list, server_default="[]")
+    event: Mapped[Event | None] = relationship()
 
 
 class Heartbeat(Base):

@@ -8,6 +8,7 @@ Every child gets the resolved database and Redis URLs in its environment, so no 
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from core.runtime.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServerError,
+    free_port,
     port_in_use,
 )
 from core.runtime.endpoints import (
@@ -181,6 +183,7 @@ class Stack:
                 [*py, "worker", "--name", f"worker{i}", "--concurrency", str(opts.concurrency)],
             )
         sup.spawn("beat", [*py, "beat"])
+        self._start_signal_path(sup, py)
         if opts.flower:
             if port_in_use(settings.flower_port):
                 raise StartupError(
@@ -188,7 +191,44 @@ class Stack:
                 )
             sup.spawn("flower", [*py, "flower"])
             self.endpoints.flower_url = f"http://127.0.0.1:{settings.flower_port}"
+        if opts.api:
+            if port_in_use(settings.api_port):
+                raise StartupError(
+                    f"port {settings.api_port} for the API is in use; set VIGIL_API_PORT"
+                )
+            sup.spawn("api", [*py, "api"])
+            self.endpoints.api_url = f"http://127.0.0.1:{settings.api_port}"
         return sup
+
+    def _start_signal_path(self, sup: Supervisor, py: list[str]) -> None:
+        """The signal source simulator (``--with-signal-sim``) and the ingest reading signals.
+
+        The ingest starts when a signal source is configured (VIGIL_SIGNAL_URL) or simulated.
+        The simulator listens on VIGIL_SIGNAL_SIM_PORT (a free port if that one is taken)
+        with VIGIL_SIGNAL_TOKEN, or a token generated for this run; both reach the children
+        through their environment, never a command line.
+        """
+        assert self.endpoints is not None
+        opts, settings = self.options, self.settings
+        signal_url = settings.signal_url
+        if opts.signal_sim:
+            port = settings.signal_sim_port
+            if port_in_use(port):
+                port = free_port()
+            token = settings.signal_token.get_secret_value() if settings.signal_token else ""
+            signal_url = f"ws://127.0.0.1:{port}/ws"
+            sup.env["VIGIL_SIGNAL_URL"] = signal_url
+            sup.env["VIGIL_SIGNAL_TOKEN"] = token or secrets.token_urlsafe(24)
+            sim = sup.spawn(
+                "signal-sim", [*py, "signal-sim", "--port", str(port), *opts.signal_sim_args]
+            )
+            deadline = time.monotonic() + 15
+            while not port_in_use(port) and sim.running and time.monotonic() < deadline:
+                time.sleep(0.05)  # the ingest's first connect should find it listening
+        run_ingest = opts.ingest if opts.ingest is not None else bool(signal_url)
+        if run_ingest:
+            sup.spawn("ingest", [*py, "ingest"])
+            self.endpoints.signal_url = signal_url
 
     def wait_for_worker(self, timeout: float = 60.0) -> float:
         """Round-trip a ping task through the broker; return its latency in seconds."""

@@ -28,6 +28,9 @@ from core.exchange import errors
 from core.exchange.client_ids import client_order_id, parse_client_id
 from core.exchange.types import TradeSnapshot
 from core.locks import HeldLock, symbol_lock
+from core.logging import bind_correlation
+from core.services.bands import band_key
+from core.services.bands import channel as band_channel
 from core.services.deps import Deps
 from core.services.positions import context, record_order, transition
 
@@ -108,6 +111,12 @@ def finish(
     )
 
 
+def drop_bands(deps: Deps, position: Position) -> None:
+    """A closed symbol is watched by nothing: its ticks must enqueue no more work."""
+    deps.redis.delete(band_key(position.exchange, position.symbol))
+    deps.redis.publish(band_channel(position.exchange), position.symbol)
+
+
 def lock_for(deps: Deps, exchange: str, symbol: str) -> AbstractContextManager[HeldLock]:
     """The (exchange, symbol) lock with the settings' timeouts."""
     return symbol_lock(
@@ -162,7 +171,12 @@ def settle_external_close(deps: Deps, position_id: int, reason: str) -> bool:
         if position is None or PositionStatus(position.status) in TERMINAL:
             return False
         exchange, symbol = position.exchange, position.symbol
-    with lock_for(deps, exchange, symbol) as held, unit_of_work() as session:
+        correlation_id = position.correlation_id
+    with (
+        bind_correlation(correlation_id, position_id=position_id),
+        lock_for(deps, exchange, symbol) as held,
+        unit_of_work() as session,
+    ):
         position = session.get(Position, position_id, populate_existing=True)
         assert position is not None
         if PositionStatus(position.status) in TERMINAL:
@@ -180,7 +194,8 @@ def settle_external_close(deps: Deps, position_id: int, reason: str) -> bool:
             now=deps.clock.now(),
         )
         cancel_leftovers(deps, session, position)
-        return True
+    drop_bands(deps, position)
+    return True
 
 
 def close_position(deps: Deps, position_id: int, reason: str) -> bool:
@@ -197,7 +212,11 @@ def close_position(deps: Deps, position_id: int, reason: str) -> bool:
         if PositionStatus(position.status) in TERMINAL:
             return True
         exchange, symbol = position.exchange, position.symbol
-    with lock_for(deps, exchange, symbol) as held:
+        correlation_id = position.correlation_id
+    with (
+        bind_correlation(correlation_id, position_id=position_id),
+        lock_for(deps, exchange, symbol) as held,
+    ):
         return close_locked(deps, held, position_id, reason)
 
 
@@ -264,6 +283,7 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
             now=deps.clock.now(),
         )
         cancel_leftovers(deps, session, position)
+    drop_bands(deps, position)
     return True
 
 

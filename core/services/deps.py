@@ -15,11 +15,20 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings, get_settings
 from core.db.session import new_session
 from core.exchange.adapter import ExchangeAdapter
+from core.exchange.dialect import DialectOptions
 from core.exchange.factory import build_exchange
 from core.locks import next_fence_token
 from core.runtime.endpoints import resolve_redis_url
 
 EXCHANGE_NAMES = {"paper": "binance", "binanceusdm": "binance", "bybit": "bybit"}
+
+
+def exchange_name(settings: Settings) -> str:
+    """How the engine names the venue in the database: the paper exchange is the venue
+    whose dialect it speaks (VIGIL_PAPER_DIALECT)."""
+    if settings.exchange == "paper":
+        return settings.paper_dialect
+    return EXCHANGE_NAMES[settings.exchange]
 
 
 @dataclass
@@ -48,8 +57,10 @@ def build_adapter(settings: Settings) -> ExchangeAdapter:
         api_secret=settings.api_secret.get_secret_value(),
         testnet=settings.testnet,
         timeout_ms=settings.exchange_timeout_ms,
+        paper_dialect=settings.paper_dialect,
     )
-    return ExchangeAdapter(client, EXCHANGE_NAMES[settings.exchange])
+    options = DialectOptions(visibility_timeout=settings.exchange_visibility_timeout)
+    return ExchangeAdapter(client, exchange_name(settings), options=options)
 
 
 @lru_cache(maxsize=1)

@@ -37,6 +37,7 @@ from core.exchange import errors
 from core.exchange.client_ids import client_order_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, symbol_lock
+from core.logging import bind_correlation
 from core.services.closing import exit_from_trades, finish
 from core.services.deps import Deps
 from core.services.positions import context, order_row, record_order, transition
@@ -106,14 +107,18 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
                     reason="left to recovery",
                 )
                 return OpenOutcome.NOTHING_TO_DO
-    with symbol_lock(
-        deps.redis,
-        exchange,
-        symbol,
-        token_source=deps.fence_token,
-        timeout=deps.settings.lock_timeout,
-        blocking_timeout=deps.settings.lock_blocking_timeout,
-    ) as held:
+        correlation_id = position.correlation_id
+    with (
+        bind_correlation(correlation_id, position_id=position_id),
+        symbol_lock(
+            deps.redis,
+            exchange,
+            symbol,
+            token_source=deps.fence_token,
+            timeout=deps.settings.lock_timeout,
+            blocking_timeout=deps.settings.lock_blocking_timeout,
+        ) as held,
+    ):
         return Opening(deps, held, position_id, may_send_entry=count_attempt).drive()
 
 

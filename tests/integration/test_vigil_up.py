@@ -88,6 +88,7 @@ def up_env(tmp_path):
         VIGIL_EMBEDDED_PG_PORT=str(free_port()),
         VIGIL_EMBEDDED_REDIS_PORT=str(free_port()),
         VIGIL_FLOWER_PORT=str(free_port()),
+        VIGIL_API_PORT=str(free_port()),
         VIGIL_EXCHANGE_URL=f"http://127.0.0.1:{free_port()}",
         VIGIL_HEARTBEAT_INTERVAL="1",
         VIGIL_EXCHANGE="binanceusdm",  # the paper exchange has tests of its own
@@ -102,7 +103,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(up_env):
     proc = start_up(up_env)
     try:
         out = wait_for_line(proc, "Ctrl-C stops everything", timeout=180)
-        assert "Flower" in out and "Worker round trip" in out
+        assert "Flower" in out and "Worker round trip" in out and "Health / metrics" in out
         names = {p.name() for p in processes_of(home, ports_of(up_env))}
         assert "postgres" in names and "redis-server" in names
 

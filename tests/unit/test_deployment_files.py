@@ -15,7 +15,9 @@ def compose() -> dict:
 
 def test_compose_has_every_service_of_the_system():
     services = compose()["services"]
-    assert {"postgres", "redis", "migrate", "sim", "worker", "beat", "flower"} <= set(services)
+    assert {"postgres", "redis", "migrate", "sim", "worker", "beat", "flower", "api"} <= set(
+        services
+    )
     assert services["postgres"]["image"].startswith("postgres:16")
     assert services["redis"]["image"].startswith("redis:7")
 
@@ -27,14 +29,14 @@ def test_redis_never_evicts_broker_messages():
 
 def test_storage_and_long_running_services_have_healthchecks():
     services = compose()["services"]
-    for name in ("postgres", "redis", "sim", "worker", "flower"):
+    for name in ("postgres", "redis", "sim", "worker", "flower", "api"):
         assert "test" in services[name]["healthcheck"], name
 
 
 def test_engine_services_wait_for_migrations_and_healthy_storage():
     services = compose()["services"]
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("worker", "beat"):
+    for name in ("worker", "beat", "api"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
         assert deps["redis"]["condition"] == "service_healthy"
@@ -48,6 +50,7 @@ def test_python_services_run_the_vigil_cli_from_one_image():
         "beat": ["beat"],
         "flower": ["flower"],
         "sim": "sim",
+        "api": "api",
     }
     for name, expected in commands.items():
         service = services[name]
@@ -69,3 +72,11 @@ def test_flower_requires_a_password_and_workers_scale():
 
 def test_env_example_lists_every_setting_with_its_default():
     assert (ROOT / ".env.example").read_text() == env_example()
+
+
+def test_api_healthcheck_asks_the_health_endpoint_on_the_published_port():
+    api = compose()["services"]["api"]
+    assert "http://127.0.0.1:8720/health" in " ".join(api["healthcheck"]["test"])
+    assert "8720:8720" in api["ports"]
+    command = api["command"]
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # reachable from the host

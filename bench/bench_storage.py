@@ -1,0 +1,210 @@
+"""What the durable record costs: event writes, and database growth per position lifecycle.
+
+Prints:
+  * event write cost: one event per transaction (commit latency p50/p99) and the marginal
+    cost of an event added to a transaction that already exists (how every state change
+    writes its event);
+  * events table bytes per event (heap + indexes);
+  * database growth per position lifecycle (open with stop, close), over every table,
+    measured through the real services against the paper exchange;
+  * the Celery round trip of a no-op task on the ``stops`` queue, for comparison with the
+    price path's latency (what part of tick-to-order is the queue).
+
+Run: python bench/bench_storage.py [--events 5000] [--lifecycles 30] [--pings 300]
+Starts its own embedded PostgreSQL, Redis and paper exchange in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from sqlalchemy import text
+
+from core.clock import SYSTEM_CLOCK
+from core.config import get_settings, load_settings
+from core.db import migrate
+from core.db import session as db_session
+from core.db.session import unit_of_work
+from core.events import EventContext, EventType, record
+from core.exchange.adapter import ExchangeAdapter
+from core.exchange.factory import build_exchange
+from core.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from core.runtime.endpoints import embedded_database_url, embedded_redis_url
+from core.services.closing import close_position
+from core.services.deps import Deps
+from core.services.opening import OpenOutcome, open_position
+from core.services.positions import NewPosition, create_position
+from sim.runner import SimServer
+from sim.state import SimOptions
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_events(n: int) -> None:
+    ctx = EventContext(exchange="binance", symbol="BTCUSDT", correlation_id="bench")
+    per_commit = []
+    for i in range(n):
+        started = time.perf_counter()
+        with unit_of_work() as s:
+            record(s, EventType.TRAILING_STOP_UPDATED, ctx=ctx, old_stop="1.0", new_stop=str(i))
+        per_commit.append(time.perf_counter() - started)
+    print(
+        f"event, own transaction: p50 {pct(per_commit, 0.5) * 1e3:.2f} ms  "
+        f"p99 {pct(per_commit, 0.99) * 1e3:.2f} ms  ({n} events)"
+    )
+
+    batch = 50
+    with_events, without = [], []
+    for i in range(n // batch):
+        for target, count in ((with_events, batch), (without, 0)):
+            started = time.perf_counter()
+            with unit_of_work() as s:
+                s.execute(text("SELECT 1"))
+                for j in range(count):
+                    record(s, EventType.TRAILING_STOP_UPDATED, ctx=ctx, seq=i * batch + j)
+            target.append(time.perf_counter() - started)
+    marginal = (statistics.mean(with_events) - statistics.mean(without)) / batch
+    print(f"event added to an existing transaction: {marginal * 1e6:.0f} us marginal")
+
+    with unit_of_work() as s:
+        size = s.execute(text("SELECT pg_total_relation_size('events')")).scalar_one()
+        count = s.execute(text("SELECT count(*) FROM events")).scalar_one()
+    print(f"events table: {size / count:.0f} bytes per event (heap + indexes, {count} rows)")
+
+
+def database_bytes() -> int:
+    with unit_of_work() as s:
+        return int(s.execute(text("SELECT pg_database_size(current_database())")).scalar_one())
+
+
+def table_bytes() -> int:
+    with unit_of_work() as s:
+        return int(
+            s.execute(
+                text(
+                    "SELECT sum(pg_total_relation_size(quote_ident(tablename))) "
+                    "FROM pg_tables WHERE schemaname = 'public'"
+                )
+            ).scalar_one()
+        )
+
+
+def bench_lifecycles(deps: Deps, n: int, sim: SimServer) -> None:
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
+    before_rows = table_bytes()
+    with unit_of_work() as s:
+        events_before = s.execute(text("SELECT count(*) FROM events")).scalar_one()
+    durations = []
+    for i in range(n):
+        symbol = symbols[i % len(symbols)]
+        started = time.perf_counter()
+        with unit_of_work() as s:
+            position = create_position(s, NewPosition("binance", symbol, "long"))
+            assert position is not None
+            pid = position.id
+        assert open_position(deps, pid) is OpenOutcome.ACTIVE
+        close_position(deps, pid, "bench")
+        durations.append(time.perf_counter() - started)
+    with unit_of_work() as s:
+        events_after = s.execute(text("SELECT count(*) FROM events")).scalar_one()
+    grown = table_bytes() - before_rows
+    print(
+        f"position lifecycle (open + stop + close) through the services: "
+        f"p50 {pct(durations, 0.5) * 1e3:.0f} ms, "
+        f"{(events_after - events_before) / n:.1f} events, "
+        f"~{grown / n / 1024:.1f} KiB of table+index growth per lifecycle"
+    )
+
+
+def bench_pings(env: dict[str, str], n: int) -> None:
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "worker",
+            "--queues",
+            "stops",
+            "--concurrency",
+            "1",
+            "--name",
+            "bench",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        from tasks.app import create_app
+
+        app = create_app(get_settings())
+        app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(timeout=60)
+        rtts = []
+        for _ in range(n):
+            started = time.perf_counter()
+            app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(
+                timeout=30
+            )
+            rtts.append(time.perf_counter() - started)
+        print(
+            f"celery no-op round trip on 'stops' (send -> run -> result): "
+            f"p50 {pct(rtts, 0.5) * 1e3:.1f} ms  p99 {pct(rtts, 0.99) * 1e3:.1f} ms  ({n} tasks)"
+        )
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--lifecycles", type=int, default=30)
+    parser.add_argument("--pings", type=int, default=300)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+    pg = EmbeddedPostgres(home / "pg" / "data", free_port())
+    rds = EmbeddedRedis(home / "redis", free_port(), persist=False)
+    pg.start()
+    rds.start()
+    sim = SimServer(SimOptions(seed=1, scenario="frozen", tick_interval=1.0)).start()
+    try:
+        url = embedded_database_url(pg.port)
+        migrate.upgrade(url)
+        db_session.configure(url)
+        env = dict(
+            os.environ,
+            VIGIL_DATABASE_URL=url,
+            VIGIL_REDIS_URL=embedded_redis_url(rds.port),
+            VIGIL_HOME=str(home),
+        )
+        os.environ.update(env)
+        get_settings.cache_clear()
+        print(f"machine: {os.cpu_count()} cores; embedded PostgreSQL 18 (fsync on)")
+        bench_events(args.events)
+        settings = load_settings(exchange_url=sim.url)
+        client = build_exchange("paper", url=sim.url, api_key="paper", api_secret="paper")
+        deps = Deps(settings, ExchangeAdapter(client), redis.Redis(port=rds.port), SYSTEM_CLOCK)
+        bench_lifecycles(deps, args.lifecycles, sim)
+        bench_pings(env, args.pings)
+    finally:
+        sim.stop()
+        rds.stop()
+        pg.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,481 @@
+"""Benchmark of the price path: from an exchange tick to the trailing stop order it requires.
+
+Everything is real: the paper exchange (its own process, mark prices on the all-market
+WebSocket stream), the ingest's price stream component (ccxt.pro, in this process),
+Redis (coalescing records, pending flags, bands, broker), a Celery worker subprocess on the
+``stops`` and ``orders`` queues, PostgreSQL.
+
+For each (positions, feed rate): open N long positions (real openings, stop on the
+exchange), let the sweep publish their bands, lift every price 2 % so every trailing stop
+activates, then let the prices random-walk (``--volatility``, annualised) for
+``--seconds`` and measure:
+
+* tick-to-order latency p50/p99/max: from the simulator's timestamp of the first tick that
+  left the band (``E`` of the mark price event, carried through the coalescing record into
+  the move's ``trailing_stop_updated`` event) to the simulator's request-log time of the
+  new stop's ``POST /fapi/v1/algoOrder``;
+* ticks/s received and handled by the one ingest, its CPU share, and the ratio of price
+  tasks queued to ticks received (coalescing and bands at work);
+* the Celery no-op round trip on the ``stops`` queue (send -> run -> result), for comparison.
+
+The per-symbol rate limit is set to 0 by default (``--min-update-interval``): a deferred
+move's delay is the rate limit's policy, not the path's latency.
+
+Run: python bench/bench_tick_to_order.py [--positions 100,500] [--rates 1,10]
+     [--seconds 30] [--concurrency 2] [--volatility 2.0] [--profile-worker]
+Starts its own embedded PostgreSQL and Redis in a temporary directory. No assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import redis
+import redis.asyncio as aioredis
+from sqlalchemy import select, text
+
+from core.clock import SYSTEM_CLOCK
+from core.config import Settings, get_settings, load_settings
+from core.db import migrate
+from core.db import session as db_session
+from core.db.models import Event, Position, TrailingStop
+from core.db.session import unit_of_work
+from core.exchange.factory import build_pro_exchange
+from core.ingest.prices import PriceStream, celery_sender
+from core.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from core.runtime.endpoints import embedded_database_url, embedded_redis_url
+from core.services import bands, price_path
+from core.services.deps import Deps, build_adapter
+from core.services.opening import OpenOutcome, open_position
+from core.services.positions import NewPosition, create_position
+
+TABLES = (
+    "aged_position_transitions, aged_positions, trailing_stops, orders, alerts, events, "
+    "positions, signals, waves, heartbeats"
+)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def wait_for(probe: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+# --- the paper exchange in its own process ---------------------------------------------------
+
+
+def serve_sim(symbols: int, interval: float, port_file: str) -> None:
+    """``--serve-sim``: run the paper exchange until killed, its port written to a file."""
+    from sim.runner import SimServer
+    from sim.state import SimOptions
+
+    options = SimOptions(
+        seed=1,
+        symbols=["BTCUSDT"],
+        synthetic_symbols=symbols,
+        scenario="frozen",
+        tick_interval=interval,
+    )
+    server = SimServer(options).start()
+    Path(port_file).write_text(str(server.port))
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop()
+
+
+class SimProcess:
+    def __init__(self, symbols: int, interval: float, home: Path) -> None:
+        port_file = home / f"sim-{symbols}-{interval}.port"
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-sim", str(symbols), str(interval), str(port_file)],
+            start_new_session=True,
+        )
+        port = wait_for(lambda: port_file.exists() and port_file.read_text(), 60, "the sim")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        import urllib.request
+
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(  # noqa: S310 - local URL
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
+            return json.loads(response.read() or b"null")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# --- the ingest component in a thread --------------------------------------------------------
+
+
+class Ingest:
+    """``PriceStream`` (the ingest's price component) on its own event loop thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.stop_event = asyncio.Event()
+        self.stream: PriceStream | None = None
+        self.thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self.thread.start()
+        wait_for(lambda: self.stream is not None and self.stream.stats.frames > 0, 60, "ticks")
+
+    def _run(self) -> None:
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        s = self.settings
+        pro = build_pro_exchange(
+            s.exchange, url=s.exchange_url, api_key="paper", api_secret="paper", timeout_ms=20000
+        )
+        url = str(s.redis_url)
+        async_redis = aioredis.Redis.from_url(url)
+        sync_redis = redis.Redis.from_url(url)
+        self.stream = PriceStream(s, "binance", pro, async_redis, sync_redis, celery_sender(s))
+        try:
+            await self.stream.run(self.stop_event)
+        finally:
+            await pro.close()
+            await async_redis.aclose()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(20)
+
+
+# --- a scenario ------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    positions: int
+    rate: float
+    seconds: float
+    ticks_per_s: float
+    outside_per_s: float
+    tasks_per_tick: float
+    ingest_cpu: float
+    moves: int
+    closed: int
+    latencies_ms: list[float]
+
+    def line(self) -> str:
+        lat = self.latencies_ms
+        shown = (
+            f"p50 {pct(lat, 0.5):6.1f}  p99 {pct(lat, 0.99):6.1f}  max {max(lat):6.1f} ms"
+            if lat
+            else "no moves"
+        )
+        return (
+            f"{self.positions:4d} positions @{self.rate:4.0f} Hz | tick->order {shown} "
+            f"({self.moves} moves) | ingest {self.ticks_per_s:7.0f} ticks/s, "
+            f"CPU {self.ingest_cpu:4.0%}, tasks/tick {self.tasks_per_tick:.4f} "
+            f"({self.outside_per_s:.0f} ticks/s outside bands) | stops fired {self.closed}"
+        )
+
+
+def worker_env(settings: Settings, home: Path, args: argparse.Namespace) -> dict[str, str]:
+    return dict(
+        os.environ,
+        VIGIL_HOME=str(home),
+        VIGIL_DATABASE_URL=str(settings.database_url),
+        VIGIL_REDIS_URL=str(settings.redis_url),
+        VIGIL_EXCHANGE="paper",
+        VIGIL_EXCHANGE_URL=settings.exchange_url,
+        VIGIL_TRAILING_MIN_UPDATE_INTERVAL=str(args.min_update_interval),
+        VIGIL_EXCHANGE_TIMEOUT_MS="20000",
+        VIGIL_LOG_LEVEL="WARNING",
+    )
+
+
+def start_worker(env: dict[str, str], args: argparse.Namespace, tag: str, home: Path) -> Any:
+    argv = [sys.executable]
+    if args.profile_worker:  # one process, profiled: where a price task spends its time
+        argv += ["-m", "cProfile", "-o", str(home / f"worker-{tag}.prof")]
+        pool = ["--pool", "solo"]
+    else:
+        pool = ["--pool", "prefork", "--concurrency", str(args.concurrency)]
+    argv += ["-m", "core.cli", "worker", "--queues", "stops,orders", "--name", tag, *pool]
+    log = (home / f"worker-{tag}.log").open("ab")
+    return subprocess.Popen(argv, env=env, start_new_session=True, stdout=log, stderr=log)
+
+
+def stop_worker(proc: Any) -> None:
+    proc.send_signal(signal.SIGTERM)  # warm shutdown: a profile is written
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def open_positions(deps: Deps, symbols: list[str]) -> list[int]:
+    ids = []
+    for symbol in symbols:
+        with unit_of_work() as s:
+            position = create_position(s, NewPosition("binance", symbol, "long"))
+            assert position is not None
+            pid = position.id
+        if open_position(deps, pid) is OpenOutcome.ACTIVE:
+            ids.append(pid)
+    return ids
+
+
+def active_trailing(ids: list[int]) -> int:
+    with unit_of_work() as s:
+        return int(
+            s.scalar(
+                select(text("count(*)"))
+                .select_from(TrailingStop)
+                .where(TrailingStop.position_id.in_(ids), TrailingStop.state == "active")
+            )
+            or 0
+        )
+
+
+def latencies(sim: SimProcess, log_from: int, algo_from: int, t0: float, t1: float) -> list[float]:
+    """tick time (event) -> the POST of that move's stop (simulator's request log)."""
+    posts = [
+        r
+        for r in sim.admin("GET", f"/_sim/requests?since={log_from}")["requests"]
+        if r["method"] == "POST" and r["path"] == "/fapi/v1/algoOrder" and r["status"] == 200
+    ]
+    snapshot = sim.admin("GET", "/_sim/snapshot")
+    algos = sorted(
+        (a for a in snapshot["algo_orders"] if int(a["algoId"]) > algo_from),
+        key=lambda a: int(a["algoId"]),
+    )
+    # the simulator handles requests one at a time: the n-th accepted POST made the n-th
+    # algo order (ids are sequential)
+    sent_at = {
+        a["clientAlgoId"]: r["time"]
+        for a, r in zip(algos, sorted(posts, key=lambda r: r["index"]), strict=False)
+    }
+    out = []
+    with unit_of_work() as s:
+        for event in s.scalars(select(Event).where(Event.type == "trailing_stop_updated")):
+            tick_at = event.data.get("tick_at")
+            if not tick_at or event.order_id not in sent_at:
+                continue
+            tick_ms = datetime.fromisoformat(tick_at).timestamp() * 1000
+            if t0 * 1000 <= tick_ms <= t1 * 1000:
+                out.append(sent_at[event.order_id] - tick_ms)
+    return out
+
+
+def max_algo_id(sim: SimProcess) -> int:
+    return max(
+        (int(a["algoId"]) for a in sim.admin("GET", "/_sim/snapshot")["algo_orders"]), default=0
+    )
+
+
+def run_scenario(
+    n: int, rate: float, args: argparse.Namespace, base: Settings, home: Path
+) -> Result:
+    sim = SimProcess(n, 1.0 / rate, home)
+    worker = None
+    ingest = None
+    try:
+        sim.admin("POST", "/_sim/reset", {"balance": "1000000000"})
+        settings = base.model_copy(update={"exchange_url": sim.url})
+        rds = redis.Redis.from_url(str(settings.redis_url))
+        rds.flushall()
+        with unit_of_work() as s:
+            s.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+        deps = Deps(settings, build_adapter(settings), rds, SYSTEM_CLOCK)
+        symbols = [f"SIM{i:03d}USDT" for i in range(n)]
+        started = time.perf_counter()
+        ids = open_positions(deps, symbols)
+        print(f"  opened {len(ids)} positions in {time.perf_counter() - started:.1f} s", flush=True)
+
+        worker = start_worker(worker_env(settings, home, args), args, f"bench{n}x{rate:g}", home)
+        ingest = Ingest(settings)
+        send = celery_sender(settings)
+        price_path.sweep(deps, lambda ex, sym: send("vigil.stops.on_price", (ex, sym)))
+        wait_for(lambda: all(bands.components(rds, "binance", s) for s in symbols), 120, "bands")
+        for symbol in symbols:  # +2 %: every trailing stop activates (warm-up, not measured)
+            sim.admin("POST", "/_sim/price", {"symbol": symbol, "price": "10.2"})
+        wait_for(lambda: active_trailing(ids) >= len(ids) * 0.98, 180, "activation")
+        wait_for(lambda: rds.llen("stops") == 0, 120, "the queue to drain")
+        sim.admin("POST", "/_sim/volatility", {"volatility": args.volatility, "drift": 0})
+
+        log_from = sim.admin("GET", "/_sim/requests?since=999999999")["next"]
+        algo_from = max_algo_id(sim)
+        stats = ingest.stream.stats if ingest.stream else None
+        assert stats is not None
+        ticks0, outside0, queued0 = stats.ticks, stats.outside, stats.enqueued
+        cpu0 = psutil.Process().cpu_times()
+        t0 = time.time()
+        time.sleep(args.seconds)
+        t1 = time.time()
+        cpu1 = psutil.Process().cpu_times()
+        ticks, outside, queued = (
+            stats.ticks - ticks0,
+            stats.outside - outside0,
+            stats.enqueued - queued0,
+        )
+        sim.admin("POST", "/_sim/volatility", {"volatility": 0, "drift": 0})
+        wait_for(lambda: rds.llen("stops") == 0 and rds.llen("orders") == 0, 120, "drain")
+        time.sleep(1.0)  # the last tasks finish
+        elapsed = t1 - t0
+        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed
+        with unit_of_work() as s:
+            closed = int(
+                s.scalar(
+                    select(text("count(*)"))
+                    .select_from(Position)
+                    .where(Position.status == "closed")
+                )
+                or 0
+            )
+        lat = latencies(sim, log_from, algo_from, t0, t1)
+        return Result(
+            n,
+            rate,
+            elapsed,
+            ticks / elapsed,
+            outside / elapsed,
+            queued / max(1, ticks),
+            cpu,
+            len(lat),
+            closed,
+            lat,
+        )
+    finally:
+        if ingest is not None:
+            ingest.close()
+        if worker is not None:
+            stop_worker(worker)
+        sim.stop()
+
+
+def noop_round_trip(
+    settings: Settings, home: Path, args: argparse.Namespace, n: int
+) -> list[float]:
+    from tasks.app import create_app
+
+    env = worker_env(settings, home, args)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "core.cli",
+            "worker",
+            "--queues",
+            "stops",
+            "--concurrency",
+            "1",
+            "--name",
+            "ping",
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        app = create_app(settings)
+        app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(timeout=60)
+        out = []
+        for _ in range(n):
+            started = time.perf_counter()
+            app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(
+                timeout=30
+            )
+            out.append((time.perf_counter() - started) * 1000)
+        return out
+    finally:
+        stop_worker(worker)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-sim":
+        serve_sim(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--positions", default="100,500", help="comma-separated sizes")
+    parser.add_argument("--rates", default="1,10", help="feed rates per symbol, Hz")
+    parser.add_argument("--seconds", type=float, default=30.0, help="measured window")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument("--volatility", type=float, default=2.0, help="annualised, 2.0 = 200 %%")
+    parser.add_argument("--min-update-interval", type=float, default=0.0)
+    parser.add_argument("--pings", type=int, default=200)
+    parser.add_argument("--profile-worker", action="store_true", help="cProfile a solo worker")
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="vigil-bench-tto-"))
+    pg = EmbeddedPostgres(home / "pg" / "data", free_port())
+    rds = EmbeddedRedis(home / "redis", free_port(), persist=False)
+    pg.start()
+    rds.start()
+    try:
+        pg.create_database("vigil_bench")
+        db_url = embedded_database_url(pg.port, "vigil_bench")
+        migrate.upgrade(db_url)
+        os.environ.update(
+            VIGIL_DATABASE_URL=db_url,
+            VIGIL_REDIS_URL=embedded_redis_url(rds.port),
+            VIGIL_HOME=str(home),
+            VIGIL_POSITION_SIZE_USDT="20",
+            VIGIL_TRAILING_MIN_UPDATE_INTERVAL=str(args.min_update_interval),
+        )
+        get_settings.cache_clear()
+        db_session.configure(db_url)
+        base = load_settings()
+        print(
+            f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; "
+            f"window {args.seconds:.0f} s; volatility {args.volatility:.0%}/yr; "
+            f"worker concurrency {args.concurrency}; min update interval "
+            f"{args.min_update_interval} s",
+            flush=True,
+        )
+        for n in (int(x) for x in args.positions.split(",")):
+            for rate in (float(x) for x in args.rates.split(",")):
+                print(f"- {n} positions @ {rate:g} Hz", flush=True)
+                print(run_scenario(n, rate, args, base, home).line(), flush=True)
+        rtts = noop_round_trip(base, home, args, args.pings)
+        print(
+            f"celery no-op round trip on 'stops' (send -> run -> result): "
+            f"p50 {statistics.median(rtts):.1f} ms  p99 {pct(rtts, 0.99):.1f} ms  ({len(rtts)})"
+        )
+        if args.profile_worker:
+            print(f"worker profiles in {home} (python -m pstats <file>)")
+    finally:
+        rds.stop()
+        pg.stop()
+        if not args.profile_worker:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,403 @@
+"""``vigil demo``: the whole system on this machine, driven through a scenario, then audited.
+
+Everything runs as in production (embedded PostgreSQL and Redis, the paper exchange, the
+signal source, ingest, workers, beat, Flower, the API), with thresholds shortened so that a
+couple of minutes show every path: waves open positions, a trend activates and trails stops,
+a flash crash hits a stop on the exchange, a position closed by hand becomes a phantom, an
+orphan order is cleaned up, a position opened by hand is adopted, a stop cancelled by hand is
+restored, positions age and are closed. The demo only acts on the outside world (signals and
+the exchange's admin API), never on the engine, and ends by asking the database and the
+exchange what happened: the report, and the invariant check that sets the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import redis
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from core.clock import SYSTEM_CLOCK
+from core.config import Settings, load_settings
+from core.db import session as db_session
+from core.db.session import unit_of_work
+from core.domain.positions import NON_TERMINAL
+from core.harness.protection_monitor import MonitorReport, ProtectionMonitor
+from core.harness.run_report import RunFigures, collect
+from core.runtime.embedded import free_port
+from core.runtime.stack import Stack, StackOptions
+from core.services.deps import Deps, build_adapter
+
+# Shortened thresholds: minutes of real time show hours of a position's life.
+DEMO_SETTINGS = {
+    "VIGIL_EXCHANGE": "paper",
+    "VIGIL_WAVE_INTERVAL": "10",
+    "VIGIL_WAVE_GRACE": "1",
+    "VIGIL_MAX_TRADES_PER_WAVE": "4",
+    "VIGIL_WAVE_BUFFER": "2",
+    "VIGIL_POSITION_SIZE_USDT": "500",
+    "VIGIL_LEVERAGE": "10",
+    "VIGIL_STOP_LOSS_PERCENT": "2",
+    "VIGIL_TRAILING_ACTIVATION_PERCENT": "0.6",
+    "VIGIL_TRAILING_CALLBACK_PERCENT": "0.3",
+    "VIGIL_TRAILING_MIN_STEP_PERCENT": "0.05",
+    "VIGIL_TRAILING_MIN_UPDATE_INTERVAL": "1",
+    "VIGIL_PROTECTION_INTERVAL": "4",
+    "VIGIL_RECONCILIATION_INTERVAL": "5",
+    "VIGIL_ZOMBIE_INTERVAL": "6",
+    "VIGIL_AGED_INTERVAL": "4",
+    "VIGIL_RECOVERY_INTERVAL": "10",
+    "VIGIL_HEARTBEAT_INTERVAL": "5",
+    "VIGIL_AGED_MAX_AGE_HOURS": "0.012",  # aged after ~45 s
+    "VIGIL_AGED_GRACE_HOURS": "0.008",  # ~30 s of grace
+    "VIGIL_AGED_ACCELERATION_AFTER_HOURS": "0.015",
+    "VIGIL_AGED_LOSS_STEP_PERCENT_PER_HOUR": "120",  # 2 % a minute once progressive
+    "VIGIL_AGED_MAX_LOSS_PERCENT": "3",
+    "VIGIL_INTERMEDIATE_STATE_GRACE_SECONDS": "15",
+}
+
+WAVE_ONE = [
+    ("BTCUSDT", "BUY", 82),
+    ("ETHUSDT", "BUY", 79),
+    ("SOLUSDT", "SELL", 77),
+    ("BNBUSDT", "BUY", 74),
+    ("XRPUSDT", "BUY", 71),
+    ("ADAUSDT", "BUY", 12),  # filtered by the minimum score
+]
+WAVE_TWO = [("DOGEUSDT", "BUY", 80), ("LTCUSDT", "SELL", 76), ("BTCUSDT", "BUY", 90)]
+
+
+@dataclass
+class Step:
+    at: float  # seconds after the start
+    label: str
+    action: Callable[[DemoSystem], None]
+    done: bool = False
+
+
+@dataclass
+class DemoSystem:
+    """The running stack plus the outside world's handles (exchange admin, signal source)."""
+
+    stack: Stack
+    settings: Settings
+    exchange_url: str
+    signal_admin_url: str
+    deps: Deps
+    log: list[str] = field(default_factory=list)
+    picked: dict[str, str] = field(default_factory=dict)  # scenario role -> symbol
+
+    def admin(self, path: str, body: dict[str, Any] | None = None, base: str = "") -> Any:
+        url = (base or self.exchange_url) + path
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(  # noqa: S310 - loopback URL built by the demo
+            url,
+            data=data,
+            method="POST" if body is not None else "GET",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            return json.loads(resp.read() or b"null")
+
+    def emit(self, signals: list[tuple[str, str, int]]) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        frames = [
+            {
+                "id": f"demo-{symbol.lower()}-{int(time.time() * 1000) % 10**8}",
+                "symbol": symbol,
+                "exchange": "binance",
+                "action": action,
+                "score_week": score,
+                "score_month": score - 5,
+                "timestamp": now,
+            }
+            for symbol, action, score in signals
+        ]
+        self.admin("/_sim/emit", {"signals": frames, "batch": True}, base=self.signal_admin_url)
+
+    def open_symbols(self) -> dict[str, str]:
+        with unit_of_work() as s:
+            from sqlalchemy import select
+
+            from core.db.models import Position
+
+            rows = s.execute(
+                select(Position.symbol, Position.side).where(Position.status == "active")
+            ).all()
+        return {symbol: side for symbol, side in rows}
+
+    def pick(self, exclude: set[str] | None = None, side: str | None = None) -> str | None:
+        for symbol, position_side in sorted(self.open_symbols().items()):
+            if symbol in (exclude or set()):
+                continue
+            if side is None or side == position_side:
+                return symbol
+        return None
+
+
+def _price(system: DemoSystem, symbol: str) -> Decimal:
+    return Decimal(str(system.admin("/_sim/prices")[symbol]))
+
+
+def _trend_up(system: DemoSystem) -> None:
+    symbol = system.pick(side="long")
+    if symbol:
+        target = _price(system, symbol) * Decimal("1.03")
+        system.admin("/_sim/path", {"symbol": symbol, "target": str(target), "seconds": 25})
+        system.log.append(f"trend: {symbol} +3 % over 25 s (trailing should activate and move)")
+        system.picked["trend"] = symbol
+
+
+def _flash_crash(system: DemoSystem) -> None:
+    symbol = system.pick(exclude=set(system.picked.values()), side="long")
+    if symbol:
+        system.admin(
+            "/_sim/price",
+            {"symbol": symbol, "price": str(_price(system, symbol) * Decimal("0.94"))},
+        )
+        system.log.append(f"flash crash: {symbol} -6 % (its stop fires on the exchange)")
+        system.picked["crash"] = symbol
+
+
+def _close_by_hand(system: DemoSystem) -> None:
+    symbol = system.pick(exclude=set(system.picked.values()))
+    if symbol:
+        system.admin("/_sim/close_position", {"symbol": symbol})
+        system.log.append(f"closed by hand: {symbol} (reconciliation finds a phantom)")
+        system.picked["phantom"] = symbol
+
+
+def _orphan_order(system: DemoSystem) -> None:
+    price = _price(system, "AVAXUSDT")
+    system.admin(
+        "/_sim/order",
+        {
+            "symbol": "AVAXUSDT",
+            "side": "SELL",
+            "type": "STOP_MARKET",
+            "triggerPrice": str((price * Decimal("0.9")).quantize(Decimal("0.01"))),
+            "closePosition": True,
+        },
+    )
+    system.log.append("orphan stop placed by hand on AVAXUSDT (zombie cleanup removes it)")
+
+
+def _open_by_hand(system: DemoSystem) -> None:
+    system.admin("/_sim/open_position", {"symbol": "LINKUSDT", "side": "BUY", "quantity": "20"})
+    system.log.append("position opened by hand on LINKUSDT (adopted and protected)")
+
+
+def _cancel_stop_by_hand(system: DemoSystem) -> None:
+    taken = set(system.picked.values())
+    state = system.admin("/_sim/state")
+    for order in state.get("open_algo_orders", []):
+        if order["symbol"] not in taken and order["symbol"] in system.open_symbols():
+            system.deps.exchange.cancel_order(
+                order["symbol"], str(order["algoId"]), conditional=True
+            )
+            system.log.append(
+                f"stop cancelled by hand on {order['symbol']} (protection restores it)"
+            )
+            system.picked["naked"] = order["symbol"]
+            return
+
+
+def scenario(duration: float) -> list[Step]:
+    """The timeline; later steps scale with ``duration`` so short runs still end clean."""
+    late = max(60.0, duration * 0.45)
+    return [
+        Step(1, "wave 1: 6 signals (1 below the minimum score)", lambda s: s.emit(WAVE_ONE)),
+        Step(20, "trend up on a long", _trend_up),
+        Step(24, "flash crash on a long", _flash_crash),
+        Step(28, "a position closed by hand", _close_by_hand),
+        Step(30, "an orphan stop placed by hand", _orphan_order),
+        Step(32, "a position opened by hand", _open_by_hand),
+        Step(36, "a stop cancelled by hand", _cancel_stop_by_hand),
+        Step(late, "wave 2: 3 signals (1 for a symbol already open)", lambda s: s.emit(WAVE_TWO)),
+    ]
+
+
+def _queue_depths(client: redis.Redis) -> dict[str, int]:
+    return {q: int(client.llen(q)) for q in ("signals", "orders", "stops", "maintenance")}
+
+
+def _progress(
+    system: DemoSystem, monitor: ProtectionMonitor, started: float, duration: float
+) -> Table:
+    figures = collect()
+    table = Table(
+        title=f"vigil demo — {time.monotonic() - started:4.0f}s / {duration:.0f}s",
+        show_header=False,
+    )
+    table.add_row(
+        "positions",
+        ", ".join(f"{k} {v}" for k, v in sorted(figures.positions_by_status.items())) or "-",
+    )
+    table.add_row("stop moves", str(figures.stop_moves))
+    table.add_row("events", str(figures.events_total))
+    table.add_row(
+        "queues", ", ".join(f"{k} {v}" for k, v in _queue_depths(system.deps.redis).items())
+    )
+    gaps = monitor.current_gaps()
+    table.add_row("without stop now", ", ".join(f"{k} {v:.1f}s" for k, v in gaps.items()) or "none")
+    return table
+
+
+def _status_of(symbol: str) -> str | None:
+    from sqlalchemy import select
+
+    from core.db.models import Position
+
+    with unit_of_work() as s:
+        return s.scalars(
+            select(Position.status).where(
+                Position.symbol == symbol,
+                Position.status.in_([st.value for st in NON_TERMINAL]),
+            )
+        ).first()
+
+
+@dataclass
+class DemoResult:
+    figures: RunFigures
+    monitor: MonitorReport
+    invariants: Any
+    log: list[str]
+
+
+def run_demo(base: Settings, duration: float, console: Console) -> DemoResult:
+    home = base.home_dir / "demo"
+    shutil.rmtree(home, ignore_errors=True)
+    env = dict(DEMO_SETTINGS)
+    env.update(
+        VIGIL_HOME=str(home),
+        VIGIL_EMBEDDED_PG_PORT=str(free_port()),
+        VIGIL_EMBEDDED_REDIS_PORT=str(free_port()),
+        VIGIL_FLOWER_PORT=str(free_port()),
+        VIGIL_API_PORT=str(free_port()),
+        VIGIL_SIGNAL_SIM_PORT=str(free_port()),
+        VIGIL_EXCHANGE_URL=f"http://127.0.0.1:{free_port()}",
+        VIGIL_SIGNAL_TOKEN=os.environ.get("VIGIL_SIGNAL_TOKEN") or "demo-token",
+    )
+    for name in ("VIGIL_DATABASE_URL", "VIGIL_REDIS_URL"):
+        os.environ.pop(name, None)  # the demo always runs on its own embedded storage
+    os.environ.update(env)
+    settings = load_settings()
+    stack = Stack(
+        settings,
+        StackOptions(
+            workers=2,
+            concurrency=2,
+            flower=True,
+            api=True,
+            signal_sim=True,
+            sim_args=["--tick-interval", "0.25", "--scenario", "calm"],
+            signal_sim_args=["--interval", "100000"],
+        ),
+    )
+    try:
+        with console.status("starting PostgreSQL and Redis"):
+            endpoints = stack.start_storage()
+            stack.migrate()
+        os.environ["VIGIL_DATABASE_URL"] = endpoints.database_url
+        os.environ["VIGIL_REDIS_URL"] = endpoints.redis_url
+        db_session.configure(endpoints.database_url)
+        with console.status("starting the paper exchange, signal source, ingest, workers, beat"):
+            sup = stack.start_processes()
+            stack.wait_for_worker()
+        sup.install_signal_handlers()
+        settings = load_settings()
+        deps = Deps(
+            settings,
+            build_adapter(settings),
+            redis.Redis.from_url(endpoints.redis_url),
+            SYSTEM_CLOCK,
+        )
+        signal_url = sup.env["VIGIL_SIGNAL_URL"]
+        signal_admin = signal_url.replace("ws://", "http://").rsplit("/ws", 1)[0]
+        system = DemoSystem(stack, settings, settings.exchange_url, signal_admin, deps)
+        _print_where(console, stack)
+        return _drive(system, duration, console)
+    finally:
+        stack.stop()
+
+
+def _print_where(console: Console, stack: Stack) -> None:
+    ep = stack.endpoints
+    assert ep is not None
+    console.print(
+        f"Flower {ep.flower_url}  API {ep.api_url}/health  exchange {ep.exchange_url}"
+        f"  logs {ep.logs}"
+    )
+
+
+def _drive(system: DemoSystem, duration: float, console: Console) -> DemoResult:
+    from core.services.invariants import check_invariants
+
+    monitor = ProtectionMonitor(system.deps.exchange, _status_of, interval=0.25).start()
+    steps = scenario(duration)
+    started = time.monotonic()
+    with Live(console=console, refresh_per_second=2) as live:
+        while (elapsed := time.monotonic() - started) < duration:
+            for step in steps:
+                if not step.done and elapsed >= step.at:
+                    step.done = True
+                    system.log.append(f"[{elapsed:5.1f}s] {step.label}")
+                    step.action(system)
+            live.update(
+                Group(_progress(system, monitor, started, duration), "\n".join(system.log[-8:]))
+            )
+            time.sleep(0.5)
+    monitor_report = monitor.stop()
+    report = check_invariants(system.deps)
+    return DemoResult(collect(), monitor_report, report, system.log)
+
+
+def print_result(console: Console, result: DemoResult) -> None:
+    f = result.figures
+    table = Table(title="demo report", show_header=False)
+    table.add_row("positions opened", str(f.opened))
+    table.add_row(
+        "closed by reason",
+        ", ".join(f"{k} {v}" for k, v in sorted(f.closed_by_reason.items())) or "-",
+    )
+    table.add_row(
+        "positions by status",
+        ", ".join(f"{k} {v}" for k, v in sorted(f.positions_by_status.items())),
+    )
+    table.add_row(
+        "signals by outcome", ", ".join(f"{k} {v}" for k, v in sorted(f.signals_by_status.items()))
+    )
+    table.add_row("realized PnL (USDT)", f"{f.realized_pnl:.2f}")
+    table.add_row("trailing activations / stop moves", f"{f.trailing_activations} / {f.stop_moves}")
+    m = result.monitor
+    table.add_row(
+        "longest without a live stop",
+        f"established positions {m.longest('established'):.2f}s, openings "
+        f"{m.longest('opening'):.2f}s (sampled every {m.interval}s, {m.samples} samples)",
+    )
+    table.add_row("events", str(f.events_total))
+    console.print(table)
+    events = Table(title="events by type")
+    events.add_column("type")
+    events.add_column("count", justify="right")
+    for name, count in f.events_by_type.items():
+        events.add_row(name, str(count))
+    console.print(events)
+    inv = result.invariants
+    if inv.clean:
+        console.print("[green]diagnose: every invariant holds[/]")
+    else:
+        console.print(f"[red]diagnose: {len(inv.violations)} violation(s)[/]")
+        for v in inv.violations:
+            console.print(f"  {v.kind}: {v.symbol or ''} {v.detail}")

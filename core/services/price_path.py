@@ -1,0 +1,343 @@
+"""The price task: take a symbol's coalesced price window, react under its lock, republish.
+
+Why coalescing (ARCHITECTURE "The price path"): the ingest sees every tick of every symbol
+but only ticks that leave the symbol's band can change anything. For those it keeps one
+record per symbol in Redis (latest price, high and low since the last take, the time of the
+first tick) and queues one ``vigil.stops.on_price`` task only if none is pending (a flag set
+with NX, cleared by the task when it takes the window). A burst of a thousand ticks is one
+task that sees the burst's high and low, so a backlog can never build up per symbol.
+
+The task: take the window (atomically: read, restart it at the last price, clear the flag),
+then under the symbol lock run ``REACTIONS`` on the symbol's active position, each reaction
+in its own transactions (trailing first; the aged-position close when that module provides
+one); trailing ends by publishing the band the ingest compares the next ticks with. A failure
+that may pass (lock busy, exchange retryable) puts the window back, so the retry still sees
+the burst, and re-arms the flag, so no second task is queued meanwhile.
+
+Redis layout (shared with the ingest's writer, ``core.ingest.prices``):
+``vigil:px:<exchange>:<symbol>`` hash ``last high low first_ts ts n`` (prices as the
+exchange's strings, times in ms since the epoch), ``vigil:px:pending:<exchange>:<symbol>``
+the pending-task flag (value: the tick time that set it; expires after
+``price_pending_ttl`` so a lost task cannot silence a symbol for ever).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import redis
+from sqlalchemy import select
+
+from core.db.models import Position, TrailingStop
+from core.db.session import unit_of_work
+from core.domain.positions import PositionStatus
+from core.domain.trailing import PriceWindow
+from core.exchange import errors
+from core.locks import HeldLock, LockLost, LockNotAcquired
+from core.services import bands, trailing
+from core.services.closing import lock_for
+from core.services.deps import Deps
+from core.services.positions import open_position_for
+
+log = logging.getLogger(__name__)
+
+Reaction = Callable[[Deps, HeldLock, Position, PriceWindow, datetime], None]
+
+
+def window_key(exchange: str, symbol: str) -> str:
+    return f"vigil:px:{exchange}:{symbol}"
+
+
+def pending_key(exchange: str, symbol: str) -> str:
+    return f"vigil:px:pending:{exchange}:{symbol}"
+
+
+# KEYS: window, pending flag. ARGV: price, tick time (ms), flag TTL (ms).
+# Extends the window with one tick; returns 1 when this tick must queue the price task.
+TICK_SCRIPT = """
+local w = redis.call('HMGET', KEYS[1], 'high', 'low', 'n')
+local p = tonumber(ARGV[1])
+local high, low = ARGV[1], ARGV[1]
+if w[1] and tonumber(w[1]) >= p then high = w[1] end
+if w[2] and tonumber(w[2]) <= p then low = w[2] end
+local n = tonumber(w[3] or '0')
+if n == 0 then redis.call('HSET', KEYS[1], 'first_ts', ARGV[2]) end
+redis.call('HSET', KEYS[1], 'last', ARGV[1], 'high', high, 'low', low, 'ts', ARGV[2], 'n', n + 1)
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+return 0
+"""
+
+# KEYS: window, pending flag. Returns {last, high, low, first_ts, ts, n} and restarts the
+# window at the last price; clears the flag so the next tick outside the band queues again.
+TAKE_SCRIPT = """
+local w = redis.call('HMGET', KEYS[1], 'last', 'high', 'low', 'first_ts', 'ts', 'n')
+redis.call('DEL', KEYS[2])
+if not w[1] then return false end
+redis.call('HSET', KEYS[1], 'high', w[1], 'low', w[1], 'n', 0)
+redis.call('HDEL', KEYS[1], 'first_ts')
+return w
+"""
+
+# KEYS: window, pending flag. ARGV: high, low, first_ts, n, flag TTL (ms).
+# Puts a taken window back (merged with ticks since); returns 1 if the flag was re-armed.
+RESTORE_SCRIPT = """
+local w = redis.call('HMGET', KEYS[1], 'last', 'high', 'low', 'first_ts', 'n')
+local high, low = ARGV[1], ARGV[2]
+if w[2] and tonumber(w[2]) > tonumber(high) then high = w[2] end
+if w[3] and tonumber(w[3]) < tonumber(low) then low = w[3] end
+local first = ARGV[3]
+if w[4] and (first == '' or tonumber(w[4]) < tonumber(first)) then first = w[4] end
+local n = tonumber(w[5] or '0') + tonumber(ARGV[4])
+if not w[1] then redis.call('HSET', KEYS[1], 'last', ARGV[1]) end
+redis.call('HSET', KEYS[1], 'high', high, 'low', low, 'n', n)
+if first ~= '' then redis.call('HSET', KEYS[1], 'first_ts', first) end
+if redis.call('SET', KEYS[2], 'restored', 'NX', 'PX', ARGV[5]) then return 1 end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TickWindow(PriceWindow):
+    """A ``PriceWindow`` that also knows when its first tick arrived and how many it holds.
+
+    ``first_tick_at`` is the exchange's time of the tick that left the band and queued the
+    task: the start of the tick-to-order latency. ``ticks == 0`` means no tick came since
+    the last take (a scheduled re-run, the sweep): its prices may be stale.
+    """
+
+    first_tick_at: datetime | None = None
+    ticks: int = 0
+
+
+def _ms(value: bytes | str | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, tz=UTC)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def take_window(client: redis.Redis, exchange: str, symbol: str) -> TickWindow | None:
+    """Take the symbol's window (None if the ingest never recorded a price for it)."""
+    keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
+    raw: Any = client.eval(TAKE_SCRIPT, 2, *keys)
+    if not raw:
+        return None
+    last, high, low, first_ts, _ts, n = raw
+    return TickWindow(
+        high=Decimal(_text(high)),
+        low=Decimal(_text(low)),
+        last=Decimal(_text(last)),
+        first_tick_at=_ms(first_ts),
+        ticks=int(n or 0),
+    )
+
+
+def restore_window(
+    client: redis.Redis, exchange: str, symbol: str, window: TickWindow, ttl_s: float
+) -> bool:
+    """Put a taken window back; True if this caller re-armed the flag (it must retry)."""
+    first = (
+        "" if window.first_tick_at is None else str(int(window.first_tick_at.timestamp() * 1000))
+    )
+    keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
+    args: list[str | int] = [
+        str(window.high),
+        str(window.low),
+        first,
+        window.ticks,
+        int(ttl_s * 1000),
+    ]
+    return bool(client.eval(RESTORE_SCRIPT, 2, *keys, *args))
+
+
+def claim_pending(client: redis.Redis, exchange: str, symbol: str, ttl_s: float) -> bool:
+    """Set the pending flag unless a task is already queued; True: the caller queues one."""
+    return bool(client.set(pending_key(exchange, symbol), "claimed", nx=True, px=int(ttl_s * 1000)))
+
+
+def release_pending(client: redis.Redis, exchange: str, symbol: str) -> None:
+    """Undo a claim whose task could not be queued, so the next tick tries again."""
+    client.delete(pending_key(exchange, symbol))
+
+
+def _reactions() -> tuple[Reaction, ...]:
+    """Trailing first; the aged-position close joins when ``core.services.aged`` has it."""
+    found: list[Reaction] = [trailing.react]
+    try:
+        aged = importlib.import_module("core.services.aged")
+    except ImportError:
+        return tuple(found)
+    react = getattr(aged, "react", None)
+    if callable(react):
+        found.append(react)
+    return tuple(found)
+
+
+REACTIONS: tuple[Reaction, ...] = _reactions()
+
+
+@dataclass(frozen=True)
+class PriceTaskResult:
+    """What one price task did; ``rerun_at``: run again then (a deferred move falls due)."""
+
+    position_id: int | None
+    window: TickWindow | None
+    rerun_at: datetime | None = None
+    failures: tuple[str, ...] = field(default_factory=tuple)
+
+
+def on_price(deps: Deps, exchange: str, symbol: str) -> PriceTaskResult:
+    """The ``vigil.stops.on_price`` service: one symbol's window through every reaction."""
+    taken = take_window(deps.redis, exchange, symbol)
+    try:
+        window = fresh_window(deps, taken, symbol)
+        with lock_for(deps, exchange, symbol) as held:
+            return react_locked(deps, held, exchange, symbol, window)
+    except (LockNotAcquired, LockLost, errors.Retryable):
+        if taken is None or restore_window(
+            deps.redis, exchange, symbol, taken, deps.settings.price_pending_ttl
+        ):
+            raise  # this task carries the window: its retry still sees the burst
+        return PriceTaskResult(None, taken)  # a task queued meanwhile carries it
+
+
+def fresh_window(deps: Deps, window: TickWindow | None, symbol: str) -> TickWindow:
+    """The window, with the exchange's mark price when it holds no new tick.
+
+    A window without ticks (first run for a symbol, a scheduled re-run, the sweep) only
+    knows the last price that left the band, which may be minutes old; deciding a stop
+    against it could ask for one above the market. One REST read fixes that.
+    """
+    if window is not None and window.ticks > 0:
+        return window
+    mark = deps.exchange.mark_price(symbol)
+    if window is None:
+        return TickWindow(mark, mark, mark)
+    return TickWindow(max(window.high, mark), min(window.low, mark), mark, None, 0)
+
+
+def react_locked(
+    deps: Deps, held: HeldLock, exchange: str, symbol: str, window: TickWindow
+) -> PriceTaskResult:
+    """Run the reactions for the symbol's active position; the caller holds the lock.
+
+    Each reaction re-reads the position in its own transaction and does nothing if it is no
+    longer active (an earlier reaction may have closed it). Trailing publishes its band as
+    its last step, from the state it just wrote; with no active position here the band is
+    withdrawn, so the ingest stops waking this task for the symbol.
+    """
+    with unit_of_work() as session:
+        position = open_position_for(session, exchange, symbol)
+    if position is None or position.status != PositionStatus.ACTIVE:
+        bands.publish(deps.redis, exchange, symbol, trailing.BAND_COMPONENT, None)
+        return PriceTaskResult(position.id if position else None, window)
+    now = deps.clock.now()
+    failures: list[errors.ExchangeFailure] = []
+    for index, react in enumerate(REACTIONS):
+        if index:
+            held.extend()  # the lock was just taken for the first one
+        try:
+            react(deps, held, position, window, now)
+        except errors.Retryable as exc:  # the other reactions still run; the task retries
+            log.warning("price reaction %s failed for %s: %s", react.__module__, symbol, exc)
+            failures.append(exc)
+    rerun_at = _rerun_at(deps, exchange, symbol, now)
+    if failures:
+        raise failures[0]
+    return PriceTaskResult(position.id, window, rerun_at)
+
+
+def _rerun_at(deps: Deps, exchange: str, symbol: str, now: datetime) -> datetime | None:
+    """When time alone will change a decision soon (a deferred move): run then, tick or not.
+
+    Further-off changes (time-based activation hours away) are the sweep's; ticks after
+    ``valid_until`` wake the task anyway, since an expired band contains no price.
+    """
+    combined = bands.combined(deps.redis, exchange, symbol)
+    until = combined.valid_until if combined is not None else None
+    horizon = timedelta(seconds=deps.settings.trailing_sweep_interval)
+    if until is None or until <= now or until - now > horizon:
+        return None
+    return until
+
+
+def schedule_rerun(
+    deps: Deps,
+    exchange: str,
+    symbol: str,
+    at: datetime,
+    send: Callable[[float], None],
+) -> bool:
+    """Queue the symbol's price task to run at ``at`` unless one is already pending.
+
+    The pending flag is held until then, so ticks in between extend the window instead of
+    queueing: the re-run sees them all. ``send(countdown_seconds)`` queues the task.
+    """
+    countdown = max(0.0, (at - deps.clock.now()).total_seconds())
+    ttl = countdown + deps.settings.price_pending_ttl
+    if not claim_pending(deps.redis, exchange, symbol, ttl):
+        return False
+    try:
+        send(countdown)
+    except BaseException:
+        release_pending(deps.redis, exchange, symbol)
+        raise
+    return True
+
+
+# --- the sweep ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    watched: int
+    queued: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"watched": self.watched, "queued": self.queued}
+
+
+def sweep(deps: Deps, send: Callable[[str, str], None]) -> SweepReport:
+    """Wake the price task of every trailing position no tick has woken lately.
+
+    It re-decides with the latest price (which fires due deferred moves and time-based
+    activation even when no tick left the band), refreshes the heartbeat protection reads,
+    and publishes the band of positions that have none yet (fresh openings). One query and
+    one Redis pipeline, whatever the number of positions. (A band left behind by a closed
+    position needs no sweep: the first tick outside it runs a task that withdraws it.)
+    """
+    exchange = deps.exchange_name
+    now = deps.clock.now()
+    stale_before = now - timedelta(seconds=deps.settings.trailing_sweep_interval)
+    with unit_of_work() as session:
+        rows = session.execute(
+            select(Position.symbol, TrailingStop.heartbeat_at)
+            .join(TrailingStop, TrailingStop.position_id == Position.id)
+            .where(Position.exchange == exchange, Position.status == PositionStatus.ACTIVE)
+        ).all()
+    symbols = [symbol for symbol, _ in rows]
+    pipe = deps.redis.pipeline()
+    for symbol in symbols:
+        pipe.hexists(bands.band_key(exchange, symbol), trailing.BAND_COMPONENT)
+    published = dict(zip(symbols, pipe.execute(), strict=True)) if symbols else {}
+    queued = 0
+    for symbol, heartbeat in rows:
+        if heartbeat is not None and heartbeat >= stale_before and published[symbol]:
+            continue
+        if claim_pending(deps.redis, exchange, symbol, deps.settings.price_pending_ttl):
+            try:
+                send(exchange, symbol)
+            except BaseException:
+                release_pending(deps.redis, exchange, symbol)
+                raise
+            queued += 1
+    return SweepReport(len(rows), queued)
