@@ -13,6 +13,7 @@ exchange what happened: the report, and the invariant check that sets the exit c
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -28,7 +29,7 @@ from rich.live import Live
 from rich.table import Table
 
 from core.clock import SYSTEM_CLOCK
-from core.config import Settings, load_settings
+from core.config import Settings, get_settings, load_settings
 from core.db import session as db_session
 from core.db.session import unit_of_work
 from core.domain.positions import NON_TERMINAL
@@ -146,7 +147,7 @@ class DemoSystem:
 
 
 def _price(system: DemoSystem, symbol: str) -> Decimal:
-    return Decimal(str(system.admin("/_sim/prices")[symbol]))
+    return Decimal(str(system.admin("/_sim/prices")["prices"][symbol]))
 
 
 def _trend_up(system: DemoSystem) -> None:
@@ -273,6 +274,7 @@ class DemoResult:
     monitor: MonitorReport
     invariants: Any
     log: list[str]
+    interfered: set[str] = field(default_factory=set)  # symbols touched "by hand"
 
 
 def run_demo(base: Settings, duration: float, console: Console) -> DemoResult:
@@ -292,6 +294,8 @@ def run_demo(base: Settings, duration: float, console: Console) -> DemoResult:
     for name in ("VIGIL_DATABASE_URL", "VIGIL_REDIS_URL"):
         os.environ.pop(name, None)  # the demo always runs on its own embedded storage
     os.environ.update(env)
+    get_settings.cache_clear()  # anything that read settings before now saw the user's
+    logging.getLogger().setLevel(logging.WARNING)  # the live view is the demo's output
     settings = load_settings()
     stack = Stack(
         settings,
@@ -311,6 +315,7 @@ def run_demo(base: Settings, duration: float, console: Console) -> DemoResult:
             stack.migrate()
         os.environ["VIGIL_DATABASE_URL"] = endpoints.database_url
         os.environ["VIGIL_REDIS_URL"] = endpoints.redis_url
+        get_settings.cache_clear()
         db_session.configure(endpoints.database_url)
         with console.status("starting the paper exchange, signal source, ingest, workers, beat"):
             sup = stack.start_processes()
@@ -360,7 +365,8 @@ def _drive(system: DemoSystem, duration: float, console: Console) -> DemoResult:
             time.sleep(0.5)
     monitor_report = monitor.stop()
     report = check_invariants(system.deps)
-    return DemoResult(collect(), monitor_report, report, system.log)
+    interfered = {system.picked[k] for k in ("naked",) if k in system.picked} | {"LINKUSDT"}
+    return DemoResult(collect(), monitor_report, report, system.log, interfered)
 
 
 def print_result(console: Console, result: DemoResult) -> None:
@@ -381,10 +387,19 @@ def print_result(console: Console, result: DemoResult) -> None:
     table.add_row("realized PnL (USDT)", f"{f.realized_pnl:.2f}")
     table.add_row("trailing activations / stop moves", f"{f.trailing_activations} / {f.stop_moves}")
     m = result.monitor
+    now = time.monotonic()
+    own = [
+        g.seconds(now)
+        for g in m.gaps
+        if g.kind == "established" and g.symbol not in result.interfered
+    ]
+    outside = [g.seconds(now) for g in m.gaps if g.symbol in result.interfered]
     table.add_row(
         "longest without a live stop",
-        f"established positions {m.longest('established'):.2f}s, openings "
-        f"{m.longest('opening'):.2f}s (sampled every {m.interval}s, {m.samples} samples)",
+        f"engine-managed {max(own, default=0.0):.2f}s; after a stop was removed or a "
+        f"position opened by hand {max(outside, default=0.0):.2f}s (protection interval "
+        f"bounds it); between entry fill and stop {m.longest('opening'):.2f}s "
+        f"(sampled every {m.interval}s, {m.samples} samples)",
     )
     table.add_row("events", str(f.events_total))
     console.print(table)

@@ -27,7 +27,7 @@ from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.exchange.client_ids import client_order_id, parse_client_id
 from core.exchange.types import TradeSnapshot
-from core.locks import HeldLock, symbol_lock
+from core.locks import HeldLock, LockNotAcquired, symbol_lock
 from core.logging import bind_correlation
 from core.services.bands import band_key
 from core.services.bands import channel as band_channel
@@ -160,11 +160,14 @@ def cancel_leftovers(deps: Deps, session: Session, position: Position) -> int:
     return cancelled
 
 
-def settle_external_close(deps: Deps, position_id: int, reason: str) -> bool:
+def settle_external_close(
+    deps: Deps, position_id: int, reason: str, *, sweep_zombies: bool = True
+) -> bool:
     """Record a close that happened on the exchange (stop hit, closed by hand, phantom).
 
     Re-checked under the lock: if the exchange still has the position nothing changes and
-    False is returned. Safe to run any number of times.
+    False is returned. Safe to run any number of times. ``sweep_zombies=False`` for a caller
+    that sweeps many settled symbols at once (reconciliation).
     """
     with unit_of_work() as session:
         position = session.get(Position, position_id)
@@ -195,7 +198,33 @@ def settle_external_close(deps: Deps, position_id: int, reason: str) -> bool:
         )
         cancel_leftovers(deps, session, position)
     drop_bands(deps, position)
+    if sweep_zombies:
+        sweep_after_close(deps, symbol)
     return True
+
+
+def sweep_after_close(deps: Deps, symbol: str) -> None:
+    """The zombie pass for one symbol, right after its close, outside the symbol's lock.
+
+    ``cancel_leftovers`` already removed the closed position's own orders; this catches the
+    rest (orders by hand, a stop of an earlier life). Best effort: the zombie cadence on beat
+    repeats it, so an exchange error here is recorded and left to that.
+    """
+    from core.services.zombies import cleanup_zombies
+
+    try:
+        cleanup_zombies(deps, symbols=frozenset({symbol}))
+    except (errors.ExchangeFailure, LockNotAcquired) as exc:
+        with unit_of_work() as session:
+            record(
+                session,
+                EventType.EXCHANGE_ERROR,
+                severity=Severity.WARNING,
+                exchange=deps.exchange_name,
+                symbol=symbol,
+                reason="zombie sweep after close deferred to beat",
+                error=str(exc),
+            )
 
 
 def close_position(deps: Deps, position_id: int, reason: str) -> bool:
@@ -217,7 +246,10 @@ def close_position(deps: Deps, position_id: int, reason: str) -> bool:
         bind_correlation(correlation_id, position_id=position_id),
         lock_for(deps, exchange, symbol) as held,
     ):
-        return close_locked(deps, held, position_id, reason)
+        closed = close_locked(deps, held, position_id, reason)
+    if closed:
+        sweep_after_close(deps, symbol)
+    return closed
 
 
 def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> bool:

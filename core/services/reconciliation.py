@@ -277,7 +277,7 @@ def _close_phantom(deps: Deps, action: ReconAction) -> str:
             quantity=db.quantity,
             reason=action.reason,
         )
-    if not settle_external_close(deps, int(db.id), "phantom"):
+    if not settle_external_close(deps, int(db.id), "phantom", sweep_zombies=False):
         return "still open"  # the exchange had it after all, under the lock
     with unit_of_work() as session:
         position = session.get(Position, int(db.id))
