@@ -359,6 +359,8 @@ def _drive(system: DemoSystem, duration: float, console: Console) -> DemoResult:
                     step.done = True
                     system.log.append(f"[{elapsed:5.1f}s] {step.label}")
                     step.action(system)
+                    if not console.is_terminal:  # no live view: say it as it happens
+                        console.print(system.log[-1])
             live.update(
                 Group(_progress(system, monitor, started, duration), "\n".join(system.log[-8:]))
             )
@@ -370,6 +372,9 @@ def _drive(system: DemoSystem, duration: float, console: Console) -> DemoResult:
 
 
 def print_result(console: Console, result: DemoResult) -> None:
+    console.print("what the scenario did:")
+    for line in result.log:
+        console.print(f"  {line}", highlight=False)
     f = result.figures
     table = Table(title="demo report", show_header=False)
     table.add_row("positions opened", str(f.opened))
