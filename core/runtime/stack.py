@@ -49,7 +49,7 @@ class StackOptions:
     flower: bool = True
     sim: bool | None = None  # None: start it when VIGIL_EXCHANGE=paper
     signal_sim: bool = False
-    ingest: bool | None = None  # None: start it when a signal source is configured
+    ingest: bool | None = None  # None: always (signals if configured, prices, user data)
     api: bool = False
     sim_args: list[str] = field(default_factory=list)
     signal_sim_args: list[str] = field(default_factory=list)
@@ -225,7 +225,9 @@ class Stack:
             deadline = time.monotonic() + 15
             while not port_in_use(port) and sim.running and time.monotonic() < deadline:
                 time.sleep(0.05)  # the ingest's first connect should find it listening
-        run_ingest = opts.ingest if opts.ingest is not None else bool(signal_url)
+        # the ingest also carries the price stream (trailing, aged closes) and the user-data
+        # stream (stops filled on the exchange), so it runs with or without a signal source
+        run_ingest = opts.ingest if opts.ingest is not None else True
         if run_ingest:
             sup.spawn("ingest", [*py, "ingest"])
             self.endpoints.signal_url = signal_url

@@ -122,7 +122,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(up_env):
             conn.execute(
                 text(
                     "INSERT INTO events (type, severity, data) "
-                    "VALUES ('system_started', 'info', '{}')"
+                    "VALUES ('restart_marker', 'info', '{}')"
                 )
             )
         engine.dispose()
@@ -141,7 +141,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(up_env):
         engine = create_engine(url)
         with engine.connect() as conn:
             count = conn.execute(
-                text("SELECT count(*) FROM events WHERE type = 'system_started'")
+                text("SELECT count(*) FROM events WHERE type = 'restart_marker'")
             ).scalar()
         engine.dispose()
         assert count == 1
