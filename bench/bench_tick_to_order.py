@@ -1,9 +1,11 @@
 """Benchmark of the price path: from an exchange tick to the trailing stop order it requires.
 
-Everything is real: the paper exchange (its own process, mark prices on the all-market
-WebSocket stream), the ingest's price stream component (ccxt.pro, in this process),
-Redis (coalescing records, pending flags, bands, broker), a Celery worker subprocess on the
-``stops`` and ``orders`` queues, PostgreSQL.
+Everything is real: the paper exchange (its own process, so it does not share the
+ingest's interpreter; mark prices on the all-market WebSocket stream), the ingest's price
+stream component (ccxt.pro, in this process), Redis (coalescing records, pending flags,
+bands, broker), PostgreSQL, and Celery worker subprocesses as production runs them: one node
+on ``stops`` (``--concurrency`` processes) and one on ``orders`` (the settles of stops that
+fire).
 
 For each (positions, feed rate): open N long positions (real openings, stop on the
 exchange), let the sweep publish their bands, lift every price 2 % so every trailing stop
@@ -15,7 +17,8 @@ activates, then let the prices random-walk (``--volatility``, annualised) for
   the move's ``trailing_stop_updated`` event) to the simulator's request-log time of the
   new stop's ``POST /fapi/v1/algoOrder``;
 * ticks/s received and handled by the one ingest, its CPU share, and the ratio of price
-  tasks queued to ticks received (coalescing and bands at work);
+  tasks queued to ticks received (coalescing and bands at work); the slowest moves with
+  when they happened (a tail made of one burst shows as one cluster);
 * the Celery no-op round trip on the ``stops`` queue (send -> run -> result), for comparison.
 
 The per-symbol rate limit is set to 0 by default (``--min-update-interval``): a deferred
@@ -40,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -48,6 +52,7 @@ from typing import Any
 import psutil
 import redis
 import redis.asyncio as aioredis
+from common import TABLES, machine, pct, wait_until
 from sqlalchemy import select, text
 
 from core.clock import SYSTEM_CLOCK
@@ -64,28 +69,6 @@ from core.services import bands, price_path
 from core.services.deps import Deps, build_adapter
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
-
-TABLES = (
-    "aged_position_transitions, aged_positions, trailing_stops, orders, alerts, events, "
-    "positions, signals, waves, heartbeats"
-)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def wait_for(probe: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
 
 # --- the paper exchange in its own process ---------------------------------------------------
 
@@ -115,7 +98,7 @@ class SimProcess:
             [sys.executable, __file__, "--serve-sim", str(symbols), str(interval), str(port_file)],
             start_new_session=True,
         )
-        port = wait_for(lambda: port_file.exists() and port_file.read_text(), 60, "the sim")
+        port = wait_until(lambda: port_file.exists() and port_file.read_text(), 60, "the sim", 0.1)
         self.url = f"http://127.0.0.1:{port}"
 
     def admin(self, method: str, path: str, body: Any = None) -> Any:
@@ -149,7 +132,7 @@ class Ingest:
         self.stream: PriceStream | None = None
         self.thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self.thread.start()
-        wait_for(lambda: self.stream is not None and self.stream.stats.frames > 0, 60, "ticks")
+        wait_until(lambda: self.stream is not None and self.stream.stats.frames > 0, 60, "ticks")
 
     def _run(self) -> None:
         self.loop.run_until_complete(self._main())
@@ -188,7 +171,11 @@ class Result:
     ingest_cpu: float
     moves: int
     closed: int
-    latencies_ms: list[float]
+    samples: list[tuple[float, float]]  # (seconds into the window, latency ms)
+
+    @property
+    def latencies_ms(self) -> list[float]:
+        return [ms for _, ms in self.samples]
 
     def line(self) -> str:
         lat = self.latencies_ms
@@ -202,6 +189,10 @@ class Result:
             f"({self.moves} moves) | ingest {self.ticks_per_s:7.0f} ticks/s, "
             f"CPU {self.ingest_cpu:4.0%}, tasks/tick {self.tasks_per_tick:.4f} "
             f"({self.outside_per_s:.0f} ticks/s outside bands) | stops fired {self.closed}"
+            + "\n    slowest moves (s into window: ms): "
+            + ", ".join(
+                f"{at:.1f}: {ms:.0f}" for at, ms in sorted(self.samples, key=lambda x: -x[1])[:5]
+            )
         )
 
 
@@ -215,18 +206,23 @@ def worker_env(settings: Settings, home: Path, args: argparse.Namespace) -> dict
         VIGIL_EXCHANGE_URL=settings.exchange_url,
         VIGIL_TRAILING_MIN_UPDATE_INTERVAL=str(args.min_update_interval),
         VIGIL_EXCHANGE_TIMEOUT_MS="20000",
-        VIGIL_LOG_LEVEL="WARNING",
+        VIGIL_LOG_LEVEL=os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
     )
 
 
-def start_worker(env: dict[str, str], args: argparse.Namespace, tag: str, home: Path) -> Any:
+def start_worker(
+    env: dict[str, str], args: argparse.Namespace, tag: str, home: Path, queues: str = "stops"
+) -> Any:
+    """A worker node; the ``stops`` queue has its own (latency-critical), as in production."""
     argv = [sys.executable]
-    if args.profile_worker:  # one process, profiled: where a price task spends its time
+    if args.profile_worker and queues == "stops":  # profiled: where a price task spends time
         argv += ["-m", "cProfile", "-o", str(home / f"worker-{tag}.prof")]
         pool = ["--pool", "solo"]
-    else:
+    elif queues == "stops":
         pool = ["--pool", "prefork", "--concurrency", str(args.concurrency)]
-    argv += ["-m", "core.cli", "worker", "--queues", "stops,orders", "--name", tag, *pool]
+    else:
+        pool = ["--pool", "prefork", "--concurrency", "1"]
+    argv += ["-m", "core.cli", "worker", "--queues", queues, "--name", tag, *pool]
     log = (home / f"worker-{tag}.log").open("ab")
     return subprocess.Popen(argv, env=env, start_new_session=True, stdout=log, stderr=log)
 
@@ -239,16 +235,21 @@ def stop_worker(proc: Any) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def open_positions(deps: Deps, symbols: list[str]) -> list[int]:
-    ids = []
-    for symbol in symbols:
+def open_positions(settings: Settings, client: redis.Redis, symbols: list[str]) -> list[int]:
+    """Real openings (entry, fill, stop), four symbols at a time, one exchange client each."""
+    local = threading.local()
+
+    def open_one(symbol: str) -> int | None:
+        if not hasattr(local, "deps"):
+            local.deps = Deps(settings, build_adapter(settings), client, SYSTEM_CLOCK)
         with unit_of_work() as s:
             position = create_position(s, NewPosition("binance", symbol, "long"))
             assert position is not None
             pid = position.id
-        if open_position(deps, pid) is OpenOutcome.ACTIVE:
-            ids.append(pid)
-    return ids
+        return pid if open_position(local.deps, pid) is OpenOutcome.ACTIVE else None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return [pid for pid in pool.map(open_one, symbols) if pid is not None]
 
 
 def active_trailing(ids: list[int]) -> int:
@@ -263,8 +264,10 @@ def active_trailing(ids: list[int]) -> int:
         )
 
 
-def latencies(sim: SimProcess, log_from: int, algo_from: int, t0: float, t1: float) -> list[float]:
-    """tick time (event) -> the POST of that move's stop (simulator's request log)."""
+def latencies(
+    sim: SimProcess, log_from: int, algo_from: int, t0: float, t1: float
+) -> list[tuple[float, float]]:
+    """(seconds into the window, tick time -> the POST of that move's stop, in ms)."""
     posts = [
         r
         for r in sim.admin("GET", f"/_sim/requests?since={log_from}")["requests"]
@@ -289,7 +292,7 @@ def latencies(sim: SimProcess, log_from: int, algo_from: int, t0: float, t1: flo
                 continue
             tick_ms = datetime.fromisoformat(tick_at).timestamp() * 1000
             if t0 * 1000 <= tick_ms <= t1 * 1000:
-                out.append(sent_at[event.order_id] - tick_ms)
+                out.append((tick_ms / 1000 - t0, sent_at[event.order_id] - tick_ms))
     return out
 
 
@@ -303,7 +306,7 @@ def run_scenario(
     n: int, rate: float, args: argparse.Namespace, base: Settings, home: Path
 ) -> Result:
     sim = SimProcess(n, 1.0 / rate, home)
-    worker = None
+    worker = settler = None
     ingest = None
     try:
         sim.admin("POST", "/_sim/reset", {"balance": "1000000000"})
@@ -315,18 +318,22 @@ def run_scenario(
         deps = Deps(settings, build_adapter(settings), rds, SYSTEM_CLOCK)
         symbols = [f"SIM{i:03d}USDT" for i in range(n)]
         started = time.perf_counter()
-        ids = open_positions(deps, symbols)
+        ids = open_positions(settings, rds, symbols)
         print(f"  opened {len(ids)} positions in {time.perf_counter() - started:.1f} s", flush=True)
 
-        worker = start_worker(worker_env(settings, home, args), args, f"bench{n}x{rate:g}", home)
+        env = worker_env(settings, home, args)
+        worker = start_worker(env, args, f"stops{n}x{rate:g}", home)
+        settler = start_worker(env, args, f"orders{n}x{rate:g}", home, queues="orders")
         ingest = Ingest(settings)
         send = celery_sender(settings)
         price_path.sweep(deps, lambda ex, sym: send("vigil.stops.on_price", (ex, sym)))
-        wait_for(lambda: all(bands.components(rds, "binance", s) for s in symbols), 120, "bands")
+        wait_until(
+            lambda: all(bands.components(rds, "binance", s) for s in symbols), 120, "bands", 0.2
+        )
         for symbol in symbols:  # +2 %: every trailing stop activates (warm-up, not measured)
             sim.admin("POST", "/_sim/price", {"symbol": symbol, "price": "10.2"})
-        wait_for(lambda: active_trailing(ids) >= len(ids) * 0.98, 180, "activation")
-        wait_for(lambda: rds.llen("stops") == 0, 120, "the queue to drain")
+        wait_until(lambda: active_trailing(ids) >= len(ids) * 0.98, 180, "activation", 0.2)
+        wait_until(lambda: rds.llen("stops") == 0, 120, "the queue to drain")
         sim.admin("POST", "/_sim/volatility", {"volatility": args.volatility, "drift": 0})
 
         log_from = sim.admin("GET", "/_sim/requests?since=999999999")["next"]
@@ -345,7 +352,7 @@ def run_scenario(
             stats.enqueued - queued0,
         )
         sim.admin("POST", "/_sim/volatility", {"volatility": 0, "drift": 0})
-        wait_for(lambda: rds.llen("stops") == 0 and rds.llen("orders") == 0, 120, "drain")
+        wait_until(lambda: rds.llen("stops") == 0 and rds.llen("orders") == 0, 120, "drain")
         time.sleep(1.0)  # the last tasks finish
         elapsed = t1 - t0
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed
@@ -374,8 +381,9 @@ def run_scenario(
     finally:
         if ingest is not None:
             ingest.close()
-        if worker is not None:
-            stop_worker(worker)
+        for proc in (worker, settler):
+            if proc is not None:
+                stop_worker(proc)
         sim.stop()
 
 
@@ -452,8 +460,8 @@ def main() -> None:
         get_settings.cache_clear()
         db_session.configure(db_url)
         base = load_settings()
+        print(machine(), flush=True)
         print(
-            f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}; "
             f"window {args.seconds:.0f} s; volatility {args.volatility:.0%}/yr; "
             f"worker concurrency {args.concurrency}; min update interval "
             f"{args.min_update_interval} s",

@@ -20,17 +20,15 @@ _TRANSIENT = (Retryable, ExchangeRetryable, LockNotAcquired, LockLost)
 
 @vigil_task("stops.on_price", retry_on=_TRANSIENT, max_retries=5, backoff_max=5)
 def on_price_task(exchange: str, symbol: str) -> dict[str, Any]:
-    """React to the symbol's coalesced price window (trailing, aged close), re-run when due."""
-    deps = get_deps()
-    result = price_path.on_price(deps, exchange, symbol)
-    if result.rerun_at is not None:
-        price_path.schedule_rerun(
-            deps,
-            exchange,
-            symbol,
-            result.rerun_at,
-            lambda countdown: on_price_task.apply_async((exchange, symbol), countdown=countdown),
-        )
+    """React to the symbol's coalesced price window (trailing, aged close)."""
+    result = price_path.on_price(
+        get_deps(),
+        exchange,
+        symbol,
+        requeue=lambda countdown: on_price_task.apply_async(
+            (exchange, symbol), countdown=countdown
+        ),
+    )
     return {"position_id": result.position_id, "rerun_at": str(result.rerun_at or "")}
 
 

@@ -45,7 +45,7 @@ from enum import StrEnum
 
 from core.domain.bands import PriceBand
 from core.domain.sides import Side
-from core.domain.sizing import round_stop_price
+from core.domain.sizing import Rounding, round_price, round_stop_price
 from core.domain.timeutil import require_aware
 
 ZERO = Decimal(0)
@@ -382,10 +382,12 @@ def band(
 
     Open interval; ``valid_until`` marks when time alone can change the decision
     (time-based activation becoming eligible, a deferred move falling due).
-    ``tick_size`` is accepted for symmetry with ``decide``: rounding a stop away from the
-    price only makes moves rarer, so the band computed without it stays valid.
+    ``tick_size``: pass the one ``decide`` gets. Without it the band stays valid (rounding a
+    stop away from the price only makes moves rarer) but can be far narrower than the
+    no-op region: a candidate that reaches the next step only before rounding would make
+    every tick above the clamp threshold wake the price task for nothing, until a new
+    extreme. With it the move threshold is exact on the tick grid.
     """
-    del tick_size
     now = require_aware(now)
     long = _is_long(state)
     retry_at = _retry_at(state, params)
@@ -408,7 +410,7 @@ def band(
     trigger = breakeven_trigger_price(state, params)
     if trigger is not None and not state.breakeven_triggered:
         thresholds.append(trigger)
-    move = _move_threshold(state, params)
+    move = _move_threshold(state, params, tick_size)
     if move is _ALWAYS:
         return PriceBand.empty(valid_until)
     if isinstance(move, Decimal):
@@ -428,32 +430,37 @@ class _Always:
 _ALWAYS = _Always()
 
 
-def _move_threshold(state: TrailingState, params: TrailingParams) -> Decimal | _Always | None:
+def _move_threshold(
+    state: TrailingState, params: TrailingParams, tick_size: Decimal | None = None
+) -> Decimal | _Always | None:
     """The price from which a stop move may qualify; None: no move possible by price alone.
 
-    long: ``target(p) = min(max(trail(max(H, p)), BE), p * (1 - md))`` must reach
-    ``S' = stop + step``; both terms are non-decreasing in p, so the threshold is the max of
-    each term's own threshold (short mirrors with min/max swapped).
+    long: ``target(p) = round_down(min(max(trail(max(H, p)), BE), p * (1 - md)))`` must
+    reach ``S' = stop + step`` (strictly above ``stop`` when the step is 0); both terms are
+    non-decreasing in p, so the threshold is the max of each term's own threshold (short
+    mirrors with min/max swapped). On a tick grid, ``round_down(x) >= S'`` exactly when
+    ``x >= ceil(S')``, so the goal is taken on the grid first.
     """
     if not (state.activated or state.breakeven_triggered):
         return None
     if state.stop_price is None:
         return _ALWAYS
     long = _is_long(state)
-    step = _step_abs(state.stop_price, params)
-    goal = state.stop_price + step if long else state.stop_price - step
+    goal, strict = _goal(state, params, tick_size)
     if goal <= ZERO:
         # long: any positive target qualifies; short: no positive target can.
         return _ALWAYS if long else None
     cb = params.callback_pct / HUNDRED
     md = params.min_distance_pct / HUNDRED
 
-    be_ok = state.breakeven_triggered and (
-        breakeven_level(state, params) >= goal if long else breakeven_level(state, params) <= goal
-    )
+    def reaches(value: Decimal) -> bool:
+        if long:
+            return value > goal if strict else value >= goal
+        return value < goal if strict else value <= goal
+
+    be_ok = state.breakeven_triggered and reaches(breakeven_level(state, params))
     extreme = _favourable_extreme(state)
-    trail_now = _trail_candidate(state, extreme, params) if state.activated else None
-    trail_ok = trail_now is not None and (trail_now >= goal if long else trail_now <= goal)
+    trail_ok = state.activated and reaches(_trail_candidate(state, extreme, params))
     # Threshold of the candidate term (None: already satisfied at any price).
     cand: Decimal | None
     if be_ok or trail_ok:
@@ -466,3 +473,22 @@ def _move_threshold(state: TrailingState, params: TrailingParams) -> Decimal | _
     if cand is None:
         return clamp
     return max(cand, clamp) if long else min(cand, clamp)
+
+
+def _goal(
+    state: TrailingState, params: TrailingParams, tick_size: Decimal | None
+) -> tuple[Decimal, bool]:
+    """The stop a move must reach, and whether reaching means passing (``_qualifies``)."""
+    assert state.stop_price is not None
+    long = _is_long(state)
+    stop = state.stop_price
+    step = _step_abs(stop, params)
+    if tick_size is None:
+        return (stop + step if long else stop - step), step == ZERO
+    if step > ZERO:
+        goal = stop + step if long else stop - step
+        return round_price(goal, tick_size, Rounding.UP if long else Rounding.DOWN), False
+    # no minimum step: the next grid price strictly beyond the stop
+    if long:
+        return round_price(stop, tick_size, Rounding.DOWN) + tick_size, False
+    return round_price(stop, tick_size, Rounding.UP) - tick_size, False

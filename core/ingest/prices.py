@@ -89,7 +89,11 @@ def celery_sender(settings: Settings) -> Enqueue:
 
 
 class BandCache:
-    """The ingest's copy of every tracked symbol's combined band (absent: not tracked)."""
+    """The ingest's copy of every tracked symbol's combined band (absent: not tracked).
+
+    Written only by the bands follower (one coroutine), so a full reload and a per-symbol
+    refresh never interleave.
+    """
 
     def __init__(self, client: redis.Redis, exchange: str) -> None:
         self.client = client

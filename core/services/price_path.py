@@ -3,22 +3,27 @@
 Why coalescing (ARCHITECTURE "The price path"): the ingest sees every tick of every symbol
 but only ticks that leave the symbol's band can change anything. For those it keeps one
 record per symbol in Redis (latest price, high and low since the last take, the time of the
-first tick) and queues one ``vigil.stops.on_price`` task only if none is pending (a flag set
-with NX, cleared by the task when it takes the window). A burst of a thousand ticks is one
-task that sees the burst's high and low, so a backlog can never build up per symbol.
+first tick) and queues one ``vigil.stops.on_price`` task only if none is pending or running
+(a flag set with NX). A burst of a thousand ticks is one task that sees the burst's high
+and low, so a backlog can never build up per symbol.
 
-The task: take the window (atomically: read, restart it at the last price, clear the flag),
-then under the symbol lock run ``REACTIONS`` on the symbol's active position, each reaction
-in its own transactions (trailing first; the aged-position close when that module provides
-one); trailing ends by publishing the band the ingest compares the next ticks with. A failure
-that may pass (lock busy, exchange retryable) puts the window back, so the retry still sees
-the burst, and re-arms the flag, so no second task is queued meanwhile.
+The task: take the window (atomically: read it, restart it at the last price), then under
+the symbol lock run ``REACTIONS`` on the symbol's active position, each reaction in its own
+transactions (trailing first; the aged-position close when that module provides one);
+trailing ends by publishing the band the ingest compares the next ticks with. The flag is
+held for the whole run and released at its end, atomically with a check of the ticks that
+arrived meanwhile against the *new* band: if any matters, the run queues its successor.
+(Clearing the flag at take time instead would let every tick during a move, checked by the
+ingest against the old band, queue a task that finds nothing to do: under a trending
+market that doubled the tasks.) A failure that may pass (lock busy, exchange retryable)
+puts the window back and keeps the flag, so the retry sees the burst and nothing else is
+queued meanwhile.
 
 Redis layout (shared with the ingest's writer, ``core.ingest.prices``):
 ``vigil:px:<exchange>:<symbol>`` hash ``last high low first_ts ts n`` (prices as the
 exchange's strings, times in ms since the epoch), ``vigil:px:pending:<exchange>:<symbol>``
-the pending-task flag (value: the tick time that set it; expires after
-``price_pending_ttl`` so a lost task cannot silence a symbol for ever).
+the pending-or-running flag (expires after ``price_pending_ttl``, so a lost task cannot
+silence a symbol for ever).
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from enum import IntEnum
 from typing import Any
 
 import redis
@@ -36,6 +42,7 @@ from sqlalchemy import select
 
 from core.db.models import Position, TrailingStop
 from core.db.session import unit_of_work
+from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
 from core.domain.trailing import PriceWindow
 from core.exchange import errors
@@ -73,19 +80,42 @@ if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
 return 0
 """
 
-# KEYS: window, pending flag. Returns {last, high, low, first_ts, ts, n} and restarts the
-# window at the last price; clears the flag so the next tick outside the band queues again.
+# KEYS: window, pending flag. ARGV: flag TTL (ms). Returns {last, high, low, first_ts, ts, n}
+# and restarts the window at the last price. The flag stays held (now: running) until
+# FINISH, so ticks during the run extend the window instead of queueing a second task.
 TAKE_SCRIPT = """
 local w = redis.call('HMGET', KEYS[1], 'last', 'high', 'low', 'first_ts', 'ts', 'n')
-redis.call('DEL', KEYS[2])
+redis.call('SET', KEYS[2], 'running', 'PX', ARGV[1])
 if not w[1] then return false end
 redis.call('HSET', KEYS[1], 'high', w[1], 'low', w[1], 'n', 0)
 redis.call('HDEL', KEYS[1], 'first_ts')
 return w
 """
 
+# KEYS: window, pending flag. ARGV: band low, band high ('' = unbounded), band expired
+# ('1'/'0'), flag TTL (ms), keep ('1': the caller schedules a re-run).
+# Ends a run: returns 2 (flag kept for the scheduled re-run), 1 (ticks that arrived during
+# the run lie outside the new band: flag kept, the caller queues the successor) or 0 (flag
+# released, and the window restarted at the last price: ticks inside the new band change
+# nothing; the ingest queues the next task). Atomic: no tick falls between check and release.
+FINISH_SCRIPT = """
+if ARGV[5] == '1' then redis.call('PEXPIRE', KEYS[2], ARGV[4]) return 2 end
+local w = redis.call('HMGET', KEYS[1], 'n', 'high', 'low', 'last')
+if tonumber(w[1] or '0') > 0 then
+  local outside = ARGV[3] == '1'
+  if not outside and ARGV[1] ~= '' and tonumber(w[3]) <= tonumber(ARGV[1]) then outside = true end
+  if not outside and ARGV[2] ~= '' and tonumber(w[2]) >= tonumber(ARGV[2]) then outside = true end
+  if outside then redis.call('PEXPIRE', KEYS[2], ARGV[4]) return 1 end
+  -- inside the new band they change nothing: the next window starts at the last price
+  redis.call('HSET', KEYS[1], 'high', w[4], 'low', w[4], 'n', 0)
+  redis.call('HDEL', KEYS[1], 'first_ts')
+end
+redis.call('DEL', KEYS[2])
+return 0
+"""
+
 # KEYS: window, pending flag. ARGV: high, low, first_ts, n, flag TTL (ms).
-# Puts a taken window back (merged with ticks since); returns 1 if the flag was re-armed.
+# Puts a taken window back (merged with ticks since) and keeps the flag for the retry.
 RESTORE_SCRIPT = """
 local w = redis.call('HMGET', KEYS[1], 'last', 'high', 'low', 'first_ts', 'n')
 local high, low = ARGV[1], ARGV[2]
@@ -97,8 +127,8 @@ local n = tonumber(w[5] or '0') + tonumber(ARGV[4])
 if not w[1] then redis.call('HSET', KEYS[1], 'last', ARGV[1]) end
 redis.call('HSET', KEYS[1], 'high', high, 'low', low, 'n', n)
 if first ~= '' then redis.call('HSET', KEYS[1], 'first_ts', first) end
-if redis.call('SET', KEYS[2], 'restored', 'NX', 'PX', ARGV[5]) then return 1 end
-return 0
+redis.call('SET', KEYS[2], 'retrying', 'PX', ARGV[5])
+return 1
 """
 
 
@@ -125,10 +155,15 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def take_window(client: redis.Redis, exchange: str, symbol: str) -> TickWindow | None:
-    """Take the symbol's window (None if the ingest never recorded a price for it)."""
+def take_window(
+    client: redis.Redis, exchange: str, symbol: str, ttl_s: float = 30.0
+) -> TickWindow | None:
+    """Take the symbol's window (None if the ingest never recorded a price for it).
+
+    The pending flag is held for ``ttl_s`` (the run's own), until ``finish_window``.
+    """
     keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
-    raw: Any = client.eval(TAKE_SCRIPT, 2, *keys)
+    raw: Any = client.eval(TAKE_SCRIPT, 2, *keys, int(ttl_s * 1000))
     if not raw:
         return None
     last, high, low, first_ts, _ts, n = raw
@@ -143,8 +178,8 @@ def take_window(client: redis.Redis, exchange: str, symbol: str) -> TickWindow |
 
 def restore_window(
     client: redis.Redis, exchange: str, symbol: str, window: TickWindow, ttl_s: float
-) -> bool:
-    """Put a taken window back; True if this caller re-armed the flag (it must retry)."""
+) -> None:
+    """Put a taken window back for the run's retry (the flag stays held meanwhile)."""
     first = (
         "" if window.first_tick_at is None else str(int(window.first_tick_at.timestamp() * 1000))
     )
@@ -156,11 +191,44 @@ def restore_window(
         window.ticks,
         int(ttl_s * 1000),
     ]
-    return bool(client.eval(RESTORE_SCRIPT, 2, *keys, *args))
+    client.eval(RESTORE_SCRIPT, 2, *keys, *args)
+
+
+class RunEnd(IntEnum):
+    """How a run left the pending flag (``FINISH_SCRIPT``)."""
+
+    RELEASED = 0
+    SUCCESSOR = 1  # ticks during the run lie outside the new band: queue the next run now
+    RERUN = 2  # kept for a re-run scheduled by the caller
+
+
+def finish_window(
+    client: redis.Redis,
+    exchange: str,
+    symbol: str,
+    band: PriceBand | None,
+    now: datetime,
+    *,
+    ttl_s: float,
+    keep: bool = False,
+) -> RunEnd:
+    """End a run: release the flag, unless ticks that came meanwhile matter (or ``keep``)."""
+    if band is None:
+        low, high, expired = "", "", False
+        if not keep:  # nothing watches the symbol any more: its ticks matter to no one
+            client.delete(pending_key(exchange, symbol))
+            return RunEnd.RELEASED
+    else:
+        low = "" if band.low is None else str(band.low)
+        high = "" if band.high is None else str(band.high)
+        expired = band.valid_until is not None and now >= band.valid_until
+    keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
+    args = [low, high, "1" if expired else "0", int(ttl_s * 1000), "1" if keep else "0"]
+    return RunEnd(int(client.eval(FINISH_SCRIPT, 2, *keys, *args)))
 
 
 def claim_pending(client: redis.Redis, exchange: str, symbol: str, ttl_s: float) -> bool:
-    """Set the pending flag unless a task is already queued; True: the caller queues one."""
+    """Set the pending flag unless a run is pending or running; True: the caller queues one."""
     return bool(client.set(pending_key(exchange, symbol), "claimed", nx=True, px=int(ttl_s * 1000)))
 
 
@@ -187,27 +255,75 @@ REACTIONS: tuple[Reaction, ...] = _reactions()
 
 @dataclass(frozen=True)
 class PriceTaskResult:
-    """What one price task did; ``rerun_at``: run again then (a deferred move falls due)."""
+    """What one price run did; ``rerun_at``: queued again for then (a deferred move falls
+    due); ``successor``: queued again now (ticks during the run mattered)."""
 
     position_id: int | None
     window: TickWindow | None
     rerun_at: datetime | None = None
-    failures: tuple[str, ...] = field(default_factory=tuple)
+    successor: bool = False
 
 
-def on_price(deps: Deps, exchange: str, symbol: str) -> PriceTaskResult:
-    """The ``vigil.stops.on_price`` service: one symbol's window through every reaction."""
-    taken = take_window(deps.redis, exchange, symbol)
+Requeue = Callable[[float], None]
+"""Queue this symbol's price task to run in N seconds (the task layer's ``apply_async``)."""
+
+
+def on_price(
+    deps: Deps, exchange: str, symbol: str, requeue: Requeue | None = None
+) -> PriceTaskResult:
+    """The ``vigil.stops.on_price`` service: one symbol's window through every reaction.
+
+    At most one run per symbol is pending or running: the flag set by the tick that queued
+    this run stays held until the run ends. Then, atomically: if ticks that arrived during
+    the run lie outside the band just published, the run queues its successor through
+    ``requeue`` (flag kept); if a deferred move falls due soon, the run queues itself for
+    then; otherwise the flag is released and the ingest queues the next run. Without
+    ``requeue`` (a direct call) the flag is always released.
+    """
+    ttl = deps.settings.price_pending_ttl
+    taken = take_window(deps.redis, exchange, symbol, ttl)
     try:
         window = fresh_window(deps, taken, symbol)
         with lock_for(deps, exchange, symbol) as held:
-            return react_locked(deps, held, exchange, symbol, window)
+            result = react_locked(deps, held, exchange, symbol, window)
     except (LockNotAcquired, LockLost, errors.Retryable):
-        if taken is None or restore_window(
-            deps.redis, exchange, symbol, taken, deps.settings.price_pending_ttl
-        ):
-            raise  # this task carries the window: its retry still sees the burst
-        return PriceTaskResult(None, taken)  # a task queued meanwhile carries it
+        if taken is not None:
+            restore_window(deps.redis, exchange, symbol, taken, ttl)
+        raise  # the retry carries the window; the flag stays held for it
+    except BaseException:
+        release_pending(deps.redis, exchange, symbol)
+        raise
+    return _end_run(deps, exchange, symbol, result, requeue)
+
+
+def _end_run(
+    deps: Deps, exchange: str, symbol: str, result: PriceTaskResult, requeue: Requeue | None
+) -> PriceTaskResult:
+    now = deps.clock.now()
+    band = bands.combined(deps.redis, exchange, symbol)
+    rerun_at = _rerun_at(deps, band, now) if requeue is not None else None
+    ttl = deps.settings.price_pending_ttl
+    countdown = max(0.0, (rerun_at - now).total_seconds()) if rerun_at is not None else 0.0
+    end = finish_window(
+        deps.redis,
+        exchange,
+        symbol,
+        band,
+        now,
+        ttl_s=countdown + ttl,
+        keep=rerun_at is not None,
+    )
+    if end is RunEnd.RELEASED:
+        return result
+    if requeue is None:
+        release_pending(deps.redis, exchange, symbol)
+        return result
+    try:
+        requeue(countdown)
+    except BaseException:
+        release_pending(deps.redis, exchange, symbol)
+        raise
+    return replace(result, rerun_at=rerun_at, successor=end is RunEnd.SUCCESSOR)
 
 
 def fresh_window(deps: Deps, window: TickWindow | None, symbol: str) -> TickWindow:
@@ -250,48 +366,22 @@ def react_locked(
         except errors.Retryable as exc:  # the other reactions still run; the task retries
             log.warning("price reaction %s failed for %s: %s", react.__module__, symbol, exc)
             failures.append(exc)
-    rerun_at = _rerun_at(deps, exchange, symbol, now)
     if failures:
         raise failures[0]
-    return PriceTaskResult(position.id, window, rerun_at)
+    return PriceTaskResult(position.id, window)
 
 
-def _rerun_at(deps: Deps, exchange: str, symbol: str, now: datetime) -> datetime | None:
+def _rerun_at(deps: Deps, band: PriceBand | None, now: datetime) -> datetime | None:
     """When time alone will change a decision soon (a deferred move): run then, tick or not.
 
     Further-off changes (time-based activation hours away) are the sweep's; ticks after
     ``valid_until`` wake the task anyway, since an expired band contains no price.
     """
-    combined = bands.combined(deps.redis, exchange, symbol)
-    until = combined.valid_until if combined is not None else None
+    until = band.valid_until if band is not None else None
     horizon = timedelta(seconds=deps.settings.trailing_sweep_interval)
     if until is None or until <= now or until - now > horizon:
         return None
     return until
-
-
-def schedule_rerun(
-    deps: Deps,
-    exchange: str,
-    symbol: str,
-    at: datetime,
-    send: Callable[[float], None],
-) -> bool:
-    """Queue the symbol's price task to run at ``at`` unless one is already pending.
-
-    The pending flag is held until then, so ticks in between extend the window instead of
-    queueing: the re-run sees them all. ``send(countdown_seconds)`` queues the task.
-    """
-    countdown = max(0.0, (at - deps.clock.now()).total_seconds())
-    ttl = countdown + deps.settings.price_pending_ttl
-    if not claim_pending(deps.redis, exchange, symbol, ttl):
-        return False
-    try:
-        send(countdown)
-    except BaseException:
-        release_pending(deps.redis, exchange, symbol)
-        raise
-    return True
 
 
 # --- the sweep ------------------------------------------------------------------------------
@@ -311,9 +401,11 @@ def sweep(deps: Deps, send: Callable[[str, str], None]) -> SweepReport:
 
     It re-decides with the latest price (which fires due deferred moves and time-based
     activation even when no tick left the band), refreshes the heartbeat protection reads,
-    and publishes the band of positions that have none yet (fresh openings). One query and
-    one Redis pipeline, whatever the number of positions. (A band left behind by a closed
-    position needs no sweep: the first tick outside it runs a task that withdraws it.)
+    and publishes the band of positions that have none yet (fresh openings). Its cost is
+    flat in the number of positions: one query, one Redis pipeline, and one batched read of
+    every mark price (weight 10) recorded into the woken symbols' windows as a tick, so
+    their runs make no REST call of their own. (A band left behind by a closed position
+    needs no sweep: the close path withdraws it, and a tick outside it would too.)
     """
     exchange = deps.exchange_name
     now = deps.clock.now()
@@ -329,15 +421,41 @@ def sweep(deps: Deps, send: Callable[[str, str], None]) -> SweepReport:
     for symbol in symbols:
         pipe.hexists(bands.band_key(exchange, symbol), trailing.BAND_COMPONENT)
     published = dict(zip(symbols, pipe.execute(), strict=True)) if symbols else {}
-    queued = 0
-    for symbol, heartbeat in rows:
-        if heartbeat is not None and heartbeat >= stale_before and published[symbol]:
+    due = [
+        symbol
+        for symbol, heartbeat in rows
+        if heartbeat is None or heartbeat < stale_before or not published[symbol]
+    ]
+    ttl = deps.settings.price_pending_ttl
+    claimed = [symbol for symbol in due if claim_pending(deps.redis, exchange, symbol, ttl)]
+    if not claimed:
+        return SweepReport(len(rows), 0)
+    try:
+        _seed_windows(deps, exchange, claimed, now)
+    except errors.ExchangeFailure as exc:  # each run reads its own mark price instead
+        log.warning("sweep could not read mark prices (runs read their own): %s", exc)
+    for index, symbol in enumerate(claimed):
+        try:
+            send(exchange, symbol)
+        except BaseException:
+            for unsent in claimed[index:]:
+                release_pending(deps.redis, exchange, unsent)
+            raise
+    return SweepReport(len(rows), len(claimed))
+
+
+def _seed_windows(deps: Deps, exchange: str, symbols: list[str], now: datetime) -> None:
+    """One read of every mark price, recorded as a tick in each woken symbol's window.
+
+    The flags are already claimed, so the tick script only extends the windows.
+    """
+    marks = deps.exchange.mark_prices()
+    tick_ms = int(now.timestamp() * 1000)
+    pipe = deps.redis.pipeline(transaction=False)
+    for symbol in symbols:
+        price = marks.get(symbol)
+        if price is None:
             continue
-        if claim_pending(deps.redis, exchange, symbol, deps.settings.price_pending_ttl):
-            try:
-                send(exchange, symbol)
-            except BaseException:
-                release_pending(deps.redis, exchange, symbol)
-                raise
-            queued += 1
-    return SweepReport(len(rows), queued)
+        keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
+        pipe.eval(TICK_SCRIPT, 2, *keys, str(price), tick_ms, 1)
+    pipe.execute()

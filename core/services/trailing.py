@@ -60,12 +60,12 @@ from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.exchange.client_ids import client_order_id, parse_client_id
 from core.exchange.types import OrderSnapshot
-from core.locks import HeldLock
+from core.locks import HeldLock, fenced_update
 from core.services import bands
 from core.services.closing import settle_external_close
 from core.services.deps import Deps
 from core.services.opening import Poll
-from core.services.positions import context, record_order, update
+from core.services.positions import context, record_order
 
 log = logging.getLogger(__name__)
 
@@ -165,14 +165,23 @@ def react(
 class _Intent:
     client_id: str
     maybe_sent: bool  # an earlier run committed this intent: the order may exist
+    # the position's other open stops (client id, exchange id): what the break step cancels
+    old: tuple[tuple[str, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class _Cancel:
+    client_id: str
+    exchange_id: str | None
+    failure: errors.ExchangeFailure | None
 
 
 class _Trailer:
     """One decision for one position, under the symbol lock held by the caller.
 
-    Transactions of a move: (1) load, decide, heartbeat, intent; the new stop is sent;
-    (2) accepted: ledger, state, position's stop, events, and the list of old stops; they are
-    cancelled; (3) their ledger rows. A decision without an order is transaction (1) only.
+    Transactions of a move: (1) load, decide, heartbeat, intent (and the old stops); the new
+    stop is sent, then the old ones cancelled; (2) accepted: ledger, state, position's stop,
+    events. A decision without an order is transaction (1) only.
     """
 
     # the position as loaded by ``advance`` (read-only for the rest of the decision)
@@ -211,6 +220,16 @@ class _Trailer:
             self.persisted = current
             decision = decide(current, window, self.now, self.params, self.tick)
             if not decision.send:
+                log.debug(
+                    "trailing %s: %s (window %s..%s last %s, stop %s, ticks %s)",
+                    self.symbol,
+                    decision.reason,
+                    window.low,
+                    window.high,
+                    window.last,
+                    current.stop_price,
+                    getattr(window, "ticks", None),
+                )
                 _store(row, decision.state)
                 self.persisted = decision.state
                 for action in decision.events:
@@ -308,25 +327,26 @@ class _Trailer:
         can exist. An unfinished intent of an earlier run is reused, never a new seq."""
         assert decision.new_stop is not None
         rows = session.execute(
-            select(Order.client_order_id, Order.status).where(
-                Order.position_id == position.id, Order.purpose == "stop"
-            )
+            select(
+                Order.client_order_id, Order.status, Order.purpose, Order.exchange_order_id
+            ).where(Order.position_id == position.id, Order.purpose.in_(STOP_PURPOSES))
         ).all()
         seqs = {
             parsed.seq: (cid, status)
-            for cid, status in rows
-            if (parsed := parse_client_id(cid)) is not None
+            for cid, status, purpose, _ in rows
+            if purpose == "stop" and (parsed := parse_client_id(cid)) is not None
         }
-        if seqs:
-            cid, status = seqs[max(seqs)]
-            if status == "intent":
-                return _Intent(cid, maybe_sent=True)
-        seq = max(seqs, default=0) + 1
-        cid = client_order_id(position.id, position.correlation_id, "stop", seq)
-        self._ledger(
-            session, position, cid, "stop", None, status="intent", trigger=decision.new_stop
-        )
-        return _Intent(cid, maybe_sent=False)
+        if seqs and seqs[max(seqs)][1] == "intent":
+            cid, maybe_sent = seqs[max(seqs)][0], True
+        else:
+            seq = max(seqs, default=0) + 1
+            cid = client_order_id(position.id, position.correlation_id, "stop", seq)
+            self._ledger(
+                session, position, cid, "stop", None, status="intent", trigger=decision.new_stop
+            )
+            maybe_sent = False
+        old = tuple((c, eid) for c, status, _, eid in rows if status == "open" and c != cid)
+        return _Intent(cid, maybe_sent, old)
 
     def _move(self, decision: TrailingDecision, window: PriceWindow, intent: _Intent) -> None:
         assert decision.new_stop is not None
@@ -348,8 +368,8 @@ class _Trailer:
             stop = self._place(decision, intent.client_id)
             if stop is None:
                 return
-        old = self._accepted(decision, stop, intent.client_id, window)
-        self._cancel_old(old, keep=intent.client_id)
+        cancels = self._cancel_old(intent.old)  # break, only now that the new stop is live
+        self._accepted(decision, stop, intent.client_id, window, cancels)
 
     def _next_intent(
         self, client_id: str, order: OrderSnapshot, decision: TrailingDecision
@@ -384,12 +404,36 @@ class _Trailer:
             self._failed(decision, exc, stage="place")
         return None
 
-    def _accepted(
-        self, decision: TrailingDecision, stop: OrderSnapshot, client_id: str, window: PriceWindow
-    ) -> list[tuple[str, str | None]]:
-        """The new stop is live: now, and only now, the new state is written.
+    def _cancel_old(self, old: tuple[tuple[str, str | None], ...]) -> list[_Cancel]:
+        """Break: cancel the position's other open stops; a failure leaves that one live."""
+        done: list[_Cancel] = []
+        for cid, exchange_id in old:
+            try:
+                if exchange_id is None:
+                    found = self.ex.fetch_order(self.symbol, cid, conditional=True)
+                    exchange_id = found.id if found is not None and found.is_open else None
+                if exchange_id is not None:
+                    self.ex.cancel_order(self.symbol, exchange_id, conditional=True)
+                done.append(_Cancel(cid, exchange_id, None))
+            except errors.ExchangeFailure as exc:
+                done.append(_Cancel(cid, exchange_id, exc))
+        return done
 
-        Returns the position's other open stops (client id, exchange id): the break step.
+    def _accepted(
+        self,
+        decision: TrailingDecision,
+        stop: OrderSnapshot,
+        client_id: str,
+        window: PriceWindow,
+        cancels: list[_Cancel],
+    ) -> None:
+        """The new stop is live: now, and only now, the new state is written, together with
+        the break step's outcome (an old stop that could not be cancelled stays ``open`` in
+        the ledger, with an event: the next move or the zombie cleaner removes it).
+
+        A worker that dies before this commit leaves the intent: the next run looks the new
+        stop up by its client id and adopts it; an old stop already cancelled then counts as
+        gone.
         """
         live_price = stop.trigger_price or decision.new_stop
         state = replace(decision.state, stop_price=live_price)
@@ -397,7 +441,7 @@ class _Trailer:
         with unit_of_work() as session:
             loaded = _load(session, self.position_id)
             if loaded is None:
-                return []  # closed meanwhile (not under the lock; kept for safety)
+                return  # closed meanwhile (not under the lock; kept for safety)
             position, row = loaded
             ledger = session.scalars(
                 select(Order).where(Order.client_order_id == client_id)
@@ -409,7 +453,8 @@ class _Trailer:
                 ledger.trigger_price = live_price
             _store(row, state)
             row.heartbeat_at = self.now
-            update(session, position, self.held.token, stop_price=live_price)
+            # fenced, and only this write (the ORM object is not touched: no second UPDATE)
+            fenced_update(session, position.id, self.held.token, stop_price=live_price)
             for action in decision.events:
                 if action is not TrailingAction.MOVE_STOP:
                     self._record_event(session, position, decision, action, window)
@@ -427,59 +472,29 @@ class _Trailer:
                 last_price=window.last,
                 tick_at=tick_at,
             )
-            old = session.execute(
-                select(Order.client_order_id, Order.exchange_order_id).where(
-                    Order.position_id == self.position_id,
-                    Order.purpose.in_(STOP_PURPOSES),
-                    Order.status == "open",
-                    Order.client_order_id != client_id,
-                )
-            ).all()
-        self.persisted = state
-        if tick_at is not None:
-            _observe_tick_to_order((self.deps.clock.now() - tick_at).total_seconds())
-        return [(cid, exchange_id) for cid, exchange_id in old]
-
-    def _cancel_old(self, old: list[tuple[str, str | None]], keep: str) -> None:
-        """Break: cancel every other open stop of the position; a failure leaves it listed."""
-        if not old:
-            return
-        outcomes: list[tuple[str, str | None, errors.ExchangeFailure | None]] = []
-        for cid, exchange_id in old:
-            try:
-                if exchange_id is None:
-                    found = self.ex.fetch_order(self.symbol, cid, conditional=True)
-                    exchange_id = found.id if found is not None and found.is_open else None
-                if exchange_id is not None:
-                    self.ex.cancel_order(self.symbol, exchange_id, conditional=True)
-                outcomes.append((cid, exchange_id, None))
-            except errors.ExchangeFailure as exc:
-                outcomes.append((cid, exchange_id, exc))
-        with unit_of_work() as session:
-            cancelled = [cid for cid, _, failure in outcomes if failure is None]
+            cancelled = [c.client_id for c in cancels if c.failure is None]
             if cancelled:
                 session.execute(
                     sa_update(Order)
                     .where(Order.client_order_id.in_(cancelled))
                     .values(status="cancelled")
                 )
-            failed = [(cid, eid, f) for cid, eid, f in outcomes if f is not None]
-            if not failed:
-                return
-            position = session.get(Position, self.position_id)
-            assert position is not None
-            for cid, exchange_id, failure in failed:
-                record(
-                    session,
-                    EventType.TRAILING_OLD_STOP_CANCEL_FAILED,
-                    severity=Severity.WARNING,
-                    ctx=context(position),
-                    order_id=cid,
-                    exchange_order_id=exchange_id,
-                    kept_stop=keep,
-                    error=str(failure),
-                    code=failure.code,
-                )
+            for c in cancels:
+                if c.failure is not None:
+                    record(
+                        session,
+                        EventType.TRAILING_OLD_STOP_CANCEL_FAILED,
+                        severity=Severity.WARNING,
+                        ctx=context(position),
+                        order_id=c.client_id,
+                        exchange_order_id=c.exchange_id,
+                        kept_stop=client_id,
+                        error=str(c.failure),
+                        code=c.failure.code,
+                    )
+        self.persisted = state
+        if tick_at is not None:
+            _observe_tick_to_order((self.deps.clock.now() - tick_at).total_seconds())
 
     # --- outcomes -------------------------------------------------------------------------
 
@@ -581,29 +596,6 @@ def _observe_tick_to_order(seconds: float) -> None:
     except ImportError:
         return
     observe_tick_to_order(max(0.0, seconds))
-
-
-# --- the band the ingest watches ------------------------------------------------------------
-
-
-def band_for(deps: Deps, position_id: int, now: datetime) -> PriceBand | None:
-    """Prices inside which trailing has nothing to do for the position; None: not watching."""
-    with unit_of_work() as session:
-        loaded = _load(session, position_id)
-        if loaded is None:
-            return None
-        position, row = loaded
-        tick = deps.exchange.rules(position.symbol).tick_size
-        return band(state_of(row, position), trailing_params(deps.settings), now, tick)
-
-
-def publish_band(
-    deps: Deps, exchange: str, symbol: str, position_id: int | None
-) -> PriceBand | None:
-    """Publish (or, with no active trailing position, withdraw) the symbol's trailing band."""
-    found = band_for(deps, position_id, deps.clock.now()) if position_id is not None else None
-    bands.publish(deps.redis, exchange, symbol, BAND_COMPONENT, found)
-    return found
 
 
 # --- a stop that fired on the exchange --------------------------------------------------------

@@ -87,9 +87,17 @@ def test_a_failed_close_keeps_the_position_active_and_protected(sim, deps):
 def test_zombie_sweep_runs_right_after_a_close_for_that_symbol(sim, deps):
     pid = opened(deps)
     # an order placed by hand on the same symbol: not the engine's, invisible to leftovers
-    sim.admin("POST", "/_sim/order", {"symbol": "BTCUSDT", "side": "SELL",
-                                      "type": "STOP_MARKET", "triggerPrice": "50000",
-                                      "closePosition": True})
+    sim.admin(
+        "POST",
+        "/_sim/order",
+        {
+            "symbol": "BTCUSDT",
+            "side": "SELL",
+            "type": "STOP_MARKET",
+            "triggerPrice": "50000",
+            "closePosition": True,
+        },
+    )
     sim.admin("POST", "/_sim/close_position", {"symbol": "BTCUSDT"})
     assert len(sim.state()["open_algo_orders"]) == 2
     assert settle_external_close(deps, pid, "closed_externally") is True

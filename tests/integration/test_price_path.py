@@ -28,6 +28,7 @@ from core.services.positions import NewPosition, create_position
 pytestmark = pytest.mark.integration
 EX = "binance"
 NOW_MS = 1_700_000_000_000
+NOW = datetime.fromtimestamp(NOW_MS / 1000, tz=UTC)
 
 
 def wait_for(probe, timeout=20.0, what="condition"):
@@ -99,11 +100,23 @@ def test_a_burst_outside_the_band_queues_one_task_that_sees_its_high_and_low(
     assert (window.high, window.low, window.last) == (max(burst), min(burst), burst[-1])
     assert window.ticks == 100
     assert window.first_tick_at.timestamp() * 1000 == NOW_MS
-    # the task took the window: the next tick outside queues again, from the last price on
+    # while the task runs (flag held), ticks only join its window: nothing else is queued
     stats, _ = run_gate(redis_url, redis_client, [[Mark("BTCUSDT", Decimal("61600"), NOW_MS)]])
-    assert stats.enqueued == 1 and queued_price_tasks(redis_client) == 2
+    assert stats.enqueued == 0 and queued_price_tasks(redis_client) == 1
+    # that tick is outside the band the run published: the run queues its successor
+    new_band = PriceBand(None, Decimal("61500"))
+    end = price_path.finish_window(redis_client, EX, "BTCUSDT", new_band, NOW, ttl_s=30)
+    assert end is price_path.RunEnd.SUCCESSOR
     window = price_path.take_window(redis_client, EX, "BTCUSDT")
-    assert (window.high, window.low) == (Decimal("61600"), burst[-1])
+    assert (window.high, window.low, window.ticks) == (Decimal("61600"), burst[-1], 1)
+    # a run whose window got no tick, or only ticks inside its new band, releases the flag
+    stats, _ = run_gate(redis_url, redis_client, [[Mark("BTCUSDT", Decimal("61650"), NOW_MS)]])
+    higher = PriceBand(None, Decimal("62000"))
+    end = price_path.finish_window(redis_client, EX, "BTCUSDT", higher, NOW, ttl_s=30)
+    assert end is price_path.RunEnd.RELEASED
+    assert window_ticks(redis_client, "BTCUSDT") == 0  # they changed nothing: forgotten
+    stats, _ = run_gate(redis_url, redis_client, [[Mark("BTCUSDT", Decimal("62100"), NOW_MS)]])
+    assert stats.enqueued == 1 and queued_price_tasks(redis_client) == 2
 
 
 class StreamThread:

@@ -38,11 +38,11 @@ def tick(redis_client, symbol, price, tick_ms=1_000):
     return redis_client.eval(price_path.TICK_SCRIPT, 2, *keys, str(price), tick_ms, 30_000)
 
 
-def move_to(sim, deps, symbol, price):
+def move_to(sim, deps, symbol, price, requeue=None):
     """The mark moves to ``price``; the ingest records it; the price task runs."""
     sim.set_price(symbol, str(price))
     tick(deps.redis, symbol, price)
-    return price_path.on_price(deps, EX, symbol)
+    return price_path.on_price(deps, EX, symbol, requeue)
 
 
 def live_stops(sim, symbol="BTCUSDT"):
@@ -136,25 +136,23 @@ def test_rate_limit_defers_a_move_and_the_deferred_move_happens_when_due(sim, ma
     assert live_triggers(sim) == [Decimal("60695")]
 
     clock.advance(seconds=1)
-    result = move_to(sim, deps, "BTCUSDT", "62000")
+    countdowns = []
+    result = move_to(sim, deps, "BTCUSDT", "62000", requeue=countdowns.append)
     assert live_triggers(sim) == [Decimal("60695")]  # held back by the rate limit
     assert trailing_row(pid).pending_stop == Decimal("61690")
     [limited] = events(pid, "trailing_stop_rate_limited")
     assert Decimal(limited.data["wanted_stop"]) == Decimal("61690")
     assert result.rerun_at == clock.now() + timedelta(seconds=9)
+    assert countdowns == [9.0]  # the task queued itself for when the move falls due
     band = bands.components(deps.redis, EX, "BTCUSDT")["trailing"]
     assert band.valid_until == result.rerun_at  # the ingest wakes the task from then on
-
-    countdowns = []
-    assert price_path.schedule_rerun(deps, EX, "BTCUSDT", result.rerun_at, countdowns.append)
-    assert countdowns == [9.0]
-    assert not price_path.claim_pending(deps.redis, EX, "BTCUSDT", 30)  # one pending task
+    assert tick(deps.redis, "BTCUSDT", "62100") == 0  # pending: ticks only join its window
 
     clock.advance(seconds=9)
-    price_path.on_price(deps, EX, "BTCUSDT")  # the scheduled re-run: no new tick
-    assert live_triggers(sim) == [Decimal("61690")]
+    price_path.on_price(deps, EX, "BTCUSDT")  # the scheduled re-run
+    assert live_triggers(sim) == [Decimal("61789.5")]  # 62100 * 0.995: it saw the later tick
     row = trailing_row(pid)
-    assert row.pending_stop is None and row.current_stop == Decimal("61690")
+    assert row.pending_stop is None and row.current_stop == Decimal("61789.5")
 
 
 def test_failure_to_place_the_new_stop_keeps_the_old_one_and_records_it(sim, fast):
@@ -352,10 +350,13 @@ def test_sweep_wakes_only_positions_no_tick_woke_and_those_without_a_band(sim, f
     with unit_of_work() as s:
         s.get(TrailingStop, stale).heartbeat_at = datetime.now(UTC) - timedelta(minutes=1)
     sent = []
+    since = sim.requests()["next"]
     report = price_path.sweep(fast, lambda ex, symbol: sent.append(symbol))
     assert report.watched == 3 and sorted(sent) == ["ETHUSDT", "SOLUSDT"]
     assert price_path.sweep(fast, lambda ex, symbol: sent.append(symbol)).queued == 0
     for symbol in sent:  # the queued tasks run
         price_path.on_price(fast, EX, symbol)
+    marks = [r for r in sim.requests(since)["requests"] if r["path"].endswith("premiumIndex")]
+    assert len(marks) == 1  # one batched read for the sweep, none per woken position
     assert trailing_row(unbanded).heartbeat_at is not None
     assert "trailing" in bands.components(fast.redis, EX, "SOLUSDT")
