@@ -8,6 +8,7 @@ command that needs them, so the engine itself stays free of both.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -161,6 +162,45 @@ def demo(
         raise typer.Exit(130) from None
     print_result(console, result)
     raise typer.Exit(0 if result.invariants.clean else 1)
+
+
+@app.command()
+def chaos(
+    duration: Annotated[float, typer.Option(min=30, help="Seconds of faults.")] = 600.0,
+    seed: Annotated[int, typer.Option(help="Seed of fault times, kinds and signals.")] = 1,
+    faults: Annotated[str, typer.Option(help="'all' or comma-separated fault kinds.")] = "all",
+    workers: Annotated[int, typer.Option(min=2)] = 3,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON here.")
+    ] = None,
+) -> None:
+    """Run the whole system under seeded faults, then audit it (core/harness/chaos.py).
+
+    Workers, the ingest, Redis and PostgreSQL are killed and restarted; the exchange fails,
+    lags and fills partially; signals repeat; positions and stops are changed by hand. Exit
+    code 0 only if every invariant holds afterwards. See docs/reliability.md.
+    """
+    from core.harness.chaos import FAULT_KINDS, print_result, run_chaos
+    from core.runtime.stack import StartupError
+
+    kinds = list(FAULT_KINDS) if faults == "all" else [k.strip() for k in faults.split(",")]
+    unknown = set(kinds) - set(FAULT_KINDS)
+    if unknown:
+        raise fail(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
+    settings = settings_or_exit()
+    try:
+        result = run_chaos(settings, duration, seed, kinds, workers, console.print)
+    except StartupError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print("interrupted; everything stopped")
+        raise typer.Exit(130) from None
+    print_result(console, result)
+    if json_path is not None:
+        import json
+
+        json_path.write_text(json.dumps(result.as_dict(), indent=2, default=str))
+    raise typer.Exit(0 if result.violations == 0 else 1)
 
 
 # --- single processes --------------------------------------------------------------------

@@ -54,6 +54,19 @@ class Supervisor:
         self.children.append(child)
         return child
 
+    def kill_and_restart(self, name: str) -> Child:
+        """SIGKILL the child ``name`` (and its group), then start it again with the same argv.
+
+        What a container runtime does after a crash; the chaos harness uses it to prove that
+        work interrupted by a kill -9 is recovered by the restarted (or another) process.
+        """
+        old = next(c for c in self.children if c.name == name)
+        _signal_group(old, signal.SIGKILL)
+        if old.proc is not None:
+            old.proc.wait(10)
+        self.children.remove(old)
+        return self.spawn(name, old.argv, stop_signal=old.stop_signal)
+
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` after the children stop (e.g. stop an embedded server)."""
         self.stop_callbacks.append(callback)

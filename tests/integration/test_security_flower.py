@@ -1,0 +1,66 @@
+"""Flower (which can revoke and inspect tasks) answers nobody without its basic-auth login."""
+
+import base64
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from core.runtime.embedded import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _status(url: str, auth: tuple[str, str] | None = None) -> int:
+    req = urllib.request.Request(url)  # noqa: S310 - loopback
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@pytest.fixture
+def flower(redis_url, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.update(
+        VIGIL_HOME=str(tmp_path),
+        VIGIL_REDIS_URL=redis_url,
+        VIGIL_FLOWER_PORT=str(port),
+        VIGIL_FLOWER_USER="ops",
+        VIGIL_FLOWER_PASSWORD="flower-pass-4e2a",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "flower"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            _status(url)
+            break
+        except OSError:
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def test_flower_refuses_requests_without_or_with_wrong_credentials_and_serves_the_right_ones(
+    flower,
+):
+    assert _status(flower) == 401
+    assert _status(flower + "api/workers") == 401
+    assert _status(flower, ("ops", "wrong")) == 401
+    assert _status(flower, ("ops", "flower-pass-4e2a")) == 200
