@@ -222,7 +222,9 @@ class Settings(BaseSettings):
     reconciliation_interval: float = Field(60, gt=0)
     zombie_interval: float = Field(120, gt=0)
     aged_interval: float = Field(60, gt=0)
-    recovery_interval: float = Field(60, gt=0)
+    recovery_interval: float = Field(
+        10, gt=0, description="Cadence of the sweep that drives interrupted openings on, s."
+    )
     orphan_cleanup_interval: float = Field(3600, gt=0)
     heartbeat_interval: float = Field(15, gt=0)
     event_retention_days: int = Field(90, ge=1, description="Events older than this are purged.")
@@ -230,6 +232,14 @@ class Settings(BaseSettings):
     event_retention_interval: float = Field(3600, gt=0)
     unprotected_alert_seconds: float = Field(60, gt=0)
     intermediate_state_grace_seconds: float = Field(120, gt=0)
+    intermediate_state_takeover_seconds: float = Field(
+        5,
+        gt=0,
+        description=(
+            "An opening past its entry (entry_placed, pending_sl, rollback) whose symbol lock "
+            "is free is taken over by recovery after this long, s."
+        ),
+    )
     protection_mark_buffer_percent: Decimal = Field(
         Decimal("0.5"),
         gt=0,

@@ -5,6 +5,14 @@ Runs at worker start and on a beat cadence. Each position left in ``pending_entr
 period is driven on by the same code as a fresh opening, which first asks the exchange what
 already happened (orders by client id, the position itself), then finishes the stop, rolls
 back, or marks it failed.
+
+Why two ages: from ``entry_placed`` on, an entry may be filled on the exchange with no stop
+yet, so waiting out the whole grace period would leave real money unprotected for minutes
+after a worker is killed mid-opening. Every step of an opening runs under the symbol lock,
+so such a position whose lock is free (its worker died and the lock's TTL ran out, or its
+task is waiting for a retry) is taken over after only ``intermediate_state_takeover_seconds``.
+``pending_entry`` keeps the full grace period: it may simply be queued behind a busy wave,
+and its entry is looked up by client id before anything is sent anyway.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE, PositionStatus
 from core.events import EventType, Severity, record
 from core.exchange.errors import ExchangeFailure
-from core.locks import LockNotAcquired
+from core.locks import LockNotAcquired, lock_key
 from core.services.deps import Deps
 from core.services.opening import open_position
 
@@ -31,24 +39,40 @@ class RecoveryReport:
     deferred: list[int] = field(default_factory=list)
 
 
+# States in which an entry may already be filled on the exchange without a stop.
+_EXPOSED = [PositionStatus.ENTRY_PLACED.value, PositionStatus.PENDING_SL.value]
+
+
 def interrupted_ids(deps: Deps, min_age_seconds: float) -> list[int]:
-    cutoff = deps.clock.now() - timedelta(seconds=min_age_seconds)
+    """Intermediate positions untouched for ``min_age_seconds``, plus exposed ones nobody drives.
+
+    An exposed position (see ``_EXPOSED``, or a rollback's ``closing``) is due after the
+    shorter takeover age when its symbol lock is free; one whose lock is held is being
+    worked on and is left to its holder.
+    """
+    now = deps.clock.now()
+    takeover = min(min_age_seconds, deps.settings.intermediate_state_takeover_seconds)
+    rollback = (Position.status == PositionStatus.CLOSING) & (Position.close_reason == "rollback")
     with unit_of_work() as session:
-        return list(
-            session.scalars(
-                select(Position.id)
-                .where(
-                    Position.exchange == deps.exchange_name,
-                    or_(
-                        Position.status.in_([s.value for s in INTERMEDIATE]),
-                        (Position.status == PositionStatus.CLOSING)
-                        & (Position.close_reason == "rollback"),
-                    ),
-                    Position.updated_at <= cutoff,
-                )
-                .order_by(Position.id)
+        rows = session.execute(
+            select(Position.id, Position.symbol, Position.updated_at)
+            .where(
+                Position.exchange == deps.exchange_name,
+                or_(Position.status.in_([s.value for s in INTERMEDIATE]), rollback),
+                or_(
+                    Position.updated_at <= now - timedelta(seconds=min_age_seconds),
+                    or_(Position.status.in_(_EXPOSED), rollback)
+                    & (Position.updated_at <= now - timedelta(seconds=takeover)),
+                ),
             )
-        )
+            .order_by(Position.id)
+        ).all()
+    grace_cutoff = now - timedelta(seconds=min_age_seconds)
+    return [
+        position_id
+        for position_id, symbol, updated_at in rows
+        if updated_at <= grace_cutoff or not deps.redis.exists(lock_key(deps.exchange_name, symbol))
+    ]
 
 
 def recover_interrupted(deps: Deps, min_age_seconds: float | None = None) -> RecoveryReport:

@@ -6,15 +6,17 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from core.db.models import Position
 from core.db.session import unit_of_work
 from core.domain.positions import PositionStatus
 from core.exchange.client_ids import client_order_id
+from core.locks import symbol_lock
 from core.services.positions import NewPosition, create_position
 from core.services.recovery import recover_interrupted
 
@@ -78,8 +80,42 @@ def test_filled_position_without_stop_is_protected(sim, deps):
 
 
 def test_young_interrupted_positions_are_left_to_their_task(sim, deps):
-    put_position("pending_sl", quantity=Decimal("0.1"), entry_price=Decimal("3000"))
+    put_position("pending_entry", requested_quantity=Decimal("0.01"))
     assert recover_interrupted(deps, min_age_seconds=3600).examined == 0
+
+
+def _backdate(pid: int, seconds: float) -> None:
+    with unit_of_work() as s:
+        s.execute(
+            update(Position)
+            .where(Position.id == pid)
+            .values(updated_at=func.now() - timedelta(seconds=seconds))
+        )
+
+
+def test_exposed_opening_whose_lock_is_held_is_left_to_its_holder(sim, deps):
+    deps.exchange.create_market_order("ETHUSDT", "buy", Decimal("0.1"), "manual-2")
+    p = put_position(
+        "pending_sl", symbol="ETHUSDT", quantity=Decimal("0.1"), entry_price=Decimal("3000")
+    )
+    _backdate(p.id, 60)
+    with symbol_lock(deps.redis, "binance", "ETHUSDT", token_source=deps.fence_token):
+        assert recover_interrupted(deps, min_age_seconds=3600).examined == 0
+    assert status_of(p.id) == "pending_sl"
+
+
+def test_exposed_opening_nobody_drives_is_taken_over_before_the_grace(sim, deps):
+    """A filled entry without a stop whose worker died: recovery takes it as soon as the
+    lock is free, not after the whole grace period."""
+    deps.exchange.create_market_order("ETHUSDT", "buy", Decimal("0.1"), "manual-3")
+    p = put_position(
+        "pending_sl", symbol="ETHUSDT", quantity=Decimal("0.1"), entry_price=Decimal("3000")
+    )
+    _backdate(p.id, deps.settings.intermediate_state_takeover_seconds + 1)
+    report = recover_interrupted(deps, min_age_seconds=3600)
+    assert report.examined == 1
+    assert status_of(p.id) == "active"
+    assert len(open_stops(sim, "ETHUSDT")) == 1
 
 
 @pytest.fixture
