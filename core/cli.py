@@ -338,6 +338,7 @@ def ingest(
     """
     settings = settings_or_exit()
     from kombu.exceptions import OperationalError as BrokerUnreachable
+    from redis.exceptions import RedisError
 
     from core.ingest.context import EnqueueFailed, IngestContext
     from core.ingest.process import main as run_ingest
@@ -353,7 +354,7 @@ def ingest(
     def enqueue(task: str, args: list[object]) -> None:
         try:
             celery.send_task(task, args=list(args))
-        except BrokerUnreachable as exc:
+        except (BrokerUnreachable, RedisError, OSError) as exc:
             raise EnqueueFailed(str(exc)) from exc
 
     raise typer.Exit(run_ingest(IngestContext(settings, name, enqueue)))

@@ -6,8 +6,8 @@ It runs a few independent components side by side and stops them all on SIGTERM/
   is set;
 - ``waves``: the wave dispatcher (core/ingest/wave_dispatch.py);
 - ``heartbeat``: the ``heartbeats`` row ``ingest:<exchange>`` every VIGIL_HEARTBEAT_INTERVAL;
-- ``prices``: the exchange price stream, when ``core/ingest/prices.py`` exists and exposes
-  ``async def run_price_stream(settings, stop_event) -> None``.
+- ``prices``: the exchange's mark-price and user-data streams (core/ingest/prices.py),
+  which queue price tasks when a tick leaves a position's band.
 
 A component is just ``async def run(stop_event) -> None``; to add one, add it to
 ``components()``. A component that returns ends quietly; one that raises stops the whole
@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
-import inspect
 import logging
 import os
 import signal
@@ -32,17 +29,16 @@ from typing import Any
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from core.config import Settings
 from core.db.session import unit_of_work
 from core.events import EventType, Severity, record
 from core.ingest.context import IngestContext
+from core.ingest.prices import run_price_stream
 from core.ingest.signal_client import SignalClient
 from core.ingest.wave_dispatch import WaveDispatcher
 from core.services import heartbeat
 
 log = logging.getLogger(__name__)
 
-PRICE_STREAM_MODULE = "core.ingest.prices"
 STOP_GRACE_SECONDS = 5.0
 
 Run = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -63,23 +59,12 @@ def components(ctx: IngestContext, *, price_stream: bool = True) -> list[Compone
         log.warning("VIGIL_SIGNAL_URL is not set: no signal socket in this ingest")
     found.append(Component("waves", WaveDispatcher(ctx).run))
     found.append(Component("heartbeat", lambda stop: run_heartbeat(ctx, stop)))
-    run_prices = _price_stream() if price_stream else None
-    if run_prices is not None:
-        settings = ctx.settings
-        found.append(Component("prices", lambda stop: run_prices(settings, stop)))
+    if price_stream:
+        settings, enqueue = ctx.settings, ctx.enqueue
+        found.append(
+            Component("prices", lambda stop: run_price_stream(settings, stop, enqueue=enqueue))
+        )
     return found
-
-
-def _price_stream() -> Callable[[Settings, asyncio.Event], Coroutine[Any, Any, None]] | None:
-    """``core.ingest.prices.run_price_stream`` if that module exists (it is optional)."""
-    if importlib.util.find_spec(PRICE_STREAM_MODULE) is None:
-        return None
-    module = importlib.import_module(PRICE_STREAM_MODULE)  # its own import errors surface
-    run = getattr(module, "run_price_stream", None)
-    if run is None or not inspect.iscoroutinefunction(run):
-        log.warning("%s has no `async def run_price_stream`; not started", PRICE_STREAM_MODULE)
-        return None
-    return run
 
 
 async def run_heartbeat(ctx: IngestContext, stop: asyncio.Event) -> None:

@@ -68,17 +68,31 @@ def test_a_finished_component_leaves_the_others_running_until_stop(clean_db):
     assert stopped == ["a"]
 
 
-def test_the_price_stream_joins_when_its_module_exposes_it(clean_db, monkeypatch):
-    ctx = IngestContext(load_settings(signal_url=None), "binance", lambda *_: None)
-    monkeypatch.setattr(process, "PRICE_STREAM_MODULE", "core.ingest.no_such_module")
-    assert [c.name for c in components(ctx)] == ["waves", "heartbeat"]
-    monkeypatch.setattr(process, "PRICE_STREAM_MODULE", "core.ingest.backoff")  # no function
-    assert [c.name for c in components(ctx)] == ["waves", "heartbeat"]
-    monkeypatch.setattr(process, "PRICE_STREAM_MODULE", "tests.integration.test_ingest_process")
-    assert [c.name for c in components(ctx)] == ["waves", "heartbeat", "prices"]
+def test_the_price_stream_runs_with_the_ingests_own_task_sender(clean_db, monkeypatch):
+    """The price stream queues through the ingest's ``enqueue`` (no Celery import in core)."""
+    sent: list[tuple[str, list[object]]] = []
+    ctx = IngestContext(
+        load_settings(signal_url=None), "binance", lambda name, args: sent.append((name, args))
+    )
+    seen: dict[str, object] = {}
+
+    async def fake_stream(settings, stop_event, enqueue=None) -> None:
+        seen["settings"] = settings
+        enqueue("vigil.stops.on_price", ["binance", "BTCUSDT"])
+        await stop_event.wait()
+
+    monkeypatch.setattr(process, "run_price_stream", fake_stream)
+    parts = components(ctx)
+    assert [c.name for c in parts] == ["waves", "heartbeat", "prices"]
     assert [c.name for c in components(ctx, price_stream=False)] == ["waves", "heartbeat"]
 
+    async def run_prices() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(parts[-1].run(stop))
+        await asyncio.sleep(0.05)
+        stop.set()
+        await task
 
-async def run_price_stream(settings, stop_event) -> None:
-    """Stands in for core.ingest.prices in the test above."""
-    await stop_event.wait()
+    asyncio.run(run_prices())
+    assert seen["settings"] is ctx.settings
+    assert sent == [("vigil.stops.on_price", ["binance", "BTCUSDT"])]
