@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from tasks.app import app
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -16,6 +20,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class Retryable(Exception):
     """Raised by a task when the work may succeed later (network, rate limit, lock busy)."""
+
+
+INFRA_TRANSIENT: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+"""PostgreSQL or Redis unreachable for a moment (a restart, a failover): every step the
+engine takes is idempotent, so a task interrupted by one is simply run again."""
 
 
 def vigil_task(

@@ -6,12 +6,12 @@ from core.exchange.errors import Retryable as ExchangeRetryable
 from core.locks import LockNotAcquired
 from core.services.deps import get_deps
 from core.services.opening import open_position
-from tasks.base import Retryable, vigil_task
+from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
 
 
 @vigil_task(
     "orders.open_position",
-    retry_on=(Retryable, ExchangeRetryable, LockNotAcquired),
+    retry_on=(Retryable, ExchangeRetryable, LockNotAcquired, *INFRA_TRANSIENT),
     max_retries=8,
 )
 def open_position_task(position_id: int) -> str:

@@ -11,16 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from celery import chain
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.exchange.errors import Retryable as ExchangeRetryable
 from core.services import waves
 from core.services.deps import get_deps
 from tasks.app import app
-from tasks.base import Retryable, vigil_task
+from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
 
 OPEN_POSITION_TASK = "vigil.orders.open_position"
-RETRY_ON = (Retryable, ExchangeRetryable, OperationalError, InterfaceError)
+RETRY_ON = (Retryable, ExchangeRetryable, *INFRA_TRANSIENT)
 
 
 def launcher(wave_id: int) -> waves.Launch:

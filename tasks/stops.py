@@ -13,9 +13,9 @@ from core.locks import LockLost, LockNotAcquired
 from core.services import price_path
 from core.services.deps import get_deps
 from core.services.trailing import settle_stop_triggered
-from tasks.base import Retryable, vigil_task
+from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
 
-_TRANSIENT = (Retryable, ExchangeRetryable, LockNotAcquired, LockLost)
+_TRANSIENT = (Retryable, ExchangeRetryable, LockNotAcquired, LockLost, *INFRA_TRANSIENT)
 
 
 @vigil_task("stops.on_price", retry_on=_TRANSIENT, max_retries=5, backoff_max=5)

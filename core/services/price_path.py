@@ -28,7 +28,7 @@ silence a symbol for ever).
 
 from __future__ import annotations
 
-import importlib
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -38,17 +38,21 @@ from enum import IntEnum
 from typing import Any
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db.models import Position, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
-from core.domain.positions import PositionStatus
+from core.domain.positions import TERMINAL, PositionStatus
 from core.domain.trailing import PriceWindow
 from core.exchange import errors
 from core.locks import HeldLock, LockLost, LockNotAcquired
-from core.services import bands, trailing
-from core.services.closing import lock_for
+from core.services import aged, bands, trailing
+from core.services.closing import lock_for, sweep_after_close
 from core.services.deps import Deps
 from core.services.positions import open_position_for
 
@@ -237,32 +241,25 @@ def release_pending(client: redis.Redis, exchange: str, symbol: str) -> None:
     client.delete(pending_key(exchange, symbol))
 
 
-def _reactions() -> tuple[Reaction, ...]:
-    """Trailing first; the aged-position close joins when ``core.services.aged`` has it."""
-    found: list[Reaction] = [trailing.react]
-    try:
-        aged = importlib.import_module("core.services.aged")
-    except ImportError:
-        return tuple(found)
-    react = getattr(aged, "react", None)
-    if callable(react):
-        found.append(react)
-    return tuple(found)
-
-
-REACTIONS: tuple[Reaction, ...] = _reactions()
+REACTIONS: tuple[Reaction, ...] = (trailing.react, aged.react)
+"""Trailing first (it may move the stop); then the aged close, which re-reads the position."""
 
 
 @dataclass(frozen=True)
 class PriceTaskResult:
     """What one price run did; ``rerun_at``: queued again for then (a deferred move falls
-    due); ``successor``: queued again now (ticks during the run mattered)."""
+    due); ``successor``: queued again now (ticks during the run mattered); ``closed``: a
+    reaction closed the position (an aged close), so the symbol's zombie pass is due."""
 
     position_id: int | None
     window: TickWindow | None
     rerun_at: datetime | None = None
     successor: bool = False
+    closed: bool = False
 
+
+_STORES_DOWN = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
+"""PostgreSQL or Redis gone for a moment: the task retries, like a busy lock."""
 
 Requeue = Callable[[float], None]
 """Queue this symbol's price task to run in N seconds (the task layer's ``apply_async``)."""
@@ -286,14 +283,18 @@ def on_price(
         window = fresh_window(deps, taken, symbol)
         with lock_for(deps, exchange, symbol) as held:
             result = react_locked(deps, held, exchange, symbol, window)
-    except (LockNotAcquired, LockLost, errors.Retryable):
+    except (LockNotAcquired, LockLost, errors.Retryable, *_STORES_DOWN):
         if taken is not None:
-            restore_window(deps.redis, exchange, symbol, taken, ttl)
+            with contextlib.suppress(RedisError):  # Redis down: the retry reads the mark
+                restore_window(deps.redis, exchange, symbol, taken, ttl)
         raise  # the retry carries the window; the flag stays held for it
     except BaseException:
         release_pending(deps.redis, exchange, symbol)
         raise
-    return _end_run(deps, exchange, symbol, result, requeue)
+    result = _end_run(deps, exchange, symbol, result, requeue)
+    if result.closed:  # outside the lock, like every close path's zombie pass
+        sweep_after_close(deps, symbol)
+    return result
 
 
 def _end_run(
@@ -368,7 +369,10 @@ def react_locked(
             failures.append(exc)
     if failures:
         raise failures[0]
-    return PriceTaskResult(position.id, window)
+    with unit_of_work() as session:
+        status = session.scalar(select(Position.status).where(Position.id == position.id))
+    closed = status is not None and PositionStatus(status) in TERMINAL
+    return PriceTaskResult(position.id, window, closed=closed)
 
 
 def _rerun_at(deps: Deps, band: PriceBand | None, now: datetime) -> datetime | None:

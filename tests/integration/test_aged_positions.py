@@ -377,6 +377,20 @@ def test_the_price_task_runs_the_aged_reaction_and_closes_at_the_target(sim, tim
     price_path.on_price(deps, "binance", "BTCUSDT")
     assert position(pid).status == "active" and aged_row(pid) is not None
     sim.set_price("BTCUSDT", "60060")
+    sim.admin(  # a take-profit placed by hand: a zombie once the position is gone
+        "POST",
+        "/_sim/order",
+        {
+            "symbol": "BTCUSDT",
+            "side": "SELL",
+            "type": "LIMIT",
+            "price": "90000",
+            "quantity": "0.001",
+            "reduceOnly": True,
+        },
+    )
     price_path.on_price(deps, "binance", "BTCUSDT")
     assert position(pid).status == "closed" and position(pid).close_reason == "aged"
     assert aged_row(pid) is None and aged_band(deps, "BTCUSDT") is None
+    # the close's zombie pass ran for the symbol once the lock was released
+    assert [o for o in sim.state()["open_orders"] if o["symbol"] == "BTCUSDT"] == []

@@ -15,6 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from core.config import get_settings, load_settings
 from core.db.models import Event, Position, TrailingStop
@@ -117,6 +118,25 @@ def test_a_burst_outside_the_band_queues_one_task_that_sees_its_high_and_low(
     assert window_ticks(redis_client, "BTCUSDT") == 0  # they changed nothing: forgotten
     stats, _ = run_gate(redis_url, redis_client, [[Mark("BTCUSDT", Decimal("62100"), NOW_MS)]])
     assert stats.enqueued == 1 and queued_price_tasks(redis_client) == 2
+
+
+def test_a_database_outage_during_a_run_keeps_its_window_and_flag_for_the_retry(
+    sim, deps, redis_url, redis_client, monkeypatch
+):
+    bands.publish(redis_client, EX, "BTCUSDT", "trailing", PriceBand(None, Decimal("61000")))
+    frames = [[Mark("BTCUSDT", Decimal(61100 + i), NOW_MS + i)] for i in range(5)]
+    stats, _ = run_gate(redis_url, redis_client, frames)
+    assert stats.enqueued == 1
+
+    def database_gone(*_args, **_kw):
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(price_path, "react_locked", database_gone)
+    with pytest.raises(OperationalError):
+        price_path.on_price(deps, EX, "BTCUSDT")
+    assert redis_client.exists(price_path.pending_key(EX, "BTCUSDT"))  # no second task queued
+    window = price_path.take_window(redis_client, EX, "BTCUSDT")
+    assert (window.high, window.low, window.ticks) == (Decimal(61104), Decimal(61100), 5)
 
 
 class StreamThread:
