@@ -185,7 +185,14 @@ class EventContext:
     correlation_id: str | None = None
 
 
+def _text(value: str) -> str:
+    """PostgreSQL's text and jsonb cannot hold NUL; a hostile frame must still be recorded."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime | date):
@@ -193,10 +200,14 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {_text(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_jsonable(v) for v in value]
     return value
+
+
+def _optional_text(value: str | None) -> str | None:
+    return None if value is None else _text(value)
 
 
 def record(
@@ -222,10 +233,12 @@ def record(
         type=event_type.value,
         severity=severity.value,
         exchange=exchange if exchange is not None else ctx.exchange,
-        symbol=symbol if symbol is not None else ctx.symbol,
+        symbol=_optional_text(symbol if symbol is not None else ctx.symbol),
         position_id=position_id if position_id is not None else ctx.position_id,
-        order_id=order_id,
-        correlation_id=correlation_id if correlation_id is not None else ctx.correlation_id,
+        order_id=_optional_text(order_id),
+        correlation_id=_optional_text(
+            correlation_id if correlation_id is not None else ctx.correlation_id
+        ),
         data=json.loads(json.dumps(_jsonable(data))),
     )
     session.add(event)
