@@ -8,9 +8,11 @@ What it fixes, each through the service that owns the fix (nothing is re-impleme
 - orphan orders -> cancelled through the adapter under the symbol's lock, after re-checking
   inside the lock that the order is still an orphan (its position still terminal or unknown,
   or still no exchange position on the symbol). Orders of a terminal position go through
-  ``closing.cancel_leftovers``, the close path's own leftover cancel. (No zombie-order
-  service existed when this was written; this is the minimal part the checker needs. The
-  guardian's zombie classification is broader: wrong side, would flip, surplus stops.)
+  ``closing.cancel_leftovers``, the close path's own leftover cancel. Cleanup acts on
+  exactly the orders the checker reported, so the report and the actions match line by
+  line; the zombie guardian (``zombies.cleanup_zombies``, run by hand with
+  ``vigil task vigil.maintenance.zombie_cleanup``) judges more (wrong position index,
+  would flip, stale entries) on its own cadence.
 
 What it reports but leaves alone, with the command that handles it: duplicates, unprotected
 positions, DB/exchange mismatches (reconciliation and protection decide those, under their
