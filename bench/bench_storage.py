@@ -18,38 +18,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-import redis
+from common import Workers, bench_env, pct
 from sqlalchemy import text
 
-from core.clock import SYSTEM_CLOCK
-from core.config import get_settings, load_settings
-from core.db import migrate
-from core.db import session as db_session
+from core.config import get_settings
 from core.db.session import unit_of_work
 from core.events import EventContext, EventType, record
-from core.exchange.adapter import ExchangeAdapter
-from core.exchange.factory import build_exchange
-from core.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from core.runtime.endpoints import embedded_database_url, embedded_redis_url
 from core.services.closing import close_position
 from core.services.deps import Deps
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
-from sim.runner import SimServer
 from sim.state import SimOptions
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def bench_events(n: int) -> None:
@@ -66,7 +48,8 @@ def bench_events(n: int) -> None:
     )
 
     batch = 50
-    with_events, without = [], []
+    with_events: list[float] = []
+    without: list[float] = []
     for i in range(n // batch):
         for target, count in ((with_events, batch), (without, 0)):
             started = time.perf_counter()
@@ -101,7 +84,7 @@ def table_bytes() -> int:
         )
 
 
-def bench_lifecycles(deps: Deps, n: int, sim: SimServer) -> None:
+def bench_lifecycles(deps: Deps, n: int) -> None:
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT"]
     before_rows = table_bytes()
     with unit_of_work() as s:
@@ -129,24 +112,8 @@ def bench_lifecycles(deps: Deps, n: int, sim: SimServer) -> None:
 
 
 def bench_pings(env: dict[str, str], n: int) -> None:
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "core.cli",
-            "worker",
-            "--queues",
-            "stops",
-            "--concurrency",
-            "1",
-            "--name",
-            "bench",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    workers = Workers(env)
+    workers.start(1, "stops")
     try:
         from tasks.app import create_app
 
@@ -164,8 +131,7 @@ def bench_pings(env: dict[str, str], n: int) -> None:
             f"p50 {pct(rtts, 0.5) * 1e3:.1f} ms  p99 {pct(rtts, 0.99) * 1e3:.1f} ms  ({n} tasks)"
         )
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)
+        workers.stop()
 
 
 def main() -> None:
@@ -175,35 +141,11 @@ def main() -> None:
     parser.add_argument("--pings", type=int, default=300)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
-    pg = EmbeddedPostgres(home / "pg" / "data", free_port())
-    rds = EmbeddedRedis(home / "redis", free_port(), persist=False)
-    pg.start()
-    rds.start()
-    sim = SimServer(SimOptions(seed=1, scenario="frozen", tick_interval=1.0)).start()
-    try:
-        url = embedded_database_url(pg.port)
-        migrate.upgrade(url)
-        db_session.configure(url)
-        env = dict(
-            os.environ,
-            VIGIL_DATABASE_URL=url,
-            VIGIL_REDIS_URL=embedded_redis_url(rds.port),
-            VIGIL_HOME=str(home),
-        )
-        os.environ.update(env)
-        get_settings.cache_clear()
+    with bench_env(SimOptions(seed=1, scenario="frozen", tick_interval=1.0)) as env:
         print(f"machine: {os.cpu_count()} cores; embedded PostgreSQL 18 (fsync on)")
         bench_events(args.events)
-        settings = load_settings(exchange_url=sim.url)
-        client = build_exchange("paper", url=sim.url, api_key="paper", api_secret="paper")
-        deps = Deps(settings, ExchangeAdapter(client), redis.Redis(port=rds.port), SYSTEM_CLOCK)
-        bench_lifecycles(deps, args.lifecycles, sim)
-        bench_pings(env, args.pings)
-    finally:
-        sim.stop()
-        rds.stop()
-        pg.stop()
+        bench_lifecycles(env.deps(), args.lifecycles)
+        bench_pings(env.env, args.pings)
 
 
 if __name__ == "__main__":
