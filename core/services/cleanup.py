@@ -11,7 +11,7 @@ What it fixes, each through the service that owns the fix (nothing is re-impleme
   ``closing.cancel_leftovers``, the close path's own leftover cancel. Cleanup acts on
   exactly the orders the checker reported, so the report and the actions match line by
   line; the zombie guardian (``zombies.cleanup_zombies``, run by hand with
-  ``vigil task vigil.maintenance.zombie_cleanup``) judges more (wrong position index,
+  ``vigil task zombie_cleanup``) judges more (wrong position index,
   would flip, stale entries) on its own cadence.
 
 What it reports but leaves alone, with the command that handles it: duplicates, unprotected
@@ -47,7 +47,8 @@ FIXABLE = {
 }
 LEFT_TO = {
     ViolationKind.DUPLICATE_POSITION: "resolve by hand: reconciliation refuses to guess",
-    ViolationKind.UNPROTECTED_POSITION: "protection places a stop: vigil task protection",
+    ViolationKind.UNPROTECTED_POSITION: "protection places a stop: vigil task protection_check",
+    ViolationKind.SURPLUS_STOP: "protection cancels the extra stop: vigil task protection_check",
     ViolationKind.POSITION_MISMATCH: "reconciliation settles it: vigil task reconciliation",
     ViolationKind.MISSING_TRANSITION_EVENT: "a bug in a status path: report it",
 }

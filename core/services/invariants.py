@@ -54,6 +54,7 @@ from core.services.deps import Deps
 class ViolationKind(StrEnum):
     DUPLICATE_POSITION = "duplicate_position"
     UNPROTECTED_POSITION = "unprotected_position"
+    SURPLUS_STOP = "surplus_stop"
     STALE_OPENING = "stale_opening"
     ORPHAN_ORDER = "orphan_order"
     ORPHAN_TRAILING = "orphan_trailing"
@@ -237,6 +238,39 @@ def find_stale_openings(
         for row in rows
         if row.in_flight and now - row.updated_at > grace
     ]
+
+
+def find_surplus_stops(
+    rows: Iterable[PositionRow],
+    orders: Sequence[ExchangeOrder],
+    exchange_positions: Sequence[ExchangePosition],
+) -> list[Violation]:
+    """Active positions with more than one live stop: each should have exactly one.
+
+    Two stops would each close the position, and the second one would then open a
+    position in the other direction if it is not reduce-only on every venue. A trailing
+    move places the new stop before cancelling the old one, so a check that lands inside
+    that instant sees two; a surplus that outlives the protection interval is real.
+    """
+    on_exchange = {(p.symbol, p.side.value): p for p in exchange_positions}
+    found: list[Violation] = []
+    for row in rows:
+        ex = on_exchange.get((row.symbol, row.side))
+        if row.status != PositionStatus.ACTIVE or ex is None:
+            continue
+        stops = stops_for(ex, orders)
+        if len(stops) > 1:
+            found.append(
+                Violation(
+                    ViolationKind.SURPLUS_STOP,
+                    f"{row.side} {ex.quantity} has {len(stops)} live stops "
+                    f"({', '.join(sorted(str(o.trigger_price) for o in stops))})",
+                    exchange=row.exchange,
+                    symbol=row.symbol,
+                    position_id=row.id,
+                )
+            )
+    return found
 
 
 def find_orphan_orders(
@@ -592,6 +626,7 @@ def _check(deps: Deps, session: Session, now: datetime) -> InvariantReport:
     errors = (ex.error,) if ex.error else ()
     if ex.error is None:
         violations += find_unprotected(open_rows, ex.orders, ex.positions)
+        violations += find_surplus_stops(open_rows, ex.orders, ex.positions)
         owner_ids = [p.position_id for o in ex.orders if (p := parse_client_id(o.client_id))]
         busy = frozenset(r.symbol for r in open_rows if r.in_flight and now - r.updated_at <= grace)
         violations += find_orphan_orders(

@@ -65,6 +65,16 @@ def test_a_stop_smaller_than_the_position_is_unprotected(sim, deps):
     assert K.POSITION_MISMATCH in kinds(report)  # the quantity differs from the DB's too
 
 
+def test_a_second_live_stop_on_a_position_is_a_surplus(sim, deps):
+    pid = opened(deps)
+    qty = stop_of(sim)["quantity"]
+    deps.exchange.create_stop("BTCUSDT", "sell", Decimal(qty), Decimal("50000"), "extra-1")
+    report = check_invariants(deps)
+    assert kinds(report) == {K.SURPLUS_STOP}
+    [v] = report.violations
+    assert v.position_id == pid and "2 live stops" in v.detail
+
+
 def test_an_opening_stuck_past_its_grace_is_stale(sim, deps):
     with unit_of_work() as s:
         p = create_position(s, NewPosition("binance", "SOLUSDT", "long"))
