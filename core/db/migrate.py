@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -11,6 +12,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, pool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Alembic announces each of its plugins at INFO on every run; the migrations' own lines stay.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 class SchemaNotCurrent(RuntimeError):
