@@ -109,8 +109,34 @@ async def tick(request: web.Request, state: SimState) -> Any:
     if not isinstance(count, int) or not 1 <= count <= 100_000:
         raise errors.illegal("count")
     for _ in range(count):
-        state.tick()
+        state.step()
     return {"ticks": state.prices.ticks, "prices": _prices(state)}
+
+
+def _clock(state: SimState) -> dict[str, Any]:
+    return {
+        "paused": state.paused,
+        "ticks": state.prices.ticks,
+        "tick_interval": state.options.tick_interval,
+    }
+
+
+async def get_clock(request: web.Request, state: SimState) -> Any:
+    return _clock(state)
+
+
+async def set_clock(request: web.Request, state: SimState) -> Any:
+    """Stop or restart the wall-clock ticks; `/_sim/tick` still steps prices while stopped.
+
+    A test that compares ticks or price paths stops the clock first, so no tick of the
+    background loop lands between its calls (it does on a loaded machine).
+    """
+    body = await _body(request)
+    paused = body.get("paused")
+    if not isinstance(paused, bool):
+        raise errors.illegal("paused")
+    state.paused = paused
+    return _clock(state)
 
 
 async def open_position(request: web.Request, state: SimState) -> Any:
@@ -271,6 +297,7 @@ async def ws_stats(request: web.Request, state: SimState) -> Any:
             {
                 "streams": sorted(c.streams.values()),
                 "user": c.listen_key is not None,
+                "listen_key": c.listen_key,
                 "sent": c.sent,
                 "dropped": c.dropped,
                 "queued": c.queue.qsize(),
@@ -285,6 +312,8 @@ ADMIN_ROUTES = (
     ("POST", "/_sim/path", set_path),
     ("POST", "/_sim/volatility", set_volatility),
     ("POST", "/_sim/tick", tick),
+    ("GET", "/_sim/clock", get_clock),
+    ("POST", "/_sim/clock", set_clock),
     ("GET", "/_sim/prices", get_prices),
     ("POST", "/_sim/open_position", open_position),
     ("POST", "/_sim/close_position", close_position),

@@ -9,10 +9,12 @@ simulator's state is only ever touched from its own loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from typing import Any, Self
 
 from aiohttp import web
@@ -147,6 +149,26 @@ class SimServer(ThreadedApp):
 
     def requests(self, since: int = 0) -> Any:
         return self.admin("GET", f"/_sim/requests?since={since}")
+
+    def tick(self, count: int = 1) -> Any:
+        """Advance prices `count` ticks now: `{"ticks": total since reset, "prices": {...}}`."""
+        return self.admin("POST", "/_sim/tick", {"count": count})
+
+    def clock(self, paused: bool | None = None) -> Any:
+        """Read the clock, or stop (`paused=True`) / restart the wall-clock ticks."""
+        if paused is None:
+            return self.admin("GET", "/_sim/clock")
+        return self.admin("POST", "/_sim/clock", {"paused": paused})
+
+    @contextlib.contextmanager
+    def paused_clock(self) -> Iterator[Self]:
+        """Prices move only by `tick()` (and by hand) inside the block; restored after it."""
+        before = self.clock()["paused"]
+        self.clock(paused=True)
+        try:
+            yield self
+        finally:
+            self.clock(paused=before)
 
 
 class AdminError(Exception):

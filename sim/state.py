@@ -38,6 +38,9 @@ class SimOptions:
     #: Which exchange this instance speaks: "binance" (USD-M, /fapi) or "bybit" (v5 linear,
     #: sim/bybit). One instance is one venue account; run two for both dialects.
     dialect: str = "binance"
+    #: Start with the clock stopped: the tick loop keeps pushing marks but prices only move
+    #: by `POST /_sim/tick` (and by hand). Switched at run time with `POST /_sim/clock`.
+    paused: bool = False
 
 
 def _scenario(options: SimOptions) -> tuple[float, list[ReplayRow] | None]:
@@ -62,6 +65,9 @@ class SimState:
         self.log = RequestLog()
         self.listen_keys: set[str] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: Clock stopped: `tick` (the server's tick loop) holds prices, `step` still moves
+        #: them. Configuration, not account state: it survives `reset`.
+        self.paused = options.paused
         self.reset()
 
     def reset(self, seed: int | None = None, balance: Decimal | None = None) -> None:
@@ -87,6 +93,13 @@ class SimState:
         return key
 
     def tick(self) -> list[str]:
+        """One tick of the wall clock (the server's tick loop); nothing moves while paused."""
+        if self.paused:
+            return []
+        return self.step()
+
+    def step(self) -> list[str]:
+        """Advance prices one tick now, paused or not (`POST /_sim/tick`)."""
         changed = self.prices.tick()
         self.engine.on_prices(changed)
         return changed

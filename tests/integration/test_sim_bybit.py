@@ -589,4 +589,6 @@ def test_admin_acts_by_hand_in_bybit_terms(bybit_sim: Any, bybit_exchange: Any) 
     assert bybit_sim.state()["positions"] == []
     snapshot = bybit_sim.admin("GET", "/_sim/snapshot")
     assert len(snapshot["trades"]) == 2 and snapshot["config"]["dialect"] == "bybit"
-    assert bybit_sim.admin("POST", "/_sim/tick", {"count": 3})["ticks"] == 3
+    with bybit_sim.paused_clock():  # no wall-clock tick may land between these two reads
+        start = bybit_sim.clock()["ticks"]
+        assert bybit_sim.admin("POST", "/_sim/tick", {"count": 3})["ticks"] == start + 3

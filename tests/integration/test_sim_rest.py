@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 from typing import Any
 
 import ccxt
 import pytest
 
+from sim.runner import AdminError
 from tests.fixtures.sim import (  # noqa: F401 - fixtures
     _paper_session_exchange,
     paper_exchange,
@@ -321,18 +323,50 @@ def test_request_log_records_weights_and_clears(sim: Any, paper_exchange: Any) -
     assert sim.requests()["requests"] == []
 
 
+def price_path(sim: Any, ticks: int, seed: int | None = None) -> list[dict[str, str]]:
+    """Prices after each of `ticks` ticks from a reset, indexed by tick (clock stopped)."""
+    sim.reset(**({} if seed is None else {"seed": seed}))
+    sim.admin("POST", "/_sim/volatility", {"volatility": 2.0})
+    path = []
+    for index in range(1, ticks + 1):
+        moved = sim.tick()
+        assert moved["ticks"] == index  # no tick but ours: the wall clock is stopped
+        path.append(moved["prices"])
+    return path
+
+
 def test_same_seed_same_prices(sim: Any) -> None:
+    try:
+        with sim.paused_clock():
+            first = price_path(sim, 50)
+            assert first[0] != first[-1]  # the walk moves
+            assert price_path(sim, 50) == first
+            other = price_path(sim, 50, seed=8)
+            assert other[-1] != first[-1]
+            assert price_path(sim, 50, seed=7) == first
+    finally:
+        sim.reset(seed=7)
+
+
+def test_paused_clock_holds_prices_and_tick_steps_them(sim: Any) -> None:
     sim.admin("POST", "/_sim/volatility", {"volatility": 2.0})
-    first = sim.admin("POST", "/_sim/tick", {"count": 50})["prices"]
-    sim.reset()
-    sim.admin("POST", "/_sim/volatility", {"volatility": 2.0})
-    second = sim.admin("POST", "/_sim/tick", {"count": 50})["prices"]
-    assert first == second
-    sim.reset(seed=8)
-    sim.admin("POST", "/_sim/volatility", {"volatility": 2.0})
-    other = sim.admin("POST", "/_sim/tick", {"count": 50})["prices"]
-    assert other != first
-    sim.reset(seed=7)
+    interval = sim.clock()["tick_interval"]
+    with sim.paused_clock():
+        held = sim.admin("GET", "/_sim/prices")
+        time.sleep(interval * 5)  # five wall-clock ticks' worth: none may move anything
+        assert sim.admin("GET", "/_sim/prices") == held
+        assert sim.clock()["paused"] is True
+        stepped = sim.tick(2)
+        assert stepped["ticks"] == held["ticks"] + 2
+        assert stepped["prices"] != held["prices"]
+    assert sim.clock()["paused"] is False
+    deadline = time.monotonic() + 30
+    while sim.clock()["ticks"] <= stepped["ticks"]:  # the wall clock runs again
+        assert time.monotonic() < deadline, "the tick loop did not restart"
+        time.sleep(interval)
+    with pytest.raises(AdminError) as refused:
+        sim.admin("POST", "/_sim/clock", {"paused": "yes"})
+    assert refused.value.status == 400
 
 
 def test_linear_price_path_moves_and_triggers(sim: Any, paper_exchange: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,8 @@ from tests.fixtures.sim import (  # noqa: F401 - fixtures
 pytestmark = pytest.mark.integration
 BTC = "BTC/USDT:USDT"
 TIMEOUT = 5.0
+DEADLINE = 30.0  # generous: only reached when the stream is really broken
+POLL = 0.5
 
 
 async def next_json(ws: aiohttp.ClientWebSocketResponse) -> Any:
@@ -95,40 +98,88 @@ def test_ccxt_pro_mark_prices(sim: Any, paper_exchange_factory: Any) -> None:
     asyncio.run(run())
 
 
+async def user_stream_ready(sim: Any, ex: Any, deadline: float = DEADLINE) -> None:
+    """Until the simulator holds `ex`'s user-data connection and ccxt's position snapshot
+    (a REST read that replaces the position cache when it lands) has loaded."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while True:
+        key = ex.options.get("linear", {}).get("listenKey")
+        stats = await asyncio.to_thread(sim.admin, "GET", "/_sim/ws")
+        connected = key is not None and any(c["listen_key"] == key for c in stats["connections"])
+        if connected and (ex.positions or {}).get("linear") is not None:
+            return
+        assert loop.time() < end, "the user stream did not connect"
+        await asyncio.sleep(0.05)
+
+
+async def watch_until(
+    watch: Callable[[], Awaitable[Any]],
+    reached: Callable[[], bool],
+    pending: asyncio.Future[Any] | None = None,
+    deadline: float = DEADLINE,
+) -> None:
+    """Keep a ccxt.pro `watch_*` call waiting (`pending`: one subscribed before the action)
+    until `reached()`, read from ccxt's stream caches, holds. A watch call only wakes for a
+    message that arrives after it registered: one of an action's messages landing between
+    two calls (they spread out under load) is in the cache but wakes nobody, so the
+    condition is re-checked on every message and at least every POLL seconds."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    try:
+        while not reached():
+            assert loop.time() < end, "the stream never reached the expected state"
+            pending = pending or asyncio.ensure_future(watch())
+            done, _ = await asyncio.wait({pending}, timeout=POLL)
+            if done:
+                pending.result()  # surface a stream error
+                pending = None
+    finally:
+        if pending is not None:
+            pending.cancel()
+
+
 def test_ccxt_pro_user_stream_orders_positions_balance(
     sim: Any, paper_exchange_factory: Any
 ) -> None:
     async def run() -> None:
         ex = paper_exchange_factory(pro=True)
+
+        def has_order(order_id: str, status: str | None = None) -> bool:
+            found = next((o for o in ex.orders or [] if o["id"] == order_id), None)
+            return found is not None and status in (None, found["status"])
+
+        def long_position(contracts: float) -> bool:
+            cache = (ex.positions or {}).get("linear") or []
+            found = [p for p in cache if p["symbol"] == BTC and p["contracts"] == contracts]
+            return bool(found) and found[0]["side"] == "long"
+
+        def fees_paid() -> bool:
+            total = ((ex.balance or {}).get("linear") or {}).get("USDT", {}).get("total")
+            return total is not None and total < 10000
+
         try:
             watch = asyncio.ensure_future(ex.watch_orders(BTC))
-            await asyncio.sleep(0.3)  # let the subscription connect (no event to poll)
+            await user_stream_ready(sim, ex)  # events before this would never reach ccxt
             order = await ex.create_order(BTC, "market", "buy", 0.01)
-            updates = await asyncio.wait_for(watch, TIMEOUT)
-            assert order["id"] in [u["id"] for u in updates]
+            await watch_until(lambda: ex.watch_orders(BTC), lambda: has_order(order["id"]), watch)
 
             positions = asyncio.ensure_future(ex.watch_positions([BTC]))
             balance = asyncio.ensure_future(ex.watch_balance())
-            await asyncio.sleep(0.3)
             await ex.create_order(BTC, "market", "buy", 0.01)
-            pos = await asyncio.wait_for(positions, TIMEOUT)
-            while pos[0]["contracts"] != 0.02:  # the first answer may be the REST snapshot
-                pos = await asyncio.wait_for(ex.watch_positions([BTC]), TIMEOUT)
-            assert pos[0]["side"] == "long"
-            bal = await asyncio.wait_for(balance, TIMEOUT)
-            assert bal["USDT"]["total"] < 10000
+            await watch_until(
+                lambda: ex.watch_positions([BTC]), lambda: long_position(0.02), positions
+            )
+            await watch_until(ex.watch_balance, fees_paid, balance)
 
             stop = await ex.create_order(
                 BTC, "market", "sell", 0.02, params={"stopPrice": 59000, "reduceOnly": True}
             )
-            seen: dict[str, str] = {}
             watch = asyncio.ensure_future(ex.watch_orders(BTC))
-            sim.set_price("BTCUSDT", "58000")
-            while seen.get(stop["id"]) != "closed":
-                for update in await asyncio.wait_for(watch, TIMEOUT):
-                    seen[update["id"]] = update["status"]
-                watch = asyncio.ensure_future(ex.watch_orders(BTC))
-            watch.cancel()
+            await asyncio.to_thread(sim.set_price, "BTCUSDT", "58000")
+            await watch_until(
+                lambda: ex.watch_orders(BTC), lambda: has_order(stop["id"], "closed"), watch
+            )
         finally:
             await ex.close()
 
