@@ -140,6 +140,10 @@ def demo(
     duration: Annotated[
         float, typer.Option(min=60, help="Seconds of scenario before the final audit.")
     ] = 120.0,
+    exchange: Annotated[
+        str,
+        typer.Option(help="Dialect of the paper exchange: binance (USD-M) or bybit (v5 linear)."),
+    ] = "binance",
 ) -> None:
     """Run the whole system on this machine through a scenario, then audit it.
 
@@ -148,13 +152,16 @@ def demo(
     positions; a trend trails stops; a flash crash hits one; positions are closed, opened
     and stripped of their stop by hand; positions age. Live progress shows while it runs;
     the report and the invariant check follow. Exit code 0 only if every invariant holds.
+    With --exchange bybit the paper exchange speaks Bybit v5 (linear) instead of Binance.
     """
-    from core.harness.demo import print_result, run_demo
+    from core.harness.demo import EXCHANGES, print_result, run_demo
     from core.runtime.stack import StartupError
 
+    if exchange not in EXCHANGES:
+        raise fail(f"--exchange must be one of {', '.join(EXCHANGES)}")
     settings = settings_or_exit()
     try:
-        result = run_demo(settings, duration, console)
+        result = run_demo(settings, duration, console, exchange)
     except StartupError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -343,10 +350,10 @@ def ingest(
     from core.ingest.context import EnqueueFailed, IngestContext
     from core.ingest.process import main as run_ingest
     from core.logging import setup_logging
-    from core.services.deps import EXCHANGE_NAMES
+    from core.services.deps import exchange_name
     from tasks.app import app as celery
 
-    name = exchange or EXCHANGE_NAMES[settings.exchange]
+    name = exchange or exchange_name(settings)
     if name not in ("binance", "bybit"):
         raise fail(f"--exchange must be binance or bybit, not {name!r}")
     setup_logging(settings, component="ingest")

@@ -135,13 +135,14 @@ class BinanceDialect(Dialect):
             return False
         return True
 
-    def open_orders(self) -> list[OrderSnapshot]:
-        regular = self.venue.call(self.client.fetch_open_orders)
+    def open_orders(self, symbol: str | None = None) -> list[OrderSnapshot]:
+        unified = self.venue.unified(symbol) if symbol else None
+        regular = self.venue.call(self.client.fetch_open_orders, unified)
         conditional = self.venue.call(
-            self.client.fetch_open_orders, None, None, None, {"trigger": True}
+            self.client.fetch_open_orders, unified, None, None, {"trigger": True}
         )
-        orders = [self.parse_order(o, None) for o in regular]
-        orders += [self.parse_order(o, None, conditional=True) for o in conditional]
+        orders = [self.parse_order(o, symbol) for o in regular]
+        orders += [self.parse_order(o, symbol, conditional=True) for o in conditional]
         return orders
 
     def positions(self) -> list[PositionSnapshot]:

@@ -24,6 +24,13 @@ Every Bybit quirk the engine meets is handled here, and only here:
   cursor; one "batch" read is as many pages as needed (each page counts as a call).
 - **Lookups**: ``/v5/order/realtime`` finds open orders and the latest 500 closed ones
   by id; older ones are in ``/v5/order/history``.
+- **Position-level TP/SL** (``/v5/position/trading-stop``, Full mode, set by hand in the
+  UI) show in the open orders as ``StopLoss`` / ``TakeProfit`` / ``TrailingStop`` rows of
+  quantity 0 that protect the whole slot. They belong to the position, and the documented
+  way to remove one is trading-stop with the price ``"0"``; cancelling one (zombie
+  cleanup, a surplus stop, protection) goes through there. The rows seen in reads are
+  remembered (id -> kind, slot; a cache safe to lose: an id it does not know is cancelled
+  as an order, and looked up if the venue says there is no such order).
 - Leverage "not modified" (110043) and an account already in the wanted margin mode are
   success; the margin mode is account-wide on a unified account, so it is read first and
   only written when it differs.
@@ -49,6 +56,14 @@ IDX_MISMATCH_TEXT = "position idx not match position mode"
 MARGIN_MODES = {"cross": "REGULAR_MARGIN", "isolated": "ISOLATED_MARGIN"}
 TAKE_PROFIT_TYPES = {"TakeProfit", "PartialTakeProfit", "TrailingProfit"}
 POSITION_TPSL_TYPES = {"StopLoss", "TakeProfit", "TrailingStop"}
+#: trading-stop field that clears each kind of position-level TP/SL
+TPSL_CLEAR_FIELD = {
+    "StopLoss": "stopLoss",
+    "TakeProfit": "takeProfit",
+    "TrailingStop": "trailingStop",
+}
+ZERO_POSITION_TEXT = "zero position"
+TPSL_MEMORY = 2000
 ORDERS_PAGE, POSITIONS_PAGE, EXECUTIONS_PAGE = 50, 200, 100
 EXECUTION_WINDOW = timedelta(days=7)
 
@@ -60,6 +75,8 @@ class BybitDialect(Dialect):
         self._margin_mode: str | None = None
         #: symbols whose entry this process just sent -> monotonic deadline to see them
         self._fresh: dict[str, float] = {}
+        #: position-level TP/SL seen in reads: order id -> (kind, positionIdx)
+        self._tpsl: dict[str, tuple[str, int]] = {}
 
     # -- markets and account ----------------------------------------------------------
 
@@ -328,12 +345,41 @@ class BybitDialect(Dialect):
         return None
 
     def cancel_order(self, symbol: str, order_id: str, conditional: bool) -> bool:
+        """Plain and conditional orders share one book (no ``trigger`` flag); a
+        position-level TP/SL is cleared through trading-stop (see the module doc)."""
+        if order_id in self._tpsl:
+            return self._clear_tpsl(symbol, order_id)
         try:
             self.venue.call(
                 self.client.cancel_order, order_id, self.venue.unified(symbol), {}, mutating=True
             )
         except OrderNotFound:
+            # gone, or a TP/SL this process has not read yet: the lookup tells which
+            found = self.fetch_order(symbol, order_id=order_id)
+            if found is not None and found.is_open and order_id in self._tpsl:
+                return self._clear_tpsl(symbol, order_id)
             return False
+        return True
+
+    def _clear_tpsl(self, symbol: str, order_id: str) -> bool:
+        """Remove one position-level TP/SL; False if it was already gone."""
+        found = self.fetch_order(symbol, order_id=order_id)
+        kind, idx = self._tpsl.pop(order_id, ("StopLoss", 0))
+        if found is None or not found.is_open:
+            return False
+        request = {
+            "category": "linear",
+            "symbol": self._id(symbol),
+            "positionIdx": found.position_idx or idx,
+            "tpslMode": "Full",
+            TPSL_CLEAR_FIELD.get(kind, "stopLoss"): "0",
+        }
+        try:
+            self.venue.call(self.client.privatePostV5PositionTradingStop, request, mutating=True)
+        except ExchangeFailure as exc:
+            if ZERO_POSITION_TEXT in str(exc).lower():
+                return False  # the slot is flat: its TP/SL went with it
+            raise
         return True
 
     # -- batch reads ------------------------------------------------------------------
@@ -353,11 +399,15 @@ class BybitDialect(Dialect):
             if not cursor or len(rows) < limit:
                 return
 
-    def open_orders(self) -> list[OrderSnapshot]:
-        """Every open order, plain and conditional (one book on Bybit), 50 a page."""
-        request = {"category": "linear", "settleCoin": "USDT", "limit": ORDERS_PAGE}
+    def open_orders(self, symbol: str | None = None) -> list[OrderSnapshot]:
+        """Every open order (of ``symbol``), plain and conditional (one book), 50 a page."""
+        request: dict[str, Any] = {"category": "linear", "limit": ORDERS_PAGE}
+        if symbol is None:
+            request["settleCoin"] = "USDT"
+        else:
+            request["symbol"] = self._id(symbol)
         rows = self._pages(self.client.privateGetV5OrderRealtime, request)
-        return [self.parse_order(self.client.parse_order(row), None) for row in rows]
+        return [self.parse_order(self.client.parse_order(row), symbol) for row in rows]
 
     def _position_list(self) -> list[PositionSnapshot]:
         request = {"category": "linear", "settleCoin": "USDT", "limit": POSITIONS_PAGE}
@@ -424,8 +474,12 @@ class BybitDialect(Dialect):
             order_type = "stop_market"
         amount = dec0(raw.get("amount") or info.get("qty"))
         native = symbol or (self.venue.native(raw["symbol"]) if raw.get("symbol") else "")
+        position_tpsl = amount == 0 and stop_type in POSITION_TPSL_TYPES
+        order_id = str(raw.get("id") or info.get("orderId"))
+        if position_tpsl:
+            self._remember_tpsl(order_id, stop_type, int(info.get("positionIdx", 0) or 0))
         return OrderSnapshot(
-            id=str(raw.get("id") or info.get("orderId")),
+            id=order_id,
             client_id=raw.get("clientOrderId") or info.get("orderLinkId") or None,
             symbol=native,
             side=str(raw.get("side") or str(info.get("side", "")).lower()),
@@ -438,9 +492,14 @@ class BybitDialect(Dialect):
             trigger_price=trigger,
             reduce_only=truthy(info.get("reduceOnly")),
             # a position-level TP/SL (Full mode) has quantity 0 and closes the whole slot
-            close_position=amount == 0 and stop_type in POSITION_TPSL_TYPES,
+            close_position=position_tpsl,
             conditional=conditional,
             position_idx=int(info.get("positionIdx", 0) or 0),
             created_at=ts(raw.get("timestamp")),
             close_on_trigger=truthy(info.get("closeOnTrigger")),
         )
+
+    def _remember_tpsl(self, order_id: str, kind: str, idx: int) -> None:
+        if order_id not in self._tpsl and len(self._tpsl) >= TPSL_MEMORY:
+            self._tpsl.pop(next(iter(self._tpsl)))  # the oldest: a lost entry costs a lookup
+        self._tpsl[order_id] = (kind, idx)

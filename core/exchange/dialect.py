@@ -105,7 +105,8 @@ class Dialect(ABC):
     def cancel_order(self, symbol: str, order_id: str, conditional: bool) -> bool: ...
 
     @abstractmethod
-    def open_orders(self) -> list[OrderSnapshot]: ...
+    def open_orders(self, symbol: str | None = None) -> list[OrderSnapshot]:
+        """Every open order, regular and conditional; of one symbol if given."""
 
     @abstractmethod
     def positions(self) -> list[PositionSnapshot]: ...

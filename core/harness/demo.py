@@ -8,6 +8,10 @@ orphan order is cleaned up, a position opened by hand is adopted, a stop cancell
 restored, positions age and are closed. The demo only acts on the outside world (signals and
 the exchange's admin API), never on the engine, and ends by asking the database and the
 exchange what happened: the report, and the invariant check that sets the exit code.
+
+``exchange`` picks the paper exchange's dialect (``binance``: USD-M, ``bybit``: v5 linear);
+the scenario is the same on both, and only the "by hand" steps speak the venue's terms (a
+Bybit stop is a conditional order in the one order book, a Binance one an algo order).
 """
 
 from __future__ import annotations
@@ -76,6 +80,7 @@ WAVE_ONE = [
     ("ADAUSDT", "BUY", 12),  # filtered by the minimum score
 ]
 WAVE_TWO = [("DOGEUSDT", "BUY", 80), ("LTCUSDT", "SELL", 76), ("BTCUSDT", "BUY", 90)]
+EXCHANGES = ("binance", "bybit")
 
 
 @dataclass
@@ -98,6 +103,11 @@ class DemoSystem:
     log: list[str] = field(default_factory=list)
     picked: dict[str, str] = field(default_factory=dict)  # scenario role -> symbol
 
+    @property
+    def venue(self) -> str:
+        """The paper exchange's dialect, which is the venue the engine records."""
+        return self.deps.exchange_name
+
     def admin(self, path: str, body: dict[str, Any] | None = None, base: str = "") -> Any:
         url = (base or self.exchange_url) + path
         data = json.dumps(body).encode() if body is not None else None
@@ -116,7 +126,7 @@ class DemoSystem:
             {
                 "id": f"demo-{symbol.lower()}-{int(time.time() * 1000) % 10**8}",
                 "symbol": symbol,
-                "exchange": "binance",
+                "exchange": self.venue,
                 "action": action,
                 "score_week": score,
                 "score_month": score - 5,
@@ -179,17 +189,19 @@ def _close_by_hand(system: DemoSystem) -> None:
 
 
 def _orphan_order(system: DemoSystem) -> None:
-    price = _price(system, "AVAXUSDT")
-    system.admin(
-        "/_sim/order",
-        {
-            "symbol": "AVAXUSDT",
+    trigger = str((_price(system, "AVAXUSDT") * Decimal("0.9")).quantize(Decimal("0.01")))
+    if system.venue == "bybit":
+        # Bybit refuses a reduce-only order with nothing to reduce: a conditional sell
+        # (in the one order book) is what a hand leaves behind there
+        order: dict[str, Any] = {"side": "SELL", "qty": "1", "triggerPrice": trigger}
+    else:
+        order = {
             "side": "SELL",
             "type": "STOP_MARKET",
-            "triggerPrice": str((price * Decimal("0.9")).quantize(Decimal("0.01"))),
+            "triggerPrice": trigger,
             "closePosition": True,
-        },
-    )
+        }
+    system.admin("/_sim/order", {"symbol": "AVAXUSDT", **order})
     system.log.append("orphan stop placed by hand on AVAXUSDT (zombie cleanup removes it)")
 
 
@@ -198,18 +210,25 @@ def _open_by_hand(system: DemoSystem) -> None:
     system.log.append("position opened by hand on LINKUSDT (adopted and protected)")
 
 
+def _live_stops(system: DemoSystem) -> list[tuple[str, str]]:
+    """(symbol, order id) of every live stop, as the exchange's admin shows them."""
+    state = system.admin("/_sim/state")
+    if system.venue == "bybit":
+        return [
+            (o["symbol"], str(o["orderId"]))
+            for o in state.get("open_orders", [])
+            if o.get("stopOrderType")
+        ]
+    return [(o["symbol"], str(o["algoId"])) for o in state.get("open_algo_orders", [])]
+
+
 def _cancel_stop_by_hand(system: DemoSystem) -> None:
     taken = set(system.picked.values())
-    state = system.admin("/_sim/state")
-    for order in state.get("open_algo_orders", []):
-        if order["symbol"] not in taken and order["symbol"] in system.open_symbols():
-            system.deps.exchange.cancel_order(
-                order["symbol"], str(order["algoId"]), conditional=True
-            )
-            system.log.append(
-                f"stop cancelled by hand on {order['symbol']} (protection restores it)"
-            )
-            system.picked["naked"] = order["symbol"]
+    for symbol, order_id in _live_stops(system):
+        if symbol not in taken and symbol in system.open_symbols():
+            system.deps.exchange.cancel_order(symbol, order_id, conditional=True)
+            system.log.append(f"stop cancelled by hand on {symbol} (protection restores it)")
+            system.picked["naked"] = symbol
             return
 
 
@@ -275,13 +294,20 @@ class DemoResult:
     invariants: Any
     log: list[str]
     interfered: set[str] = field(default_factory=set)  # symbols touched "by hand"
+    exchange: str = "binance"  # the paper exchange's dialect
 
 
-def run_demo(base: Settings, duration: float, console: Console) -> DemoResult:
+def run_demo(
+    base: Settings, duration: float, console: Console, exchange: str = "binance"
+) -> DemoResult:
+    """The demo on the paper exchange speaking ``exchange``'s dialect (binance / bybit)."""
+    if exchange not in EXCHANGES:
+        raise ValueError(f"exchange must be one of {EXCHANGES}, not {exchange!r}")
     home = base.home_dir / "demo"
     shutil.rmtree(home, ignore_errors=True)
     env = dict(DEMO_SETTINGS)
     env.update(
+        VIGIL_PAPER_DIALECT=exchange,
         VIGIL_HOME=str(home),
         VIGIL_EMBEDDED_PG_PORT=str(free_port()),
         VIGIL_EMBEDDED_REDIS_PORT=str(free_port()),
@@ -342,7 +368,7 @@ def _print_where(console: Console, stack: Stack) -> None:
     assert ep is not None
     console.print(
         f"Flower {ep.flower_url}  API {ep.api_url}/health  exchange {ep.exchange_url}"
-        f"  logs {ep.logs}"
+        f" ({stack.settings.paper_dialect} dialect)  logs {ep.logs}"
     )
 
 
@@ -368,7 +394,7 @@ def _drive(system: DemoSystem, duration: float, console: Console) -> DemoResult:
     monitor_report = monitor.stop()
     report = check_invariants(system.deps)
     interfered = {system.picked[k] for k in ("naked",) if k in system.picked} | {"LINKUSDT"}
-    return DemoResult(collect(), monitor_report, report, system.log, interfered)
+    return DemoResult(collect(), monitor_report, report, system.log, interfered, system.venue)
 
 
 def print_result(console: Console, result: DemoResult) -> None:
@@ -377,6 +403,7 @@ def print_result(console: Console, result: DemoResult) -> None:
         console.print(f"  {line}", highlight=False)
     f = result.figures
     table = Table(title="demo report", show_header=False)
+    table.add_row("exchange", f"paper, {result.exchange} dialect")
     table.add_row("positions opened", str(f.opened))
     table.add_row(
         "closed by reason",

@@ -1,7 +1,8 @@
 """The ingest's exchange streams: mark prices into coalesced price tasks, stop fills into settles.
 
-Price stream. Every mark price of every symbol arrives here (ccxt.pro, the all-market
-stream, one frame per exchange tick). Per tick:
+Price stream. Every mark price of every symbol arrives here (ccxt.pro: Binance's
+all-market mark-price stream, one frame per exchange tick; Bybit's per-symbol tickers
+topics, merged into frames; see ``core/exchange/streams.py``). Per tick:
 
 - the symbol is not tracked (no band in Redis): nothing;
 - the price is strictly inside the symbol's band: nothing, not even a Redis call (the band
@@ -53,11 +54,12 @@ from core.events import EventType, Severity, record
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import AuthenticationFailed, classify
 from core.exchange.factory import build_pro_exchange
+from core.exchange.streams import mark_price_source
 from core.ingest.backoff import Backoff
 from core.ingest.context import Enqueue, EnqueueFailed
 from core.runtime.endpoints import resolve_redis_url
 from core.services import bands
-from core.services.deps import EXCHANGE_NAMES
+from core.services.deps import exchange_name as venue_name
 from core.services.price_path import TICK_SCRIPT, pending_key, window_key
 from core.services.trailing import STOP_PURPOSES
 
@@ -335,6 +337,7 @@ class PriceStream:
         )
         self.dedup = FillDedup()
         self._native: dict[str, str] = {}
+        self.mark_source = mark_price_source(pro_exchange)
 
     async def run(self, stop_event: asyncio.Event) -> None:
         loops = [
@@ -348,6 +351,9 @@ class PriceStream:
             for task in loops:
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            close = getattr(self.mark_source, "close", None)
+            if close is not None:
+                await close()
             self.gate.close()
 
     def native(self, unified: str) -> str:
@@ -362,7 +368,7 @@ class PriceStream:
     # --- mark prices ------------------------------------------------------------------------
 
     async def _watch_marks(self, stop_event: asyncio.Event) -> None:
-        async for tickers in self._stream("mark_prices", self.pro.watch_mark_prices, stop_event):
+        async for tickers in self._stream("mark_prices", self.mark_source, stop_event):
             marks = list(self._marks(tickers))
             self.stats.frames += 1
             await self.gate.on_marks(marks, datetime.now(UTC))
@@ -462,7 +468,7 @@ async def run_price_stream(
     ``enqueue`` is the ingest's task sender (``IngestContext.enqueue``); without one, the
     Celery app is used directly.
     """
-    exchange_name = EXCHANGE_NAMES[settings.exchange]
+    exchange_name = venue_name(settings)
     pro = build_pro_exchange(
         settings.exchange,
         url=settings.exchange_url,
@@ -470,6 +476,7 @@ async def run_price_stream(
         api_secret=settings.api_secret.get_secret_value(),
         testnet=settings.testnet,
         timeout_ms=settings.exchange_timeout_ms,
+        paper_dialect=settings.paper_dialect,
     )
     url = resolve_redis_url(settings)
     async_redis = aioredis.Redis.from_url(url)
