@@ -62,13 +62,14 @@ from core.db import session as db_session
 from core.db.models import Event, Position, TrailingStop
 from core.db.session import unit_of_work
 from core.exchange.factory import build_pro_exchange
-from core.ingest.prices import PriceStream, celery_sender
+from core.ingest.prices import PriceStream
 from core.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from core.runtime.endpoints import embedded_database_url, embedded_redis_url
 from core.services import bands, price_path
 from core.services.deps import Deps, build_adapter
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
+from tasks.sender import celery_sender
 
 # --- the paper exchange in its own process ---------------------------------------------------
 

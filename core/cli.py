@@ -344,27 +344,17 @@ def ingest(
     next frame is read, and each due wave is enqueued as vigil.signals.process_wave.
     """
     settings = settings_or_exit()
-    from kombu.exceptions import OperationalError as BrokerUnreachable
-    from redis.exceptions import RedisError
-
-    from core.ingest.context import EnqueueFailed, IngestContext
+    from core.ingest.context import IngestContext
     from core.ingest.process import main as run_ingest
     from core.logging import setup_logging
     from core.services.deps import exchange_name
-    from tasks.app import app as celery
+    from tasks.sender import celery_sender
 
     name = exchange or exchange_name(settings)
     if name not in ("binance", "bybit"):
         raise fail(f"--exchange must be binance or bybit, not {name!r}")
     setup_logging(settings, component="ingest")
-
-    def enqueue(task: str, args: list[object]) -> None:
-        try:
-            celery.send_task(task, args=list(args))
-        except (BrokerUnreachable, RedisError, OSError) as exc:
-            raise EnqueueFailed(str(exc)) from exc
-
-    raise typer.Exit(run_ingest(IngestContext(settings, name, enqueue)))
+    raise typer.Exit(run_ingest(IngestContext(settings, name, celery_sender(settings))))
 
 
 # --- database ------------------------------------------------------------------------------

@@ -26,9 +26,8 @@ Both streams reconnect with exponential backoff and jitter, and each reconnectio
 ``WEBSOCKET_RECONNECTED`` event.
 
 Broker access: tasks are queued through an ``Enqueue`` (``core.ingest.context``), the
-ingest's one door to the broker. When the caller passes none, ``celery_sender`` builds one,
-importing the Celery app lazily (the ingest is a process shell, like ``core/cli.py``), so
-importing this module never loads Celery.
+ingest's one door to the broker, handed in by the process that runs the stream
+(``tasks/sender.py`` builds the Celery one), so this module never loads Celery.
 """
 
 from __future__ import annotations
@@ -67,24 +66,6 @@ log = logging.getLogger(__name__)
 
 PRICE_TASK = "vigil.stops.on_price"
 SETTLE_TASK = "vigil.orders.settle_close"
-
-
-def celery_sender(settings: Settings) -> Enqueue:
-    """Queue tasks by name through the Celery app (imported here, lazily, on purpose).
-
-    Only used when the ingest did not hand ``run_price_stream`` its own ``enqueue``.
-    """
-    from tasks.app import create_app
-
-    app = create_app(settings)
-
-    def send(name: str, args: Sequence[object]) -> None:
-        try:
-            app.send_task(name, args=list(args))
-        except Exception as exc:  # the broker's errors (kombu, redis) become one kind here
-            raise EnqueueFailed(f"{name}{tuple(args)}: {exc}") from exc
-
-    return send
 
 
 # --- bands --------------------------------------------------------------------------------
@@ -460,13 +441,10 @@ class PriceStream:
                 await pubsub.aclose()
 
 
-async def run_price_stream(
-    settings: Settings, stop_event: asyncio.Event, enqueue: Enqueue | None = None
-) -> None:
+async def run_price_stream(settings: Settings, stop_event: asyncio.Event, enqueue: Enqueue) -> None:
     """The ingest component: this exchange's price and user-data streams until ``stop_event``.
 
-    ``enqueue`` is the ingest's task sender (``IngestContext.enqueue``); without one, the
-    Celery app is used directly.
+    ``enqueue`` is the ingest's task sender (``IngestContext.enqueue``).
     """
     exchange_name = venue_name(settings)
     pro = build_pro_exchange(
@@ -488,7 +466,7 @@ async def run_price_stream(
             pro,
             async_redis,
             sync_redis,
-            enqueue or celery_sender(settings),
+            enqueue,
         )
         await stream.run(stop_event)
     finally:

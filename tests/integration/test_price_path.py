@@ -21,10 +21,11 @@ from core.config import get_settings, load_settings
 from core.db.models import Event, Position, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
-from core.ingest.prices import BandCache, Mark, PriceGate, celery_sender, run_price_stream
+from core.ingest.prices import BandCache, Mark, PriceGate, run_price_stream
 from core.services import bands, price_path
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
+from tasks.sender import celery_sender
 
 pytestmark = pytest.mark.integration
 EX = "binance"
@@ -151,7 +152,9 @@ class StreamThread:
 
     def _run(self):
         try:
-            self.loop.run_until_complete(run_price_stream(self.settings, self.stop))
+            self.loop.run_until_complete(
+                run_price_stream(self.settings, self.stop, celery_sender(self.settings))
+            )
         except BaseException as exc:  # surfaced by close()
             self.error = exc
 
