@@ -141,7 +141,7 @@ def cancel_leftovers(deps: Deps, session: Session, position: Position) -> int:
     stay armed), and left-behind stops pile up to the open-order limit.
     """
     cancelled = 0
-    for order in deps.exchange.open_orders():
+    for order in deps.exchange.open_orders(position.symbol):
         if order.symbol != position.symbol:
             continue
         ours = parse_client_id(order.client_id)

@@ -285,7 +285,7 @@ class _Trailer:
         """Take the stop back from protection, if a full stop is live; else leave it there."""
         self.held.extend()
         try:
-            orders = self.ex.open_orders()
+            orders = self.ex.open_orders(self.symbol)
         except errors.ExchangeFailure as exc:
             self._failed(decision, exc, stage="reclaim")
             return False
