@@ -132,17 +132,54 @@ def task(
         full = resolve_task_name(name, names)
     except (UnknownTask, AmbiguousTask) as exc:
         raise _fail(str(exc)) from None
-    kwargs = _parse_args(arg or [])
-    if exchange is not None:
-        kwargs["exchange"] = exchange
-    if symbol is not None:
-        kwargs["symbol"] = symbol.upper()
+    kwargs = _task_kwargs(celery, full, _parse_args(arg or []), exchange, symbol)
     queue = celery.amqp.router.route({}, full)["queue"].name
     with _storage_errors():
         result = celery.send_task(full, kwargs=kwargs, ignore_result=not wait)
     console.print(f"sent {full} to queue {queue} (id {result.id})", highlight=False)
     if wait:
         _wait_for(result, full, queue, timeout)
+
+
+def _task_kwargs(
+    celery: Celery,
+    full: str,
+    kwargs: dict[str, Any],
+    exchange: str | None,
+    symbol: str | None,
+) -> dict[str, Any]:
+    """The task's keyword arguments, checked against its signature here, not on a worker.
+
+    ``--exchange`` goes to a task that takes ``exchange``; a task without it works on the
+    worker's configured exchange, so naming that one is accepted and any other refused.
+    ``--symbol`` goes to ``symbol``, or as a one-element ``symbols`` list.
+    """
+    import inspect
+
+    from core.services.deps import exchange_name
+
+    params = inspect.signature(celery.tasks[full].run).parameters
+    if exchange is not None:
+        if "exchange" in params:
+            kwargs["exchange"] = exchange
+        elif exchange != (configured := exchange_name(_settings())):
+            raise _fail(
+                f"{full} works on the configured exchange ({configured}), not {exchange!r}; "
+                "run it with that exchange's settings"
+            )
+    if symbol is not None:
+        wanted = symbol.upper()
+        if "symbol" in params:
+            kwargs["symbol"] = wanted
+        elif "symbols" in params:
+            kwargs["symbols"] = [wanted]
+        else:
+            raise _fail(f"{full} takes no symbol; its arguments: ({', '.join(params)})")
+    try:
+        inspect.signature(celery.tasks[full].run).bind(**kwargs)
+    except TypeError as exc:
+        raise _fail(f"{full}({', '.join(params)}): {exc}") from None
+    return kwargs
 
 
 def _print_tasks(celery: Celery, names: list[str]) -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.domain.orders import covers, stops_for
 from core.exchange.adapter import ExchangeAdapter
@@ -41,6 +42,21 @@ class MonitorReport:
     samples: int
     failed_samples: int
     gaps: list[Gap] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def worst(self, count: int = 5, now: float | None = None) -> list[dict[str, Any]]:
+        """The ``count`` longest gaps: symbol, kind, start (s into the run) and length."""
+        now = now if now is not None else time.monotonic()
+        ranked = sorted(self.gaps, key=lambda g: g.seconds(now), reverse=True)[:count]
+        return [
+            {
+                "symbol": g.symbol,
+                "kind": g.kind,
+                "at": round(g.started - self.started, 1),
+                "seconds": round(g.seconds(now), 2),
+            }
+            for g in ranked
+        ]
 
     def longest(self, kind: str | None = None, now: float | None = None) -> float:
         now = now if now is not None else time.monotonic()

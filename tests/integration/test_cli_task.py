@@ -40,9 +40,9 @@ def vigil(worker, clean_db, redis_url):
     return lambda *args: runner.invoke(app, list(args), catch_exceptions=False)
 
 
-def counted(outcome: str) -> float:
+def counted(outcome: str, task: str = "vigil.maintenance.ping") -> float:
     store = MetricsStore(redis.Redis.from_url(os.environ["VIGIL_REDIS_URL"]))
-    return store.counter_values(TASKS).get(("vigil.maintenance.ping", outcome), 0)
+    return store.counter_values(TASKS).get((task, outcome), 0)
 
 
 def wait_until(probe, timeout=30.0):
@@ -70,10 +70,27 @@ def test_a_short_name_is_sent_and_its_result_awaited(vigil):
 
 
 def test_a_task_that_fails_exits_1(vigil):
-    before = counted("failure")
-    result = vigil("task", "ping", "--arg", "bogus=1", "--wait", "--timeout", "60")
-    assert result.exit_code == 1
-    wait_until(lambda: counted("failure") == before + 1)
+    name = "vigil.maintenance.recover_interrupted_openings"
+    before = counted("failure", name)
+    result = vigil("task", name, "--arg", "min_age_seconds=soon", "--wait", "--timeout", "60")
+    assert result.exit_code == 1, result.output
+    wait_until(lambda: counted("failure", name) == before + 1)
+
+
+def test_arguments_the_task_does_not_take_are_refused_before_sending(vigil):
+    result = vigil("task", "ping", "--arg", "bogus=1")
+    assert result.exit_code == 2 and "unexpected keyword argument 'bogus'" in result.output
+    result = vigil("task", "reconciliation", "--symbol", "BTCUSDT")
+    assert result.exit_code == 2 and "takes no symbol" in result.output
+    result = vigil("task", "reconciliation", "--exchange", "bybit")
+    assert result.exit_code == 2 and "(binance), not 'bybit'" in result.output
+
+
+def test_exchange_and_symbol_reach_the_tasks_that_take_them(vigil):
+    result = vigil("task", "reconciliation", "--exchange", "binance")  # the configured one
+    assert result.exit_code == 0, result.output
+    result = vigil("task", "zombie_cleanup", "--symbol", "btcusdt", "--arg", "dry_run=true")
+    assert result.exit_code == 0, result.output
 
 
 def test_an_unknown_task_exits_2_and_lists_what_exists(vigil):
