@@ -56,11 +56,19 @@ def test_terminal_statuses_have_no_way_out(status, trigger):
 
 
 @given(st.sampled_from(sorted(NON_TERMINAL)), st.lists(triggers, max_size=12))
-def test_any_legal_walk_stays_within_known_statuses(status, walk):
+def test_no_walk_opens_twice_or_leaves_an_end(status, walk):
+    """Once active, a position never returns to an opening status (an entry is never sent
+    again for it); once terminal, nothing moves it."""
+    was_active = status == S.ACTIVE
     for trigger in walk:
+        if status in TERMINAL:
+            assert not allowed_triggers(status)
+            break
         if trigger in allowed_triggers(status):
             status = next_status(status, trigger)
-    assert status in set(S)
+            if was_active:
+                assert status not in INTERMEDIATE, (trigger, status)
+            was_active = was_active or status == S.ACTIVE
 
 
 def test_every_non_terminal_status_can_reach_a_terminal_one():
