@@ -177,6 +177,9 @@ def chaos(
     seed: Annotated[int, typer.Option(help="Seed of fault times, kinds and signals.")] = 1,
     faults: Annotated[str, typer.Option(help="'all' or comma-separated fault kinds.")] = "all",
     workers: Annotated[int, typer.Option(min=2)] = 3,
+    exchange: Annotated[
+        str, typer.Option(help="The paper exchange's dialect: binance or bybit.")
+    ] = "binance",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the report as JSON here.")
     ] = None,
@@ -188,15 +191,20 @@ def chaos(
     code 0 only if every invariant holds afterwards. See docs/reliability.md.
     """
     from core.harness.chaos import FAULT_KINDS, print_result, run_chaos
+    from core.harness.demo import EXCHANGES
     from core.runtime.stack import StartupError
 
+    if exchange not in EXCHANGES:
+        raise fail(f"unknown exchange {exchange!r}; known: {', '.join(EXCHANGES)}")
     kinds = list(FAULT_KINDS) if faults == "all" else [k.strip() for k in faults.split(",")]
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:
         raise fail(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
     settings = settings_or_exit()
     try:
-        result = run_chaos(settings, duration, seed, kinds, workers, console.print)
+        result = run_chaos(
+            settings, duration, seed, kinds, workers, console.print, exchange=exchange
+        )
     except StartupError as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:

@@ -39,6 +39,7 @@ from core.domain.positions import INTERMEDIATE, NON_TERMINAL
 from core.exchange.errors import ExchangeFailure
 from core.harness.demo import (
     DEMO_SETTINGS,
+    EXCHANGES,
     DemoSystem,
     _cancel_stop_by_hand,
     _close_by_hand,
@@ -88,6 +89,13 @@ FAULT_KINDS = (
     "open_by_hand",
     "stop_cancelled_by_hand",
 )
+# ``/_sim/fault`` endpoint names are the venue's paths: Binance places entries on ``order``
+# and stops on ``algoOrder``; Bybit places both on ``order/create`` (a stop is a
+# conditional order in the one order book)
+FAULT_ENDPOINTS = {
+    "binance": {"order": "order", "stop": "algoOrder"},
+    "bybit": {"order": "order/create", "stop": "order/create"},
+}
 
 
 @dataclass
@@ -103,6 +111,7 @@ class ChaosResult:
     log: list[str]
     duration: float
     seed: int
+    exchange: str = "binance"  # the paper exchange's dialect
 
     @property
     def violations(self) -> int:
@@ -115,6 +124,7 @@ class ChaosResult:
         return {
             "duration": self.duration,
             "seed": self.seed,
+            "exchange": self.exchange,
             "faults": dict(self.faults),
             "recovery_seconds": self.recovery,
             "longest_gap_seconds": self.longest_gaps(),
@@ -171,6 +181,10 @@ class Chaos:
         self.recovery: dict[str, list[float]] = {}
         self.interfered: set[str] = set()
         self._threads: list[threading.Thread] = []
+
+    def endpoint(self, role: str) -> str:
+        """The ``/_sim/fault`` endpoint that carries ``role`` ("order" or "stop") here."""
+        return FAULT_ENDPOINTS[self.system.venue][role]
 
     # --- signals and prices ----------------------------------------------------------------
 
@@ -272,7 +286,12 @@ class Chaos:
         # slow fills widen the window between entry and stop, then kill when one is open
         self.system.admin(
             "/_sim/fault",
-            {"endpoint": "order", "kind": "delayed_fill", "count": 4, "delay_ms": 1500},
+            {
+                "endpoint": self.endpoint("order"),
+                "kind": "delayed_fill",
+                "count": 4,
+                "delay_ms": 1500,
+            },
         )
         self.wave(3)
         deadline = time.monotonic() + 20
@@ -307,7 +326,7 @@ class Chaos:
         # a slow stop endpoint keeps the move in flight; a trend makes the engine move it
         self.system.admin(
             "/_sim/fault",
-            {"endpoint": "algoOrder", "kind": "latency", "count": 4, "latency_ms": 1500},
+            {"endpoint": self.endpoint("stop"), "kind": "latency", "count": 4, "latency_ms": 1500},
         )
         factor = Decimal("1.03") if side == "long" else Decimal("0.97")
         target = _price(self.system, symbol) * factor
@@ -379,7 +398,7 @@ class Chaos:
     def _exchange_timeout_after_accept(self) -> None:
         self._exchange(
             {
-                "endpoint": "order",
+                "endpoint": self.endpoint("order"),
                 "method": "POST",
                 "kind": "timeout_after_accept",
                 "count": 1,
@@ -390,13 +409,23 @@ class Chaos:
 
     def _exchange_delayed_fill(self) -> None:
         self._exchange(
-            {"endpoint": "order", "kind": "delayed_fill", "count": 3, "delay_ms": 1200},
+            {
+                "endpoint": self.endpoint("order"),
+                "kind": "delayed_fill",
+                "count": 3,
+                "delay_ms": 1200,
+            },
             "next 3 market orders fill 1.2 s late",
         )
 
     def _exchange_partial_fill(self) -> None:
         self._exchange(
-            {"endpoint": "order", "kind": "partial_fill", "count": 2, "fraction": 0.5},
+            {
+                "endpoint": self.endpoint("order"),
+                "kind": "partial_fill",
+                "count": 2,
+                "fraction": 0.5,
+            },
             "next 2 market orders fill half",
         )
 
@@ -409,7 +438,7 @@ class Chaos:
                 {
                     "id": f"chaos-{symbol.lower()}-{int(now * 1000) % 10**8}-{i}",
                     "symbol": symbol,
-                    "exchange": "binance",
+                    "exchange": self.system.venue,
                     "action": self.rng.choice(["BUY", "SELL"]),
                     "score_week": 80,
                     "score_month": 75,
@@ -501,10 +530,11 @@ def _secrets_in_events() -> int:
         return int(s.scalar(select(func.count()).select_from(Event).where(hits)) or 0)
 
 
-def _environment(base: Settings) -> dict[str, str]:
+def _environment(base: Settings, exchange: str) -> dict[str, str]:
     env = dict(DEMO_SETTINGS)
     env.update(CHAOS_SECRETS)
     env.update(
+        VIGIL_PAPER_DIALECT=exchange,
         VIGIL_HOME=str(base.home_dir / "chaos"),
         VIGIL_EMBEDDED_PG_PORT=str(free_port()),
         VIGIL_EMBEDDED_REDIS_PORT=str(free_port()),
@@ -523,8 +553,12 @@ def run_chaos(
     kinds: list[str],
     workers: int,
     say: Callable[[str], None],
+    exchange: str = "binance",
 ) -> ChaosResult:
-    env = _environment(base)
+    """The chaos run on the paper exchange speaking ``exchange``'s dialect (binance / bybit)."""
+    if exchange not in EXCHANGES:
+        raise ValueError(f"exchange must be one of {EXCHANGES}, not {exchange!r}")
+    env = _environment(base, exchange)
     home = base.home_dir / "chaos"
     shutil.rmtree(home, ignore_errors=True)
     for name in ("VIGIL_DATABASE_URL", "VIGIL_REDIS_URL"):
@@ -582,7 +616,7 @@ def _drive(
     system = chaos.system
     monitor = ProtectionMonitor(build_adapter(system.settings), _status_of, interval=0.25).start()
     schedule = plan(duration, seed, kinds)
-    say(f"phase: {len(schedule)} faults over {duration:.0f}s (seed {seed})")
+    say(f"phase: {len(schedule)} faults over {duration:.0f}s (seed {seed}, {system.venue} dialect)")
     started = time.monotonic()
     next_wave, next_move = 0.0, 5.0
     wave_every = float(system.settings.wave_interval)
@@ -623,6 +657,7 @@ def _drive(
         log=system.log,
         duration=duration,
         seed=seed,
+        exchange=system.venue,
     )
 
 
@@ -650,8 +685,10 @@ def _audit(
 
 def print_result(console: Console, result: ChaosResult) -> None:
     table = Table(
-        title=f"chaos report ({result.duration:.0f}s, seed {result.seed})", show_header=False
+        title=f"chaos report ({result.duration:.0f}s, seed {result.seed}, {result.exchange})",
+        show_header=False,
     )
+    table.add_row("exchange", f"paper, {result.exchange} dialect")
     table.add_row(
         "faults injected", ", ".join(f"{k} {v}" for k, v in sorted(result.faults.items()))
     )

@@ -51,6 +51,7 @@ from core.domain.positions import TERMINAL, PositionStatus
 from core.domain.trailing import PriceWindow
 from core.exchange import errors
 from core.locks import HeldLock, LockLost, LockNotAcquired
+from core.logging import bind_correlation
 from core.services import aged, bands, trailing
 from core.services.closing import lock_for, sweep_after_close
 from core.services.deps import Deps
@@ -359,14 +360,15 @@ def react_locked(
         return PriceTaskResult(position.id if position else None, window)
     now = deps.clock.now()
     failures: list[errors.ExchangeFailure] = []
-    for index, react in enumerate(REACTIONS):
-        if index:
-            held.extend()  # the lock was just taken for the first one
-        try:
-            react(deps, held, position, window, now)
-        except errors.Retryable as exc:  # the other reactions still run; the task retries
-            log.warning("price reaction %s failed for %s: %s", react.__module__, symbol, exc)
-            failures.append(exc)
+    with bind_correlation(position.correlation_id, position_id=position.id):
+        for index, react in enumerate(REACTIONS):
+            if index:
+                held.extend()  # the lock was just taken for the first one
+            try:
+                react(deps, held, position, window, now)
+            except errors.Retryable as exc:  # the other reactions still run; the task retries
+                log.warning("price reaction %s failed for %s: %s", react.__module__, symbol, exc)
+                failures.append(exc)
     if failures:
         raise failures[0]
     with unit_of_work() as session:

@@ -57,6 +57,7 @@ from core.exchange import errors
 from core.exchange.client_ids import client_order_id
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
+from core.logging import bind_correlation
 from core.services import snapshot
 from core.services.deps import Deps
 from core.services.positions import context, record_order
@@ -366,7 +367,9 @@ def protect_locked(deps: Deps, held: HeldLock, position_id: int) -> PositionResu
     if not needs_action(decision, guarded):
         return PositionResult(outcome=Outcome.HEALTHY)
     repair = Repair(deps, held, guarded, on_exchange, rules, params, now)
-    return repair.run(decision, {o.id: o for o in orders})
+    ctx = guarded.ctx
+    with bind_correlation(ctx.correlation_id, position_id=ctx.position_id):
+        return repair.run(decision, {o.id: o for o in orders})
 
 
 class Repair:
