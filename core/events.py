@@ -64,7 +64,6 @@ class EventType(StrEnum):
     POSITION_ROLLED_BACK = "position_rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
     EMERGENCY_STOP_PLACED = "emergency_stop_placed"
-    EMERGENCY_CLOSE_ALL = "emergency_close_all_triggered"
     RISK_LIMITS_EXCEEDED = "risk_limits_exceeded"
     SYMBOL_UNAVAILABLE = "symbol_unavailable"
     ORDER_BELOW_MINIMUM = "order_below_minimum"
@@ -108,7 +107,6 @@ class EventType(StrEnum):
     # reconciliation
     SYNCHRONIZATION_STARTED = "synchronization_started"
     SYNCHRONIZATION_COMPLETED = "synchronization_completed"
-    PERIODIC_SYNC_STARTED = "periodic_sync_started"
     PHANTOM_POSITION_DETECTED = "phantom_position_detected"
     PHANTOM_POSITION_CLOSED = "phantom_position_closed"
     MISSING_POSITION_ADDED = "missing_position_added"
@@ -170,7 +168,6 @@ ALERTING: frozenset[EventType] = frozenset(
         EventType.DUPLICATE_POSITION_DETECTED,
         EventType.INSUFFICIENT_FUNDS,
         EventType.CRITICAL_ERROR,
-        EventType.EMERGENCY_CLOSE_ALL,
     }
 )
 

@@ -13,6 +13,7 @@ Components are checked concurrently, each under ``health_check_timeout``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -21,19 +22,23 @@ from datetime import datetime
 from typing import Any
 
 import redis
+from redis.exceptions import RedisError
 from sqlalchemy import func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.clock import Clock
 from core.config import Settings
 from core.db.models import Heartbeat, Position
-from core.db.session import new_session
+from core.db.session import new_session, unit_of_work
 from core.domain.orders import ExchangeOrder
 from core.domain.positions import INTERMEDIATE, PositionStatus
+from core.events import EventType, Severity, record
 from core.exchange.errors import ExchangeFailure
 from core.logging import redact
 from core.services.deps import Deps
 from core.services.invariants import find_unprotected, load_open_rows
+
+log = logging.getLogger(__name__)
 
 OK, FAIL, NOT_CONFIGURED = "ok", "fail", "not_configured"
 
@@ -128,7 +133,41 @@ class HealthChecker:
             "interrupted_openings": self.interrupted,
         }
         results = await asyncio.gather(*(self._run(name, fn) for name, fn in checks.items()))
-        return HealthReport(self.clock.now(), dict(zip(checks, results, strict=True)))
+        report = HealthReport(self.clock.now(), dict(zip(checks, results, strict=True)))
+        await asyncio.to_thread(self._record_change, report)
+        return report
+
+    def _record_change(self, report: HealthReport) -> None:
+        """One ``health_check_failed`` event when the set of failing components changes.
+
+        /health is polled every few seconds; an event per failing probe would bury the log,
+        so the last failing set is kept in Redis and only a new one is written. Best effort:
+        with the database or Redis down (often the very failure) nothing can be written, and
+        the next probe tries again.
+        """
+        failing = sorted(name for name, c in report.components.items() if c.failed)
+        key = f"vigil:health:failing:{self.exchange_name or self.settings.exchange}"
+        try:
+            before = self.redis.get(key)
+            now = ",".join(failing).encode()
+            if not failing:
+                if before is not None:
+                    self.redis.delete(key)
+                return
+            if before == now:
+                return
+            with unit_of_work() as session:
+                record(
+                    session,
+                    EventType.HEALTH_CHECK_FAILED,
+                    severity=Severity.ERROR,
+                    exchange=self.exchange_name,
+                    failing=failing,
+                    components={n: report.as_dict()["components"][n] for n in failing},
+                )
+            self.redis.set(key, now)
+        except (RedisError, SQLAlchemyError) as exc:
+            log.warning("health change not recorded: %s", _first_line(exc))
 
     async def _run(self, name: str, fn: Callable[[], Component]) -> Component:
         timeout = self.settings.health_check_timeout

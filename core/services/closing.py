@@ -357,6 +357,15 @@ def _send_close(deps: Deps, position: Position, side: Side) -> None:
             exchange_order_id=order.id,
             quantity=position.quantity,
         )
+        if order.is_filled:
+            record(
+                session,
+                EventType.CLOSE_ORDER_FILLED,
+                ctx=context(position),
+                order_id=cid,
+                filled=order.filled,
+                average_price=order.average,
+            )
         record_order(
             session,
             position,

@@ -51,7 +51,14 @@ from core.domain.positions import INTERMEDIATE, NON_TERMINAL, PositionStatus
 from core.domain.signals import Action, Exchange
 from core.domain.signals import Signal as DomainSignal
 from core.domain.wave_progress import LaunchPlan, MemberState, plan_launches
-from core.domain.waves import OpenPositionInfo, WaveContext, WaveParams, WaveSelection, select_wave
+from core.domain.waves import (
+    FilterReason,
+    OpenPositionInfo,
+    WaveContext,
+    WaveParams,
+    WaveSelection,
+    select_wave,
+)
 from core.events import EventContext, EventType, Severity, record
 from core.services.deps import Deps
 from core.services.opening import paused_key
@@ -65,6 +72,9 @@ Launch = Callable[[int], None]
 TARGET_REACHED = "wave_target_reached"
 OPENINGS_PAUSED = "openings_paused"
 ALREADY_OPEN = "already_open"
+RISK_LIMITS = frozenset(
+    {FilterReason.MAX_OPEN_POSITIONS, FilterReason.MAX_EXPOSURE, FilterReason.INSUFFICIENT_BALANCE}
+)
 
 
 class WaveOutcome(StrEnum):
@@ -225,6 +235,20 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
                 target=selection.target,
             )
         reasons = Counter(str(f.reason) for f in selection.filtered)
+        limited = {r: n for r, n in reasons.items() if r in RISK_LIMITS}
+        if limited:  # one event per wave for the operator, beside each signal's own
+            record(
+                session,
+                EventType.RISK_LIMITS_EXCEEDED,
+                severity=Severity.WARNING,
+                exchange=wave.exchange,
+                wave_id=wave_id,
+                signals_held_back=limited,
+                open_positions=len(open_now),
+                max_open_positions=params.max_open_positions,
+                max_exposure=params.max_exposure_quote,
+                balance=balance,
+            )
         wave.stats = {
             "selection": {"target": selection.target, "to_open": [row.id for row in candidates]},
             "signals": len(rows),

@@ -16,11 +16,12 @@ from datetime import timedelta
 import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from core import metrics
 from core.api.app import create_app
 from core.clock import SYSTEM_CLOCK
+from core.db.models import Event
 from core.db.session import unit_of_work
 from core.events import EventType, record
 from core.runtime.embedded import free_port
@@ -142,6 +143,12 @@ def test_health_is_503_when_beat_is_stale_and_no_worker_answers(api):
     assert status == 503 and body["status"] == "fail"
     assert statuses(body)["beat"] == "fail" and statuses(body)["workers"] == "fail"
     assert body["components"]["beat"]["age_seconds"] >= 600
+    served.request("GET", "/health")  # the same failure again: no second event
+    with unit_of_work() as s:
+        events = s.scalars(select(Event).where(Event.type == "health_check_failed")).all()
+    [event] = events
+    assert event.data["failing"] == ["beat", "workers"]
+    assert event.data["components"]["beat"]["status"] == "fail"
 
 
 def test_health_counts_a_position_that_lost_its_stop(api, sim):

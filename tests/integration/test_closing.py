@@ -41,6 +41,11 @@ def test_engine_close_flattens_records_pnl_and_cleans_everything(sim, deps):
     assert leftovers(pid) == (None, None)
     state = sim.state()
     assert state["positions"] == [] and state["open_algo_orders"] == []
+    with unit_of_work() as s:
+        [filled] = s.scalars(
+            select(Event).where(Event.type == "close_order_filled", Event.position_id == pid)
+        ).all()
+    assert Decimal(filled.data["average_price"]) == Decimal("61000")
     assert close_position(deps, pid, "aged") is True  # idempotent
 
 

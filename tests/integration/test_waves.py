@@ -240,6 +240,26 @@ def test_a_wave_opens_its_top_n_each_with_one_stop_and_filters_the_rest_with_rea
     assert again.outcome is WaveOutcome.DUPLICATE and again.launched == []
     assert openings.queue == [] and len(positions()) == 3 and entry_posts(sim) == posts
     assert len(events("wave_duplicate_detected")) == 1
+    assert events("risk_limits_exceeded") == []  # no risk limit held anything back
+
+
+def test_a_wave_held_back_by_the_position_limit_says_so_once(sim, make_deps):
+    overrides = {**WAVE, "max_open_positions": "1"}
+    deps = make_deps(**overrides)
+    wave_id = store(
+        deps,
+        signal("r-btc", "BTCUSDT", 90),
+        signal("r-eth", "ETHUSDT", 85),
+        signal("r-sol", "SOLUSDT", 80),
+    )
+    openings = Openings(make_deps, overrides)
+    waves.process_wave(deps, wave_id, openings.launch)
+    openings.drain(wave_id)
+    assert [p.symbol for p in positions()] == ["BTCUSDT"]
+    [limit] = events("risk_limits_exceeded")
+    held = [r for r in signal_rows().values() if (r.outcome_reason or "").startswith("max_open")]
+    assert held and limit.data["signals_held_back"] == {"max_open_positions": len(held)}
+    assert limit.data["max_open_positions"] == 1 and limit.severity == "warning"
 
 
 def test_twenty_concurrent_deliveries_open_each_signal_at_most_once(sim, make_deps):
