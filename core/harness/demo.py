@@ -264,7 +264,8 @@ def _progress(
         ", ".join(f"{k} {v}" for k, v in sorted(figures.positions_by_status.items())) or "-",
     )
     table.add_row("stop moves", str(figures.stop_moves))
-    table.add_row("events", str(figures.events_total))
+    elapsed = max(time.monotonic() - started, 1e-9)
+    table.add_row("events", f"{figures.events_total} ({figures.events_total / elapsed:.1f}/s)")
     table.add_row(
         "queues", ", ".join(f"{k} {v}" for k, v in _queue_depths(system.deps.redis).items())
     )
