@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     signal_max_frame_bytes: int = Field(
         65_536, ge=256, description="Larger signal frames are rejected (the socket stays up)."
     )
+    signal_reject_unknown_fields: bool = Field(
+        False,
+        description=(
+            "Reject a signal carrying fields beyond the contract's (default: accept it and "
+            "record the extra field names on its event)."
+        ),
+    )
     signal_reconnect_min_seconds: float = Field(
         0.5, gt=0, description="First wait before reconnecting the signal socket; doubles."
     )

@@ -59,7 +59,10 @@ class FrameReport:
 
 
 def signal_params(settings: Settings) -> SignalParams:
-    return SignalParams(max_frame_bytes=settings.signal_max_frame_bytes)
+    return SignalParams(
+        max_frame_bytes=settings.signal_max_frame_bytes,
+        reject_unknown_fields=settings.signal_reject_unknown_fields,
+    )
 
 
 def store_frame(

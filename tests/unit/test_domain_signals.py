@@ -362,3 +362,29 @@ def test_fuzz_signal_shaped_objects_never_raise_and_account_for_every_item(
         result = parse_frame(json.dumps({**item, "type": "signal"}))
         assert_well_formed(result)
         assert len(result.signals) + len(result.rejections) == 1
+
+
+def test_the_strict_setting_rejects_fields_beyond_the_contract():
+    from core.config import load_settings
+    from core.services.signals import signal_params
+
+    frame = json.dumps(
+        {
+            "type": "signal",
+            "id": "x1",
+            "symbol": "BTCUSDT",
+            "exchange": "binance",
+            "action": "BUY",
+            "score_week": 70,
+            "score_month": 60,
+            "timestamp": "2026-11-23T12:00:03Z",
+            "leverage": 50,
+        }
+    )
+    now = datetime(2026, 11, 23, 12, 0, 5, tzinfo=UTC)
+    lenient = parse_frame(frame, signal_params(load_settings()), now=now)
+    strict = parse_frame(
+        frame, signal_params(load_settings(signal_reject_unknown_fields=True)), now=now
+    )
+    assert len(lenient.signals) == 1 and not lenient.rejections
+    assert not strict.signals and "leverage" in strict.rejections[0].detail
