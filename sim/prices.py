@@ -135,7 +135,7 @@ class PriceBook:
                 self.prices[symbol] = new
                 changed.append(symbol)
         changed.extend(self._advance_replay())
-        return changed
+        return list(dict.fromkeys(changed))  # a symbol replayed twice in one tick moved once
 
     def _next_price(self, symbol: str) -> Decimal | None:
         path = self.paths.get(symbol)
