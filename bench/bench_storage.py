@@ -8,9 +8,14 @@ Prints:
   * database growth per position lifecycle (open with stop, close), over every table,
     measured through the real services against the paper exchange;
   * the Celery round trip of a no-op task on the ``stops`` queue, for comparison with the
-    price path's latency (what part of tick-to-order is the queue).
+    price path's latency (what part of tick-to-order is the queue);
+  * retention: ``--purge`` events aged past the retention (bulk-inserted with old
+    timestamps, 1 % critical ones kept longer) removed by the ``events_retention`` task's
+    own ``purge_events``: rows per second, time per 10,000-row batch, and what the table
+    looks like afterwards (space is reused by new rows after autovacuum, not returned).
 
 Run: python bench/bench_storage.py [--events 5000] [--lifecycles 30] [--pings 300]
+     [--purge 200000]
 Starts its own embedded PostgreSQL, Redis and paper exchange in a temporary directory.
 """
 
@@ -134,11 +139,60 @@ def bench_pings(env: dict[str, str], n: int) -> None:
         workers.stop()
 
 
+def bench_retention(n: int) -> None:
+    from datetime import UTC, datetime
+
+    from core.services.retention import purge_events
+
+    with unit_of_work() as s:
+        s.execute(
+            text(
+                "INSERT INTO events (type, severity, exchange, symbol, data, created_at) "
+                "SELECT 'trailing_stop_updated', "
+                "       CASE WHEN g % 100 = 0 THEN 'critical' ELSE 'info' END, "
+                "       'binance', 'BTCUSDT', jsonb_build_object('seq', g), "
+                "       now() - interval '120 days' + g * interval '1 millisecond' "
+                "FROM generate_series(1, :n) AS g"
+            ),
+            {"n": n},
+        )
+    size_before = _events_size()
+    batches: list[float] = []
+    started = time.perf_counter()
+    deleted = 0
+    while True:
+        t0 = time.perf_counter()
+        result = purge_events(
+            datetime.now(UTC), keep_days=90, keep_critical_days=365, max_batches=1
+        )
+        batches.append(time.perf_counter() - t0)
+        deleted += result.deleted
+        if result.deleted < 10_000:
+            break
+    total = time.perf_counter() - started
+    with unit_of_work() as s:
+        kept = s.execute(
+            text("SELECT count(*) FROM events WHERE created_at < now() - interval '90 days'")
+        ).scalar_one()
+    print(
+        f"retention: purged {deleted} of {n} old events in {total:.1f} s "
+        f"({deleted / total:,.0f} rows/s), batch of 10,000 p50 {pct(batches, 0.5) * 1e3:.0f} ms "
+        f"p99 {pct(batches, 0.99) * 1e3:.0f} ms; {kept} critical kept; events table "
+        f"{size_before / 2**20:.1f} -> {_events_size() / 2**20:.1f} MiB before vacuum"
+    )
+
+
+def _events_size() -> int:
+    with unit_of_work() as s:
+        return int(s.execute(text("SELECT pg_total_relation_size('events')")).scalar_one())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--lifecycles", type=int, default=30)
     parser.add_argument("--pings", type=int, default=300)
+    parser.add_argument("--purge", type=int, default=200_000)
     args = parser.parse_args()
 
     with bench_env(SimOptions(seed=1, scenario="frozen", tick_interval=1.0)) as env:
@@ -146,6 +200,7 @@ def main() -> None:
         bench_events(args.events)
         bench_lifecycles(env.deps(), args.lifecycles)
         bench_pings(env.env, args.pings)
+        bench_retention(args.purge)
 
 
 if __name__ == "__main__":
