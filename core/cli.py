@@ -195,7 +195,7 @@ def chaos(
     from core.runtime.stack import StartupError
 
     if exchange not in EXCHANGES:
-        raise fail(f"unknown exchange {exchange!r}; known: {', '.join(EXCHANGES)}")
+        raise fail(f"--exchange must be one of {', '.join(EXCHANGES)}")
     kinds = list(FAULT_KINDS) if faults == "all" else [k.strip() for k in faults.split(",")]
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:

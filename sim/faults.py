@@ -18,6 +18,9 @@ Kinds:
                         for `hold_ms` (past the client's timeout), "drop" closes it
   delayed_fill          MARKET orders answer NEW and fill `delay_ms` later
   partial_fill          MARKET orders fill only `fraction` of the quantity; the rest expires
+
+A server that knows a call is not a market order (Bybit: a stop on `order/create`) says so
+to `FaultBook.plan`, and the fill kinds let it pass without using up their count.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ KINDS = frozenset(
     }
 )
 TERMINAL = frozenset({"http_error", "rate_limit", "ban"})
+FILL_KINDS = frozenset({"delayed_fill", "partial_fill"})
 
 
 @dataclass
@@ -149,10 +153,14 @@ class FaultBook:
         self.rules.clear()
         self._rng = random.Random(f"faults:{self._seed}")  # noqa: S311
 
-    def plan(self, method: str, path: str) -> FaultPlan:
+    def plan(self, method: str, path: str, market_order: bool | None = None) -> FaultPlan:
+        """The faults firing on one call; ``market_order`` False (the server knows the call
+        places no market order) keeps the fill kinds for a later one."""
         plan = FaultPlan()
         for rule in self.rules:
             if rule.exhausted or not rule.matches(method, path):
+                continue
+            if market_order is False and rule.kind in FILL_KINDS:
                 continue
             rule.matched += 1
             if rule.matched <= rule.after:

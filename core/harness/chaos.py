@@ -9,6 +9,10 @@ duplicates and reorders signals, and acts by hand on the exchange. Killed proces
 restarted, as a container runtime would; nothing else about the engine is touched. After the
 faults stop and the guardians have had their intervals, ``check_invariants`` (the same check
 as ``vigil diagnose``) must find nothing, and every stored signal must have an outcome.
+
+``exchange`` picks the paper exchange's dialect as in ``vigil demo`` (``binance`` or
+``bybit``); the faults and invariants are the same on both, and only the exchange faults name
+the venue's endpoints (``FAULT_ENDPOINTS``) and the acts by hand speak its terms.
 """
 
 from __future__ import annotations
@@ -620,7 +624,9 @@ def _drive(
     started = time.monotonic()
     next_wave, next_move = 0.0, 5.0
     wave_every = float(system.settings.wave_interval)
-    while (elapsed := time.monotonic() - started) < duration:
+    # a fault that waits for its moment (an opening, a trailing move) can push the ones after
+    # it past ``duration``: the phase lasts until every planned fault has been injected
+    while (elapsed := time.monotonic() - started) < duration or schedule:
         if elapsed >= next_wave:
             chaos.wave()
             next_wave += wave_every

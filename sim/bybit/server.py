@@ -111,13 +111,31 @@ async def _dispatch(request: web.Request, state: BybitState, plan: FaultPlan) ->
     return response
 
 
+def _market_order(request: web.Request, body: bytes) -> bool | None:
+    """Whether an ``order/create`` call places a market order (not a stop or a limit); None
+    for any other call. Entries and stops share the endpoint: a fill fault waits for the
+    former."""
+    if request.method != "POST" or not request.path.endswith("/order/create"):
+        return None
+    try:
+        params = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    if not isinstance(params, dict):
+        return None
+    trigger = params.get("triggerPrice")
+    conditional = trigger not in (None, "", "0", 0)
+    return str(params.get("orderType", "")).lower() == "market" and not conditional
+
+
 async def v5(request: web.Request) -> web.StreamResponse:
     state = _state(request)
     entry = state.log.record(request.method, request.path, 1)
-    plan = state.faults.plan(request.method, request.path)
-    entry.fault = ",".join(plan.kinds) or None
+    body = b""
     if request.body_exists:
-        await request.read()  # the request has fully arrived before the exchange "thinks"
+        body = await request.read()  # the request has fully arrived before the exchange "thinks"
+    plan = state.faults.plan(request.method, request.path, _market_order(request, body))
+    entry.fault = ",".join(plan.kinds) or None
     if plan.latency_ms:
         await asyncio.sleep(plan.latency_ms / 1000)
     if plan.terminal is not None:

@@ -535,6 +535,16 @@ def test_delayed_and_partial_fills(bybit_sim: Any, bybit_exchange: Any) -> None:
     assert partial["filled"] == 0.1 and partial["info"]["orderStatus"] == "PartiallyFilledCanceled"
 
 
+def test_fill_faults_wait_for_a_market_order(bybit_sim: Any, bybit_exchange: Any) -> None:
+    """Stops share order/create with entries: a fill fault is not used up by a stop."""
+    entry(bybit_exchange, bybit_sim)
+    bybit_sim.fault("order/create", "partial_fill", count=1, fraction="0.5")
+    bybit_exchange.create_order(BTC, "market", "sell", 0.01, None, stop_params("s1"))
+    assert link_order(bybit_exchange, "s1")["info"]["orderStatus"] == "Untriggered"
+    bybit_exchange.create_order(ETH, "market", "buy", 0.2, None, {"clientOrderId": "p1"})
+    assert link_order(bybit_exchange, "p1", ETH)["filled"] == 0.1
+
+
 # -- async client and admin -----------------------------------------------------------------
 
 
