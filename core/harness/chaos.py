@@ -132,6 +132,10 @@ class ChaosResult:
             "faults": dict(self.faults),
             "recovery_seconds": self.recovery,
             "longest_gap_seconds": self.longest_gaps(),
+            "worst_gaps": [
+                {**gap, "interfered": gap["symbol"] in self.interfered}
+                for gap in self.monitor.worst(5)
+            ],
             "sampling_interval": self.monitor.interval,
             "samples": self.monitor.samples,
             "failed_samples": self.monitor.failed_samples,
@@ -706,6 +710,12 @@ def print_result(console: Console, result: ChaosResult) -> None:
         f"{gaps['entry_to_stop']:.2f}s (sampled every {result.monitor.interval}s, "
         f"{result.monitor.samples} samples, {result.monitor.failed_samples} failed)",
     )
+    worst = result.monitor.worst(3)
+    if worst:
+        table.add_row(
+            "longest gaps (symbol, kind, at)",
+            "; ".join(f"{g['symbol']} {g['kind']} at {g['at']}s: {g['seconds']}s" for g in worst),
+        )
     for kind, times in sorted(result.recovery.items()):
         table.add_row(f"recovery after {kind}", ", ".join(f"{t:.1f}s" for t in times))
     table.add_row(
