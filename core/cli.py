@@ -8,14 +8,17 @@ command that needs them, so the engine itself stays free of both.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from core.config import Settings, SettingsError, get_settings
+
+R = TypeVar("R")
 
 app = typer.Typer(
     name="vigil",
@@ -135,6 +138,26 @@ def _mask(url: str) -> str:
     return _redact(url)
 
 
+def _check_paper_dialect(exchange: str) -> None:
+    from core.harness.demo import EXCHANGES
+
+    if exchange not in EXCHANGES:
+        raise fail(f"--exchange must be one of {', '.join(EXCHANGES)}")
+
+
+def _run_whole_system(run: Callable[[], R]) -> R:
+    """Run a harness that starts the whole system; startup failures and Ctrl-C exit cleanly."""
+    from core.runtime.stack import StartupError
+
+    try:
+        return run()
+    except StartupError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print("interrupted; everything stopped")
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def demo(
     duration: Annotated[
@@ -154,19 +177,11 @@ def demo(
     the report and the invariant check follow. Exit code 0 only if every invariant holds.
     With --exchange bybit the paper exchange speaks Bybit v5 (linear) instead of Binance.
     """
-    from core.harness.demo import EXCHANGES, print_result, run_demo
-    from core.runtime.stack import StartupError
+    from core.harness.demo import print_result, run_demo
 
-    if exchange not in EXCHANGES:
-        raise fail(f"--exchange must be one of {', '.join(EXCHANGES)}")
+    _check_paper_dialect(exchange)
     settings = settings_or_exit()
-    try:
-        result = run_demo(settings, duration, console, exchange)
-    except StartupError as exc:
-        raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        console.print("interrupted; everything stopped")
-        raise typer.Exit(130) from None
+    result = _run_whole_system(lambda: run_demo(settings, duration, console, exchange))
     print_result(console, result)
     raise typer.Exit(0 if result.invariants.clean else 1)
 
@@ -191,25 +206,18 @@ def chaos(
     code 0 only if every invariant holds afterwards. See docs/reliability.md.
     """
     from core.harness.chaos import FAULT_KINDS, print_result, run_chaos
-    from core.harness.demo import EXCHANGES
-    from core.runtime.stack import StartupError
 
-    if exchange not in EXCHANGES:
-        raise fail(f"--exchange must be one of {', '.join(EXCHANGES)}")
+    _check_paper_dialect(exchange)
     kinds = list(FAULT_KINDS) if faults == "all" else [k.strip() for k in faults.split(",")]
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:
         raise fail(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(FAULT_KINDS)}")
     settings = settings_or_exit()
-    try:
-        result = run_chaos(
+    result = _run_whole_system(
+        lambda: run_chaos(
             settings, duration, seed, kinds, workers, console.print, exchange=exchange
         )
-    except StartupError as exc:
-        raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        console.print("interrupted; everything stopped")
-        raise typer.Exit(130) from None
+    )
     print_result(console, result)
     if json_path is not None:
         import json

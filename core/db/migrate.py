@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, pool
+# Alembic announces each of its plugins at INFO when it is imported; the migrations' own
+# lines stay. Set before the import below, which is what triggers the announcements.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+from sqlalchemy import create_engine, pool  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-# Alembic announces each of its plugins at INFO on every run; the migrations' own lines stay.
-logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 class SchemaNotCurrent(RuntimeError):

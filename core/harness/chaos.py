@@ -39,7 +39,7 @@ from core.config import Settings, get_settings, load_settings
 from core.db import session as db_session
 from core.db.models import Event, Heartbeat, Position, Signal, TrailingStop
 from core.db.session import unit_of_work
-from core.domain.positions import INTERMEDIATE, NON_TERMINAL
+from core.domain.positions import INTERMEDIATE
 from core.exchange.errors import ExchangeFailure
 from core.harness.demo import (
     DEMO_SETTINGS,
@@ -48,6 +48,7 @@ from core.harness.demo import (
     _cancel_stop_by_hand,
     _close_by_hand,
     _price,
+    status_of,
 )
 from core.harness.protection_monitor import MonitorReport, ProtectionMonitor
 from core.runtime.embedded import free_port
@@ -494,19 +495,6 @@ class Chaos:
             self.say(f"{role}: no active position to act on")
 
 
-def _status_of(symbol: str) -> str | None:
-    try:
-        with unit_of_work() as s:
-            return s.scalars(
-                select(Position.status).where(
-                    Position.symbol == symbol,
-                    Position.status.in_([st.value for st in NON_TERMINAL]),
-                )
-            ).first()
-    except SQLAlchemyError:
-        return None  # PostgreSQL is being restarted; the gap is classified as established
-
-
 def _signals_without_outcome() -> int:
     with unit_of_work() as s:
         return int(
@@ -622,7 +610,7 @@ def _drive(
     from core.services.invariants import check_invariants
 
     system = chaos.system
-    monitor = ProtectionMonitor(build_adapter(system.settings), _status_of, interval=0.25).start()
+    monitor = ProtectionMonitor(build_adapter(system.settings), status_of, interval=0.25).start()
     schedule = plan(duration, seed, kinds)
     say(f"phase: {len(schedule)} faults over {duration:.0f}s (seed {seed}, {system.venue} dialect)")
     started = time.monotonic()

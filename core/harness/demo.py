@@ -274,18 +274,23 @@ def _progress(
     return table
 
 
-def _status_of(symbol: str) -> str | None:
+def status_of(symbol: str) -> str | None:
+    """The engine's status of the symbol's open position, for the protection monitor."""
     from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
 
     from core.db.models import Position
 
-    with unit_of_work() as s:
-        return s.scalars(
-            select(Position.status).where(
-                Position.symbol == symbol,
-                Position.status.in_([st.value for st in NON_TERMINAL]),
-            )
-        ).first()
+    try:
+        with unit_of_work() as s:
+            return s.scalars(
+                select(Position.status).where(
+                    Position.symbol == symbol,
+                    Position.status.in_([st.value for st in NON_TERMINAL]),
+                )
+            ).first()
+    except SQLAlchemyError:
+        return None  # PostgreSQL is being restarted; the gap is classified as established
 
 
 @dataclass
@@ -376,7 +381,7 @@ def _print_where(console: Console, stack: Stack) -> None:
 def _drive(system: DemoSystem, duration: float, console: Console) -> DemoResult:
     from core.services.invariants import check_invariants
 
-    monitor = ProtectionMonitor(system.deps.exchange, _status_of, interval=0.25).start()
+    monitor = ProtectionMonitor(system.deps.exchange, status_of, interval=0.25).start()
     steps = scenario(duration)
     started = time.monotonic()
     with Live(console=console, refresh_per_second=2) as live:
