@@ -213,15 +213,16 @@ def _check_on_beat(deps: Deps, position_id: int, symbol: str, mark: Decimal | No
 
 def react(
     deps: Deps, held: HeldLock, position: Position, window: PriceWindow, now: datetime
-) -> None:
-    """Price-path reaction: close an aged position whose target the window reached.
+) -> bool:
+    """Price-path reaction: close an aged position whose target the window reached (True).
 
     Called by the price task with the symbol lock held and no transaction open. The window's
     extreme in the holder's favour (high for a long, low for a short) is the price that
     "reached" the level, as a stop triggers on touch; the close itself is at market.
     """
     mark = window.high if position.side == Side.LONG else window.low
-    check_position(deps, held, position.id, mark, now, detect=False, source="price")
+    outcome = check_position(deps, held, position.id, mark, now, detect=False, source="price")
+    return outcome is AgedOutcome.CLOSED
 
 
 # --- one position, under its symbol lock ------------------------------------------------------

@@ -47,7 +47,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from core.db.models import Position, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
-from core.domain.positions import TERMINAL, PositionStatus
+from core.domain.positions import PositionStatus
 from core.domain.trailing import PriceWindow
 from core.exchange import errors
 from core.locks import HeldLock, LockLost, LockNotAcquired
@@ -59,7 +59,8 @@ from core.services.positions import open_position_for
 
 log = logging.getLogger(__name__)
 
-Reaction = Callable[[Deps, HeldLock, Position, PriceWindow, datetime], None]
+Reaction = Callable[[Deps, HeldLock, Position, PriceWindow, datetime], bool]
+"""One reaction to a price window; True when it closed the position."""
 
 
 def window_key(exchange: str, symbol: str) -> str:
@@ -360,20 +361,18 @@ def react_locked(
         return PriceTaskResult(position.id if position else None, window)
     now = deps.clock.now()
     failures: list[errors.ExchangeFailure] = []
+    closed = False
     with bind_correlation(position.correlation_id, position_id=position.id):
         for index, react in enumerate(REACTIONS):
             if index:
                 held.extend()  # the lock was just taken for the first one
             try:
-                react(deps, held, position, window, now)
+                closed = react(deps, held, position, window, now) or closed
             except errors.Retryable as exc:  # the other reactions still run; the task retries
                 log.warning("price reaction %s failed for %s: %s", react.__module__, symbol, exc)
                 failures.append(exc)
     if failures:
         raise failures[0]
-    with unit_of_work() as session:
-        status = session.scalar(select(Position.status).where(Position.id == position.id))
-    closed = status is not None and PositionStatus(status) in TERMINAL
     return PriceTaskResult(position.id, window, closed=closed)
 
 

@@ -149,16 +149,18 @@ def _load(session: Session, position_id: int) -> tuple[Position, TrailingStop] |
 
 def react(
     deps: Deps, held: HeldLock, position: Position, window: PriceWindow, now: datetime
-) -> None:
+) -> bool:
     """Advance the position's trailing stop by one coalesced price window (REACTIONS).
 
     Ends by publishing the band the ingest compares the next ticks with, computed from the
     state this decision left in the database (withdrawn when there is nothing to trail).
+    Moves the stop, never closes the position: returns False.
     """
     trailer = _Trailer(deps, held, position.id, now)
     trailer.advance(window)
     found = trailer.band()
     bands.publish(deps.redis, position.exchange, position.symbol, BAND_COMPONENT, found)
+    return False
 
 
 @dataclass(frozen=True)
