@@ -70,6 +70,8 @@ class EventType(StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     OPENINGS_PAUSED = "openings_paused"
     ORDER_LOOKUP_BEFORE_RETRY = "order_lookup_before_retry"
+    # the order ledger refused to move an order's status backwards (core/domain/orders.py)
+    ORDER_STATUS_MOVE_REFUSED = "order_status_move_refused"
     EXCHANGE_ERROR = "exchange_error"
 
     # closing

@@ -12,16 +12,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-PURPOSE_CODES = {
-    "entry": "e",
-    "stop": "s",
-    "close": "c",
-    "rollback": "r",
-    "emergency": "x",
-    "protection": "p",
-    "aged": "a",
+from core.domain.orders import OrderPurpose as P
+
+#: each purpose's one letter in a client id (the purposes are ``core.domain.orders``'s)
+PURPOSE_CODES: dict[str, str] = {
+    P.ENTRY: "e",
+    P.STOP: "s",
+    P.CLOSE: "c",
+    P.ROLLBACK: "r",
+    P.EMERGENCY: "x",
+    P.PROTECTION: "p",
+    P.AGED: "a",
 }
-_PURPOSES = {code: purpose for purpose, code in PURPOSE_CODES.items()}
+_PURPOSES = {code: str(purpose) for purpose, code in PURPOSE_CODES.items()}
 _PATTERN = re.compile(r"^v(\d+)-([0-9a-z]{1,10})-([a-z])(\d+)$")
 
 

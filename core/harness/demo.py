@@ -42,6 +42,7 @@ from core.harness.run_report import RunFigures, collect
 from core.runtime.embedded import free_port
 from core.runtime.stack import Stack, StackOptions
 from core.services.deps import Deps, build_adapter
+from core.services.executor import Executor
 
 # Shortened thresholds: minutes of real time show hours of a position's life.
 DEMO_SETTINGS = {
@@ -226,7 +227,7 @@ def _cancel_stop_by_hand(system: DemoSystem) -> None:
     taken = set(system.picked.values())
     for symbol, order_id in _live_stops(system):
         if symbol not in taken and symbol in system.open_symbols():
-            system.deps.exchange.cancel_order(symbol, order_id, conditional=True)
+            Executor.of(system.deps).cancel(symbol, order_id, conditional=True)
             system.log.append(f"stop cancelled by hand on {symbol} (protection restores it)")
             system.picked["naked"] = symbol
             return

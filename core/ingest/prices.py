@@ -49,6 +49,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.config import Settings
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
+from core.domain.orders import STOP_PURPOSES
 from core.events import EventType, Severity, record
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import AuthenticationFailed, classify
@@ -60,7 +61,6 @@ from core.runtime.endpoints import resolve_redis_url
 from core.services import bands
 from core.services.deps import exchange_name as venue_name
 from core.services.price_path import TICK_SCRIPT, pending_key, window_key
-from core.services.trailing import STOP_PURPOSES
 
 log = logging.getLogger(__name__)
 

@@ -20,19 +20,23 @@ from sqlalchemy.orm import Session
 
 from core.db.models import AgedPosition, Order, Position, TrailingStop
 from core.db.session import unit_of_work
+from core.domain.orders import OrderPurpose as P
+from core.domain.orders import OrderStatus
 from core.domain.positions import TERMINAL, PositionStatus, PositionTrigger
 from core.domain.reconciliation import Fill, exit_price_from_trades
 from core.domain.sides import OrderSide, Side
 from core.events import EventType, Severity, record
 from core.exchange import errors
-from core.exchange.client_ids import client_order_id, parse_client_id
+from core.exchange.client_ids import parse_client_id
 from core.exchange.types import TradeSnapshot
 from core.locks import HeldLock, LockNotAcquired, symbol_lock
 from core.logging import bind_correlation
+from core.services import executor
 from core.services.bands import band_key
 from core.services.bands import channel as band_channel
 from core.services.deps import Deps
-from core.services.positions import context, record_order, transition
+from core.services.executor import Executor, OrderIntent
+from core.services.positions import context, transition
 
 T = PositionTrigger
 
@@ -147,7 +151,7 @@ def cancel_leftovers(deps: Deps, session: Session, position: Position) -> int:
         ours = parse_client_id(order.client_id)
         if ours is None or ours.position_id != position.id:
             continue
-        if deps.exchange.cancel_order(order.symbol, order.id, conditional=order.conditional):
+        if Executor.of(deps).cancel(order.symbol, order.id, conditional=order.conditional):
             cancelled += 1
             record(
                 session,
@@ -320,34 +324,29 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
 
 
 def _send_close(deps: Deps, position: Position, side: Side) -> None:
+    """One reduce-only market close, a fresh client id per attempt; the caller verifies."""
     with unit_of_work() as session:
         attempts = len(
             session.scalars(
                 select(Order.id).where(Order.position_id == position.id, Order.purpose == "close")
             ).all()
         )
-        cid = client_order_id(position.id, position.correlation_id, "close", attempts)
-        record_order(
-            session,
+        intent = OrderIntent.of(
             position,
-            exchange=position.exchange,
-            symbol=position.symbol,
-            client_order_id=cid,
-            purpose="close",
-            side=side.close_order_side,
-            order_type="market",
-            quantity=position.quantity,
-            status="intent",
+            P.CLOSE,
+            side.close_order_side,
+            position.quantity,
+            seq=attempts,
             reduce_only=True,
         )
+        executor.record(session, intent)
     try:
-        order = deps.exchange.create_market_order(
-            position.symbol, side.close_order_side, position.quantity, cid, reduce_only=True
-        )
+        sent = Executor.of(deps).send(intent, lookup_timeout=0)
     except errors.ReduceOnlyRejected:
         return  # nothing left to reduce: closed meanwhile
     except errors.OutcomeUnknown:
         return  # reduce-only: whatever happened, the verification below decides
+    order, cid = sent.order, intent.client_id
     with unit_of_work() as session:
         record(
             session,
@@ -366,19 +365,5 @@ def _send_close(deps: Deps, position: Position, side: Side) -> None:
                 filled=order.filled,
                 average_price=order.average,
             )
-        record_order(
-            session,
-            position,
-            exchange=position.exchange,
-            symbol=position.symbol,
-            client_order_id=cid,
-            purpose="close",
-            side=side.close_order_side,
-            order_type="market",
-            quantity=position.quantity,
-            status="filled" if order.is_filled else "open",
-            exchange_order_id=order.id,
-            reduce_only=True,
-            filled_quantity=order.filled,
-            average_price=order.average,
-        )
+        status = OrderStatus.FILLED if order.is_filled else OrderStatus.OPEN
+        executor.record(session, intent, status, order)

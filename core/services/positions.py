@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.db.models import Order, Position
+from core.domain.orders import OrderStatus, next_order_status
 from core.domain.positions import (
     INITIAL,
     NON_TERMINAL,
@@ -154,7 +155,7 @@ def update(session: Session, position: Position, token: int, **values: Any) -> N
 
 def record_order(
     session: Session,
-    position: Position | None,
+    position: Position | int | None,
     *,
     exchange: str,
     symbol: str,
@@ -169,10 +170,37 @@ def record_order(
     reduce_only: bool = False,
     filled_quantity: Decimal | None = None,
     average_price: Decimal | None = None,
-) -> None:
-    """Upsert the ledger row of one order intent, keyed by its client id (idempotent)."""
+) -> OrderStatus:
+    """Upsert the ledger row of one order intent, keyed by its client id (idempotent).
+
+    The status moves through the order state machine (``core.domain.orders``): a move the
+    table does not allow (backwards: ``open`` after ``filled``) keeps the stored status and
+    fill, records ``order_status_move_refused``, and returns the status kept.
+    """
+    position_id = position.id if isinstance(position, Position) else position
+    stored = session.execute(
+        select(Order.status, Order.filled_quantity)
+        .where(Order.client_order_id == client_order_id)
+        .with_for_update()
+    ).one_or_none()
+    kept = next_order_status(stored.status if stored is not None else None, status)
+    refused = stored is not None and kept != status
+    if refused:
+        assert stored is not None
+        filled_quantity = stored.filled_quantity
+        record(
+            session,
+            EventType.ORDER_STATUS_MOVE_REFUSED,
+            severity=Severity.WARNING,
+            exchange=exchange,
+            symbol=symbol,
+            position_id=position_id,
+            order_id=client_order_id,
+            from_status=stored.status,
+            to_status=status,
+        )
     values: dict[str, Any] = {
-        "position_id": position.id if position is not None else None,
+        "position_id": position_id,
         "exchange": exchange,
         "symbol": symbol,
         "client_order_id": client_order_id,
@@ -180,7 +208,7 @@ def record_order(
         "side": side,
         "order_type": order_type,
         "quantity": quantity,
-        "status": status,
+        "status": kept.value,
         "exchange_order_id": exchange_order_id,
         "trigger_price": trigger_price,
         "reduce_only": reduce_only,
@@ -192,6 +220,29 @@ def record_order(
     for keep in ("exchange_order_id", "average_price"):  # a later None never erases a fact
         changing[keep] = func.coalesce(stmt.excluded[keep], getattr(Order, keep))
     session.execute(stmt.on_conflict_do_update(index_elements=["client_order_id"], set_=changing))
+    return kept
+
+
+def set_order_status(session: Session, client_order_id: str, status: str) -> None:
+    """Move an existing ledger row's status (through the state machine, see record_order)."""
+    row = order_row(session, client_order_id)
+    if row is None:
+        return
+    record_order(
+        session,
+        row.position_id,
+        exchange=row.exchange,
+        symbol=row.symbol,
+        client_order_id=client_order_id,
+        purpose=row.purpose,
+        side=row.side,
+        order_type=row.order_type,
+        quantity=row.quantity,
+        status=status,
+        trigger_price=row.trigger_price,
+        reduce_only=row.reduce_only,
+        filled_quantity=row.filled_quantity,
+    )
 
 
 def order_row(session: Session, client_order_id: str) -> Order | None:

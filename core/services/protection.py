@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.db.models import Order, Position, TrailingStop
 from core.db.session import unit_of_work
+from core.domain.orders import OrderStatus
 from core.domain.positions import PositionStatus
 from core.domain.protection import (
     ProtectedPosition,
@@ -48,19 +49,18 @@ from core.domain.protection import (
     ProtectionParams,
     StopOwner,
     decide_protection,
-    safe_stop_price,
 )
 from core.domain.sides import Side
 from core.domain.sizing import MarketRules
 from core.events import EventContext, EventType, Severity, record
 from core.exchange import errors
-from core.exchange.client_ids import client_order_id
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
 from core.logging import bind_correlation
-from core.services import snapshot
+from core.services import executor, snapshot
 from core.services.deps import Deps
-from core.services.positions import context, record_order
+from core.services.executor import Executor, OrderIntent, Sent, status_of
+from core.services.positions import context
 from core.services.positions import update as update_position
 
 K = ProtectionActionKind
@@ -395,6 +395,7 @@ class Repair:
         self.params = params
         self.now = now
         self.sleep = sleep
+        self.executor = Executor.of(deps, sleep=sleep)
         self.result = PositionResult()
 
     def run(self, decision: ProtectionDecision, orders: dict[str, OrderSnapshot]) -> PositionResult:
@@ -470,7 +471,7 @@ class Repair:
 
     def _place(self, price: Decimal, quantity: Decimal) -> bool:
         try:
-            stop, cid, price = self._send_stop(price, quantity)
+            sent = self._send_stop(price, quantity)
         except errors.ExchangeFailure as exc:
             with unit_of_work() as session:
                 record(
@@ -486,73 +487,60 @@ class Repair:
             self.result.failed = True
             self.result.outcome = Outcome.FAILED
             return False
+        stop_price = sent.trigger_price or price
         with unit_of_work() as session:
-            self._ledger(session, cid, quantity, stop.trigger_price or price, "open", stop)
+            executor.record(session, sent.intent, OrderStatus.OPEN, sent.order)
             record(
                 session,
                 EventType.STOP_SET_BY_PROTECTION,
                 ctx=self.g.ctx,
-                order_id=cid,
-                exchange_order_id=stop.id,
-                stop_price=stop.trigger_price or price,
+                order_id=sent.intent.client_id,
+                exchange_order_id=sent.order.id,
+                stop_price=stop_price,
                 intended_stop=self.g.intended_stop,
                 quantity=quantity,
                 side=self.g.side.close_order_side,
             )
-            self._write(session, stop_price=stop.trigger_price or price, unprotected_since=None)
+            self._write(session, stop_price=stop_price, unprotected_since=None)
         self.result.stop_placed = True
         return True
 
-    def _send_stop(self, price: Decimal, quantity: Decimal) -> tuple[OrderSnapshot, str, Decimal]:
+    def _send_stop(self, price: Decimal, quantity: Decimal) -> Sent:
         """Place the stop; a lost answer is looked up by client id before any resend."""
         found = self._interrupted_intent()
         if found is not None:
             return found
-        close_side = self.g.side.close_order_side
         with unit_of_work() as session:
+            position = session.get(Position, self.g.position_id)
+            assert position is not None
             seq = session.scalar(
                 select(func.count(Order.id)).where(
                     Order.position_id == self.g.position_id, Order.purpose == PURPOSE
                 )
             )
-            cid = client_order_id(self.g.position_id, self.g.correlation_id, PURPOSE, seq or 0)
-            self._ledger(session, cid, quantity, price, "intent")
-        last: errors.ExchangeFailure | None = None
-        for attempt in range(self.deps.settings.stop_place_attempts):
-            if attempt:
-                self.held.extend()
-                existing = self.ex.fetch_order(self.g.symbol, cid, conditional=True)
-                if existing is not None and existing.is_open:
-                    return existing, cid, price
-                if existing is not None:
-                    last = errors.OrderRejected(f"stop {cid} is {existing.status}")
-                    break
-            try:
-                return (
-                    self.ex.create_stop(self.g.symbol, close_side, quantity, price, cid),
-                    cid,
-                    price,
-                )
-            except errors.WouldTriggerImmediately as exc:
-                # the mark crossed the price after it was read: move the price with the mark
-                last = exc
-                mark = self.ex.mark_price(self.g.symbol)
-                tick = self.rules.tick_size if self.rules else None
-                price, _ = safe_stop_price(
-                    price, mark, self.g.side, self.params.mark_buffer_pct, tick
-                )
-            except errors.Retryable as exc:  # incl. unknown outcome: looked up next attempt
-                last = exc
-                self.sleep(min(0.2 * (attempt + 1), 1.0))
-            except errors.Permanent as exc:
-                last = exc
-                break
-        with unit_of_work() as session:
-            self._ledger(session, cid, quantity, price, "rejected")
-        assert last is not None
-        raise last
+            intent = self._intent(position, quantity, price, seq or 0)
+            executor.record(session, intent)
+        try:
+            self.held.extend()
+            return self.executor.place_stop(intent, attempts=self.deps.settings.stop_place_attempts)
+        except errors.ExchangeFailure:
+            with unit_of_work() as session:
+                executor.record(session, intent, OrderStatus.REJECTED)
+            raise
 
-    def _interrupted_intent(self) -> tuple[OrderSnapshot, str, Decimal] | None:
+    def _intent(
+        self, position: Position, quantity: Decimal, price: Decimal | None, seq: int
+    ) -> OrderIntent:
+        return OrderIntent.of(
+            position,
+            PURPOSE,
+            self.g.side.close_order_side,
+            quantity,
+            seq=seq,
+            trigger_price=price,
+        )
+
+    def _interrupted_intent(self) -> Sent | None:
         """Settle protection stops whose send was interrupted (worker killed mid-call).
 
         Each is looked up by client id, its ledger row updated; a live one that covers the
@@ -560,29 +548,29 @@ class Repair:
         """
         with unit_of_work() as session:
             pending = [
-                (o.client_order_id, o.quantity, o.trigger_price)
+                OrderIntent.from_ledger(o)
                 for o in session.scalars(
                     select(Order)
                     .where(
                         Order.position_id == self.g.position_id,
                         Order.purpose == PURPOSE,
-                        Order.status == "intent",
+                        Order.status == OrderStatus.INTENT.value,
                     )
                     .order_by(Order.id.desc())
                 )
             ]
-        live: tuple[OrderSnapshot, str, Decimal] | None = None
-        for cid, quantity, trigger in pending:
-            found = self.ex.fetch_order(self.g.symbol, cid, conditional=True)
+        live: Sent | None = None
+        for intent in pending:
+            found = self.executor.lookup(intent)
             with unit_of_work() as session:
-                self._ledger(session, cid, quantity, trigger, _ledger_status(found), found)
+                executor.record(session, intent, status_of(found), found)
             if (
                 live is None
                 and found is not None
                 and found.is_open
                 and (found.close_position or found.amount >= self.on_exchange.quantity)
             ):
-                live = (found, cid, found.trigger_price or trigger or Decimal(0))
+                live = Sent(found, intent, sent=False)
         return live
 
     def _alert(self, duration: timedelta | None, *, restored: bool) -> None:
@@ -605,7 +593,7 @@ class Repair:
             client_id = order.client_id if order is not None else None
             try:
                 self.held.extend()
-                cancelled = self.ex.cancel_order(self.g.symbol, order_id, conditional=conditional)
+                cancelled = self.executor.cancel(self.g.symbol, order_id, conditional=conditional)
             except errors.ExchangeFailure as exc:
                 with unit_of_work() as session:
                     record(
@@ -631,44 +619,11 @@ class Repair:
                 )
             self.result.surplus_cancelled += cancelled
 
-    def _ledger(
-        self,
-        session: Session,
-        cid: str,
-        quantity: Decimal,
-        trigger: Decimal | None,
-        status: str,
-        order: OrderSnapshot | None = None,
-    ) -> None:
-        record_order(
-            session,
-            session.get(Position, self.g.position_id),
-            exchange=self.g.exchange,
-            symbol=self.g.symbol,
-            client_order_id=cid,
-            purpose=PURPOSE,
-            side=self.g.side.close_order_side.value,
-            order_type="stop_market",
-            quantity=quantity,
-            status=status,
-            exchange_order_id=order.id if order is not None else None,
-            trigger_price=trigger,
-            reduce_only=True,
-        )
-
     def _write(self, session: Session, **values: object) -> None:
         """A fenced write to the position: refused if a newer lock holder wrote it."""
         position = session.get(Position, self.g.position_id, populate_existing=True)
         assert position is not None
         update_position(session, position, self.held.token, **values)
-
-
-def _ledger_status(found: OrderSnapshot | None) -> str:
-    if found is None:
-        return "rejected"  # never reached the exchange
-    if found.is_open:
-        return "open"
-    return {"canceled": "cancelled", "closed": "filled"}.get(found.status, "expired")
 
 
 def unprotected_positions(session: Session, exchange: str) -> list[tuple[int, str, datetime]]:

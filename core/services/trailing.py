@@ -37,14 +37,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
-from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db.models import Order, Position, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
-from core.domain.orders import covers, stops_for
+from core.domain.orders import STOP_PURPOSES, OrderStatus, covers, stops_for
 from core.domain.positions import TERMINAL, PositionStatus
 from core.domain.sides import Side
 from core.domain.trailing import (
@@ -61,21 +60,24 @@ from core.exchange import errors
 from core.exchange.client_ids import client_order_id, parse_client_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, fenced_update
-from core.services import bands
+from core.services import bands, executor
 from core.services.closing import settle_external_close
 from core.services.deps import Deps
-from core.services.opening import Poll
-from core.services.positions import context, record_order
+from core.services.executor import (
+    Executor,
+    OrderIntent,
+    Replacement,
+    Sent,
+    old_orders,
+    status_of,
+)
+from core.services.positions import context, record_order, set_order_status
 
 log = logging.getLogger(__name__)
 
 OWNER_TRAILING = "trailing"
 OWNER_PROTECTION = "protection"
 BAND_COMPONENT = "trailing"
-# Ledger purposes of the orders that protect a position: the opening stop and trailing's
-# moves ("stop"), protection's replacement, the rollback's emergency stop.
-STOP_PURPOSES = ("stop", "protection", "emergency")
-_LEDGER_STATUS = {"open": "open", "closed": "filled", "canceled": "cancelled"}
 
 
 def trailing_params(settings: Settings) -> TrailingParams:
@@ -171,13 +173,6 @@ class _Intent:
     old: tuple[tuple[str, str | None], ...] = ()
 
 
-@dataclass(frozen=True)
-class _Cancel:
-    client_id: str
-    exchange_id: str | None
-    failure: errors.ExchangeFailure | None
-
-
 class _Trailer:
     """One decision for one position, under the symbol lock held by the caller.
 
@@ -195,6 +190,7 @@ class _Trailer:
     def __init__(self, deps: Deps, held: HeldLock, position_id: int, now: datetime) -> None:
         self.deps = deps
         self.ex = deps.exchange
+        self.executor = Executor.of(deps)
         self.held = held
         self.position_id = position_id
         self.now = now
@@ -352,7 +348,7 @@ class _Trailer:
 
     def _move(self, decision: TrailingDecision, window: PriceWindow, intent: _Intent) -> None:
         assert decision.new_stop is not None
-        stop: OrderSnapshot | None = None
+        stop: Sent | None = None
         for _ in range(3):  # an intent whose order died on the exchange gives way to the next
             if not intent.maybe_sent:
                 break
@@ -360,74 +356,57 @@ class _Trailer:
             if found is None:
                 break  # never landed: send it (same client id, so a late landing is refused)
             if found.is_open:
-                stop = found
+                stop = Sent(found, self._order(intent.client_id, decision.new_stop), sent=False)
                 break
             if found.is_filled:
                 self._stop_already_filled(intent.client_id, found)
                 return
             intent = self._next_intent(intent.client_id, found, decision)
-        if stop is None:
-            stop = self._place(decision, intent.client_id)
-            if stop is None:
+        old = old_orders(intent.old)
+        self.held.extend()  # a full TTL for the move: send, a lookup, the old stops' cancel
+        if stop is not None:  # live already: only the break step is left
+            replaced = Replacement(stop, self.executor.cancel_each(self.symbol, old))
+        else:
+            try:
+                new = self._order(intent.client_id, decision.new_stop)
+                replaced = self.executor.replace_stop(new, old)
+            except errors.ExchangeFailure as exc:  # the old stop stays
+                self._failed(decision, exc, stage="place")
                 return
-        cancels = self._cancel_old(intent.old)  # break, only now that the new stop is live
-        self._accepted(decision, stop, intent.client_id, window, cancels)
+        self._accepted(decision, replaced, window)
+
+    def _order(self, client_id: str, price: Decimal) -> OrderIntent:
+        parsed = parse_client_id(client_id)
+        return OrderIntent(
+            self.position_id,
+            self.ex.name,
+            self.symbol,
+            client_id,
+            parsed.purpose if parsed is not None else "stop",
+            self.side.close_order_side,
+            self.quantity,
+            trigger_price=price,
+            reduce_only=True,
+        )
 
     def _next_intent(
         self, client_id: str, order: OrderSnapshot, decision: TrailingDecision
     ) -> _Intent:
         """The earlier intent's order is gone (cancelled, expired): close it, take a new seq."""
         with unit_of_work() as session:
-            _set_ledger_status(session, client_id, _LEDGER_STATUS.get(order.status, "expired"))
+            set_order_status(session, client_id, status_of(order))
             loaded = _load(session, self.position_id)
             assert loaded is not None
             return self._intent(session, loaded[0], decision)
 
     def _lookup(self, client_id: str) -> OrderSnapshot | None:
         try:
-            return self.ex.fetch_order(self.symbol, client_id, conditional=True)
+            return self.executor.lookup(self._order(client_id, Decimal(0)))
         except errors.Retryable:
             return None  # cannot tell: the send below reuses the client id, never a second one
 
-    def _place(self, decision: TrailingDecision, client_id: str) -> OrderSnapshot | None:
-        """Send the new stop; on failure the old stop stays and the failure is recorded."""
-        assert decision.new_stop is not None
-        self.held.extend()  # a full TTL for the move: send, a lookup, the old stops' cancel
-        try:
-            return self.ex.create_stop(
-                self.symbol, self.side.close_order_side, self.quantity, decision.new_stop, client_id
-            )
-        except errors.OutcomeUnknown as exc:
-            found = Poll(timeout=2.0).until(lambda: self._lookup(client_id))
-            if found is not None and found.is_open:
-                return found
-            self._failed(decision, exc, stage="place")
-        except errors.ExchangeFailure as exc:
-            self._failed(decision, exc, stage="place")
-        return None
-
-    def _cancel_old(self, old: tuple[tuple[str, str | None], ...]) -> list[_Cancel]:
-        """Break: cancel the position's other open stops; a failure leaves that one live."""
-        done: list[_Cancel] = []
-        for cid, exchange_id in old:
-            try:
-                if exchange_id is None:
-                    found = self.ex.fetch_order(self.symbol, cid, conditional=True)
-                    exchange_id = found.id if found is not None and found.is_open else None
-                if exchange_id is not None:
-                    self.ex.cancel_order(self.symbol, exchange_id, conditional=True)
-                done.append(_Cancel(cid, exchange_id, None))
-            except errors.ExchangeFailure as exc:
-                done.append(_Cancel(cid, exchange_id, exc))
-        return done
-
     def _accepted(
-        self,
-        decision: TrailingDecision,
-        stop: OrderSnapshot,
-        client_id: str,
-        window: PriceWindow,
-        cancels: list[_Cancel],
+        self, decision: TrailingDecision, replaced: Replacement, window: PriceWindow
     ) -> None:
         """The new stop is live: now, and only now, the new state is written, together with
         the break step's outcome (an old stop that could not be cancelled stays ``open`` in
@@ -437,7 +416,8 @@ class _Trailer:
         stop up by its client id and adopts it; an old stop already cancelled then counts as
         gone.
         """
-        live_price = stop.trigger_price or decision.new_stop
+        stop, client_id = replaced.new.order, replaced.new.intent.client_id
+        live_price = replaced.new.trigger_price or decision.new_stop
         state = replace(decision.state, stop_price=live_price)
         tick_at = getattr(window, "first_tick_at", None)
         with unit_of_work() as session:
@@ -445,14 +425,7 @@ class _Trailer:
             if loaded is None:
                 return  # closed meanwhile (not under the lock; kept for safety)
             position, row = loaded
-            ledger = session.scalars(
-                select(Order).where(Order.client_order_id == client_id)
-            ).one_or_none()
-            if ledger is None:
-                self._ledger(session, position, client_id, "stop", stop.id, trigger=live_price)
-            else:
-                ledger.status, ledger.exchange_order_id = "open", stop.id
-                ledger.trigger_price = live_price
+            executor.record(session, replaced.new.intent, OrderStatus.OPEN, stop)
             _store(row, state)
             row.heartbeat_at = self.now
             # fenced, and only this write (the ORM object is not touched: no second UPDATE)
@@ -474,21 +447,16 @@ class _Trailer:
                 last_price=window.last,
                 tick_at=tick_at,
             )
-            cancelled = [c.client_id for c in cancels if c.failure is None]
-            if cancelled:
-                session.execute(
-                    sa_update(Order)
-                    .where(Order.client_order_id.in_(cancelled))
-                    .values(status="cancelled")
-                )
-            for c in cancels:
-                if c.failure is not None:
+            for c in replaced.cancels:
+                if c.failure is None and c.order.client_id is not None:
+                    set_order_status(session, c.order.client_id, OrderStatus.CANCELLED)
+                elif c.failure is not None:
                     record(
                         session,
                         EventType.TRAILING_OLD_STOP_CANCEL_FAILED,
                         severity=Severity.WARNING,
                         ctx=context(position),
-                        order_id=c.client_id,
+                        order_id=c.order.client_id,
                         exchange_order_id=c.exchange_id,
                         kept_stop=client_id,
                         error=str(c.failure),
@@ -545,7 +513,7 @@ class _Trailer:
     def _stop_already_filled(self, client_id: str, order: OrderSnapshot) -> None:
         """A stop of this move fired before we saw it: the close path settles the position."""
         with unit_of_work() as session:
-            _set_ledger_status(session, client_id, "filled")
+            set_order_status(session, client_id, OrderStatus.FILLED)
             position = session.get(Position, self.position_id)
             assert position is not None
             record(
@@ -583,12 +551,6 @@ class _Trailer:
             trigger_price=trigger,
             reduce_only=True,
         )
-
-
-def _set_ledger_status(session: Session, client_id: str, status: str) -> None:
-    session.execute(
-        sa_update(Order).where(Order.client_order_id == client_id).values(status=status)
-    )
 
 
 def _observe_tick_to_order(seconds: float) -> None:

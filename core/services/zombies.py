@@ -44,6 +44,7 @@ from core.exchange.client_ids import parse_client_id
 from core.locks import HeldLock, LockLost, LockNotAcquired
 from core.services import snapshot
 from core.services.deps import Deps
+from core.services.executor import Executor
 
 GUARDIAN = "zombies"
 
@@ -255,7 +256,7 @@ def _cancel(
     for attempt in range(attempts):
         try:
             held.extend()
-            gone = not deps.exchange.cancel_order(
+            gone = not Executor.of(deps).cancel(
                 order.symbol, order.id, conditional=order.is_conditional
             )
             error = None
