@@ -240,7 +240,9 @@ def test_a_position_opened_by_hand_already_beyond_its_stop_is_adopted_and_protec
     assert stop.trigger > Decimal("3200") and adopted.stop_price == stop.trigger
     types = [e.type for e in events(adopted.id)]
     assert "stop_loss_placed" in types
-    assert not {"stop_loss_failed", "position_rollback_started", "position_rolled_back"} & set(types)
+    assert not {"stop_loss_failed", "position_rollback_started", "position_rolled_back"} & set(
+        types
+    )
     [placed] = events(adopted.id, "stop_loss_placed")
     assert Decimal(placed.data["moved_beyond_mark_from"]) == Decimal("3060")
 
