@@ -13,13 +13,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from core.exchange.errors import Retryable
 from tasks.app import app
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Retryable(Exception):
-    """Raised by a task when the work may succeed later (network, rate limit, lock busy)."""
+# The one "may succeed later" (network, rate limit, an opening that cannot progress yet):
+# the exchange layer's class, which the services' own deferrals subclass.
+__all__ = ["INFRA_TRANSIENT", "Retryable", "vigil_task"]
 
 
 INFRA_TRANSIENT: tuple[type[BaseException], ...] = (
@@ -40,11 +42,12 @@ def vigil_task(
     backoff_max: int = 30,
     **options: Any,
 ) -> Callable[[F], Any]:
-    """Register ``func`` as task ``vigil.<name>``; ``name``'s first part picks the queue."""
+    """Register ``func`` as task ``name`` (a ``core.task_names`` constant; a short
+    ``queue.name`` gets the ``vigil.`` prefix); the queue is the name's second part."""
 
     def decorate(func: F) -> Any:
         return app.task(
-            name=f"vigil.{name}",
+            name=name if name.startswith("vigil.") else f"vigil.{name}",
             autoretry_for=retry_on,
             retry_backoff=True,
             retry_backoff_max=backoff_max,

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.exchange.errors import Retryable as ExchangeRetryable
+from core import task_names as names
 from core.locks import LockLost, LockNotAcquired
 from core.services import price_path
 from core.services.deps import get_deps
 from core.services.trailing import settle_stop_triggered
 from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
 
-_TRANSIENT = (Retryable, ExchangeRetryable, LockNotAcquired, LockLost, *INFRA_TRANSIENT)
+_TRANSIENT = (Retryable, LockNotAcquired, LockLost, *INFRA_TRANSIENT)
 
 
-@vigil_task("stops.on_price", retry_on=_TRANSIENT, max_retries=5, backoff_max=5)
+@vigil_task(names.ON_PRICE, retry_on=_TRANSIENT, max_retries=5, backoff_max=5)
 def on_price_task(exchange: str, symbol: str) -> dict[str, Any]:
     """React to the symbol's coalesced price window (trailing, aged close)."""
     result = price_path.on_price(
@@ -32,14 +32,14 @@ def on_price_task(exchange: str, symbol: str) -> dict[str, Any]:
     return {"position_id": result.position_id, "rerun_at": str(result.rerun_at or "")}
 
 
-@vigil_task("stops.trailing_sweep", retry_on=_TRANSIENT, max_retries=2)
+@vigil_task(names.TRAILING_SWEEP, retry_on=_TRANSIENT, max_retries=2)
 def trailing_sweep_task() -> dict[str, int]:
     """Wake the price task of trailing positions no tick woke lately (beat)."""
     report = price_path.sweep(get_deps(), lambda ex, symbol: on_price_task.delay(ex, symbol))
     return report.as_dict()
 
 
-@vigil_task("orders.settle_close", retry_on=_TRANSIENT, max_retries=4, backoff_max=10)
+@vigil_task(names.SETTLE_CLOSE, retry_on=_TRANSIENT, max_retries=4, backoff_max=10)
 def settle_close_task(position_id: int, reason: str = "stop_triggered") -> bool:
     """Record the close of a position whose stop fired on the exchange."""
     return settle_stop_triggered(get_deps(), position_id, reason)

@@ -48,10 +48,9 @@ from core.api.queries import (
 )
 from core.api.task_names import AmbiguousTask, UnknownTask, resolve_task_name
 from core.clock import SYSTEM_CLOCK, Clock
-from core.config import Settings
+from core.config import Settings, resolve_redis_url
 from core.db.session import new_session
 from core.metrics import MetricsStore, RedisCollector
-from core.runtime.endpoints import resolve_redis_url
 from core.services.deps import Deps, get_deps
 
 log = logging.getLogger(__name__)

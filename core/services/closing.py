@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -29,14 +30,14 @@ from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.exchange.types import TradeSnapshot
-from core.locks import HeldLock, LockNotAcquired, symbol_lock
+from core.locks import HeldLock, LockNotAcquired, engine_lock
 from core.logging import bind_correlation
 from core.services import executor
 from core.services.bands import band_key
 from core.services.bands import channel as band_channel
 from core.services.deps import Deps
 from core.services.executor import Executor, OrderIntent
-from core.services.positions import context, transition
+from core.services.positions import context, set_order_status, transition
 
 T = PositionTrigger
 
@@ -115,6 +116,38 @@ def finish(
     )
 
 
+def record_stop_triggered(
+    session: Session,
+    *,
+    exchange: str,
+    symbol: str,
+    position_id: int,
+    order_id: str | None,
+    exchange_order_id: str | None,
+    average_price: object,
+    correlation_id: str | None = None,
+    source: str | None = None,
+) -> None:
+    """One of the engine's stops fired: its ledger row is ``filled`` and ``STOP_TRIGGERED``
+    is on record (seen by the user-data stream, or by trailing's lookup). The close itself
+    is recorded by the close path (``settle_external_close``) from the exchange's trades."""
+    if order_id is not None:
+        set_order_status(session, order_id, OrderStatus.FILLED)
+    extra: dict[str, Any] = {"source": source} if source else {}
+    record(
+        session,
+        EventType.STOP_TRIGGERED,
+        exchange=exchange,
+        symbol=symbol,
+        position_id=position_id,
+        order_id=order_id,
+        exchange_order_id=exchange_order_id,
+        correlation_id=correlation_id,
+        average_price=average_price,
+        **extra,
+    )
+
+
 def drop_bands(deps: Deps, position: Position) -> None:
     """A closed symbol is watched by nothing: its ticks must enqueue no more work."""
     deps.redis.delete(band_key(position.exchange, position.symbol))
@@ -122,15 +155,8 @@ def drop_bands(deps: Deps, position: Position) -> None:
 
 
 def lock_for(deps: Deps, exchange: str, symbol: str) -> AbstractContextManager[HeldLock]:
-    """The (exchange, symbol) lock with the settings' timeouts."""
-    return symbol_lock(
-        deps.redis,
-        exchange,
-        symbol,
-        token_source=deps.fence_token,
-        timeout=deps.settings.lock_timeout,
-        blocking_timeout=deps.settings.lock_blocking_timeout,
-    )
+    """The (exchange, symbol) lock with the settings' timeouts (``core.locks.engine_lock``)."""
+    return engine_lock(deps.redis, deps.settings, exchange, symbol)
 
 
 def _exchange_has_position(deps: Deps, symbol: str) -> bool:

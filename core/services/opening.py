@@ -29,12 +29,13 @@ from core.db.session import unit_of_work
 from core.domain.orders import OrderPurpose as P
 from core.domain.orders import OrderStatus
 from core.domain.positions import INTERMEDIATE, PositionStatus, PositionTrigger
+from core.domain.protection import StopOwner
 from core.domain.sides import Side
 from core.domain.sizing import size_position, stop_price_for
 from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.exchange.types import OrderSnapshot
-from core.locks import HeldLock, symbol_lock
+from core.locks import HeldLock, engine_lock
 from core.logging import bind_correlation
 from core.polling import Poll
 from core.services import executor
@@ -90,14 +91,7 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
         correlation_id = position.correlation_id
     with (
         bind_correlation(correlation_id, position_id=position_id),
-        symbol_lock(
-            deps.redis,
-            exchange,
-            symbol,
-            token_source=deps.fence_token,
-            timeout=deps.settings.lock_timeout,
-            blocking_timeout=deps.settings.lock_blocking_timeout,
-        ) as held,
+        engine_lock(deps.redis, deps.settings, exchange, symbol) as held,
     ):
         return Opening(deps, held, position_id, may_send_entry=count_attempt).drive()
 
@@ -475,7 +469,7 @@ class Opening(RollbackSteps):
             TrailingStop(
                 position_id=position.id,
                 state="inactive",
-                owner="trailing",
+                owner=StopOwner.TRAILING.value,
                 highest_price=position.entry_price,
                 lowest_price=position.entry_price,
                 current_stop=position.stop_price,

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
+from core import locks
 from core.db.session import unit_of_work
 from core.domain.orders import ExchangeOrder, ExchangePosition
 from core.domain.sides import Side
@@ -26,7 +27,7 @@ from core.events import EventType, Severity, record
 from core.exchange.client_ids import make_tag, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.exchange.types import OrderSnapshot, PositionSnapshot
-from core.locks import HeldLock, symbol_lock
+from core.locks import HeldLock
 from core.services.deps import Deps
 
 
@@ -101,17 +102,5 @@ def engine_client_ids(
 
 
 def guardian_lock(deps: Deps, symbol: str) -> AbstractContextManager[HeldLock]:
-    """The symbol's lock, waited for only briefly.
-
-    A guardian that finds a symbol busy (an opening, a trailing move, a close) leaves it to
-    its next cycle instead of queueing behind it: the holder is doing the work that matters
-    for that symbol right now, and a long wait per symbol would stall the whole cycle.
-    """
-    return symbol_lock(
-        deps.redis,
-        deps.exchange_name,
-        symbol,
-        token_source=deps.fence_token,
-        timeout=deps.settings.lock_timeout,
-        blocking_timeout=deps.settings.guardian_lock_wait_seconds,
-    )
+    """The symbol's lock, waited for only briefly (``core.locks.guardian_lock``)."""
+    return locks.guardian_lock(deps.redis, deps.settings, deps.exchange_name, symbol)

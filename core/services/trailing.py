@@ -45,6 +45,7 @@ from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.orders import STOP_PURPOSES, OrderStatus, covers, stops_for
 from core.domain.positions import TERMINAL, PositionStatus
+from core.domain.protection import StopOwner
 from core.domain.sides import Side
 from core.domain.trailing import (
     PriceWindow,
@@ -61,7 +62,7 @@ from core.exchange.client_ids import client_order_id, parse_client_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, fenced_update
 from core.services import bands, executor
-from core.services.closing import settle_external_close
+from core.services.closing import record_stop_triggered, settle_external_close
 from core.services.deps import Deps
 from core.services.executor import (
     Executor,
@@ -75,8 +76,6 @@ from core.services.positions import context, record_order, set_order_status
 
 log = logging.getLogger(__name__)
 
-OWNER_TRAILING = "trailing"
-OWNER_PROTECTION = "protection"
 BAND_COMPONENT = "trailing"
 
 
@@ -233,7 +232,7 @@ class _Trailer:
                 for action in decision.events:
                     self._record_event(session, position, decision, action, window)
                 return
-            owned = row.owner == OWNER_TRAILING
+            owned = row.owner == StopOwner.TRAILING
             intent = self._intent(session, position, decision) if owned else None
         if intent is None:
             if not self._reclaim(decision):
@@ -296,7 +295,7 @@ class _Trailer:
             if loaded is None:
                 return False
             position, row = loaded
-            row.owner = OWNER_TRAILING
+            row.owner = StopOwner.TRAILING.value
             for order in live:
                 ours = parse_client_id(order.client_id)
                 if order.client_id and ours is not None and ours.position_id == position.id:
@@ -313,7 +312,7 @@ class _Trailer:
                 session,
                 EventType.TRAILING_STOP_RECLAIMED,
                 ctx=context(position),
-                from_owner=OWNER_PROTECTION,
+                from_owner=StopOwner.PROTECTION,
                 live_stops=[o.client_id or o.id for o in live],
             )
         return True
@@ -513,16 +512,17 @@ class _Trailer:
     def _stop_already_filled(self, client_id: str, order: OrderSnapshot) -> None:
         """A stop of this move fired before we saw it: the close path settles the position."""
         with unit_of_work() as session:
-            set_order_status(session, client_id, OrderStatus.FILLED)
             position = session.get(Position, self.position_id)
             assert position is not None
-            record(
+            record_stop_triggered(
                 session,
-                EventType.STOP_TRIGGERED,
-                ctx=context(position),
+                exchange=position.exchange,
+                symbol=position.symbol,
+                position_id=position.id,
                 order_id=client_id,
                 exchange_order_id=order.id,
                 average_price=order.average,
+                correlation_id=position.correlation_id,
             )
 
     def _ledger(
