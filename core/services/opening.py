@@ -24,12 +24,11 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from core.db.models import Position, Signal, TrailingStop
+from core.db.models import Position, Signal
 from core.db.session import unit_of_work
 from core.domain.orders import OrderPurpose as P
 from core.domain.orders import OrderStatus
 from core.domain.positions import INTERMEDIATE, PositionStatus, PositionTrigger
-from core.domain.protection import StopOwner
 from core.domain.sides import Side
 from core.domain.sizing import size_position, stop_price_for
 from core.events import EventType, Severity, record
@@ -43,6 +42,7 @@ from core.services.deps import Deps
 from core.services.executor import Executor, LookupFailed, OrderIntent, Sent
 from core.services.positions import context, order_row, transition
 from core.services.rollback import RollbackSteps
+from core.services.trailing_state import start_trailing
 
 S = PositionStatus
 T = PositionTrigger
@@ -456,35 +456,9 @@ class Opening(RollbackSteps):
             stop_price=trigger,
             opened_at=self.now(),
         )
-        self._create_trailing(session, position)
+        start_trailing(session, position, self.settings, self.now())
         self._signal_outcome(session, position, "opened", None)
         return OpenOutcome.ACTIVE
-
-    def _create_trailing(self, session: Session, position: Position) -> None:
-        assert position.entry_price is not None
-        pct = self.settings.trailing_activation_percent / Decimal(100)
-        factor = Decimal(1) + pct if position.side == Side.LONG else Decimal(1) - pct
-        activation = position.entry_price * factor
-        session.add(
-            TrailingStop(
-                position_id=position.id,
-                state="inactive",
-                owner=StopOwner.TRAILING.value,
-                highest_price=position.entry_price,
-                lowest_price=position.entry_price,
-                current_stop=position.stop_price,
-                activation_price=activation,
-                heartbeat_at=self.now(),
-            )
-        )
-        record(
-            session,
-            EventType.TRAILING_STOP_CREATED,
-            ctx=context(position),
-            entry_price=position.entry_price,
-            activation_price=activation,
-            stop_price=position.stop_price,
-        )
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.config import Settings
-from core.db.models import Order, Position, TrailingStop
+from core.db.models import Order, Position
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.orders import STOP_PURPOSES, OrderStatus, covers, stops_for
@@ -51,7 +50,6 @@ from core.domain.trailing import (
     PriceWindow,
     TrailingAction,
     TrailingDecision,
-    TrailingParams,
     TrailingState,
     band,
     decide,
@@ -73,76 +71,11 @@ from core.services.executor import (
     status_of,
 )
 from core.services.positions import context, record_order, set_order_status
+from core.services.trailing_state import load_active, state_of, store, trailing_params
 
 log = logging.getLogger(__name__)
 
 BAND_COMPONENT = "trailing"
-
-
-def trailing_params(settings: Settings) -> TrailingParams:
-    """The domain's parameters from the operator's settings."""
-    minutes = settings.trailing_time_activation_minutes
-    return TrailingParams(
-        activation_pct=settings.trailing_activation_percent,
-        callback_pct=settings.trailing_callback_percent,
-        breakeven_at_pct=settings.trailing_breakeven_percent,
-        taker_fee_pct=settings.taker_fee_percent,
-        time_activation_after=timedelta(minutes=minutes) if minutes else None,
-        time_activation_min_profit_pct=settings.trailing_time_activation_min_profit_percent,
-        min_step_pct=settings.trailing_min_step_percent,
-        min_update_interval=timedelta(seconds=settings.trailing_min_update_interval),
-        min_distance_pct=settings.trailing_min_distance_percent,
-    )
-
-
-def state_of(row: TrailingStop, position: Position) -> TrailingState:
-    """The durable row (plus the position's side, entry, size, age) as the domain's state."""
-    entry = position.entry_price
-    assert entry is not None, f"position {position.id} is active without an entry price"
-    return TrailingState(
-        side=Side(position.side),
-        entry_price=entry,
-        quantity=position.quantity,
-        opened_at=position.opened_at or position.created_at,
-        activation_price=row.activation_price or entry,
-        highest_price=row.highest_price or entry,
-        lowest_price=row.lowest_price or entry,
-        stop_price=row.current_stop if row.current_stop is not None else position.stop_price,
-        activated=row.state == "active",
-        activated_at=row.activated_at,
-        breakeven_triggered=row.breakeven_done,
-        update_count=row.update_count,
-        last_update_at=row.last_update_at,
-        pending_stop=row.pending_stop,
-    )
-
-
-def _store(row: TrailingStop, state: TrailingState) -> None:
-    row.state = "active" if state.activated else "inactive"
-    row.activated_at = state.activated_at
-    row.highest_price = state.highest_price
-    row.lowest_price = state.lowest_price
-    row.current_stop = state.stop_price
-    row.breakeven_done = state.breakeven_triggered
-    row.update_count = state.update_count
-    row.last_update_at = state.last_update_at
-    row.pending_stop = state.pending_stop
-
-
-def _load(session: Session, position_id: int) -> tuple[Position, TrailingStop] | None:
-    """The active position and its trailing row, fresh, in one query; None otherwise."""
-    found = session.execute(
-        select(Position, TrailingStop)
-        .join(TrailingStop, TrailingStop.position_id == Position.id)
-        .where(Position.id == position_id)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
-    if found is None:
-        return None
-    position, row = found
-    if position.status != PositionStatus.ACTIVE or position.entry_price is None:
-        return None
-    return position, row
 
 
 # --- the price path's reaction ----------------------------------------------------------
@@ -204,7 +137,7 @@ class _Trailer:
 
     def advance(self, window: PriceWindow) -> None:
         with unit_of_work() as session:
-            loaded = _load(session, self.position_id)
+            loaded = load_active(session, self.position_id)
             if loaded is None:
                 return
             position, row = loaded
@@ -227,7 +160,7 @@ class _Trailer:
                     current.stop_price,
                     getattr(window, "ticks", None),
                 )
-                _store(row, decision.state)
+                store(row, decision.state)
                 self.persisted = decision.state
                 for action in decision.events:
                     self._record_event(session, position, decision, action, window)
@@ -238,7 +171,7 @@ class _Trailer:
             if not self._reclaim(decision):
                 return
             with unit_of_work() as session:
-                loaded = _load(session, self.position_id)
+                loaded = load_active(session, self.position_id)
                 assert loaded is not None
                 intent = self._intent(session, loaded[0], decision)
         self._move(decision, window, intent)
@@ -291,7 +224,7 @@ class _Trailer:
             self._failed(decision, None, stage="reclaim", reason="protection owns the stop")
             return False
         with unit_of_work() as session:
-            loaded = _load(session, self.position_id)
+            loaded = load_active(session, self.position_id)
             if loaded is None:
                 return False
             position, row = loaded
@@ -394,7 +327,7 @@ class _Trailer:
         """The earlier intent's order is gone (cancelled, expired): close it, take a new seq."""
         with unit_of_work() as session:
             set_order_status(session, client_id, status_of(order))
-            loaded = _load(session, self.position_id)
+            loaded = load_active(session, self.position_id)
             assert loaded is not None
             return self._intent(session, loaded[0], decision)
 
@@ -420,12 +353,12 @@ class _Trailer:
         state = replace(decision.state, stop_price=live_price)
         tick_at = getattr(window, "first_tick_at", None)
         with unit_of_work() as session:
-            loaded = _load(session, self.position_id)
+            loaded = load_active(session, self.position_id)
             if loaded is None:
                 return  # closed meanwhile (not under the lock; kept for safety)
             position, row = loaded
             executor.record(session, replaced.new.intent, OrderStatus.OPEN, stop)
-            _store(row, state)
+            store(row, state)
             row.heartbeat_at = self.now
             # fenced, and only this write (the ORM object is not touched: no second UPDATE)
             fenced_update(session, position.id, self.held.token, stop_price=live_price)
@@ -477,7 +410,7 @@ class _Trailer:
     ) -> None:
         """The old stop stays. Back off like a sent move would: next try after the interval."""
         with unit_of_work() as session:
-            loaded = _load(session, self.position_id)
+            loaded = load_active(session, self.position_id)
             if loaded is None:
                 return
             position, row = loaded
