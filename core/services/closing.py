@@ -393,3 +393,27 @@ def _send_close(deps: Deps, position: Position, side: Side) -> None:
             )
         status = OrderStatus.FILLED if order.is_filled else OrderStatus.OPEN
         executor.record(session, intent, status, order)
+
+
+# --- a stop that fired on the exchange --------------------------------------------------------
+
+
+class StopFillNotVisible(errors.Retryable):
+    """The stream said the stop filled, the exchange still shows the position: ask again."""
+
+
+def settle_stop_triggered(deps: Deps, position_id: int, reason: str = "stop_triggered") -> bool:
+    """Record the close of a position whose stop fired (seen on the user-data stream).
+
+    The close path re-checks the exchange under the lock and takes the real exit price and
+    PnL from the trades. If the exchange does not show the position flat yet (the fill
+    event can overtake the position update), raise a Retryable so the task asks again;
+    reconciliation is the fallback when it never does.
+    """
+    if settle_external_close(deps, position_id, reason):
+        return True
+    with unit_of_work() as session:
+        position = session.get(Position, position_id)
+        if position is None or PositionStatus(position.status) in TERMINAL:
+            return False  # already settled (by another delivery, or the close path)
+    raise StopFillNotVisible(f"position {position_id}: exchange still shows it after a stop fill")

@@ -184,6 +184,7 @@ def record(
     order: OrderSnapshot | None = None,
     *,
     quantity: Decimal | None = None,
+    exchange_order_id: str | None = None,
 ) -> None:
     """The intent's ledger row, upserted by client id (through the order state machine)."""
     trigger = intent.trigger_price
@@ -200,7 +201,7 @@ def record(
         order_type=intent.order_type,
         quantity=quantity if quantity is not None else intent.quantity,
         status=str(status),
-        exchange_order_id=order.id if order is not None else None,
+        exchange_order_id=order.id if order is not None else exchange_order_id,
         trigger_price=trigger,
         reduce_only=intent.reduce_only,
         filled_quantity=order.filled if order is not None else None,

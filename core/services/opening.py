@@ -24,7 +24,7 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from core.db.models import Position, Signal
+from core.db.models import Position
 from core.db.session import unit_of_work
 from core.domain.orders import OrderPurpose as P
 from core.domain.orders import OrderStatus
@@ -40,7 +40,7 @@ from core.polling import Poll
 from core.services import executor
 from core.services.deps import Deps
 from core.services.executor import Executor, LookupFailed, OrderIntent, Sent
-from core.services.positions import context, order_row, transition
+from core.services.positions import context, order_row, record_signal_outcome, transition
 from core.services.rollback import RollbackSteps
 from core.services.trailing_state import start_trailing
 
@@ -297,7 +297,7 @@ class Opening(RollbackSteps):
             reason=why,
         )
         transition(session, position, T.ENTRY_NOT_FOUND, self.held.token, reason=why)
-        self._signal_outcome(session, position, "failed", why)
+        record_signal_outcome(session, position, "failed", why)
         return OpenOutcome.FAILED
 
     # --- entry_placed: wait for the fill ---------------------------------------------------
@@ -323,22 +323,7 @@ class Opening(RollbackSteps):
             self.executor.cancel(position.symbol, order.id)
             order = self.ex.fetch_order(position.symbol, cid) or order
         if order.filled <= 0:
-            record(
-                session,
-                EventType.ENTRY_ORDER_FAILED,
-                ctx=context(position),
-                order_id=cid,
-                status=order.status,
-            )
-            transition(
-                session,
-                position,
-                T.ENTRY_REJECTED,
-                self.held.token,
-                reason=f"entry {order.status} without fill",
-            )
-            self._signal_outcome(session, position, "failed", f"entry {order.status}")
-            return OpenOutcome.FAILED
+            return self._entry_without_fill(session, position, order)
         partial = order.filled < order.amount
         record(
             session,
@@ -365,6 +350,26 @@ class Opening(RollbackSteps):
             leverage=self.settings.leverage,
         )
         return None
+
+    def _entry_without_fill(
+        self, session: Session, position: Position, order: OrderSnapshot
+    ) -> OpenOutcome:
+        record(
+            session,
+            EventType.ENTRY_ORDER_FAILED,
+            ctx=context(position),
+            order_id=entry_intent(position, order.amount).client_id,
+            status=order.status,
+        )
+        transition(
+            session,
+            position,
+            T.ENTRY_REJECTED,
+            self.held.token,
+            reason=f"entry {order.status} without fill",
+        )
+        record_signal_outcome(session, position, "failed", f"entry {order.status}")
+        return OpenOutcome.FAILED
 
     # --- pending_sl: the stop for the filled quantity, or roll back -------------------------
 
@@ -402,39 +407,6 @@ class Opening(RollbackSteps):
             return None  # the next step rolls the entry back
         return self._activate(session, position, sent)
 
-    def _stop_failed(
-        self,
-        session: Session,
-        position: Position,
-        intent: OrderIntent,
-        error: errors.ExchangeFailure,
-    ) -> None:
-        executor.record(session, intent, OrderStatus.REJECTED)
-        record(
-            session,
-            EventType.STOP_LOSS_FAILED,
-            severity=Severity.ERROR,
-            ctx=context(position),
-            order_id=intent.client_id,
-            error=str(error),
-            code=error.code,
-        )
-        record(
-            session,
-            EventType.POSITION_ROLLBACK_STARTED,
-            severity=Severity.WARNING,
-            ctx=context(position),
-            reason="stop could not be placed",
-        )
-        transition(
-            session,
-            position,
-            T.STOP_FAILED,
-            self.held.token,
-            reason="stop could not be placed",
-            close_reason="rollback",
-        )
-
     def _activate(self, session: Session, position: Position, sent: Sent) -> OpenOutcome:
         trigger = sent.trigger_price
         executor.record(session, sent.intent, OrderStatus.OPEN, sent.order)
@@ -457,14 +429,14 @@ class Opening(RollbackSteps):
             opened_at=self.now(),
         )
         start_trailing(session, position, self.settings, self.now())
-        self._signal_outcome(session, position, "opened", None)
+        record_signal_outcome(session, position, "opened", None)
         return OpenOutcome.ACTIVE
 
     # --- helpers ------------------------------------------------------------------------
 
     def _fail(self, session: Session, position: Position, why: str) -> OpenOutcome:
         transition(session, position, T.ENTRY_REJECTED, self.held.token, reason=why)
-        self._signal_outcome(session, position, "failed", why)
+        record_signal_outcome(session, position, "failed", why)
         return OpenOutcome.FAILED
 
     def _pause_openings(self, session: Session, position: Position, why: str) -> None:
@@ -483,25 +455,6 @@ class Opening(RollbackSteps):
             severity=Severity.WARNING,
             ctx=context(position),
             seconds=seconds,
-        )
-
-    def _signal_outcome(
-        self, session: Session, position: Position, status: str, reason: str | None
-    ) -> None:
-        if position.signal_id is None:
-            return
-        signal = session.get(Signal, position.signal_id)
-        if signal is None:
-            return
-        signal.status = status
-        signal.outcome_reason = reason
-        record(
-            session,
-            EventType.SIGNAL_EXECUTED if status == "opened" else EventType.SIGNAL_FAILED,
-            severity=Severity.INFO if status == "opened" else Severity.WARNING,
-            ctx=context(position),
-            signal_id=signal.signal_id,
-            reason=reason,
         )
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.db.models import Order, Position
+from core.db.models import Order, Position, Signal
 from core.domain.orders import OrderStatus, next_order_status
 from core.domain.positions import (
     INITIAL,
@@ -249,3 +249,24 @@ def order_row(session: Session, client_order_id: str) -> Order | None:
     return session.scalars(
         select(Order).where(Order.client_order_id == client_order_id)
     ).one_or_none()
+
+
+def record_signal_outcome(
+    session: Session, position: Position, status: str, reason: str | None
+) -> None:
+    """The outcome of the signal a position was opened for (opened / failed), with its event."""
+    if position.signal_id is None:
+        return
+    signal = session.get(Signal, position.signal_id)
+    if signal is None:
+        return
+    signal.status = status
+    signal.outcome_reason = reason
+    record(
+        session,
+        EventType.SIGNAL_EXECUTED if status == "opened" else EventType.SIGNAL_FAILED,
+        severity=Severity.INFO if status == "opened" else Severity.WARNING,
+        ctx=context(position),
+        signal_id=signal.signal_id,
+        reason=reason,
+    )

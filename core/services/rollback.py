@@ -31,7 +31,7 @@ from core.polling import Poll
 from core.services import executor
 from core.services.closing import exit_from_trades, finish
 from core.services.executor import Executor, OrderIntent
-from core.services.positions import context, transition
+from core.services.positions import context, record_signal_outcome, transition
 
 if TYPE_CHECKING:
     from core.services.opening import OpenOutcome
@@ -48,7 +48,39 @@ class RollbackSteps:
     held: HeldLock
     settings: Settings
     now: Callable[[], datetime]
-    _signal_outcome: Callable[[Session, Position, str, str | None], None]
+
+    def _stop_failed(
+        self,
+        session: Session,
+        position: Position,
+        intent: OrderIntent,
+        error: errors.ExchangeFailure,
+    ) -> None:
+        executor.record(session, intent, OrderStatus.REJECTED)
+        record(
+            session,
+            EventType.STOP_LOSS_FAILED,
+            severity=Severity.ERROR,
+            ctx=context(position),
+            order_id=intent.client_id,
+            error=str(error),
+            code=error.code,
+        )
+        record(
+            session,
+            EventType.POSITION_ROLLBACK_STARTED,
+            severity=Severity.WARNING,
+            ctx=context(position),
+            reason="stop could not be placed",
+        )
+        transition(
+            session,
+            position,
+            T.STOP_FAILED,
+            self.held.token,
+            reason="stop could not be placed",
+            close_reason="rollback",
+        )
 
     def _roll_back(self, session: Session, position: Position) -> OpenOutcome | None:
         side = Side(position.side)
@@ -93,7 +125,7 @@ class RollbackSteps:
             exit_=exit_,
             now=self.now(),
         )
-        self._signal_outcome(session, position, "failed", "stop could not be placed")
+        record_signal_outcome(session, position, "failed", "stop could not be placed")
         from core.services.opening import OpenOutcome  # the module that mixes this in
 
         return OpenOutcome.ROLLED_BACK

@@ -43,7 +43,6 @@ from core.db.models import Order, Position
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.orders import STOP_PURPOSES, OrderStatus, covers, stops_for
-from core.domain.positions import TERMINAL, PositionStatus
 from core.domain.protection import StopOwner
 from core.domain.sides import Side
 from core.domain.trailing import (
@@ -60,7 +59,11 @@ from core.exchange.client_ids import client_order_id, parse_client_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, fenced_update
 from core.services import bands, executor
-from core.services.closing import record_stop_triggered, settle_external_close
+from core.services.closing import (
+    StopFillNotVisible,
+    record_stop_triggered,
+    settle_stop_triggered,
+)
 from core.services.deps import Deps
 from core.services.executor import (
     Executor,
@@ -70,8 +73,10 @@ from core.services.executor import (
     old_orders,
     status_of,
 )
-from core.services.positions import context, record_order, set_order_status
+from core.services.positions import context, set_order_status
 from core.services.trailing_state import load_active, state_of, store, trailing_params
+
+__all__ = ["StopFillNotVisible", "react", "settle_stop_triggered", "trailing_params"]
 
 log = logging.getLogger(__name__)
 
@@ -233,14 +238,10 @@ class _Trailer:
                 ours = parse_client_id(order.client_id)
                 if order.client_id and ours is not None and ours.position_id == position.id:
                     # listed as open so the move's break step cancels it
-                    self._ledger(
-                        session,
-                        position,
-                        order.client_id,
-                        ours.purpose,
-                        order.id,
-                        trigger=order.trigger_price,
+                    stop = replace(
+                        self._order(order.client_id, order.trigger_price), purpose=ours.purpose
                     )
+                    executor.record(session, stop, OrderStatus.OPEN, exchange_order_id=order.id)
             record(
                 session,
                 EventType.TRAILING_STOP_RECLAIMED,
@@ -271,9 +272,7 @@ class _Trailer:
         else:
             seq = max(seqs, default=0) + 1
             cid = client_order_id(position.id, position.correlation_id, "stop", seq)
-            self._ledger(
-                session, position, cid, "stop", None, status="intent", trigger=decision.new_stop
-            )
+            executor.record(session, self._order(cid, decision.new_stop))
             maybe_sent = False
         old = tuple((c, eid) for c, status, _, eid in rows if status == "open" and c != cid)
         return _Intent(cid, maybe_sent, old)
@@ -307,7 +306,8 @@ class _Trailer:
                 return
         self._accepted(decision, replaced, window)
 
-    def _order(self, client_id: str, price: Decimal) -> OrderIntent:
+    def _order(self, client_id: str, price: Decimal | None) -> OrderIntent:
+        """The stop-market intent behind one of this position's stop client ids."""
         parsed = parse_client_id(client_id)
         return OrderIntent(
             self.position_id,
@@ -319,6 +319,7 @@ class _Trailer:
             self.quantity,
             trigger_price=price,
             reduce_only=True,
+            stop=True,
         )
 
     def _next_intent(
@@ -458,33 +459,6 @@ class _Trailer:
                 correlation_id=position.correlation_id,
             )
 
-    def _ledger(
-        self,
-        session: Session,
-        position: Position,
-        client_id: str,
-        purpose: str,
-        exchange_order_id: str | None,
-        *,
-        status: str = "open",
-        trigger: Decimal | None = None,
-    ) -> None:
-        record_order(
-            session,
-            position,
-            exchange=position.exchange,
-            symbol=position.symbol,
-            client_order_id=client_id,
-            purpose=purpose,
-            side=self.side.close_order_side.value,
-            order_type="stop_market",
-            quantity=position.quantity,
-            status=status,
-            exchange_order_id=exchange_order_id,
-            trigger_price=trigger,
-            reduce_only=True,
-        )
-
 
 def _observe_tick_to_order(seconds: float) -> None:
     """Feed the tick-to-order histogram when the metrics module is installed."""
@@ -493,27 +467,3 @@ def _observe_tick_to_order(seconds: float) -> None:
     except ImportError:
         return
     observe_tick_to_order(max(0.0, seconds))
-
-
-# --- a stop that fired on the exchange --------------------------------------------------------
-
-
-class StopFillNotVisible(errors.Retryable):
-    """The stream said the stop filled, the exchange still shows the position: ask again."""
-
-
-def settle_stop_triggered(deps: Deps, position_id: int, reason: str = "stop_triggered") -> bool:
-    """Record the close of a position whose stop fired (seen on the user-data stream).
-
-    The close path re-checks the exchange under the lock and takes the real exit price and
-    PnL from the trades. If the exchange does not show the position flat yet (the fill
-    event can overtake the position update), raise a Retryable so the task asks again;
-    reconciliation is the fallback when it never does.
-    """
-    if settle_external_close(deps, position_id, reason):
-        return True
-    with unit_of_work() as session:
-        position = session.get(Position, position_id)
-        if position is None or PositionStatus(position.status) in TERMINAL:
-            return False  # already settled (by another delivery, or the close path)
-    raise StopFillNotVisible(f"position {position_id}: exchange still shows it after a stop fill")
