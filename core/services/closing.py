@@ -284,26 +284,9 @@ def close_position(deps: Deps, position_id: int, reason: str) -> bool:
 
 def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> bool:
     """``close_position`` for a caller that already holds the symbol's lock (price path)."""
-    with unit_of_work() as session:
-        position = session.get(Position, position_id, populate_existing=True)
-        assert position is not None
-        status = PositionStatus(position.status)
-        if status in TERMINAL:
-            return True
-        if status is PositionStatus.ACTIVE:
-            record(
-                session, EventType.POSITION_CLOSE_REQUESTED, ctx=context(position), reason=reason
-            )
-            transition(
-                session,
-                position,
-                T.CLOSE_REQUESTED,
-                held.token,
-                reason=reason,
-                close_reason=reason[:40],
-            )
-        elif status is not PositionStatus.CLOSING:
-            raise errors.Retryable(f"position {position_id} is {status}; not closable now")
+    position = _request_close(held, position_id, reason)
+    if position is None:
+        return True  # closed before
     side = Side(position.side)
     failure: errors.ExchangeFailure | None = None
     try:
@@ -347,6 +330,32 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
         cancel_leftovers(deps, session, position)
     drop_bands(deps, position)
     return True
+
+
+def _request_close(held: HeldLock, position_id: int, reason: str) -> Position | None:
+    """``active -> closing`` with its event (a rollback's ``closing`` stays); None: closed
+    already; an opening still in flight is not closable now (Retryable)."""
+    with unit_of_work() as session:
+        position = session.get(Position, position_id, populate_existing=True)
+        assert position is not None
+        status = PositionStatus(position.status)
+        if status in TERMINAL:
+            return None
+        if status is PositionStatus.ACTIVE:
+            record(
+                session, EventType.POSITION_CLOSE_REQUESTED, ctx=context(position), reason=reason
+            )
+            transition(
+                session,
+                position,
+                T.CLOSE_REQUESTED,
+                held.token,
+                reason=reason,
+                close_reason=reason[:40],
+            )
+        elif status is not PositionStatus.CLOSING:
+            raise errors.Retryable(f"position {position_id} is {status}; not closable now")
+    return position
 
 
 def _send_close(deps: Deps, position: Position, side: Side) -> None:

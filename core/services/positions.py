@@ -184,43 +184,53 @@ def record_order(
         .with_for_update()
     ).one_or_none()
     kept = next_order_status(stored.status if stored is not None else None, status)
-    refused = stored is not None and kept != status
-    if refused:
-        assert stored is not None
+    if stored is not None and kept != status:  # backwards: keep what is stored, say so
         filled_quantity = stored.filled_quantity
-        record(
-            session,
-            EventType.ORDER_STATUS_MOVE_REFUSED,
-            severity=Severity.WARNING,
-            exchange=exchange,
-            symbol=symbol,
-            position_id=position_id,
-            order_id=client_order_id,
-            from_status=stored.status,
-            to_status=status,
-        )
-    values: dict[str, Any] = {
-        "position_id": position_id,
-        "exchange": exchange,
-        "symbol": symbol,
-        "client_order_id": client_order_id,
-        "purpose": purpose,
-        "side": side,
-        "order_type": order_type,
-        "quantity": quantity,
-        "status": kept.value,
-        "exchange_order_id": exchange_order_id,
-        "trigger_price": trigger_price,
-        "reduce_only": reduce_only,
-        "filled_quantity": filled_quantity or Decimal(0),
-        "average_price": average_price,
-    }
+        where = {"exchange": exchange, "symbol": symbol, "position_id": position_id}
+        _refused(session, client_order_id, stored.status, status, where)
+    _upsert_order(
+        session,
+        {
+            "position_id": position_id,
+            "exchange": exchange,
+            "symbol": symbol,
+            "client_order_id": client_order_id,
+            "purpose": purpose,
+            "side": side,
+            "order_type": order_type,
+            "quantity": quantity,
+            "status": kept.value,
+            "exchange_order_id": exchange_order_id,
+            "trigger_price": trigger_price,
+            "reduce_only": reduce_only,
+            "filled_quantity": filled_quantity or Decimal(0),
+            "average_price": average_price,
+        },
+    )
+    return kept
+
+
+def _refused(
+    session: Session, client_order_id: str, stored: str, wanted: str, where: dict[str, Any]
+) -> None:
+    record(
+        session,
+        EventType.ORDER_STATUS_MOVE_REFUSED,
+        severity=Severity.WARNING,
+        order_id=client_order_id,
+        from_status=stored,
+        to_status=wanted,
+        **where,
+    )
+
+
+def _upsert_order(session: Session, values: dict[str, Any]) -> None:
+    """Insert or update by client id; a later None never erases a known exchange id or price."""
     stmt = insert(Order).values(**values)
     changing: dict[str, Any] = {k: stmt.excluded[k] for k in ("status", "filled_quantity")}
     for keep in ("exchange_order_id", "average_price"):  # a later None never erases a fact
         changing[keep] = func.coalesce(stmt.excluded[keep], getattr(Order, keep))
     session.execute(stmt.on_conflict_do_update(index_elements=["client_order_id"], set_=changing))
-    return kept
 
 
 def set_order_status(session: Session, client_order_id: str, status: str) -> None:
