@@ -29,10 +29,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.clock import Clock
 from core.config import Settings
 from core.db.models import Heartbeat, Position
-from core.db.session import new_session, unit_of_work
+from core.db.session import new_session
 from core.domain.orders import ExchangeOrder
 from core.domain.positions import INTERMEDIATE, PositionStatus
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
 from core.exchange.errors import ExchangeFailure
 from core.logging import redact
 from core.services.deps import Deps
@@ -156,15 +156,13 @@ class HealthChecker:
                 return
             if before == now:
                 return
-            with unit_of_work() as session:
-                record(
-                    session,
-                    EventType.HEALTH_CHECK_FAILED,
-                    severity=Severity.ERROR,
-                    exchange=self.exchange_name,
-                    failing=failing,
-                    components={n: report.as_dict()["components"][n] for n in failing},
-                )
+            record_alone(
+                EventType.HEALTH_CHECK_FAILED,
+                severity=Severity.ERROR,
+                exchange=self.exchange_name,
+                failing=failing,
+                components={n: report.as_dict()["components"][n] for n in failing},
+            )
             self.redis.set(key, now)
         except (RedisError, SQLAlchemyError) as exc:
             log.warning("health change not recorded: %s", _first_line(exc))

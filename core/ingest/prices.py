@@ -51,7 +51,7 @@ from core.config import Settings, resolve_redis_url
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.orders import STOP_PURPOSES
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import AuthenticationFailed, classify
 from core.exchange.factory import build_pro_exchange
@@ -254,16 +254,14 @@ def _record_stop_fill(
 
 
 def _record_reconnect(exchange: str, stream: str, attempts: int, error: str) -> None:
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.WEBSOCKET_RECONNECTED,
-            severity=Severity.WARNING,
-            exchange=exchange,
-            stream=stream,
-            attempts=attempts,
-            error=error[:500],
-        )
+    record_alone(
+        EventType.WEBSOCKET_RECONNECTED,
+        severity=Severity.WARNING,
+        exchange=exchange,
+        stream=stream,
+        attempts=attempts,
+        error=error[:500],
+    )
 
 
 async def _off_loop(write: Callable[..., None], *args: Any) -> None:

@@ -44,7 +44,7 @@ from core.domain.aged import AgedParams
 from core.domain.positions import PositionStatus
 from core.domain.sides import Side
 from core.domain.trailing import PriceWindow
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
 from core.exchange import errors
 from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
 from core.services import bands
@@ -86,16 +86,14 @@ def run_aged_cycle(deps: Deps) -> AgedCycleReport:
             marks = deps.exchange.mark_prices()  # one batch call per cycle, not one per position
         except errors.ExchangeFailure as exc:
             report.prices_unavailable = True  # phases still advance; emergency still closes
-            with unit_of_work() as session:
-                record(
-                    session,
-                    EventType.EXCHANGE_ERROR,
-                    severity=Severity.WARNING,
-                    exchange=deps.exchange_name,
-                    operation="mark_prices",
-                    purpose="aged positions",
-                    error=str(exc),
-                )
+            record_alone(
+                EventType.EXCHANGE_ERROR,
+                severity=Severity.WARNING,
+                exchange=deps.exchange_name,
+                operation="mark_prices",
+                purpose="aged positions",
+                error=str(exc),
+            )
     for position_id, symbol in candidates:
         report.count(_check_on_beat(deps, position_id, symbol, marks.get(symbol)))
     report.stale_bands_removed = _remove_stale_bands(deps)
@@ -138,30 +136,26 @@ def _check_on_beat(deps: Deps, position_id: int, symbol: str, mark: Decimal | No
     except LockNotAcquired:
         return AgedOutcome.BUSY
     except (LockLost, StaleFence) as exc:  # a newer holder took over: it decides, we stop
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.LOCK_STALE_WRITE_REJECTED,
-                severity=Severity.WARNING,
-                exchange=deps.exchange_name,
-                symbol=symbol,
-                position_id=position_id,
-                purpose="aged positions",
-                error=str(exc),
-            )
+        record_alone(
+            EventType.LOCK_STALE_WRITE_REJECTED,
+            severity=Severity.WARNING,
+            exchange=deps.exchange_name,
+            symbol=symbol,
+            position_id=position_id,
+            purpose="aged positions",
+            error=str(exc),
+        )
         return AgedOutcome.BUSY
     except errors.ExchangeFailure as exc:  # one symbol's trouble must not stop the others
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.EXCHANGE_ERROR,
-                severity=Severity.WARNING,
-                exchange=deps.exchange_name,
-                symbol=symbol,
-                position_id=position_id,
-                purpose="aged positions",
-                error=str(exc),
-            )
+        record_alone(
+            EventType.EXCHANGE_ERROR,
+            severity=Severity.WARNING,
+            exchange=deps.exchange_name,
+            symbol=symbol,
+            position_id=position_id,
+            purpose="aged positions",
+            error=str(exc),
+        )
         return AgedOutcome.EXCHANGE_ERROR
 
 
@@ -207,14 +201,12 @@ def _remove_stale_bands(deps: Deps) -> list[str]:
         except LockNotAcquired:
             continue  # busy symbol: the next cycle looks again
         removed.append(symbol)
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.CLEANUP_ACTION,
-                exchange=exchange,
-                symbol=symbol,
-                action="stale aged band removed",
-            )
+        record_alone(
+            EventType.CLEANUP_ACTION,
+            exchange=exchange,
+            symbol=symbol,
+            action="stale aged band removed",
+        )
     return removed
 
 

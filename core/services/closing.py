@@ -26,7 +26,7 @@ from core.domain.orders import OrderStatus
 from core.domain.positions import TERMINAL, PositionStatus, PositionTrigger
 from core.domain.reconciliation import Fill, exit_price_from_trades
 from core.domain.sides import OrderSide, Side
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record, record_alone
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.exchange.types import TradeSnapshot
@@ -245,16 +245,14 @@ def sweep_after_close(deps: Deps, symbol: str) -> None:
     try:
         cleanup_zombies(deps, symbols=frozenset({symbol}))
     except (errors.ExchangeFailure, LockNotAcquired) as exc:
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.EXCHANGE_ERROR,
-                severity=Severity.WARNING,
-                exchange=deps.exchange_name,
-                symbol=symbol,
-                reason="zombie sweep after close deferred to beat",
-                error=str(exc),
-            )
+        record_alone(
+            EventType.EXCHANGE_ERROR,
+            severity=Severity.WARNING,
+            exchange=deps.exchange_name,
+            symbol=symbol,
+            reason="zombie sweep after close deferred to beat",
+            error=str(exc),
+        )
 
 
 def close_position(deps: Deps, position_id: int, reason: str) -> bool:

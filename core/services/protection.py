@@ -46,7 +46,7 @@ from core.domain.protection import (
     decide_protection,
 )
 from core.domain.sizing import MarketRules
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record, record_alone
 from core.exchange import errors
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
@@ -208,13 +208,11 @@ def check_protection(deps: Deps) -> ProtectionReport:
             continue
         report.rechecked += 1
         report.add(g.position_id, protect_position(deps, g.position_id))
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.PROTECTION_CHECK_COMPLETED,
-            exchange=deps.exchange_name,
-            **report.counts(),
-        )
+    record_alone(
+        EventType.PROTECTION_CHECK_COMPLETED,
+        exchange=deps.exchange_name,
+        **report.counts(),
+    )
     return report
 
 
@@ -235,26 +233,22 @@ def protect_position(deps: Deps, position_id: int) -> PositionResult:
     except LockNotAcquired:
         return PositionResult(outcome=Outcome.DEFERRED)
     except (StaleFence, LockLost) as exc:
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.LOCK_STALE_WRITE_REJECTED,
-                severity=Severity.WARNING,
-                ctx=ctx,
-                guardian="protection",
-                error=str(exc),
-            )
+        record_alone(
+            EventType.LOCK_STALE_WRITE_REJECTED,
+            severity=Severity.WARNING,
+            ctx=ctx,
+            guardian="protection",
+            error=str(exc),
+        )
         return PositionResult(outcome=Outcome.FAILED, failed=True)
     except errors.ExchangeFailure as exc:
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.PROTECTION_STOP_FAILED,
-                severity=Severity.ERROR,
-                ctx=ctx,
-                stage="re-check",
-                error=str(exc),
-            )
+        record_alone(
+            EventType.PROTECTION_STOP_FAILED,
+            severity=Severity.ERROR,
+            ctx=ctx,
+            stage="re-check",
+            error=str(exc),
+        )
         return PositionResult(outcome=Outcome.FAILED, failed=True)
 
 

@@ -31,7 +31,7 @@ from core.domain.protection import (
 )
 from core.domain.sides import Side
 from core.domain.sizing import MarketRules
-from core.events import EventContext, EventType, Severity, record
+from core.events import EventContext, EventType, Severity, record, record_alone
 from core.exchange import errors
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock
@@ -229,17 +229,15 @@ class Repair:
         try:
             sent = self._send_stop(price, quantity)
         except errors.ExchangeFailure as exc:
-            with unit_of_work() as session:
-                record(
-                    session,
-                    EventType.PROTECTION_STOP_FAILED,
-                    severity=Severity.ERROR,
-                    ctx=self.g.ctx,
-                    error=str(exc),
-                    code=exc.code,
-                    stop_price=price,
-                    quantity=quantity,
-                )
+            record_alone(
+                EventType.PROTECTION_STOP_FAILED,
+                severity=Severity.ERROR,
+                ctx=self.g.ctx,
+                error=str(exc),
+                code=exc.code,
+                stop_price=price,
+                quantity=quantity,
+            )
             self.result.failed = True
             self.result.outcome = Outcome.FAILED
             return False
@@ -330,16 +328,14 @@ class Repair:
         return live
 
     def _alert(self, duration: timedelta | None, *, restored: bool) -> None:
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.POSITION_UNPROTECTED_ALERT,
-                severity=Severity.CRITICAL,
-                ctx=self.g.ctx,
-                unprotected_seconds=duration.total_seconds() if duration else None,
-                unprotected_since=self.g.unprotected_since,
-                stop_restored=restored,
-            )
+        record_alone(
+            EventType.POSITION_UNPROTECTED_ALERT,
+            severity=Severity.CRITICAL,
+            ctx=self.g.ctx,
+            unprotected_seconds=duration.total_seconds() if duration else None,
+            unprotected_since=self.g.unprotected_since,
+            stop_restored=restored,
+        )
         self.result.alerted = True
 
     def _cancel_surplus(self, order_ids: tuple[str, ...], orders: dict[str, OrderSnapshot]) -> None:
@@ -351,28 +347,24 @@ class Repair:
                 self.held.extend()
                 cancelled = self.executor.cancel(self.g.symbol, order_id, conditional=conditional)
             except errors.ExchangeFailure as exc:
-                with unit_of_work() as session:
-                    record(
-                        session,
-                        EventType.EXCHANGE_ERROR,
-                        severity=Severity.WARNING,
-                        ctx=self.g.ctx,
-                        order_id=client_id,
-                        exchange_order_id=order_id,
-                        operation="cancel_surplus_stop",
-                        error=str(exc),
-                    )
-                continue
-            with unit_of_work() as session:
-                record(
-                    session,
-                    EventType.SURPLUS_STOP_CANCELLED,
+                record_alone(
+                    EventType.EXCHANGE_ERROR,
+                    severity=Severity.WARNING,
                     ctx=self.g.ctx,
                     order_id=client_id,
                     exchange_order_id=order_id,
-                    already_gone=not cancelled,
-                    quantity=order.amount if order is not None else None,
+                    operation="cancel_surplus_stop",
+                    error=str(exc),
                 )
+                continue
+            record_alone(
+                EventType.SURPLUS_STOP_CANCELLED,
+                ctx=self.g.ctx,
+                order_id=client_id,
+                exchange_order_id=order_id,
+                already_gone=not cancelled,
+                quantity=order.amount if order is not None else None,
+            )
             self.result.surplus_cancelled += cancelled
 
     def _write(self, session: Session, **values: object) -> None:

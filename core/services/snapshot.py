@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core import locks
-from core.db.session import unit_of_work
 from core.domain.orders import ExchangeOrder, ExchangePosition
 from core.domain.sides import Side
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
 from core.exchange.client_ids import make_tag, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.exchange.types import OrderSnapshot, PositionSnapshot
@@ -69,16 +68,14 @@ def take_or_record(deps: Deps, guardian: str, *, with_orders: bool = True) -> Ex
     try:
         return take(deps, with_orders=with_orders)
     except ExchangeFailure as exc:
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.EXCHANGE_ERROR,
-                severity=Severity.WARNING,
-                exchange=deps.exchange_name,
-                guardian=guardian,
-                operation="snapshot",
-                error=str(exc),
-            )
+        record_alone(
+            EventType.EXCHANGE_ERROR,
+            severity=Severity.WARNING,
+            exchange=deps.exchange_name,
+            guardian=guardian,
+            operation="snapshot",
+            error=str(exc),
+        )
         raise
 
 

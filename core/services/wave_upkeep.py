@@ -23,7 +23,7 @@ from core.domain.positions import NON_TERMINAL, PositionStatus
 from core.domain.signals import Action, Exchange
 from core.domain.signals import Signal as DomainSignal
 from core.domain.waves import OpenPositionInfo, WaveSelection
-from core.events import EventContext, EventType, Severity, record
+from core.events import EventContext, EventType, Severity, record, record_alone
 from core.services.deps import Deps
 
 
@@ -145,15 +145,13 @@ def wave_exists(exchange: str, window_start: datetime) -> bool:
 
 def record_wave_not_found(exchange: str, window_start: datetime, window_end: datetime) -> None:
     """A window closed without a single signal: the signal service may be silent."""
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.WAVE_NOT_FOUND,
-            exchange=exchange,
-            window_start=window_start,
-            window_end=window_end,
-            reason="no signals in the window",
-        )
+    record_alone(
+        EventType.WAVE_NOT_FOUND,
+        exchange=exchange,
+        window_start=window_start,
+        window_end=window_end,
+        reason="no signals in the window",
+    )
 
 
 @dataclass
