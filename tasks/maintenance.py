@@ -1,4 +1,6 @@
-"""Liveness tasks. Guardians (protection, reconciliation, ...) join this module as they land."""
+"""Maintenance tasks on beat: heartbeat and ping (liveness), recovery of interrupted
+openings, event retention. The guardians (protection, reconciliation, zombies) are in
+``tasks/guardians.py``, aged positions in ``tasks/aged.py``, alerts in ``tasks/alerts.py``."""
 
 from __future__ import annotations
 

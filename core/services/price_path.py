@@ -9,7 +9,7 @@ and low, so a backlog can never build up per symbol.
 
 The task: take the window (atomically: read it, restart it at the last price), then under
 the symbol lock run ``REACTIONS`` on the symbol's active position, each reaction in its own
-transactions (trailing first; the aged-position close when that module provides one);
+transactions (trailing first, then the aged-position close, ``core.services.aged.react``);
 trailing ends by publishing the band the ingest compares the next ticks with. The flag is
 held for the whole run and released at its end, atomically with a check of the ticks that
 arrived meanwhile against the *new* band: if any matters, the run queues its successor.
