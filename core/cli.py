@@ -418,6 +418,10 @@ from core.cli_ops import register as _register_operator_commands  # noqa: E402
 
 _register_operator_commands(app)
 
+from core.cli_control import register as _register_control_commands  # noqa: E402
+
+_register_control_commands(app)
+
 
 def main() -> None:
     try:

@@ -18,7 +18,8 @@ was killed mid-wave, and the result is the same:
    another advance, which starts the next candidate if one failed. At most N can ever be
    open or in flight, so "until N succeed" holds exactly.
 3. **Complete** when nothing is in flight and nothing more may start: candidates not needed
-   are filtered (``wave_target_reached`` / ``openings_paused``), every signal of the wave
+   are filtered (``wave_target_reached`` / ``openings_paused`` / ``halted``: see
+   core/services/halts.py), every signal of the wave
    has its outcome, counts go into ``WAVE_COMPLETED``.
 
 A wave in ``processing`` that made no progress for ``VIGIL_WAVE_STALL_SECONDS`` (its worker
@@ -60,6 +61,7 @@ from core.domain.waves import (
     select_wave,
 )
 from core.events import EventContext, EventType, Severity, record
+from core.services import halts
 from core.services.deps import Deps
 from core.services.opening import paused_key
 from core.services.positions import NewPosition, create_position
@@ -71,6 +73,7 @@ Launch = Callable[[int], None]
 
 TARGET_REACHED = "wave_target_reached"
 OPENINGS_PAUSED = "openings_paused"
+HALTED = "halted"
 ALREADY_OPEN = "already_open"
 RISK_LIMITS = frozenset(
     {FilterReason.MAX_OPEN_POSITIONS, FilterReason.MAX_EXPOSURE, FilterReason.INSUFFICIENT_BALANCE}
@@ -307,7 +310,8 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
         wave = session.get(Wave, wave_id, with_for_update=True, populate_existing=True)
         if wave is None or wave.status != "processing":
             return WaveReport(wave_id, WaveOutcome.ADVANCED)
-        paused = bool(deps.redis.exists(paused_key(wave.exchange)))
+        blocked = _opening_blocked(deps, session, wave.exchange)
+        paused = blocked is not None
         members, selection = _members(session, wave)
         states = [_member_state(row, position) for row, position in members]
         plan = plan_launches(selection, states, openings_paused=paused)
@@ -323,7 +327,7 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
             plan = plan_launches(selection, states, openings_paused=paused)
         progress = dict(Counter(str(s) for s in states))
         if plan.done:
-            _complete(session, wave, members, states, plan, now, paused)
+            _complete(session, wave, members, states, plan, now, blocked)
             completed = True
         elif launched or progress != (wave.stats or {}).get("progress"):
             wave.progress_at = now
@@ -331,6 +335,15 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     for position_id in launched:
         launch(position_id)
     return WaveReport(wave_id, WaveOutcome.ADVANCED, launched, completed)
+
+
+def _opening_blocked(deps: Deps, session: Session, exchange: str) -> str | None:
+    """Why no candidate may start now: a halt (``halted``), a paused venue (maintenance, or
+    insufficient funds earlier: ``openings_paused``), or None."""
+    block = halts.block_for(session, exchange)
+    if block is not None:
+        return block.value
+    return OPENINGS_PAUSED if deps.redis.exists(paused_key(exchange)) else None
 
 
 def _members(
@@ -389,13 +402,14 @@ def _complete(
     states: Sequence[MemberState],
     plan: LaunchPlan,
     now: datetime,
-    paused: bool,
+    blocked: str | None,
 ) -> None:
     """Every signal of the wave gets its outcome; the wave records its counts."""
-    reason = OPENINGS_PAUSED if paused else TARGET_REACHED
+    reason = blocked or TARGET_REACHED
+    detail = "openings halted (`vigil resume` lifts it)" if blocked == HALTED else plan.reason
     for (row, position), state in zip(members, states, strict=True):
         if state is MemberState.UNSTARTED:
-            _filter(session, row, reason, plan.reason)
+            _filter(session, row, reason, detail)
         elif position is not None and row.status == "selected":
             _settle(session, row, position, state)
     late = _expire_received(session, wave.id, "arrived after its wave was selected")
