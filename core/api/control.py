@@ -19,13 +19,18 @@ thread: a close waits for the venue's answer, so the reply says what really happ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.api.app import CONTEXT, _authorized, _bad
 from core.db.session import unit_of_work
+from core.domain.halts import HaltSource
 from core.domain.positions import TERMINAL, PositionStatus
 from core.services import halts, manual_close
 from core.services.deps import Deps
@@ -34,9 +39,30 @@ DepsFactory = Callable[[], Deps]
 DEPS: web.AppKey[DepsFactory] = web.AppKey("vigil_control_deps")
 
 
+class HaltCollector(Collector):
+    """``vigil_halted{source}``: halts in force by source (operator, auth, maintenance)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "vigil_halted",
+            "Halts in force by source; any non-zero means no new position opens.",
+            labels=["source"],
+        )
+        try:
+            current = halts.current()
+        except SQLAlchemyError:
+            return  # the database's own metrics say it is gone
+        counts = Counter(h.source for h in current)
+        for source in HaltSource:
+            gauge.add_metric([source.value], counts.get(source.value, 0))
+        yield gauge
+
+
 def register(app: web.Application, deps_factory: Callable[[], Deps]) -> None:
-    """Add the control routes to ``app`` (called once from ``create_app``)."""
+    """Add the control routes to ``app`` and the halt gauge to its metrics (called once
+    from ``create_app``)."""
     app[DEPS] = deps_factory
+    app[CONTEXT].registry.register(HaltCollector())
     app.router.add_get("/halt", halt_state_route)
     app.router.add_post("/halt", halt_route)
     app.router.add_post("/resume", resume_route)
