@@ -48,6 +48,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.db.models import Position, Signal, Wave
 from core.db.session import unit_of_work
+from core.domain.halts import OpeningBlock
 from core.domain.positions import INTERMEDIATE, NON_TERMINAL, PositionStatus
 from core.domain.signals import Action, Exchange
 from core.domain.signals import Signal as DomainSignal
@@ -74,6 +75,7 @@ Launch = Callable[[int], None]
 TARGET_REACHED = "wave_target_reached"
 OPENINGS_PAUSED = "openings_paused"
 HALTED = "halted"
+HALTED_DETAIL = "openings halted (`vigil resume` lifts it)"
 ALREADY_OPEN = "already_open"
 RISK_LIMITS = frozenset(
     {FilterReason.MAX_OPEN_POSITIONS, FilterReason.MAX_EXPOSURE, FilterReason.INSUFFICIENT_BALANCE}
@@ -197,7 +199,10 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
     across a network call.
     """
     params = wave_params(deps.settings)
-    balance = deps.exchange.free_balance()
+    with unit_of_work() as session:
+        halted = halts.block_for(session, deps.exchange_name) is OpeningBlock.HALTED
+    # halted (a refused key, most likely): the balance cannot be read and is not needed
+    balance = Decimal(0) if halted else deps.exchange.free_balance()
     now = deps.clock.now()
     with unit_of_work() as session:
         claimed = session.execute(
@@ -219,9 +224,12 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
             .order_by(Signal.id)
         ).all()
         open_now = _open_positions(session, wave.exchange, deps.settings)
-        selection = select_wave(
-            [domain_signal(row) for row in rows], WaveContext(open_now, balance), params
-        )
+        if halted:
+            selection = _all_halted(session, rows)
+        else:
+            selection = select_wave(
+                [domain_signal(row) for row in rows], WaveContext(open_now, balance), params
+            )
         by_id = {row.signal_id: row for row in rows}
         for filtered in selection.filtered:
             _filter(session, by_id[filtered.signal.id], str(filtered.reason), filtered.detail)
@@ -238,6 +246,7 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
                 target=selection.target,
             )
         reasons = Counter(str(f.reason) for f in selection.filtered)
+        reasons.update({HALTED: len(rows)} if halted else {})
         limited = {r: n for r, n in reasons.items() if r in RISK_LIMITS}
         if limited:  # one event per wave for the operator, beside each signal's own
             record(
@@ -274,6 +283,14 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
             attempt=wave.attempts,
         )
     return True
+
+
+def _all_halted(session: Session, rows: Sequence[Signal]) -> WaveSelection:
+    """A wave claimed while openings are halted: every signal filtered ``halted``, nothing
+    selected (the wave then completes on its first advance)."""
+    for row in rows:
+        _filter(session, row, HALTED, HALTED_DETAIL)
+    return WaveSelection((), 0, ())
 
 
 def _open_positions(session: Session, exchange: str, settings: Settings) -> list[OpenPositionInfo]:
@@ -406,7 +423,7 @@ def _complete(
 ) -> None:
     """Every signal of the wave gets its outcome; the wave records its counts."""
     reason = blocked or TARGET_REACHED
-    detail = "openings halted (`vigil resume` lifts it)" if blocked == HALTED else plan.reason
+    detail = HALTED_DETAIL if blocked == HALTED else plan.reason
     for (row, position), state in zip(members, states, strict=True):
         if state is MemberState.UNSTARTED:
             _filter(session, row, reason, detail)
