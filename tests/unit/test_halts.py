@@ -1,6 +1,7 @@
 """Halts and venue outages as pure decisions, and the error taxonomy that feeds them."""
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import ccxt
 import pytest
@@ -101,3 +102,25 @@ def test_maintenance_and_unavailability_on_reads_are_told_apart():
 )
 def test_an_unavailable_venue_on_a_create_or_cancel_is_still_an_unknown_outcome(exc):
     assert type(e.classify(exc, mutating=True)) is e.OutcomeUnknown
+
+
+def _state(source: str, scope: str = ALL_VENUES) -> Any:
+    from core.services.halts import HaltState
+
+    return HaltState(1, scope, source, "drill", "cli:ops@host", T0)
+
+
+def test_the_live_view_says_open_halted_or_paused():
+    from core.runtime.halt_watch import describe
+
+    assert describe([]) == "open"
+    halted = describe([_state("operator")])
+    assert halted.startswith("HALTED") and "every venue" in halted and "cli:ops@host" in halted
+    assert "drill" in halted
+    paused = describe([_state("maintenance", "bybit")])
+    assert paused.startswith("PAUSED (maintenance halt of bybit")
+        "PAUSED (maintenance halt of bybit"
+    )
+    assert describe([_state("maintenance", "bybit"), _state("auth", "binance")]).startswith(
+        "HALTED"
+    )
