@@ -119,8 +119,6 @@ def test_the_live_view_says_open_halted_or_paused():
     assert "drill" in halted
     paused = describe([_state("maintenance", "bybit")])
     assert paused.startswith("PAUSED (maintenance halt of bybit")
-        "PAUSED (maintenance halt of bybit"
-    )
     assert describe([_state("maintenance", "bybit"), _state("auth", "binance")]).startswith(
         "HALTED"
     )
