@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -370,3 +374,46 @@ def test_a_venue_unavailable_for_too_long_pauses_openings_until_it_answers(paper
     check_protection(deps)
     assert halts.current() == []
     assert len(events_of("openings_resumed")) == 1
+
+
+# -- the tasks, on a real worker -----------------------------------------------------------
+
+
+@pytest.fixture
+def worker(vigil, tmp_path):
+    """A worker process on the test broker, configured like the CLI (``vigil`` sets the env)."""
+    env = dict(os.environ, VIGIL_HOME=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "ctl"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+
+
+def test_halt_resume_and_close_tasks_run_on_a_worker(paper_venue, worker):
+    from tasks.app import create_app
+
+    venue = paper_venue
+    venue.set_price("BTCUSDT", "60000")
+    venue.set_price("ETHUSDT", "3000")
+    btc = opened(venue, venue.deps, "BTCUSDT")
+    opened(venue, venue.deps, "ETHUSDT")
+    celery = create_app(get_settings())
+
+    def run(name: str, **kwargs: Any) -> Any:
+        return celery.send_task(name, kwargs=kwargs, ignore_result=False).get(timeout=120)
+
+    assert run("vigil.maintenance.halt", reason="by task")["created"] is True
+    assert [h.halted_by for h in halts.current()] == ["task"]
+    assert len(run("vigil.maintenance.resume")["resumed"]) == 1
+    closed = run("vigil.orders.close_position_manual", position_id=btc)
+    assert closed["closed"] and closed["close_reason"] == "manual"
+    report = run("vigil.orders.close_all")
+    assert report["closed"] == 1 and report["not_closed"] == 0
+    assert venue.positions() == [] and venue.orders() == []
+    assert [h.reason for h in halts.current()] == ["close-all"]
