@@ -62,7 +62,8 @@ from core.domain.waves import (
     select_wave,
 )
 from core.events import EventContext, EventType, Severity, record
-from core.services import halts
+from core.exchange import errors
+from core.services import halts, venue_watch
 from core.services.deps import Deps
 from core.services.opening import paused_key
 from core.services.positions import NewPosition, create_position
@@ -202,7 +203,14 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
     with unit_of_work() as session:
         halted = halts.block_for(session, deps.exchange_name) is OpeningBlock.HALTED
     # halted (a refused key, most likely): the balance cannot be read and is not needed
-    balance = Decimal(0) if halted else deps.exchange.free_balance()
+    balance = Decimal(0)
+    if not halted:
+        try:
+            balance = deps.exchange.free_balance()
+        except errors.AuthenticationFailed as exc:  # the key was refused just now
+            halted = venue_watch.note_failure(deps, exc) is not None
+            if not halted:
+                raise
     now = deps.clock.now()
     with unit_of_work() as session:
         claimed = session.execute(

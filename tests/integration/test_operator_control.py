@@ -349,6 +349,25 @@ def test_a_revoked_key_halts_openings_and_pages_within_one_guardian_cycle(paper_
     assert [h.source for h in halts.resume("test", now=datetime.now(UTC))] == ["auth"]
 
 
+def test_a_wave_that_meets_a_revoked_key_halts_and_completes_with_every_signal_filtered(
+    paper_venue,
+):
+    venue = paper_venue
+    deps = venue.make_deps(**WAVE)
+    venue.sim.admin("POST", "/_sim/keys", {"api_key": "rotated", "api_secret": "rotated"})
+    wave_id = store_wave(venue, deps, ["ETHUSDT", "SOLUSDT"])
+
+    assert run_wave(deps, wave_id) == []
+    assert signal_outcomes() == {
+        "ETHUSDT": ("filtered", "halted"),
+        "SOLUSDT": ("filtered", "halted"),
+    }
+    [halt] = halts.current()
+    assert halt.source == "auth" and halt.scope == venue.name
+    with unit_of_work() as s:
+        assert s.get(Wave, wave_id).status == "completed"
+
+
 def test_a_venue_unavailable_for_too_long_pauses_openings_until_it_answers(paper_venue):
     venue = paper_venue
     clock = ManualClock(datetime.now(UTC))
