@@ -200,17 +200,7 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
     across a network call.
     """
     params = wave_params(deps.settings)
-    with unit_of_work() as session:
-        halted = halts.block_for(session, deps.exchange_name) is OpeningBlock.HALTED
-    # halted (a refused key, most likely): the balance cannot be read and is not needed
-    balance = Decimal(0)
-    if not halted:
-        try:
-            balance = deps.exchange.free_balance()
-        except errors.AuthenticationFailed as exc:  # the key was refused just now
-            halted = venue_watch.note_failure(deps, exc) is not None
-            if not halted:
-                raise
+    balance, halted = _balance_unless_halted(deps)
     now = deps.clock.now()
     with unit_of_work() as session:
         claimed = session.execute(
@@ -291,6 +281,22 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
             attempt=wave.attempts,
         )
     return True
+
+
+def _balance_unless_halted(deps: Deps) -> tuple[Decimal, bool]:
+    """The free balance, or (0, True) when openings are halted on this venue.
+
+    Halted (a refused key, most likely) the balance cannot be read and is not needed; a
+    refusal met right here halts the venue (core/services/venue_watch.py) the same way.
+    """
+    with unit_of_work() as session:
+        if halts.block_for(session, deps.exchange_name) is OpeningBlock.HALTED:
+            return Decimal(0), True
+    try:
+        return deps.exchange.free_balance(), False
+    except errors.AuthenticationFailed as exc:
+        venue_watch.note_failure(deps, exc)
+        return Decimal(0), True
 
 
 def _all_halted(session: Session, rows: Sequence[Signal]) -> WaveSelection:
