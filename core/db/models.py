@@ -359,7 +359,7 @@ HALT_SOURCES = ("operator", "auth", "maintenance")
 
 
 class Halt(Base):
-    """A stop on new openings (migration 0012_issue16a_halts; core/services/halts.py).
+    """A stop on new openings (migration 0008; core/services/halts.py).
 
     In force while ``resumed_at`` is NULL; ``scope`` is a venue name or ``*`` for all.
     """

@@ -3,7 +3,7 @@
 Why rows: every worker, beat and the ingest must see a halt the moment it is made, and a
 restart must not forget it; an in-memory flag or a Redis key (which an eviction or a restart
 loses) cannot promise that. Each halt says who made it, when and why (``halts`` table,
-migration 0012_issue16a_halts). ``halted`` and ``resumed`` are critical events: they go out
+migration 0008). ``halted`` and ``resumed`` are critical events: they go out
 through the alert outbox like any other page.
 
 What a halt stops: the start of new openings (``core/services/waves.py`` filters the wave's

@@ -10,14 +10,14 @@ The partial unique index makes "at most one halt in force per (source, scope)" a
 database, so a second ``vigil halt`` or a second guardian that sees a revoked key at the same
 moment adds nothing (``INSERT ... ON CONFLICT DO NOTHING``).
 
-Revision ID: 0012_issue16a_halts
+Revision ID: 0008
 Revises: 0007
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_issue16a_halts"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
