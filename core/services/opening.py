@@ -24,8 +24,9 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
-from core.db.models import Position
+from core.db.models import Position, Signal
 from core.db.session import unit_of_work
+from core.domain.halts import OpeningBlock
 from core.domain.orders import OrderPurpose as P
 from core.domain.orders import OrderStatus
 from core.domain.positions import INTERMEDIATE, PositionStatus, PositionTrigger
@@ -37,7 +38,7 @@ from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, engine_lock
 from core.logging import bind_correlation
 from core.polling import Poll
-from core.services import executor
+from core.services import executor, halts, venue_watch
 from core.services.deps import Deps
 from core.services.executor import Executor, LookupFailed, OrderIntent, Sent
 from core.services.positions import context, order_row, record_signal_outcome, transition
@@ -160,6 +161,8 @@ class Opening(RollbackSteps):
             return self._fail(session, position, "interrupted before the entry was sent")
         if self.deps.redis.exists(paused_key(position.exchange)):
             return self._fail(session, position, "openings paused: insufficient funds earlier")
+        if halts.block_for(session, position.exchange) is OpeningBlock.HALTED:
+            return self._halted(session, position)
         quantity = self._entry_quantity(session, position)
         if isinstance(quantity, OpenOutcome):
             return quantity
@@ -190,6 +193,7 @@ class Opening(RollbackSteps):
                 position.symbol, self.settings.leverage, self.settings.margin_mode
             )
         except errors.Permanent as exc:
+            venue_watch.note_failure(self.deps, exc)
             return self._fail(session, position, f"leverage/margin setup refused: {exc}")
         return sizing.quantity
 
@@ -227,6 +231,7 @@ class Opening(RollbackSteps):
             self._pause_openings(session, position, str(exc))
             return self._fail(session, position, f"insufficient funds: {exc}")
         except errors.Permanent as exc:
+            venue_watch.note_failure(self.deps, exc)
             record(
                 session,
                 EventType.ENTRY_ORDER_FAILED,
@@ -437,6 +442,25 @@ class Opening(RollbackSteps):
     def _fail(self, session: Session, position: Position, why: str) -> OpenOutcome:
         transition(session, position, T.ENTRY_REJECTED, self.held.token, reason=why)
         record_signal_outcome(session, position, "failed", why)
+        return OpenOutcome.FAILED
+
+    def _halted(self, session: Session, position: Position) -> OpenOutcome:
+        """A halt came between the wave's start of this opening and its entry: nothing was
+        sent, so the signal is filtered (reason ``halted``) like the wave's other candidates."""
+        why = "halted: openings halted before the entry was sent"
+        transition(session, position, T.ENTRY_REJECTED, self.held.token, reason=why)
+        signal = session.get(Signal, position.signal_id) if position.signal_id else None
+        if signal is not None:
+            signal.status, signal.outcome_reason = "filtered", why
+            record(
+                session,
+                EventType.SIGNAL_FILTERED,
+                ctx=context(position),
+                signal_id=signal.signal_id,
+                wave_id=signal.wave_id,
+                reason="halted",
+                detail=why,
+            )
         return OpenOutcome.FAILED
 
     def _pause_openings(self, session: Session, position: Position, why: str) -> None:

@@ -9,9 +9,10 @@ the wave's processing machinery.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -19,12 +20,20 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.db.models import Position, Signal, Wave
 from core.db.session import unit_of_work
+from core.domain.halts import OpeningBlock
 from core.domain.positions import NON_TERMINAL, PositionStatus
 from core.domain.signals import Action, Exchange
 from core.domain.signals import Signal as DomainSignal
-from core.domain.waves import OpenPositionInfo, WaveSelection
+from core.domain.waves import OpenPositionInfo, WaveParams, WaveSelection
 from core.events import EventContext, EventType, Severity, record, record_alone
+from core.exchange import errors
+from core.services import halts, venue_watch
 from core.services.deps import Deps
+from core.services.opening import paused_key
+
+OPENINGS_PAUSED = "openings_paused"
+HALTED = "halted"
+HALTED_DETAIL = "openings halted (`vigil resume` lifts it)"
 
 
 def domain_signal(row: Signal) -> DomainSignal:
@@ -270,3 +279,53 @@ def open_position_infos(
         )
         for p in positions
     ]
+
+
+def balance_unless_halted(deps: Deps) -> tuple[Decimal, bool]:
+    """The free balance, or (0, True) when openings are halted on this venue.
+
+    Halted (a refused key, most likely) the balance cannot be read and is not needed; a
+    refusal met right here halts the venue (core/services/venue_watch.py) the same way.
+    """
+    with unit_of_work() as session:
+        if halts.block_for(session, deps.exchange_name) is OpeningBlock.HALTED:
+            return Decimal(0), True
+    try:
+        return deps.exchange.free_balance(), False
+    except errors.AuthenticationFailed as exc:
+        venue_watch.note_failure(deps, exc)
+        return Decimal(0), True
+
+
+def all_halted(session: Session, rows: Sequence[Signal]) -> WaveSelection:
+    """A wave claimed while openings are halted: every signal filtered ``halted``, nothing
+    selected (the wave then completes on its first advance)."""
+    for row in rows:
+        filter_signal(session, row, HALTED, HALTED_DETAIL)
+    return WaveSelection((), 0, ())
+
+
+def opening_blocked(deps: Deps, session: Session, exchange: str) -> str | None:
+    """Why no candidate may start now: a halt (``halted``), a paused venue (maintenance, or
+    insufficient funds earlier: ``openings_paused``), or None."""
+    block = halts.block_for(session, exchange)
+    if block is not None:
+        return block.value
+    return OPENINGS_PAUSED if deps.redis.exists(paused_key(exchange)) else None
+
+
+def wave_params(settings: Settings) -> WaveParams:
+    """The wave rules as the settings state them."""
+    return WaveParams(
+        window=timedelta(seconds=settings.wave_interval),
+        grace=timedelta(seconds=settings.wave_grace),
+        min_score_week=settings.min_score_week,
+        min_score_month=settings.min_score_month,
+        stoplist=frozenset(s.upper() for s in settings.stoplist),
+        max_trades_per_wave=settings.max_trades_per_wave,
+        buffer=settings.wave_buffer,
+        max_open_positions=settings.max_open_positions,
+        max_exposure_quote=settings.max_exposure_usdt,
+        position_size_quote=settings.position_size_usdt,
+        leverage=Decimal(settings.leverage),
+    )

@@ -18,7 +18,8 @@ was killed mid-wave, and the result is the same:
    another advance, which starts the next candidate if one failed. At most N can ever be
    open or in flight, so "until N succeed" holds exactly.
 3. **Complete** when nothing is in flight and nothing more may start: candidates not needed
-   are filtered (``wave_target_reached`` / ``openings_paused``), every signal of the wave
+   are filtered (``wave_target_reached`` / ``openings_paused`` / ``halted``: see
+   core/services/halts.py), every signal of the wave
    has its outcome, counts go into ``WAVE_COMPLETED``.
 
 A wave in ``processing`` that made no progress for ``VIGIL_WAVE_STALL_SECONDS`` (its worker
@@ -44,7 +45,6 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.config import Settings
 from core.db.models import Position, Signal, Wave
 from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE, PositionStatus
@@ -60,11 +60,14 @@ from core.domain.waves import (
 )
 from core.events import EventType, Severity, record
 from core.services.deps import Deps
-from core.services.opening import paused_key
 from core.services.positions import NewPosition, create_position
 from core.services.wave_upkeep import (
+    HALTED,
+    HALTED_DETAIL,
     DispatchReport,
     DueWaves,
+    all_halted,
+    balance_unless_halted,
     dispatch_due_waves,
     domain_signal,
     due_waves,
@@ -74,13 +77,16 @@ from core.services.wave_upkeep import (
     give_up,
     last_progress,
     open_position_infos,
+    opening_blocked,
     record_wave_not_found,
     signal_context,
     wave_exists,
     wave_members,
+    wave_params,
 )
 
 __all__ = [
+    "wave_params",
     "DispatchReport",
     "DueWaves",
     "dispatch_due_waves",
@@ -96,7 +102,6 @@ Launch = Callable[[int], None]
 """Start the opening of one position (by id); called after the position is committed."""
 
 TARGET_REACHED = "wave_target_reached"
-OPENINGS_PAUSED = "openings_paused"
 ALREADY_OPEN = "already_open"
 RISK_LIMITS = frozenset(
     {FilterReason.MAX_OPEN_POSITIONS, FilterReason.MAX_EXPOSURE, FilterReason.INSUFFICIENT_BALANCE}
@@ -129,23 +134,6 @@ class WaveReport:
             "launched": self.launched,
             "completed": self.completed,
         }
-
-
-def wave_params(settings: Settings) -> WaveParams:
-    """The wave rules as the settings state them."""
-    return WaveParams(
-        window=timedelta(seconds=settings.wave_interval),
-        grace=timedelta(seconds=settings.wave_grace),
-        min_score_week=settings.min_score_week,
-        min_score_month=settings.min_score_month,
-        stoplist=frozenset(s.upper() for s in settings.stoplist),
-        max_trades_per_wave=settings.max_trades_per_wave,
-        buffer=settings.wave_buffer,
-        max_open_positions=settings.max_open_positions,
-        max_exposure_quote=settings.max_exposure_usdt,
-        position_size_quote=settings.position_size_usdt,
-        leverage=Decimal(settings.leverage),
-    )
 
 
 # --- process_wave: claim, select, or recognise a duplicate ------------------------------------
@@ -220,7 +208,7 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
     across a network call.
     """
     params = wave_params(deps.settings)
-    balance = deps.exchange.free_balance()
+    balance, halted = balance_unless_halted(deps)
     now = deps.clock.now()
     with unit_of_work() as session:
         claimed = session.execute(
@@ -242,9 +230,12 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
             .order_by(Signal.id)
         ).all()
         open_now = open_position_infos(session, wave.exchange, deps.settings)
-        selection = select_wave(
-            [domain_signal(row) for row in rows], WaveContext(open_now, balance), params
-        )
+        if halted:
+            selection = all_halted(session, rows)
+        else:
+            selection = select_wave(
+                [domain_signal(row) for row in rows], WaveContext(open_now, balance), params
+            )
         by_id = {row.signal_id: row for row in rows}
         for filtered in selection.filtered:
             filter_signal(session, by_id[filtered.signal.id], str(filtered.reason), filtered.detail)
@@ -260,8 +251,9 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
                 rank=rank,
                 target=selection.target,
             )
+        held_back = len(rows) if halted else 0
         _record_selection(
-            session, wave, len(rows), candidates, selection, open_now, balance, params
+            session, wave, len(rows), candidates, selection, open_now, balance, params, held_back
         )
     return True
 
@@ -275,10 +267,13 @@ def _record_selection(
     open_now: list[OpenPositionInfo],
     balance: Decimal,
     params: WaveParams,
+    halted: int = 0,
 ) -> None:
-    """The selection on the wave row (never recomputed) and its events."""
+    """The selection on the wave row (never recomputed) and its events; ``halted``: how
+    many signals a halt held back."""
     wave_id = wave.id
     reasons = Counter(str(f.reason) for f in selection.filtered)
+    reasons.update({HALTED: halted} if halted else {})
     limited = {r: n for r, n in reasons.items() if r in RISK_LIMITS}
     if limited:  # one event per wave for the operator, beside each signal's own
         record(
@@ -328,7 +323,8 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
         wave = session.get(Wave, wave_id, with_for_update=True, populate_existing=True)
         if wave is None or wave.status != "processing":
             return WaveReport(wave_id, WaveOutcome.ADVANCED)
-        paused = bool(deps.redis.exists(paused_key(wave.exchange)))
+        blocked = opening_blocked(deps, session, wave.exchange)
+        paused = blocked is not None
         members, selection = wave_members(session, wave)
         states = [_member_state(row, position) for row, position in members]
         plan = plan_launches(selection, states, openings_paused=paused)
@@ -344,7 +340,7 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
             plan = plan_launches(selection, states, openings_paused=paused)
         progress = dict(Counter(str(s) for s in states))
         if plan.done:
-            _complete(session, wave, members, states, plan, now, paused)
+            _complete(session, wave, members, states, plan, now, blocked)
             completed = True
         elif launched or progress != (wave.stats or {}).get("progress"):
             wave.progress_at = now
@@ -394,13 +390,14 @@ def _complete(
     states: Sequence[MemberState],
     plan: LaunchPlan,
     now: datetime,
-    paused: bool,
+    blocked: str | None,
 ) -> None:
     """Every signal of the wave gets its outcome; the wave records its counts."""
-    reason = OPENINGS_PAUSED if paused else TARGET_REACHED
+    reason = blocked or TARGET_REACHED
+    detail = HALTED_DETAIL if blocked == HALTED else plan.reason
     for (row, position), state in zip(members, states, strict=True):
         if state is MemberState.UNSTARTED:
-            filter_signal(session, row, reason, plan.reason)
+            filter_signal(session, row, reason, detail)
         elif position is not None and row.status == "selected":
             _settle(session, row, position, state)
     late = expire_received(session, wave.id, "arrived after its wave was selected")
