@@ -58,3 +58,12 @@ def parse_client_id(value: str | None) -> ClientId | None:
     return ClientId(
         int(match.group(1)), match.group(2), _PURPOSES[match.group(3)], int(match.group(4))
     )
+
+
+def of_position(parsed: ClientId, correlation_id: str) -> bool:
+    """The id was sent for this life of the position: same id and the same correlation tag.
+
+    An id whose tag differs belongs to an earlier database's position of the same number
+    (a reset against the same account): for the guardians and the invariants it has no owner.
+    """
+    return make_tag(correlation_id) == parsed.tag

@@ -17,7 +17,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from core.domain.client_ids import make_tag, parse_client_id
+from core.domain.client_ids import of_position, parse_client_id
 from core.domain.orders import ExchangeOrder, ExchangePosition, covers, stops_for
 from core.domain.positions import INTERMEDIATE, NON_TERMINAL, TERMINAL, PositionStatus
 from core.domain.reconciliation import DbPosition, ReconKind, ReconParams, reconcile
@@ -287,7 +287,7 @@ def _owner_id(order: ExchangeOrder, owners: Mapping[int, PositionRow]) -> int | 
     if parsed is None:
         return None
     row = owners.get(parsed.position_id)
-    return row.id if row is not None and make_tag(row.correlation_id) == parsed.tag else None
+    return row.id if row is not None and of_position(parsed, row.correlation_id) else None
 
 
 def _orphan_reason(
@@ -296,11 +296,11 @@ def _orphan_reason(
     parsed = parse_client_id(order.client_id)
     if parsed is not None:
         row = owners.get(parsed.position_id)
-        if row is None or make_tag(row.correlation_id) != parsed.tag:
+        if row is None or not of_position(parsed, row.correlation_id):
             return f"{parsed.purpose} order {order.client_id} of an unknown position"
         if PositionStatus(row.status) in TERMINAL:
             return f"{parsed.purpose} order of position {row.id}, which is {row.status}"
-    if (order.is_closing or order.is_conditional) and order.symbol not in held:
+    if order.needs_a_position and order.symbol not in held:
         return f"{order.type} {'reduce-only ' if order.reduce_only else ''}order with no position"
     return None
 

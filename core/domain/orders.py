@@ -138,6 +138,13 @@ class ExchangeOrder:
         return self.reduce_only or self.close_position or self.close_on_trigger
 
     @property
+    def needs_a_position(self) -> bool:
+        """Only makes sense beside a position: a closing or a conditional order. Without a
+        position on its symbol it is an orphan (the zombie cleaner's ``no_position``, the
+        invariants' ``orphan_order``)."""
+        return self.is_closing or self.is_conditional
+
+    @property
     def is_take_profit(self) -> bool:
         kind = self.type.lower().replace("-", "_")
         return "take_profit" in kind or "takeprofit" in kind

@@ -6,7 +6,15 @@ from core.domain.client_ids import (
     ClientId,
     client_order_id,
     make_tag,
+    of_position,
     parse_client_id,
 )
 
-__all__ = ["PURPOSE_CODES", "ClientId", "client_order_id", "make_tag", "parse_client_id"]
+__all__ = [
+    "PURPOSE_CODES",
+    "ClientId",
+    "client_order_id",
+    "make_tag",
+    "of_position",
+    "parse_client_id",
+]

@@ -30,7 +30,7 @@ from core.db.models import Position
 from core.db.session import unit_of_work
 from core.domain.positions import TERMINAL, PositionStatus
 from core.events import EventType, Severity, record
-from core.exchange.client_ids import make_tag, parse_client_id
+from core.exchange.client_ids import of_position, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.locks import LockNotAcquired
 from core.services.closing import cancel_leftovers, lock_for
@@ -173,6 +173,6 @@ def _owner(client_order_id: str | None) -> Position | None:
         return None
     with unit_of_work() as session:
         position = session.get(Position, parsed.position_id)
-        if position is None or make_tag(position.correlation_id) != parsed.tag:
+        if position is None or not of_position(parsed, position.correlation_id):
             return None
         return position

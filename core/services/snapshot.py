@@ -23,7 +23,7 @@ from core import locks
 from core.domain.orders import ExchangeOrder, ExchangePosition
 from core.domain.sides import Side
 from core.events import EventType, Severity, record_alone
-from core.exchange.client_ids import make_tag, parse_client_id
+from core.exchange.client_ids import of_position, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock
@@ -101,7 +101,7 @@ def engine_client_ids(
         if parsed is None or order.client_id is None:
             continue
         correlation = correlation_by_position.get(parsed.position_id)
-        if correlation is not None and make_tag(correlation) == parsed.tag:
+        if correlation is not None and of_position(parsed, correlation):
             known.add(order.client_id)
     return frozenset(known)
 
