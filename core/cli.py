@@ -275,8 +275,12 @@ def beat() -> None:
 def flower() -> None:
     """Run Flower (queue and worker monitor) with basic auth from settings."""
     settings = settings_or_exit()
+    from core.runtime.flower_doors import exposure_refusal, protect_metrics
     from tasks.app import app as celery
 
+    if (refusal := exposure_refusal(settings)) is not None:
+        raise fail(refusal)
+    protect_metrics()
     auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
     celery.start(
         [

@@ -175,10 +175,12 @@ def _task_kwargs(
             kwargs["symbols"] = [wanted]
         else:
             raise _fail(f"{full} takes no symbol; its arguments: ({', '.join(params)})")
+    from core.api.task_args import BadTaskArguments, check_task_arguments
+
     try:
-        inspect.signature(celery.tasks[full].run).bind(**kwargs)
-    except TypeError as exc:
-        raise _fail(f"{full}({', '.join(params)}): {exc}") from None
+        check_task_arguments(celery.tasks[full].run, kwargs, full)
+    except BadTaskArguments as exc:
+        raise _fail(str(exc)) from None
     return kwargs
 
 
@@ -492,6 +494,11 @@ def api(
     def send(name: str, kwargs: dict[str, Any]) -> str:
         return str(celery.send_task(name, kwargs=kwargs).id)
 
+    def check(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        from core.api.task_args import check_task_arguments
+
+        return check_task_arguments(celery.tasks[name].run, kwargs, name)
+
     run_api(
         settings,
         host=host,
@@ -499,6 +506,7 @@ def api(
         worker_ping=worker_ping,
         task_sender=send,
         task_names=lambda: names,
+        task_checker=check,
     )
 
 

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     wave_dispatch_interval: float = Field(
         5, gt=0, description="Beat cadence of the due-wave dispatcher (fallback of the ingest)."
     )
+    signal_score_min: Decimal = Field(
+        Decimal("0"), description="Lowest score_week/score_month accepted (else rejected)."
+    )
+    signal_score_max: Decimal = Field(
+        Decimal("100"), description="Highest score_week/score_month accepted (else rejected)."
+    )
 
     # --- API and Flower ------------------------------------------------------------------
     api_token: SecretStr | None = None
@@ -129,6 +135,11 @@ class Settings(BaseSettings):
     health_check_timeout: float = Field(5, gt=0, description="Per-component /health timeout, s.")
     health_cache_seconds: float = Field(
         3, ge=0, description="Reuse one exchange read for /health and /metrics this long, s."
+    )
+    api_public_reads: bool = Field(
+        False,
+        description="With VIGIL_API_TOKEN set, let GET routes answer without it "
+        "(/health and /metrics always do).",
     )
 
     # --- alerts ----------------------------------------------------------------------------

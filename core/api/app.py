@@ -33,6 +33,7 @@ import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from core.api import doors
 from core.api.collectors import StateCollector
 from core.api.health import ExchangeReads, HealthChecker, WorkerPing
 from core.api.queries import (
@@ -42,10 +43,12 @@ from core.api.queries import (
     event_dict,
     list_events,
     list_positions,
+    parse_id,
     parse_limit,
     parse_since,
     position_dict,
 )
+from core.api.task_args import BadTaskArguments
 from core.api.task_names import AmbiguousTask, UnknownTask, resolve_task_name
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
@@ -58,6 +61,7 @@ log = logging.getLogger(__name__)
 
 TaskSender = Callable[[str, dict[str, Any]], str]
 TaskNames = Callable[[], list[str]]
+TaskChecker = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -68,6 +72,7 @@ class ApiContext:
     registry: CollectorRegistry
     task_sender: TaskSender | None
     task_names: TaskNames | None
+    task_checker: TaskChecker | None = None
 
 
 CONTEXT = web.AppKey("vigil", ApiContext)
@@ -83,6 +88,7 @@ def create_app(
     task_sender: TaskSender | None = None,
     task_names: TaskNames | None = None,
     exchange_name: str | None = None,
+    task_checker: TaskChecker | None = None,
 ) -> web.Application:
     client = redis_client or redis.Redis.from_url(
         resolve_redis_url(settings), socket_timeout=settings.health_check_timeout
@@ -96,7 +102,10 @@ def create_app(
     registry.register(RedisCollector(MetricsStore(client)))
     registry.register(StateCollector(exchange, reads, clock))
     app = web.Application()
-    app[CONTEXT] = ApiContext(settings, clock, health, registry, task_sender, task_names)
+    app[CONTEXT] = ApiContext(
+        settings, clock, health, registry, task_sender, task_names, task_checker
+    )
+    doors.register(app, settings)
     app.router.add_get("/", index)
     app.router.add_get("/health", health_route)
     app.router.add_get("/metrics", metrics_route)
@@ -170,7 +179,7 @@ async def events_route(request: web.Request) -> web.Response:
             severity=q.get("severity"),
             since=parse_since(q.get("since"), ctx.clock.now()),
             correlation_id=q.get("correlation_id"),
-            position_id=int(position) if position else None,
+            position_id=parse_id(position, "position_id"),
             limit=parse_limit(q.get("limit")),
         )
     except (BadQuery, ValueError) as exc:
@@ -209,7 +218,7 @@ async def trigger_route(request: web.Request) -> web.Response:
     refused = _authorized(request, ctx.settings)
     if refused is not None:
         return refused
-    if ctx.task_sender is None or ctx.task_names is None:
+    if ctx.task_sender is None or ctx.task_names is None or ctx.task_checker is None:
         return _bad("task sending is not wired into this API", 503)
     try:
         name = resolve_task_name(request.match_info["name"], ctx.task_names())
@@ -223,6 +232,10 @@ async def trigger_route(request: web.Request) -> web.Response:
             return _bad("body must be a JSON object of task keyword arguments")
     if not isinstance(kwargs, dict):
         return _bad("body must be a JSON object of task keyword arguments")
+    try:
+        ctx.task_checker(name, kwargs)
+    except BadTaskArguments as exc:
+        return _bad(str(exc))
     task_id = await asyncio.to_thread(ctx.task_sender, name, kwargs)
     log.info("task %s sent through the API (id %s)", name, task_id)
     return web.json_response({"task": name, "id": task_id}, status=202)

@@ -64,3 +64,27 @@ def test_flower_refuses_requests_without_or_with_wrong_credentials_and_serves_th
     assert _status(flower + "api/workers") == 401
     assert _status(flower, ("ops", "wrong")) == 401
     assert _status(flower, ("ops", "flower-pass-4e2a")) == 200
+
+
+def test_flower_metrics_are_behind_the_same_login(flower):
+    assert _status(flower + "metrics") == 401
+    assert _status(flower + "metrics", ("ops", "wrong")) == 401
+    assert _status(flower + "metrics", ("ops", "flower-pass-4e2a")) == 200
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "192.0.2.10", "flower.example"])
+@pytest.mark.parametrize("password", [None, "vigil"])
+def test_vigil_flower_refuses_the_default_password_beyond_this_host(
+    redis_url, tmp_path, address, password
+):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.update(VIGIL_HOME=str(tmp_path), VIGIL_REDIS_URL=redis_url, VIGIL_FLOWER_ADDRESS=address)
+    env.update(VIGIL_FLOWER_PORT=str(free_port()))
+    if password is not None:
+        env["VIGIL_FLOWER_PASSWORD"] = password
+    done = subprocess.run(
+        [sys.executable, "-m", "core.cli", "flower"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "VIGIL_FLOWER_PASSWORD" in done.stderr

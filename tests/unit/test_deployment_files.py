@@ -77,6 +77,17 @@ def test_env_example_lists_every_setting_with_its_default():
 def test_api_healthcheck_asks_the_health_endpoint_on_the_published_port():
     api = compose()["services"]["api"]
     assert "http://127.0.0.1:8720/health" in " ".join(api["healthcheck"]["test"])
-    assert "8720:8720" in api["ports"]
+    assert any(port.endswith(":8720:8720") for port in api["ports"])
     command = api["command"]
     assert command[command.index("--host") + 1] == "0.0.0.0"  # reachable from the host
+
+
+def test_compose_publishes_every_port_on_loopback_unless_told_otherwise():
+    published = [
+        (name, port)
+        for name, service in compose()["services"].items()
+        for port in service.get("ports", [])
+    ]
+    assert {name for name, _ in published} >= {"flower", "api", "sim", "signal-sim"}
+    for name, port in published:
+        assert str(port).startswith("${VIGIL_BIND:-127.0.0.1}:"), (name, port)

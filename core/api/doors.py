@@ -1,0 +1,102 @@
+"""The API's doors: one token rule for every route, and bad input answered 400, never 500.
+
+Why a middleware and not a check in each handler: a route added later (halt, close, the
+console) is covered the day it is added, and a forgotten check cannot open a door. The rule:
+
+- ``/health`` and ``/metrics`` are open (orchestrators and Prometheus poll them);
+- every other route needs ``Authorization: Bearer <VIGIL_API_TOKEN>`` once a token is set;
+  ``VIGIL_API_PUBLIC_READS=true`` opens the reads (GET/HEAD) again, never a write;
+- a write (any method but GET/HEAD/OPTIONS) is refused (403) while no token is configured,
+  so an API started without one can be read but cannot change anything.
+
+Unreadable input (a NUL byte in the query, which PostgreSQL cannot hold) is refused here,
+and a database that is down answers 503 instead of an exception page.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from sqlalchemy.exc import SQLAlchemyError
+
+from core.config import Settings
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS: frozenset[str] = frozenset({"/health", "/metrics"})
+READ_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _refuse(message: str, status: int) -> web.Response:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+def _token(settings: Settings) -> str | None:
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else ""
+    return token or None
+
+
+def bearer_matches(request: web.Request, expected: str) -> bool:
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogateescape"), expected.encode()
+    )
+
+
+def refusal(request: web.Request, settings: Settings) -> web.Response | None:
+    """None when the request may pass the token rule; else the answer to send."""
+    if request.path in OPEN_PATHS and request.method in READ_METHODS:
+        return None
+    expected = _token(settings)
+    is_read = request.method in READ_METHODS
+    if expected is None:
+        if is_read:
+            return None
+        return _refuse("state-changing endpoints are disabled: set VIGIL_API_TOKEN", 403)
+    if is_read and settings.api_public_reads:
+        return None
+    if not bearer_matches(request, expected):
+        return _refuse("missing or wrong bearer token", 401)
+    return None
+
+
+def _unreadable(request: web.Request) -> str | None:
+    for key, value in request.query.items():
+        if "\x00" in key or "\x00" in value:
+            return f"query parameter {key!r:.40} holds a NUL byte"
+    return None
+
+
+def middleware(settings: Settings) -> Middleware:
+    @web.middleware
+    async def doors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = refusal(request, settings)
+        if refused is not None:
+            return refused
+        bad = _unreadable(request)
+        if bad is not None:
+            return _refuse(bad, 400)
+        try:
+            return await handler(request)
+        except SQLAlchemyError as exc:
+            log.warning(
+                "API request %s %s: database error: %s",
+                request.method,
+                request.path,
+                type(exc).__name__,
+            )
+            return _refuse("database unavailable, try again", 503)
+
+    return doors
+
+
+def register(app: web.Application, settings: Settings) -> None:
+    """Put the doors in front of every route of ``app`` (before it starts)."""
+    app.middlewares.append(middleware(settings))
