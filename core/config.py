@@ -164,6 +164,24 @@ class Settings(BaseSettings):
     alert_max_age_hours: float = Field(
         24, gt=0, description="Undelivered alerts older than this are given up."
     )
+    deadman_url: SecretStr | None = Field(
+        None,
+        description="Dead-man's switch (healthchecks.io convention): beat GETs this URL every "
+        "VIGIL_DEADMAN_INTERVAL while all is well, and URL/fail while a part is down.",
+    )
+    deadman_interval: float = Field(60, gt=0, description="Cadence of the dead-man's ping, s.")
+    watchdog_interval: float = Field(
+        10, gt=0, description="Cadence at which the API and beat evaluate health for paging, s."
+    )
+    page_confirm_seconds: float = Field(
+        20, ge=0, description="A health component pages once failing this long, s."
+    )
+    page_repeat_seconds: float = Field(
+        1800, gt=0, description="A component still down pages again after this long, s."
+    )
+    exchange_read_failure_cycles: int = Field(
+        3, ge=1, description="Consecutive failed guardian reads of the exchange that page."
+    )
 
     # --- position sizing and risk --------------------------------------------------------
     position_size_usdt: Decimal = Field(Decimal("200"), gt=0)

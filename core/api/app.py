@@ -245,7 +245,10 @@ def run_api(
     settings: Settings, *, host: str | None = None, port: int | None = None, **wiring: Any
 ) -> None:
     """Serve until interrupted."""
+    from core.services.deadman import register_api_watchdog
+
     app = create_app(settings, **wiring)
+    register_api_watchdog(app, app[CONTEXT].health, settings)  # pages when a part goes blind
     host, port = host or settings.api_host, port or settings.api_port
     log.info("vigil api on http://%s:%s", host, port)
     web.run_app(app, host=host, port=port, print=None, access_log=log)

@@ -65,8 +65,10 @@ def take(deps: Deps, *, with_orders: bool = True) -> ExchangeSnapshot:
 
 def take_or_record(deps: Deps, guardian: str, *, with_orders: bool = True) -> ExchangeSnapshot:
     """``take``, recording a failed read as an event before it propagates (the task retries)."""
+    from core.services import paging  # counts consecutive failed reads; pages at N
+
     try:
-        return take(deps, with_orders=with_orders)
+        snap = take(deps, with_orders=with_orders)
     except ExchangeFailure as exc:
         with unit_of_work() as session:
             record(
@@ -78,7 +80,10 @@ def take_or_record(deps: Deps, guardian: str, *, with_orders: bool = True) -> Ex
                 operation="snapshot",
                 error=str(exc),
             )
+            paging.note_read_failure(deps, session, guardian, exc)
         raise
+    paging.note_read_success(deps)
+    return snap
 
 
 def engine_client_ids(
