@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -64,6 +65,14 @@ def _page(inbox: Inbox, component: str) -> dict | None:
     return None
 
 
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=15) as response:  # noqa: S310 - loopback
+            return response.status == 200
+    except OSError:  # refused while starting, or 503 (HTTPError)
+        return False
+
+
 def _pings(inbox: Inbox) -> list[str]:
     return [path for method, path, _ in inbox.received if method == "GET"]
 
@@ -84,6 +93,8 @@ def page_times(env: dict[str, str], inbox: Inbox, timeout: float = 300.0) -> dic
         "api": _spawn(["api"], env, log_dir),
     }
     try:
+        health = f"http://127.0.0.1:{env['VIGIL_API_PORT']}/health"
+        _wait(lambda: _healthy(health), timeout, "every part healthy")
         _wait(lambda: "/ping" in _pings(inbox), timeout, "a dead-man's ping while all is well")
         killed = time.monotonic()
         _kill(procs["beat"])
