@@ -12,9 +12,13 @@ Routes:
   GET  /events             ?symbol= &type= (comma list) &severity= &since= &correlation_id=
                            &position_id= &limit=
   GET  /tasks              registered task names
-  POST /tasks/{name}       send a task (JSON body = kwargs); needs
-                           ``Authorization: Bearer <VIGIL_API_TOKEN>``; disabled (403) while
-                           no token is configured
+  POST /tasks/{name}       send a task (JSON body = kwargs, checked against the task's
+                           signature: 400 with the reason)
+
+The token rule covers every route (core/api/doors.py): with ``VIGIL_API_TOKEN`` set, all but
+/health and /metrics need ``Authorization: Bearer <token>`` (``VIGIL_API_PUBLIC_READS`` opens
+the GETs); without one, every write is refused (403). ``vigil api`` also runs the watchdog
+that pages when a part of the system goes blind (core/services/paging.py).
 
 Celery is not imported here (core stays free of it): the CLI wires in ``worker_ping``,
 ``task_sender`` and ``task_names``.
