@@ -27,11 +27,17 @@ def _adapter(annotation: Any) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
 
 
+@lru_cache(maxsize=256)
 def _hints(func: Callable[..., Any]) -> dict[str, Any]:
     try:
         return typing.get_type_hints(inspect.unwrap(func))
     except (NameError, TypeError):
         return {}
+
+
+@lru_cache(maxsize=256)
+def _signature(func: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(func)
 
 
 def check_task_arguments(
@@ -45,7 +51,7 @@ def check_task_arguments(
     Raises BadTaskArguments naming the task, its parameters and what is wrong: an unknown
     or missing argument, or a value of the wrong type.
     """
-    signature = inspect.signature(func)
+    signature = _signature(func)
     label = f"{name or getattr(func, '__name__', 'task')}({', '.join(signature.parameters)})"
     try:
         bound = signature.bind(*args, **kwargs)

@@ -17,7 +17,8 @@ Redis answers) and written to the event log, as already sent, once the database 
 **Exchange reads.** A guardian (protection, reconciliation, zombies) whose snapshot read
 fails counts one more consecutive failure per venue in Redis; the ``N``-th pages
 (``exchange_reads_failing``, critical), a successful read resets the count and reports the
-recovery. A revoked key (Binance -2015, Bybit 10003) fails every read, so it pages too.
+recovery. A refused key (Binance -2015, Bybit 10003: revoked, expired, IP not allowed) does
+not heal by itself, so it pages at the first failed cycle.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,7 +52,7 @@ from core.domain.paging import (
     read_failures_page,
 )
 from core.events import EventType, Severity, record
-from core.exchange.errors import ExchangeFailure
+from core.exchange.errors import AuthenticationFailed, ExchangeFailure
 from core.logging import redact
 from core.services.alerts import Channel, DeliveryError, channels_from, deliver_pending
 from core.services.deps import Deps
@@ -270,7 +272,12 @@ def note_read_failure(deps: Deps, session: Session, guardian: str, exc: Exchange
     except RedisError as error:
         log.warning("failed exchange reads not counted: %s", _first_line(error))
         return
-    if read_failures_page(consecutive, deps.settings.exchange_read_failure_cycles):
+    # a refused key does not heal by itself: it pages at the first failed cycle
+    threshold = 1 if isinstance(exc, AuthenticationFailed) else None
+    threshold = threshold or deps.settings.exchange_read_failure_cycles
+    if read_failures_page(consecutive, threshold):
+        with suppress(RedisError):
+            deps.redis.set(f"{key}:paged", 1, ex=86_400)
         record(
             session,
             EventType.EXCHANGE_READS_FAILING,
@@ -289,11 +296,12 @@ def note_read_success(deps: Deps) -> None:
         key = _reads_key(deps.exchange_name)
         pipe = deps.redis.pipeline()
         pipe.get(key)
-        pipe.delete(key)
-        before, _ = pipe.execute()
+        pipe.get(f"{key}:paged")
+        pipe.delete(key, f"{key}:paged")
+        before, paged, _ = pipe.execute()
     except RedisError:
         return
-    if before is None or int(before) < deps.settings.exchange_read_failure_cycles:
+    if before is None or paged is None:
         return
     with unit_of_work() as session:
         record(

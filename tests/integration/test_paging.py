@@ -16,7 +16,7 @@ from core.db.models import Alert, Event
 from core.db.session import new_session
 from core.events import EventType
 from core.exchange.adapter import ExchangeAdapter
-from core.exchange.errors import AuthenticationFailed
+from core.exchange.errors import AuthenticationFailed, ExchangeFailure
 from core.exchange.factory import build_exchange
 from core.services.deps import Deps
 from core.services.paging import Watchdog
@@ -160,19 +160,34 @@ def revoked_deps(make_deps, sim, _paper_session_exchange):
     return Deps(deps.settings, ExchangeAdapter(client, "binance"), deps.redis, SYSTEM_CLOCK)
 
 
-def test_a_revoked_key_pages_at_the_nth_consecutive_failed_guardian_cycle(revoked_deps, make_deps):
-    for cycle in range(1, 4):
-        with pytest.raises(AuthenticationFailed):
-            check_protection(revoked_deps)
-        assert len(events(EventType.EXCHANGE_READS_FAILING)) == (1 if cycle == 3 else 0)
-    (page,) = events(EventType.EXCHANGE_READS_FAILING)
-    assert page.severity == "critical" and page.data["consecutive_failures"] == 3
-    assert (
-        page.data["error_type"] == "AuthenticationFailed" and page.data["guardian"] == "protection"
-    )
-    assert [a.kind for a in alerts()] == ["exchange_reads_failing"]
-    check_protection(make_deps(exchange_read_failure_cycles=3))  # the key works again
-    assert len(events(EventType.EXCHANGE_READS_RECOVERED)) == 1
+def test_a_revoked_key_pages_at_the_first_failed_guardian_cycle(revoked_deps, make_deps):
     with pytest.raises(AuthenticationFailed):
         check_protection(revoked_deps)
-    assert len(events(EventType.EXCHANGE_READS_FAILING)) == 1  # the count starts over
+    (page,) = events(EventType.EXCHANGE_READS_FAILING)
+    assert page.severity == "critical" and page.data["consecutive_failures"] == 1
+    assert page.data["error_type"] == "AuthenticationFailed"
+    assert page.data["guardian"] == "protection"
+    assert [a.kind for a in alerts()] == ["exchange_reads_failing"]
+    with pytest.raises(AuthenticationFailed):
+        check_protection(revoked_deps)
+    assert len(events(EventType.EXCHANGE_READS_FAILING)) == 1  # not every cycle
+    check_protection(make_deps())  # the key works again
+    assert len(events(EventType.EXCHANGE_READS_RECOVERED)) == 1
+
+
+def test_failing_reads_page_at_the_nth_consecutive_cycle_and_a_success_resets(make_deps, sim):
+    deps = make_deps(exchange_read_failure_cycles=3)
+    sim.fault("positionRisk", "http_error", probability=1)
+    for cycle in range(1, 4):
+        with pytest.raises(ExchangeFailure):
+            check_protection(deps)
+        assert len(events(EventType.EXCHANGE_READS_FAILING)) == (1 if cycle == 3 else 0)
+    (page,) = events(EventType.EXCHANGE_READS_FAILING)
+    assert page.data["consecutive_failures"] == 3
+    sim.admin("DELETE", "/_sim/fault")
+    check_protection(deps)
+    assert len(events(EventType.EXCHANGE_READS_RECOVERED)) == 1
+    sim.fault("positionRisk", "http_error", probability=1)
+    with pytest.raises(ExchangeFailure):
+        check_protection(deps)
+    assert len(events(EventType.EXCHANGE_READS_FAILING)) == 1  # the count started over
