@@ -44,7 +44,9 @@ def test_reads_without_a_configured_token_stay_open_and_writes_closed(api):  # n
 
 def test_a_write_to_any_route_needs_the_token_even_one_that_does_not_exist(api):  # noqa: F811
     served, _ = api(api_token=TOKEN)
-    for method, path in [("POST", "/halt"), ("POST", "/close-all"), ("PUT", "/positions")]:
+    for method, path in [("POST", "/halt"), ("POST", "/close-all"), ("POST", "/resume")]:
+        assert served.request(method, path, body={})[0] == 401, (method, path)
+    for method, path in [("POST", "/nothing-here"), ("PUT", "/positions"), ("DELETE", "/")]:
         assert served.request(method, path, body={})[0] == 401, (method, path)
         assert served.request(method, path, headers=RIGHT, body={})[0] in (404, 405)
 
