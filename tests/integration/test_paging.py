@@ -3,6 +3,7 @@ component, one added later included), the database down pages straight to the ch
 and is recorded when it is back, failed guardian reads of the exchange (a revoked key)
 page at the N-th consecutive cycle."""
 
+import asyncio
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -192,3 +193,39 @@ def test_failing_reads_page_at_the_nth_consecutive_cycle_and_a_success_resets(ma
     with pytest.raises(ExchangeFailure):
         check_protection(deps)
     assert len(events(EventType.EXCHANGE_READS_FAILING)) == 1  # the count started over
+
+
+def test_a_real_database_outage_pages_directly_and_is_recorded_once_it_is_back(
+    make_deps, inbox, redis_client, database_url
+):
+    from sqlalchemy.engine import make_url
+
+    from core.api.health import ExchangeReads, HealthChecker
+    from core.db import session as db_session
+    from core.runtime.embedded import free_port
+
+    deps = make_deps(page_confirm_seconds=0, alert_webhook_url=inbox.url + "/hook")
+    health = HealthChecker(
+        deps.settings,
+        SYSTEM_CLOCK,
+        lambda: deps,
+        redis_client,
+        ExchangeReads(lambda: deps, 0),
+        lambda timeout: ["worker1@host"],
+        exchange_name="binance",
+    )
+    watchdog = Watchdog(deps.settings, SYSTEM_CLOCK, health, host="api")
+    nowhere = make_url(database_url).set(port=free_port()).render_as_string(hide_password=False)
+    db_session.configure(nowhere)  # this process's database is gone
+    try:
+        decision = asyncio.run(watchdog.cycle())
+    finally:
+        db_session.configure(database_url)
+    assert [page.name for page in decision.pages] == ["database"]
+    (direct,) = inbox.posts()
+    assert direct["sent_directly"] is True and direct["data"]["component"] == "database"
+    assert events(EventType.COMPONENT_DOWN) == []
+    asyncio.run(watchdog.cycle())  # the database answers again
+    recorded = [e for e in events(EventType.COMPONENT_DOWN) if e.data["component"] == "database"]
+    assert len(recorded) == 1 and recorded[0].data["sent_directly"] is True
+    assert [p["data"]["component"] for p in inbox.posts()].count("database") == 1
