@@ -64,6 +64,14 @@ body = st.one_of(
     ).map(lambda v: json.dumps(v).encode()),
 )
 method = st.sampled_from(["GET", "GET", "GET", "HEAD", "POST", "POST", "PUT", "DELETE", "OPTIONS"])
+extra_headers = st.dictionaries(
+    st.one_of(
+        st.sampled_from(["X-Forwarded-For", "Cookie", "Accept", "Origin", "Content-Length"]),
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12),
+    ).filter(lambda name: name.lower() not in ("authorization", "content-type", "content-length")),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40),
+    max_size=3,
+)
 content_type = st.sampled_from([None, "application/json", "text/plain", "multipart/form-data"])
 
 
@@ -95,7 +103,15 @@ def send(port, method, target, headers, payload):
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(method=method, path=path, query=query, auth=auth, body=body, content_type=content_type)
+@given(
+    method=method,
+    path=path,
+    query=query,
+    auth=auth,
+    body=body,
+    content_type=content_type,
+    extra=extra_headers,
+)
 @example(  # the findings of the report, always among the examples
     method="GET",
     path="/events",
@@ -103,8 +119,11 @@ def send(port, method, target, headers, payload):
     auth=RIGHT,
     body=None,
     content_type=None,
+    extra={},
 )
-@example(method="GET", path="/positions", query={}, auth=None, body=None, content_type=None)
+@example(
+    method="GET", path="/positions", query={}, auth=None, body=None, content_type=None, extra={}
+)
 def test_random_requests_never_500_and_never_change_state_without_the_token(
     sim,
     fuzz_state,
@@ -113,10 +132,11 @@ def test_random_requests_never_500_and_never_change_state_without_the_token(
     query,
     auth,
     body,
-    content_type,  # noqa: F811
+    content_type,
+    extra,
 ):
     served, sent, before = fuzz_state["served"], fuzz_state["sent"], fuzz_state["before"]
-    headers = {}
+    headers = dict(extra)
     if auth is not None:
         headers["Authorization"] = auth
     if content_type is not None:
