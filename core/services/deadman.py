@@ -28,7 +28,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.logging import redact
 from core.runtime.endpoints import resolve_redis_url
-from core.services.deps import Deps, get_deps
+from core.services.deps import Deps, exchange_name, get_deps
 from core.services.paging import Watchdog, watchdog_checker
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def start_beat_watch(
         client,
         reads,
         worker_ping,
-        exchange_name=deps_factory().exchange_name,
+        exchange_name=exchange_name(settings),  # no exchange client built at start-up
     )
     loop = WatchLoop(Watchdog(settings, clock, health, host="beat"), settings, deadman=True)
 
