@@ -9,6 +9,10 @@ console) is covered the day it is added, and a forgotten check cannot open a doo
 - a write (any method but GET/HEAD/OPTIONS) is refused (403) while no token is configured,
   so an API started without one can be read but cannot change anything.
 
+A page shell that carries no data (a browser cannot put a bearer token on a navigation) can
+be let through for reads with ``allow_without_token(app, path)``: the exact path, or every
+path under it when it ends with ``/``. Its data routes stay behind the token.
+
 Unreadable input (a NUL byte in the query, which PostgreSQL cannot hold) is refused here,
 and a database that is down answers 503 instead of an exception page.
 """
@@ -31,6 +35,7 @@ OPEN_PATHS: frozenset[str] = frozenset({"/health", "/metrics"})
 READ_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SHELLS = web.AppKey("vigil_open_shells", list[str])
 
 
 def _refuse(message: str, status: int) -> web.Response:
@@ -50,9 +55,25 @@ def bearer_matches(request: web.Request, expected: str) -> bool:
     )
 
 
+def allow_without_token(app: web.Application, path: str) -> None:
+    """Let reads of ``path`` (or, ending with ``/``, of every path under it) pass untokened."""
+    app[SHELLS].append(path)
+
+
+def _is_open(request: web.Request) -> bool:
+    if request.method not in READ_METHODS:
+        return False
+    if request.path in OPEN_PATHS:
+        return True
+    for shell in request.app.get(SHELLS, []):
+        if request.path == shell or (shell.endswith("/") and request.path.startswith(shell)):
+            return True
+    return False
+
+
 def refusal(request: web.Request, settings: Settings) -> web.Response | None:
     """None when the request may pass the token rule; else the answer to send."""
-    if request.path in OPEN_PATHS and request.method in READ_METHODS:
+    if _is_open(request):
         return None
     expected = _token(settings)
     is_read = request.method in READ_METHODS
@@ -99,4 +120,5 @@ def middleware(settings: Settings) -> Middleware:
 
 def register(app: web.Application, settings: Settings) -> None:
     """Put the doors in front of every route of ``app`` (before it starts)."""
+    app[SHELLS] = []
     app.middlewares.append(middleware(settings))

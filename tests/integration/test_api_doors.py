@@ -85,3 +85,17 @@ def test_malformed_query_values_are_400_never_500(api, query):  # noqa: F811
     status, body = served.request("GET", query)
     assert status == 400, (query, status, body)
     assert body["error"]
+
+
+def test_a_page_shell_can_be_let_through_for_reads_only(api):  # noqa: F811
+    from core.api import doors
+
+    served, _ = api(api_token=TOKEN)
+    app = served.runner.app
+    # registered before the app starts serving is the normal way; the list is read per request
+    doors.allow_without_token(app, "/tasks")
+    doors.allow_without_token(app, "/nowhere/")
+    assert served.request("GET", "/tasks")[0] == 200
+    assert served.request("GET", "/nowhere/page")[0] == 404  # through the door, no such page
+    assert served.request("POST", "/tasks", body={})[0] == 401  # reads only
+    assert served.request("GET", "/positions")[0] == 401
