@@ -88,3 +88,43 @@ def test_vigil_flower_refuses_the_default_password_beyond_this_host(
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     assert "VIGIL_FLOWER_PASSWORD" in done.stderr
+
+
+def test_a_task_sent_through_flower_with_bad_arguments_is_refused_by_the_task_layer(
+    flower, clean_db, redis_url, tmp_path
+):
+    import json
+    import signal
+
+    from core.config import get_settings
+    from tasks.app import create_app
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "flower1"],
+        env=dict(os.environ, VIGIL_HOME=str(tmp_path)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        req = urllib.request.Request(  # noqa: S310 - loopback
+            flower + "api/task/async-apply/vigil.orders.open_position",
+            data=json.dumps(
+                {"kwargs": {"position_id": "1; DROP TABLE positions"}, "ignore_result": False}
+            ).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        token = base64.b64encode(b"ops:flower-pass-4e2a").decode()
+        req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            task_id = json.loads(resp.read())["task-id"]
+        result = create_app(get_settings()).AsyncResult(task_id)
+        with pytest.raises(Exception) as refused:
+            result.get(timeout=90)
+        assert type(refused.value).__name__ == "BadTaskArguments"
+        assert "position_id=" in str(refused.value) and "vigil.orders.open_position" in str(
+            refused.value
+        )
+        assert result.state == "FAILURE"  # refused once, not retried
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
