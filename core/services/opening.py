@@ -116,6 +116,7 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
             symbol,
             token_source=deps.fence_token,
             timeout=deps.settings.lock_timeout,
+            ttl=deps.settings.lock_ttl,
             blocking_timeout=deps.settings.lock_blocking_timeout,
         ) as held,
     ):
