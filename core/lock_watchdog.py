@@ -25,8 +25,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 from contextlib import contextmanager
+from typing import Any
 
 from redis.exceptions import RedisError
 

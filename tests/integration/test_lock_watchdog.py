@@ -65,8 +65,8 @@ def test_a_holder_keeps_its_lock_through_work_longer_than_the_ttl(redis_client, 
     assert not redis_client.exists(lock_key("binance", "BTCUSDT"))  # released at the end
 
 
-def test_a_killed_holder_frees_its_symbol_within_the_ttl(redis_client, redis_url, tokens):
-    ready = "/tmp/lock-holder-ready-%d" % os.getpid()
+def test_a_killed_holder_frees_its_symbol_within_the_ttl(redis_client, redis_url, tokens, tmp_path):
+    ready = str(tmp_path / "holder-ready")
     script = textwrap.dedent(
         f"""
         import os, signal, time, itertools, redis
@@ -95,8 +95,6 @@ def test_a_killed_holder_frees_its_symbol_within_the_ttl(redis_client, redis_url
         print(f"lock freed {freed_after:.2f} s after the holder's SIGKILL (TTL 1.5 s)")
     finally:
         proc.kill()
-        if os.path.exists(ready):
-            os.remove(ready)
 
 
 def test_a_lost_lock_stops_the_holder_before_its_next_mutation_or_write(
