@@ -15,6 +15,7 @@ TTL, and a holder whose renewal failed stops before its next exchange mutation
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from core.db.models import Position
+from core.dead_runs import end_run, start_run
 from core.lock_watchdog import COMPARE_AND_EXTEND, LeaseWatchdog, held_leases, holding
 from core.metrics import observe_lock_wait
 
@@ -178,10 +180,13 @@ def symbol_lock(
     held.lease = lease
     lease.start()
     try:
+        start_run(client, held.key, held.owner)  # flags a predecessor that died mid-run
         with holding(lease):
             yield held
     finally:
         lease.stop()
+        with contextlib.suppress(redis.RedisError):  # a killed run never gets here
+            end_run(client, held.key, held.owner)
         held.release()
 
 

@@ -54,7 +54,7 @@ from core.exchange import errors
 from core.lock_watchdog import renewing
 from core.locks import HeldLock, LockLost, LockNotAcquired
 from core.logging import bind_correlation
-from core.services import aged, bands, trailing
+from core.services import aged, bands, takeover, trailing
 from core.services.closing import lock_for, sweep_after_close
 from core.services.deps import Deps
 from core.services.positions import open_position_for
@@ -368,6 +368,7 @@ def react_locked(
     failures: list[errors.ExchangeFailure] = []
     closed = False
     with bind_correlation(position.correlation_id, position_id=position.id):
+        takeover.after_dead_run(deps, held, position)  # a killed move's stop: adopt or cancel
         for index, react in enumerate(REACTIONS):
             if index:
                 held.extend()  # the lock was just taken for the first one
