@@ -23,19 +23,19 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from core.config import get_settings, load_settings
 from core.db.models import Event, Order, Position
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.services import bands, price_path
 from core.services.positions import NewPosition, create_position
-from tests.integration.test_price_path import (  # noqa: F401 - fixtures used by name
+from tests.integration.test_price_path import (
     EX,
     StreamThread,
     live_triggers,
     opened,
     send_task,
     status,
-    stream_settings,
     trail_up,
     window_ticks,
 )
@@ -83,6 +83,12 @@ class Workers:
         for proc in self.procs:
             if proc.poll() is None:
                 self.kill(proc)
+
+
+@pytest.fixture
+def stream_settings(sim, clean_db, redis_url):
+    get_settings.cache_clear()
+    return load_settings(exchange_url=sim.url, price_band_refresh_interval=5)
 
 
 @pytest.fixture
