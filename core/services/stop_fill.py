@@ -49,3 +49,28 @@ def closed_by_own_stop(deps: Deps, position_id: int, symbol: str) -> bool:
 def external_close_reason(deps: Deps, position_id: int, symbol: str) -> str:
     """``stop_triggered`` when the position's own stop closed it, else ``phantom``."""
     return "stop_triggered" if closed_by_own_stop(deps, position_id, symbol) else "phantom"
+
+
+def ensure_stop_triggered_event(position_id: int) -> None:
+    """Record ``stop_triggered`` for a settled stop fill if the ingest could not (its write
+    met a database outage): the position's timeline still shows what closed it."""
+    from core.db.models import Event, Position
+    from core.events import EventType, record
+    from core.services.positions import context
+
+    with unit_of_work() as session:
+        seen = session.scalar(
+            select(Event.id).where(
+                Event.position_id == position_id, Event.type == EventType.STOP_TRIGGERED.value
+            )
+        )
+        position = session.get(Position, position_id)
+        if seen is not None or position is None:
+            return
+        record(
+            session,
+            EventType.STOP_TRIGGERED,
+            ctx=context(position),
+            exit_price=position.exit_price,
+            source="settle_close",
+        )

@@ -143,6 +143,11 @@ def last_move_id(pid):
         )
 
 
+def event_types(pid):
+    with unit_of_work() as s:
+        return {e.type for e in s.scalars(select(Event).where(Event.position_id == pid))}
+
+
 def closed_as(pid):
     with unit_of_work() as s:
         p = s.get(Position, pid)
@@ -299,6 +304,7 @@ def test_a_stop_that_fills_during_a_postgres_outage_is_a_stop(
     assert closed is not None, f"still not closed: {closed_as(pid)}"
     status_, reason, exit_price, pnl = closed
     assert reason == "stop_triggered" and exit_price == fill and pnl is not None
+    assert "stop_triggered" in event_types(pid)  # on the timeline though the ingest's write failed
 
 
 @pytest.mark.timeout(600)
