@@ -20,7 +20,7 @@ from core.services.deps import Deps
 
 log = logging.getLogger(__name__)
 
-STOP_PURPOSES = ("stop", "protection", "emergency")
+STOP_PURPOSES = ("stop", "protection", "emergency")  # trailing's (it imports this module)
 
 
 def closed_by_own_stop(deps: Deps, position_id: int, symbol: str) -> bool:

@@ -33,10 +33,10 @@ from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, fenced_update
 from core.services.deps import Deps
 from core.services.positions import context
+from core.services.trailing import STOP_PURPOSES
 
 log = logging.getLogger(__name__)
 
-STOP_PURPOSES = ("stop", "protection", "emergency")
 _GONE_STATUS = {"canceled": "cancelled", "expired": "expired", "rejected": "rejected"}
 
 
