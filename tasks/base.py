@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from core.api.task_args import check_task_arguments
+from core.api.task_args import check_task_arguments, is_bound
 from tasks.app import app
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -55,8 +55,12 @@ def vigil_task(
     def decorate(func: F) -> Any:
         full = f"vigil.{name}"
 
+        bound = is_bound(func)
+
         @functools.wraps(func)
         def checked(*args: Any, **kwargs: Any) -> Any:
+            if bound:  # bind=True: Celery passes the task itself first
+                return func(args[0], **check_task_arguments(func, kwargs, full, args[1:]))
             return func(**check_task_arguments(func, kwargs, full, args))
 
         checked.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]

@@ -37,7 +37,17 @@ def _hints(func: Callable[..., Any]) -> dict[str, Any]:
 
 @lru_cache(maxsize=256)
 def _signature(func: Callable[..., Any]) -> inspect.Signature:
-    return inspect.signature(func)
+    """The arguments a sender gives: a bound task's ``self`` is Celery's to pass, not theirs."""
+    signature = inspect.signature(func)
+    params = list(signature.parameters.values())
+    if params and params[0].name == "self":
+        return signature.replace(parameters=params[1:])
+    return signature
+
+
+def is_bound(func: Callable[..., Any]) -> bool:
+    """A task declared with ``bind=True`` (its first parameter is ``self``)."""
+    return next(iter(inspect.signature(func).parameters), None) == "self"
 
 
 def check_task_arguments(

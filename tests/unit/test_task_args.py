@@ -45,3 +45,15 @@ def test_the_registered_signature_is_the_tasks_own():
     assert list(inspect.signature(open_position_task.run).parameters) == ["position_id"]
     with pytest.raises(TypeError):
         open_position_task.apply_async(kwargs={"nope": 1})  # celery's own client-side check
+
+
+def test_a_bound_task_is_checked_without_its_self():
+    from tasks.stops import settle_close_task
+
+    checked = check_task_arguments(settle_close_task.run, {"position_id": "12"})
+    assert checked == {"position_id": 12}
+    with pytest.raises(BadTaskArguments) as refused:
+        check_task_arguments(settle_close_task.run, {"position_id": 1, "self": 2})
+    assert "self" in str(refused.value)
+    with pytest.raises(BadTaskArguments):
+        settle_close_task.apply(kwargs={"position_id": "x"}).get()
