@@ -154,11 +154,11 @@ def _task_kwargs(
     worker's configured exchange, so naming that one is accepted and any other refused.
     ``--symbol`` goes to ``symbol``, or as a one-element ``symbols`` list.
     """
-    import inspect
 
+    from core.api.task_args import sender_signature
     from core.services.deps import exchange_name
 
-    params = inspect.signature(celery.tasks[full].run).parameters
+    params = sender_signature(celery.tasks[full].run).parameters
     if exchange is not None:
         if "exchange" in params:
             kwargs["exchange"] = exchange
@@ -188,10 +188,12 @@ def _print_tasks(celery: Celery, names: list[str]) -> None:
     """One block per task: name, queue, arguments, then what it does (any terminal width)."""
     import inspect
 
+    from core.api.task_args import sender_signature
+
     for full in names:
         registered = celery.tasks[full]
         queue = celery.amqp.router.route({}, full)["queue"].name
-        params = ", ".join(inspect.signature(registered.run).parameters)
+        params = ", ".join(sender_signature(registered.run).parameters)
         doc = (inspect.getdoc(registered.run) or "").strip().splitlines()
         console.print(f"[bold]{full}[/]  queue={queue}  args=({params})", highlight=False)
         if doc:

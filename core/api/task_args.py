@@ -36,7 +36,7 @@ def _hints(func: Callable[..., Any]) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=256)
-def _signature(func: Callable[..., Any]) -> inspect.Signature:
+def sender_signature(func: Callable[..., Any]) -> inspect.Signature:
     """The arguments a sender gives: a bound task's ``self`` is Celery's to pass, not theirs."""
     signature = inspect.signature(func)
     params = list(signature.parameters.values())
@@ -61,7 +61,7 @@ def check_task_arguments(
     Raises BadTaskArguments naming the task, its parameters and what is wrong: an unknown
     or missing argument, or a value of the wrong type.
     """
-    signature = _signature(func)
+    signature = sender_signature(func)
     label = f"{name or getattr(func, '__name__', 'task')}({', '.join(signature.parameters)})"
     try:
         bound = signature.bind(*args, **kwargs)
