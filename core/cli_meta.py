@@ -20,20 +20,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from core.version import vigil_version
+
 err = Console(stderr=True)
 out = Console()
 
 HEARTBEAT_COMPONENTS = ("beat", "ingest")
-
-
-def vigil_version() -> str:
-    """The installed distribution's version (the wheel's, not a source tree's guess)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("vigil")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def one_line_error(message: str, code: int = 2) -> typer.Exit:
