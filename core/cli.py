@@ -245,6 +245,7 @@ def worker(
 
     celery.worker_main(
         [
+            *_quiet_in_json_mode(settings),
             "worker",
             "-Q",
             queues,
@@ -269,7 +270,21 @@ def beat() -> None:
 
     schedule = settings.home_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    celery.start(["beat", "-s", str(schedule), "--loglevel", settings.log_level])
+    celery.start(
+        [
+            *_quiet_in_json_mode(settings),
+            "beat",
+            "-s",
+            str(schedule),
+            "--loglevel",
+            settings.log_level,
+        ]
+    )
+
+
+def _quiet_in_json_mode(settings: Settings) -> list[str]:
+    """Celery's start-up banner is plain text: off when every log line must be JSON."""
+    return ["--quiet"] if settings.log_json else []
 
 
 @app.command()
