@@ -139,7 +139,7 @@ def task(
 
     check_broker()
     with _storage_errors():
-        result = celery.send_task(full, kwargs=kwargs, ignore_result=not wait)
+        result = celery.send_task(full, kwargs=kwargs, ignore_result=False)  # kept an hour
     console.print(f"sent {full} to queue {queue} (id {result.id})", highlight=False)
     if wait:
         _wait_for(result, full, queue, timeout)

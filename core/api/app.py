@@ -52,6 +52,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.db.session import new_session
 from core.metrics import MetricsStore, RedisCollector
+from core.queues import QueueCollector
 from core.runtime.endpoints import resolve_redis_url
 from core.services.deps import Deps, get_deps
 
@@ -96,6 +97,7 @@ def create_app(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(MetricsStore(client)))
     registry.register(StateCollector(exchange, reads, clock))
+    registry.register(QueueCollector(client, clock))  # depth and oldest age per queue
     app = web.Application()
     app[CONTEXT] = ApiContext(settings, clock, health, registry, task_sender, task_names)
     app.router.add_get("/", index)
