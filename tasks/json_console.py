@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from core.config import Settings
+from core.logging import CONTEXT_FIELDS
 
 
 def json_say(msg: str, f: TextIO = sys.__stderr__) -> None:  # type: ignore[assignment]
@@ -25,6 +26,7 @@ def json_say(msg: str, f: TextIO = sys.__stderr__) -> None:  # type: ignore[assi
         "msg": msg.strip(),
         "process": os.getpid(),
         "component": "worker",
+        **dict.fromkeys(CONTEXT_FIELDS),  # outside any position or task
     }
     try:
         os.write(f.fileno(), (json.dumps(line) + "\n").encode())

@@ -1,9 +1,10 @@
 """The wheel works on its own: installed into a fresh virtualenv, run outside the repository.
 
-A real install: the wheel is built from the tree, then ``pip install`` resolves its declared
-dependencies (pinned by requirements.lock) into a new virtualenv; the commands then run from a
-directory that holds no part of the repository, so migrations and everything else must come
-from the installed package. PostgreSQL is this suite's embedded server.
+A real install, the way the image does it: the wheel is built from the tree, the locked
+dependencies (requirements.lock, hashes checked) go into a new virtualenv, the wheel on top,
+and ``pip check`` proves the lock satisfies every dependency the wheel declares. The commands
+then run from a directory that holds no part of the repository, so migrations and everything
+else must come from the installed package. PostgreSQL is this suite's embedded server.
 """
 
 from __future__ import annotations
@@ -30,15 +31,6 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=600, **kwargs)
 
 
-def _constraints(target: Path) -> Path:
-    """requirements.lock without its hashes: pins the versions the wheel's deps resolve to."""
-    pins = re.findall(
-        r"^([A-Za-z0-9_.\-\[\]]+==[^\s\\]+)", (ROOT / "requirements.lock").read_text(), re.M
-    )
-    target.write_text("\n".join(pins) + "\n")
-    return target
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a fresh virtualenv holding only the built wheel and its dependencies."""
@@ -48,19 +40,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = work.glob("vigil-*.whl")
     env_dir = work / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
-    pip = _run(
-        [
-            str(env_dir / "bin" / "python"),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "-c",
-            str(_constraints(work / "constraints.txt")),
-            str(wheel),
-        ]
-    )
-    assert pip.returncode == 0, pip.stderr[-2000:]
+    python = str(env_dir / "bin" / "python")
+    # the image's recipe (Dockerfile): locked dependencies, then the wheel on top
+    for step in (
+        ["install", "--quiet", "--require-hashes", "-r", str(ROOT / "requirements.lock")],
+        ["install", "--quiet", "--no-deps", str(wheel)],
+        ["check"],  # every dependency the wheel declares is satisfied by the lock
+    ):
+        done = _run([python, "-m", "pip", *step])
+        assert done.returncode == 0, (step, done.stdout[-2000:], done.stderr[-2000:])
     return env_dir / "bin"
 
 
