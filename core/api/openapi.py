@@ -33,6 +33,12 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 BEARER = "bearerAuth"
 _PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
+API_DESCRIPTION = (
+    "vigil's operator API: system health, Prometheus metrics, read-only positions and events, "
+    "task triggers. Reads need no credentials; state-changing routes need the bearer token "
+    "VIGIL_API_TOKEN. /livez is the process's liveness, /health the whole system's."
+)
+
 SECURITY_SCHEMES = {
     BEARER: {
         "type": "http",
@@ -115,7 +121,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         "info": {
             "title": "vigil API",
             "version": vigil_version(),
-            "description": inspect.getdoc(inspect.getmodule(build_spec)) or "",
+            "description": API_DESCRIPTION,
         },
         "paths": dict(sorted(paths.items())),
         "components": {"securitySchemes": SECURITY_SCHEMES},
@@ -156,7 +162,8 @@ h1{margin-bottom:.2rem} .op{border:1px solid #ddd;border-radius:6px;margin:.8rem
 .auth{font-size:.8rem;background:#fde;border-radius:4px;padding:0 .4rem;margin-left:.5rem}
 pre{white-space:pre-wrap;margin:.4rem 0 0;font-size:.85rem;color:#444}
 </style></head>
-<body><h1>vigil API</h1><p id="info">loading /openapi.json ...</p><div id="auth"></div>
+<body><h1>vigil API</h1><p id="info">loading /openapi.json ...</p><p id="about"></p>
+<div id="auth"></div>
 <div id="ops"></div><p><a href="openapi.json">openapi.json</a></p>
 <script>
 const ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"};
@@ -164,6 +171,7 @@ const esc = s => String(s).replace(/[&<>"]/g, c => ENTITIES[c]);
 fetch("openapi.json").then(r => r.json()).then(spec => {
   document.getElementById("info").textContent =
     spec.info.title + " " + spec.info.version + " (OpenAPI " + spec.openapi + ")";
+  document.getElementById("about").textContent = spec.info.description || "";
   const schemes = (spec.components || {}).securitySchemes || {};
   document.getElementById("auth").innerHTML = Object.entries(schemes).map(([n, s]) =>
     "<p><b>Auth</b> " + esc(n) + ": " + esc(s.type) + " " + esc(s.scheme || "") + " - " +
