@@ -93,3 +93,24 @@ def test_a_task_sent_like_celery_call_keeps_its_result(worker, celery):
     sent = celery.send_task("vigil.maintenance.ping")
     assert sent.get(timeout=60)  # hangs forever when the result is not stored
     assert celery.backend.get_task_meta(sent.id)["status"] == "SUCCESS"
+
+
+def test_beat_sends_its_tasks_without_asking_for_results(redis_client, redis_url, tmp_path):
+    env = dict(os.environ, VIGIL_HOME=str(tmp_path), VIGIL_HEARTBEAT_INTERVAL="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "beat"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        raw = redis_client.brpop(["maintenance"], timeout=60)  # no worker: the message waits
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    assert raw is not None, "beat sent nothing within 60 s"
+    message = json.loads(raw[1])
+    assert message["headers"]["task"] == "vigil.maintenance.heartbeat"
+    assert message["headers"]["ignore_result"] is True
+    assert message["headers"][SENT_AT_HEADER] > 0
