@@ -39,5 +39,7 @@ def install_json_console(settings: Settings, worker_module: Any = None) -> None:
     if not settings.log_json:
         return
     if worker_module is None:
-        from celery.apps import worker as worker_module
+        from celery.apps import worker as celery_worker
+
+        worker_module = celery_worker
     worker_module.safe_say = json_say
