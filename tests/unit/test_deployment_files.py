@@ -177,6 +177,10 @@ def test_lock_files_pin_every_dependency_and_the_image_lock_has_no_embedded_serv
     runtime = _names(project["dependencies"])
     extras = project["optional-dependencies"]
     everything = runtime | _names(extras["embedded"] + extras["test"] + extras["dev"])
-    assert runtime <= _pins("requirements.lock")
-    assert everything <= _pins("requirements-dev.lock")
+    stale = "pyproject.toml changed without the lock files: run ./dev lock and commit both"
+    assert runtime <= _pins("requirements.lock"), (stale, runtime - _pins("requirements.lock"))
+    assert everything <= _pins("requirements-dev.lock"), (
+        stale,
+        everything - _pins("requirements-dev.lock"),
+    )
     assert not _names(extras["embedded"]) & _pins("requirements.lock")
