@@ -42,6 +42,7 @@ TASK_MODULES = [
     "tasks.orphans",
     "tasks.guardians",
     "tasks.signals",
+    "tasks.control",
 ]
 
 
