@@ -83,7 +83,7 @@ def _operation(method: str, path: str, handler: Any, used_ids: set[str]) -> dict
     used_ids.add(op_id)
     operation: dict[str, Any] = {
         "operationId": op_id,
-        "summary": description.splitlines()[0],
+        "summary": " ".join(description.split("\n\n")[0].split()),  # the first paragraph
         "description": description,
         "responses": {"200": {"description": "success"}},
     }
