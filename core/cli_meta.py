@@ -62,20 +62,37 @@ def storage_failure(exc: BaseException) -> str | None:
     return None
 
 
+def exchange_failure(exc: BaseException) -> str | None:
+    """The exchange unreachable (network, outage, rate limit) or refusing the key."""
+    from core.exchange.errors import AuthenticationFailed, Retryable
+
+    if isinstance(exc, Retryable):
+        return (
+            f"exchange unreachable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        )
+    if isinstance(exc, AuthenticationFailed):
+        return f"exchange refused the API key: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
 @contextmanager
 def storage_errors_exit() -> Iterator[None]:
-    """Around a whole command: storage down is one line on stderr and exit code 2."""
+    """Around a whole command: storage (or the exchange) down is one line on stderr and exit
+    code 2, whichever command met it."""
     try:
         yield
     except (typer.Exit, SystemExit, KeyboardInterrupt):
         raise
     except Exception as exc:
         reason = storage_failure(exc)
-        if reason is None:
-            raise
-        raise one_line_error(
-            f"{reason} (is `vigil up` running, or VIGIL_DATABASE_URL / VIGIL_REDIS_URL set?)"
-        ) from None
+        if reason is not None:
+            raise one_line_error(
+                f"{reason} (is `vigil up` running, or VIGIL_DATABASE_URL / VIGIL_REDIS_URL set?)"
+            ) from None
+        reason = exchange_failure(exc)
+        if reason is not None:
+            raise one_line_error(f"{reason} (VIGIL_EXCHANGE, VIGIL_EXCHANGE_URL)") from None
+        raise
 
 
 def check_broker() -> None:

@@ -43,3 +43,24 @@ def test_storage_down_is_one_line_and_exit_2(command: list[str], tmp_path) -> No
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr[-3000:]
     assert lines[0].startswith("error: ") and "unreachable" in lines[0]
+
+
+def test_exchange_down_is_one_error_line_and_exit_2(tmp_path) -> None:
+    nobody = free_port()
+    env = {
+        **os.environ,
+        "VIGIL_HOME": str(tmp_path),
+        "VIGIL_EXCHANGE": "paper",
+        "VIGIL_EXCHANGE_URL": f"http://127.0.0.1:{nobody}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "core.cli", "reproduce-duplicates", "--duration", "5"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "exchange unreachable" in errors[0], done.stderr[-3000:]
