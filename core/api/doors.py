@@ -3,7 +3,8 @@
 Why a middleware and not a check in each handler: a route added later (halt, close, the
 console) is covered the day it is added, and a forgotten check cannot open a door. The rule:
 
-- ``/health`` and ``/metrics`` are open (orchestrators and Prometheus poll them);
+- ``/health``, ``/metrics`` and ``/livez`` are open (orchestrators and Prometheus poll them),
+  and so is the API's description (``/openapi.json``, ``/docs``: routes, no data);
 - every other route needs ``Authorization: Bearer <VIGIL_API_TOKEN>`` once a token is set;
   ``VIGIL_API_PUBLIC_READS=true`` opens the reads (GET/HEAD) again, never a write;
 - a write (any method but GET/HEAD/OPTIONS) is refused (403) while no token is configured,
@@ -31,7 +32,9 @@ from core.config import Settings
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS: frozenset[str] = frozenset({"/health", "/metrics"})
+# /livez: the container's liveness probe; /openapi.json and /docs describe the routes and
+# carry no data (a browser cannot put a bearer token on a navigation)
+OPEN_PATHS: frozenset[str] = frozenset({"/health", "/metrics", "/livez", "/openapi.json", "/docs"})
 READ_METHODS: frozenset[str] = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

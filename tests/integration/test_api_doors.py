@@ -24,6 +24,9 @@ def test_health_and_metrics_stay_open_with_a_token_set(api):  # noqa: F811
     served, _ = api(api_token=TOKEN)
     assert served.request("GET", "/health")[0] in (200, 503)
     assert served.request("GET", "/metrics")[0] == 200
+    assert served.request("GET", "/livez")[0] == 200  # the container's liveness probe
+    assert served.request("GET", "/openapi.json")[0] == 200  # routes, no data
+    assert served.request("POST", "/livez", body={})[0] == 401
 
 
 def test_public_reads_open_the_reads_but_never_a_write(api):  # noqa: F811

@@ -17,10 +17,11 @@ from tests.integration.test_api import TOKEN, api, opened  # noqa: F401 - fixtur
 pytestmark = pytest.mark.integration
 
 ROUTES = ["/", "/health", "/metrics", "/positions", "/events", "/tasks", "/tasks/{name}"]
+ROUTES += ["/livez", "/openapi.json", "/docs"]
 ROUTES += ["/halt", "/resume", "/close-all", "/positions/1/close", "/positions/{name}/close"]
 PARAMS = ["symbol", "status", "type", "severity", "since", "correlation_id", "position_id", "limit"]
 RIGHT = f"Bearer {TOKEN}"
-OPEN = {"/health", "/metrics"}
+OPEN = {"/health", "/metrics", "/livez", "/openapi.json", "/docs"}
 STATE_TABLES = ["positions", "orders", "signals", "waves", "trailing_stops", "aged_positions"]
 STATE_TABLES += ["halts"]
 
