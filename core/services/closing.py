@@ -418,6 +418,10 @@ def settle_stop_triggered(deps: Deps, position_id: int, reason: str = "stop_trig
     reconciliation is the fallback when it never does.
     """
     if settle_external_close(deps, position_id, reason):
+        if reason == "stop_triggered":
+            from core.services.stop_fill import ensure_stop_triggered_event
+
+            ensure_stop_triggered_event(position_id)
         return True
     with unit_of_work() as session:
         position = session.get(Position, position_id)

@@ -41,6 +41,7 @@ from core.polling import Poll
 from core.services import executor, halts, venue_watch
 from core.services.deps import Deps
 from core.services.executor import Executor, LookupFailed, OrderIntent, Sent
+from core.services.first_band import publish_first_band
 from core.services.positions import context, order_row, record_signal_outcome, transition
 from core.services.rollback import RollbackSteps
 from core.services.trailing_state import start_trailing
@@ -252,7 +253,7 @@ class Opening(RollbackSteps):
         session: Session,
         position: Position,
         intent: OrderIntent,
-        error: errors.ExchangeFailure,
+        error: Exception,
         *,
         found: bool,
     ) -> None:
@@ -433,11 +434,10 @@ class Opening(RollbackSteps):
             stop_price=trigger,
             opened_at=self.now(),
         )
-        start_trailing(session, position, self.settings, self.now())
+        row = start_trailing(session, position, self.settings, self.now())
+        publish_first_band(self.deps, position, row)  # trailed from its first tick
         record_signal_outcome(session, position, "opened", None)
         return OpenOutcome.ACTIVE
-
-    # --- helpers ------------------------------------------------------------------------
 
     def _fail(self, session: Session, position: Position, why: str) -> OpenOutcome:
         transition(session, position, T.ENTRY_REJECTED, self.held.token, reason=why)

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core import locks
+from core.db.session import unit_of_work
 from core.domain.orders import ExchangeOrder, ExchangePosition
 from core.domain.sides import Side
-from core.events import EventType, Severity, record_alone
+from core.events import EventType, Severity, record
 from core.exchange.client_ids import of_position, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.exchange.types import OrderSnapshot, PositionSnapshot
@@ -68,22 +69,29 @@ def take_or_record(deps: Deps, guardian: str, *, with_orders: bool = True) -> Ex
     """``take``, recording a failed read as an event before it propagates (the task retries).
 
     Every outcome is reported to core/services/venue_watch.py: a refused key halts openings,
-    an outage pauses them, a good answer lifts a maintenance pause.
+    an outage pauses them, a good answer lifts a maintenance pause; and counted by
+    core/services/paging.py: consecutive failed reads page.
     """
+    from core.services import paging  # counts consecutive failed reads; pages at N
+
     try:
         snap = take(deps, with_orders=with_orders)
     except ExchangeFailure as exc:
         venue_watch.note_failure(deps, exc)
-        record_alone(
-            EventType.EXCHANGE_ERROR,
-            severity=Severity.WARNING,
-            exchange=deps.exchange_name,
-            guardian=guardian,
-            operation="snapshot",
-            error=str(exc),
-        )
+        with unit_of_work() as session:
+            record(
+                session,
+                EventType.EXCHANGE_ERROR,
+                severity=Severity.WARNING,
+                exchange=deps.exchange_name,
+                guardian=guardian,
+                operation="snapshot",
+                error=str(exc),
+            )
+            paging.note_read_failure(deps, session, guardian, exc)
         raise
     venue_watch.note_answer(deps)
+    paging.note_read_success(deps)
     return snap
 
 

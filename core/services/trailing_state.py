@@ -92,25 +92,28 @@ def load_active(session: Session, position_id: int) -> tuple[Position, TrailingS
     return position, row
 
 
-def start_trailing(session: Session, position: Position, settings: Settings, now: datetime) -> None:
+def start_trailing(
+    session: Session, position: Position, settings: Settings, now: datetime
+) -> TrailingStop:
     """The trailing row of a position that just became active: inactive, owned by trailing,
     activation at ``trailing_activation_percent`` from the entry."""
     assert position.entry_price is not None
     pct = settings.trailing_activation_percent / Decimal(100)
     factor = Decimal(1) + pct if position.side == Side.LONG else Decimal(1) - pct
     activation = position.entry_price * factor
-    session.add(
-        TrailingStop(
-            position_id=position.id,
-            state="inactive",
-            owner=StopOwner.TRAILING.value,
-            highest_price=position.entry_price,
-            lowest_price=position.entry_price,
-            current_stop=position.stop_price,
-            activation_price=activation,
-            heartbeat_at=now,
-        )
+    row = TrailingStop(
+        position_id=position.id,
+        state="inactive",
+        owner=StopOwner.TRAILING.value,
+        highest_price=position.entry_price,
+        lowest_price=position.entry_price,
+        current_stop=position.stop_price,
+        activation_price=activation,
+        heartbeat_at=now,
+        breakeven_done=False,
+        update_count=0,
     )
+    session.add(row)
     record(
         session,
         EventType.TRAILING_STOP_CREATED,
@@ -119,3 +122,4 @@ def start_trailing(session: Session, position: Position, settings: Settings, now
         activation_price=activation,
         stop_price=position.stop_price,
     )
+    return row
