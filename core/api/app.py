@@ -12,6 +12,8 @@ Routes:
   GET  /events             ?symbol= &type= (comma list) &severity= &since= &correlation_id=
                            &position_id= &limit=
   GET  /tasks              registered task names
+  GET  /console            the operator console (core/api/console); a browser asking for /
+                           is sent there
   POST /tasks/{name}       send a task (JSON body = kwargs); needs
                            ``Authorization: Bearer <VIGIL_API_TOKEN>``; disabled (403) while
                            no token is configured
@@ -33,6 +35,7 @@ import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from core.api import console
 from core.api.collectors import StateCollector
 from core.api.health import ExchangeReads, HealthChecker, WorkerPing
 from core.api.queries import (
@@ -97,6 +100,7 @@ def create_app(
     registry.register(StateCollector(exchange, reads, clock))
     app = web.Application()
     app[CONTEXT] = ApiContext(settings, clock, health, registry, task_sender, task_names)
+    console.register(app, settings, clock, health)
     app.router.add_get("/", index)
     app.router.add_get("/health", health_route)
     app.router.add_get("/metrics", metrics_route)
@@ -117,6 +121,7 @@ async def index(request: web.Request) -> web.Response:
                 "/events",
                 "/tasks",
                 "POST /tasks/{name}",
+                "/console",
             ]
         }
     )

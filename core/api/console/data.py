@@ -1,0 +1,350 @@
+"""What the console shows, read from the database and one shared, cached read of the exchange.
+
+Why cached: the page polls every two seconds and several pages may be open; the exchange is
+read at most once per ``health_cache_seconds`` (the open orders are the very read /health
+and /metrics share; mark prices get the same treatment here), the database once per poll
+with a few indexed queries. All functions here block: the routes run them in a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from core.api.health import ExchangeReads
+from core.db.models import (
+    AgedPosition,
+    Alert,
+    Event,
+    Order,
+    Position,
+    Signal,
+    TrailingStop,
+    Wave,
+)
+from core.domain import book
+from core.domain.orders import ExchangeOrder
+from core.domain.positions import NON_TERMINAL
+from core.exchange.client_ids import parse_client_id
+from core.exchange.errors import ExchangeFailure
+from core.services.deps import Deps
+
+log = logging.getLogger(__name__)
+
+
+class MarketView:
+    """Mark prices (cached like the open orders) and each symbol's display precision."""
+
+    def __init__(self, deps_factory: Callable[[], Deps], ttl: float) -> None:
+        self.deps_factory = deps_factory
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._at: float | None = None
+        self._marks: dict[str, Decimal] = {}
+        self._places: dict[str, tuple[int | None, int | None]] = {}
+
+    def marks(self) -> dict[str, Decimal]:
+        """Last good marks; an exchange failure keeps the previous ones (shown with their age)."""
+        with self._lock:
+            if self._at is None or time.monotonic() - self._at > self.ttl:
+                self._at = time.monotonic()
+                try:
+                    self._marks = self.deps_factory().exchange.mark_prices()
+                except ExchangeFailure as exc:
+                    log.warning("console: mark prices unavailable: %s", exc)
+            return self._marks
+
+    def places(self, symbol: str) -> tuple[int | None, int | None]:
+        """(price places, quantity places) from the market's tick and step sizes."""
+        with self._lock:
+            if symbol not in self._places:
+                try:
+                    rules = self.deps_factory().exchange.rules(symbol)
+                    found = (book.decimals_of(rules.tick_size), book.decimals_of(rules.step_size))
+                except Exception:  # noqa: BLE001 - an unknown market is shown without precision
+                    found = (None, None)
+                self._places[symbol] = found
+            return self._places[symbol]
+
+
+@dataclass(frozen=True)
+class BookRow:
+    id: int
+    exchange: str
+    symbol: str
+    side: str
+    status: str
+    quantity: Decimal
+    entry: Decimal | None
+    mark: Decimal | None
+    pnl: Decimal | None
+    stop: Decimal | None
+    stop_distance: Decimal | None
+    stop_owner: str | None
+    stop_client_id: str | None
+    live_known: bool  # the exchange's orders were read for this position's venue
+    trailing_state: str | None
+    trailing_extreme: Decimal | None
+    callback: Decimal
+    aged_phase: str | None
+    aged_target: Decimal | None
+    age_seconds: float
+    unprotected_seconds: float | None
+    correlation_id: str
+    price_places: int | None
+    qty_places: int | None
+
+    @property
+    def line(self) -> book.BookLine:
+        notional = self.quantity * (self.mark or self.entry or book.ZERO)
+        has_stop = self.stop is not None if self.live_known else self.stop is not None
+        return book.BookLine(self.status, notional, self.pnl, has_stop and not self.uncovered)
+
+    @property
+    def uncovered(self) -> bool:
+        return self.unprotected_seconds is not None
+
+
+@dataclass
+class BookView:
+    rows: list[BookRow]
+    totals: book.BookTotals
+    exchanges: list[str]
+    exchange_error: str | None
+    checked_at: datetime
+
+
+@dataclass
+class UnprotectedClock:
+    """First sight of a missing stop, for positions protection has not marked yet."""
+
+    first_seen: dict[int, datetime] = field(default_factory=dict)
+
+    def observe(self, missing: set[int], now: datetime) -> dict[int, datetime]:
+        for pid in list(self.first_seen):
+            if pid not in missing:
+                del self.first_seen[pid]
+        for pid in missing:
+            self.first_seen.setdefault(pid, now)
+        return dict(self.first_seen)
+
+
+def _open_rows(
+    session: Session,
+) -> list[tuple[Position, TrailingStop | None, AgedPosition | None]]:
+    stmt = (
+        select(Position, TrailingStop, AgedPosition)
+        .outerjoin(TrailingStop, TrailingStop.position_id == Position.id)
+        .outerjoin(AgedPosition, AgedPosition.position_id == Position.id)
+        .where(Position.status.in_([s.value for s in NON_TERMINAL]))
+        .order_by(Position.id)
+    )
+    return [(p, t, a) for p, t, a in session.execute(stmt).tuples()]
+
+
+@dataclass(frozen=True)
+class BookSources:
+    """The console's read of the outside world, built once per app."""
+
+    exchange_name: str
+    orders: ExchangeReads
+    market: MarketView
+    clock: UnprotectedClock
+    callback_percent: Decimal
+
+
+def _orders_or_error(src: BookSources) -> tuple[list[ExchangeOrder] | None, str | None]:
+    try:
+        return src.orders.orders(), None
+    except ExchangeFailure as exc:
+        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def read_book(session: Session, src: BookSources, now: datetime) -> BookView:
+    rows = _open_rows(session)
+    orders, error = _orders_or_error(src)
+    marks = src.market.marks() if orders is not None or error is None else {}
+    missing: set[int] = set()
+    lives: dict[int, book.LiveStop | None] = {}
+    for p, _t, _a in rows:
+        if p.exchange == src.exchange_name and orders is not None:
+            live = book.live_stop(p.symbol, p.side, p.quantity, orders)
+            lives[p.id] = live
+            if p.status == "active" and (live is None or not live.covers):
+                missing.add(p.id)
+    first_seen = src.clock.observe(missing, now)
+    out = [
+        _book_row(p, t, a, src, marks, lives, p.id in missing, first_seen.get(p.id), now)
+        for p, t, a in rows
+    ]
+    return BookView(
+        rows=out,
+        totals=book.totals(r.line for r in out),
+        exchanges=sorted({p.exchange for p, _t, _a in rows} | {src.exchange_name}),
+        exchange_error=error,
+        checked_at=now,
+    )
+
+
+def _book_row(
+    p: Position,
+    t: TrailingStop | None,
+    a: AgedPosition | None,
+    src: BookSources,
+    marks: dict[str, Decimal],
+    lives: dict[int, book.LiveStop | None],
+    is_missing: bool,
+    first_seen: datetime | None,
+    now: datetime,
+) -> BookRow:
+    live_known = p.id in lives
+    live = lives.get(p.id)
+    mark = marks.get(p.symbol) if p.exchange == src.exchange_name else None
+    stop = live.price if live is not None else (None if live_known else p.stop_price)
+    owner = None
+    if live is not None:
+        parsed = parse_client_id(live.client_id)
+        owner = book.stop_owner(parsed.purpose, parsed.seq) if parsed else book.OWNER_FOREIGN
+    elif not live_known and p.stop_price is not None:
+        owner = t.owner if t is not None and t.owner == "protection" else None
+    price_places, qty_places = src.market.places(p.symbol)
+    started = p.opened_at or p.created_at
+    extreme = None
+    if t is not None:
+        extreme = t.highest_price if p.side == "long" else t.lowest_price
+    return BookRow(
+        id=p.id,
+        exchange=p.exchange,
+        symbol=p.symbol,
+        side=p.side,
+        status=p.status,
+        quantity=p.quantity,
+        entry=p.entry_price,
+        mark=mark,
+        pnl=book.unrealised_pnl(p.side, p.quantity, p.entry_price, mark),
+        stop=stop,
+        stop_distance=book.stop_distance_percent(p.side, stop, mark),
+        stop_owner=owner,
+        stop_client_id=live.client_id if live is not None else None,
+        live_known=live_known,
+        trailing_state=t.state if t is not None else None,
+        trailing_extreme=extreme,
+        callback=src.callback_percent,
+        aged_phase=a.phase if a is not None else None,
+        aged_target=a.target_price if a is not None else None,
+        age_seconds=(now - started).total_seconds(),
+        unprotected_seconds=book.unprotected_seconds(
+            is_missing, p.unprotected_since, first_seen, now
+        ),
+        correlation_id=p.correlation_id,
+        price_places=price_places,
+        qty_places=qty_places,
+    )
+
+
+SORTS: dict[str, Callable[[BookRow], Any]] = {
+    "risk": lambda r: (r.unprotected_seconds is None, r.stop is not None, r.symbol),
+    "symbol": lambda r: r.symbol,
+    "age": lambda r: -r.age_seconds,
+    "pnl": lambda r: r.pnl if r.pnl is not None else Decimal("Infinity"),
+    "id": lambda r: -r.id,
+}
+
+
+def select_rows(
+    view: BookView, exchange: str | None, status: str | None, sort: str | None
+) -> list[BookRow]:
+    rows = [
+        r
+        for r in view.rows
+        if (not exchange or r.exchange == exchange) and (not status or r.status == status)
+    ]
+    return sorted(rows, key=SORTS.get(sort or "risk", SORTS["risk"]))
+
+
+# --- one position ----------------------------------------------------------------------------
+
+
+@dataclass
+class PositionStory:
+    position: Position
+    signal: Signal | None
+    events: list[Event]
+    orders: list[Order]
+
+
+def read_position(session: Session, position_id: int, limit: int = 500) -> PositionStory | None:
+    position = session.get(Position, position_id)
+    if position is None:
+        return None
+    signal = session.get(Signal, position.signal_id) if position.signal_id else None
+    events = list(
+        session.scalars(
+            select(Event)
+            .where(
+                or_(
+                    Event.correlation_id == position.correlation_id,
+                    Event.position_id == position.id,
+                )
+            )
+            .order_by(Event.id)
+            .limit(limit)
+        )
+    )
+    orders = list(
+        session.scalars(select(Order).where(Order.position_id == position.id).order_by(Order.id))
+    )
+    return PositionStory(position, signal, events, orders)
+
+
+def position_exists(session: Session, position_id: int) -> bool:
+    return session.get(Position, position_id) is not None
+
+
+# --- the system --------------------------------------------------------------------------------
+
+
+@dataclass
+class SystemView:
+    waves: list[Wave]
+    alerts: list[Alert]
+    events: list[Event]
+    queues: dict[str, int | None]
+
+
+NOTABLE_EVENTS = ("warning", "error", "critical")
+SIGNAL_EVENTS = ("signal_rejected", "signal_filtered", "signal_execution_failed")
+
+
+def read_system(session: Session, queue_depth: Callable[[str], int | None]) -> SystemView:
+    waves = list(session.scalars(select(Wave).order_by(Wave.id.desc()).limit(8)))
+    alerts = list(
+        session.scalars(
+            select(Alert)
+            .where(Alert.status.in_(("pending", "failed")))
+            .order_by(Alert.id.desc())
+            .limit(20)
+        )
+    )
+    events = list(
+        session.scalars(
+            select(Event)
+            .where(or_(Event.severity.in_(NOTABLE_EVENTS), Event.type.in_(SIGNAL_EVENTS)))
+            .order_by(Event.id.desc())
+            .limit(15)
+        )
+    )
+    queues = {name: queue_depth(name) for name in QUEUES}
+    return SystemView(waves, alerts, events, queues)
+
+
+QUEUES = ("signals", "orders", "stops", "maintenance")

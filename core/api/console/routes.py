@@ -1,0 +1,221 @@
+"""The operator console's routes, served by ``vigil api`` on its own port.
+
+  GET /console                         the book and the system (page shell)
+  GET /console/positions/{id}          one position's life (404 page for an unknown id)
+  GET /console/fragments/book          ?exchange= &status= &sort=  (HTML fragment)
+  GET /console/fragments/system        components, queues, waves, alerts, halt state
+  GET /console/fragments/positions/{id}
+  GET /console/static/...              the page's own script and style (no CDN)
+
+Why shells plus fragments: a browser cannot put a bearer token on a navigation, so the page
+shells carry no data and are served to anyone; their script (static/console.js) fetches the
+fragments with ``Authorization: Bearer <token>`` (a token given once as ``?token=`` or in the
+form, kept in the tab's sessionStorage) and swaps them in every two seconds. The fragments
+are the data: with ``VIGIL_API_TOKEN`` set (and reads not public) they need the token; the
+controls are rendered only for a request that carries it. Controls post to the operator
+endpoints (``POST /halt``, ``/resume``, ``/positions/{id}/close``, ``/close-all``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from aiohttp import web
+
+from core.api.console import data, views
+from core.api.health import ExchangeReads, HealthChecker
+from core.clock import Clock
+from core.config import Settings
+from core.db.session import new_session
+
+STATIC = Path(__file__).parent / "static"
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+@dataclass
+class Console:
+    settings: Settings
+    clock: Clock
+    health: HealthChecker
+    sources: data.BookSources
+
+    def queue_depth(self, name: str) -> int | None:
+        try:
+            return int(self.health.redis.llen(name))
+        except redis.RedisError:
+            return None
+
+
+CONSOLE = web.AppKey("vigil_console", Console)
+
+
+def register(app: web.Application, settings: Settings, clock: Clock, health: HealthChecker) -> None:
+    """Add the console to ``vigil api``; ``/`` sends browsers here (JSON clients keep the index)."""
+    exchange = health.exchange_name or health.deps_factory().exchange_name
+    reads: ExchangeReads = health.reads
+    sources = data.BookSources(
+        exchange_name=exchange,
+        orders=reads,
+        market=data.MarketView(health.deps_factory, settings.health_cache_seconds),
+        clock=data.UnprotectedClock(),
+        callback_percent=settings.trailing_callback_percent,
+    )
+    app[CONSOLE] = Console(settings, clock, health, sources)
+    app.middlewares.append(browsers_to_console)
+    app.router.add_get("/console", book_page)
+    app.router.add_get("/console/", book_page)
+    app.router.add_get("/console/positions/{id}", position_page)
+    app.router.add_get("/console/fragments/book", book_fragment)
+    app.router.add_get("/console/fragments/system", system_fragment)
+    app.router.add_get("/console/fragments/positions/{id}", position_fragment)
+    app.router.add_static("/console/static", STATIC, append_version=False)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def browsers_to_console(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A browser asking for ``/`` gets the console; curl and JSON clients keep the index."""
+    if request.path == "/" and request.method == "GET" and _wants_html(request):
+        raise web.HTTPFound("/console")
+    return await handler(request)
+
+
+def _wants_html(request: web.Request) -> bool:
+    return "text/html" in request.headers.get("Accept", "")
+
+
+def _html(body: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS
+    )
+
+
+def token_required(settings: Settings) -> bool:
+    """Reads need the token when one is configured and reads were not made public."""
+    configured = settings.api_token is not None and bool(settings.api_token.get_secret_value())
+    return configured and not bool(getattr(settings, "api_public_reads", False))
+
+
+def has_valid_token(request: web.Request, settings: Settings) -> bool:
+    if settings.api_token is None or not settings.api_token.get_secret_value():
+        return False
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    expected = settings.api_token.get_secret_value()
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), expected.encode())
+
+
+def _access(request: web.Request) -> tuple[Console, bool] | web.Response:
+    """The console and whether controls may be shown; a 401 fragment when reads need a token."""
+    console = request.app[CONSOLE]
+    valid = has_valid_token(request, console.settings)
+    if token_required(console.settings) and not valid:
+        return _html('<p class="warn">This API needs its token.</p>', status=401)
+    return console, valid
+
+
+def _position_id(request: web.Request) -> int | None:
+    raw = request.match_info["id"]
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+
+async def book_page(request: web.Request) -> web.Response:
+    console = request.app[CONSOLE]
+    exchanges = sorted({console.sources.exchange_name, *_configured_venues(console.settings)})
+    return _html(views.book_page(exchanges, token_required(console.settings)))
+
+
+def _configured_venues(settings: Settings) -> list[str]:
+    venues = getattr(settings, "exchanges", None)
+    if isinstance(venues, list | tuple):
+        return [str(v) for v in venues]
+    return []
+
+
+async def position_page(request: web.Request) -> web.Response:
+    """A shell for a known position; an unknown or malformed id is a 404 page, never a 500."""
+    console = request.app[CONSOLE]
+    position_id = _position_id(request)
+
+    def exists() -> bool:
+        with new_session() as session:
+            return data.position_exists(session, position_id) if position_id else False
+
+    if position_id is None or not await asyncio.to_thread(exists):
+        what = f"No position {request.match_info['id']!r}."
+        return _html(views.not_found_page(what), status=404)
+    return _html(views.position_page(position_id, token_required(console.settings)))
+
+
+# --- fragments ---------------------------------------------------------------------------------
+
+
+async def book_fragment(request: web.Request) -> web.Response:
+    access = _access(request)
+    if isinstance(access, web.Response):
+        return access
+    console, controls = access
+    q = request.query
+
+    def render() -> str:
+        with new_session() as session:
+            view = data.read_book(session, console.sources, console.clock.now())
+        rows = data.select_rows(view, q.get("exchange"), q.get("status"), q.get("sort"))
+        return views.book_fragment(view, rows, controls)
+
+    return _html(await asyncio.to_thread(render))
+
+
+async def system_fragment(request: web.Request) -> web.Response:
+    access = _access(request)
+    if isinstance(access, web.Response):
+        return access
+    console, controls = access
+    report = (await console.health.check()).as_dict()
+
+    def render() -> str:
+        with new_session() as session:
+            view = data.read_system(session, console.queue_depth)
+            return views.system_fragment(report, view, console.clock.now(), controls)
+
+    return _html(await asyncio.to_thread(render))
+
+
+async def position_fragment(request: web.Request) -> web.Response:
+    access = _access(request)
+    if isinstance(access, web.Response):
+        return access
+    console, controls = access
+    position_id = _position_id(request)
+
+    def render() -> str | None:
+        if position_id is None:
+            return None
+        with new_session() as session:
+            story = data.read_position(session, position_id)
+            if story is None:
+                return None
+            return views.position_fragment(story, console.clock.now(), controls)
+
+    body = await asyncio.to_thread(render)
+    if body is None:
+        return _html(f"<p>No position {views.e(request.match_info['id'])}.</p>", status=404)
+    return _html(body)
