@@ -106,8 +106,8 @@ class BookRow:
     @property
     def line(self) -> book.BookLine:
         notional = self.quantity * (self.mark or self.entry or book.ZERO)
-        has_stop = self.stop is not None if self.live_known else self.stop is not None
-        return book.BookLine(self.status, notional, self.pnl, has_stop and not self.uncovered)
+        has_stop = self.stop is not None and not self.uncovered
+        return book.BookLine(self.status, notional, self.pnl, has_stop)
 
     @property
     def uncovered(self) -> bool:
@@ -148,7 +148,7 @@ def _open_rows(
         .where(Position.status.in_([s.value for s in NON_TERMINAL]))
         .order_by(Position.id)
     )
-    return [(p, t, a) for p, t, a in session.execute(stmt).tuples()]
+    return [(p, t, a) for p, t, a in session.execute(stmt)]
 
 
 @dataclass(frozen=True)
