@@ -127,9 +127,7 @@ def console_stack(sim: Any, make_deps: Any, redis_client: Any) -> Iterator[Calla
     metrics.configure_metrics(redis_client)
 
     def start(**overrides: Any) -> tuple[Stack, Any]:
-        deps = make_deps(
-            health_cache_seconds=0, trailing_min_update_interval=0, **overrides
-        )
+        deps = make_deps(health_cache_seconds=0, trailing_min_update_interval=0, **overrides)
 
         def make_app() -> web.Application:
             return create_app(

@@ -84,9 +84,7 @@ def trail(deps: Any, sim: Any, pid: int, price: str) -> None:
         trailing.react(deps, held, position, PriceWindow.at(Decimal(price)), deps.clock.now())
 
 
-def test_a_trailing_move_updates_the_stop_on_the_page_without_a_reload(
-    console_stack, sim, page
-):
+def test_a_trailing_move_updates_the_stop_on_the_page_without_a_reload(console_stack, sim, page):
     stack, deps = console_stack()
     pid = opened(deps)
     page.goto(f"{stack.url}/console")
