@@ -74,14 +74,17 @@ def test_browsers_asking_for_the_root_go_to_the_console_and_json_clients_keep_th
     assert status == 200 and "endpoints" in body
 
 
-def test_the_pages_forbid_inline_script_and_carry_no_data(console):
+def test_the_pages_forbid_inline_script_and_carry_the_book_only_when_reads_are_open(console):
     served, deps = console()
     opened(deps)
     status, headers, body = get(served, "/console")
     assert status == 200
     assert "script-src 'self'" in headers["Content-Security-Policy"]
-    assert "BTCUSDT" not in body  # the shell; the data comes in fragments
+    assert "BTCUSDT" in body and 'data-loaded="true"' in body  # first book in the page
     assert "<script>" not in body and "style=" not in body
+    served, deps = console(api_token=TOKEN)
+    status, _, body = get(served, "/console")
+    assert status == 200 and "BTCUSDT" not in body  # the shell; the data needs the token
     status, headers, body = get(served, "/console/static/console.js")
     assert status == 200 and "sessionStorage" in body
 

@@ -52,6 +52,13 @@ class MarketView:
         self._marks: dict[str, Decimal] = {}
         self._places: dict[str, tuple[int | None, int | None]] = {}
 
+    def warm(self) -> None:
+        try:
+            self.deps_factory().exchange.load_markets()
+        except Exception:  # noqa: BLE001 - warming is best effort; the page reads again
+            log.warning("console: markets not loaded at start", exc_info=True)
+        self.marks()
+
     def marks(self) -> dict[str, Decimal]:
         """Last good marks; an exchange failure keeps the previous ones (shown with their age)."""
         with self._lock:
@@ -138,17 +145,62 @@ class UnprotectedClock:
         return dict(self.first_seen)
 
 
-def _open_rows(
-    session: Session,
-) -> list[tuple[Position, TrailingStop | None, AgedPosition | None]]:
+@dataclass(frozen=True)
+class OpenRow:
+    """The columns the book needs of a position and its trailing and aged rows."""
+
+    id: int
+    exchange: str
+    symbol: str
+    side: str
+    status: str
+    quantity: Decimal
+    entry_price: Decimal | None
+    stop_price: Decimal | None
+    correlation_id: str
+    opened_at: datetime | None
+    created_at: datetime
+    unprotected_since: datetime | None
+    trailing_state: str | None
+    trailing_owner: str | None
+    highest_price: Decimal | None
+    lowest_price: Decimal | None
+    aged_phase: str | None
+    aged_target: Decimal | None
+
+
+_OPEN_COLUMNS = (
+    Position.id,
+    Position.exchange,
+    Position.symbol,
+    Position.side,
+    Position.status,
+    Position.quantity,
+    Position.entry_price,
+    Position.stop_price,
+    Position.correlation_id,
+    Position.opened_at,
+    Position.created_at,
+    Position.unprotected_since,
+    TrailingStop.state,
+    TrailingStop.owner,
+    TrailingStop.highest_price,
+    TrailingStop.lowest_price,
+    AgedPosition.phase,
+    AgedPosition.target_price,
+)
+
+
+def _open_rows(session: Session) -> list[OpenRow]:
+    """Plain columns, not ORM objects: the book is read every two seconds, 500 rows at once."""
     stmt = (
-        select(Position, TrailingStop, AgedPosition)
+        select(*_OPEN_COLUMNS)
         .outerjoin(TrailingStop, TrailingStop.position_id == Position.id)
         .outerjoin(AgedPosition, AgedPosition.position_id == Position.id)
         .where(Position.status.in_([s.value for s in NON_TERMINAL]))
         .order_by(Position.id)
     )
-    return [(p, t, a) for p, t, a in session.execute(stmt)]
+    return [OpenRow(*tuple(row)) for row in session.execute(stmt)]
 
 
 @dataclass(frozen=True)
@@ -169,36 +221,43 @@ def _orders_or_error(src: BookSources) -> tuple[list[ExchangeOrder] | None, str 
         return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
+def _by_symbol(orders: list[ExchangeOrder]) -> dict[str, list[ExchangeOrder]]:
+    """Stop-losses grouped by symbol, so each line looks only at its own (not n x m)."""
+    grouped: dict[str, list[ExchangeOrder]] = {}
+    for order in orders:
+        if order.is_stop_loss:
+            grouped.setdefault(order.symbol, []).append(order)
+    return grouped
+
+
 def read_book(session: Session, src: BookSources, now: datetime) -> BookView:
     rows = _open_rows(session)
     orders, error = _orders_or_error(src)
-    marks = src.market.marks() if orders is not None or error is None else {}
+    marks = src.market.marks() if orders is not None else {}
+    stops = _by_symbol(orders) if orders is not None else {}
     missing: set[int] = set()
     lives: dict[int, book.LiveStop | None] = {}
-    for p, _t, _a in rows:
+    for p in rows:
         if p.exchange == src.exchange_name and orders is not None:
-            live = book.live_stop(p.symbol, p.side, p.quantity, orders)
+            live = book.live_stop(p.symbol, p.side, p.quantity, stops.get(p.symbol, []))
             lives[p.id] = live
             if p.status == "active" and (live is None or not live.covers):
                 missing.add(p.id)
     first_seen = src.clock.observe(missing, now)
     out = [
-        _book_row(p, t, a, src, marks, lives, p.id in missing, first_seen.get(p.id), now)
-        for p, t, a in rows
+        _book_row(p, src, marks, lives, p.id in missing, first_seen.get(p.id), now) for p in rows
     ]
     return BookView(
         rows=out,
         totals=book.totals(r.line for r in out),
-        exchanges=sorted({p.exchange for p, _t, _a in rows} | {src.exchange_name}),
+        exchanges=sorted({p.exchange for p in rows} | {src.exchange_name}),
         exchange_error=error,
         checked_at=now,
     )
 
 
 def _book_row(
-    p: Position,
-    t: TrailingStop | None,
-    a: AgedPosition | None,
+    p: OpenRow,
     src: BookSources,
     marks: dict[str, Decimal],
     lives: dict[int, book.LiveStop | None],
@@ -214,13 +273,11 @@ def _book_row(
     if live is not None:
         parsed = parse_client_id(live.client_id)
         owner = book.stop_owner(parsed.purpose, parsed.seq) if parsed else book.OWNER_FOREIGN
-    elif not live_known and p.stop_price is not None:
-        owner = t.owner if t is not None and t.owner == "protection" else None
+    elif not live_known and p.trailing_owner == "protection":
+        owner = book.OWNER_PROTECTION
     price_places, qty_places = src.market.places(p.symbol)
     started = p.opened_at or p.created_at
-    extreme = None
-    if t is not None:
-        extreme = t.highest_price if p.side == "long" else t.lowest_price
+    extreme = p.highest_price if p.side == "long" else p.lowest_price
     return BookRow(
         id=p.id,
         exchange=p.exchange,
@@ -236,11 +293,11 @@ def _book_row(
         stop_owner=owner,
         stop_client_id=live.client_id if live is not None else None,
         live_known=live_known,
-        trailing_state=t.state if t is not None else None,
+        trailing_state=p.trailing_state,
         trailing_extreme=extreme,
         callback=src.callback_percent,
-        aged_phase=a.phase if a is not None else None,
-        aged_target=a.target_price if a is not None else None,
+        aged_phase=p.aged_phase,
+        aged_target=p.aged_target,
         age_seconds=(now - started).total_seconds(),
         unprotected_seconds=book.unprotected_seconds(
             is_missing, p.unprotected_since, first_seen, now

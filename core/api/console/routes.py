@@ -75,6 +75,7 @@ def register(app: web.Application, settings: Settings, clock: Clock, health: Hea
         callback_percent=settings.trailing_callback_percent,
     )
     app[CONSOLE] = Console(settings, clock, health, sources)
+    app.on_startup.append(_warm_up)
     app.middlewares.append(browsers_to_console)
     app.router.add_get("/console", book_page)
     app.router.add_get("/console/", book_page)
@@ -85,6 +86,14 @@ def register(app: web.Application, settings: Settings, clock: Clock, health: Hea
     app.router.add_static("/console/static", STATIC, append_version=False)
 
 
+async def _warm_up(app: web.Application) -> None:
+    """Read markets and marks in the background at start, so the first page is not the one
+    that pays for them; a failure here only means the first page pays after all."""
+    market = app[CONSOLE].sources.market
+    app[WARM_UP] = asyncio.get_running_loop().run_in_executor(None, market.warm)
+
+
+WARM_UP = web.AppKey("vigil_console_warm_up", asyncio.Future)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -140,7 +149,22 @@ def _position_id(request: web.Request) -> int | None:
 async def book_page(request: web.Request) -> web.Response:
     console = request.app[CONSOLE]
     exchanges = sorted({console.sources.exchange_name, *_configured_venues(console.settings)})
-    return _html(views.book_page(exchanges, token_required(console.settings)))
+    required = token_required(console.settings)
+    first = None if required else await asyncio.to_thread(_render_book, console, None, None, None)
+    return _html(views.book_page(exchanges, required, first))
+
+
+def _render_book(
+    console: Console,
+    exchange: str | None,
+    status: str | None,
+    sort: str | None,
+    controls: bool = False,
+) -> str:
+    with new_session() as session:
+        view = data.read_book(session, console.sources, console.clock.now())
+    rows = data.select_rows(view, exchange, status, sort)
+    return views.book_fragment(view, rows, controls)
 
 
 def _configured_venues(settings: Settings) -> list[str]:
@@ -174,14 +198,10 @@ async def book_fragment(request: web.Request) -> web.Response:
         return access
     console, controls = access
     q = request.query
-
-    def render() -> str:
-        with new_session() as session:
-            view = data.read_book(session, console.sources, console.clock.now())
-        rows = data.select_rows(view, q.get("exchange"), q.get("status"), q.get("sort"))
-        return views.book_fragment(view, rows, controls)
-
-    return _html(await asyncio.to_thread(render))
+    body = await asyncio.to_thread(
+        _render_book, console, q.get("exchange"), q.get("status"), q.get("sort"), controls
+    )
+    return _html(body)
 
 
 async def system_fragment(request: web.Request) -> web.Response:

@@ -93,7 +93,9 @@ def page(title: str, body_attrs: Mapping[str, str], main: str) -> str:
 </html>"""
 
 
-def book_page(exchanges: Iterable[str], token_required: bool) -> str:
+def book_page(exchanges: Iterable[str], token_required: bool, book: str | None = None) -> str:
+    """The shell; ``book`` is the first book fragment when it can be served without a token
+    (one round trip less on the first load), else the script fetches it."""
     options = "".join(f'<option value="{e(x)}">{e(x)}</option>' for x in exchanges)
     statuses = "".join(f'<option value="{e(s)}">{e(s)}</option>' for s in STATUSES)
     sorts = "".join(f'<option value="{e(k)}">{e(v)}</option>' for k, v in SORT_LABELS.items())
@@ -103,9 +105,9 @@ def book_page(exchanges: Iterable[str], token_required: bool) -> str:
   <label>Status <select name="status"><option value="">all</option>{statuses}</select></label>
   <label>Sort <select name="sort">{sorts}</select></label>
 </form>
-<section id="book" aria-label="Book" data-src="/console/fragments/book" data-filters="filters">
-<p>Loading the book…</p></section>
-<section id="system" aria-label="System" data-src="/console/fragments/system" data-every="4000">
+<section id="book" aria-label="Book" data-src="/console/fragments/book" data-filters="filters"
+{'data-loaded="true"' if book is not None else ""}>{book or "<p>Loading the book…</p>"}</section>
+<section id="system" aria-label="System" data-src="/console/fragments/system" data-every="5000">
 <p>Loading the system…</p></section>
 </main>"""
     return page("vigil console", {"token-required": str(token_required).lower()}, main)
@@ -157,7 +159,7 @@ def book_fragment(view: BookView, rows: list[BookRow], controls: bool) -> str:
 </div>
 {error}
 <div class="scroll"><table class="book">
-<caption>Open positions ({len(rows)} shown), read {e(utc(view.checked_at))}</caption>
+<caption>Open positions ({len(rows)} shown)</caption>
 <thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"""
 
 

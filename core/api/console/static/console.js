@@ -10,6 +10,7 @@
   var login = document.getElementById("login");
   var notice = document.getElementById("notice");
   var failures = 0;
+  var shown = new WeakMap();  // the last HTML put in each section: unchanged answers are not re-laid out
 
   // A token given once as ?token= is kept for this tab and removed from the address bar.
   var params = new URLSearchParams(window.location.search);
@@ -61,8 +62,8 @@
       if (response.status >= 500) { throw new Error("HTTP " + response.status); }
       connectionOk();
       return response.text().then(function (html) {
-        if (section.getAttribute("data-html") !== html) {
-          section.setAttribute("data-html", html);
+        if (shown.get(section) !== html) {
+          shown.set(section, html);
           section.innerHTML = html;
         }
       });
@@ -79,7 +80,15 @@
     });
   }
   function refreshAll() { sections.forEach(refresh); }
-  sections.forEach(schedule);
+  sections.forEach(function (section) {
+    if (section.getAttribute("data-loaded") === "true") {
+      // rendered with the page itself: the first poll comes after one interval
+      connectionOk();
+      window.setTimeout(function () { schedule(section); }, EVERY_MS);
+    } else {
+      schedule(section);
+    }
+  });
 
   var filters = document.getElementById("filters");
   if (filters) { filters.addEventListener("change", refreshAll); }
