@@ -140,14 +140,14 @@ def book_fragment(view: BookView, rows: list[BookRow], controls: bool) -> str:
         else ""
     )
     head = (
-        "<th>#</th><th>Exchange</th><th>Symbol</th><th>Side</th><th>Status</th>"
+        "<th>#</th><th>Symbol</th><th>Side</th><th>Status</th><th>Protection</th>"
         '<th class="n">Qty</th><th class="n">Entry</th><th class="n">Mark</th>'
-        '<th class="n">Unrealised</th><th class="n">Stop</th><th class="n">To stop</th>'
-        "<th>Stop by</th><th>Trailing</th><th>Aged</th><th>Age</th><th>Protection</th>"
+        '<th class="n">Unrealised</th><th class="n">Stop</th><th class="n">To stop %</th>'
+        "<th>Stop by</th><th>Trailing</th><th>Aged</th><th>Age</th>"
         + ("<th></th>" if controls else "")
     )
     body = "".join(_book_row(r, controls) for r in rows) or (
-        f'<tr><td colspan="{17 if controls else 16}">No open positions.</td></tr>'
+        f'<tr><td colspan="{16 if controls else 15}">No open positions.</td></tr>'
     )
     return f"""<div class="totals">
   <div class="total {bare}" id="without-stop"><span class="big">{t.without_stop}</span>
@@ -193,14 +193,15 @@ def _book_row(r: BookRow, controls: bool) -> str:
     return (
         f'<tr id="position-{r.id}" data-symbol="{e(r.symbol)}">'
         f'<td><a href="/console/positions/{r.id}">{r.id}</a></td>'
-        f'<td>{e(r.exchange)}</td><td><a href="/console/positions/{r.id}">{e(r.symbol)}</a></td>'
-        f"<td>{e(r.side)}</td><td>{e(r.status)}</td>"
+        f'<td><a href="/console/positions/{r.id}">{e(r.symbol)}</a> '
+        f'<small class="venue">{e(r.exchange)}</small></td>'
+        f"<td>{e(r.side)}</td><td>{e(r.status)}</td>{protection}"
         f"{num(r.quantity, qp)}{num(r.entry, pp)}{num(r.mark, pp)}"
         f'<td class="{pnl_class}">{e(pnl)}</td>'
         f'<td class="n stop">{e(format_number(r.stop, pp))}</td>'
         f"{num(r.stop_distance, 2)}"
-        f"<td>{e(r.stop_owner or '—')}</td><td>{trailing}</td><td>{aged}</td>"
-        f"<td>{e(format_age(r.age_seconds))}</td>{protection}{close}</tr>"
+        f'<td>{e(r.stop_owner or "—")}</td><td class="wrap">{trailing}</td>'
+        f'<td class="wrap">{aged}</td><td>{e(format_age(r.age_seconds))}</td>{close}</tr>'
     )
 
 
