@@ -237,3 +237,82 @@ def test_a_browser_asking_for_the_root_lands_on_the_console(console_stack, page)
     page.goto(f"{stack.url}/")
     assert page.url.endswith("/console")
     expect(page.locator("#without-stop")).to_be_visible()
+
+
+def test_a_positions_page_tells_its_life_and_lists_its_orders_with_client_ids(
+    console_stack, sim, page
+):
+    stack, deps = console_stack()
+    pid = opened(deps)
+    page.goto(f"{stack.url}/console")
+    page.click(f"#position-{pid} a >> nth=0")
+    expect(page).to_have_url(f"{stack.url}/console/positions/{pid}")
+    timeline = page.locator("table.timeline")
+    for event in ("position_created", "entry_order_filled", "stop_loss_placed"):
+        expect(timeline).to_contain_text(event)
+    orders = page.locator("table.orders")
+    expect(orders).to_contain_text(re.compile(rf"v{pid}-\w+-e0"))
+    expect(orders).to_contain_text(re.compile(rf"v{pid}-\w+-s0"))
+
+    trail(deps, sim, pid, "63000")  # the page follows without a reload
+    expect(timeline).to_contain_text("trailing_stop_updated")
+    expect(timeline.locator(".move").last).to_contain_text(re.compile(r"stop \S+ → \S+"))
+    expect(orders).to_contain_text(re.compile(rf"v{pid}-\w+-s[1-9]"))
+
+
+def test_the_book_is_readable_on_a_phone(console_stack, browser):
+    stack, deps = console_stack()
+    pid = opened(deps)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    try:
+        phone = context.new_page()
+        phone.goto(f"{stack.url}/console")
+        expect(phone.locator(f"#position-{pid}")).to_be_attached()
+        expect(phone.locator("#without-stop")).to_be_in_viewport()
+        # the page itself never scrolls sideways; a wide table scrolls in its own box
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        context.close()
+
+
+def test_every_control_asks_for_confirmation_and_sends_the_token(console_stack, page):
+    """The page's side of the controls: nothing is sent on Cancel; on Confirm one POST to
+    the operator endpoint with the bearer token. (What the endpoints do to the exchange is
+    tested through the page in the tests of halt and close below.)"""
+    stack, deps = console_stack(api_token=TOKEN)
+    pid = opened(deps)
+    sent: list[tuple[str, str | None, str | None]] = []
+
+    def record(route: Any) -> None:
+        request = route.request
+        sent.append((request.url, request.headers.get("authorization"), request.post_data))
+        route.fulfill(status=200, content_type="application/json", body='{"ok": true}')
+
+    for path in ("/halt", "/resume", "/close-all", f"/positions/{pid}/close"):
+        page.route(f"{stack.url}{path}", record)
+    page.goto(f"{stack.url}/console?token={TOKEN}")
+    close = page.locator(f"#position-{pid} button[data-action=close]")
+
+    close.click()
+    expect(page.locator("#confirm")).to_be_visible()
+    expect(page.locator("#confirm-text")).to_contain_text(f"Close position {pid}")
+    page.click("#confirm-cancel")
+    expect(page.locator("#confirm")).to_be_hidden()
+    assert sent == []
+
+    close.click()
+    page.click("#confirm-ok")
+    expect(page.locator("#notice")).to_contain_text("Done: close")
+    page.locator("#system button[data-action=halt]").click()
+    expect(page.locator("#reason-label")).to_be_visible()
+    page.fill("#confirm-reason", "<b>maintenance</b>")
+    page.click("#confirm-ok")
+    expect(page.locator("#notice")).to_contain_text("Done: halt")
+    page.locator("#system button[data-action=close-all]").click()
+    page.click("#confirm-ok")
+    expect(page.locator("#notice")).to_contain_text("Done: close-all")
+
+    urls = [url.removeprefix(stack.url) for url, _, _ in sent]
+    assert urls == [f"/positions/{pid}/close", "/halt", "/close-all"]
+    assert {auth for _, auth, _ in sent} == {f"Bearer {TOKEN}"}
+    assert '"reason":"<b>maintenance</b>"' in sent[1][2]
