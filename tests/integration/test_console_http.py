@@ -159,3 +159,13 @@ def test_outside_text_is_escaped_in_every_fragment(console):
         assert status == 200
         assert "<script>alert" not in body and "<img src=x" not in body
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+
+
+def test_an_unreadable_exchange_is_said_and_no_position_is_called_protected(console, sim):
+    served, deps = console()
+    pid = opened(deps)
+    sim.fault("openOrders", "http_error", count=50)
+    status, _, body = get(served, "/console/fragments/book")
+    assert status == 200
+    assert "Exchange unreadable, stops unknown" in body
+    assert f'id="position-{pid}"' in body and ">protected<" not in body
