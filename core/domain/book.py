@@ -79,6 +79,15 @@ def live_stop(
     return LiveStop(best.trigger_price, best.client_id, covers(best, quantity))
 
 
+def judged_by(activated_at: datetime | None, orders_read_at: datetime | None) -> bool:
+    """Can a read of the open orders say this position lacks a stop? Not when the position
+    became active after the read (its stop was placed after it too): the read is cached a
+    few seconds, and a fresh position must not be called unprotected for that."""
+    if activated_at is None or orders_read_at is None:
+        return orders_read_at is not None
+    return activated_at <= orders_read_at
+
+
 def unprotected_seconds(
     is_unprotected: bool, since: datetime | None, first_seen: datetime | None, now: datetime
 ) -> float | None:

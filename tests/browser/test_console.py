@@ -269,6 +269,7 @@ def test_the_book_is_readable_on_a_phone(console_stack, browser):
         phone.goto(f"{stack.url}/console")
         expect(phone.locator(f"#position-{pid}")).to_be_attached()
         expect(phone.locator("#without-stop")).to_be_in_viewport()
+        expect(phone.locator("#components")).to_contain_text("database")  # all of it loaded
         # the page itself never scrolls sideways; a wide table scrolls in its own box
         assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     finally:

@@ -40,7 +40,7 @@ def console(sim, make_deps, redis_client):
     metrics.configure_metrics(redis_client)
 
     def start(**overrides):
-        deps = make_deps(health_cache_seconds=0, **overrides)
+        deps = make_deps(**{"health_cache_seconds": 0, **overrides})
         app = create_app(
             deps.settings,
             deps_factory=lambda: deps,
@@ -169,3 +169,13 @@ def test_an_unreadable_exchange_is_said_and_no_position_is_called_protected(cons
     assert status == 200
     assert "Exchange unreadable, stops unknown" in body
     assert f'id="position-{pid}"' in body and ">protected<" not in body
+
+
+def test_a_position_opened_after_the_cached_exchange_read_is_not_called_unprotected(console):
+    served, deps = console(health_cache_seconds=600)
+    get(served, "/console/fragments/book")  # the read of the open orders, cached: none yet
+    pid = opened(deps)
+    status, _, body = get(served, "/console/fragments/book")
+    assert status == 200 and f'id="position-{pid}"' in body
+    assert "unprotected for" not in body and "checking…" in body
+    assert '<span class="big">0</span>' in body  # positions without a stop

@@ -57,6 +57,14 @@ def test_the_live_stop_is_the_covering_one_and_none_without_a_stop():
     assert partial is not None and not partial.covers
 
 
+def test_a_position_newer_than_the_read_of_the_orders_is_not_judged_by_it():
+    read = NOW - timedelta(seconds=2)
+    assert book.judged_by(NOW - timedelta(seconds=5), read)
+    assert not book.judged_by(NOW, read)
+    assert not book.judged_by(NOW, None)
+    assert book.judged_by(None, read)
+
+
 def test_unprotected_time_prefers_the_durable_mark():
     assert book.unprotected_seconds(False, NOW, NOW, NOW) is None
     assert book.unprotected_seconds(True, NOW - timedelta(seconds=30), None, NOW) == 30

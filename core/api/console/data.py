@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -113,7 +113,9 @@ class BookRow:
     @property
     def line(self) -> book.BookLine:
         notional = self.quantity * (self.mark or self.entry or book.ZERO)
-        has_stop = self.stop is not None and not self.uncovered
+        # with the exchange read, what counts is whether the read judged it uncovered (a
+        # position newer than the read is not judged); without it, the ledger's stop
+        has_stop = not self.uncovered if self.live_known else self.stop is not None
         return book.BookLine(self.status, notional, self.pnl, has_stop)
 
     @property
@@ -214,11 +216,20 @@ class BookSources:
     callback_percent: Decimal
 
 
-def _orders_or_error(src: BookSources) -> tuple[list[ExchangeOrder] | None, str | None]:
+@dataclass(frozen=True)
+class OrdersRead:
+    orders: list[ExchangeOrder] | None
+    read_at: datetime | None
+    error: str | None
+
+
+def _orders_or_error(src: BookSources) -> OrdersRead:
     try:
-        return src.orders.orders(), None
+        orders, at = src.orders.orders_read_at()
     except ExchangeFailure as exc:
-        return None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        return OrdersRead(None, None, f"{type(exc).__name__}: {first}")
+    return OrdersRead(orders, datetime.fromtimestamp(at, UTC), None)
 
 
 def _by_symbol(orders: list[ExchangeOrder]) -> dict[str, list[ExchangeOrder]]:
@@ -232,16 +243,17 @@ def _by_symbol(orders: list[ExchangeOrder]) -> dict[str, list[ExchangeOrder]]:
 
 def read_book(session: Session, src: BookSources, now: datetime) -> BookView:
     rows = _open_rows(session)
-    orders, error = _orders_or_error(src)
-    marks = src.market.marks() if orders is not None else {}
-    stops = _by_symbol(orders) if orders is not None else {}
+    read = _orders_or_error(src)
+    marks = src.market.marks() if read.orders is not None else {}
+    stops = _by_symbol(read.orders) if read.orders is not None else {}
     missing: set[int] = set()
     lives: dict[int, book.LiveStop | None] = {}
     for p in rows:
-        if p.exchange == src.exchange_name and orders is not None:
+        if p.exchange == src.exchange_name and read.orders is not None:
             live = book.live_stop(p.symbol, p.side, p.quantity, stops.get(p.symbol, []))
             lives[p.id] = live
-            if p.status == "active" and (live is None or not live.covers):
+            judged = book.judged_by(p.opened_at, read.read_at)
+            if p.status == "active" and judged and (live is None or not live.covers):
                 missing.add(p.id)
     first_seen = src.clock.observe(missing, now)
     out = [
@@ -251,7 +263,7 @@ def read_book(session: Session, src: BookSources, now: datetime) -> BookView:
         rows=out,
         totals=book.totals(r.line for r in out),
         exchanges=sorted({p.exchange for p in rows} | {src.exchange_name}),
-        exchange_error=error,
+        exchange_error=read.error,
         checked_at=now,
     )
 

@@ -167,8 +167,10 @@ def _book_row(r: BookRow, controls: bool) -> str:
     pp, qp = r.price_places, r.qty_places
     if r.unprotected_seconds is not None:
         protection = f'<td class="unprotected">unprotected for {int(r.unprotected_seconds)} s</td>'
-    elif r.status == "active" and r.live_known:
+    elif r.status == "active" and r.live_known and r.stop is not None:
         protection = '<td class="ok">protected</td>'
+    elif r.status == "active" and r.live_known:
+        protection = "<td>checking…</td>"  # active since the last read of the exchange
     else:
         protection = "<td>—</td>"
     trailing = "—"
@@ -369,9 +371,10 @@ def system_fragment(
     return f"""<h2>System <small class="st-{overall}">{overall}</small></h2>
 {halt_html}{buttons}
 <div class="grid">
-<table><caption>Components</caption><thead><tr><th>Component</th><th>Status</th>
-<th class="n">Heartbeat age</th><th>Detail</th></tr></thead><tbody>{comp_rows}</tbody></table>
-<table><caption>Queue depths</caption><tbody>{queues}</tbody></table>
+<div class="scroll"><table id="components"><caption>Components</caption><thead><tr>
+<th>Component</th><th>Status</th><th class="n">Heartbeat age</th><th>Detail</th></tr></thead>
+<tbody>{comp_rows}</tbody></table></div>
+<div class="scroll"><table><caption>Queue depths</caption><tbody>{queues}</tbody></table></div>
 </div>
 <div class="scroll"><table><caption>Recent waves</caption><thead><tr><th>#</th><th>Exchange</th>
 <th>Window</th><th>Status</th><th class="n">Signals</th><th class="n">Opened</th>
