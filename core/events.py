@@ -150,6 +150,12 @@ class EventType(StrEnum):
     LOCK_STALE_WRITE_REJECTED = "lock_stale_write_rejected"
     CLEANUP_ACTION = "cleanup_action"
 
+    # operator control (core/services/halts.py): a halt stops new openings, nothing else
+    HALTED = "halted"
+    RESUMED = "resumed"
+    # a venue in maintenance (or answering 503 for too long) paused openings; it answers again
+    OPENINGS_RESUMED = "openings_resumed"
+
     # alert delivery (core/services/alerts.py); never critical, or a failing channel would
     # page about itself forever
     ALERT_SENT = "alert_sent"
@@ -168,6 +174,8 @@ ALERTING: frozenset[EventType] = frozenset(
         EventType.DUPLICATE_POSITION_DETECTED,
         EventType.INSUFFICIENT_FUNDS,
         EventType.CRITICAL_ERROR,
+        EventType.HALTED,
+        EventType.RESUMED,
     }
 )
 
