@@ -309,25 +309,44 @@ def _component(name: str, body: Mapping[str, Any]) -> str:
     )
 
 
-def halt_state(health: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The halt as /health reports it: a bool, or an object with who / when / why."""
-    halted = health.get("halted")
-    if isinstance(halted, dict):
-        return halted if halted.get("halted", True) else None
-    if halted:
-        return {"halted": True}
-    return None
+def halts_in_force(health: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    """The halts /health reports (who, when, why); None when not halted.
+
+    ``halted`` may be true with no detail (an older API): one anonymous halt then."""
+    if not health.get("halted"):
+        return None
+    found: list[Mapping[str, Any]] = [
+        h for h in health.get("halts") or [] if isinstance(h, Mapping)
+    ]
+    return found or [{}]
+
+
+def _halt_html(halts: list[Mapping[str, Any]] | None, now: datetime) -> str:
+    if halts is None:
+        return '<p id="halt-state" class="running">Running — openings allowed.</p>'
+    lines = []
+    for h in halts:
+        at = h.get("halted_at")
+        try:
+            since = when(datetime.fromisoformat(at), now) if isinstance(at, str) else "—"
+        except ValueError:
+            since = e(at)
+        lines.append(
+            f"<li>{e(h.get('reason') or 'no reason given')} — by {e(h.get('halted_by') or '?')}"
+            f" ({e(h.get('source') or 'operator')}, {e(h.get('scope') or 'all venues')})"
+            f" since {since}</li>"
+        )
+    return (
+        '<div id="halt-state" class="halted"><p>HALTED — no new positions open.</p>'
+        f"<ul>{''.join(lines)}</ul></div>"
+    )
 
 
 def system_fragment(
     health: Mapping[str, Any], view: SystemView, now: datetime, controls: bool
 ) -> str:
-    halt = halt_state(health)
-    if halt is not None:
-        who = ", ".join(f"{k} {v}" for k, v in halt.items() if k != "halted")
-        halt_html = f'<p id="halt-state" class="halted">HALTED — no new openings. {e(who)}</p>'
-    else:
-        halt_html = '<p id="halt-state" class="running">Running — openings allowed.</p>'
+    halt = halts_in_force(health)
+    halt_html = _halt_html(halt, now)
     buttons = ""
     if controls:
         toggle = (
@@ -339,7 +358,8 @@ def system_fragment(
         )
         buttons = (
             f'<div class="controls">{toggle} <button type="button" class="danger" '
-            'data-action="close-all" data-confirm="Close EVERY open position at market?">'
+            'data-action="close-all" data-confirm="Halt, then close EVERY open position '
+            'of this venue at market?">'
             "Close all</button></div>"
         )
     components = health.get("components") or {}

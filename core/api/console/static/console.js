@@ -127,10 +127,9 @@
     pending = null;
     if (!button || dialog.returnValue !== "ok") { return; }
     var action = button.getAttribute("data-action");
-    var payload = { "by": "console" };
-    var reason = document.getElementById("confirm-reason").value;
-    if (reason) { payload.reason = reason; }
-    if (action === "close-all") { payload.confirm = true; }
+    var payload = {};
+    var reason = document.getElementById("confirm-reason").value.trim();
+    if (action === "halt") { payload.reason = reason || "halted from the console"; }
     var h = headers();
     h["Content-Type"] = "application/json";
     h["Accept"] = "application/json";
