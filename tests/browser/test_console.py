@@ -16,7 +16,7 @@ except ImportError:  # the browser fixture skips (or, where a browser is expecte
 from core.db.models import Event, Position, Signal
 from core.db.session import unit_of_work
 from core.domain.trailing import PriceWindow
-from core.services import trailing
+from core.services import halts, trailing
 from core.services.closing import lock_for
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
@@ -278,8 +278,8 @@ def test_the_book_is_readable_on_a_phone(console_stack, browser):
 
 def test_every_control_asks_for_confirmation_and_sends_the_token(console_stack, page):
     """The page's side of the controls: nothing is sent on Cancel; on Confirm one POST to
-    the operator endpoint with the bearer token. (What the endpoints do to the exchange is
-    tested through the page in the tests of halt and close below.)"""
+    the operator endpoint with the bearer token. (What the endpoints do is tested through
+    the page, unintercepted, in the tests of halt and close below.)"""
     stack, deps = console_stack(api_token=TOKEN)
     pid = opened(deps)
     sent: list[tuple[str, str | None, str | None]] = []
@@ -317,3 +317,58 @@ def test_every_control_asks_for_confirmation_and_sends_the_token(console_stack, 
     assert urls == [f"/positions/{pid}/close", "/halt", "/close-all"]
     assert {auth for _, auth, _ in sent} == {f"Bearer {TOKEN}"}
     assert '"reason":"<b>maintenance</b>"' in sent[1][2]
+
+
+def confirm(page: Any, button: Any, reason: str | None = None) -> None:
+    button.click()
+    expect(page.locator("#confirm")).to_be_visible()
+    if reason is not None:
+        page.fill("#confirm-reason", reason)
+    page.click("#confirm-ok")
+
+
+def test_halt_and_resume_through_the_page(console_stack, page):
+    stack, deps = console_stack(api_token=TOKEN)
+    opened(deps)
+    page.goto(f"{stack.url}/console?token={TOKEN}")
+    system = page.locator("#system")
+    expect(system.locator("#halt-state")).to_contain_text("Running")
+
+    confirm(page, system.locator("button[data-action=halt]"), reason="<i>venue maintenance</i>")
+    expect(page.locator("#notice")).to_contain_text("Done: halt")
+    expect(system.locator("#halt-state")).to_contain_text("HALTED")
+    expect(system.locator("#halt-state")).to_contain_text("<i>venue maintenance</i>")
+    [halt] = halts.current()
+    assert halt.reason == "<i>venue maintenance</i>" and halt.halted_by.startswith("api:")
+
+    confirm(page, system.locator("button[data-action=resume]"))
+    expect(system.locator("#halt-state")).to_contain_text("Running")
+    assert halts.current() == []
+
+
+def exchange_positions(sim: Any) -> set[str]:
+    return {p["symbol"] for p in sim.state()["positions"] if Decimal(str(p["positionAmt"])) != 0}
+
+
+def test_closing_one_position_and_then_all_through_the_page_closes_them_on_the_exchange(
+    console_stack, sim, page
+):
+    stack, deps = console_stack(api_token=TOKEN)
+    btc, eth, sol = opened(deps), opened(deps, "ETHUSDT"), opened(deps, "SOLUSDT", "short")
+    assert exchange_positions(sim) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
+    page.goto(f"{stack.url}/console?token={TOKEN}")
+
+    confirm(page, page.locator(f"#position-{btc} button[data-action=close]"))
+    expect(page.locator("#notice")).to_contain_text("Done: close")
+    expect(page.locator(f"#position-{btc}")).to_have_count(0)
+    assert exchange_positions(sim) == {"ETHUSDT", "SOLUSDT"}
+    assert not [o for o in sim.state()["open_algo_orders"] if o["symbol"] == "BTCUSDT"]
+
+    confirm(page, page.locator("#system button[data-action=close-all]"))
+    expect(page.locator("#notice")).to_contain_text("Done: close-all")
+    expect(page.locator("#open-count")).to_have_text("0")
+    assert exchange_positions(sim) == set()
+    expect(page.locator("#halt-state")).to_contain_text("HALTED")  # close-all halts first
+    with unit_of_work() as s:
+        statuses = {s.get(Position, pid).status for pid in (btc, eth, sol)}
+    assert statuses == {"closed"}
