@@ -6,7 +6,7 @@ watches the page in Debian's Chromium (Playwright):
 * ``docs/console-rest.png``: the book once positions are open and every one has its stop;
 * ``docs/console-demo.png``: the book during the demo's scenarios, the first time a
   position shows "unprotected" (a stop cancelled by hand), else the busiest moment seen;
-* ``docs/console-position.png``: the timeline of the first position left in the book.
+* ``docs/console-position.png``: the first position's page, taken with the rest picture.
 
 Run: python bench/console_screenshots.py [--duration 150] [--out docs]
 """
@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
+TOKEN = "console-screenshots"
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -56,6 +57,16 @@ def count(page, selector: str) -> int:  # type: ignore[no-untyped-def]
     return int(text) if text.isdigit() else 0
 
 
+def shoot_position(browser, page, url: str, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The first position of the book, in a second tab (the first keeps watching)."""
+    href = page.locator("table.book tbody tr a").first.get_attribute("href")
+    tab = browser.new_page(viewport={"width": 1280, "height": 1000})
+    tab.goto(url.rsplit("/console", 1)[0] + str(href) + f"?token={TOKEN}")
+    tab.wait_for_selector("#position h1")
+    tab.screenshot(path=str(path), full_page=True)
+    tab.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=150)
@@ -65,6 +76,7 @@ def main() -> None:
     home = tempfile.mkdtemp(prefix="vigil-shots-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     env["VIGIL_HOME"] = home
+    env["VIGIL_API_TOKEN"] = TOKEN  # so the pictures show the controls too
     proc = subprocess.Popen(
         [sys.executable, "-m", "core.cli", "demo", "--duration", str(args.duration)],
         env=env,
@@ -80,7 +92,7 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url)
+            page.goto(f"{url}?token={TOKEN}")
             rest = demo = False
             busiest = -1
             deadline = time.monotonic() + args.duration + 60
@@ -90,18 +102,13 @@ def main() -> None:
                 if not rest and open_now >= 3 and bare == 0:
                     page.screenshot(path=str(out / "console-rest.png"), full_page=True)
                     rest = True
+                    shoot_position(browser, page, url, out / "console-position.png")
                 elif rest and bare > 0:
                     page.screenshot(path=str(out / "console-demo.png"), full_page=True)
                     demo = True
                 elif rest and open_now > busiest:
                     busiest = open_now
                     page.screenshot(path=str(out / "console-demo.png"), full_page=True)
-            rows = page.locator("table.book tbody tr[id^=position-]")
-            if rows.count():
-                href = page.locator("table.book tbody tr a").first.get_attribute("href")
-                page.goto(url.rsplit("/console", 1)[0] + str(href))
-                page.wait_for_selector("#position h1")
-                page.screenshot(path=str(out / "console-position.png"), full_page=True)
             browser.close()
         print(f"rest {'taken' if rest else 'missed'}, demo {'unprotected' if demo else 'busiest'}")
     finally:

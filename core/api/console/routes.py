@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,17 @@ async def browsers_to_console(request: web.Request, handler: Handler) -> web.Str
     if request.path == "/" and request.method == "GET" and _wants_html(request):
         raise web.HTTPFound("/console")
     return await handler(request)
+
+
+_PUBLIC_PAGE = re.compile(r"^/console(/|/positions/[^/]+|/static/.+)?$")
+
+
+def is_public_page(path: str) -> bool:
+    """The console paths an auth layer must let through without the token: the page shells
+    (which carry no data when reads need the token; the page then asks for it) and the
+    static script and style. The fragments under /console/fragments/ are data: never public.
+    """
+    return bool(_PUBLIC_PAGE.match(path))
 
 
 def _wants_html(request: web.Request) -> bool:
