@@ -14,7 +14,11 @@ Measured:
   polls (book every 2 s, system every 4 s) for ``--seconds``, as a percentage of one core,
   next to the same process idle for the same time.
 
-Run: python bench/bench_console.py [--positions 500] [--seconds 60] [--loads 5]
+With ``--token`` the API has ``VIGIL_API_TOKEN`` set and the page is opened with
+``?token=``: the book then comes in a second request (the page cannot carry data for a
+browser that has not shown the token yet).
+
+Run: python bench/bench_console.py [--positions 500] [--seconds 60] [--loads 5] [--token]
 """
 
 from __future__ import annotations
@@ -88,10 +92,11 @@ def seed_book(env: BenchEnv, count: int) -> None:
         s.execute(text("SELECT setval('positions_id_seq', :n)"), {"n": count})
 
 
-def start_api(env: BenchEnv, port: int) -> subprocess.Popen[bytes]:
+def start_api(env: BenchEnv, port: int, token: str | None) -> subprocess.Popen[bytes]:
+    extra = {"VIGIL_API_PORT": str(port)} | ({"VIGIL_API_TOKEN": token} if token else {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "core.cli", "api", "--port", str(port)],
-        env={**env.env, "VIGIL_API_PORT": str(port)},
+        env={**env.env, **extra},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -107,7 +112,7 @@ def start_api(env: BenchEnv, port: int) -> subprocess.Popen[bytes]:
     return proc
 
 
-def first_loads(base: str, count: int, loads: int) -> tuple[float, list[float]]:
+def first_loads(page_url: str, count: int, loads: int) -> tuple[float, list[float]]:
     from playwright.sync_api import expect, sync_playwright
 
     times = []
@@ -117,7 +122,7 @@ def first_loads(base: str, count: int, loads: int) -> tuple[float, list[float]]:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             page = context.new_page()
             started = time.perf_counter()
-            page.goto(f"{base}/console")
+            page.goto(page_url)
             expect(page.locator("#open-count")).to_have_text(str(count), timeout=30_000)
             times.append(time.perf_counter() - started)
             context.close()
@@ -125,19 +130,20 @@ def first_loads(base: str, count: int, loads: int) -> tuple[float, list[float]]:
     return times[0], times[1:]
 
 
-def fragment_times(base: str, repeats: int = 10) -> list[float]:
+def read_book(base: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(f"{base}/console/fragments/book", headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return len(resp.read())
+
+
+def fragment_times(base: str, token: str | None, repeats: int = 10) -> list[float]:
     out = []
     for _ in range(repeats):
         started = time.perf_counter()
-        with urllib.request.urlopen(f"{base}/console/fragments/book", timeout=30) as resp:
-            resp.read()
+        read_book(base, token)
         out.append(time.perf_counter() - started)
     return out
-
-
-def fragment_size(base: str) -> int:
-    with urllib.request.urlopen(f"{base}/console/fragments/book", timeout=30) as resp:
-        return len(resp.read())
 
 
 def cpu_percent(proc: psutil.Process, seconds: float) -> float:
@@ -148,13 +154,13 @@ def cpu_percent(proc: psutil.Process, seconds: float) -> float:
     return used / seconds * 100
 
 
-def polling_cost(base: str, api: psutil.Process, seconds: float) -> float:
+def polling_cost(page_url: str, api: psutil.Process, seconds: float) -> float:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(f"{base}/console")
+        page.goto(page_url)
         page.wait_for_selector("#open-count")
         time.sleep(5)  # past the first, cold reads
         percent = cpu_percent(api, seconds)
@@ -167,6 +173,7 @@ def main() -> None:
     parser.add_argument("--positions", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--loads", type=int, default=5)
+    parser.add_argument("--token", action="store_true", help="with VIGIL_API_TOKEN set")
     args = parser.parse_args()
     print(machine())
     options = SimOptions(
@@ -177,22 +184,24 @@ def main() -> None:
         seed_book(env, args.positions)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        proc = start_api(env, port)
+        token = "bench-console-token" if args.token else None
+        page_url = f"{base}/console" + (f"?token={token}" if token else "")
+        proc = start_api(env, port, token)
         try:
             api = psutil.Process(proc.pid)
-            cold, warm = first_loads(base, args.positions, args.loads)
+            cold, warm = first_loads(page_url, args.positions, args.loads)
             print(
                 f"first load, {args.positions} positions, Chromium: cold {cold * 1000:.0f} ms, "
                 f"warm p50 {pct(warm, 0.5) * 1000:.0f} ms, max {max(warm) * 1000:.0f} ms "
-                f"({len(warm)} loads)"
+                f"({len(warm)} loads{', with the token' if token else ''})"
             )
-            frag, size = fragment_times(base), fragment_size(base)
+            frag, size = fragment_times(base, token), read_book(base, token)
             print(
                 f"book fragment over HTTP: p50 {pct(frag, 0.5) * 1000:.0f} ms, "
                 f"max {max(frag) * 1000:.0f} ms, {size / 1024:.0f} KiB"
             )
             idle = cpu_percent(api, args.seconds)
-            polled = polling_cost(base, api, args.seconds)
+            polled = polling_cost(page_url, api, args.seconds)
             print(
                 f"API CPU over {args.seconds:.0f} s: idle {idle:.1f} % of one core, "
                 f"one console tab polling {polled:.1f} % (the console's share "
