@@ -14,6 +14,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.config import Settings, SettingsError, get_settings
@@ -35,7 +36,7 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -97,7 +98,7 @@ def up(
         )
         code = 1
     except StartupError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         code = 2
     except KeyboardInterrupt:
         console.print("stopping ...")
@@ -257,6 +258,7 @@ def worker(
 
     celery.worker_main(
         [
+            *_quiet_in_json_mode(settings),
             "worker",
             "-Q",
             queues,
@@ -281,7 +283,21 @@ def beat() -> None:
 
     schedule = settings.home_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    celery.start(["beat", "-s", str(schedule), "--loglevel", settings.log_level])
+    celery.start(
+        [
+            *_quiet_in_json_mode(settings),
+            "beat",
+            "-s",
+            str(schedule),
+            "--loglevel",
+            settings.log_level,
+        ]
+    )
+
+
+def _quiet_in_json_mode(settings: Settings) -> list[str]:
+    """Celery's start-up banner is plain text: off when every log line must be JSON."""
+    return ["--quiet"] if settings.log_json else []
 
 
 @app.command()
@@ -435,15 +451,21 @@ from core.cli_control import register as _register_control_commands  # noqa: E40
 
 _register_control_commands(app)
 
+# --version, healthcheck, and one line with exit 2 whenever storage is down
+from core.cli_meta import register as _register_meta  # noqa: E402
+from core.cli_meta import run_with_storage_errors  # noqa: E402
+
+_register_meta(app)
+
 
 def main() -> None:
     try:
         from core.logging import setup_logging
 
         setup_logging(get_settings(), component=sys.argv[1] if len(sys.argv) > 1 else "cli")
-        app()
+        run_with_storage_errors(app)
     except SettingsError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
 
 

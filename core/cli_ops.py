@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.config import Settings, SettingsError, get_settings
@@ -34,7 +35,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -134,8 +135,11 @@ def task(
         raise _fail(str(exc)) from None
     kwargs = _task_kwargs(celery, full, _parse_args(arg or []), exchange, symbol)
     queue = celery.amqp.router.route({}, full)["queue"].name
+    from core.cli_meta import check_broker
+
+    check_broker()
     with _storage_errors():
-        result = celery.send_task(full, kwargs=kwargs, ignore_result=not wait)
+        result = celery.send_task(full, kwargs=kwargs, ignore_result=False)  # kept an hour
     console.print(f"sent {full} to queue {queue} (id {result.id})", highlight=False)
     if wait:
         _wait_for(result, full, queue, timeout)

@@ -284,8 +284,19 @@ class Settings(BaseSettings):
     task_max_attempts: int = Field(5, ge=1)
 
     # --- locks ---------------------------------------------------------------------------
-    lock_timeout: float = Field(30, gt=0, description="Lock TTL; extended by long operations.")
+    lock_timeout: float = Field(
+        30,
+        gt=0,
+        description="A lock holder that shows no progress for this long stops renewing its "
+        "lock (which then expires after VIGIL_LOCK_TTL), s.",
+    )
     lock_blocking_timeout: float = Field(10, gt=0)
+    lock_ttl: float = Field(
+        5,
+        gt=0,
+        description="Lifetime of a symbol lock and of a running price task's pending flag; "
+        "the holder renews it every third of it, so a dead holder frees its symbol this fast, s.",
+    )
 
     @field_validator("stoplist", mode="before")
     @classmethod

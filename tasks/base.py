@@ -38,6 +38,7 @@ def vigil_task(
     retry_on: tuple[type[BaseException], ...] = (Retryable,),
     max_retries: int = 5,
     backoff_max: int = 30,
+    jitter: bool = True,
     **options: Any,
 ) -> Callable[[F], Any]:
     """Register ``func`` as task ``vigil.<name>``; ``name``'s first part picks the queue."""
@@ -48,7 +49,7 @@ def vigil_task(
             autoretry_for=retry_on,
             retry_backoff=True,
             retry_backoff_max=backoff_max,
-            retry_jitter=True,
+            retry_jitter=jitter,
             max_retries=max_retries,
             **options,
         )(func)

@@ -35,7 +35,7 @@ import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from core.api import console
+from core.api import console, openapi
 from core.api.collectors import StateCollector
 from core.api.health import ExchangeReads, HealthChecker, WorkerPing
 from core.api.queries import (
@@ -54,6 +54,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.db.session import new_session
 from core.metrics import MetricsStore, RedisCollector
+from core.queues import QueueCollector
 from core.runtime.endpoints import resolve_redis_url
 from core.services.deps import Deps, get_deps
 
@@ -98,6 +99,7 @@ def create_app(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(MetricsStore(client)))
     registry.register(StateCollector(exchange, reads, clock))
+    registry.register(QueueCollector(client, clock))  # depth and oldest age per queue
     app = web.Application()
     app[CONTEXT] = ApiContext(settings, clock, health, registry, task_sender, task_names)
     console.register(app, settings, clock, health)
@@ -111,10 +113,12 @@ def create_app(
     from core.api import control  # halt, resume, close by hand; imports this module
 
     control.register(app, deps_factory)
+    openapi.register(app)  # /openapi.json, /docs (generated from the routes), /livez
     return app
 
 
 async def index(request: web.Request) -> web.Response:
+    """The main routes; /openapi.json describes every one, /docs shows them."""
     return web.json_response(
         {
             "endpoints": [
@@ -125,17 +129,22 @@ async def index(request: web.Request) -> web.Response:
                 "/tasks",
                 "POST /tasks/{name}",
                 "/console",
+                "/openapi.json",
+                "/docs",
             ]
         }
     )
 
 
 async def health_route(request: web.Request) -> web.Response:
+    """The system's health per component (database, Redis, workers, beat, ingest, exchange,
+    protection): 200 when every one is fine, 503 otherwise, with each one's detail."""
     report = await request.app[CONTEXT].health.check()
     return web.json_response(report.as_dict(), status=200 if report.healthy else 503)
 
 
 async def metrics_route(request: web.Request) -> web.Response:
+    """Prometheus metrics (text format): tasks, exchange calls, positions, queue depths."""
     body = await asyncio.to_thread(generate_latest, request.app[CONTEXT].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -149,6 +158,8 @@ def _list(value: str | None) -> tuple[str, ...]:
 
 
 async def positions_route(request: web.Request) -> web.Response:
+    """Positions, newest first. Query: symbol, status (comma list), since (ISO time or
+    duration such as 1h), correlation_id, limit."""
     ctx, q = request.app[CONTEXT], request.query
     try:
         f = PositionFilter(
@@ -169,6 +180,8 @@ async def positions_route(request: web.Request) -> web.Response:
 
 
 async def events_route(request: web.Request) -> web.Response:
+    """Events, newest first. Query: symbol, type (comma list), severity, since (ISO time or
+    duration such as 1h), correlation_id, position_id, limit."""
     ctx, q = request.app[CONTEXT], request.query
     try:
         position = q.get("position_id")
@@ -192,6 +205,7 @@ async def events_route(request: web.Request) -> web.Response:
 
 
 async def tasks_route(request: web.Request) -> web.Response:
+    """Names of the registered tasks that POST /tasks/{name} can send."""
     names = request.app[CONTEXT].task_names
     return web.json_response({"tasks": sorted(names()) if names else []})
 
@@ -213,6 +227,8 @@ def _authorized(request: web.Request, settings: Settings) -> web.Response | None
 
 
 async def trigger_route(request: web.Request) -> web.Response:
+    """Send task {name} (full or short name) now; the JSON body holds its keyword arguments.
+    Answers 202 with the task id; its result is kept for an hour. Needs the bearer token."""
     ctx = request.app[CONTEXT]
     refused = _authorized(request, ctx.settings)
     if refused is not None:

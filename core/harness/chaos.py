@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +41,7 @@ from core.db.models import Event, Heartbeat, Position, Signal, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE
 from core.exchange.errors import ExchangeFailure
+from core.harness import chaos_death as death
 from core.harness.demo import (
     DEMO_SETTINGS,
     EXCHANGES,
@@ -117,6 +118,7 @@ class ChaosResult:
     duration: float
     seed: int
     exchange: str = "binance"  # the paper exchange's dialect
+    counts: dict[str, list[int]] = field(default_factory=dict)  # e.g. live stops after a kill
 
     @property
     def violations(self) -> int:
@@ -132,6 +134,7 @@ class ChaosResult:
             "exchange": self.exchange,
             "faults": dict(self.faults),
             "recovery_seconds": self.recovery,
+            "counts": self.counts,
             "longest_gap_seconds": self.longest_gaps(),
             "worst_gaps": [
                 {**gap, "interfered": gap["symbol"] in self.interfered}
@@ -190,6 +193,7 @@ class Chaos:
         self.recovery: dict[str, list[float]] = {}
         self.interfered: set[str] = set()
         self._threads: list[threading.Thread] = []
+        self.counts: dict[str, list[int]] = {}
 
     def endpoint(self, role: str) -> str:
         """The ``/_sim/fault`` endpoint that carries ``role`` ("order" or "stop") here."""
@@ -315,6 +319,7 @@ class Chaos:
                 name = self._kill_worker()
                 self.say(f"SIGKILL {name} while {row[0]} is {row[1]} (restarted)")
                 self._clock("worker_kill_opening", self._openings_resolved)
+                self._clock("opening_stop_live", death.opening_settled(row[0]))
                 return
             time.sleep(0.05)
         name = self._kill_worker()
@@ -356,10 +361,22 @@ class Chaos:
                 moved = trailing is not None and (
                     trailing.state == "active" or trailing.update_count != count
                 )
+            moved = moved or death.move_in_flight(symbol)  # kill it in flight when seen
             time.sleep(0.05)
+        in_flight = death.move_in_flight(symbol)
+        count_at_kill = death.update_count(symbol)
         name = self._kill_worker()
         self.say(f"SIGKILL {name} during a trailing move on {symbol} (restarted)")
         self._clock("worker_kill_stop_move", self._openings_resolved)
+        if in_flight:
+            self._clock("stop_move_next_move", death.next_move(symbol, count_at_kill))
+            death.count_stops_later(
+                self.system.deps.exchange,
+                symbol,
+                10.0,
+                self.counts.setdefault("live_stops_10s_after_kill", []),
+                self._threads,
+            )
 
     def _redis_restart(self) -> None:
         assert self.stack.redis is not None
@@ -656,6 +673,7 @@ def _drive(
         duration=duration,
         seed=seed,
         exchange=system.venue,
+        counts=chaos.counts,
     )
 
 
@@ -706,6 +724,8 @@ def print_result(console: Console, result: ChaosResult) -> None:
         )
     for kind, times in sorted(result.recovery.items()):
         table.add_row(f"recovery after {kind}", ", ".join(f"{t:.1f}s" for t in times))
+    for name, values in sorted(result.counts.items()):
+        table.add_row(name.replace("_", " "), ", ".join(str(v) for v in values))
     table.add_row(
         "retries/redeliveries (events)",
         ", ".join(f"{k} {v}" for k, v in sorted(result.redeliveries.items())) or "0",

@@ -19,8 +19,10 @@ restart. The ingest makes no trading decision and never calls the order API.
 User-data stream. Our stops' updates (``watch_orders``): when one of the engine's stops
 (its client id parses, purpose stop / protection / emergency) has filled, the ingest
 records ``STOP_TRIGGERED`` and queues ``vigil.orders.settle_close(position_id)``, which
-records the close with the real exit and PnL. Reconciliation is the fallback for fills
-missed while the stream was down.
+records the close with the real exit and PnL. A settle the broker cannot take (Redis down)
+waits in a durable outbox under ``VIGIL_HOME`` and is queued in order once it can be
+(``core/ingest/fill_outbox.py``). Reconciliation is the fallback for fills missed while the
+stream was down.
 
 Both streams reconnect with exponential backoff and jitter, and each reconnection is a
 ``WEBSOCKET_RECONNECTED`` event.
@@ -56,6 +58,7 @@ from core.exchange.factory import build_pro_exchange
 from core.exchange.streams import MarkTick, mark_price_source
 from core.ingest.backoff import Backoff
 from core.ingest.context import Enqueue, EnqueueFailed
+from core.ingest.fill_outbox import FillOutbox, outbox_path
 from core.runtime.endpoints import resolve_redis_url
 from core.services import bands
 from core.services.deps import exchange_name as venue_name
@@ -327,6 +330,8 @@ class PriceStream:
             stats=self.stats,
         )
         self.dedup = FillDedup()
+        # settles the broker could not take (Redis down) wait here, durably, in order
+        self.outbox = FillOutbox(outbox_path(settings, exchange_name), self.gate.send)
         self._native: dict[str, str] = {}
         self.mark_source = mark_price_source(pro_exchange)
 
@@ -335,6 +340,7 @@ class PriceStream:
             asyncio.create_task(self._follow_bands(stop_event), name="bands"),
             asyncio.create_task(self._watch_marks(stop_event), name="mark-prices"),
             asyncio.create_task(self._watch_stop_fills(stop_event), name="user-data"),
+            asyncio.create_task(self.outbox.run(stop_event), name="fill-outbox"),
         ]
         try:
             await stop_event.wait()
@@ -374,10 +380,7 @@ class PriceStream:
                 self.stats.stop_fills += 1
                 symbol = self.native(str(order.get("symbol") or ""))
                 await _off_loop(_record_stop_fill, self.exchange_name, symbol, position_id, order)
-                try:
-                    await self.gate.send(SETTLE_TASK, (position_id, "stop_triggered"))
-                except EnqueueFailed as exc:  # reconciliation settles it on its next cycle
-                    log.error("settle of position %s not queued: %s", position_id, exc)
+                await self.outbox.deliver(SETTLE_TASK, (position_id, "stop_triggered"))
 
     # --- reconnecting streams ---------------------------------------------------------------
 

@@ -121,5 +121,6 @@ def guardian_lock(deps: Deps, symbol: str) -> AbstractContextManager[HeldLock]:
         symbol,
         token_source=deps.fence_token,
         timeout=deps.settings.lock_timeout,
+        ttl=deps.settings.lock_ttl,
         blocking_timeout=deps.settings.guardian_lock_wait_seconds,
     )
