@@ -84,7 +84,7 @@ def register(app: web.Application, settings: Settings, clock: Clock, health: Hea
     app.router.add_get("/console/fragments/book", book_fragment)
     app.router.add_get("/console/fragments/system", system_fragment)
     app.router.add_get("/console/fragments/positions/{id}", position_fragment)
-    app.router.add_static("/console/static", STATIC, append_version=False)
+    app.router.add_get("/console/static/{name}", static_file)
 
 
 async def _warm_up(app: web.Application) -> None:
@@ -158,7 +158,22 @@ def _position_id(request: web.Request) -> int | None:
 # --- pages -------------------------------------------------------------------------------------
 
 
+STATIC_TYPES = {"console.js": "text/javascript", "console.css": "text/css"}
+
+
+async def static_file(request: web.Request) -> web.StreamResponse:
+    """The console's own script and style (the page loads nothing from elsewhere)."""
+    name = request.match_info["name"]
+    if name not in STATIC_TYPES:
+        raise web.HTTPNotFound()
+    return web.FileResponse(
+        STATIC / name, headers={"Content-Type": STATIC_TYPES[name], "Cache-Control": "no-cache"}
+    )
+
+
 async def book_page(request: web.Request) -> web.Response:
+    """The operator console (HTML): the book, its protection and the system; with
+    VIGIL_API_TOKEN set it asks for the token (or take it once as ?token=)."""
     console = request.app[CONSOLE]
     exchanges = sorted({console.sources.exchange_name, *_configured_venues(console.settings)})
     required = token_required(console.settings)
@@ -187,7 +202,8 @@ def _configured_venues(settings: Settings) -> list[str]:
 
 
 async def position_page(request: web.Request) -> web.Response:
-    """A shell for a known position; an unknown or malformed id is a 404 page, never a 500."""
+    """One position's life in the console (HTML): its timeline and its orders. An unknown
+    or malformed id is a 404 page."""
     console = request.app[CONSOLE]
     position_id = _position_id(request)
 
@@ -205,6 +221,8 @@ async def position_page(request: web.Request) -> web.Response:
 
 
 async def book_fragment(request: web.Request) -> web.Response:
+    """The console's book as an HTML fragment (?exchange= &status= &sort=risk|symbol|age|pnl|id),
+    polled by the page; controls only for a request with the token."""
     access = _access(request)
     if isinstance(access, web.Response):
         return access
@@ -217,6 +235,8 @@ async def book_fragment(request: web.Request) -> web.Response:
 
 
 async def system_fragment(request: web.Request) -> web.Response:
+    """The console's system panel as an HTML fragment: /health's components, queue depths,
+    recent waves, open alerts, the halts in force."""
     access = _access(request)
     if isinstance(access, web.Response):
         return access
@@ -232,6 +252,7 @@ async def system_fragment(request: web.Request) -> web.Response:
 
 
 async def position_fragment(request: web.Request) -> web.Response:
+    """One position's timeline and orders as an HTML fragment, polled by its page."""
     access = _access(request)
     if isinstance(access, web.Response):
         return access
