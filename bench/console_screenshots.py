@@ -99,7 +99,8 @@ def main() -> None:
             while time.monotonic() < deadline and proc.poll() is None and not (rest and demo):
                 time.sleep(1)
                 open_now, bare = count(page, "#open-count"), count(page, "#without-stop .big")
-                if not rest and open_now >= 3 and bare == 0:
+                protected = page.locator("table.book td.ok").count()
+                if not rest and open_now >= 3 and bare == 0 and protected == open_now:
                     page.screenshot(path=str(out / "console-rest.png"), full_page=True)
                     rest = True
                     shoot_position(browser, page, url, out / "console-position.png")

@@ -114,6 +114,8 @@ def format_number(value: Decimal | None, places: int | None, *, sign: bool = Fal
         text = format(value.normalize(), "f")
     else:
         text = f"{value:.{places}f}"
+        if Decimal(text) == ZERO:
+            text = f"{ZERO:.{places}f}"  # no "-0.00" for a loss too small to show
     if sign and value > ZERO:
         text = "+" + text
     return text

@@ -82,6 +82,7 @@ def test_numbers_take_the_symbols_precision():
     assert book.format_number(D("3"), 2, sign=True) == "+3.00"
     assert book.format_number(D("-3"), 2, sign=True) == "-3.00"
     assert book.format_number(None, 2) == "—"
+    assert book.format_number(D("-0.0004"), 2, sign=True) == "0.00"
 
 
 def test_ages_are_short():
