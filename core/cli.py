@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -279,8 +279,11 @@ def worker(
 def beat() -> None:
     """Run Celery beat: every periodic job in beat_schedule.py."""
     settings = settings_or_exit()
+    from core.services.deadman import start_beat_watch
     from tasks.app import app as celery
 
+    # beside beat, not on a worker: pages when workers go, and its dead-man's ping dies with it
+    start_beat_watch(settings, lambda timeout: _worker_names(celery, timeout))
     schedule = settings.home_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     celery.start(
@@ -300,12 +303,21 @@ def _quiet_in_json_mode(settings: Settings) -> list[str]:
     return ["--quiet"] if settings.log_json else []
 
 
+def _worker_names(celery: Any, timeout: float) -> list[str]:
+    replies = celery.control.ping(timeout=timeout) or []
+    return [name for reply in replies for name in reply]
+
+
 @app.command()
 def flower() -> None:
     """Run Flower (queue and worker monitor) with basic auth from settings."""
     settings = settings_or_exit()
+    from core.runtime.flower_doors import exposure_refusal, protect_metrics
     from tasks.app import app as celery
 
+    if (refusal := exposure_refusal(settings)) is not None:
+        raise fail(refusal)
+    protect_metrics()
     auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
     celery.start(
         [

@@ -158,11 +158,11 @@ def _task_kwargs(
     worker's configured exchange, so naming that one is accepted and any other refused.
     ``--symbol`` goes to ``symbol``, or as a one-element ``symbols`` list.
     """
-    import inspect
 
+    from core.api.task_args import sender_signature
     from core.services.deps import exchange_name
 
-    params = inspect.signature(celery.tasks[full].run).parameters
+    params = sender_signature(celery.tasks[full].run).parameters
     if exchange is not None:
         if "exchange" in params:
             kwargs["exchange"] = exchange
@@ -179,10 +179,12 @@ def _task_kwargs(
             kwargs["symbols"] = [wanted]
         else:
             raise _fail(f"{full} takes no symbol; its arguments: ({', '.join(params)})")
+    from core.api.task_args import BadTaskArguments, check_task_arguments
+
     try:
-        inspect.signature(celery.tasks[full].run).bind(**kwargs)
-    except TypeError as exc:
-        raise _fail(f"{full}({', '.join(params)}): {exc}") from None
+        check_task_arguments(celery.tasks[full].run, kwargs, full)
+    except BadTaskArguments as exc:
+        raise _fail(str(exc)) from None
     return kwargs
 
 
@@ -190,10 +192,12 @@ def _print_tasks(celery: Celery, names: list[str]) -> None:
     """One block per task: name, queue, arguments, then what it does (any terminal width)."""
     import inspect
 
+    from core.api.task_args import sender_signature
+
     for full in names:
         registered = celery.tasks[full]
         queue = celery.amqp.router.route({}, full)["queue"].name
-        params = ", ".join(inspect.signature(registered.run).parameters)
+        params = ", ".join(sender_signature(registered.run).parameters)
         doc = (inspect.getdoc(registered.run) or "").strip().splitlines()
         console.print(f"[bold]{full}[/]  queue={queue}  args=({params})", highlight=False)
         if doc:
@@ -496,6 +500,11 @@ def api(
     def send(name: str, kwargs: dict[str, Any]) -> str:
         return str(celery.send_task(name, kwargs=kwargs).id)
 
+    def check(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        from core.api.task_args import check_task_arguments
+
+        return check_task_arguments(celery.tasks[name].run, kwargs, name)
+
     run_api(
         settings,
         host=host,
@@ -503,6 +512,7 @@ def api(
         worker_ping=worker_ping,
         task_sender=send,
         task_names=lambda: names,
+        task_checker=check,
     )
 
 

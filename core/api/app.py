@@ -14,9 +14,13 @@ Routes:
   GET  /tasks              registered task names
   GET  /console            the operator console (core/api/console); a browser asking for /
                            is sent there
-  POST /tasks/{name}       send a task (JSON body = kwargs); needs
-                           ``Authorization: Bearer <VIGIL_API_TOKEN>``; disabled (403) while
-                           no token is configured
+  POST /tasks/{name}       send a task (JSON body = kwargs, checked against the task's
+                           signature: 400 with the reason)
+
+The token rule covers every route (core/api/doors.py): with ``VIGIL_API_TOKEN`` set, all but
+/health and /metrics need ``Authorization: Bearer <token>`` (``VIGIL_API_PUBLIC_READS`` opens
+the GETs); without one, every write is refused (403). ``vigil api`` also runs the watchdog
+that pages when a part of the system goes blind (core/services/paging.py).
 
 Celery is not imported here (core stays free of it): the CLI wires in ``worker_ping``,
 ``task_sender`` and ``task_names``.
@@ -35,7 +39,7 @@ import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from core.api import console, openapi
+from core.api import console, doors, openapi
 from core.api.collectors import StateCollector
 from core.api.health import ExchangeReads, HealthChecker, WorkerPing
 from core.api.queries import (
@@ -45,10 +49,12 @@ from core.api.queries import (
     event_dict,
     list_events,
     list_positions,
+    parse_id,
     parse_limit,
     parse_since,
     position_dict,
 )
+from core.api.task_args import BadTaskArguments
 from core.api.task_names import AmbiguousTask, UnknownTask, resolve_task_name
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
@@ -62,6 +68,7 @@ log = logging.getLogger(__name__)
 
 TaskSender = Callable[[str, dict[str, Any]], str]
 TaskNames = Callable[[], list[str]]
+TaskChecker = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -72,6 +79,7 @@ class ApiContext:
     registry: CollectorRegistry
     task_sender: TaskSender | None
     task_names: TaskNames | None
+    task_checker: TaskChecker | None = None
 
 
 CONTEXT = web.AppKey("vigil", ApiContext)
@@ -87,6 +95,7 @@ def create_app(
     task_sender: TaskSender | None = None,
     task_names: TaskNames | None = None,
     exchange_name: str | None = None,
+    task_checker: TaskChecker | None = None,
 ) -> web.Application:
     client = redis_client or redis.Redis.from_url(
         resolve_redis_url(settings), socket_timeout=settings.health_check_timeout
@@ -101,8 +110,11 @@ def create_app(
     registry.register(StateCollector(exchange, reads, clock))
     registry.register(QueueCollector(client, clock))  # depth and oldest age per queue
     app = web.Application()
-    app[CONTEXT] = ApiContext(settings, clock, health, registry, task_sender, task_names)
-    console.register(app, settings, clock, health)
+    app[CONTEXT] = ApiContext(
+        settings, clock, health, registry, task_sender, task_names, task_checker
+    )
+    doors.register(app, settings)
+    console.register(app, settings, clock, health)  # after the doors: opens its shells
     app.router.add_get("/", index)
     app.router.add_get("/health", health_route)
     app.router.add_get("/metrics", metrics_route)
@@ -191,7 +203,7 @@ async def events_route(request: web.Request) -> web.Response:
             severity=q.get("severity"),
             since=parse_since(q.get("since"), ctx.clock.now()),
             correlation_id=q.get("correlation_id"),
-            position_id=int(position) if position else None,
+            position_id=parse_id(position, "position_id"),
             limit=parse_limit(q.get("limit")),
         )
     except (BadQuery, ValueError) as exc:
@@ -233,7 +245,7 @@ async def trigger_route(request: web.Request) -> web.Response:
     refused = _authorized(request, ctx.settings)
     if refused is not None:
         return refused
-    if ctx.task_sender is None or ctx.task_names is None:
+    if ctx.task_sender is None or ctx.task_names is None or ctx.task_checker is None:
         return _bad("task sending is not wired into this API", 503)
     try:
         name = resolve_task_name(request.match_info["name"], ctx.task_names())
@@ -247,6 +259,10 @@ async def trigger_route(request: web.Request) -> web.Response:
             return _bad("body must be a JSON object of task keyword arguments")
     if not isinstance(kwargs, dict):
         return _bad("body must be a JSON object of task keyword arguments")
+    try:
+        ctx.task_checker(name, kwargs)
+    except BadTaskArguments as exc:
+        return _bad(str(exc))
     task_id = await asyncio.to_thread(ctx.task_sender, name, kwargs)
     log.info("task %s sent through the API (id %s)", name, task_id)
     return web.json_response({"task": name, "id": task_id}, status=202)
@@ -256,7 +272,10 @@ def run_api(
     settings: Settings, *, host: str | None = None, port: int | None = None, **wiring: Any
 ) -> None:
     """Serve until interrupted."""
+    from core.services.deadman import register_api_watchdog
+
     app = create_app(settings, **wiring)
+    register_api_watchdog(app, app[CONTEXT].health, settings)  # pages when a part goes blind
     host, port = host or settings.api_host, port or settings.api_port
     log.info("vigil api on http://%s:%s", host, port)
     web.run_app(app, host=host, port=port, print=None, access_log=log)

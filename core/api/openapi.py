@@ -6,9 +6,11 @@ description, so a new route is documented by writing its docstring, not by editi
 file that drifts. A handler may add OpenAPI fields (parameters, responses, a request body)
 through the ``openapi`` decorator below; everything else is derived.
 
-Authentication, as the API enforces it: reads are open; state-changing methods (anything but
-GET/HEAD/OPTIONS) need ``Authorization: Bearer <VIGIL_API_TOKEN>`` and are refused (403)
-while no token is configured.
+Authentication, as the API enforces it (core/api/doors.py): state-changing methods (anything
+but GET/HEAD/OPTIONS) need ``Authorization: Bearer <VIGIL_API_TOKEN>`` and are refused (403)
+while no token is configured; reads need it too once a token is configured (unless
+``VIGIL_API_PUBLIC_READS``), except /health, /metrics, /livez and this description, which are
+always open. A read is therefore described with the token as optional: ``[{bearer}, {}]``.
 
 Why ``/livez`` beside ``/health``: ``/health`` is the whole system's state (503 while any
 component fails) and is for alerting; ``/livez`` answers 200 whenever this process serves
@@ -24,6 +26,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from core.api.doors import OPEN_PATHS
 from core.version import vigil_version
 
 H = TypeVar("H", bound=Callable[..., Any])
@@ -35,8 +38,9 @@ _PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 
 API_DESCRIPTION = (
     "vigil's operator API: system health, Prometheus metrics, read-only positions and events, "
-    "task triggers. Reads need no credentials; state-changing routes need the bearer token "
-    "VIGIL_API_TOKEN. /livez is the process's liveness, /health the whole system's."
+    "task triggers. State-changing routes need the bearer token VIGIL_API_TOKEN; once it is "
+    "set, so do the reads (unless VIGIL_API_PUBLIC_READS), except /health, /metrics, /livez, "
+    "/openapi.json and /docs. /livez is the process's liveness, /health the whole system's."
 )
 
 SECURITY_SCHEMES = {
@@ -45,7 +49,9 @@ SECURITY_SCHEMES = {
         "scheme": "bearer",
         "description": (
             "VIGIL_API_TOKEN. Needed by every state-changing route (POST, PUT, PATCH, DELETE); "
-            "those answer 403 while no token is configured and 401 on a missing or wrong one."
+            "those answer 403 while no token is configured and 401 on a missing or wrong one. "
+            "Once a token is configured the reads need it too (401), unless "
+            "VIGIL_API_PUBLIC_READS=true; /health, /metrics, /livez and the docs never do."
         ),
     }
 }
@@ -93,6 +99,9 @@ def _operation(method: str, path: str, handler: Any, used_ids: set[str]) -> dict
     ]
     if params:
         operation["parameters"] = params
+    if method in READ_METHODS and path not in OPEN_PATHS:
+        operation["security"] = [{BEARER: []}, {}]  # needed once a token is configured
+        operation["responses"]["401"] = {"description": "a token is configured: missing or wrong"}
     if method not in READ_METHODS:
         operation["security"] = [{BEARER: []}]
         operation["responses"].update(

@@ -114,7 +114,15 @@ def test_unknown_and_malformed_position_ids_are_404_pages(console):
 def test_with_a_token_configured_fragments_need_it_and_controls_come_with_it(console):
     served, deps = console(api_token=TOKEN)
     pid = opened(deps)
+    # the shells and the static files pass the API's token rule: they carry no data
     assert get(served, "/console")[0] == 200  # the shell asks for the token
+    assert get(served, f"/console/positions/{pid}")[0] == 200
+    assert get(served, "/console/static/console.js")[0] == 200
+    assert get(served, "/console/static/nope.js")[0] == 404
+    status, headers, _ = get(served, "/", {"Accept": "text/html"})
+    assert status == 302 and headers["Location"] == "/console"
+    assert get(served, "/", {"Accept": "application/json"})[0] == 401  # the index is not open
+    assert get(served, "/positions")[0] == 401
     assert get(served, "/console/fragments/book")[0] == 401
     assert get(served, "/console/fragments/system")[0] == 401
     assert get(served, f"/console/fragments/positions/{pid}")[0] == 401
@@ -179,3 +187,14 @@ def test_a_position_opened_after_the_cached_exchange_read_is_not_called_unprotec
     assert status == 200 and f'id="position-{pid}"' in body
     assert "unprotected for" not in body and "checking…" in body
     assert '<span class="big">0</span>' in body  # positions without a stop
+
+
+def test_with_public_reads_the_book_is_read_only_without_the_token(console):
+    served, deps = console(api_token=TOKEN, api_public_reads=True)
+    pid = opened(deps)
+    status, _, body = get(served, "/console")
+    assert status == 200 and f'id="position-{pid}"' in body  # the book in the page itself
+    status, _, body = get(served, "/console/fragments/book")
+    assert status == 200 and "data-action" not in body
+    status, _, body = get(served, "/console/fragments/book", {"Authorization": f"Bearer {TOKEN}"})
+    assert 'data-action="close"' in body

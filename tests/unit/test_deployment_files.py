@@ -83,9 +83,20 @@ def test_api_healthcheck_asks_the_liveness_route_on_the_published_port():
     """The container is healthy when the API answers; /health (the system's) may say 503."""
     api = compose()["services"]["api"]
     assert "http://127.0.0.1:8720/livez" in " ".join(api["healthcheck"]["test"])
-    assert "8720:8720" in api["ports"]
+    assert any(port.endswith(":8720:8720") for port in api["ports"])
     command = api["command"]
     assert command[command.index("--host") + 1] == "0.0.0.0"  # reachable from the host
+
+
+def test_compose_publishes_every_port_on_loopback_unless_told_otherwise():
+    published = [
+        (name, port)
+        for name, service in compose()["services"].items()
+        for port in service.get("ports", [])
+    ]
+    assert {name for name, _ in published} >= {"flower", "api", "sim", "signal-sim"}
+    for name, port in published:
+        assert str(port).startswith("${VIGIL_BIND:-127.0.0.1}:"), (name, port)
 
 
 # --- Compose Specification and operating rules ------------------------------------------------

@@ -19,8 +19,6 @@ endpoints (``POST /halt``, ``/resume``, ``/positions/{id}/close``, ``/close-all`
 from __future__ import annotations
 
 import asyncio
-import hmac
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import redis
 from aiohttp import web
 
+from core.api import doors
 from core.api.console import data, views
 from core.api.health import ExchangeReads, HealthChecker
 from core.clock import Clock
@@ -35,6 +34,11 @@ from core.config import Settings
 from core.db.session import new_session
 
 STATIC = Path(__file__).parent / "static"
+# what the token rule lets a browser read without the token (core/api/doors.py: exact path,
+# or everything under a path ending in /): the page shells, which carry no data when reads
+# need the token, and the script and style. The fragments under /console/fragments/ are the
+# data and stay behind the token.
+PUBLIC_SHELLS = ("/console", "/console/positions/", "/console/static/")
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -77,9 +81,11 @@ def register(app: web.Application, settings: Settings, clock: Clock, health: Hea
     )
     app[CONSOLE] = Console(settings, clock, health, sources)
     app.on_startup.append(_warm_up)
-    app.middlewares.append(browsers_to_console)
+    # before the token rule: a browser asking for / is sent on, whatever the token
+    app.middlewares.insert(0, browsers_to_console)
+    for shell in PUBLIC_SHELLS:
+        doors.allow_without_token(app, shell)
     app.router.add_get("/console", book_page)
-    app.router.add_get("/console/", book_page)
     app.router.add_get("/console/positions/{id}", position_page)
     app.router.add_get("/console/fragments/book", book_fragment)
     app.router.add_get("/console/fragments/system", system_fragment)
@@ -106,17 +112,6 @@ async def browsers_to_console(request: web.Request, handler: Handler) -> web.Str
     return await handler(request)
 
 
-_PUBLIC_PAGE = re.compile(r"^/console(/|/positions/[^/]+|/static/.+)?$")
-
-
-def is_public_page(path: str) -> bool:
-    """The console paths an auth layer must let through without the token: the page shells
-    (which carry no data when reads need the token; the page then asks for it) and the
-    static script and style. The fragments under /console/fragments/ are data: never public.
-    """
-    return bool(_PUBLIC_PAGE.match(path))
-
-
 def _wants_html(request: web.Request) -> bool:
     return "text/html" in request.headers.get("Accept", "")
 
@@ -130,15 +125,14 @@ def _html(body: str, status: int = 200) -> web.Response:
 def token_required(settings: Settings) -> bool:
     """Reads need the token when one is configured and reads were not made public."""
     configured = settings.api_token is not None and bool(settings.api_token.get_secret_value())
-    return configured and not bool(getattr(settings, "api_public_reads", False))
+    return configured and not settings.api_public_reads
 
 
 def has_valid_token(request: web.Request, settings: Settings) -> bool:
+    """The request carries the configured token (the controls are shown only then)."""
     if settings.api_token is None or not settings.api_token.get_secret_value():
         return False
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    expected = settings.api_token.get_secret_value()
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), expected.encode())
+    return doors.bearer_matches(request, settings.api_token.get_secret_value())
 
 
 def _access(request: web.Request) -> tuple[Console, bool] | web.Response:
