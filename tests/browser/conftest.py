@@ -58,8 +58,11 @@ def _unavailable(reason: str) -> None:
     pytest.skip(HOW_TO_ENABLE)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per test module. Not per session: Playwright's sync API keeps an event
+    loop running in the main thread while it is open, and a later test of another module
+    that calls ``asyncio.run`` would find it."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
