@@ -57,6 +57,7 @@ class Console:
     clock: Clock
     health: HealthChecker
     sources: data.BookSources
+    warming: asyncio.Future[None] | None = None  # the start-up read of markets and marks
 
     def queue_depth(self, name: str) -> int | None:
         try:
@@ -96,11 +97,10 @@ def register(app: web.Application, settings: Settings, clock: Clock, health: Hea
 async def _warm_up(app: web.Application) -> None:
     """Read markets and marks in the background at start, so the first page is not the one
     that pays for them; a failure here only means the first page pays after all."""
-    market = app[CONSOLE].sources.market
-    app[WARM_UP] = asyncio.get_running_loop().run_in_executor(None, market.warm)
+    console = app[CONSOLE]
+    console.warming = asyncio.get_running_loop().run_in_executor(None, console.sources.market.warm)
 
 
-WARM_UP = web.AppKey("vigil_console_warm_up", asyncio.Future)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
