@@ -227,16 +227,9 @@ def _summary(data: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def position_fragment(story: PositionStory, now: datetime, controls: bool) -> str:
+def _facts(story: PositionStory, now: datetime) -> str:
+    """The position's facts and the signal that opened it, as a definition list."""
     p, s = story.position, story.signal
-    live = p.status in {x.value for x in NON_TERMINAL}
-    close = ""
-    if controls and live:
-        label = f"Close position {p.id}: {p.exchange} {p.symbol} {p.side} {p.quantity}?"
-        close = (
-            f'<button type="button" class="danger" data-action="close" data-position="{p.id}" '
-            f'data-confirm="{e(label)}">Close this position</button>'
-        )
     signal = "—"
     if s is not None:
         raw = json.dumps(s.raw, default=str)[:400] if s.raw else ""
@@ -258,7 +251,20 @@ def position_fragment(story: PositionStory, now: datetime, controls: bool) -> st
         ("Correlation id", f"<code>{e(p.correlation_id)}</code>"),
         ("Signal", signal),
     ]
-    dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+    return "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+
+
+def position_fragment(story: PositionStory, now: datetime, controls: bool) -> str:
+    p = story.position
+    live = p.status in {x.value for x in NON_TERMINAL}
+    close = ""
+    if controls and live:
+        label = f"Close position {p.id}: {p.exchange} {p.symbol} {p.side} {p.quantity}?"
+        close = (
+            f'<button type="button" class="danger" data-action="close" data-position="{p.id}" '
+            f'data-confirm="{e(label)}">Close this position</button>'
+        )
+    dl = _facts(story, now)
     events = (
         "".join(
             f'<tr class="sev-{e(ev.severity)}"><td>{when(ev.created_at, now)}</td>'
