@@ -376,7 +376,8 @@ def _print_where(console: Console, stack: Stack) -> None:
     ep = stack.endpoints
     assert ep is not None
     console.print(
-        f"Flower {ep.flower_url}  API {ep.api_url}/health  exchange {ep.exchange_url}"
+        f"Console {ep.api_url}/console  Flower {ep.flower_url}  API {ep.api_url}/health"
+        f"  exchange {ep.exchange_url}"
         f" ({stack.settings.paper_dialect} dialect)  logs {ep.logs}"
     )
 
