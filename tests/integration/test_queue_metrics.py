@@ -60,7 +60,17 @@ def test_queue_depth_and_oldest_age_move_when_a_queue_fills(redis_client, celery
     assert scrape(redis_client, clock)[("vigil_queue_depth", "stops")] == 4
 
 
-def test_messages_carry_their_publish_time_and_result_policy(redis_client, celery):
+@pytest.fixture
+def by_hand():
+    """This process as a person's tool (an earlier test may have built the ingest's sender,
+    which marks the process automatic); the mark it had is restored afterwards."""
+    was = publish._automatic
+    publish._automatic = False
+    yield
+    publish._automatic = was
+
+
+def test_messages_carry_their_publish_time_and_result_policy(redis_client, celery, by_hand):
     celery.send_task("vigil.maintenance.ping")  # a person's tool: result kept
     publish.mark_automatic()
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -25,6 +26,7 @@ from core.runtime.embedded import EmbeddedPostgres
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+NOT_SOURCE = (".git", ".venv", ".vigil", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
@@ -35,7 +37,10 @@ def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a fresh virtualenv holding only the built wheel and its dependencies."""
     work = tmp_path_factory.mktemp("wheel")
-    built = _run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-w", str(work)])
+    # built from a copy: setuptools writes build/ and *.egg-info into the tree it builds
+    source = work / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
+    built = _run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-w", str(work)])
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = work.glob("vigil-*.whl")
     env_dir = work / "venv"

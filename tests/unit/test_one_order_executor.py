@@ -21,18 +21,13 @@ MUTATING = frozenset(
     }
 )
 ALLOWED = ("core/exchange/", "core/services/executor.py")
-# not the engine: the tests, the simulator (the venue itself), the benchmarks' drivers
-NOT_PRODUCT = ("tests", "sim", "bench", "alembic", ".venv", "vigil.egg-info")
+# the engine, its tasks and its shell; not the tests, the simulator (the venue itself), the
+# benchmarks' drivers, nor build output such as build/lib (a copy of the code)
+PRODUCT = ("core", "tasks", "shell")
 
 
 def product_files() -> list[Path]:
-    files = []
-    for path in sorted(ROOT.rglob("*.py")):
-        rel = path.relative_to(ROOT)
-        if rel.parts[0] in NOT_PRODUCT or rel.parts[0].startswith("."):
-            continue
-        files.append(path)
-    return files
+    return [path for folder in PRODUCT for path in sorted((ROOT / folder).rglob("*.py"))]
 
 
 def direct_calls(path: Path) -> list[str]:
