@@ -206,6 +206,12 @@ class Settings(BaseSettings):
     price_stream_backoff_max: float = Field(
         30, gt=0, description="Longest wait between two reconnections of an exchange stream, s."
     )
+    price_feed_stale_seconds: float = Field(
+        10,
+        gt=0,
+        description="/health fails price_feed when no mark price arrived for this long, s "
+        "(only while positions are open).",
+    )
 
     # --- aged positions ------------------------------------------------------------------
     aged_max_age_hours: Decimal = Field(Decimal("3"), gt=0)

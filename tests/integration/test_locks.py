@@ -146,3 +146,27 @@ def test_one_holder_may_write_several_times(redis_client, tokens, session):
             fenced_update(s, position.id, held.token, stop_price=Decimal("10"))
             fenced_update(s, position.id, held.token, stop_price=Decimal("9"))
             s.commit()
+
+
+def test_a_lock_replayed_by_a_restarted_redis_is_broken_a_live_one_is_not(tmp_path, tokens):
+    """A lock taken before the server's restart (its release lost) does not block the symbol."""
+    import redis
+
+    from core.runtime.embedded import EmbeddedRedis, free_port
+
+    server = EmbeddedRedis(tmp_path / "redis", free_port(), persist=True)
+    server.start()
+    try:
+        client = redis.Redis.from_url(f"redis://127.0.0.1:{server.port}/0")
+        acquire(client, "binance", "BTCUSDT", token_source=tokens)  # never released
+        client.config_set("appendfsync", "always")
+        client.set("flush", "1")  # the lock is in the append-only file
+        server.kill()
+        server.start()
+        assert client.exists("vigil:lock:binance:BTCUSDT")  # replayed
+        held = acquire(client, "binance", "BTCUSDT", token_source=tokens, blocking_timeout=0.5)
+        assert held.still_held()
+        with pytest.raises(LockNotAcquired):  # a lock of this life still excludes
+            acquire(client, "binance", "BTCUSDT", token_source=tokens, blocking_timeout=0.3)
+    finally:
+        server.stop()
