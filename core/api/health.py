@@ -243,6 +243,8 @@ class HealthChecker:
             open_count, ticks = self._open_positions_and_ticks()
         except SQLAlchemyError as exc:
             return Component(FAIL, {"error": _first_line(exc)})
+        if ticks is None:
+            return Component(NOT_CONFIGURED, {"detail": "no ingest heartbeat recorded"})
         detail: dict[str, Any] = {"open_positions": open_count, "stale_after_seconds": stale_after}
         if ticks:
             age = (self.clock.now() - max(ticks)).total_seconds()
@@ -255,7 +257,8 @@ class HealthChecker:
             return Component(FAIL, {**detail, "error": "the price stream went quiet"})
         return Component(OK, detail)
 
-    def _open_positions_and_ticks(self) -> tuple[int, list[datetime]]:
+    def _open_positions_and_ticks(self) -> tuple[int, list[datetime] | None]:
+        """Open positions, and the ingests' last ticks (None: no ingest ever beat)."""
         live = [s.value for s in INTERMEDIATE] + [PositionStatus.ACTIVE.value]
         row_name = f"ingest:{self.exchange_name}" if self.exchange_name else None
         with new_session() as session:
@@ -268,6 +271,8 @@ class HealthChecker:
                     Heartbeat.component.like("ingest%")
                 )
             ).all()
+        if not rows:
+            return open_count, None
         ticks = []
         for name, info in rows:
             raw = (info or {}).get("last_tick_at")

@@ -19,6 +19,15 @@ from core.ingest.process import Component, components, run_components
 pytestmark = pytest.mark.integration
 
 
+async def until(probe) -> None:
+    """Poll ``probe`` on the event loop until it is true."""
+    for _ in range(500):
+        if probe():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
 def idle(stopped: list[str], name: str) -> Component:
     async def run(stop: asyncio.Event) -> None:
         try:
@@ -46,8 +55,7 @@ def test_a_crashing_component_is_restarted_and_the_others_run_on(clean_db):
                 [idle(stopped, "a"), Component("bad", crash_twice), idle(stopped, "b")], stop
             )
         )
-        while len(lives) < 3:
-            await asyncio.sleep(0.05)
+        await until(lambda: len(lives) >= 3)
         assert stopped == [] and not runner.done()
         stop.set()
         return await runner

@@ -9,6 +9,15 @@ from core.ingest.backoff import Backoff
 from core.ingest.guard import LoopBook, supervise
 
 
+async def until(probe) -> None:
+    """Poll ``probe`` on the event loop until it is true."""
+    for _ in range(500):
+        if probe():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
 def quick() -> Backoff:
     return Backoff(first=0.01, ceiling=0.02)
 
@@ -33,8 +42,7 @@ def test_a_raising_loop_is_restarted_until_the_stop_and_each_restart_is_reported
         guard = asyncio.create_task(
             supervise("flaky", flaky, stop, book=book, backoff=quick(), report=report)
         )
-        while len(lives) < 4:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(lives) >= 4)
         stop.set()
         await asyncio.wait_for(guard, 2)
 
@@ -57,8 +65,7 @@ def test_a_returning_loop_is_restarted_and_a_stopped_one_is_not():
         guard = asyncio.create_task(
             supervise("short", returns, stop, book=LoopBook(), backoff=quick())
         )
-        while len(lives) < 3:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(lives) >= 3)
         stop.set()
         await asyncio.wait_for(guard, 2)
         count = len(lives)
@@ -84,11 +91,9 @@ def test_an_injected_fault_ends_the_running_loop_and_the_guard_starts_it_again()
     async def main() -> None:
         stop = asyncio.Event()
         guard = asyncio.create_task(supervise("w", waits, stop, book=book, backoff=quick()))
-        while not starts:
-            await asyncio.sleep(0.01)
+        await until(lambda: starts)
         assert book.inject_fault("w") and not book.inject_fault("absent")
-        while len(starts) < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: len(starts) >= 2)
         stop.set()
         await asyncio.wait_for(guard, 2)
 
