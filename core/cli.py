@@ -65,7 +65,6 @@ def up(
     VIGIL_REDIS_URL point elsewhere. Ctrl-C stops every process it started.
     """
     from core.runtime.stack import Stack, StackOptions, StartupError
-    from core.runtime.supervisor import tail
 
     settings = settings_or_exit()
     stack = Stack(
@@ -89,12 +88,7 @@ def up(
         with console.status("waiting for a worker to answer"):
             latency = stack.wait_for_worker()
         _print_endpoints(stack, latency)
-        dead = sup.wait()
-        err.print(
-            f"[red]{dead.name} exited (code {dead.proc.returncode if dead.proc else '?'})"
-            f"; stopping. Last lines of {dead.log_path}:[/]\n{tail(dead.log_path)}"
-        )
-        code = 1
+        stack.watch(lambda line: console.print(line, highlight=False))  # until Ctrl-C
     except StartupError as exc:
         err.print(f"[bold red]error:[/] {exc}")
         code = 2

@@ -129,6 +129,7 @@ class HealthChecker:
             "beat": self.beat,
             "ingest": self.ingest,
             "price_feed": self.price_feed,
+            "processes": self.processes,
             "workers": self.workers,
             "unprotected_positions": self.unprotected,
             "interrupted_openings": self.interrupted,
@@ -279,6 +280,22 @@ class HealthChecker:
             if raw and (row_name is None or name == row_name):
                 ticks.append(datetime.fromisoformat(raw))
         return open_count, ticks
+
+    def processes(self) -> Component:
+        """Fails naming each process ``vigil up`` gave up restarting (a crash loop)."""
+        try:
+            with new_session() as session:
+                row = session.get(Heartbeat, "supervisor")
+                info = dict(row.info or {}) if row is not None else None
+        except SQLAlchemyError as exc:
+            return Component(FAIL, {"error": _first_line(exc)})
+        if info is None:
+            return Component(NOT_CONFIGURED, {"detail": "not run by `vigil up`"})
+        detail = {"restarts": info.get("restarts", {})}
+        given_up = info.get("given_up") or []
+        if given_up:
+            return Component(FAIL, {**detail, "crash_loop": given_up, "error": "not restarted"})
+        return Component(OK, detail)
 
     def workers(self) -> Component:
         """A worker answered the broadcast ping, or one ran beat's heartbeat task lately.

@@ -11,6 +11,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from core.config import Settings
 from core.db import migrate
+from core.domain.restarts import RestartPolicy
 from core.runtime.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -34,6 +36,7 @@ from core.runtime.endpoints import (
     normalise_database_url,
 )
 from core.runtime.supervisor import Supervisor
+from core.runtime.watch import StackWatch
 
 ALL_QUEUES = "signals,orders,stops,maintenance"
 
@@ -95,6 +98,15 @@ def _redact(url: str) -> str:
 def host_port(url: str, default_port: int) -> tuple[str, int]:
     parsed = urlparse(url)
     return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+def restart_policy(settings: Settings) -> RestartPolicy:
+    return RestartPolicy(
+        first_delay=min(1.0, settings.process_restart_max_delay),
+        max_delay=settings.process_restart_max_delay,
+        crash_loop_restarts=settings.process_crash_loop_restarts,
+        crash_loop_window=settings.process_crash_loop_minutes * 60,
+    )
 
 
 class Stack:
@@ -165,8 +177,14 @@ class Stack:
     def start_processes(self) -> Supervisor:
         assert self.endpoints is not None
         opts, settings = self.options, self.settings
-        sup = Supervisor(env=self.child_env(), log_dir=self.home / "logs")
+        sup = Supervisor(
+            env=self.child_env(), log_dir=self.home / "logs", policy=restart_policy(settings)
+        )
         self.supervisor = sup
+        if self.postgres is not None:
+            sup.watch_server("postgres", self.postgres)
+        if self.redis is not None:
+            sup.watch_server("redis", self.redis)
         py = [sys.executable, "-m", "core.cli"]
         run_sim = opts.sim if opts.sim is not None else settings.exchange == "paper"
         if run_sim:
@@ -253,6 +271,15 @@ class Stack:
                     raise StartupError(f"no worker answered within {timeout}s: {exc}") from None
             finally:
                 result.forget()
+
+    def watch(self, say: Callable[[str], None]) -> None:
+        """Keep every process alive until Ctrl-C / SIGTERM (``core/runtime/watch.py``)."""
+        assert self.supervisor is not None and self.endpoints is not None
+        watcher = StackWatch(self.supervisor, self.endpoints.database_url, say)
+        try:
+            watcher.run()
+        finally:
+            watcher.close()
 
     def _redis_url(self) -> str:
         assert self.endpoints is not None

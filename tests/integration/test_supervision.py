@@ -1,0 +1,141 @@
+"""`vigil up` supervises: a child that dies is started again, one that keeps dying is given up
+on (named), and a SIGKILLed worker or embedded Redis under a real `vigil up` is back within
+10 s while the rest of the stack keeps running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from sqlalchemy import create_engine, text
+
+from core.domain.restarts import RestartPolicy
+from core.runtime.supervisor import Supervisor
+from tests.integration.test_vigil_up import (  # noqa: F401 - up_env is a fixture
+    processes_of,
+    start_up,
+    up_env,
+    wait_for_line,
+)
+
+pytestmark = pytest.mark.integration
+BACK_WITHIN_SECONDS = 10.0
+
+
+def test_a_dead_child_is_restarted_and_one_that_keeps_dying_is_given_up(tmp_path):
+    policy = RestartPolicy(first_delay=0.05, max_delay=0.1, crash_loop_restarts=3)
+    sup = Supervisor(env=dict(os.environ), log_dir=tmp_path, policy=policy)
+    sleeper = sup.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"])
+    sup.spawn("crasher", [sys.executable, "-c", "raise SystemExit(3)"])
+    try:
+        notes = []
+        deadline = time.monotonic() + 30
+        while "crasher" not in sup.given_up():
+            assert time.monotonic() < deadline, notes
+            notes += sup.supervise_once()
+            time.sleep(0.02)
+        kinds = [(n.kind, n.name) for n in notes]
+        assert kinds.count(("restarted", "crasher")) == 3
+        assert kinds[-1] == ("crash_loop", "crasher") and notes[-1].exit_code == 3
+        assert all(name == "crasher" for _, name in kinds)  # the sleeper was left alone
+
+        first_pid = sleeper.proc.pid
+        os.kill(first_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not (sleeper.running and sleeper.proc.pid != first_pid):
+            assert time.monotonic() < deadline
+            sup.supervise_once()
+            time.sleep(0.02)
+        assert sleeper.life.restarts and sup.given_up() == ["crasher"]
+    finally:
+        sup.stop()
+
+
+def health(url: str) -> dict:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read() or b"{}")
+
+
+def test_sigkill_of_a_worker_and_of_redis_under_vigil_up_is_healed(up_env):  # noqa: F811
+    up_env["VIGIL_EXCHANGE"] = "paper"
+    home = Path(up_env["VIGIL_HOME"]).resolve()
+    redis_port = int(up_env["VIGIL_EMBEDDED_REDIS_PORT"])
+    proc = start_up(up_env)
+    try:
+        wait_for_line(proc, "Ctrl-C stops everything", timeout=180)
+        worker = _main_worker(home)
+        redis_server = _listener(home, redis_port)
+        worker.kill()
+        redis_server.kill()
+        killed = time.monotonic()
+        deadline = killed + BACK_WITHIN_SECONDS
+        while True:
+            new_worker = _main_worker(home, not_pid=worker.pid)
+            new_redis = _listener(home, redis_port, not_pid=redis_server.pid)
+            if new_worker and new_redis:
+                break
+            assert proc.poll() is None, "vigil up stopped"
+            assert time.monotonic() < deadline, "not back within 10 s"
+            time.sleep(0.2)
+        print(f"worker and redis back {time.monotonic() - killed:.1f}s after SIGKILL")
+        wait_for_line(proc, "restarted (restart 1)", timeout=5)
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{up_env['VIGIL_EMBEDDED_PG_PORT']}/vigil"
+        engine = create_engine(url)
+        deadline = time.monotonic() + 30
+        while True:
+            with engine.connect() as conn:
+                restarted = set(
+                    conn.execute(
+                        text("SELECT data->>'process' FROM events WHERE type='process_restarted'")
+                    ).scalars()
+                )
+            if {"worker1", "redis"} <= restarted:
+                break
+            assert time.monotonic() < deadline, restarted
+            time.sleep(0.5)
+        engine.dispose()
+        api = f"http://127.0.0.1:{up_env['VIGIL_API_PORT']}"
+        body = health(api)
+        assert body["components"]["processes"]["restarts"] == {"redis": 1, "worker1": 1}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _main_worker(home: Path, not_pid: int | None = None) -> psutil.Process | None:
+    """worker1's main process (the Celery parent, whose parent is `vigil up`)."""
+    for p in processes_of(home):
+        try:
+            cmd = p.cmdline()
+            if "worker" in cmd and "worker1" in cmd and p.pid != not_pid:
+                if "worker" not in " ".join(p.parent().cmdline()):
+                    return p
+        except psutil.Error:
+            continue
+    return None
+
+
+def _listener(home: Path, port: int, not_pid: int | None = None) -> psutil.Process | None:
+    for p in processes_of(home, {port}):
+        try:
+            listening = {
+                c.laddr.port for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN
+            }
+        except psutil.Error:
+            continue
+        if port in listening and p.pid != not_pid:
+            return p
+    return None
