@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import psutil
 import pytest
@@ -69,29 +68,31 @@ def health(url: str) -> dict:
 
 def test_sigkill_of_a_worker_and_of_redis_under_vigil_up_is_healed(up_env):  # noqa: F811
     up_env["VIGIL_EXCHANGE"] = "paper"
-    home = Path(up_env["VIGIL_HOME"]).resolve()
     redis_port = int(up_env["VIGIL_EMBEDDED_REDIS_PORT"])
+    pg_port = int(up_env["VIGIL_EMBEDDED_PG_PORT"])
     proc = start_up(up_env)
     try:
         wait_for_line(proc, "Ctrl-C stops everything", timeout=180)
-        worker = _main_worker(home)
-        redis_server = _listener(home, redis_port)
-        worker.kill()
-        redis_server.kill()
+        worker = _main_worker(proc.pid)
+        redis_server = _listener(proc.pid, redis_port)
+        postmaster = _listener(proc.pid, pg_port)
+        for victim in (worker, redis_server, postmaster):
+            victim.kill()
         killed = time.monotonic()
         deadline = killed + BACK_WITHIN_SECONDS
         while True:
-            new_worker = _main_worker(home, not_pid=worker.pid)
-            new_redis = _listener(home, redis_port, not_pid=redis_server.pid)
-            if new_worker and new_redis:
+            new_worker = _main_worker(proc.pid, not_pid=worker.pid)
+            new_redis = _listener(proc.pid, redis_port, not_pid=redis_server.pid)
+            new_pg = _listener(proc.pid, pg_port, not_pid=postmaster.pid)
+            if new_worker and new_redis and new_pg:
                 break
             assert proc.poll() is None, "vigil up stopped"
             assert time.monotonic() < deadline, "not back within 10 s"
             time.sleep(0.2)
-        print(f"worker and redis back {time.monotonic() - killed:.1f}s after SIGKILL")
+        print(f"worker, redis and postgres back {time.monotonic() - killed:.1f}s after SIGKILL")
         wait_for_line(proc, "restarted (restart 1)", timeout=5)
         url = f"postgresql+psycopg2://postgres@127.0.0.1:{up_env['VIGIL_EMBEDDED_PG_PORT']}/vigil"
-        engine = create_engine(url)
+        engine = create_engine(url, pool_pre_ping=True)
         deadline = time.monotonic() + 30
         while True:
             with engine.connect() as conn:
@@ -100,14 +101,18 @@ def test_sigkill_of_a_worker_and_of_redis_under_vigil_up_is_healed(up_env):  # n
                         text("SELECT data->>'process' FROM events WHERE type='process_restarted'")
                     ).scalars()
                 )
-            if {"worker1", "redis"} <= restarted:
+            if {"worker1", "redis", "postgres"} <= restarted:
                 break
             assert time.monotonic() < deadline, restarted
             time.sleep(0.5)
         engine.dispose()
         api = f"http://127.0.0.1:{up_env['VIGIL_API_PORT']}"
         body = health(api)
-        assert body["components"]["processes"]["restarts"] == {"redis": 1, "worker1": 1}
+        assert body["components"]["processes"]["restarts"] == {
+            "postgres": 1,
+            "redis": 1,
+            "worker1": 1,
+        }
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
     finally:
@@ -115,21 +120,28 @@ def test_sigkill_of_a_worker_and_of_redis_under_vigil_up_is_healed(up_env):  # n
             proc.kill()
 
 
-def _main_worker(home: Path, not_pid: int | None = None) -> psutil.Process | None:
-    """worker1's main process (the Celery parent, whose parent is `vigil up`)."""
-    for p in processes_of(home):
+def _descendants(up_pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(up_pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _main_worker(up_pid: int, not_pid: int | None = None) -> psutil.Process | None:
+    """worker1's main process (the Celery parent, a direct child of `vigil up`)."""
+    for p in psutil.Process(up_pid).children():
         try:
             cmd = p.cmdline()
-            if "worker" in cmd and "worker1" in cmd and p.pid != not_pid:
-                if "worker" not in " ".join(p.parent().cmdline()):
+            if "worker" in cmd and "worker1" in cmd and p.pid != not_pid and p.is_running():
+                if p.status() != psutil.STATUS_ZOMBIE:
                     return p
         except psutil.Error:
             continue
     return None
 
 
-def _listener(home: Path, port: int, not_pid: int | None = None) -> psutil.Process | None:
-    for p in processes_of(home, {port}):
+def _listener(up_pid: int, port: int, not_pid: int | None = None) -> psutil.Process | None:
+    for p in _descendants(up_pid):
         try:
             listening = {
                 c.laddr.port for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN
