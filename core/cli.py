@@ -80,7 +80,7 @@ def up(
     code = 0
     try:
         with console.status("starting storage"):
-            stack.start_storage()
+            stack.start_storage(say=lambda line: console.print(line, highlight=False))
         with console.status("applying migrations"):
             stack.migrate()
         sup = stack.start_processes()

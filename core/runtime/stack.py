@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from core.runtime.endpoints import (
     embedded_redis_url,
     normalise_database_url,
 )
+from core.runtime.leftovers import HomeBusy, HomeLock, forget_pids, record_pid, stop_leftovers
 from core.runtime.supervisor import Supervisor
 from core.runtime.watch import StackWatch
 
@@ -120,11 +122,20 @@ class Stack:
         self.redis: EmbeddedRedis | None = None
         self.supervisor: Supervisor | None = None
         self.endpoints: Endpoints | None = None
+        self._home_lock: HomeLock | None = None
 
     # --- storage ---------------------------------------------------------------------------
 
-    def start_storage(self) -> Endpoints:
+    def start_storage(self, say: Callable[[str], None] = lambda _: None) -> Endpoints:
+        """Start (or check) storage; first claim the home and stop an earlier life's leftovers."""
         self.home.mkdir(parents=True, exist_ok=True)
+        lock = HomeLock(self.home)
+        try:
+            lock.acquire()
+        except HomeBusy as exc:
+            raise StartupError(str(exc)) from None
+        self._home_lock = lock
+        stop_leftovers(self.home, say)
         try:
             if self.settings.database_url:
                 db_url = normalise_database_url(self.settings.database_url)
@@ -133,6 +144,7 @@ class Stack:
                     self.home / "postgres" / "data", self.settings.embedded_pg_port
                 )
                 self.postgres.start()
+                self._remember("postgres", self.postgres.proc)
                 db_url = embedded_database_url(self.settings.embedded_pg_port)
             check_database(db_url)
             if self.settings.redis_url:
@@ -140,6 +152,7 @@ class Stack:
             else:
                 self.redis = EmbeddedRedis(self.home / "redis", self.settings.embedded_redis_port)
                 self.redis.start()
+                self._remember("redis", self.redis.proc)
                 redis_url = embedded_redis_url(self.settings.embedded_redis_port)
             check_redis(redis_url)
         except EmbeddedServerError as exc:
@@ -150,6 +163,10 @@ class Stack:
             raise
         self.endpoints = Endpoints(db_url, redis_url, logs=self.home / "logs")
         return self.endpoints
+
+    def _remember(self, name: str, proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None:
+            record_pid(self.home, name, proc.pid)
 
     def migrate(self) -> None:
         assert self.endpoints is not None
@@ -178,7 +195,10 @@ class Stack:
         assert self.endpoints is not None
         opts, settings = self.options, self.settings
         sup = Supervisor(
-            env=self.child_env(), log_dir=self.home / "logs", policy=restart_policy(settings)
+            env=self.child_env(),
+            log_dir=self.home / "logs",
+            policy=restart_policy(settings),
+            on_started=lambda name, pid: record_pid(self.home, name, pid),
         )
         self.supervisor = sup
         if self.postgres is not None:
@@ -290,3 +310,7 @@ class Stack:
             self.supervisor.stop()
             self.supervisor = None
         self.stop_storage()
+        if self._home_lock is not None:
+            forget_pids(self.home)
+            self._home_lock.release()
+            self._home_lock = None

@@ -94,6 +94,7 @@ class Supervisor:
     stop_callbacks: list[Callable[[], None]] = field(default_factory=list)
     servers: list[WatchedServer] = field(default_factory=list)
     policy: RestartPolicy = field(default_factory=RestartPolicy)
+    on_started: Callable[[str, int], None] | None = None  # (name, pid) of each start
     _stopping: bool = False
 
     def spawn(self, name: str, argv: list[str], stop_signal: int = signal.SIGTERM) -> Child:
@@ -114,6 +115,11 @@ class Supervisor:
             start_new_session=True,
         )
         log.close()
+        self._started(child.name, child.proc)
+
+    def _started(self, name: str, proc: subprocess.Popen[bytes] | None) -> None:
+        if self.on_started is not None and proc is not None:
+            self.on_started(name, proc.pid)
 
     def watch_server(self, name: str, server: Any) -> None:
         """Restart the embedded ``server`` too when it dies (it is stopped by its owner)."""
@@ -161,6 +167,7 @@ class Supervisor:
                 _kill_group_of(unit.proc)
                 unit.server.proc = None
                 unit.server.start()
+                self._started(unit.name, unit.proc)
         except Exception as exc:  # noqa: BLE001 - a failed start counts as a death
             return Note("restart_failed", unit.name, restarts=len(life.restarts), error=str(exc))
         return Note("restarted", unit.name, life.last_exit, len(life.restarts))

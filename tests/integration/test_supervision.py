@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -19,6 +20,7 @@ from sqlalchemy import create_engine, text
 from core.domain.restarts import RestartPolicy
 from core.runtime.supervisor import Supervisor
 from tests.integration.test_vigil_up import (  # noqa: F401 - up_env is a fixture
+    ports_of,
     processes_of,
     start_up,
     up_env,
@@ -151,3 +153,40 @@ def _listener(up_pid: int, port: int, not_pid: int | None = None) -> psutil.Proc
         if port in listening and p.pid != not_pid:
             return p
     return None
+
+
+def test_after_kill_9_of_vigil_up_the_next_one_starts_and_two_at_once_are_refused(
+    up_env,  # noqa: F811
+):
+    home = Path(up_env["VIGIL_HOME"]).resolve()
+    first = start_up(up_env)
+    try:
+        wait_for_line(first, "Ctrl-C stops everything", timeout=180)
+        second = start_up(up_env)
+        out, _ = second.communicate(timeout=60)
+        assert second.returncode == 2
+        said = out.replace("\n", "")  # the console wraps long lines
+        assert f"another `vigil up` (pid {first.pid}) runs on VIGIL_HOME={home}" in said, out
+        orphans = {p.pid for p in psutil.Process(first.pid).children()}
+        first.kill()  # kill -9: its children and embedded servers are orphaned
+        first.wait(10)
+        assert orphans and all(psutil.pid_exists(pid) for pid in orphans)
+
+        again = start_up(up_env)
+        out = wait_for_line(again, "Ctrl-C stops everything", timeout=180)
+        assert "left running by an earlier vigil up" in out
+        assert not any(_alive(pid) for pid in orphans), "an orphan of the first life survived"
+        again.send_signal(signal.SIGINT)
+        assert again.wait(60) == 0
+    finally:
+        for proc in (first,):
+            if proc.poll() is None:
+                proc.kill()
+    assert processes_of(home, ports_of(up_env)) == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
