@@ -97,6 +97,18 @@ def _redact(url: str) -> str:
     return url
 
 
+def _paper_exchange_answers(url: str) -> bool:
+    """A paper exchange (its admin API) answers at ``url``."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/_sim/state", timeout=3) as response:  # noqa: S310
+            return "wallet" in json.loads(response.read())
+    except (OSError, ValueError):
+        return False
+
+
 def host_port(url: str, default_port: int) -> tuple[str, int]:
     parsed = urlparse(url)
     return parsed.hostname or "127.0.0.1", parsed.port or default_port
@@ -123,6 +135,7 @@ class Stack:
         self.supervisor: Supervisor | None = None
         self.endpoints: Endpoints | None = None
         self._home_lock: HomeLock | None = None
+        self.reused_exchange = False  # a paper exchange was already answering
 
     # --- storage ---------------------------------------------------------------------------
 
@@ -208,13 +221,7 @@ class Stack:
         py = [sys.executable, "-m", "core.cli"]
         run_sim = opts.sim if opts.sim is not None else settings.exchange == "paper"
         if run_sim:
-            host, port = host_port(settings.exchange_url, 8710)
-            if port_in_use(port, host):
-                raise StartupError(
-                    f"port {port} for the paper exchange is in use; set VIGIL_EXCHANGE_URL"
-                )
-            sup.spawn("sim", [*py, "sim", "--host", host, "--port", str(port), *opts.sim_args])
-            self.endpoints.exchange_url = settings.exchange_url
+            self._start_paper_exchange(sup, py)
         for i in range(1, opts.workers + 1):
             sup.spawn(
                 f"worker{i}",
@@ -237,6 +244,29 @@ class Stack:
             sup.spawn("api", [*py, "api"])
             self.endpoints.api_url = f"http://127.0.0.1:{settings.api_port}"
         return sup
+
+    def _start_paper_exchange(self, sup: Supervisor, py: list[str]) -> None:
+        """Start the paper exchange (with VIGIL_API_KEY/SECRET, its account under VIGIL_HOME),
+        or use the one already answering at VIGIL_EXCHANGE_URL.
+
+        Its child inherits VIGIL_API_KEY / VIGIL_API_SECRET through the environment (never
+        the command line), so the engine's signed calls are accepted whatever the keys are.
+        A port held by something that is not a paper exchange stops the start, as before.
+        """
+        assert self.endpoints is not None
+        settings = self.settings
+        host, port = host_port(settings.exchange_url, 8710)
+        self.endpoints.exchange_url = settings.exchange_url
+        if port_in_use(port, host):
+            if _paper_exchange_answers(settings.exchange_url):
+                self.reused_exchange = True
+                return
+            raise StartupError(
+                f"port {port} for the paper exchange is in use; set VIGIL_EXCHANGE_URL"
+            )
+        state = self.home / "paper-exchange" / f"{settings.paper_dialect}.account"
+        argv = [*py, "sim", "--host", host, "--port", str(port), "--state", str(state)]
+        sup.spawn("sim", [*argv, *self.options.sim_args])
 
     def _start_signal_path(self, sup: Supervisor, py: list[str]) -> None:
         """The signal source simulator (``--with-signal-sim``) and the ingest reading signals.
