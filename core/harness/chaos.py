@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +41,7 @@ from core.db.models import Event, Heartbeat, Position, Signal, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE
 from core.exchange.errors import ExchangeFailure
+from core.harness.chaos_process import PROCESS_FAULT_KINDS, inject_process_fault
 from core.harness.demo import (
     DEMO_SETTINGS,
     EXCHANGES,
@@ -93,6 +94,7 @@ FAULT_KINDS = (
     "close_by_hand",
     "open_by_hand",
     "stop_cancelled_by_hand",
+    *PROCESS_FAULT_KINDS,
 )
 # ``/_sim/fault`` endpoint names are the venue's paths: Binance places entries on ``order``
 # and stops on ``algoOrder``; Bybit places both on ``order/create`` (a stop is a
@@ -117,11 +119,16 @@ class ChaosResult:
     duration: float
     seed: int
     exchange: str = "binance"  # the paper exchange's dialect
+    # per stack_kill: positions, stops and trailing state came back as they were
+    stack_kill_intact: list[bool] = field(default_factory=list)
 
     @property
     def violations(self) -> int:
         return (
-            len(self.invariants.violations) + self.signals_without_outcome + self.secrets_in_events
+            len(self.invariants.violations)
+            + self.signals_without_outcome
+            + self.secrets_in_events
+            + self.stack_kill_intact.count(False)
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -144,6 +151,7 @@ class ChaosResult:
             "signals_without_outcome": self.signals_without_outcome,
             "secrets_in_events": self.secrets_in_events,
             "invariant_violations": [v.as_dict() for v in self.invariants.violations],
+            "stack_kill_intact": self.stack_kill_intact,
             "violations": self.violations,
         }
 
@@ -190,6 +198,7 @@ class Chaos:
         self.recovery: dict[str, list[float]] = {}
         self.interfered: set[str] = set()
         self._threads: list[threading.Thread] = []
+        self.stack_kill_intact: list[bool] = []  # per stack_kill: everything came back
 
     def endpoint(self, role: str) -> str:
         """The ``/_sim/fault`` endpoint that carries ``role`` ("order" or "stop") here."""
@@ -272,7 +281,10 @@ class Chaos:
 
     def inject(self, kind: str) -> None:
         try:
-            getattr(self, f"_{kind}")()
+            if kind in PROCESS_FAULT_KINDS:
+                inject_process_fault(self, kind)
+            else:
+                getattr(self, f"_{kind}")()
         except ExchangeFailure as exc:
             # an act "by hand" can meet a fault injected just before, as a human would
             self.say(f"{kind} not done: the exchange refused it ({type(exc).__name__})")
@@ -599,7 +611,11 @@ def run_chaos(
         )
         signal_admin = sup.env["VIGIL_SIGNAL_URL"].replace("ws://", "http://").rsplit("/ws", 1)[0]
         system = DemoSystem(stack, settings, settings.exchange_url, signal_admin, deps)
-        return _drive(Chaos(system, stack, seed, say), duration, seed, kinds, say)
+        chaos = Chaos(system, stack, seed, say)
+        try:
+            return _drive(chaos, duration, seed, kinds, say)
+        finally:
+            stack = chaos.stack  # a stack_kill fault replaces it
     finally:
         stack.stop()
 
@@ -656,6 +672,7 @@ def _drive(
         duration=duration,
         seed=seed,
         exchange=system.venue,
+        stack_kill_intact=chaos.stack_kill_intact,
     )
 
 
@@ -706,6 +723,11 @@ def print_result(console: Console, result: ChaosResult) -> None:
         )
     for kind, times in sorted(result.recovery.items()):
         table.add_row(f"recovery after {kind}", ", ".join(f"{t:.1f}s" for t in times))
+    if result.stack_kill_intact:
+        table.add_row(
+            "intact after stack_kill",
+            ", ".join("yes" if ok else "NO" for ok in result.stack_kill_intact),
+        )
     table.add_row(
         "retries/redeliveries (events)",
         ", ".join(f"{k} {v}" for k, v in sorted(result.redeliveries.items())) or "0",
