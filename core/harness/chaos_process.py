@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from core.db.models import Event, Position, TrailingStop
 from core.db.session import unit_of_work
+from core.runtime.leftovers import is_alive
 from core.runtime.stack import Stack
 
 if TYPE_CHECKING:
@@ -105,8 +106,11 @@ def ingest_loop_fault(chaos: Chaos) -> None:
 
 def stack_kill(chaos: Chaos) -> None:
     old = chaos.stack
-    before = (_database_book(), _exchange_book(chaos))
     started = time.monotonic()
+    # the processes that act die first; what they left is what must come back, so it is
+    # read (in the few ms) before the exchange and the storage die with them
+    _kill_actors(old)
+    before = (_database_book(), _exchange_book(chaos))
     _kill_everything(old)
     chaos.say("SIGKILL of every process of the stack; starting it again on the same home")
     new = Stack(old.settings, old.options)
@@ -185,6 +189,18 @@ def _compare(chaos: Chaos, before: tuple[Any, Any], after: tuple[Any, Any]) -> N
     else:
         chaos.say(f"stack_kill: {counts}; all intact across the restart")
     chaos.stack_kill_intact.append(not changed)
+
+
+def _kill_actors(stack: Stack) -> None:
+    """SIGKILL every child but the paper exchange, and wait until they are gone."""
+    assert stack.supervisor is not None
+    actors = [c.proc for c in stack.supervisor.children if c.name != "sim" and c.proc]
+    for proc in actors:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(is_alive(p.pid) for p in actors):
+        time.sleep(0.02)
 
 
 def _kill_everything(stack: Stack) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import urllib.error
@@ -70,6 +71,8 @@ def health(url: str) -> dict:
 
 def test_sigkill_of_a_worker_and_of_redis_under_vigil_up_is_healed(up_env):  # noqa: F811
     up_env["VIGIL_EXCHANGE"] = "paper"
+    up_env["VIGIL_API_KEY"] = "own-key-3b8c"  # the paper exchange must accept these
+    up_env["VIGIL_API_SECRET"] = "own-secret-5d1e"
     redis_port = int(up_env["VIGIL_EMBEDDED_REDIS_PORT"])
     pg_port = int(up_env["VIGIL_EMBEDDED_PG_PORT"])
     proc = start_up(up_env)
@@ -110,6 +113,7 @@ def test_sigkill_of_a_worker_and_of_redis_under_vigil_up_is_healed(up_env):  # n
         engine.dispose()
         api = f"http://127.0.0.1:{up_env['VIGIL_API_PORT']}"
         body = health(api)
+        assert body["components"]["exchange"]["status"] == "ok", body  # signed calls pass
         assert body["components"]["processes"]["restarts"] == {
             "postgres": 1,
             "redis": 1,
@@ -189,4 +193,48 @@ def _alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
+        return False
+
+
+def test_up_uses_a_paper_exchange_already_answering_at_the_exchange_url(up_env):  # noqa: F811
+    up_env.update(VIGIL_EXCHANGE="paper", VIGIL_API_KEY="k-41", VIGIL_API_SECRET="s-41")
+    port = up_env["VIGIL_EXCHANGE_URL"].rsplit(":", 1)[1]
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "sim", "--port", port, "--memory-only"],
+        env=up_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    proc = None
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(up_env["VIGIL_EXCHANGE_URL"]):
+            assert time.monotonic() < deadline and sim.poll() is None
+            time.sleep(0.2)
+        proc = start_up(up_env)
+        out = wait_for_line(proc, "Ctrl-C stops everything", timeout=180)
+        assert "Paper exchange" in out
+        assert all("sim" not in c.cmdline() for c in psutil.Process(proc.pid).children())
+        api = f"http://127.0.0.1:{up_env['VIGIL_API_PORT']}"
+        deadline = time.monotonic() + 30
+        while (found := health(api).get("components", {}).get("exchange", {})).get(
+            "status"
+        ) != "ok":
+            assert time.monotonic() < deadline, found
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert sim.poll() is None  # not ours to stop
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        sim.kill()
+        sim.wait(10)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_sim/state", timeout=2):
+            return True
+    except OSError:
         return False
