@@ -187,3 +187,27 @@ def test_a_fault_in_the_mark_price_loop_restarts_it_and_the_heartbeat_shows_it(
     with unit_of_work() as s:
         [event] = s.scalars(select(Event).where(Event.type == "loop_restarted")).all()
     assert event.data["loop"] == "mark_prices" and "InjectedFault" in event.data["error"]
+
+
+def price_feed_status() -> str:
+    from core.api.health import HealthChecker
+
+    settings = load_settings(price_feed_stale_seconds=10)
+    checker = HealthChecker(settings, SYSTEM_CLOCK, lambda: None, None, None, exchange_name=EX)
+    return checker.price_feed().status
+
+
+def test_a_quiet_price_stream_fails_price_feed_within_15s_and_recovers(sim, own_redis, processes):
+    sim.set_price("BTCUSDT", "60000")
+    with unit_of_work() as s:
+        create_position(s, NewPosition(EX, "BTCUSDT", "long"))  # open: the feed matters
+    ingest = processes("ingest")
+    wait_for(lambda: price_feed_status() == "ok", what="a fresh price feed")
+    os.kill(ingest.pid, signal.SIGSTOP)  # the stream goes quiet (a hung process)
+    try:
+        quiet = time.monotonic()
+        wait_for(lambda: price_feed_status() == "fail", timeout=15, what="price_feed failing")
+        print(f"price_feed failed {time.monotonic() - quiet:.1f}s after the stream went quiet")
+    finally:
+        os.kill(ingest.pid, signal.SIGCONT)
+    wait_for(lambda: price_feed_status() == "ok", what="price_feed ok again")
