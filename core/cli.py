@@ -88,6 +88,7 @@ def up(
         with console.status("waiting for a worker to answer"):
             latency = stack.wait_for_worker()
         _print_endpoints(stack, latency)
+        _watch_halts(stack)
         stack.watch(lambda line: console.print(line, highlight=False))  # until Ctrl-C
     except StartupError as exc:
         err.print(f"[bold red]error:[/] {exc}")
@@ -99,6 +100,17 @@ def up(
     if code == 0:
         console.print("stopped; nothing left running")
     raise typer.Exit(code)
+
+
+def _watch_halts(stack: object) -> None:
+    """Print the halt state now and each time it changes (`vigil halt`, a refused key)."""
+    from core.db import session as db_session
+    from core.runtime.halt_watch import HaltWatch
+    from core.runtime.stack import Stack
+
+    assert isinstance(stack, Stack) and stack.endpoints is not None
+    db_session.configure(stack.endpoints.database_url)
+    HaltWatch(lambda line: console.print(line, highlight=False)).start()
 
 
 def _print_endpoints(stack: object, latency: float) -> None:
@@ -433,6 +445,10 @@ def db_current() -> None:
 from core.cli_ops import register as _register_operator_commands  # noqa: E402
 
 _register_operator_commands(app)
+
+from core.cli_control import register as _register_control_commands  # noqa: E402
+
+_register_control_commands(app)
 
 
 def main() -> None:

@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     entry_fill_timeout: float = Field(10, gt=0, description="Wait for a market entry fill, s.")
     stop_place_attempts: int = Field(3, ge=1, description="Tries before an entry is rolled back.")
     openings_pause_seconds: int = Field(300, ge=1, description="Pause after insufficient funds.")
+    venue_outage_pause_seconds: float = Field(
+        300,
+        gt=0,
+        description="Openings pause once the venue has answered 503 / 10016 this long.",
+    )
 
     # --- trailing stop -------------------------------------------------------------------
     trailing_activation_percent: Decimal = Field(Decimal("1.5"), gt=0)

@@ -154,6 +154,12 @@ class EventType(StrEnum):
     PROCESS_CRASH_LOOP = "process_crash_loop"
     LOOP_RESTARTED = "loop_restarted"
 
+    # operator control (core/services/halts.py): a halt stops new openings, nothing else
+    HALTED = "halted"
+    RESUMED = "resumed"
+    # a venue in maintenance (or answering 503 for too long) paused openings; it answers again
+    OPENINGS_RESUMED = "openings_resumed"
+
     # alert delivery (core/services/alerts.py); never critical, or a failing channel would
     # page about itself forever
     ALERT_SENT = "alert_sent"
@@ -173,6 +179,8 @@ ALERTING: frozenset[EventType] = frozenset(
         EventType.INSUFFICIENT_FUNDS,
         EventType.CRITICAL_ERROR,
         EventType.PROCESS_CRASH_LOOP,
+        EventType.HALTED,
+        EventType.RESUMED,
     }
 )
 

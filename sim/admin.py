@@ -191,8 +191,27 @@ async def list_faults(request: web.Request, state: SimState) -> Any:
     return {"faults": state.faults.describe()}
 
 
+def key_pair(body: dict[str, Any]) -> tuple[str, str]:
+    """``{"api_key", "api_secret"}``: two non-empty strings."""
+    pair = body.get("api_key"), body.get("api_secret")
+    for name, value in zip(("api_key", "api_secret"), pair, strict=True):
+        if not isinstance(value, str) or not value:
+            raise errors.missing(name)
+    return str(pair[0]), str(pair[1])
+
+
+async def set_keys(request: web.Request, state: SimState) -> Any:
+    """Replace the accepted key pair: the old key is revoked at once (-2015 from now on)."""
+    key, secret = key_pair(await _body(request))
+    state.auth.replace(key, secret)
+    state.options.api_key = key
+    return {"api_key": key}
+
+
 async def reset(request: web.Request, state: SimState) -> Any:
     body = await _body(request)
+    state.auth.restore()
+    state.options.api_key = state.auth.api_key
     seed = body.get("seed")
     if seed is not None and not isinstance(seed, int):
         raise errors.illegal("seed")
@@ -323,6 +342,7 @@ ADMIN_ROUTES = (
     ("GET", "/_sim/fault", list_faults),
     ("POST", "/_sim/reset", reset),
     ("POST", "/_sim/config", configure),
+    ("POST", "/_sim/keys", set_keys),
     ("GET", "/_sim/state", get_state),
     ("GET", "/_sim/snapshot", snapshot),
     ("GET", "/_sim/requests", get_requests),

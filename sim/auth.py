@@ -40,8 +40,22 @@ class Authenticator:
     """Checks API key and signature against one configured key pair."""
 
     def __init__(self, api_key: str, api_secret: str) -> None:
+        self._initial = (api_key, api_secret)
+        self.replace(api_key, api_secret)
+
+    @property
+    def api_key(self) -> str:
+        return self._api_key
+
+    def replace(self, api_key: str, api_secret: str) -> None:
+        """Accept this key pair from now on (``POST /_sim/keys``): the old one is revoked,
+        so a client still using it gets the venue's real refusal."""
         self._api_key = api_key
         self._secret = api_secret.encode()
+
+    def restore(self) -> None:
+        """Back to the key pair the simulator was started with (``POST /_sim/reset``)."""
+        self.replace(*self._initial)
 
     def check_key(self, header_key: str | None) -> None:
         if not header_key:

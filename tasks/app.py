@@ -39,6 +39,7 @@ TASK_MODULES = [
     "tasks.orphans",
     "tasks.guardians",
     "tasks.signals",
+    "tasks.control",
 ]
 
 

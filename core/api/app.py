@@ -104,6 +104,9 @@ def create_app(
     app.router.add_get("/events", events_route)
     app.router.add_get("/tasks", tasks_route)
     app.router.add_post("/tasks/{name}", trigger_route)
+    from core.api import control  # halt, resume, close by hand; imports this module
+
+    control.register(app, deps_factory)
     return app
 
 

@@ -8,6 +8,9 @@ trading engine must never sit in quietly.
 The exchange is read once per ``health_cache_seconds`` (all open orders, two calls) and the
 read is shared with ``/metrics``, so a tight poller cannot eat the venue's rate limit.
 Components are checked concurrently, each under ``health_check_timeout``.
+
+``halted`` (with ``halts``, who/when/why) says whether new openings are stopped
+(core/services/halts.py). A halt is a decision, not a fault: it never makes the answer 503.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from core.domain.positions import INTERMEDIATE, PositionStatus
 from core.events import EventType, Severity, record
 from core.exchange.errors import ExchangeFailure
 from core.logging import redact
+from core.services import halts
 from core.services.deps import Deps
 from core.services.invariants import find_unprotected, load_open_rows
 
@@ -59,6 +63,8 @@ class Component:
 class HealthReport:
     checked_at: datetime
     components: dict[str, Component]
+    # halts in force (core/services/halts.py): shown, never a failure; None if unreadable
+    halts: list[dict[str, Any]] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -68,6 +74,8 @@ class HealthReport:
         return {
             "status": OK if self.healthy else FAIL,
             "checked_at": self.checked_at.isoformat(),
+            "halted": None if self.halts is None else bool(self.halts),
+            "halts": self.halts,
             "components": {
                 name: {"status": c.status, **c.detail} for name, c in self.components.items()
             },
@@ -135,9 +143,20 @@ class HealthChecker:
             "interrupted_openings": self.interrupted,
         }
         results = await asyncio.gather(*(self._run(name, fn) for name, fn in checks.items()))
-        report = HealthReport(self.clock.now(), dict(zip(checks, results, strict=True)))
+        report = HealthReport(
+            self.clock.now(),
+            dict(zip(checks, results, strict=True)),
+            await asyncio.to_thread(self._halts),
+        )
         await asyncio.to_thread(self._record_change, report)
         return report
+
+    def _halts(self) -> list[dict[str, Any]] | None:
+        """The halts in force; None when the database cannot say (its component fails)."""
+        try:
+            return [h.as_dict() for h in halts.current()]
+        except SQLAlchemyError:
+            return None
 
     def _record_change(self, report: HealthReport) -> None:
         """One ``health_check_failed`` event when the set of failing components changes.

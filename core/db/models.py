@@ -353,3 +353,34 @@ class Heartbeat(Base):
     component: Mapped[str] = mapped_column(String(80), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     info: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+HALT_SOURCES = ("operator", "auth", "maintenance")
+
+
+class Halt(Base):
+    """A stop on new openings (migration 0008; core/services/halts.py).
+
+    In force while ``resumed_at`` is NULL; ``scope`` is a venue name or ``*`` for all.
+    """
+
+    __tablename__ = "halts"
+    __table_args__ = (
+        CheckConstraint(_in("source", HALT_SOURCES), name="ck_halts_source"),
+        Index(
+            "uq_halts_in_force",
+            "source",
+            "scope",
+            unique=True,
+            postgresql_where=text("resumed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(20), default="*", server_default="*")
+    source: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    halted_by: Mapped[str] = mapped_column(String(120))
+    halted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    resumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resumed_by: Mapped[str | None] = mapped_column(String(120))

@@ -36,6 +36,19 @@ class RateLimited(Retryable):
     """The venue asked us to slow down (429 / -1003 / Bybit 10006, 10018, HTTP 403)."""
 
 
+class VenueUnavailable(Retryable):
+    """The venue is not serving (HTTP 503, Bybit 10016): reads fail until it is back.
+
+    Retried like any Retryable; if it lasts ``VIGIL_VENUE_OUTAGE_PAUSE_SECONDS`` openings pause
+    until the venue answers again (core/services/venue_watch.py).
+    """
+
+
+class VenueMaintenance(VenueUnavailable):
+    """The venue says it is in maintenance (ccxt ``OnMaintenance``): openings pause at once
+    and resume when it answers again; open positions keep their stops on the venue."""
+
+
 class OutcomeUnknown(Retryable):
     """A mutating call whose answer was lost: the order may or may not exist.
 
@@ -75,7 +88,11 @@ class ReduceOnlyRejected(Permanent):
 
 
 class AuthenticationFailed(Permanent):
-    """Bad key, signature or permissions: no call will work until fixed."""
+    """Bad key, signature or permissions: no call will work until fixed.
+
+    The engine halts new openings with a critical alert (core/services/venue_watch.py); the
+    operator replaces the key and runs ``vigil resume``.
+    """
 
 
 class OrderRejected(Permanent):
@@ -116,8 +133,9 @@ _BY_CODE: dict[int, type[ExchangeFailure]] = {
     10007: AuthenticationFailed,
     10009: AuthenticationFailed,  # IP banned
     10010: AuthenticationFailed,  # request IP not whitelisted for the key
-    10016: Retryable,  # internal error / service restarting
+    10016: VenueUnavailable,  # internal error / service restarting (maintenance windows)
     10018: RateLimited,  # IP rate limit
+    33004: AuthenticationFailed,  # API key expired
     10001: OrderRejected,  # generic parameter error; refined by message below
     110001: OrderNotFound,  # order not exists or too late to cancel
     110004: InsufficientFunds,
@@ -185,11 +203,15 @@ def classify(exc: BaseException, *, mutating: bool = False) -> ExchangeFailure:
             if pattern.search(message):
                 cls = refined
                 break
-        if cls is Retryable and mutating and code in _UNKNOWN_IF_MUTATING:
+        if issubclass(cls, Retryable) and mutating and code in _UNKNOWN_IF_MUTATING:
             cls = OutcomeUnknown
         return cls(message, code=code)
     if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
         return RateLimited(message, code=code)
+    if isinstance(exc, ccxt.ExchangeNotAvailable) and not mutating:
+        # HTTP 503 / maintenance on a read; on a create or cancel it stays an unknown outcome
+        unavailable = VenueMaintenance if isinstance(exc, ccxt.OnMaintenance) else VenueUnavailable
+        return unavailable(message, code=code)
     if isinstance(exc, ccxt.NetworkError):
         # timeouts, resets, ExchangeNotAvailable, OnMaintenance: a create may have landed
         return (OutcomeUnknown if mutating else Retryable)(message, code=code)

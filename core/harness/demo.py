@@ -40,6 +40,7 @@ from core.domain.positions import NON_TERMINAL
 from core.harness.protection_monitor import MonitorReport, ProtectionMonitor
 from core.harness.run_report import RunFigures, collect
 from core.runtime.embedded import free_port
+from core.runtime.halt_watch import openings_line
 from core.runtime.stack import Stack, StackOptions
 from core.services.deps import Deps, build_adapter
 
@@ -264,6 +265,7 @@ def _progress(
         ", ".join(f"{k} {v}" for k, v in sorted(figures.positions_by_status.items())) or "-",
     )
     table.add_row("stop moves", str(figures.stop_moves))
+    table.add_row("openings", openings_line())
     elapsed = max(time.monotonic() - started, 1e-9)
     table.add_row("events", f"{figures.events_total} ({figures.events_total / elapsed:.1f}/s)")
     table.add_row(

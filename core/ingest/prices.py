@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,7 +53,7 @@ from core.domain.bands import PriceBand
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import AuthenticationFailed, classify
 from core.exchange.factory import build_pro_exchange
-from core.exchange.streams import mark_price_source
+from core.exchange.streams import MarkTick, mark_price_source
 from core.ingest.backoff import Backoff
 from core.ingest.context import Enqueue, EnqueueFailed, IngestStatus
 from core.ingest.guard import supervise
@@ -156,15 +156,25 @@ class PriceGate:
         # one thread sends to the broker: the event loop never blocks on it
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-enqueue")
 
-    async def on_marks(self, marks: Iterable[Mark], now: datetime) -> int:
-        """Handle one frame's ticks; returns how many price tasks were queued."""
+    async def on_marks(self, ticks: Sequence[MarkTick], now: datetime) -> int:
+        """Handle one frame's ticks; returns how many price tasks were queued.
+
+        The hot loop of the ingest: most symbols of an all-market frame have no band (no
+        position), so a tick costs a dictionary lookup; only a watched symbol's price is
+        parsed, and only a tick outside its band goes on to Redis.
+        """
+        self.stats.ticks += len(ticks)
         outside: list[Mark] = []
-        for mark in marks:
-            self.stats.ticks += 1
-            band = self.bands.get(mark.symbol)
-            if band is None or band.contains(mark.price, now):
+        for symbol, text, tick_ms in ticks:
+            band = self.bands.get(symbol)
+            if band is None:
                 continue
-            outside.append(mark)
+            try:
+                price = Decimal(text)
+            except InvalidOperation:
+                continue
+            if not band.contains(price, now):
+                outside.append(Mark(symbol, price, int(tick_ms)))
         if not outside:
             return 0
         self.stats.outside += len(outside)
@@ -332,8 +342,7 @@ class PriceStream:
     # --- mark prices ------------------------------------------------------------------------
 
     async def _watch_marks(self, stop_event: asyncio.Event) -> None:
-        async for tickers in self._stream("mark_prices", self.mark_source, stop_event):
-            marks = list(self._marks(tickers))
+        async for ticks in self._stream("mark_prices", self.mark_source, stop_event):
             self.stats.frames += 1
             now = datetime.now(UTC)
             self.status.last_tick_at = now
@@ -341,7 +350,7 @@ class PriceStream:
             try:
                 if self._redis_down_since is not None:
                     await self._release_pending_flags()
-                await self.gate.on_marks(marks, now)
+                await self.gate.on_marks(ticks, now)
             except redis.RedisError as exc:  # this frame is lost; the next one tries again
                 self._note_redis_down(exc)
                 continue
@@ -369,18 +378,6 @@ class PriceStream:
             lost = time.monotonic() - self._redis_down_since
             self._redis_down_since = None
             log.warning("Redis reachable again after %.1fs; mark prices flow", lost)
-
-    def _marks(self, tickers: Mapping[str, Any]) -> Iterable[Mark]:
-        for unified, ticker in tickers.items():
-            raw = ticker.get("markPrice")
-            if raw is None:
-                continue
-            try:
-                price = Decimal(str(raw))
-            except InvalidOperation:
-                continue
-            tick_ms = ticker.get("timestamp") or int(time.time() * 1000)
-            yield Mark(self.native(unified), price, int(tick_ms))
 
     # --- fills of our stops -----------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from core.db.models import Position, Signal, TrailingStop
 from core.db.session import unit_of_work
+from core.domain.halts import OpeningBlock
 from core.domain.positions import INTERMEDIATE, PositionStatus, PositionTrigger
 from core.domain.sides import Side
 from core.domain.sizing import round_stop_price, size_position, stop_price_for
@@ -38,6 +39,7 @@ from core.exchange.client_ids import client_order_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, symbol_lock
 from core.logging import bind_correlation
+from core.services import halts, venue_watch
 from core.services.closing import exit_from_trades, finish
 from core.services.deps import Deps
 from core.services.positions import context, order_row, record_order, transition
@@ -185,6 +187,8 @@ class Opening:
             return self._fail(session, position, "interrupted before the entry was sent")
         if self.deps.redis.exists(paused_key(position.exchange)):
             return self._fail(session, position, "openings paused: insufficient funds earlier")
+        if halts.block_for(session, position.exchange) is OpeningBlock.HALTED:
+            return self._halted(session, position)
         quantity = self._entry_quantity(session, position)
         if isinstance(quantity, OpenOutcome):
             return quantity
@@ -215,6 +219,7 @@ class Opening:
                 position.symbol, self.settings.leverage, self.settings.margin_mode
             )
         except errors.Permanent as exc:
+            venue_watch.note_failure(self.deps, exc)
             return self._fail(session, position, f"leverage/margin setup refused: {exc}")
         return sizing.quantity
 
@@ -268,6 +273,7 @@ class Opening:
             self._pause_openings(session, position, str(exc))
             return self._fail(session, position, f"insufficient funds: {exc}")
         except errors.Permanent as exc:
+            venue_watch.note_failure(self.deps, exc)
             record(
                 session,
                 EventType.ENTRY_ORDER_FAILED,
@@ -653,6 +659,25 @@ class Opening:
     def _fail(self, session: Session, position: Position, why: str) -> OpenOutcome:
         transition(session, position, T.ENTRY_REJECTED, self.held.token, reason=why)
         self._signal_outcome(session, position, "failed", why)
+        return OpenOutcome.FAILED
+
+    def _halted(self, session: Session, position: Position) -> OpenOutcome:
+        """A halt came between the wave's start of this opening and its entry: nothing was
+        sent, so the signal is filtered (reason ``halted``) like the wave's other candidates."""
+        why = "halted: openings halted before the entry was sent"
+        transition(session, position, T.ENTRY_REJECTED, self.held.token, reason=why)
+        signal = session.get(Signal, position.signal_id) if position.signal_id else None
+        if signal is not None:
+            signal.status, signal.outcome_reason = "filtered", why
+            record(
+                session,
+                EventType.SIGNAL_FILTERED,
+                ctx=context(position),
+                signal_id=signal.signal_id,
+                wave_id=signal.wave_id,
+                reason="halted",
+                detail=why,
+            )
         return OpenOutcome.FAILED
 
     def _pause_openings(self, session: Session, position: Position, why: str) -> None:

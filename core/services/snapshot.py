@@ -27,6 +27,7 @@ from core.exchange.client_ids import make_tag, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock, symbol_lock
+from core.services import venue_watch
 from core.services.deps import Deps
 
 
@@ -64,10 +65,15 @@ def take(deps: Deps, *, with_orders: bool = True) -> ExchangeSnapshot:
 
 
 def take_or_record(deps: Deps, guardian: str, *, with_orders: bool = True) -> ExchangeSnapshot:
-    """``take``, recording a failed read as an event before it propagates (the task retries)."""
+    """``take``, recording a failed read as an event before it propagates (the task retries).
+
+    Every outcome is reported to core/services/venue_watch.py: a refused key halts openings,
+    an outage pauses them, a good answer lifts a maintenance pause.
+    """
     try:
-        return take(deps, with_orders=with_orders)
+        snap = take(deps, with_orders=with_orders)
     except ExchangeFailure as exc:
+        venue_watch.note_failure(deps, exc)
         with unit_of_work() as session:
             record(
                 session,
@@ -79,6 +85,8 @@ def take_or_record(deps: Deps, guardian: str, *, with_orders: bool = True) -> Ex
                 error=str(exc),
             )
         raise
+    venue_watch.note_answer(deps)
+    return snap
 
 
 def engine_client_ids(

@@ -18,7 +18,8 @@ was killed mid-wave, and the result is the same:
    another advance, which starts the next candidate if one failed. At most N can ever be
    open or in flight, so "until N succeed" holds exactly.
 3. **Complete** when nothing is in flight and nothing more may start: candidates not needed
-   are filtered (``wave_target_reached`` / ``openings_paused``), every signal of the wave
+   are filtered (``wave_target_reached`` / ``openings_paused`` / ``halted``: see
+   core/services/halts.py), every signal of the wave
    has its outcome, counts go into ``WAVE_COMPLETED``.
 
 A wave in ``processing`` that made no progress for ``VIGIL_WAVE_STALL_SECONDS`` (its worker
@@ -47,6 +48,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.db.models import Position, Signal, Wave
 from core.db.session import unit_of_work
+from core.domain.halts import OpeningBlock
 from core.domain.positions import INTERMEDIATE, NON_TERMINAL, PositionStatus
 from core.domain.signals import Action, Exchange
 from core.domain.signals import Signal as DomainSignal
@@ -60,6 +62,8 @@ from core.domain.waves import (
     select_wave,
 )
 from core.events import EventContext, EventType, Severity, record
+from core.exchange import errors
+from core.services import halts, venue_watch
 from core.services.deps import Deps
 from core.services.opening import paused_key
 from core.services.positions import NewPosition, create_position
@@ -71,6 +75,8 @@ Launch = Callable[[int], None]
 
 TARGET_REACHED = "wave_target_reached"
 OPENINGS_PAUSED = "openings_paused"
+HALTED = "halted"
+HALTED_DETAIL = "openings halted (`vigil resume` lifts it)"
 ALREADY_OPEN = "already_open"
 RISK_LIMITS = frozenset(
     {FilterReason.MAX_OPEN_POSITIONS, FilterReason.MAX_EXPOSURE, FilterReason.INSUFFICIENT_BALANCE}
@@ -194,7 +200,7 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
     across a network call.
     """
     params = wave_params(deps.settings)
-    balance = deps.exchange.free_balance()
+    balance, halted = _balance_unless_halted(deps)
     now = deps.clock.now()
     with unit_of_work() as session:
         claimed = session.execute(
@@ -216,9 +222,12 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
             .order_by(Signal.id)
         ).all()
         open_now = _open_positions(session, wave.exchange, deps.settings)
-        selection = select_wave(
-            [domain_signal(row) for row in rows], WaveContext(open_now, balance), params
-        )
+        if halted:
+            selection = _all_halted(session, rows)
+        else:
+            selection = select_wave(
+                [domain_signal(row) for row in rows], WaveContext(open_now, balance), params
+            )
         by_id = {row.signal_id: row for row in rows}
         for filtered in selection.filtered:
             _filter(session, by_id[filtered.signal.id], str(filtered.reason), filtered.detail)
@@ -235,6 +244,7 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
                 target=selection.target,
             )
         reasons = Counter(str(f.reason) for f in selection.filtered)
+        reasons.update({HALTED: len(rows)} if halted else {})
         limited = {r: n for r, n in reasons.items() if r in RISK_LIMITS}
         if limited:  # one event per wave for the operator, beside each signal's own
             record(
@@ -273,6 +283,30 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
     return True
 
 
+def _balance_unless_halted(deps: Deps) -> tuple[Decimal, bool]:
+    """The free balance, or (0, True) when openings are halted on this venue.
+
+    Halted (a refused key, most likely) the balance cannot be read and is not needed; a
+    refusal met right here halts the venue (core/services/venue_watch.py) the same way.
+    """
+    with unit_of_work() as session:
+        if halts.block_for(session, deps.exchange_name) is OpeningBlock.HALTED:
+            return Decimal(0), True
+    try:
+        return deps.exchange.free_balance(), False
+    except errors.AuthenticationFailed as exc:
+        venue_watch.note_failure(deps, exc)
+        return Decimal(0), True
+
+
+def _all_halted(session: Session, rows: Sequence[Signal]) -> WaveSelection:
+    """A wave claimed while openings are halted: every signal filtered ``halted``, nothing
+    selected (the wave then completes on its first advance)."""
+    for row in rows:
+        _filter(session, row, HALTED, HALTED_DETAIL)
+    return WaveSelection((), 0, ())
+
+
 def _open_positions(session: Session, exchange: str, settings: Settings) -> list[OpenPositionInfo]:
     """Every non-terminal position of the exchange, intermediate ones included."""
     positions = session.scalars(
@@ -307,7 +341,8 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
         wave = session.get(Wave, wave_id, with_for_update=True, populate_existing=True)
         if wave is None or wave.status != "processing":
             return WaveReport(wave_id, WaveOutcome.ADVANCED)
-        paused = bool(deps.redis.exists(paused_key(wave.exchange)))
+        blocked = _opening_blocked(deps, session, wave.exchange)
+        paused = blocked is not None
         members, selection = _members(session, wave)
         states = [_member_state(row, position) for row, position in members]
         plan = plan_launches(selection, states, openings_paused=paused)
@@ -323,7 +358,7 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
             plan = plan_launches(selection, states, openings_paused=paused)
         progress = dict(Counter(str(s) for s in states))
         if plan.done:
-            _complete(session, wave, members, states, plan, now, paused)
+            _complete(session, wave, members, states, plan, now, blocked)
             completed = True
         elif launched or progress != (wave.stats or {}).get("progress"):
             wave.progress_at = now
@@ -331,6 +366,15 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     for position_id in launched:
         launch(position_id)
     return WaveReport(wave_id, WaveOutcome.ADVANCED, launched, completed)
+
+
+def _opening_blocked(deps: Deps, session: Session, exchange: str) -> str | None:
+    """Why no candidate may start now: a halt (``halted``), a paused venue (maintenance, or
+    insufficient funds earlier: ``openings_paused``), or None."""
+    block = halts.block_for(session, exchange)
+    if block is not None:
+        return block.value
+    return OPENINGS_PAUSED if deps.redis.exists(paused_key(exchange)) else None
 
 
 def _members(
@@ -389,13 +433,14 @@ def _complete(
     states: Sequence[MemberState],
     plan: LaunchPlan,
     now: datetime,
-    paused: bool,
+    blocked: str | None,
 ) -> None:
     """Every signal of the wave gets its outcome; the wave records its counts."""
-    reason = OPENINGS_PAUSED if paused else TARGET_REACHED
+    reason = blocked or TARGET_REACHED
+    detail = HALTED_DETAIL if blocked == HALTED else plan.reason
     for (row, position), state in zip(members, states, strict=True):
         if state is MemberState.UNSTARTED:
-            _filter(session, row, reason, plan.reason)
+            _filter(session, row, reason, detail)
         elif position is not None and row.status == "selected":
             _settle(session, row, position, state)
     late = _expire_received(session, wave.id, "arrived after its wave was selected")

@@ -88,8 +88,20 @@ async def manual_order(request: web.Request, state: BybitState) -> Any:
     return engine.place(intent).to_api()
 
 
+async def set_keys(request: web.Request, state: BybitState) -> Any:
+    """Replace the accepted key pair: the old key is revoked at once (10003 from now on)."""
+    key, secret = admin.key_pair(await _body(request))
+    state.bybit_auth.replace(key, secret)
+    state.auth.replace(key, secret)
+    state.options.api_key = key
+    return {"api_key": key}
+
+
 async def reset(request: web.Request, state: BybitState) -> Any:
     body = await _body(request)
+    state.bybit_auth.restore()
+    state.auth.restore()
+    state.options.api_key = state.bybit_auth.api_key
     seed = body.get("seed")
     if seed is not None and not isinstance(seed, int):
         raise errors.illegal("seed")
@@ -185,6 +197,7 @@ OVERRIDES = {
     ("POST", "/_sim/order"): manual_order,
     ("POST", "/_sim/reset"): reset,
     ("POST", "/_sim/config"): configure,
+    ("POST", "/_sim/keys"): set_keys,
     ("GET", "/_sim/state"): get_state,
     ("GET", "/_sim/snapshot"): snapshot,
 }

@@ -222,7 +222,7 @@ def test_metrics_expose_workers_instruments_and_database_state(api, sim):
     assert got[("vigil_tick_to_order_seconds_bucket", (("le", "+Inf"),))] == 2
     assert got[("vigil_tick_to_order_seconds_sum", ())] == pytest.approx(0.204)
     assert got[("vigil_lock_wait_seconds_count", (("outcome", "acquired"),))] >= 1
-    assert got[("vigil_exchange_errors_total", (("kind", "Retryable"),))] >= 1
+    assert got[("vigil_exchange_errors_total", (("kind", "VenueUnavailable"),))] >= 1
     assert got[("vigil_positions", (("exchange", "binance"), ("status", "active")))] == 1
     assert got[("vigil_unprotected_positions", ())] == 0
     created = ("vigil_events_total", (("severity", "info"), ("type", "position_created")))

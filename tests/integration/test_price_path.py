@@ -21,7 +21,7 @@ from core.config import get_settings, load_settings
 from core.db.models import Event, Position, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
-from core.ingest.prices import BandCache, Mark, PriceGate, run_price_stream
+from core.ingest.prices import BandCache, PriceGate, run_price_stream
 from core.services import bands, price_path
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
@@ -52,6 +52,11 @@ def commands_processed(client: redis.Redis) -> int:
     return int(client.info("stats")["total_commands_processed"])
 
 
+def tick(symbol, price, tick_ms):
+    """One tick as a venue's frame carries it: the price as text."""
+    return (symbol, str(price), tick_ms)
+
+
 def run_gate(redis_url, client, frames):
     """Feed frames of ticks through a PriceGate wired to Redis and the real broker.
 
@@ -79,8 +84,8 @@ def run_gate(redis_url, client, frames):
 def test_ticks_inside_the_band_cost_no_redis_call_and_queue_nothing(redis_url, redis_client):
     band = PriceBand(Decimal("59000"), Decimal("61000"))
     bands.publish(redis_client, EX, "BTCUSDT", "trailing", band)
-    frames = [[Mark("BTCUSDT", Decimal(59500 + i), NOW_MS + i)] for i in range(50)]
-    frames.append([Mark("ETHUSDT", Decimal("3000"), NOW_MS)])  # an untracked symbol
+    frames = [[tick("BTCUSDT", Decimal(59500 + i), NOW_MS + i)] for i in range(50)]
+    frames.append([tick("ETHUSDT", Decimal("3000"), NOW_MS)])  # an untracked symbol
     stats, commands = run_gate(redis_url, redis_client, frames)
     assert stats.ticks == 51 and stats.outside == 0 and stats.enqueued == 0
     assert commands == 0
@@ -93,7 +98,7 @@ def test_a_burst_outside_the_band_queues_one_task_that_sees_its_high_and_low(
 ):
     bands.publish(redis_client, EX, "BTCUSDT", "trailing", PriceBand(None, Decimal("61000")))
     burst = [Decimal(61000 + (i * 37) % 500) for i in range(100)]
-    frames = [[Mark("BTCUSDT", price, NOW_MS + i * 10)] for i, price in enumerate(burst)]
+    frames = [[tick("BTCUSDT", price, NOW_MS + i * 10)] for i, price in enumerate(burst)]
     stats, commands = run_gate(redis_url, redis_client, frames)
     assert stats.outside == 100 and stats.enqueued == 1
     assert commands >= 100  # the same count sees each tick that matters (control)
@@ -103,7 +108,7 @@ def test_a_burst_outside_the_band_queues_one_task_that_sees_its_high_and_low(
     assert window.ticks == 100
     assert window.first_tick_at.timestamp() * 1000 == NOW_MS
     # while the task runs (flag held), ticks only join its window: nothing else is queued
-    stats, _ = run_gate(redis_url, redis_client, [[Mark("BTCUSDT", Decimal("61600"), NOW_MS)]])
+    stats, _ = run_gate(redis_url, redis_client, [[tick("BTCUSDT", Decimal("61600"), NOW_MS)]])
     assert stats.enqueued == 0 and queued_price_tasks(redis_client) == 1
     # that tick is outside the band the run published: the run queues its successor
     new_band = PriceBand(None, Decimal("61500"))
@@ -112,12 +117,12 @@ def test_a_burst_outside_the_band_queues_one_task_that_sees_its_high_and_low(
     window = price_path.take_window(redis_client, EX, "BTCUSDT")
     assert (window.high, window.low, window.ticks) == (Decimal("61600"), burst[-1], 1)
     # a run whose window got no tick, or only ticks inside its new band, releases the flag
-    stats, _ = run_gate(redis_url, redis_client, [[Mark("BTCUSDT", Decimal("61650"), NOW_MS)]])
+    stats, _ = run_gate(redis_url, redis_client, [[tick("BTCUSDT", Decimal("61650"), NOW_MS)]])
     higher = PriceBand(None, Decimal("62000"))
     end = price_path.finish_window(redis_client, EX, "BTCUSDT", higher, NOW, ttl_s=30)
     assert end is price_path.RunEnd.RELEASED
     assert window_ticks(redis_client, "BTCUSDT") == 0  # they changed nothing: forgotten
-    stats, _ = run_gate(redis_url, redis_client, [[Mark("BTCUSDT", Decimal("62100"), NOW_MS)]])
+    stats, _ = run_gate(redis_url, redis_client, [[tick("BTCUSDT", Decimal("62100"), NOW_MS)]])
     assert stats.enqueued == 1 and queued_price_tasks(redis_client) == 2
 
 
@@ -125,7 +130,7 @@ def test_a_database_outage_during_a_run_keeps_its_window_and_flag_for_the_retry(
     sim, deps, redis_url, redis_client, monkeypatch
 ):
     bands.publish(redis_client, EX, "BTCUSDT", "trailing", PriceBand(None, Decimal("61000")))
-    frames = [[Mark("BTCUSDT", Decimal(61100 + i), NOW_MS + i)] for i in range(5)]
+    frames = [[tick("BTCUSDT", Decimal(61100 + i), NOW_MS + i)] for i in range(5)]
     stats, _ = run_gate(redis_url, redis_client, frames)
     assert stats.enqueued == 1
 

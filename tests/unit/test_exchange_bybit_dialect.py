@@ -34,7 +34,7 @@ def bybit_error(code: int | str, msg: str, cls: type = ccxt.ExchangeError) -> Ex
         (10004, "error sign!", e.AuthenticationFailed),
         (10006, "Too many visits!", e.RateLimited),
         ("10006", "Too many visits!", e.RateLimited),  # retCode sent as a string
-        (10016, "Internal system error.", e.Retryable),
+        (10016, "Internal system error.", e.VenueUnavailable),
         (110001, "order not exists or too late to cancel", e.OrderNotFound),
         (110007, "ab not enough for new order", e.InsufficientFunds),
         ("110007", "ab not enough for new order", e.InsufficientFunds),
@@ -61,7 +61,7 @@ def test_bybit_codes_are_classified_by_what_the_engine_does(
 def test_a_bybit_internal_error_on_a_create_is_an_unknown_outcome() -> None:
     exc = bybit_error(10016, "Internal system error.")
     assert type(e.classify(exc, mutating=True)) is e.OutcomeUnknown
-    assert type(e.classify(exc)) is e.Retryable
+    assert type(e.classify(exc)) is e.VenueUnavailable
 
 
 def test_bybit_ip_limit_403_is_rate_limited() -> None:

@@ -35,8 +35,8 @@ from core.exchange.client_ids import client_order_id, parse_client_id
         ),
         (ccxt.ExchangeError('binanceusdm {"code":-1003,"msg":"Too many requests"}'), e.RateLimited),
         (ccxt.RateLimitExceeded("429"), e.RateLimited),
-        (ccxt.ExchangeNotAvailable("502 bad gateway"), e.Retryable),
-        (ccxt.OnMaintenance("system maintenance"), e.Retryable),
+        (ccxt.ExchangeNotAvailable("502 bad gateway"), e.VenueUnavailable),
+        (ccxt.OnMaintenance("system maintenance"), e.VenueMaintenance),
         (ccxt.AuthenticationError('{"code":-1022,"msg":"Signature"}'), e.AuthenticationFailed),
         (ccxt.InvalidOrder("something else"), e.OrderRejected),
         (

@@ -1,0 +1,154 @@
+"""Operator control over HTTP: halt, resume, close one position, close all.
+
+Routes (all POSTs need ``Authorization: Bearer <VIGIL_API_TOKEN>``, checked exactly as for
+``POST /tasks/<name>``; disabled (403) while no token is configured):
+
+  GET  /halt                    the halts in force (``{"halted": bool, "halts": [...]}``)
+  POST /halt                    ``{"reason": "..."}`` (optional): stop new openings
+  POST /resume                  lift every halt in force
+  POST /positions/{id}/close    close one position at market (reason ``manual``); 404 if
+                                there is no such position, 409 if it is already finished,
+                                502 if the venue did not close it (it keeps its stop)
+  POST /close-all               halt, then close every position of the venue;
+                                ``?dry_run=true`` only lists what it would close
+
+Each runs the same service as the CLI (core/services/halts.py, manual_close.py), in a
+thread: a close waits for the venue's answer, so the reply says what really happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.exc import SQLAlchemyError
+
+from core.api.app import CONTEXT, _authorized, _bad
+from core.db.session import unit_of_work
+from core.domain.halts import HaltSource
+from core.domain.positions import TERMINAL, PositionStatus
+from core.services import halts, manual_close
+from core.services.deps import Deps
+
+DepsFactory = Callable[[], Deps]
+DEPS: web.AppKey[DepsFactory] = web.AppKey("vigil_control_deps")
+
+
+class HaltCollector(Collector):
+    """``vigil_halted{source}``: halts in force by source (operator, auth, maintenance)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "vigil_halted",
+            "Halts in force by source; any non-zero means no new position opens.",
+            labels=["source"],
+        )
+        try:
+            current = halts.current()
+        except SQLAlchemyError:
+            return  # the database's own metrics say it is gone
+        counts = Counter(h.source for h in current)
+        for source in HaltSource:
+            gauge.add_metric([source.value], counts.get(source.value, 0))
+        yield gauge
+
+
+def register(app: web.Application, deps_factory: Callable[[], Deps]) -> None:
+    """Add the control routes to ``app`` and the halt gauge to its metrics (called once
+    from ``create_app``)."""
+    app[DEPS] = deps_factory
+    app[CONTEXT].registry.register(HaltCollector())
+    app.router.add_get("/halt", halt_state_route)
+    app.router.add_post("/halt", halt_route)
+    app.router.add_post("/resume", resume_route)
+    app.router.add_post(r"/positions/{position_id:\d+}/close", close_route)
+    app.router.add_post("/close-all", close_all_route)
+
+
+def _who(request: web.Request) -> str:
+    return f"api:{request.remote or '?'}"
+
+
+async def _body(request: web.Request) -> dict[str, Any] | web.Response:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        return _bad("body must be a JSON object")
+    if not isinstance(body, dict):
+        return _bad("body must be a JSON object")
+    return body
+
+
+async def halt_state_route(request: web.Request) -> web.Response:
+    current = await asyncio.to_thread(halts.current)
+    return web.json_response({"halted": bool(current), "halts": [h.as_dict() for h in current]})
+
+
+async def halt_route(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    refused = _authorized(request, ctx.settings)
+    if refused is not None:
+        return refused
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    reason = body.get("reason", "halted through the API")
+    if not isinstance(reason, str) or not reason.strip():
+        return _bad("reason must be a non-empty string")
+    result = await asyncio.to_thread(halts.halt, reason, _who(request), now=ctx.clock.now())
+    return web.json_response(
+        {"halted": True, "created": result.created, "halt": result.halt.as_dict()}
+    )
+
+
+async def resume_route(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    refused = _authorized(request, ctx.settings)
+    if refused is not None:
+        return refused
+    lifted = await asyncio.to_thread(halts.resume, _who(request), now=ctx.clock.now())
+    return web.json_response({"halted": False, "resumed": [h.as_dict() for h in lifted]})
+
+
+async def close_route(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    refused = _authorized(request, ctx.settings)
+    if refused is not None:
+        return refused
+    position_id = int(request.match_info["position_id"])
+    try:
+        before = await asyncio.to_thread(manual_close.target, position_id)
+    except manual_close.PositionNotFound as exc:
+        return _bad(str(exc), 404)
+    if PositionStatus(before.status) in TERMINAL:
+        return _bad(f"position {position_id} is already {before.status}", 409)
+    deps = request.app[DEPS]()
+    if before.exchange != deps.exchange_name:
+        return _bad(f"position {position_id} is on {before.exchange}, not on this venue", 409)
+    result = await asyncio.to_thread(manual_close.close_one, deps, position_id)
+    return web.json_response(result.as_dict(), status=200 if result.closed else 502)
+
+
+async def close_all_route(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    refused = _authorized(request, ctx.settings)
+    if refused is not None:
+        return refused
+    deps = request.app[DEPS]()
+    if request.query.get("dry_run", "").lower() in ("1", "true", "yes"):
+        targets = await asyncio.to_thread(_targets, deps.exchange_name)
+        return web.json_response({"dry_run": True, "positions": [t.as_dict() for t in targets]})
+    report = await asyncio.to_thread(manual_close.close_all, deps, _who(request))
+    return web.json_response(report.as_dict(), status=200 if report.all_closed else 502)
+
+
+def _targets(exchange: str) -> list[manual_close.CloseTarget]:
+    with unit_of_work() as session:
+        return manual_close.open_targets(session, exchange)

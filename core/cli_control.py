@@ -1,0 +1,183 @@
+"""``vigil halt``, ``vigil resume``, ``vigil close``: the operator's controls in an incident.
+
+They act in this process, on the same services as ``POST /halt``, ``POST /resume``,
+``POST /positions/<id>/close`` and ``POST /close-all`` (core/services/halts.py,
+core/services/manual_close.py), so they work with only PostgreSQL, Redis and the venue
+reachable, even when no worker is running. Closes go through the engine's one close path
+(reduce-only market order, verified flat, leftovers cancelled, exit and PnL recorded,
+reason ``manual``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from core.cli_ops import _deps, _fail, _settings, _storage_errors
+
+if TYPE_CHECKING:
+    from core.services.deps import Deps
+    from core.services.manual_close import CloseResult, CloseTarget
+
+console = Console()
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "?"
+    return f"cli:{user}@{socket.gethostname()}"
+
+
+def halt(
+    reason: Annotated[
+        str, typer.Option(help="Why: shown in /health, the events and the alert.")
+    ] = "halted by the operator",
+) -> None:
+    """Stop new openings now (every venue). Stops, trailing, aged closes, reconciliation
+    and zombie cleanup keep running. `vigil resume` lifts it."""
+    from core.clock import SYSTEM_CLOCK
+    from core.services import halts
+
+    _settings()
+    with _storage_errors():
+        result = halts.halt(reason, _who(), now=SYSTEM_CLOCK.now())
+    h = result.halt
+    state = "halted" if result.created else "already halted"
+    console.print(
+        f"[bold red]{state}[/] since {h.halted_at:%Y-%m-%d %H:%M:%S %Z} by {h.halted_by}: "
+        f"{h.reason}",
+        highlight=False,
+    )
+
+
+def resume() -> None:
+    """Lift every halt in force (the operator's, and the engine's after a refused key)."""
+    from core.clock import SYSTEM_CLOCK
+    from core.services import halts
+
+    _settings()
+    with _storage_errors():
+        lifted = halts.resume(_who(), now=SYSTEM_CLOCK.now())
+    if not lifted:
+        console.print("not halted; nothing to resume")
+        return
+    for h in lifted:
+        console.print(
+            f"[green]resumed[/] halt {h.id} ({h.source}, {h.scope}) from {h.halted_by}: {h.reason}",
+            highlight=False,
+        )
+
+
+def close(
+    symbol: Annotated[str | None, typer.Argument(help="Symbol, e.g. BTCUSDT.")] = None,
+    exchange: Annotated[
+        str | None, typer.Option(help="Venue of the position (default: this deployment's).")
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Halt openings, then close every position.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be closed; change nothing.")
+    ] = False,
+) -> None:
+    """Close a position at market now (reason `manual`), or all of them with --all."""
+    if all_ == (symbol is not None):
+        raise _fail("give a SYMBOL or --all (not both)")
+    with _storage_errors():
+        deps = _deps()
+        venue = exchange.lower() if exchange else deps.exchange_name
+        if venue != deps.exchange_name:
+            raise _fail(f"this deployment trades {deps.exchange_name}, not {venue}")
+        if all_:
+            _close_all(deps, yes=yes, dry_run=dry_run)
+        else:
+            assert symbol is not None
+            _close_symbol(deps, symbol, yes=yes, dry_run=dry_run)
+
+
+def _close_symbol(deps: Deps, symbol: str, *, yes: bool, dry_run: bool) -> None:
+    from core.services import manual_close
+
+    try:
+        target = manual_close.target_on(deps.exchange_name, symbol)
+    except manual_close.PositionNotFound as exc:
+        raise _fail(str(exc), 1) from None
+    _print_targets([target], "would close" if dry_run else "to close")
+    if dry_run:
+        return
+    if not yes and not typer.confirm(f"Close {target.symbol} at market now?"):
+        raise typer.Exit(1)
+    result = manual_close.close_one(deps, target.position_id)
+    _print_results([result])
+    if not result.closed:
+        raise typer.Exit(1)
+
+
+def _close_all(deps: Deps, *, yes: bool, dry_run: bool) -> None:
+    from core.db.session import unit_of_work
+    from core.services import manual_close
+
+    with unit_of_work() as session:
+        targets = manual_close.open_targets(session, deps.exchange_name)
+    _print_targets(targets, "would halt openings, then close" if dry_run else "to close")
+    if dry_run:
+        return
+    question = f"Halt openings and close {len(targets)} position(s) at market now?"
+    if not yes and not typer.confirm(question):
+        raise typer.Exit(1)
+    report = manual_close.close_all(deps, _who())
+    console.print(f"[bold red]halted[/] (halt {report.halt.id}): `vigil resume` lifts it")
+    _print_results(report.results)
+    if not report.all_closed:
+        raise typer.Exit(1)
+
+
+def _print_targets(targets: Sequence[CloseTarget], title: str) -> None:
+    table = Table(title=f"{title}: {len(targets)} position(s)")
+    for column in ("id", "venue", "symbol", "side", "status", "quantity", "entry"):
+        table.add_column(column)
+    for t in targets:
+        d = t.as_dict()
+        table.add_row(
+            str(d["position_id"]),
+            d["exchange"],
+            d["symbol"],
+            d["side"],
+            d["status"],
+            d["quantity"],
+            d["entry_price"] or "-",
+        )
+    console.print(table)
+
+
+def _print_results(results: Sequence[CloseResult]) -> None:
+    table = Table(title="closed by hand")
+    for column in ("id", "symbol", "status", "exit", "realized PnL", "error"):
+        table.add_column(column)
+    for r in results:
+        d = r.as_dict()
+        table.add_row(
+            str(d["position_id"]),
+            d["symbol"],
+            d["status"],
+            d["exit_price"] or "-",
+            d["realized_pnl"] or "-",
+            d["error"] or "",
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add halt, resume and close to the ``vigil`` app."""
+    app.command("halt")(halt)
+    app.command("resume")(resume)
+    app.command("close")(close)

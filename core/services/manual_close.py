@@ -1,0 +1,203 @@
+"""Closing by hand: one position, or every position of the venue, through the one close path.
+
+Why no close code here: ``core/services/closing.py``'s ``close_position`` is the one way the
+engine ends a position (reduce-only market order, verified flat, leftover orders cancelled,
+trailing and aged state removed, exit and PnL recorded, events written). A close by hand is
+that path with reason ``manual``; this module only finds what to close and reports what
+happened.
+
+``close_all`` halts openings first (core/services/halts.py), so no wave opens a position
+while the others are being closed, then closes every position of the venue. A position
+still opening (entry sent, stop being placed) is waited for until its opening settles,
+then closed; one that does not settle in time is reported, never guessed about.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db.models import Position
+from core.db.session import unit_of_work
+from core.domain.positions import INTERMEDIATE, NON_TERMINAL, TERMINAL, PositionStatus
+from core.exchange import errors
+from core.locks import LockNotAcquired
+from core.services import halts
+from core.services.closing import close_position
+from core.services.deps import Deps
+
+MANUAL = "manual"
+
+
+class PositionNotFound(LookupError):
+    """No position with that id (or no open one on that symbol)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseTarget:
+    """A position as an operator sees it before closing it."""
+
+    position_id: int
+    exchange: str
+    symbol: str
+    side: str
+    status: str
+    quantity: Decimal
+    entry_price: Decimal | None
+
+    @classmethod
+    def of(cls, p: Position) -> CloseTarget:
+        return cls(p.id, p.exchange, p.symbol, p.side, p.status, p.quantity, p.entry_price)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "position_id": self.position_id,
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "side": self.side,
+            "status": self.status,
+            "quantity": str(self.quantity),
+            "entry_price": None if self.entry_price is None else str(self.entry_price),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CloseResult:
+    target: CloseTarget
+    closed: bool
+    status: str
+    exit_price: Decimal | None = None
+    realized_pnl: Decimal | None = None
+    close_reason: str | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.target.as_dict(),
+            "closed": self.closed,
+            "status": self.status,
+            "exit_price": None if self.exit_price is None else str(self.exit_price),
+            "realized_pnl": None if self.realized_pnl is None else str(self.realized_pnl),
+            "close_reason": self.close_reason,
+            "error": self.error,
+        }
+
+
+@dataclass
+class CloseAllReport:
+    halt: halts.HaltState
+    results: list[CloseResult] = field(default_factory=list)
+
+    @property
+    def all_closed(self) -> bool:
+        return all(r.closed for r in self.results)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "halt": self.halt.as_dict(),
+            "closed": sum(1 for r in self.results if r.closed),
+            "not_closed": sum(1 for r in self.results if not r.closed),
+            "positions": [r.as_dict() for r in self.results],
+        }
+
+
+def open_targets(session: Session, exchange: str, symbol: str | None = None) -> list[CloseTarget]:
+    """The venue's positions that are not finished (what a close by hand would act on)."""
+    query = (
+        select(Position)
+        .where(
+            Position.exchange == exchange,
+            Position.status.in_([s.value for s in NON_TERMINAL]),
+        )
+        .order_by(Position.id)
+    )
+    if symbol is not None:
+        query = query.where(Position.symbol == symbol.upper())
+    return [CloseTarget.of(p) for p in session.scalars(query)]
+
+
+def target(position_id: int) -> CloseTarget:
+    """The position by id, whatever its status; PositionNotFound if there is none."""
+    with unit_of_work() as session:
+        position = session.get(Position, position_id)
+        if position is None:
+            raise PositionNotFound(f"no position {position_id}")
+        return CloseTarget.of(position)
+
+
+def target_on(exchange: str, symbol: str) -> CloseTarget:
+    """The open position on ``symbol``; PositionNotFound if it has none."""
+    with unit_of_work() as session:
+        found = open_targets(session, exchange, symbol)
+    if not found:
+        raise PositionNotFound(f"no open position on {exchange} {symbol.upper()}")
+    return found[0]
+
+
+def close_one(deps: Deps, position_id: int) -> CloseResult:
+    """Close one position at market, reason ``manual``; a failure is reported, not raised.
+
+    A failed close leaves the position ``active`` with its stop (closing.py's contract), so
+    trying again is always safe.
+    """
+    before = target(position_id)
+    error: str | None = None
+    try:
+        close_position(deps, position_id, MANUAL)
+    except (errors.ExchangeFailure, LockNotAcquired) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    return _result(before, error)
+
+
+def _result(before: CloseTarget, error: str | None) -> CloseResult:
+    with unit_of_work() as session:
+        position = session.get(Position, before.position_id)
+        assert position is not None
+        closed = PositionStatus(position.status) in TERMINAL
+        return CloseResult(
+            before,
+            closed,
+            position.status,
+            position.exit_price,
+            position.realized_pnl,
+            position.close_reason,
+            None if closed else error or f"position is {position.status}",
+        )
+
+
+def close_all(
+    deps: Deps,
+    halted_by: str,
+    *,
+    settle_timeout: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CloseAllReport:
+    """Halt openings, then close every position of this venue; see the module doc."""
+    held = halts.halt("close-all", halted_by, now=deps.clock.now()).halt
+    report = CloseAllReport(held)
+    done: set[int] = set()
+    deadline = time.monotonic() + settle_timeout
+    while True:
+        with unit_of_work() as session:
+            pending = [
+                t for t in open_targets(session, deps.exchange_name) if t.position_id not in done
+            ]
+        opening = [t for t in pending if PositionStatus(t.status) in INTERMEDIATE]
+        for item in pending:
+            if item in opening:
+                continue
+            report.results.append(close_one(deps, item.position_id))
+            done.add(item.position_id)
+        if not opening:
+            return report
+        if time.monotonic() >= deadline:
+            for item in opening:
+                report.results.append(_result(item, "still opening; not closed"))
+            return report
+        sleep(0.25)
