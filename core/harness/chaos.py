@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import redis
@@ -45,6 +45,7 @@ from core.harness.chaos_process import PROCESS_FAULT_KINDS, inject_process_fault
 from core.harness.demo import (
     DEMO_SETTINGS,
     EXCHANGES,
+    AdminRefused,
     DemoSystem,
     _cancel_stop_by_hand,
     _close_by_hand,
@@ -486,10 +487,23 @@ class Chaos:
         symbol = self.rng.choice(free)
         notional = Decimal(200)
         qty = notional / _price(self.system, symbol)
-        quantity = str(qty.quantize(Decimal("0.001"))) if qty < 1 else str(int(qty))
-        self.system.admin(
-            "/_sim/open_position", {"symbol": symbol, "side": "BUY", "quantity": quantity}
-        )
+        # the venue's quantity step is not known here: the finest that the exchange takes
+        for step in ("0.001", "0.01", "0.1", "1"):
+            quantity = qty.quantize(Decimal(step), rounding=ROUND_DOWN)
+            if quantity <= 0:
+                continue
+            try:
+                self.system.admin(
+                    "/_sim/open_position",
+                    {"symbol": symbol, "side": "BUY", "quantity": str(quantity)},
+                )
+                break
+            except AdminRefused as exc:
+                if "qtyStep" not in str(exc) and "-1111" not in str(exc):
+                    raise
+        else:
+            self.say(f"open by hand skipped: no quantity of {symbol} the exchange takes")
+            return
         self.interfered.add(symbol)
         self.say(f"position opened by hand on {symbol}")
 
