@@ -7,16 +7,17 @@ token from a PostgreSQL sequence (durable and monotonic even across a Redis rest
 position write carries it: ``UPDATE ... WHERE id = :id AND fence <= :token``. A write that
 updates no row came from a holder that lost the lock; it is abandoned (``StaleFence``).
 
-A lock outlives a Redis restart when the server replays its append-only file: one taken by
-a task the outage interrupted, or released in the last second before a crash, would block its
-symbol for the whole TTL. So every owner carries the server's ``run_id`` (new on each start):
-a lock held under an earlier life of the server is broken on sight. The fencing tokens keep
-the interrupted holder, if it still runs, from writing after that.
+A release that meets a Redis outage is not given up: the holder keeps trying it in the
+background (compare-and-delete, so only its own lock) until Redis answers or the TTL would
+have freed the lock anyway. Without that, a task interrupted by the outage leaves its symbol
+locked for the whole TTL after Redis is back (the lock survives in the append-only file).
+A lock is never broken by anyone but its holder or its TTL.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -107,18 +108,12 @@ def acquire(
     The token is drawn after the lock is held, so tokens are ordered as holders are.
     """
     key = lock_key(exchange, symbol)
-    life = server_life(client)
-    owner = f"{life}:{secrets.token_hex(16)}"
+    owner = secrets.token_hex(16)
     ttl_ms = int(timeout * 1000)
     started = time.monotonic()
     deadline = started + blocking_timeout
     delay = poll_interval
-    checked = False
     while not client.set(key, owner, nx=True, px=ttl_ms):
-        if not checked:
-            checked = True
-            if _break_if_from_earlier_life(client, key, life):
-                continue
         if time.monotonic() >= deadline:
             observe_lock_wait(time.monotonic() - started, acquired=False)
             raise LockNotAcquired(key)
@@ -132,22 +127,6 @@ def acquire(
     waited = time.monotonic() - started
     observe_lock_wait(waited, acquired=True)  # vigil_lock_wait_seconds
     return HeldLock(client, key, owner, token, ttl_ms, waited_s=waited)
-
-
-def server_life(client: redis.Redis) -> str:
-    """The Redis server's ``run_id``: it changes on every start of the server."""
-    info: Any = client.info("server")
-    return str(info.get("run_id", ""))[:16]
-
-
-def _break_if_from_earlier_life(client: redis.Redis, key: str, life: str) -> bool:
-    """Delete the lock ``key`` if it was taken before the server's last start."""
-    value: Any = client.get(key)
-    if isinstance(value, bytes):
-        value = value.decode()
-    if not value or str(value).startswith(f"{life}:"):
-        return False
-    return bool(client.eval(_RELEASE, 1, key, value))
 
 
 @contextmanager
@@ -172,7 +151,30 @@ def symbol_lock(
     try:
         yield held
     finally:
-        held.release()
+        try:
+            held.release()
+        except redis.ConnectionError:
+            release_later(held)
+
+
+RELEASE_RETRY_SECONDS = 0.25
+
+
+def release_later(held: HeldLock) -> threading.Thread:
+    """Keep trying to release ``held`` until Redis answers or its TTL is past."""
+
+    def retry() -> None:
+        deadline = held.acquired_at + held.ttl_ms / 1000
+        while time.monotonic() < deadline:
+            try:
+                held.release()
+                return
+            except redis.ConnectionError:
+                time.sleep(RELEASE_RETRY_SECONDS)
+
+    thread = threading.Thread(target=retry, name=f"release-{held.key}", daemon=True)
+    thread.start()
+    return thread
 
 
 def fenced_update(session: Session, position_id: int, token: int, **values: Any) -> None:
