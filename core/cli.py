@@ -10,10 +10,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.config import Settings, SettingsError, get_settings
@@ -35,7 +36,7 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -91,7 +92,7 @@ def up(
         _watch_halts(stack)
         stack.watch(lambda line: console.print(line, highlight=False))  # until Ctrl-C
     except StartupError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         code = 2
     except KeyboardInterrupt:
         console.print("stopping ...")
@@ -250,6 +251,7 @@ def worker(
 
     celery.worker_main(
         [
+            *_quiet_in_json_mode(settings),
             "worker",
             "-Q",
             queues,
@@ -270,19 +272,45 @@ def worker(
 def beat() -> None:
     """Run Celery beat: every periodic job in beat_schedule.py."""
     settings = settings_or_exit()
+    from core.services.deadman import start_beat_watch
     from tasks.app import app as celery
 
+    # beside beat, not on a worker: pages when workers go, and its dead-man's ping dies with it
+    start_beat_watch(settings, lambda timeout: _worker_names(celery, timeout))
     schedule = settings.home_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
-    celery.start(["beat", "-s", str(schedule), "--loglevel", settings.log_level])
+    celery.start(
+        [
+            *_quiet_in_json_mode(settings),
+            "beat",
+            "-s",
+            str(schedule),
+            "--loglevel",
+            settings.log_level,
+        ]
+    )
+
+
+def _quiet_in_json_mode(settings: Settings) -> list[str]:
+    """Celery's start-up banner is plain text: off when every log line must be JSON."""
+    return ["--quiet"] if settings.log_json else []
+
+
+def _worker_names(celery: Any, timeout: float) -> list[str]:
+    replies = celery.control.ping(timeout=timeout) or []
+    return [name for reply in replies for name in reply]
 
 
 @app.command()
 def flower() -> None:
     """Run Flower (queue and worker monitor) with basic auth from settings."""
     settings = settings_or_exit()
+    from core.runtime.flower_doors import exposure_refusal, protect_metrics
     from tasks.app import app as celery
 
+    if (refusal := exposure_refusal(settings)) is not None:
+        raise fail(refusal)
+    protect_metrics()
     auth = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
     celery.start(
         [
@@ -450,15 +478,21 @@ from core.cli_control import register as _register_control_commands  # noqa: E40
 
 _register_control_commands(app)
 
+# --version, healthcheck, and one line with exit 2 whenever storage is down
+from core.cli_meta import register as _register_meta  # noqa: E402
+from core.cli_meta import run_with_storage_errors  # noqa: E402
+
+_register_meta(app)
+
 
 def main() -> None:
     try:
         from core.logging import setup_logging
 
         setup_logging(get_settings(), component=sys.argv[1] if len(sys.argv) > 1 else "cli")
-        app()
+        run_with_storage_errors(app)
     except SettingsError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
 
 

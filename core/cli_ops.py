@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from core.config import Settings, SettingsError, get_settings
@@ -34,7 +35,7 @@ err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -134,8 +135,11 @@ def task(
         raise _fail(str(exc)) from None
     kwargs = _task_kwargs(celery, full, _parse_args(arg or []), exchange, symbol)
     queue = celery.amqp.router.route({}, full)["queue"].name
+    from core.cli_meta import check_broker
+
+    check_broker()
     with _storage_errors():
-        result = celery.send_task(full, kwargs=kwargs, ignore_result=not wait)
+        result = celery.send_task(full, kwargs=kwargs, ignore_result=False)  # kept an hour
     console.print(f"sent {full} to queue {queue} (id {result.id})", highlight=False)
     if wait:
         _wait_for(result, full, queue, timeout)
@@ -154,11 +158,11 @@ def _task_kwargs(
     worker's configured exchange, so naming that one is accepted and any other refused.
     ``--symbol`` goes to ``symbol``, or as a one-element ``symbols`` list.
     """
-    import inspect
 
+    from core.api.task_args import sender_signature
     from core.services.deps import exchange_name
 
-    params = inspect.signature(celery.tasks[full].run).parameters
+    params = sender_signature(celery.tasks[full].run).parameters
     if exchange is not None:
         if "exchange" in params:
             kwargs["exchange"] = exchange
@@ -175,10 +179,12 @@ def _task_kwargs(
             kwargs["symbols"] = [wanted]
         else:
             raise _fail(f"{full} takes no symbol; its arguments: ({', '.join(params)})")
+    from core.api.task_args import BadTaskArguments, check_task_arguments
+
     try:
-        inspect.signature(celery.tasks[full].run).bind(**kwargs)
-    except TypeError as exc:
-        raise _fail(f"{full}({', '.join(params)}): {exc}") from None
+        check_task_arguments(celery.tasks[full].run, kwargs, full)
+    except BadTaskArguments as exc:
+        raise _fail(str(exc)) from None
     return kwargs
 
 
@@ -186,10 +192,12 @@ def _print_tasks(celery: Celery, names: list[str]) -> None:
     """One block per task: name, queue, arguments, then what it does (any terminal width)."""
     import inspect
 
+    from core.api.task_args import sender_signature
+
     for full in names:
         registered = celery.tasks[full]
         queue = celery.amqp.router.route({}, full)["queue"].name
-        params = ", ".join(inspect.signature(registered.run).parameters)
+        params = ", ".join(sender_signature(registered.run).parameters)
         doc = (inspect.getdoc(registered.run) or "").strip().splitlines()
         console.print(f"[bold]{full}[/]  queue={queue}  args=({params})", highlight=False)
         if doc:
@@ -492,6 +500,11 @@ def api(
     def send(name: str, kwargs: dict[str, Any]) -> str:
         return str(celery.send_task(name, kwargs=kwargs).id)
 
+    def check(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+        from core.api.task_args import check_task_arguments
+
+        return check_task_arguments(celery.tasks[name].run, kwargs, name)
+
     run_api(
         settings,
         host=host,
@@ -499,6 +512,7 @@ def api(
         worker_ping=worker_ping,
         task_sender=send,
         task_names=lambda: names,
+        task_checker=check,
     )
 
 

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     wave_dispatch_interval: float = Field(
         5, gt=0, description="Beat cadence of the due-wave dispatcher (fallback of the ingest)."
     )
+    signal_score_min: Decimal = Field(
+        Decimal("0"), description="Lowest score_week/score_month accepted (else rejected)."
+    )
+    signal_score_max: Decimal = Field(
+        Decimal("100"), description="Highest score_week/score_month accepted (else rejected)."
+    )
 
     # --- API and Flower ------------------------------------------------------------------
     api_token: SecretStr | None = None
@@ -138,6 +144,11 @@ class Settings(BaseSettings):
     health_check_timeout: float = Field(5, gt=0, description="Per-component /health timeout, s.")
     health_cache_seconds: float = Field(
         3, ge=0, description="Reuse one exchange read for /health and /metrics this long, s."
+    )
+    api_public_reads: bool = Field(
+        False,
+        description="With VIGIL_API_TOKEN set, let GET routes answer without it "
+        "(/health and /metrics always do).",
     )
 
     # --- alerts ----------------------------------------------------------------------------
@@ -161,6 +172,24 @@ class Settings(BaseSettings):
     alert_http_timeout: float = Field(5, gt=0)
     alert_max_age_hours: float = Field(
         24, gt=0, description="Undelivered alerts older than this are given up."
+    )
+    deadman_url: SecretStr | None = Field(
+        None,
+        description="Dead-man's switch (healthchecks.io convention): beat GETs this URL every "
+        "VIGIL_DEADMAN_INTERVAL while all is well, and URL/fail while a part is down.",
+    )
+    deadman_interval: float = Field(60, gt=0, description="Cadence of the dead-man's ping, s.")
+    watchdog_interval: float = Field(
+        10, gt=0, description="Cadence at which the API and beat evaluate health for paging, s."
+    )
+    page_confirm_seconds: float = Field(
+        20, ge=0, description="A health component pages once failing this long, s."
+    )
+    page_repeat_seconds: float = Field(
+        1800, gt=0, description="A component still down pages again after this long, s."
+    )
+    exchange_read_failure_cycles: int = Field(
+        3, ge=1, description="Consecutive failed guardian reads of the exchange that page."
     )
 
     # --- position sizing and risk --------------------------------------------------------
@@ -299,8 +328,19 @@ class Settings(BaseSettings):
     task_max_attempts: int = Field(5, ge=1)
 
     # --- locks ---------------------------------------------------------------------------
-    lock_timeout: float = Field(30, gt=0, description="Lock TTL; extended by long operations.")
+    lock_timeout: float = Field(
+        30,
+        gt=0,
+        description="A lock holder that shows no progress for this long stops renewing its "
+        "lock (which then expires after VIGIL_LOCK_TTL), s.",
+    )
     lock_blocking_timeout: float = Field(10, gt=0)
+    lock_ttl: float = Field(
+        5,
+        gt=0,
+        description="Lifetime of a symbol lock and of a running price task's pending flag; "
+        "the holder renews it every third of it, so a dead holder frees its symbol this fast, s.",
+    )
 
     @field_validator("stoplist", mode="before")
     @classmethod

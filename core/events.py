@@ -160,6 +160,14 @@ class EventType(StrEnum):
     # a venue in maintenance (or answering 503 for too long) paused openings; it answers again
     OPENINGS_RESUMED = "openings_resumed"
 
+    # paging when the engine goes blind (core/services/paging.py): a health component down
+    # for longer than the confirmation time (critical), its recovery, and the guardians'
+    # exchange reads failing cycle after cycle (critical)
+    COMPONENT_DOWN = "component_down"
+    COMPONENT_RECOVERED = "component_recovered"
+    EXCHANGE_READS_FAILING = "exchange_reads_failing"
+    EXCHANGE_READS_RECOVERED = "exchange_reads_recovered"
+
     # alert delivery (core/services/alerts.py); never critical, or a failing channel would
     # page about itself forever
     ALERT_SENT = "alert_sent"
@@ -267,12 +275,17 @@ def alert_for(event: Event) -> Alert:
     """
     where = f"{event.exchange or '-'}:{event.symbol or '-'}"
     subject = f" position {event.position_id}" if event.position_id is not None else ""
+    # alerts about one part of the system (component_down) dedup per part, not per venue
+    component = (event.data or {}).get("component")
+    part = f":{component}" if isinstance(component, str) and component else ""
+    if part:
+        subject = f"{subject} ({component})"
     return Alert(
         event=event,
         severity=event.severity,
         kind=event.type,
         message=f"{event.type} on {where}{subject}",
-        dedup_key=f"{event.type}:{where}"[:200],
+        dedup_key=f"{event.type}:{where}{part}"[:200],
         status="pending",
         delivered=[],
         suppressed_count=0,

@@ -7,15 +7,20 @@ token from a PostgreSQL sequence (durable and monotonic even across a Redis rest
 position write carries it: ``UPDATE ... WHERE id = :id AND fence <= :token``. A write that
 updates no row came from a holder that lost the lock; it is abandoned (``StaleFence``).
 
-A release that meets a Redis outage is not given up: the holder keeps trying it in the
-background (compare-and-delete, so only its own lock) until Redis answers or the TTL would
-have freed the lock anyway. Without that, a task interrupted by the outage leaves its symbol
-locked for the whole TTL after Redis is back (the lock survives in the append-only file).
-A lock is never broken by anyone but its holder or its TTL.
+``symbol_lock`` holds the key for a short ``ttl`` (``VIGIL_LOCK_TTL``) renewed by a watchdog
+thread in the holder (``core.lock_watchdog``): a killed holder frees its symbol within that
+TTL, and a holder whose renewal failed stops before its next exchange mutation
+(``ensure_locks_held``, raising ``LockLost``). The fencing rules are unchanged.
+
+A release that meets a Redis outage is retried in the background (compare-and-delete, so
+only the holder's own lock) until Redis answers or the key's TTL has run out: a task the
+outage interrupted does not leave its symbol locked once Redis is back. A lock is never
+broken by anyone but its holder or its TTL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
@@ -29,26 +34,26 @@ from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from core.db.models import Position
+from core.dead_runs import end_run, start_run
+from core.lock_watchdog import COMPARE_AND_EXTEND, LeaseWatchdog, held_leases, holding
 from core.metrics import observe_lock_wait
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
-_EXTEND = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
+_EXTEND = COMPARE_AND_EXTEND
 
 
 class LockNotAcquired(TimeoutError):
     """The lock stayed busy for the whole blocking timeout; the caller retries later."""
 
 
-class LockLost(RuntimeError):
-    """The lock expired or was taken by someone else while held."""
+class LockLost(LockNotAcquired):
+    """The lock expired, was taken by someone else, or could not be renewed while held.
+
+    A kind of ``LockNotAcquired``: every caller that leaves a busy symbol to its next run
+    leaves a lost one the same way, and writes nothing more."""
 
 
 class StaleFence(RuntimeError):
@@ -75,11 +80,27 @@ class HeldLock:
     ttl_ms: int
     acquired_at: float = field(default_factory=time.monotonic)
     waited_s: float = 0.0
+    lease: LeaseWatchdog | None = None  # the renewing watchdog (``symbol_lock``)
 
     def extend(self, ttl_s: float | None = None) -> None:
         """Push the expiry out for a long operation; raise LockLost if no longer ours."""
+        self.check()
         ttl_ms = int((ttl_s * 1000) if ttl_s is not None else self.ttl_ms)
         if not self.client.eval(_EXTEND, 1, self.key, self.owner, ttl_ms):
+            if self.lease is not None:
+                self.lease.mark_lost("extend found the key gone or taken")
+            raise LockLost(self.key)
+        if self.lease is not None:
+            self.lease.touch()
+
+    @property
+    def lost(self) -> bool:
+        """The watchdog could not renew (or has not for a whole TTL): stop, write nothing."""
+        return self.lease is not None and self.lease.lost
+
+    def check(self) -> None:
+        """Raise LockLost if the watchdog lost the lock; call before any mutation."""
+        if self.lost:
             raise LockLost(self.key)
 
     def still_held(self) -> bool:
@@ -119,6 +140,7 @@ def acquire(
             raise LockNotAcquired(key)
         sleep(delay)
         delay = min(delay * 2, 0.2)
+    locked_at = time.monotonic()  # the TTL runs from here, not from the token's draw
     try:
         token = token_source()
     except BaseException:
@@ -126,7 +148,7 @@ def acquire(
         raise
     waited = time.monotonic() - started
     observe_lock_wait(waited, acquired=True)  # vigil_lock_wait_seconds
-    return HeldLock(client, key, owner, token, ttl_ms, waited_s=waited)
+    return HeldLock(client, key, owner, token, ttl_ms, acquired_at=locked_at, waited_s=waited)
 
 
 @contextmanager
@@ -138,19 +160,39 @@ def symbol_lock(
     token_source: Callable[[], int],
     timeout: float = 30.0,
     blocking_timeout: float = 10.0,
+    ttl: float = 5.0,
 ) -> Iterator[HeldLock]:
-    """Hold the (exchange, symbol) lock for the block; release only if still ours."""
+    """Hold the (exchange, symbol) lock for the block; release only if still ours.
+
+    The key lives ``ttl`` seconds and is renewed at ``ttl / 3`` by a watchdog while the
+    block runs; ``timeout`` (``VIGIL_LOCK_TIMEOUT``) is the longest the holder may go
+    without progress (``extend``) before the renewals stop and the key expires.
+    """
     held = acquire(
         client,
         exchange,
         symbol,
         token_source=token_source,
-        timeout=timeout,
+        timeout=min(ttl, timeout),
         blocking_timeout=blocking_timeout,
     )
+    lease = LeaseWatchdog(
+        lambda: bool(client.eval(_EXTEND, 1, held.key, held.owner, held.ttl_ms)),
+        held.ttl_ms / 1000,
+        name=held.key,
+        max_idle_s=timeout,
+    )
+    lease.renewed_at = lease.touched_at = held.acquired_at
+    held.lease = lease
+    lease.start()
     try:
-        yield held
+        start_run(client, held.key, held.owner)  # flags a predecessor that died mid-run
+        with holding(lease):
+            yield held
     finally:
+        lease.stop()
+        with contextlib.suppress(redis.RedisError):  # a killed run never gets here
+            end_run(client, held.key, held.owner)
         try:
             held.release()
         except redis.ConnectionError:
@@ -161,10 +203,10 @@ RELEASE_RETRY_SECONDS = 0.25
 
 
 def release_later(held: HeldLock) -> threading.Thread:
-    """Keep trying to release ``held`` until Redis answers or its TTL is past."""
+    """Keep trying to release ``held`` until Redis answers or the key's TTL has run out."""
 
     def retry() -> None:
-        deadline = held.acquired_at + held.ttl_ms / 1000
+        deadline = time.monotonic() + held.ttl_ms / 1000
         while time.monotonic() < deadline:
             try:
                 held.release()
@@ -177,12 +219,25 @@ def release_later(held: HeldLock) -> threading.Thread:
     return thread
 
 
+def ensure_locks_held() -> None:
+    """Raise ``LockLost`` if a lock the current task holds was lost (renewal failed).
+
+    Called by the exchange adapter before every mutation: a holder whose lock may be
+    someone else's by now must not place or cancel anything.
+    """
+    for lease in held_leases():
+        if lease.lost:
+            raise LockLost(lease.name)
+
+
 def fenced_update(session: Session, position_id: int, token: int, **values: Any) -> None:
     """Write position columns only if no newer lock holder has written the row.
 
     ``fence <= :token`` lets one holder write many times; a holder whose token is older than
     the row's is refused by the UPDATE itself, so the check and the write are one step.
+    A holder whose lock watchdog already knows the lock is lost does not even try.
     """
+    ensure_locks_held()
     stmt = (
         update(Position)
         .where(Position.id == position_id, Position.fence <= token)

@@ -8,6 +8,12 @@ Why the redaction sits in the formatter: it sees the final text of every record,
 logger (ccxt's own debug log prints request headers, which carry the API key), including
 exception tracebacks, so nothing reaches the output unredacted, whatever the caller logged.
 
+JSON mode (``VIGIL_LOG_JSON=true``) is python-json-logger's formatter: one object per line with
+``ts, level, logger, msg, component, process, correlation_id, position_id, task_id, task_name``
+plus every ``extra=`` field the caller passed; every string in it goes through redaction.
+Celery's start-up banner is switched off in JSON mode (core/cli.py), so every line of every
+process parses.
+
 Usage in services::
 
     with bind_correlation(position.correlation_id, position_id=position.id):
@@ -17,15 +23,15 @@ Usage in services::
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TextIO
+
+from pythonjsonlogger.json import JsonFormatter as _PythonJsonFormatter
 
 from core.config import Settings
 
@@ -59,6 +65,9 @@ _correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _position: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "vigil_position_id", default=None
 )
+_task: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "vigil_task", default=None
+)
 
 
 # --- correlation ----------------------------------------------------------------------------
@@ -87,13 +96,27 @@ def current_correlation() -> tuple[str | None, int | None]:
     return _correlation.get(), _position.get()
 
 
+def bind_task(task_id: str, task_name: str) -> contextvars.Token[tuple[str, str] | None]:
+    """Tag log lines with the running task (Celery's task_prerun); undo with ``unbind_task``."""
+    return _task.set((task_id, task_name))
+
+
+def unbind_task(token: contextvars.Token[tuple[str, str] | None] | None = None) -> None:
+    if token is not None:
+        _task.reset(token)
+    else:
+        _task.set(None)
+
+
 class CorrelationFilter(logging.Filter):
-    """Put the bound correlation and position ids on the record (``-`` when unbound)."""
+    """Put the bound correlation, position and task ids on the record (``-`` when unbound)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.correlation_id = _correlation.get() or "-"
         position_id = _position.get()
         record.position_id = "-" if position_id is None else position_id
+        task = _task.get()
+        record.task_id, record.task_name = task if task is not None else ("-", "-")
         return True
 
 
@@ -168,31 +191,46 @@ class RedactingFormatter(logging.Formatter):
         return _redactor(super().format(record))
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg, correlation_id, position_id, ..."""
+CONTEXT_FIELDS = ("correlation_id", "position_id", "task_id", "task_name")
+
+
+class JsonFormatter(_PythonJsonFormatter):
+    """One JSON object per line: ts, level, logger, msg, component, process, the context ids,
+    every ``extra=`` field; tracebacks under ``exc``. Every string value is redacted."""
 
     def __init__(self, component: str | None = None) -> None:
-        super().__init__()
+        super().__init__(
+            ["levelname", "name", "message", "process"],
+            rename_fields={
+                "levelname": "level",
+                "name": "logger",
+                "message": "msg",
+                "exc_info": "exc",
+                "stack_info": "stack",
+            },
+            static_fields={"component": component} if component else {},
+            timestamp="ts",
+        )
         self.component = component
 
     def format(self, record: logging.LogRecord) -> str:
         _ensure_context(record)
-        payload: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": _redactor(record.getMessage()),
-            "correlation_id": _unset(getattr(record, "correlation_id", "-")),
-            "position_id": _unset(getattr(record, "position_id", "-")),
-            "process": record.process,
-        }
-        if self.component:
-            payload["component"] = self.component
-        if record.exc_info:
-            payload["exc"] = _redactor(self.formatException(record.exc_info))
-        if record.stack_info:
-            payload["stack"] = _redactor(self.formatStack(record.stack_info))
-        return json.dumps(payload, default=str)
+        return super().format(record)
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        for name in CONTEXT_FIELDS:
+            log_data[name] = _unset(log_data.get(name, "-"))
+        return {key: _redact_value(value) for key, value in log_data.items()}
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _redactor(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    return value
 
 
 def _unset(value: Any) -> Any:
@@ -249,7 +287,8 @@ def setup_logging(
 
 
 def install_celery_logging(signals: Any, component: str | None = None) -> None:
-    """Make Celery (worker and beat) log through ``setup_logging`` instead of its own setup.
+    """Make Celery (worker and beat) log through ``setup_logging`` instead of its own setup,
+    each line inside a task tagged with the task's id and name.
 
     ``signals`` is ``celery.signals``, passed in so that core never imports Celery. A
     receiver on ``setup_logging`` tells Celery to leave logging to us.
@@ -258,4 +297,12 @@ def install_celery_logging(signals: Any, component: str | None = None) -> None:
     def _setup(**_: Any) -> None:
         setup_logging(component=component or ("beat" if "beat" in sys.argv else "worker"))
 
+    def _task_started(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+        bind_task(task_id or "-", getattr(task, "name", None) or "-")
+
+    def _task_done(**_: Any) -> None:
+        unbind_task()
+
     signals.setup_logging.connect(_setup, weak=False)
+    signals.task_prerun.connect(_task_started, weak=False)
+    signals.task_postrun.connect(_task_done, weak=False)

@@ -18,9 +18,12 @@ from kombu import Queue
 from core.config import Settings, get_settings
 from core.logging import install_celery_logging
 from core.metrics import install_task_metrics
+from core.queues import QUEUES as CORE_QUEUES
 from core.runtime.endpoints import resolve_redis_url
+from tasks.json_console import install_json_console
+from tasks.publish import install_publish_policy
 
-QUEUES = ("signals", "orders", "stops", "maintenance")
+QUEUES = CORE_QUEUES  # named in core so the API can measure them without Celery
 
 # Task name prefix -> queue. A task's name says what it is for; its queue follows.
 ROUTES = {
@@ -74,6 +77,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.task_soft_time_limit,
         "task_time_limit": settings.task_time_limit,
+        # the default for publishers that do not load this app; tasks/publish.py keeps
+        # results (for result_expires) of tasks triggered by hand
         "task_ignore_result": True,
         "result_expires": 3600,
         "task_track_started": True,
@@ -102,6 +107,10 @@ app = create_app()
 # is counted and timed into the Redis-held metrics that `vigil api` serves
 install_celery_logging(celery_signals)
 install_task_metrics(celery_signals)
+# publish time on every message (queue age in /metrics); results kept for hand-sent tasks
+install_publish_policy(celery_signals)
+# JSON mode: the worker's direct console lines (shutdown notices) as JSON too
+install_json_console(get_settings())
 
 
 @worker_process_init.connect

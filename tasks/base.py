@@ -6,6 +6,8 @@ errors are not retried; they are recorded by the service as events before they s
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -13,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from core.api.task_args import check_task_arguments, is_bound
 from tasks.app import app
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,19 +41,37 @@ def vigil_task(
     retry_on: tuple[type[BaseException], ...] = (Retryable,),
     max_retries: int = 5,
     backoff_max: int = 30,
+    jitter: bool = True,
     **options: Any,
 ) -> Callable[[F], Any]:
-    """Register ``func`` as task ``vigil.<name>``; ``name``'s first part picks the queue."""
+    """Register ``func`` as task ``vigil.<name>``; ``name``'s first part picks the queue.
+
+    The arguments are checked against ``func``'s signature and annotations on the worker,
+    before ``func`` runs (core/api/task_args.py): a task sent by Flower, by hand onto the
+    broker or by an older client is held to the same rule as ``vigil task`` and the API.
+    A refusal (``BadTaskArguments``) is permanent, never retried.
+    """
 
     def decorate(func: F) -> Any:
+        full = f"vigil.{name}"
+
+        bound = is_bound(func)
+
+        @functools.wraps(func)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            if bound:  # bind=True: Celery passes the task itself first
+                return func(args[0], **check_task_arguments(func, kwargs, full, args[1:]))
+            return func(**check_task_arguments(func, kwargs, full, args))
+
+        checked.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]
         return app.task(
             name=f"vigil.{name}",
             autoretry_for=retry_on,
             retry_backoff=True,
             retry_backoff_max=backoff_max,
-            retry_jitter=True,
+            retry_jitter=jitter,
             max_retries=max_retries,
             **options,
-        )(func)
+        )(checked)
 
     return decorate

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from core.config import Settings
 from core.ingest.context import Enqueue, EnqueueFailed
 from tasks.app import create_app
+from tasks.publish import mark_automatic
 
 
 def celery_sender(settings: Settings) -> Enqueue:
@@ -18,6 +19,7 @@ def celery_sender(settings: Settings) -> Enqueue:
     its stream dying with the broker.
     """
     app = create_app(settings)
+    mark_automatic()  # the ingest's waves and price windows: nobody reads their results
 
     def send(name: str, args: Sequence[object]) -> None:
         try:

@@ -12,10 +12,14 @@ from core.exchange.errors import Retryable as ExchangeRetryable
 from core.locks import LockLost, LockNotAcquired
 from core.services import price_path
 from core.services.deps import get_deps
+from core.services.give_up import record_gave_up
 from core.services.trailing import settle_stop_triggered
 from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
 
 _TRANSIENT = (Retryable, ExchangeRetryable, LockNotAcquired, LockLost, *INFRA_TRANSIENT)
+# settle_close: 1+2+4+8+16+30*7 s = about 4 min of retries before it gives up
+SETTLE_RETRIES = 12
+SETTLE_BACKOFF_MAX = 30
 
 
 @vigil_task("stops.on_price", retry_on=_TRANSIENT, max_retries=5, backoff_max=5)
@@ -39,7 +43,24 @@ def trailing_sweep_task() -> dict[str, int]:
     return report.as_dict()
 
 
-@vigil_task("orders.settle_close", retry_on=_TRANSIENT, max_retries=4, backoff_max=10)
-def settle_close_task(position_id: int, reason: str = "stop_triggered") -> bool:
-    """Record the close of a position whose stop fired on the exchange."""
-    return settle_stop_triggered(get_deps(), position_id, reason)
+@vigil_task(
+    "orders.settle_close",
+    retry_on=_TRANSIENT,
+    max_retries=SETTLE_RETRIES,
+    backoff_max=SETTLE_BACKOFF_MAX,
+    jitter=False,
+    bind=True,
+)
+def settle_close_task(self: Any, position_id: int, reason: str = "stop_triggered") -> bool:
+    """Record the close of a position whose stop fired on the exchange.
+
+    A store outage is waited out for minutes (1, 2, 4 ... 30 s between tries, without the
+    jitter that could make every wait zero), not milliseconds; giving up is a critical
+    ``task_gave_up`` event, so reconciliation's phantom is never the silent outcome.
+    """
+    try:
+        return settle_stop_triggered(get_deps(), position_id, reason)
+    except _TRANSIENT as exc:
+        if self.request.retries >= SETTLE_RETRIES:
+            record_gave_up("vigil.orders.settle_close", position_id, self.request.retries + 1, exc)
+        raise

@@ -12,9 +12,13 @@ Routes:
   GET  /events             ?symbol= &type= (comma list) &severity= &since= &correlation_id=
                            &position_id= &limit=
   GET  /tasks              registered task names
-  POST /tasks/{name}       send a task (JSON body = kwargs); needs
-                           ``Authorization: Bearer <VIGIL_API_TOKEN>``; disabled (403) while
-                           no token is configured
+  POST /tasks/{name}       send a task (JSON body = kwargs, checked against the task's
+                           signature: 400 with the reason)
+
+The token rule covers every route (core/api/doors.py): with ``VIGIL_API_TOKEN`` set, all but
+/health and /metrics need ``Authorization: Bearer <token>`` (``VIGIL_API_PUBLIC_READS`` opens
+the GETs); without one, every write is refused (403). ``vigil api`` also runs the watchdog
+that pages when a part of the system goes blind (core/services/paging.py).
 
 Celery is not imported here (core stays free of it): the CLI wires in ``worker_ping``,
 ``task_sender`` and ``task_names``.
@@ -33,6 +37,7 @@ import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from core.api import doors, openapi
 from core.api.collectors import StateCollector
 from core.api.health import ExchangeReads, HealthChecker, WorkerPing
 from core.api.queries import (
@@ -42,15 +47,18 @@ from core.api.queries import (
     event_dict,
     list_events,
     list_positions,
+    parse_id,
     parse_limit,
     parse_since,
     position_dict,
 )
+from core.api.task_args import BadTaskArguments
 from core.api.task_names import AmbiguousTask, UnknownTask, resolve_task_name
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.db.session import new_session
 from core.metrics import MetricsStore, RedisCollector
+from core.queues import QueueCollector
 from core.runtime.endpoints import resolve_redis_url
 from core.services.deps import Deps, get_deps
 
@@ -58,6 +66,7 @@ log = logging.getLogger(__name__)
 
 TaskSender = Callable[[str, dict[str, Any]], str]
 TaskNames = Callable[[], list[str]]
+TaskChecker = Callable[[str, dict[str, Any]], dict[str, Any]]
 
 
 @dataclass
@@ -68,6 +77,7 @@ class ApiContext:
     registry: CollectorRegistry
     task_sender: TaskSender | None
     task_names: TaskNames | None
+    task_checker: TaskChecker | None = None
 
 
 CONTEXT = web.AppKey("vigil", ApiContext)
@@ -83,6 +93,7 @@ def create_app(
     task_sender: TaskSender | None = None,
     task_names: TaskNames | None = None,
     exchange_name: str | None = None,
+    task_checker: TaskChecker | None = None,
 ) -> web.Application:
     client = redis_client or redis.Redis.from_url(
         resolve_redis_url(settings), socket_timeout=settings.health_check_timeout
@@ -95,8 +106,12 @@ def create_app(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(MetricsStore(client)))
     registry.register(StateCollector(exchange, reads, clock))
+    registry.register(QueueCollector(client, clock))  # depth and oldest age per queue
     app = web.Application()
-    app[CONTEXT] = ApiContext(settings, clock, health, registry, task_sender, task_names)
+    app[CONTEXT] = ApiContext(
+        settings, clock, health, registry, task_sender, task_names, task_checker
+    )
+    doors.register(app, settings)
     app.router.add_get("/", index)
     app.router.add_get("/health", health_route)
     app.router.add_get("/metrics", metrics_route)
@@ -107,10 +122,12 @@ def create_app(
     from core.api import control  # halt, resume, close by hand; imports this module
 
     control.register(app, deps_factory)
+    openapi.register(app)  # /openapi.json, /docs (generated from the routes), /livez
     return app
 
 
 async def index(request: web.Request) -> web.Response:
+    """The main routes; /openapi.json describes every one, /docs shows them."""
     return web.json_response(
         {
             "endpoints": [
@@ -120,17 +137,22 @@ async def index(request: web.Request) -> web.Response:
                 "/events",
                 "/tasks",
                 "POST /tasks/{name}",
+                "/openapi.json",
+                "/docs",
             ]
         }
     )
 
 
 async def health_route(request: web.Request) -> web.Response:
+    """The system's health per component (database, Redis, workers, beat, ingest, exchange,
+    protection): 200 when every one is fine, 503 otherwise, with each one's detail."""
     report = await request.app[CONTEXT].health.check()
     return web.json_response(report.as_dict(), status=200 if report.healthy else 503)
 
 
 async def metrics_route(request: web.Request) -> web.Response:
+    """Prometheus metrics (text format): tasks, exchange calls, positions, queue depths."""
     body = await asyncio.to_thread(generate_latest, request.app[CONTEXT].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -144,6 +166,8 @@ def _list(value: str | None) -> tuple[str, ...]:
 
 
 async def positions_route(request: web.Request) -> web.Response:
+    """Positions, newest first. Query: symbol, status (comma list), since (ISO time or
+    duration such as 1h), correlation_id, limit."""
     ctx, q = request.app[CONTEXT], request.query
     try:
         f = PositionFilter(
@@ -164,6 +188,8 @@ async def positions_route(request: web.Request) -> web.Response:
 
 
 async def events_route(request: web.Request) -> web.Response:
+    """Events, newest first. Query: symbol, type (comma list), severity, since (ISO time or
+    duration such as 1h), correlation_id, position_id, limit."""
     ctx, q = request.app[CONTEXT], request.query
     try:
         position = q.get("position_id")
@@ -173,7 +199,7 @@ async def events_route(request: web.Request) -> web.Response:
             severity=q.get("severity"),
             since=parse_since(q.get("since"), ctx.clock.now()),
             correlation_id=q.get("correlation_id"),
-            position_id=int(position) if position else None,
+            position_id=parse_id(position, "position_id"),
             limit=parse_limit(q.get("limit")),
         )
     except (BadQuery, ValueError) as exc:
@@ -187,6 +213,7 @@ async def events_route(request: web.Request) -> web.Response:
 
 
 async def tasks_route(request: web.Request) -> web.Response:
+    """Names of the registered tasks that POST /tasks/{name} can send."""
     names = request.app[CONTEXT].task_names
     return web.json_response({"tasks": sorted(names()) if names else []})
 
@@ -208,11 +235,13 @@ def _authorized(request: web.Request, settings: Settings) -> web.Response | None
 
 
 async def trigger_route(request: web.Request) -> web.Response:
+    """Send task {name} (full or short name) now; the JSON body holds its keyword arguments.
+    Answers 202 with the task id; its result is kept for an hour. Needs the bearer token."""
     ctx = request.app[CONTEXT]
     refused = _authorized(request, ctx.settings)
     if refused is not None:
         return refused
-    if ctx.task_sender is None or ctx.task_names is None:
+    if ctx.task_sender is None or ctx.task_names is None or ctx.task_checker is None:
         return _bad("task sending is not wired into this API", 503)
     try:
         name = resolve_task_name(request.match_info["name"], ctx.task_names())
@@ -226,6 +255,10 @@ async def trigger_route(request: web.Request) -> web.Response:
             return _bad("body must be a JSON object of task keyword arguments")
     if not isinstance(kwargs, dict):
         return _bad("body must be a JSON object of task keyword arguments")
+    try:
+        ctx.task_checker(name, kwargs)
+    except BadTaskArguments as exc:
+        return _bad(str(exc))
     task_id = await asyncio.to_thread(ctx.task_sender, name, kwargs)
     log.info("task %s sent through the API (id %s)", name, task_id)
     return web.json_response({"task": name, "id": task_id}, status=202)
@@ -235,7 +268,10 @@ def run_api(
     settings: Settings, *, host: str | None = None, port: int | None = None, **wiring: Any
 ) -> None:
     """Serve until interrupted."""
+    from core.services.deadman import register_api_watchdog
+
     app = create_app(settings, **wiring)
+    register_api_watchdog(app, app[CONTEXT].health, settings)  # pages when a part goes blind
     host, port = host or settings.api_host, port or settings.api_port
     log.info("vigil api on http://%s:%s", host, port)
     web.run_app(app, host=host, port=port, print=None, access_log=log)

@@ -87,11 +87,13 @@ async def _body(request: web.Request) -> dict[str, Any] | web.Response:
 
 
 async def halt_state_route(request: web.Request) -> web.Response:
+    """The halts in force: ``{"halted": bool, "halts": [...]}``."""
     current = await asyncio.to_thread(halts.current)
     return web.json_response({"halted": bool(current), "halts": [h.as_dict() for h in current]})
 
 
 async def halt_route(request: web.Request) -> web.Response:
+    """Stop new openings (body ``{"reason": "..."}``, optional). Needs the bearer token."""
     ctx = request.app[CONTEXT]
     refused = _authorized(request, ctx.settings)
     if refused is not None:
@@ -109,6 +111,7 @@ async def halt_route(request: web.Request) -> web.Response:
 
 
 async def resume_route(request: web.Request) -> web.Response:
+    """Lift every halt in force. Needs the bearer token."""
     ctx = request.app[CONTEXT]
     refused = _authorized(request, ctx.settings)
     if refused is not None:
@@ -118,6 +121,9 @@ async def resume_route(request: web.Request) -> web.Response:
 
 
 async def close_route(request: web.Request) -> web.Response:
+    """Close one position at market (reason ``manual``): 404 no such position, 409 already
+    finished or on another venue, 502 the venue did not close it (it keeps its stop).
+    Needs the bearer token."""
     ctx = request.app[CONTEXT]
     refused = _authorized(request, ctx.settings)
     if refused is not None:
@@ -137,6 +143,8 @@ async def close_route(request: web.Request) -> web.Response:
 
 
 async def close_all_route(request: web.Request) -> web.Response:
+    """Halt, then close every position of the venue; ``?dry_run=true`` only lists what it
+    would close. 502 when any close failed. Needs the bearer token."""
     ctx = request.app[CONTEXT]
     refused = _authorized(request, ctx.settings)
     if refused is not None:

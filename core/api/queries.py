@@ -35,11 +35,14 @@ def parse_since(value: str | None, now: datetime) -> datetime | None:
         return None
     match = _RELATIVE.match(value.strip().lower())
     if match:
-        return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        except (OverflowError, ValueError):
+            raise BadQuery(f"since: {value!r:.40} reaches before the calendar starts") from None
     try:
         parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise BadQuery(f"since: expected ISO time or 15m/2h/3d, got {value!r}") from None
+        raise BadQuery(f"since: expected ISO time or 15m/2h/3d, got {value!r:.60}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -49,10 +52,26 @@ def parse_limit(value: str | int | None, default: int = 100) -> int:
     try:
         limit = int(value)
     except ValueError:
-        raise BadQuery(f"limit: expected a number, got {value!r}") from None
+        raise BadQuery(f"limit: expected a number, got {value!r:.60}") from None
     if limit < 1:
         raise BadQuery("limit: must be at least 1")
     return min(limit, MAX_LIMIT)
+
+
+MAX_ID = 2**63 - 1
+
+
+def parse_id(value: str | None, name: str) -> int | None:
+    """A row id (1 .. 2**63-1, PostgreSQL's bigint); None or empty passes through."""
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadQuery(f"{name}: expected a number, got {value!r:.60}") from None
+    if not 1 <= number <= MAX_ID:
+        raise BadQuery(f"{name}: out of range")
+    return number
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from alembic.runtime.migration import MigrationContext  # noqa: E402
 from alembic.script import ScriptDirectory  # noqa: E402
 from sqlalchemy import create_engine, pool  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# Shipped inside the package (not beside it), so an installed wheel migrates on its own.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -23,8 +24,10 @@ class SchemaNotCurrent(RuntimeError):
 
 
 def alembic_config(url: str) -> Config:
-    cfg = Config(str(REPO_ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(REPO_ROOT / "alembic"))
+    """Alembic's settings built in code: no alembic.ini needed where vigil is installed."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("path_separator", "os")
     cfg.attributes["url"] = url
     return cfg
 

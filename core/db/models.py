@@ -1,9 +1,9 @@
 """The durable record, as SQLAlchemy 2 models.
 
-The schema itself changes only through alembic migrations (``alembic/versions``); these models
-mirror it for queries. What must never happen is enforced here by the database, not by code:
-one non-terminal position per (exchange, symbol), status CHECKs, cascades from a position to its
-trailing and aged state.
+The schema itself changes only through alembic migrations (``core/db/migrations/versions``);
+these models mirror it for queries. What must never happen is enforced here by the database,
+not by code: one non-terminal position per (exchange, symbol), status CHECKs, cascades from a
+position to its trailing and aged state.
 """
 
 from __future__ import annotations

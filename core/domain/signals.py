@@ -94,6 +94,7 @@ class RejectReason(StrEnum):
     INVALID_EXCHANGE = "invalid_exchange"
     INVALID_ACTION = "invalid_action"
     INVALID_SCORE = "invalid_score"
+    SCORE_OUT_OF_RANGE = "score_out_of_range"
     INVALID_TIMESTAMP = "invalid_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
 
@@ -109,6 +110,10 @@ class SignalParams:
     quote_assets: tuple[str, ...] = ("USDT",)
     reject_unknown_fields: bool = False
     max_future_skew: timedelta = timedelta(seconds=60)
+    # a score outside the range the signal service is known to produce is a broken or
+    # hostile sender: 99,999,999,999 would otherwise rank first in every wave
+    score_min: Decimal = Decimal(0)
+    score_max: Decimal = Decimal(100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +416,13 @@ def _validate_fields(
         if score is None:
             return Rejection(
                 RejectReason.INVALID_SCORE, f"{name} must be a finite number", excerpt, signal_id
+            )
+        if not params.score_min <= score <= params.score_max:
+            return Rejection(
+                RejectReason.SCORE_OUT_OF_RANGE,
+                f"{name} must be within {params.score_min}..{params.score_max}",
+                excerpt,
+                signal_id,
             )
         scores.append(score)
     timestamp = _valid_timestamp(obj["timestamp"])

@@ -32,6 +32,7 @@ from core.exchange.dialect import Dialect, DialectOptions
 from core.exchange.errors import SymbolUnavailable, classify
 from core.exchange.parsing import dec, dec0
 from core.exchange.types import OrderSnapshot, PositionSnapshot, TradeSnapshot
+from core.locks import ensure_locks_held
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,6 +128,7 @@ class ExchangeAdapter:
         """Set leverage and margin mode once per symbol; 'no change needed' is success."""
         if symbol in self._setup_done:
             return
+        ensure_locks_held()
         self.dialect.setup(symbol, leverage, margin_mode)
         self._setup_done.add(symbol)
 
@@ -154,6 +156,7 @@ class ExchangeAdapter:
         *,
         reduce_only: bool = False,
     ) -> OrderSnapshot:
+        ensure_locks_held()  # a holder that lost its symbol lock mutates nothing
         return self.dialect.create_market_order(symbol, side, quantity, client_id, reduce_only)
 
     def create_stop(
@@ -167,6 +170,7 @@ class ExchangeAdapter:
         close_position: bool = False,
     ) -> OrderSnapshot:
         """A reduce-only stop-market order triggered by the mark price."""
+        ensure_locks_held()
         return self.dialect.create_stop(
             symbol, side, quantity, trigger_price, client_id, close_position
         )
@@ -184,6 +188,7 @@ class ExchangeAdapter:
 
     def cancel_order(self, symbol: str, order_id: str, *, conditional: bool = False) -> bool:
         """Cancel; True if cancelled now, False if it was already gone (not an error here)."""
+        ensure_locks_held()
         return self.dialect.cancel_order(symbol, order_id, conditional)
 
     def open_orders(self, symbol: str | None = None) -> list[OrderSnapshot]:

@@ -41,6 +41,7 @@ from core.db.models import Event, Heartbeat, Position, Signal, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE
 from core.exchange.errors import ExchangeFailure
+from core.harness import chaos_death as death
 from core.harness.chaos_process import PROCESS_FAULT_KINDS, inject_process_fault
 from core.harness.demo import (
     DEMO_SETTINGS,
@@ -122,6 +123,7 @@ class ChaosResult:
     exchange: str = "binance"  # the paper exchange's dialect
     # per stack_kill: positions, stops and trailing state came back as they were
     stack_kill_intact: list[bool] = field(default_factory=list)
+    counts: dict[str, list[int]] = field(default_factory=dict)  # e.g. live stops after a kill
 
     @property
     def violations(self) -> int:
@@ -140,6 +142,7 @@ class ChaosResult:
             "exchange": self.exchange,
             "faults": dict(self.faults),
             "recovery_seconds": self.recovery,
+            "counts": self.counts,
             "longest_gap_seconds": self.longest_gaps(),
             "worst_gaps": [
                 {**gap, "interfered": gap["symbol"] in self.interfered}
@@ -200,6 +203,7 @@ class Chaos:
         self.interfered: set[str] = set()
         self._threads: list[threading.Thread] = []
         self.stack_kill_intact: list[bool] = []  # per stack_kill: everything came back
+        self.counts: dict[str, list[int]] = {}
 
     def endpoint(self, role: str) -> str:
         """The ``/_sim/fault`` endpoint that carries ``role`` ("order" or "stop") here."""
@@ -328,6 +332,7 @@ class Chaos:
                 name = self._kill_worker()
                 self.say(f"SIGKILL {name} while {row[0]} is {row[1]} (restarted)")
                 self._clock("worker_kill_opening", self._openings_resolved)
+                self._clock("opening_stop_live", death.opening_settled(row[0]))
                 return
             time.sleep(0.05)
         name = self._kill_worker()
@@ -369,10 +374,22 @@ class Chaos:
                 moved = trailing is not None and (
                     trailing.state == "active" or trailing.update_count != count
                 )
+            moved = moved or death.move_in_flight(symbol)  # kill it in flight when seen
             time.sleep(0.05)
+        in_flight = death.move_in_flight(symbol)
+        count_at_kill = death.update_count(symbol)
         name = self._kill_worker()
         self.say(f"SIGKILL {name} during a trailing move on {symbol} (restarted)")
         self._clock("worker_kill_stop_move", self._openings_resolved)
+        if in_flight:
+            self._clock("stop_move_next_move", death.next_move(symbol, count_at_kill))
+            death.count_stops_later(
+                self.system.deps.exchange,
+                symbol,
+                10.0,
+                self.counts.setdefault("live_stops_10s_after_kill", []),
+                self._threads,
+            )
 
     def _redis_restart(self) -> None:
         assert self.stack.redis is not None
@@ -687,6 +704,7 @@ def _drive(
         seed=seed,
         exchange=system.venue,
         stack_kill_intact=chaos.stack_kill_intact,
+        counts=chaos.counts,
     )
 
 
@@ -742,6 +760,8 @@ def print_result(console: Console, result: ChaosResult) -> None:
             "intact after stack_kill",
             ", ".join("yes" if ok else "NO" for ok in result.stack_kill_intact),
         )
+    for name, values in sorted(result.counts.items()):
+        table.add_row(name.replace("_", " "), ", ".join(str(v) for v in values))
     table.add_row(
         "retries/redeliveries (events)",
         ", ".join(f"{k} {v}" for k, v in sorted(result.redeliveries.items())) or "0",

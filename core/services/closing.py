@@ -125,6 +125,7 @@ def lock_for(deps: Deps, exchange: str, symbol: str) -> AbstractContextManager[H
         symbol,
         token_source=deps.fence_token,
         timeout=deps.settings.lock_timeout,
+        ttl=deps.settings.lock_ttl,
         blocking_timeout=deps.settings.lock_blocking_timeout,
     )
 

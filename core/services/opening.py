@@ -42,6 +42,7 @@ from core.logging import bind_correlation
 from core.services import halts, venue_watch
 from core.services.closing import exit_from_trades, finish
 from core.services.deps import Deps
+from core.services.first_band import publish_first_band
 from core.services.positions import context, order_row, record_order, transition
 
 S = PositionStatus
@@ -118,6 +119,7 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
             symbol,
             token_source=deps.fence_token,
             timeout=deps.settings.lock_timeout,
+            ttl=deps.settings.lock_ttl,
             blocking_timeout=deps.settings.lock_blocking_timeout,
         ) as held,
     ):
@@ -508,18 +510,20 @@ class Opening:
         pct = self.settings.trailing_activation_percent / Decimal(100)
         factor = Decimal(1) + pct if position.side == Side.LONG else Decimal(1) - pct
         activation = position.entry_price * factor
-        session.add(
-            TrailingStop(
-                position_id=position.id,
-                state="inactive",
-                owner="trailing",
-                highest_price=position.entry_price,
-                lowest_price=position.entry_price,
-                current_stop=position.stop_price,
-                activation_price=activation,
-                heartbeat_at=self.now(),
-            )
+        row = TrailingStop(
+            position_id=position.id,
+            state="inactive",
+            owner="trailing",
+            highest_price=position.entry_price,
+            lowest_price=position.entry_price,
+            current_stop=position.stop_price,
+            activation_price=activation,
+            heartbeat_at=self.now(),
+            breakeven_done=False,
+            update_count=0,
         )
+        session.add(row)
+        publish_first_band(self.deps, position, row)  # trailed from its first tick
         record(
             session,
             EventType.TRAILING_STOP_CREATED,

@@ -22,8 +22,9 @@ queued meanwhile.
 Redis layout (shared with the ingest's writer, ``core.ingest.prices``):
 ``vigil:px:<exchange>:<symbol>`` hash ``last high low first_ts ts n`` (prices as the
 exchange's strings, times in ms since the epoch), ``vigil:px:pending:<exchange>:<symbol>``
-the pending-or-running flag (expires after ``price_pending_ttl``, so a lost task cannot
-silence a symbol for ever).
+the pending-or-running flag (expires after ``price_pending_ttl`` while queued, so a lost task
+cannot silence a symbol for ever; while a run holds it, it lives ``lock_ttl`` and the run
+renews it, so a killed run frees its symbol as fast as its lock).
 """
 
 from __future__ import annotations
@@ -50,9 +51,10 @@ from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
 from core.domain.trailing import PriceWindow
 from core.exchange import errors
+from core.lock_watchdog import renewing
 from core.locks import HeldLock, LockLost, LockNotAcquired
 from core.logging import bind_correlation
-from core.services import aged, bands, trailing
+from core.services import aged, bands, takeover, trailing
 from core.services.closing import lock_for, sweep_after_close
 from core.services.deps import Deps
 from core.services.positions import open_position_for
@@ -280,11 +282,14 @@ def on_price(
     ``requeue`` (a direct call) the flag is always released.
     """
     ttl = deps.settings.price_pending_ttl
-    taken = take_window(deps.redis, exchange, symbol, ttl)
+    # while running, the flag lives only VIGIL_LOCK_TTL, renewed: it dies with the run
+    run_ttl = deps.settings.lock_ttl
+    taken = take_window(deps.redis, exchange, symbol, run_ttl)
     try:
-        window = fresh_window(deps, taken, symbol)
-        with lock_for(deps, exchange, symbol) as held:
-            result = react_locked(deps, held, exchange, symbol, window)
+        with renewing(deps.redis, pending_key(exchange, symbol), "running", run_ttl):
+            window = fresh_window(deps, taken, symbol)
+            with lock_for(deps, exchange, symbol) as held:
+                result = react_locked(deps, held, exchange, symbol, window)
     except (LockNotAcquired, LockLost, errors.Retryable, *_STORES_DOWN):
         if taken is not None:
             with contextlib.suppress(RedisError):  # Redis down: the retry reads the mark
@@ -363,6 +368,7 @@ def react_locked(
     failures: list[errors.ExchangeFailure] = []
     closed = False
     with bind_correlation(position.correlation_id, position_id=position.id):
+        takeover.after_dead_run(deps, held, position)  # a killed move's stop: adopt or cancel
         for index, react in enumerate(REACTIONS):
             if index:
                 held.extend()  # the lock was just taken for the first one

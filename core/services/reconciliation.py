@@ -52,6 +52,7 @@ from core.services.deps import Deps
 from core.services.opening import Opening, open_position
 from core.services.positions import NewPosition, context, create_position, open_position_for
 from core.services.positions import update as update_position
+from core.services.stop_fill import external_close_reason
 
 GUARDIAN = "reconciliation"
 
@@ -277,15 +278,17 @@ def _close_phantom(deps: Deps, action: ReconAction) -> str:
             quantity=db.quantity,
             reason=action.reason,
         )
-    if not settle_external_close(deps, int(db.id), "phantom", sweep_zombies=False):
+    reason = external_close_reason(deps, int(db.id), db.symbol)  # a lost stop fill is no phantom
+    if not settle_external_close(deps, int(db.id), reason, sweep_zombies=False):
         return "still open"  # the exchange had it after all, under the lock
     with unit_of_work() as session:
         position = session.get(Position, int(db.id))
         assert position is not None
         record(
             session,
-            EventType.PHANTOM_POSITION_CLOSED,
+            EventType.PHANTOM_POSITION_CLOSED if reason == "phantom" else EventType.STOP_TRIGGERED,
             ctx=ctx,
+            source="reconciliation",
             exit_price=position.exit_price,
             realized_pnl=position.realized_pnl,
             exit_known=position.exit_price is not None,

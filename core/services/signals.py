@@ -62,6 +62,8 @@ def signal_params(settings: Settings) -> SignalParams:
     return SignalParams(
         max_frame_bytes=settings.signal_max_frame_bytes,
         reject_unknown_fields=settings.signal_reject_unknown_fields,
+        score_min=settings.signal_score_min,
+        score_max=settings.signal_score_max,
     )
 
 

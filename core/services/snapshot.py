@@ -68,8 +68,11 @@ def take_or_record(deps: Deps, guardian: str, *, with_orders: bool = True) -> Ex
     """``take``, recording a failed read as an event before it propagates (the task retries).
 
     Every outcome is reported to core/services/venue_watch.py: a refused key halts openings,
-    an outage pauses them, a good answer lifts a maintenance pause.
+    an outage pauses them, a good answer lifts a maintenance pause; and counted by
+    core/services/paging.py: consecutive failed reads page.
     """
+    from core.services import paging  # counts consecutive failed reads; pages at N
+
     try:
         snap = take(deps, with_orders=with_orders)
     except ExchangeFailure as exc:
@@ -84,8 +87,10 @@ def take_or_record(deps: Deps, guardian: str, *, with_orders: bool = True) -> Ex
                 operation="snapshot",
                 error=str(exc),
             )
+            paging.note_read_failure(deps, session, guardian, exc)
         raise
     venue_watch.note_answer(deps)
+    paging.note_read_success(deps)
     return snap
 
 
@@ -121,5 +126,6 @@ def guardian_lock(deps: Deps, symbol: str) -> AbstractContextManager[HeldLock]:
         symbol,
         token_source=deps.fence_token,
         timeout=deps.settings.lock_timeout,
+        ttl=deps.settings.lock_ttl,
         blocking_timeout=deps.settings.guardian_lock_wait_seconds,
     )

@@ -66,6 +66,7 @@ from core.services.closing import settle_external_close
 from core.services.deps import Deps
 from core.services.opening import Poll
 from core.services.positions import context, record_order
+from core.services.stop_fill import ensure_stop_triggered_event
 
 log = logging.getLogger(__name__)
 
@@ -616,6 +617,8 @@ def settle_stop_triggered(deps: Deps, position_id: int, reason: str = "stop_trig
     reconciliation is the fallback when it never does.
     """
     if settle_external_close(deps, position_id, reason):
+        if reason == "stop_triggered":
+            ensure_stop_triggered_event(position_id)
         return True
     with unit_of_work() as session:
         position = session.get(Position, position_id)

@@ -70,7 +70,8 @@ def test_halt_and_resume_need_the_token_and_show_in_health_and_metrics(api):
     status, health = served.request("GET", "/health")
     assert status == status_before  # a halt is shown, never a failure
     assert health["halted"] is True and health["halts"][0]["reason"] == "drill"
-    assert served.request("GET", "/halt")[1]["halted"] is True
+    assert served.request("GET", "/halt")[0] == 401  # a read too, once a token is set
+    assert served.request("GET", "/halt", headers=AUTH)[1]["halted"] is True
     _, text = served.request("GET", "/metrics")
     assert 'vigil_halted{source="operator"} 1.0' in text
     assert 'vigil_halted{source="auth"} 0.0' in text

@@ -72,7 +72,8 @@ def test_a_short_name_is_sent_and_its_result_awaited(vigil):
 def test_a_task_that_fails_exits_1(vigil):
     name = "vigil.maintenance.recover_interrupted_openings"
     before = counted("failure", name)
-    result = vigil("task", name, "--arg", "min_age_seconds=soon", "--wait", "--timeout", "60")
+    # well-typed, so it is sent, but too large a timespan for the worker's clock arithmetic
+    result = vigil("task", name, "--arg", "min_age_seconds=1e300", "--wait", "--timeout", "60")
     assert result.exit_code == 1, result.output
     wait_until(lambda: counted("failure", name) == before + 1)
 
@@ -82,6 +83,9 @@ def test_arguments_the_task_does_not_take_are_refused_before_sending(vigil):
     assert result.exit_code == 2 and "unexpected keyword argument 'bogus'" in result.output
     result = vigil("task", "reconciliation", "--symbol", "BTCUSDT")
     assert result.exit_code == 2 and "takes no symbol" in result.output
+    name = "recover_interrupted_openings"
+    result = vigil("task", name, "--arg", "min_age_seconds=soon")
+    assert result.exit_code == 2 and "min_age_seconds='soon'" in result.output
     result = vigil("task", "reconciliation", "--exchange", "bybit")
     assert result.exit_code == 2 and "(binance), not 'bybit'" in result.output
 

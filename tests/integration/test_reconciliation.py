@@ -205,3 +205,20 @@ def test_a_cycle_records_its_counts(sim, deps):
     assert completed.data["db_positions"] == 1
     assert completed.data["adopted"] == 1
     assert completed.data["actions"] == {"adopt_missing": 1}
+
+
+def test_a_position_its_own_stop_closed_unseen_is_settled_as_stop_triggered_not_phantom(sim, deps):
+    sim.set_price("BTCUSDT", "60000")
+    pid = opened(deps)
+    [stop] = live_stops(sim, "BTCUSDT")
+    fill = Decimal(stop["triggerPrice"]) - 100
+    sim.set_price("BTCUSDT", str(fill))  # the stop fires; no ingest saw it (an outage)
+    assert live_stops(sim, "BTCUSDT") == [] and sim.state()["positions"] == []
+
+    reconcile_positions(deps)
+
+    [position] = positions_for("BTCUSDT")
+    assert position.status == "closed" and position.close_reason == "stop_triggered"
+    assert position.exit_price == fill and position.realized_pnl is not None
+    assert [e.position_id for e in events_of("stop_triggered")] == [pid]
+    assert events_of("phantom_position_closed") == []

@@ -64,3 +64,67 @@ def test_flower_refuses_requests_without_or_with_wrong_credentials_and_serves_th
     assert _status(flower + "api/workers") == 401
     assert _status(flower, ("ops", "wrong")) == 401
     assert _status(flower, ("ops", "flower-pass-4e2a")) == 200
+
+
+def test_flower_metrics_are_behind_the_same_login(flower):
+    assert _status(flower + "metrics") == 401
+    assert _status(flower + "metrics", ("ops", "wrong")) == 401
+    assert _status(flower + "metrics", ("ops", "flower-pass-4e2a")) == 200
+
+
+@pytest.mark.parametrize("address", ["0.0.0.0", "192.0.2.10", "flower.example"])
+@pytest.mark.parametrize("password", [None, "vigil"])
+def test_vigil_flower_refuses_the_default_password_beyond_this_host(
+    redis_url, tmp_path, address, password
+):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.update(VIGIL_HOME=str(tmp_path), VIGIL_REDIS_URL=redis_url, VIGIL_FLOWER_ADDRESS=address)
+    env.update(VIGIL_FLOWER_PORT=str(free_port()))
+    if password is not None:
+        env["VIGIL_FLOWER_PASSWORD"] = password
+    done = subprocess.run(
+        [sys.executable, "-m", "core.cli", "flower"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "VIGIL_FLOWER_PASSWORD" in done.stderr
+
+
+def test_a_task_sent_through_flower_with_bad_arguments_is_refused_by_the_task_layer(
+    flower, clean_db, redis_url, tmp_path
+):
+    import json
+    import signal
+
+    from core.config import get_settings
+    from tasks.app import create_app
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "flower1"],
+        env=dict(os.environ, VIGIL_HOME=str(tmp_path)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        req = urllib.request.Request(  # noqa: S310 - loopback
+            flower + "api/task/async-apply/vigil.orders.open_position",
+            data=json.dumps(
+                {"kwargs": {"position_id": "1; DROP TABLE positions"}, "ignore_result": False}
+            ).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        token = base64.b64encode(b"ops:flower-pass-4e2a").decode()
+        req.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            task_id = json.loads(resp.read())["task-id"]
+        result = create_app(get_settings()).AsyncResult(task_id)
+        with pytest.raises(Exception) as refused:
+            result.get(timeout=90)
+        assert type(refused.value).__name__ == "BadTaskArguments"
+        assert "position_id=" in str(refused.value) and "vigil.orders.open_position" in str(
+            refused.value
+        )
+        assert result.state == "FAILURE"  # refused once, not retried
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)

@@ -349,6 +349,8 @@ def test_sweep_wakes_only_positions_no_tick_woke_and_those_without_a_band(sim, f
     move_to(sim, fast, "ETHUSDT", "3001")
     with unit_of_work() as s:
         s.get(TrailingStop, stale).heartbeat_at = datetime.now(UTC) - timedelta(minutes=1)
+    assert "trailing" in bands.components(fast.redis, EX, "SOLUSDT")  # from its activation
+    fast.redis.delete(bands.band_key(EX, "SOLUSDT"))  # lost since (a Redis restart)
     sent = []
     since = sim.requests()["next"]
     report = price_path.sweep(fast, lambda ex, symbol: sent.append(symbol))

@@ -388,3 +388,31 @@ def test_the_strict_setting_rejects_fields_beyond_the_contract():
     )
     assert len(lenient.signals) == 1 and not lenient.rejections
     assert not strict.signals and "leverage" in strict.rejections[0].detail
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"score_week": 99_999_999_999},
+        {"score_week": 100.01},
+        {"score_month": -0.5},
+        {"score_month": 1e6},
+    ],
+)
+def test_score_outside_the_configured_range_is_rejected_as_out_of_range(
+    changes: dict[str, Any],
+) -> None:
+    rejection = only_rejection(parse_frame(frame(**changes)))
+    assert rejection.reason is RejectReason.SCORE_OUT_OF_RANGE
+    assert "0..100" in rejection.detail
+
+
+def test_score_range_bounds_are_inclusive_and_configurable() -> None:
+    (sig,) = parse_frame(frame(score_week=100, score_month=0)).signals
+    assert sig.score_week == Decimal(100)
+    wide = SignalParams(score_min=Decimal(-10), score_max=Decimal(1000))
+    (sig,) = parse_frame(frame(score_week=999, score_month=-10), wide).signals
+    assert sig.score_week == Decimal(999)
+    assert only_rejection(parse_frame(frame(score_week=1001), wide)).reason is (
+        RejectReason.SCORE_OUT_OF_RANGE
+    )

@@ -134,3 +134,37 @@ def test_short_public_values_are_not_redacted_literally():
 def test_telegram_bot_token_in_a_url_is_redacted():
     redact = Redactor()
     assert "AAH-secret" not in redact("POST https://api.telegram.org/bot123:AAH-secret/sendMessage")
+
+
+def test_json_lines_keep_extra_fields_redacted(json_output):
+    logging.getLogger("vigil.test").info(
+        "order placed", extra={"symbol": "BTCUSDT", "qty": 3, "note": f"secret={SECRET}"}
+    )
+    (line,) = lines(json_output)
+    assert (line["symbol"], line["qty"]) == ("BTCUSDT", 3)
+    assert SECRET not in line["note"] and "***" in line["note"]
+    assert {"ts", "level", "logger", "msg", "process", "component"} <= set(line)
+
+
+def test_json_lines_name_the_running_task(json_output):
+    from core.logging import bind_task, unbind_task
+
+    log = logging.getLogger("vigil.test")
+    token = bind_task("task-id-1", "vigil.maintenance.ping")
+    log.info("inside")
+    unbind_task(token)
+    log.info("outside")
+    inside, outside = lines(json_output)
+    assert (inside["task_id"], inside["task_name"]) == ("task-id-1", "vigil.maintenance.ping")
+    assert outside["task_id"] is None and outside["task_name"] is None
+
+
+def test_json_traceback_is_one_line_and_redacted(json_output):
+    try:
+        raise RuntimeError(f"exchange refused key {KEY}")
+    except RuntimeError:
+        logging.getLogger("vigil.test").exception("call failed")
+    raw = json_output.getvalue()
+    assert len(raw.splitlines()) == 1
+    (line,) = lines(json_output)
+    assert "RuntimeError" in line["exc"] and KEY not in raw

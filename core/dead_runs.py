@@ -1,0 +1,54 @@
+"""Which symbol's last lock holder died mid-run: a marker per run, kept beside the lock.
+
+Why: the lock's key expires the same way whether its holder finished or was killed, so a
+new holder cannot tell from the lock alone that someone left work half done (a stop sent
+but never recorded). Each ``symbol_lock`` run therefore writes ``<lock>:run`` = its owner
+when it starts and removes it when it ends normally. A run that starts and finds a marker
+of another owner knows that owner never ended: it sets ``<lock>:dead`` (until a run that
+can clean up, the price path's, resolves the dead run's intents and clears it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# KEYS: run marker, dead flag. ARGV: owner, marker TTL (s). Returns the previous owner.
+_START = """
+local old = redis.call('get', KEYS[1])
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if old and old ~= ARGV[1] then redis.call('set', KEYS[2], old, 'EX', ARGV[2]) end
+return old
+"""
+# KEYS: run marker. ARGV: owner. Removes the marker only if it is still this run's.
+_END = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+MARKER_TTL_S = 86_400  # a symbol untouched for a day has nothing left to clean up
+
+
+def run_key(lock_key: str) -> str:
+    return f"{lock_key}:run"
+
+
+def dead_key(lock_key: str) -> str:
+    return f"{lock_key}:dead"
+
+
+def start_run(client: Any, lock_key: str, owner: str) -> bool:
+    """Mark this run; True if the previous run on this lock never ended (it died)."""
+    old = client.eval(_START, 2, run_key(lock_key), dead_key(lock_key), owner, MARKER_TTL_S)
+    return old is not None
+
+
+def end_run(client: Any, lock_key: str, owner: str) -> None:
+    client.eval(_END, 1, run_key(lock_key), owner)
+
+
+def dead_run_pending(client: Any, lock_key: str) -> bool:
+    """A run on this lock died and its intents have not been resolved yet."""
+    return bool(client.exists(dead_key(lock_key)))
+
+
+def clear_dead_run(client: Any, lock_key: str) -> None:
+    client.delete(dead_key(lock_key))

@@ -1,0 +1,47 @@
+"""What every published task message carries: its publish time, and whether to keep its result.
+
+Results: a task triggered by hand (Flower, ``celery -A tasks.app call``, the API's
+``POST /tasks/{name}``, ``vigil task``) keeps its result for ``result_expires`` (an hour), so
+whoever triggered it can read it; the thousands of tasks beat, the ingest and the workers
+themselves send keep ignoring theirs (nobody reads them; storing them would fill Redis).
+Which is which is decided by the sending process: beat, workers and the ingest mark
+themselves automatic when they start (``mark_automatic``); any other process that loads this
+Celery app is a person's tool. ``task_ignore_result`` stays True for publishers that do not
+load it.
+
+Publish time: the ``vigil_sent_at`` header, from which the API reports the age of each
+queue's oldest waiting message (core/queues.py).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from core.queues import SENT_AT_HEADER
+
+_automatic = False
+
+
+def mark_automatic(**_: Any) -> None:
+    """This process sends tasks on its own schedule (beat, a worker, the ingest)."""
+    global _automatic
+    _automatic = True
+
+
+def is_automatic() -> bool:
+    return _automatic
+
+
+def stamp_message(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """``before_task_publish``: the publish time, and the result policy of this process."""
+    if headers is None:
+        return
+    headers.setdefault(SENT_AT_HEADER, time.time())
+    headers["ignore_result"] = _automatic
+
+
+def install_publish_policy(signals: Any) -> None:
+    signals.before_task_publish.connect(stamp_message, weak=False)
+    signals.beat_init.connect(mark_automatic, weak=False)
+    signals.worker_init.connect(mark_automatic, weak=False)

@@ -1,0 +1,121 @@
+"""Queue depth and oldest message age in /metrics move when a queue fills; hand-sent tasks keep
+their results while automatic senders' messages ask for none."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from core.clock import ManualClock
+from core.config import get_settings
+from core.queues import SENT_AT_HEADER, QueueCollector, read_queue
+from tasks import publish
+
+pytestmark = pytest.mark.integration
+
+
+def scrape(client, clock) -> dict[tuple[str, str], float]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueCollector(client, clock))
+    families = text_string_to_metric_families(generate_latest(registry).decode())
+    return {
+        (sample.name, sample.labels["queue"]): sample.value
+        for family in families
+        for sample in family.samples
+    }
+
+
+@pytest.fixture
+def celery(redis_url):
+    from tasks.app import create_app
+
+    get_settings.cache_clear()
+    return create_app(get_settings())
+
+
+def test_queue_depth_and_oldest_age_move_when_a_queue_fills(redis_client, celery):
+    clock = ManualClock(datetime.now(UTC))
+    empty = scrape(redis_client, clock)
+    assert empty[("vigil_queue_depth", "stops")] == 0
+    assert empty[("vigil_queue_oldest_message_age_seconds", "stops")] == 0
+
+    for _ in range(5):  # no worker consumes: they wait
+        celery.send_task("vigil.stops.trailing_sweep")
+    clock.advance(seconds=90)
+    filled = scrape(redis_client, clock)
+    assert filled[("vigil_queue_depth", "stops")] == 5
+    assert 85 <= filled[("vigil_queue_oldest_message_age_seconds", "stops")] <= 120
+    assert filled[("vigil_queue_depth", "orders")] == 0  # each queue on its own
+
+    redis_client.rpop("stops")  # a worker takes the oldest
+    assert scrape(redis_client, clock)[("vigil_queue_depth", "stops")] == 4
+
+
+def test_messages_carry_their_publish_time_and_result_policy(redis_client, celery):
+    celery.send_task("vigil.maintenance.ping")  # a person's tool: result kept
+    publish.mark_automatic()
+    try:
+        celery.send_task("vigil.maintenance.ping")  # beat, a worker, the ingest: no result
+    finally:
+        publish._automatic = False
+    oldest, newest = (json.loads(raw) for raw in redis_client.lrange("maintenance", 0, -1)[::-1])
+    assert oldest["headers"]["ignore_result"] is False
+    assert newest["headers"]["ignore_result"] is True
+    assert isinstance(oldest["headers"][SENT_AT_HEADER], float)
+    assert read_queue(redis_client, "maintenance").depth == 2
+
+
+@pytest.fixture
+def worker(clean_db, redis_url, tmp_path):
+    env = dict(os.environ, VIGIL_HOME=str(tmp_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "results"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(30)
+
+
+def test_a_task_sent_like_celery_call_keeps_its_result(worker, celery):
+    """`celery call` and Flower send without asking for a result; it is stored anyway."""
+    sent = celery.send_task("vigil.maintenance.ping")
+    assert sent.get(timeout=60)  # hangs forever when the result is not stored
+    assert celery.backend.get_task_meta(sent.id)["status"] == "SUCCESS"
+
+
+def test_beat_sends_its_tasks_without_asking_for_results(redis_client, redis_url, tmp_path):
+    env = dict(os.environ, VIGIL_HOME=str(tmp_path), VIGIL_HEARTBEAT_INTERVAL="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "beat"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        raw = None
+        deadline = time.monotonic() + 90
+        while raw is None and time.monotonic() < deadline:  # no worker: the message waits
+            raw = redis_client.rpop("maintenance")
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    assert raw is not None, "beat sent nothing within 90 s"
+    message = json.loads(raw)
+    assert message["headers"]["task"] == "vigil.maintenance.heartbeat"
+    assert message["headers"]["ignore_result"] is True
+    assert message["headers"][SENT_AT_HEADER] > 0
