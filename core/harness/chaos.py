@@ -681,12 +681,18 @@ def _drive(
     _clear_faults(system)
     chaos.wait_recovery_clocks()
     s = system.settings
-    settle = 3 * max(
-        s.protection_interval,
-        s.reconciliation_interval,
-        s.zombie_interval,
-        s.recovery_interval,
-        s.intermediate_state_grace_seconds,
+    settle = max(
+        3
+        * max(
+            s.protection_interval,
+            s.reconciliation_interval,
+            s.zombie_interval,
+            s.recovery_interval,
+            s.intermediate_state_grace_seconds,
+        ),
+        # a wave claimed as PostgreSQL died (a 20 s outage) is resumed only once it has
+        # made no progress for the stall time: the audit must outlast that
+        s.wave_stall_seconds + 3 * s.wave_dispatch_interval,
     )
     report = _audit(check_invariants, system.deps, float(settle), say)
     monitor_report = monitor.stop()
