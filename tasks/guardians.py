@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import task_names as names
 from core.exchange.errors import Retryable as ExchangeRetryable
 from core.services.deps import get_deps
 from core.services.protection import check_protection
@@ -18,20 +19,20 @@ from core.services.zombies import cleanup_zombies
 from tasks.base import vigil_task
 
 
-@vigil_task("maintenance.protection_check", retry_on=(ExchangeRetryable,), max_retries=2)
+@vigil_task(names.PROTECTION_CHECK, retry_on=(ExchangeRetryable,), max_retries=2)
 def protection_check() -> dict[str, Any]:
     """Every active position gets exactly one full live stop (see core/services/protection.py)."""
     report = check_protection(get_deps())
     return {**report.counts(), "details": report.details}
 
 
-@vigil_task("maintenance.reconciliation", retry_on=(ExchangeRetryable,), max_retries=2)
+@vigil_task(names.RECONCILIATION, retry_on=(ExchangeRetryable,), max_retries=2)
 def reconciliation() -> dict[str, Any]:
     """Database against exchange: phantoms settled, missing adopted, quantities corrected."""
     return reconcile_positions(get_deps()).counts()
 
 
-@vigil_task("maintenance.zombie_cleanup", retry_on=(ExchangeRetryable,), max_retries=2)
+@vigil_task(names.ZOMBIE_CLEANUP, retry_on=(ExchangeRetryable,), max_retries=2)
 def zombie_cleanup(
     dry_run: bool | str = False, symbols: list[str] | str | None = None
 ) -> dict[str, Any]:

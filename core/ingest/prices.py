@@ -51,8 +51,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from core.config import Settings
+from core import task_names as names
+from core.config import Settings, resolve_redis_url
 from core.domain.bands import PriceBand
+from core.domain.orders import STOP_PURPOSES
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import AuthenticationFailed, classify
 from core.exchange.factory import build_pro_exchange
@@ -62,16 +64,14 @@ from core.ingest.context import Enqueue, EnqueueFailed, IngestStatus
 from core.ingest.fill_outbox import FillOutbox, outbox_path
 from core.ingest.guard import supervise
 from core.ingest.stream_events import off_loop, record_reconnect, record_stop_fill, report_restart
-from core.runtime.endpoints import resolve_redis_url
 from core.services import bands
 from core.services.deps import exchange_name as venue_name
-from core.services.price_path import TICK_SCRIPT, pending_key, window_key
-from core.services.trailing import STOP_PURPOSES
+from core.services.tick_window import TICK_SCRIPT, pending_key, window_key
 
 log = logging.getLogger(__name__)
 
-PRICE_TASK = "vigil.stops.on_price"
-SETTLE_TASK = "vigil.orders.settle_close"
+PRICE_TASK = names.ON_PRICE
+SETTLE_TASK = names.SETTLE_CLOSE
 
 
 # --- bands --------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db.session import unit_of_work
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
 from core.ingest.backoff import Backoff
 from core.ingest.context import IngestContext
 from core.ingest.guard import LoopBook, supervise
@@ -135,16 +135,14 @@ async def record_loop_restart(name: str, restarts: int, error: str) -> None:
     """A ``loop_restarted`` event: the loop ``name`` failed and is started again."""
 
     def write() -> None:
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.LOOP_RESTARTED,
-                severity=Severity.ERROR,
-                component=f"ingest/{name}",
-                loop=name,
-                restarts=restarts,
-                error=error[:500],
-            )
+        record_alone(
+            EventType.LOOP_RESTARTED,
+            severity=Severity.ERROR,
+            component=f"ingest/{name}",
+            loop=name,
+            restarts=restarts,
+            error=error[:500],
+        )
 
     try:
         await asyncio.to_thread(write)
@@ -171,15 +169,13 @@ async def run_ingest(
 
 
 def _system_event(ctx: IngestContext, event_type: EventType, **data: Any) -> None:
-    with unit_of_work() as session:
-        record(
-            session,
-            event_type,
-            exchange=ctx.exchange,
-            component=ctx.component,
-            pid=os.getpid(),
-            **data,
-        )
+    record_alone(
+        event_type,
+        exchange=ctx.exchange,
+        component=ctx.component,
+        pid=os.getpid(),
+        **data,
+    )
 
 
 def main(ctx: IngestContext) -> int:

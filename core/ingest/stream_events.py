@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.db.session import unit_of_work
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
+from core.services.closing import record_stop_triggered
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,8 @@ def record_stop_fill(
 ) -> None:
     """STOP_TRIGGERED, as the stream saw it (the settle task records the close itself)."""
     with unit_of_work() as session:
-        record(
+        record_stop_triggered(
             session,
-            EventType.STOP_TRIGGERED,
             exchange=exchange,
             symbol=symbol,
             position_id=position_id,
@@ -37,16 +37,14 @@ def record_stop_fill(
 
 
 def record_reconnect(exchange: str, stream: str, attempts: int, error: str) -> None:
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.WEBSOCKET_RECONNECTED,
-            severity=Severity.WARNING,
-            exchange=exchange,
-            stream=stream,
-            attempts=attempts,
-            error=error[:500],
-        )
+    record_alone(
+        EventType.WEBSOCKET_RECONNECTED,
+        severity=Severity.WARNING,
+        exchange=exchange,
+        stream=stream,
+        attempts=attempts,
+        error=error[:500],
+    )
 
 
 async def off_loop(write: Callable[..., None], *args: Any) -> None:
@@ -61,15 +59,13 @@ async def report_restart(name: str, restarts: int, error: str) -> None:
     """A ``loop_restarted`` event for a price-stream loop (best effort, as every event here)."""
 
     def write(loop_name: str, count: int, why: str) -> None:
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.LOOP_RESTARTED,
-                severity=Severity.ERROR,
-                component=f"ingest/{loop_name}",
-                loop=loop_name,
-                restarts=count,
-                error=why[:500],
-            )
+        record_alone(
+            EventType.LOOP_RESTARTED,
+            severity=Severity.ERROR,
+            component=f"ingest/{loop_name}",
+            loop=loop_name,
+            restarts=count,
+            error=why[:500],
+        )
 
     await off_loop(write, name, restarts, error)
