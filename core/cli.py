@@ -66,7 +66,6 @@ def up(
     VIGIL_REDIS_URL point elsewhere. Ctrl-C stops every process it started.
     """
     from core.runtime.stack import Stack, StackOptions, StartupError
-    from core.runtime.supervisor import tail
 
     settings = settings_or_exit()
     stack = Stack(
@@ -82,7 +81,7 @@ def up(
     code = 0
     try:
         with console.status("starting storage"):
-            stack.start_storage()
+            stack.start_storage(say=lambda line: console.print(line, highlight=False))
         with console.status("applying migrations"):
             stack.migrate()
         sup = stack.start_processes()
@@ -91,12 +90,7 @@ def up(
             latency = stack.wait_for_worker()
         _print_endpoints(stack, latency)
         _watch_halts(stack)
-        dead = sup.wait()
-        err.print(
-            f"[red]{dead.name} exited (code {dead.proc.returncode if dead.proc else '?'})"
-            f"; stopping. Last lines of {dead.log_path}:[/]\n{tail(dead.log_path)}"
-        )
-        code = 1
+        stack.watch(lambda line: console.print(line, highlight=False))  # until Ctrl-C
     except StartupError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         code = 2
@@ -339,30 +333,52 @@ def sim(
         str | None, typer.Option(help="Comma-separated symbols (default: built-in set).")
     ] = None,
     scenario: Annotated[str | None, typer.Option(help="Price scenario or CSV to replay.")] = None,
-    api_key: Annotated[str, typer.Option("--api-key")] = "paper",
-    api_secret: Annotated[str, typer.Option("--api-secret")] = "paper",  # noqa: S107 - public paper key
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="Accepted key (default VIGIL_API_KEY).")
+    ] = None,
+    api_secret: Annotated[
+        str | None, typer.Option("--api-secret", help="Its secret (default VIGIL_API_SECRET).")
+    ] = None,
     tick_interval: Annotated[float, typer.Option(help="Mark price cadence, seconds.")] = 1.0,
     dialect: Annotated[
         str | None,
         typer.Option(help="binance (USD-M) or bybit (v5 linear); default VIGIL_PAPER_DIALECT."),
     ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="File keeping the account across restarts "
+            "(default: VIGIL_HOME/paper-exchange/DIALECT.account).",
+        ),
+    ] = None,
+    memory_only: Annotated[
+        bool, typer.Option("--memory-only", help="Keep the account in memory only.")
+    ] = False,
 ) -> None:
-    """Run the paper exchange: Binance USD-M (or Bybit v5) REST and WebSocket on one port."""
+    """Run the paper exchange: Binance USD-M (or Bybit v5) REST and WebSocket on one port.
+
+    The account (wallet, positions, orders, trades) survives a restart, as on a real venue.
+    """
     from sim.server import DIALECTS, serve
 
-    chosen = dialect or settings_or_exit().paper_dialect
+    settings = settings_or_exit()
+    chosen = dialect or settings.paper_dialect
     if chosen not in DIALECTS:
         raise fail(f"--dialect must be one of {', '.join(DIALECTS)}")
+    if state is None and not memory_only:
+        state = settings.home_dir / "paper-exchange" / f"{chosen}.account"
     serve(
         host,
         port,
         seed=seed,
         symbols=[s.strip().upper() for s in symbols.split(",")] if symbols else None,
         scenario=scenario,
-        api_key=api_key,
-        api_secret=api_secret,
+        api_key=api_key or settings.api_key.get_secret_value(),
+        api_secret=api_secret or settings.api_secret.get_secret_value(),
         tick_interval=tick_interval,
         dialect=chosen,
+        state_path=None if memory_only else state,
     )
 
 

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     embedded_redis_port: int = Field(56379, ge=1024, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
+    process_restart_max_delay: float = Field(
+        30, gt=0, description="`vigil up`: longest wait before restarting a child that died, s."
+    )
+    process_crash_loop_restarts: int = Field(
+        5, ge=1, description="`vigil up`: this many restarts of one child within the window..."
+    )
+    process_crash_loop_minutes: float = Field(
+        5, gt=0, description="...is a crash loop: that child is no longer restarted (paged)."
+    )
 
     # --- exchange ------------------------------------------------------------------------
     exchange: ExchangeKind = "paper"
@@ -239,6 +248,12 @@ class Settings(BaseSettings):
     )
     price_stream_backoff_max: float = Field(
         30, gt=0, description="Longest wait between two reconnections of an exchange stream, s."
+    )
+    price_feed_stale_seconds: float = Field(
+        10,
+        gt=0,
+        description="/health fails price_feed when no mark price arrived for this long, s "
+        "(only while positions are open).",
     )
 
     # --- aged positions ------------------------------------------------------------------

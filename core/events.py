@@ -151,6 +151,10 @@ class EventType(StrEnum):
     CRITICAL_ERROR = "critical_error"
     LOCK_STALE_WRITE_REJECTED = "lock_stale_write_rejected"
     CLEANUP_ACTION = "cleanup_action"
+    # supervision: a process of `vigil up` or a loop inside one died and was started again
+    PROCESS_RESTARTED = "process_restarted"
+    PROCESS_CRASH_LOOP = "process_crash_loop"
+    LOOP_RESTARTED = "loop_restarted"
 
     # operator control (core/services/halts.py): a halt stops new openings, nothing else
     HALTED = "halted"
@@ -184,6 +188,7 @@ ALERTING: frozenset[EventType] = frozenset(
         EventType.DUPLICATE_POSITION_DETECTED,
         EventType.INSUFFICIENT_FUNDS,
         EventType.CRITICAL_ERROR,
+        EventType.PROCESS_CRASH_LOOP,
         EventType.HALTED,
         EventType.RESUMED,
     }

@@ -11,12 +11,18 @@ updates no row came from a holder that lost the lock; it is abandoned (``StaleFe
 thread in the holder (``core.lock_watchdog``): a killed holder frees its symbol within that
 TTL, and a holder whose renewal failed stops before its next exchange mutation
 (``ensure_locks_held``, raising ``LockLost``). The fencing rules are unchanged.
+
+A release that meets a Redis outage is retried in the background (compare-and-delete, so
+only the holder's own lock) until Redis answers or the key's TTL has run out: a task the
+outage interrupted does not leave its symbol locked once Redis is back. A lock is never
+broken by anyone but its holder or its TTL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -188,7 +194,30 @@ def symbol_lock(
         lease.stop()
         with contextlib.suppress(redis.RedisError):  # a killed run never gets here
             end_run(client, held.key, held.owner)
-        held.release()
+        try:
+            held.release()
+        except redis.ConnectionError:
+            release_later(held)
+
+
+RELEASE_RETRY_SECONDS = 0.25
+
+
+def release_later(held: HeldLock) -> threading.Thread:
+    """Keep trying to release ``held`` until Redis answers or the key's TTL has run out."""
+
+    def retry() -> None:
+        deadline = time.monotonic() + held.ttl_ms / 1000
+        while time.monotonic() < deadline:
+            try:
+                held.release()
+                return
+            except redis.ConnectionError:
+                time.sleep(RELEASE_RETRY_SECONDS)
+
+    thread = threading.Thread(target=retry, name=f"release-{held.key}", daemon=True)
+    thread.start()
+    return thread
 
 
 def fence_token() -> int:

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,6 +28,7 @@ from sim import admin, errors
 from sim.admin import HUB_KEY, STATE_KEY
 from sim.errors import SimError
 from sim.faults import FaultPlan
+from sim.persist import add_persistence, save_quietly
 from sim.requestlog import weight_of
 from sim.rest import ROUTES, SIGNED, USER_STREAM, Ctx, Route
 from sim.state import SimOptions, SimState
@@ -166,6 +168,7 @@ async def _tick_loop(app: web.Application) -> None:
             next_at = loop.time() + interval
         state.tick()
         hub.publish_marks(state.prices.prices)
+        save_quietly(app, state)
 
 
 async def _on_startup(app: web.Application) -> None:
@@ -203,6 +206,7 @@ def build_app(options: SimOptions | None = None) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[HUB_KEY] = hub
     app[STATE_KEY] = SimState(options, hub.publish_user)
+    add_persistence(app, app[STATE_KEY])
     app.router.add_route("*", "/fapi/{tail:.*}", fapi)
     admin.register(app)
     for prefix in ("", "/market", "/public", "/private"):
@@ -222,6 +226,7 @@ def options_from(
     api_secret: str = "paper",  # noqa: S107 - the documented paper-exchange default
     tick_interval: float = 1.0,
     dialect: str = "binance",
+    state_path: Path | None = None,
 ) -> SimOptions:
     if not 0.05 <= tick_interval <= 60:
         raise ValueError("tick_interval must be between 0.05 and 60 seconds")
@@ -235,6 +240,7 @@ def options_from(
         api_secret=api_secret,
         tick_interval=tick_interval,
         dialect=dialect,
+        state_path=state_path,
     )
 
 
@@ -266,6 +272,7 @@ def serve(
     api_secret: str = "paper",  # noqa: S107 - the documented paper-exchange default
     tick_interval: float = 1.0,
     dialect: str = "binance",
+    state_path: Path | None = None,
 ) -> None:
     """Run the paper exchange until SIGINT/SIGTERM (the `vigil sim` entry point)."""
     options = options_from(
@@ -276,6 +283,7 @@ def serve(
         api_secret=api_secret,
         tick_interval=tick_interval,
         dialect=dialect,
+        state_path=state_path,
     )
     asyncio.run(_serve_until_signal(build_app(options), host, port))
 

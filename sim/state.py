@@ -41,6 +41,8 @@ class SimOptions:
     #: Start with the clock stopped: the tick loop keeps pushing marks but prices only move
     #: by `POST /_sim/tick` (and by hand). Switched at run time with `POST /_sim/clock`.
     paused: bool = False
+    #: Where the account is kept across restarts (sim/persist.py); None: in memory only.
+    state_path: Path | None = None
 
 
 def _scenario(options: SimOptions) -> tuple[float, list[ReplayRow] | None]:

@@ -144,6 +144,8 @@ class HealthChecker:
             "exchange": self.exchange,
             "beat": self.beat,
             "ingest": self.ingest,
+            "price_feed": self.price_feed,
+            "processes": self.processes,
             "workers": self.workers,
             "unprotected_positions": self.unprotected,
             "interrupted_openings": self.interrupted,
@@ -256,13 +258,104 @@ class HealthChecker:
         detail = {"age_seconds": round(age, 1), "stale_after_seconds": stale_after}
         return Component(OK if age <= stale_after else FAIL, detail)
 
+    def price_feed(self) -> Component:
+        """Fails when open positions exist and no mark price arrived for the stale bound.
+
+        The ingest's heartbeat row carries ``last_tick_at``; a price stream that went quiet
+        (dead loop, lost socket, silent exchange) leaves the stops without their trailing.
+        """
+        stale_after = self.settings.price_feed_stale_seconds
+        try:
+            open_count, ticks = self._open_positions_and_ticks()
+        except SQLAlchemyError as exc:
+            return Component(FAIL, {"error": _first_line(exc)})
+        if ticks is None:
+            return Component(NOT_CONFIGURED, {"detail": "no ingest heartbeat recorded"})
+        detail: dict[str, Any] = {"open_positions": open_count, "stale_after_seconds": stale_after}
+        if ticks:
+            age = (self.clock.now() - max(ticks)).total_seconds()
+            detail["last_tick_age_seconds"] = round(age, 1)
+        if open_count == 0:
+            return Component(OK, detail)
+        if not ticks:
+            return Component(FAIL, {**detail, "error": "no mark price received"})
+        if detail["last_tick_age_seconds"] > stale_after:
+            return Component(FAIL, {**detail, "error": "the price stream went quiet"})
+        return Component(OK, detail)
+
+    def _open_positions_and_ticks(self) -> tuple[int, list[datetime] | None]:
+        """Open positions, and the ingests' last ticks (None: no ingest ever beat)."""
+        live = [s.value for s in INTERMEDIATE] + [PositionStatus.ACTIVE.value]
+        row_name = f"ingest:{self.exchange_name}" if self.exchange_name else None
+        with new_session() as session:
+            open_query = select(func.count(Position.id)).where(Position.status.in_(live))
+            if self.exchange_name:
+                open_query = open_query.where(Position.exchange == self.exchange_name)
+            open_count = int(session.scalar(open_query) or 0)
+            rows = session.execute(
+                select(Heartbeat.component, Heartbeat.info).where(
+                    Heartbeat.component.like("ingest%")
+                )
+            ).all()
+        if not rows:
+            return open_count, None
+        ticks = []
+        for name, info in rows:
+            raw = (info or {}).get("last_tick_at")
+            if raw and (row_name is None or name == row_name):
+                ticks.append(datetime.fromisoformat(raw))
+        return open_count, ticks
+
+    def processes(self) -> Component:
+        """Fails naming each process ``vigil up`` gave up restarting (a crash loop)."""
+        try:
+            with new_session() as session:
+                row = session.get(Heartbeat, "supervisor")
+                info = dict(row.info or {}) if row is not None else None
+        except SQLAlchemyError as exc:
+            return Component(FAIL, {"error": _first_line(exc)})
+        if info is None:
+            return Component(NOT_CONFIGURED, {"detail": "not run by `vigil up`"})
+        detail = {"restarts": info.get("restarts", {})}
+        given_up = info.get("given_up") or []
+        if given_up:
+            return Component(FAIL, {**detail, "crash_loop": given_up, "error": "not restarted"})
+        return Component(OK, detail)
+
     def workers(self) -> Component:
+        """A worker answered the broadcast ping, or one ran beat's heartbeat task lately.
+
+        The heartbeat fallback keeps the check truthful after a Redis restart: Celery's
+        broadcast (pidbox) replies can stay lost while tasks run normally, and a false alarm
+        hides real ones. Both are read on every check; nothing is remembered.
+        """
         if self.worker_ping is None:
             return Component(NOT_CONFIGURED, {"detail": "no broker ping wired in"})
-        names = self.worker_ping(min(2.0, self.settings.health_check_timeout / 2))
-        if not names:
-            return Component(FAIL, {"error": "no worker answered a ping", "count": 0})
-        return Component(OK, {"count": len(names), "workers": sorted(names)})
+        try:
+            names = self.worker_ping(min(2.0, self.settings.health_check_timeout / 2))
+        except Exception as exc:  # noqa: BLE001 - a broker down raises many kinds
+            log.debug("worker ping failed: %s", exc)
+            names = []
+        if names:
+            return Component(OK, {"count": len(names), "workers": sorted(names)})
+        fresh = self._fresh_workers()
+        if fresh:
+            return Component(OK, {"count": len(fresh), "workers": fresh, "via": "heartbeat"})
+        return Component(FAIL, {"error": "no worker answered a ping", "count": 0})
+
+    def _fresh_workers(self) -> list[str]:
+        """Workers whose heartbeat (written by a task they ran) is within beat's bound."""
+        try:
+            seen = self._heartbeats()
+        except SQLAlchemyError:
+            return []
+        bound = self.settings.health_beat_stale_seconds
+        now = self.clock.now()
+        return sorted(
+            name
+            for name, at in seen.items()
+            if name.startswith("worker:") and (now - at).total_seconds() <= bound
+        )
 
     def unprotected(self) -> Component:
         exchange = self.exchange_name or self.deps_factory().exchange_name

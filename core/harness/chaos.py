@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import redis
@@ -42,9 +42,11 @@ from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE
 from core.exchange.errors import ExchangeFailure
 from core.harness import chaos_death as death
+from core.harness.chaos_process import PROCESS_FAULT_KINDS, inject_process_fault
 from core.harness.demo import (
     DEMO_SETTINGS,
     EXCHANGES,
+    AdminRefused,
     DemoSystem,
     _cancel_stop_by_hand,
     _close_by_hand,
@@ -94,6 +96,7 @@ FAULT_KINDS = (
     "close_by_hand",
     "open_by_hand",
     "stop_cancelled_by_hand",
+    *PROCESS_FAULT_KINDS,
 )
 # ``/_sim/fault`` endpoint names are the venue's paths: Binance places entries on ``order``
 # and stops on ``algoOrder``; Bybit places both on ``order/create`` (a stop is a
@@ -118,12 +121,17 @@ class ChaosResult:
     duration: float
     seed: int
     exchange: str = "binance"  # the paper exchange's dialect
+    # per stack_kill: positions, stops and trailing state came back as they were
+    stack_kill_intact: list[bool] = field(default_factory=list)
     counts: dict[str, list[int]] = field(default_factory=dict)  # e.g. live stops after a kill
 
     @property
     def violations(self) -> int:
         return (
-            len(self.invariants.violations) + self.signals_without_outcome + self.secrets_in_events
+            len(self.invariants.violations)
+            + self.signals_without_outcome
+            + self.secrets_in_events
+            + self.stack_kill_intact.count(False)
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -147,6 +155,7 @@ class ChaosResult:
             "signals_without_outcome": self.signals_without_outcome,
             "secrets_in_events": self.secrets_in_events,
             "invariant_violations": [v.as_dict() for v in self.invariants.violations],
+            "stack_kill_intact": self.stack_kill_intact,
             "violations": self.violations,
         }
 
@@ -193,6 +202,7 @@ class Chaos:
         self.recovery: dict[str, list[float]] = {}
         self.interfered: set[str] = set()
         self._threads: list[threading.Thread] = []
+        self.stack_kill_intact: list[bool] = []  # per stack_kill: everything came back
         self.counts: dict[str, list[int]] = {}
 
     def endpoint(self, role: str) -> str:
@@ -276,7 +286,10 @@ class Chaos:
 
     def inject(self, kind: str) -> None:
         try:
-            getattr(self, f"_{kind}")()
+            if kind in PROCESS_FAULT_KINDS:
+                inject_process_fault(self, kind)
+            else:
+                getattr(self, f"_{kind}")()
         except ExchangeFailure as exc:
             # an act "by hand" can meet a fault injected just before, as a human would
             self.say(f"{kind} not done: the exchange refused it ({type(exc).__name__})")
@@ -491,10 +504,23 @@ class Chaos:
         symbol = self.rng.choice(free)
         notional = Decimal(200)
         qty = notional / _price(self.system, symbol)
-        quantity = str(qty.quantize(Decimal("0.001"))) if qty < 1 else str(int(qty))
-        self.system.admin(
-            "/_sim/open_position", {"symbol": symbol, "side": "BUY", "quantity": quantity}
-        )
+        # the venue's quantity step is not known here: the finest that the exchange takes
+        for step in ("0.001", "0.01", "0.1", "1"):
+            quantity = qty.quantize(Decimal(step), rounding=ROUND_DOWN)
+            if quantity <= 0:
+                continue
+            try:
+                self.system.admin(
+                    "/_sim/open_position",
+                    {"symbol": symbol, "side": "BUY", "quantity": str(quantity)},
+                )
+                break
+            except AdminRefused as exc:
+                if "qtyStep" not in str(exc) and "-1111" not in str(exc):
+                    raise
+        else:
+            self.say(f"open by hand skipped: no quantity of {symbol} the exchange takes")
+            return
         self.interfered.add(symbol)
         self.say(f"position opened by hand on {symbol}")
 
@@ -616,7 +642,11 @@ def run_chaos(
         )
         signal_admin = sup.env["VIGIL_SIGNAL_URL"].replace("ws://", "http://").rsplit("/ws", 1)[0]
         system = DemoSystem(stack, settings, settings.exchange_url, signal_admin, deps)
-        return _drive(Chaos(system, stack, seed, say), duration, seed, kinds, say)
+        chaos = Chaos(system, stack, seed, say)
+        try:
+            return _drive(chaos, duration, seed, kinds, say)
+        finally:
+            stack = chaos.stack  # a stack_kill fault replaces it
     finally:
         stack.stop()
 
@@ -651,12 +681,18 @@ def _drive(
     _clear_faults(system)
     chaos.wait_recovery_clocks()
     s = system.settings
-    settle = 3 * max(
-        s.protection_interval,
-        s.reconciliation_interval,
-        s.zombie_interval,
-        s.recovery_interval,
-        s.intermediate_state_grace_seconds,
+    settle = max(
+        3
+        * max(
+            s.protection_interval,
+            s.reconciliation_interval,
+            s.zombie_interval,
+            s.recovery_interval,
+            s.intermediate_state_grace_seconds,
+        ),
+        # a wave claimed as PostgreSQL died (a 20 s outage) is resumed only once it has
+        # made no progress for the stall time: the audit must outlast that
+        s.wave_stall_seconds + 3 * s.wave_dispatch_interval,
     )
     report = _audit(check_invariants, system.deps, float(settle), say)
     monitor_report = monitor.stop()
@@ -673,6 +709,7 @@ def _drive(
         duration=duration,
         seed=seed,
         exchange=system.venue,
+        stack_kill_intact=chaos.stack_kill_intact,
         counts=chaos.counts,
     )
 
@@ -724,6 +761,11 @@ def print_result(console: Console, result: ChaosResult) -> None:
         )
     for kind, times in sorted(result.recovery.items()):
         table.add_row(f"recovery after {kind}", ", ".join(f"{t:.1f}s" for t in times))
+    if result.stack_kill_intact:
+        table.add_row(
+            "intact after stack_kill",
+            ", ".join("yes" if ok else "NO" for ok in result.stack_kill_intact),
+        )
     for name, values in sorted(result.counts.items()):
         table.add_row(name.replace("_", " "), ", ".join(str(v) for v in values))
     table.add_row(

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +86,10 @@ WAVE_TWO = [("DOGEUSDT", "BUY", 80), ("LTCUSDT", "SELL", 76), ("BTCUSDT", "BUY",
 EXCHANGES = ("binance", "bybit")
 
 
+class AdminRefused(RuntimeError):
+    """The paper exchange (or signal source) refused an admin call; the message says why."""
+
+
 @dataclass
 class Step:
     at: float  # seconds after the start
@@ -119,8 +124,12 @@ class DemoSystem:
             method="POST" if body is not None else "GET",
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-            return json.loads(resp.read() or b"null")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:  # say what the exchange answered
+            answer = exc.read().decode(errors="replace")[:300]
+            raise AdminRefused(f"{path}: {exc.code} {answer}") from exc
 
     def emit(self, signals: list[tuple[str, str, int]]) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -17,6 +17,7 @@ from typing import Any
 from core import task_names as names
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
+from core.ingest.guard import LoopBook
 
 Enqueue = Callable[[str, Sequence[Any]], None]
 """Send the task ``name`` with positional ``args``; raise EnqueueFailed if the broker is
@@ -47,6 +48,8 @@ class IngestStatus:
     last_frame_at: datetime | None = None
     last_wait: float | None = None  # the last reconnect wait, seconds
     waits: list[float] = field(default_factory=list)  # recent reconnect waits (bounded)
+    last_tick_at: datetime | None = None  # the last mark price the price stream received
+    loops: LoopBook = field(default_factory=LoopBook)  # each supervised loop's activity
 
     def note_wait(self, seconds: float) -> None:
         self.last_wait = seconds
@@ -65,6 +68,8 @@ class IngestStatus:
             "store_retries": self.store_retries,
             "waves_dispatched": self.waves_dispatched,
             "last_frame_at": self.last_frame_at.isoformat() if self.last_frame_at else None,
+            "last_tick_at": self.last_tick_at.isoformat() if self.last_tick_at else None,
+            "loops": self.loops.snapshot(),
         }
 
 

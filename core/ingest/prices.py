@@ -25,7 +25,11 @@ waits in a durable outbox under ``VIGIL_HOME`` and is queued in order once it ca
 stream was down.
 
 Both streams reconnect with exponential backoff and jitter, and each reconnection is a
-``WEBSOCKET_RECONNECTED`` event.
+``WEBSOCKET_RECONNECTED`` event. A Redis outage costs the frames it spans (each one is
+dropped with a log line at the start and end of the outage), never the stream; and the
+four loops (bands, mark prices, user data, fill outbox) each run under a guard
+(core/ingest/guard.py) that restarts whatever still fails, so no loop ends while the
+process lives.
 
 Broker access: tasks are queued through an ``Enqueue`` (``core.ingest.context``), the
 ingest's one door to the broker, handed in by the process that runs the stream
@@ -46,23 +50,21 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from sqlalchemy.exc import SQLAlchemyError
 
 from core import task_names as names
 from core.config import Settings, resolve_redis_url
-from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.orders import STOP_PURPOSES
-from core.events import EventType, Severity, record_alone
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import AuthenticationFailed, classify
 from core.exchange.factory import build_pro_exchange
 from core.exchange.streams import MarkTick, mark_price_source
 from core.ingest.backoff import Backoff
-from core.ingest.context import Enqueue, EnqueueFailed
+from core.ingest.context import Enqueue, EnqueueFailed, IngestStatus
 from core.ingest.fill_outbox import FillOutbox, outbox_path
+from core.ingest.guard import supervise
+from core.ingest.stream_events import off_loop, record_reconnect, record_stop_fill, report_restart
 from core.services import bands
-from core.services.closing import record_stop_triggered
 from core.services.deps import exchange_name as venue_name
 from core.services.tick_window import TICK_SCRIPT, pending_key, window_key
 
@@ -249,47 +251,14 @@ class FillDedup:
         return True
 
 
-def _record_stop_fill(
-    exchange: str, symbol: str, position_id: int, order: Mapping[str, Any]
-) -> None:
-    """STOP_TRIGGERED, as the stream saw it (the settle task records the close itself)."""
-    with unit_of_work() as session:
-        record_stop_triggered(
-            session,
-            exchange=exchange,
-            symbol=symbol,
-            position_id=position_id,
-            order_id=order.get("clientOrderId"),
-            exchange_order_id=order.get("id"),
-            average_price=order.get("average"),
-            source="user_data_stream",
-        )
-
-
-def _record_reconnect(exchange: str, stream: str, attempts: int, error: str) -> None:
-    record_alone(
-        EventType.WEBSOCKET_RECONNECTED,
-        severity=Severity.WARNING,
-        exchange=exchange,
-        stream=stream,
-        attempts=attempts,
-        error=error[:500],
-    )
-
-
-async def _off_loop(write: Callable[..., None], *args: Any) -> None:
-    """Write an event from a thread; a database outage never stops a stream (logged)."""
-    try:
-        await asyncio.to_thread(write, *args)
-    except SQLAlchemyError as exc:
-        log.error("event not recorded (%s): %s", write.__name__, exc)
-
-
 # --- the component --------------------------------------------------------------------------
 
 
-def _backoff(settings: Settings) -> Backoff:
-    ceiling = settings.price_stream_backoff_max
+LOOP_RESTART_CEILING = 5.0  # a price loop that keeps failing is retried at least this often
+
+
+def _backoff(settings: Settings, ceiling: float | None = None) -> Backoff:
+    ceiling = min(ceiling or settings.price_stream_backoff_max, settings.price_stream_backoff_max)
     return Backoff(first=min(0.25, ceiling), ceiling=ceiling)
 
 
@@ -312,8 +281,11 @@ class PriceStream:
         async_redis: aioredis.Redis,
         sync_redis: redis.Redis,
         sender: Enqueue,
+        status: IngestStatus | None = None,
     ) -> None:
         self.settings = settings
+        self.status = status or IngestStatus()
+        self._redis_down_since: float | None = None
         self.exchange_name = exchange_name
         self.pro = pro_exchange
         self.async_redis = async_redis
@@ -334,11 +306,25 @@ class PriceStream:
         self.mark_source = mark_price_source(pro_exchange)
 
     async def run(self, stop_event: asyncio.Event) -> None:
+        book = self.status.loops
         loops = [
-            asyncio.create_task(self._follow_bands(stop_event), name="bands"),
-            asyncio.create_task(self._watch_marks(stop_event), name="mark-prices"),
-            asyncio.create_task(self._watch_stop_fills(stop_event), name="user-data"),
-            asyncio.create_task(self.outbox.run(stop_event), name="fill-outbox"),
+            asyncio.create_task(
+                supervise(
+                    name,
+                    loop,
+                    stop_event,
+                    book=book,
+                    backoff=_backoff(self.settings, ceiling=LOOP_RESTART_CEILING),
+                    report=report_restart,
+                ),
+                name=name,
+            )
+            for name, loop in (
+                ("bands", self._follow_bands),
+                ("mark_prices", self._watch_marks),
+                ("user_data", self._watch_stop_fills),
+                ("fill_outbox", self.outbox.run),
+            )
         ]
         try:
             await stop_event.wait()
@@ -365,19 +351,53 @@ class PriceStream:
     async def _watch_marks(self, stop_event: asyncio.Event) -> None:
         async for ticks in self._stream("mark_prices", self.mark_source, stop_event):
             self.stats.frames += 1
-            await self.gate.on_marks(ticks, datetime.now(UTC))
+            now = datetime.now(UTC)
+            self.status.last_tick_at = now
+            self.status.loops.touch("mark_prices")
+            try:
+                if self._redis_down_since is not None:
+                    await self._release_pending_flags()
+                await self.gate.on_marks(ticks, now)
+            except redis.RedisError as exc:  # this frame is lost; the next one tries again
+                self._note_redis_down(exc)
+                continue
+            self._note_redis_up()
+
+    def _note_redis_down(self, exc: redis.RedisError) -> None:
+        if self._redis_down_since is None:
+            self._redis_down_since = time.monotonic()
+            log.error("Redis unreachable, mark-price frames dropped until it is back: %s", exc)
+
+    async def _release_pending_flags(self) -> None:
+        """After an outage, no symbol waits for a price task that may never run.
+
+        A restarted Redis replays its append-only file, which can hold a pending flag whose
+        task was taken (or lost) in the last second before the crash: the symbol would stay
+        blocked for the flag's whole TTL. One extra price task is harmless (each is
+        idempotent under the symbol lock); a stop left behind is not.
+        """
+        keys = [pending_key(self.exchange_name, symbol) for symbol in self.bands.bands]
+        if keys:
+            await self.async_redis.delete(*keys)
+
+    def _note_redis_up(self) -> None:
+        if self._redis_down_since is not None:
+            lost = time.monotonic() - self._redis_down_since
+            self._redis_down_since = None
+            log.warning("Redis reachable again after %.1fs; mark prices flow", lost)
 
     # --- fills of our stops -----------------------------------------------------------------
 
     async def _watch_stop_fills(self, stop_event: asyncio.Event) -> None:
         async for orders in self._stream("orders", self.pro.watch_orders, stop_event):
+            self.status.loops.touch("user_data")
             for order in orders:
                 position_id = filled_stop_position(order)
                 if position_id is None or not self.dedup.first(position_id):
                     continue
                 self.stats.stop_fills += 1
                 symbol = self.native(str(order.get("symbol") or ""))
-                await _off_loop(_record_stop_fill, self.exchange_name, symbol, position_id, order)
+                await off_loop(record_stop_fill, self.exchange_name, symbol, position_id, order)
                 await self.outbox.deliver(SETTLE_TASK, (position_id, "stop_triggered"))
 
     # --- reconnecting streams ---------------------------------------------------------------
@@ -406,8 +426,8 @@ class PriceStream:
                 continue
             if last_error is not None:
                 self.stats.reconnects += 1
-                await _off_loop(
-                    _record_reconnect, self.exchange_name, name, backoff.attempts, last_error
+                await off_loop(
+                    record_reconnect, self.exchange_name, name, backoff.attempts, last_error
                 )
                 last_error = None
                 backoff.reset()
@@ -439,10 +459,16 @@ class PriceStream:
                 await pubsub.aclose()
 
 
-async def run_price_stream(settings: Settings, stop_event: asyncio.Event, enqueue: Enqueue) -> None:
+async def run_price_stream(
+    settings: Settings,
+    stop_event: asyncio.Event,
+    enqueue: Enqueue,
+    status: IngestStatus | None = None,
+) -> None:
     """The ingest component: this exchange's price and user-data streams until ``stop_event``.
 
-    ``enqueue`` is the ingest's task sender (``IngestContext.enqueue``).
+    ``enqueue`` is the ingest's task sender (``IngestContext.enqueue``); ``status`` the
+    ingest's live status, where each loop's activity and the last tick are kept.
     """
     exchange_name = venue_name(settings)
     pro = build_pro_exchange(
@@ -465,6 +491,7 @@ async def run_price_stream(settings: Settings, stop_event: asyncio.Event, enqueu
             async_redis,
             sync_redis,
             enqueue,
+            status,
         )
         await stream.run(stop_event)
     finally:

@@ -10,9 +10,12 @@ It runs a few independent components side by side and stops them all on SIGTERM/
   which queue price tasks when a tick leaves a position's band.
 
 A component is just ``async def run(stop_event) -> None``; to add one, add it to
-``components()``. A component that returns ends quietly; one that raises stops the whole
-process with a non-zero exit, so the supervisor (``vigil up``, Docker) sees it. The ingest
-stores and enqueues; it never talks to the exchange's order API and decides no trade.
+``components()``. Every component runs under a guard (core/ingest/guard.py): one that raises
+or returns while the process lives is logged, recorded as ``loop_restarted`` and started
+again with backoff, so nothing inside the ingest ends in silence; only SIGTERM/SIGINT stop
+it. SIGUSR1 injects a fault into one loop (named in ``VIGIL_HOME/ingest-fault``, default
+``mark_prices``) to prove exactly that. The ingest stores and enqueues; it never talks to the
+exchange's order API and decides no trade.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db.session import unit_of_work
 from core.events import EventType, Severity, record_alone
+from core.ingest.backoff import Backoff
 from core.ingest.context import IngestContext
+from core.ingest.guard import LoopBook, supervise
 from core.ingest.prices import run_price_stream
 from core.ingest.signal_client import SignalClient
 from core.ingest.wave_dispatch import WaveDispatcher
@@ -40,6 +45,9 @@ from core.services import heartbeat
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 5.0
+RESTART_FIRST_SECONDS = 0.5
+RESTART_CEILING_SECONDS = 10.0
+DEFAULT_FAULT_LOOP = "mark_prices"
 
 Run = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -60,11 +68,19 @@ def components(ctx: IngestContext, *, price_stream: bool = True) -> list[Compone
     found.append(Component("waves", WaveDispatcher(ctx).run))
     found.append(Component("heartbeat", lambda stop: run_heartbeat(ctx, stop)))
     if price_stream:
-        settings, enqueue = ctx.settings, ctx.enqueue
+        settings, enqueue, status = ctx.settings, ctx.enqueue, ctx.status
         found.append(
-            Component("prices", lambda stop: run_price_stream(settings, stop, enqueue=enqueue))
+            Component(
+                "prices",
+                lambda stop: run_price_stream(settings, stop, enqueue=enqueue, status=status),
+            )
         )
     return found
+
+
+def heartbeat_period(ctx: IngestContext) -> float:
+    """Often enough that /health sees a silent price feed within its bound."""
+    return min(ctx.settings.heartbeat_interval, ctx.settings.price_feed_stale_seconds / 2)
 
 
 async def run_heartbeat(ctx: IngestContext, stop: asyncio.Event) -> None:
@@ -72,10 +88,11 @@ async def run_heartbeat(ctx: IngestContext, stop: asyncio.Event) -> None:
     while not stop.is_set():
         try:
             await asyncio.to_thread(_beat, ctx)
+            ctx.status.loops.touch("heartbeat")
         except (OperationalError, InterfaceError) as exc:
             log.error("ingest heartbeat not written: %s", str(exc).splitlines()[0])
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), ctx.settings.heartbeat_interval)
+            await asyncio.wait_for(stop.wait(), heartbeat_period(ctx))
 
 
 def _beat(ctx: IngestContext) -> None:
@@ -85,49 +102,52 @@ def _beat(ctx: IngestContext) -> None:
         )
 
 
-async def run_components(parts: list[Component], stop: asyncio.Event) -> int:
-    """Run every component until ``stop`` is set or one crashes; 0 on a clean stop."""
-    tasks: dict[asyncio.Task[None], Component] = {
-        asyncio.create_task(part.run(stop), name=part.name): part for part in parts
-    }
-    stopping = asyncio.ensure_future(stop.wait())
-    running = set(tasks)
-    code = 0
-    while running and not stop.is_set():
-        done, _ = await asyncio.wait({*running, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        for task in done & running:
-            running.discard(task)
-            error = task.exception()
-            if error is not None:
-                log.error("ingest component %s failed", task.get_name(), exc_info=error)
-                await _record_crash(task.get_name(), error)
-                code = 1
-                stop.set()
-            elif not stop.is_set():
-                log.info("ingest component %s finished", task.get_name())
-    stop.set()
-    stopping.cancel()
-    if running:
-        _, late = await asyncio.wait(running, timeout=STOP_GRACE_SECONDS)
+async def run_components(
+    parts: list[Component], stop: asyncio.Event, *, book: LoopBook | None = None
+) -> int:
+    """Run every component, each under its guard, until ``stop`` is set; 0 on a clean stop."""
+    book = book or LoopBook()
+    guarded = [
+        asyncio.create_task(
+            supervise(
+                part.name,
+                part.run,
+                stop,
+                book=book,
+                backoff=Backoff(RESTART_FIRST_SECONDS, RESTART_CEILING_SECONDS),
+                report=record_loop_restart,
+            ),
+            name=f"guard-{part.name}",
+        )
+        for part in parts
+    ]
+    try:
+        await stop.wait()
+    finally:
+        _, late = await asyncio.wait(guarded, timeout=STOP_GRACE_SECONDS)
         for task in late:
             task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
-    return code
+        await asyncio.gather(*guarded, return_exceptions=True)
+    return 0
 
 
-async def _record_crash(name: str, error: BaseException) -> None:
+async def record_loop_restart(name: str, restarts: int, error: str) -> None:
+    """A ``loop_restarted`` event: the loop ``name`` failed and is started again."""
+
     def write() -> None:
         record_alone(
-            EventType.CRITICAL_ERROR,
-            severity=Severity.CRITICAL,
+            EventType.LOOP_RESTARTED,
+            severity=Severity.ERROR,
             component=f"ingest/{name}",
-            error=f"{type(error).__name__}: {error}"[:500],
+            loop=name,
+            restarts=restarts,
+            error=error[:500],
         )
 
     try:
         await asyncio.to_thread(write)
-    except (OperationalError, InterfaceError):
-        log.exception("could not record the crash of %s", name)
+    except (OperationalError, InterfaceError) as exc:
+        log.error("restart of loop %s not recorded: %s", name, str(exc).splitlines()[0])
 
 
 async def run_ingest(
@@ -142,7 +162,7 @@ async def run_ingest(
     except (OperationalError, InterfaceError) as exc:  # the components wait for storage
         log.error("ingest start not recorded: %s", str(exc).splitlines()[0])
     log.info("ingest for %s running: %s", ctx.exchange, ", ".join(names))
-    code = await run_components(parts, stop)
+    code = await run_components(parts, stop, book=ctx.status.loops)
     with contextlib.suppress(OperationalError, InterfaceError):
         await asyncio.to_thread(_system_event, ctx, EventType.SYSTEM_STOPPED, exit_code=code)
     return code
@@ -166,9 +186,19 @@ def main(ctx: IngestContext) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, inject_requested_fault, ctx)
         return await run_ingest(ctx, stop)
 
     return asyncio.run(serve())
+
+
+def inject_requested_fault(ctx: IngestContext) -> None:
+    """SIGUSR1: fail the loop named in ``VIGIL_HOME/ingest-fault`` (default mark_prices)."""
+    name = DEFAULT_FAULT_LOOP
+    with contextlib.suppress(OSError):
+        name = (ctx.settings.home_dir / "ingest-fault").read_text().strip() or name
+    injected = ctx.status.loops.inject_fault(name)
+    log.warning("fault injected into loop %s" if injected else "no loop %s to fault", name)
 
 
 class BackgroundIngest:

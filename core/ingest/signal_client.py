@@ -164,6 +164,7 @@ class SignalClient:
         status = self.ctx.status
         status.frames += 1
         status.last_frame_at = now
+        status.loops.touch("signals")
         status.signals_stored += len(report.stored)
         status.duplicates += len(report.duplicates)
         status.rejected += report.rejected

@@ -57,6 +57,7 @@ class WaveDispatcher:
                     await asyncio.to_thread(self._started)
                 wait = await self.tick()
                 self._retry.reset()
+                self.ctx.status.loops.touch("waves")
             except (OperationalError, InterfaceError, EnqueueFailed) as exc:
                 wait = self._retry.next()
                 log.error("wave dispatcher: %s; retrying in %.1fs", str(exc).splitlines()[0], wait)

@@ -133,6 +133,18 @@ def _open_path_for(path: Path) -> None:
             p.chmod(p.stat().st_mode | 0o044 | (0o011 if os.access(p, os.X_OK) else 0))
 
 
+def _is_postmaster(pid: int) -> bool:
+    """A live (not zombie) postgres process: a killed, unreaped postmaster is no server."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        live = proc.status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+        return live and "postgres" in proc.name()
+    except psutil.Error:
+        return False
+
+
 @dataclass
 class EmbeddedPostgres:
     """A PostgreSQL server on 127.0.0.1:port with its data in ``data_dir``."""
@@ -225,11 +237,11 @@ class EmbeddedPostgres:
             return
         try:
             pid = int(pid_file.read_text().splitlines()[0])
-            os.kill(pid, 0)
-        except (ValueError, IndexError, ProcessLookupError):
+        except (ValueError, IndexError):
             pid_file.unlink(missing_ok=True)
-        except PermissionError:
-            pass
+            return
+        if not _is_postmaster(pid):  # gone, a zombie, or the pid of something else now
+            pid_file.unlink(missing_ok=True)
         else:
             raise EmbeddedServerError(
                 f"a PostgreSQL (pid {pid}) already runs on {self.data_dir}; stop it first"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -21,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from core.config import Settings
 from core.db import migrate
+from core.domain.restarts import RestartPolicy
 from core.runtime.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -33,7 +36,9 @@ from core.runtime.endpoints import (
     embedded_redis_url,
     normalise_database_url,
 )
+from core.runtime.leftovers import HomeBusy, HomeLock, forget_pids, record_pid, stop_leftovers
 from core.runtime.supervisor import Supervisor
+from core.runtime.watch import StackWatch
 
 ALL_QUEUES = "signals,orders,stops,maintenance"
 
@@ -92,9 +97,30 @@ def _redact(url: str) -> str:
     return url
 
 
+def _paper_exchange_answers(url: str) -> bool:
+    """A paper exchange (its admin API) answers at ``url``."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/_sim/state", timeout=3) as response:  # noqa: S310
+            return "wallet" in json.loads(response.read())
+    except (OSError, ValueError):
+        return False
+
+
 def host_port(url: str, default_port: int) -> tuple[str, int]:
     parsed = urlparse(url)
     return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+def restart_policy(settings: Settings) -> RestartPolicy:
+    return RestartPolicy(
+        first_delay=min(1.0, settings.process_restart_max_delay),
+        max_delay=settings.process_restart_max_delay,
+        crash_loop_restarts=settings.process_crash_loop_restarts,
+        crash_loop_window=settings.process_crash_loop_minutes * 60,
+    )
 
 
 class Stack:
@@ -108,11 +134,21 @@ class Stack:
         self.redis: EmbeddedRedis | None = None
         self.supervisor: Supervisor | None = None
         self.endpoints: Endpoints | None = None
+        self._home_lock: HomeLock | None = None
+        self.reused_exchange = False  # a paper exchange was already answering
 
     # --- storage ---------------------------------------------------------------------------
 
-    def start_storage(self) -> Endpoints:
+    def start_storage(self, say: Callable[[str], None] = lambda _: None) -> Endpoints:
+        """Start (or check) storage; first claim the home and stop an earlier life's leftovers."""
         self.home.mkdir(parents=True, exist_ok=True)
+        lock = HomeLock(self.home)
+        try:
+            lock.acquire()
+        except HomeBusy as exc:
+            raise StartupError(str(exc)) from None
+        self._home_lock = lock
+        stop_leftovers(self.home, say)
         try:
             if self.settings.database_url:
                 db_url = normalise_database_url(self.settings.database_url)
@@ -121,6 +157,7 @@ class Stack:
                     self.home / "postgres" / "data", self.settings.embedded_pg_port
                 )
                 self.postgres.start()
+                self._remember("postgres", self.postgres.proc)
                 db_url = embedded_database_url(self.settings.embedded_pg_port)
             check_database(db_url)
             if self.settings.redis_url:
@@ -128,6 +165,7 @@ class Stack:
             else:
                 self.redis = EmbeddedRedis(self.home / "redis", self.settings.embedded_redis_port)
                 self.redis.start()
+                self._remember("redis", self.redis.proc)
                 redis_url = embedded_redis_url(self.settings.embedded_redis_port)
             check_redis(redis_url)
         except EmbeddedServerError as exc:
@@ -138,6 +176,10 @@ class Stack:
             raise
         self.endpoints = Endpoints(db_url, redis_url, logs=self.home / "logs")
         return self.endpoints
+
+    def _remember(self, name: str, proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None:
+            record_pid(self.home, name, proc.pid)
 
     def migrate(self) -> None:
         assert self.endpoints is not None
@@ -165,18 +207,21 @@ class Stack:
     def start_processes(self) -> Supervisor:
         assert self.endpoints is not None
         opts, settings = self.options, self.settings
-        sup = Supervisor(env=self.child_env(), log_dir=self.home / "logs")
+        sup = Supervisor(
+            env=self.child_env(),
+            log_dir=self.home / "logs",
+            policy=restart_policy(settings),
+            on_started=lambda name, pid: record_pid(self.home, name, pid),
+        )
         self.supervisor = sup
+        if self.postgres is not None:
+            sup.watch_server("postgres", self.postgres)
+        if self.redis is not None:
+            sup.watch_server("redis", self.redis)
         py = [sys.executable, "-m", "core.cli"]
         run_sim = opts.sim if opts.sim is not None else settings.exchange == "paper"
         if run_sim:
-            host, port = host_port(settings.exchange_url, 8710)
-            if port_in_use(port, host):
-                raise StartupError(
-                    f"port {port} for the paper exchange is in use; set VIGIL_EXCHANGE_URL"
-                )
-            sup.spawn("sim", [*py, "sim", "--host", host, "--port", str(port), *opts.sim_args])
-            self.endpoints.exchange_url = settings.exchange_url
+            self._start_paper_exchange(sup, py)
         for i in range(1, opts.workers + 1):
             sup.spawn(
                 f"worker{i}",
@@ -199,6 +244,29 @@ class Stack:
             sup.spawn("api", [*py, "api"])
             self.endpoints.api_url = f"http://127.0.0.1:{settings.api_port}"
         return sup
+
+    def _start_paper_exchange(self, sup: Supervisor, py: list[str]) -> None:
+        """Start the paper exchange (with VIGIL_API_KEY/SECRET, its account under VIGIL_HOME),
+        or use the one already answering at VIGIL_EXCHANGE_URL.
+
+        Its child inherits VIGIL_API_KEY / VIGIL_API_SECRET through the environment (never
+        the command line), so the engine's signed calls are accepted whatever the keys are.
+        A port held by something that is not a paper exchange stops the start, as before.
+        """
+        assert self.endpoints is not None
+        settings = self.settings
+        host, port = host_port(settings.exchange_url, 8710)
+        self.endpoints.exchange_url = settings.exchange_url
+        if port_in_use(port, host):
+            if _paper_exchange_answers(settings.exchange_url):
+                self.reused_exchange = True
+                return
+            raise StartupError(
+                f"port {port} for the paper exchange is in use; set VIGIL_EXCHANGE_URL"
+            )
+        state = self.home / "paper-exchange" / f"{settings.paper_dialect}.account"
+        argv = [*py, "sim", "--host", host, "--port", str(port), "--state", str(state)]
+        sup.spawn("sim", [*argv, *self.options.sim_args])
 
     def _start_signal_path(self, sup: Supervisor, py: list[str]) -> None:
         """The signal source simulator (``--with-signal-sim``) and the ingest reading signals.
@@ -254,6 +322,15 @@ class Stack:
             finally:
                 result.forget()
 
+    def watch(self, say: Callable[[str], None]) -> None:
+        """Keep every process alive until Ctrl-C / SIGTERM (``core/runtime/watch.py``)."""
+        assert self.supervisor is not None and self.endpoints is not None
+        watcher = StackWatch(self.supervisor, self.endpoints.database_url, say)
+        try:
+            watcher.run()
+        finally:
+            watcher.close()
+
     def _redis_url(self) -> str:
         assert self.endpoints is not None
         return self.endpoints.redis_url
@@ -263,3 +340,7 @@ class Stack:
             self.supervisor.stop()
             self.supervisor = None
         self.stop_storage()
+        if self._home_lock is not None:
+            forget_pids(self.home)
+            self._home_lock.release()
+            self._home_lock = None

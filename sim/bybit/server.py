@@ -28,6 +28,7 @@ from sim.bybit.rest import ROUTES, Call, Route
 from sim.bybit.state import BybitState
 from sim.bybit.ws import BybitStreamHub
 from sim.faults import FaultPlan
+from sim.persist import add_persistence
 from sim.state import SimOptions
 
 log = logging.getLogger("sim.bybit")
@@ -189,6 +190,7 @@ def build_bybit_app(options: SimOptions) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[HUB_KEY] = hub
     app[STATE_KEY] = BybitState(options, hub.publish_topic)
+    add_persistence(app, app[STATE_KEY])
     # streams first: the REST catch-all below would shadow them
     app.router.add_get("/v5/public/{category}", public_stream)
     app.router.add_get("/v5/private", private_stream)

@@ -34,6 +34,8 @@ def chaos_run(request, tmp_path_factory):
     home = tmp_path_factory.mktemp(f"chaos-{exchange}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     env["VIGIL_HOME"] = str(home)
+    # the outages are 20 s in `vigil chaos`; 5 s keep the default suite lean
+    env["VIGIL_CHAOS_OUTAGE_SECONDS"] = os.environ.get("VIGIL_CHAOS_OUTAGE_SECONDS", "5")
     report = home / "report.json"
     proc = subprocess.run(
         [sys.executable, "-m", "core.cli", "chaos", "--duration", str(duration),
@@ -67,6 +69,13 @@ def test_chaos_run_every_interrupted_opening_and_killed_process_recovers(chaos_r
         assert all(s != float("inf") and s is not None for s in seconds), (kind, seconds)
     assert "redis_restart" in data["recovery_seconds"]
     assert "postgres_restart" in data["recovery_seconds"]
+    for kind in ("stack_kill", "redis_outage", "postgres_outage", "ingest_loop_fault"):
+        assert kind in data["recovery_seconds"], kind
+
+
+def test_chaos_run_a_kill_of_the_whole_stack_keeps_positions_stops_and_trailing(chaos_run):
+    data, _, _, _ = chaos_run
+    assert data["stack_kill_intact"] and all(data["stack_kill_intact"]), data
 
 
 def test_chaos_run_leaks_no_api_key_secret_or_token_into_logs(chaos_run):

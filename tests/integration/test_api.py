@@ -139,6 +139,8 @@ def test_health_is_200_when_every_part_is_alive(api):
         "exchange": "ok",
         "beat": "ok",
         "ingest": "not_configured",
+        "price_feed": "not_configured",
+        "processes": "not_configured",
         "workers": "ok",
         "unprotected_positions": "ok",
         "interrupted_openings": "ok",

@@ -1,5 +1,6 @@
-"""The ingest process: components run side by side, a crash stops them all with a non-zero
-exit and a critical event, a clean stop is 0, and the price stream plugs in when present."""
+"""The ingest process: components run side by side, each under a guard that restarts it after
+a crash (with a ``loop_restarted`` event) while the others run on, a clean stop is 0, and
+the price stream plugs in when present."""
 
 from __future__ import annotations
 
@@ -18,6 +19,15 @@ from core.ingest.process import Component, components, run_components
 pytestmark = pytest.mark.integration
 
 
+async def until(probe) -> None:
+    """Poll ``probe`` on the event loop until it is true."""
+    for _ in range(500):
+        if probe():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached")
+
+
 def idle(stopped: list[str], name: str) -> Component:
     async def run(stop: asyncio.Event) -> None:
         try:
@@ -28,27 +38,38 @@ def idle(stopped: list[str], name: str) -> Component:
     return Component(name, run)
 
 
-def test_a_crashing_component_stops_the_others_and_exits_non_zero(clean_db):
+def test_a_crashing_component_is_restarted_and_the_others_run_on(clean_db):
     stopped: list[str] = []
+    lives: list[int] = []
 
-    async def crash(stop: asyncio.Event) -> None:
-        await asyncio.sleep(0)
-        raise RuntimeError("boom")
+    async def crash_twice(stop: asyncio.Event) -> None:
+        lives.append(1)
+        if len(lives) <= 2:
+            raise RuntimeError("boom")
+        await stop.wait()
 
     async def main() -> int:
-        return await run_components(
-            [idle(stopped, "a"), Component("bad", crash), idle(stopped, "b")], asyncio.Event()
+        stop = asyncio.Event()
+        runner = asyncio.create_task(
+            run_components(
+                [idle(stopped, "a"), Component("bad", crash_twice), idle(stopped, "b")], stop
+            )
         )
+        await until(lambda: len(lives) >= 3)
+        assert stopped == [] and not runner.done()
+        stop.set()
+        return await runner
 
-    assert asyncio.run(main()) == 1
-    assert sorted(stopped) == ["a", "b"]
+    assert asyncio.run(main()) == 0
+    assert sorted(stopped) == ["a", "b"] and len(lives) == 3
     with unit_of_work() as s:
-        [event] = s.scalars(select(Event).where(Event.type == "critical_error")).all()
-    assert event.severity == "critical" and event.data["component"] == "ingest/bad"
-    assert "boom" in event.data["error"]
+        events = s.scalars(select(Event).where(Event.type == "loop_restarted")).all()
+    assert [e.data["restarts"] for e in events] == [1, 2]
+    assert {e.data["component"] for e in events} == {"ingest/bad"}
+    assert all("boom" in e.data["error"] for e in events)
 
 
-def test_a_finished_component_leaves_the_others_running_until_stop(clean_db):
+def test_a_finished_component_is_restarted_and_the_others_run_until_stop(clean_db):
     stopped: list[str] = []
 
     async def done_early(stop: asyncio.Event) -> None:
@@ -66,6 +87,9 @@ def test_a_finished_component_leaves_the_others_running_until_stop(clean_db):
 
     assert asyncio.run(main()) == 0
     assert stopped == ["a"]
+    with unit_of_work() as s:
+        [event] = s.scalars(select(Event).where(Event.type == "loop_restarted")).all()
+    assert event.data["error"] == "ended without being stopped"  # restarted, not silent
 
 
 def test_the_price_stream_runs_with_the_ingests_own_task_sender(clean_db, monkeypatch):
@@ -76,7 +100,7 @@ def test_the_price_stream_runs_with_the_ingests_own_task_sender(clean_db, monkey
     )
     seen: dict[str, object] = {}
 
-    async def fake_stream(settings, stop_event, enqueue=None) -> None:
+    async def fake_stream(settings, stop_event, enqueue=None, status=None) -> None:
         seen["settings"] = settings
         enqueue("vigil.stops.on_price", ["binance", "BTCUSDT"])
         await stop_event.wait()

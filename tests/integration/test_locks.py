@@ -146,3 +146,25 @@ def test_one_holder_may_write_several_times(redis_client, tokens, session):
             fenced_update(s, position.id, held.token, stop_price=Decimal("10"))
             fenced_update(s, position.id, held.token, stop_price=Decimal("9"))
             s.commit()
+
+
+def test_a_release_that_meets_a_redis_outage_happens_once_redis_is_back(tmp_path, tokens):
+    """The lock of a task interrupted by an outage does not block its symbol for the TTL."""
+    import redis
+
+    from core.runtime.embedded import EmbeddedRedis, free_port
+
+    server = EmbeddedRedis(tmp_path / "redis", free_port(), persist=True)
+    server.start()
+    try:
+        client = redis.Redis.from_url(f"redis://127.0.0.1:{server.port}/0")
+        client.config_set("appendfsync", "always")  # the lock is in the append-only file
+        with symbol_lock(client, "binance", "BTCUSDT", token_source=tokens, timeout=60):
+            server.kill()  # the outage starts while the lock is held
+        server.start()
+        held = acquire(client, "binance", "BTCUSDT", token_source=tokens, blocking_timeout=5)
+        assert held.still_held()
+        with pytest.raises(LockNotAcquired):  # a live lock still excludes
+            acquire(client, "binance", "BTCUSDT", token_source=tokens, blocking_timeout=0.3)
+    finally:
+        server.stop()

@@ -1,0 +1,224 @@
+"""Chaos faults about processes and outages, beyond a single kill and restart.
+
+- ``stack_kill``: SIGKILL of every process of the stack at once (workers, beat, ingest,
+  paper exchange, signal source, the embedded PostgreSQL and Redis), as if the machine's
+  supervisor itself had died; then the stack is started again on the same home, exactly
+  as ``vigil up`` starts it. The paper account survives in its file, the database and Redis
+  in their data directories; what an earlier life left (zombies, pid files) must not stop
+  the new start.
+- ``redis_outage`` / ``postgres_outage``: the server is killed and stays down for
+  ``VIGIL_CHAOS_OUTAGE_SECONDS`` (default 20) before it is started again.
+- ``ingest_loop_fault``: an exception injected into one loop of the running ingest
+  (SIGUSR1 + ``VIGIL_HOME/ingest-fault``): its guard must restart it.
+
+Each has a recovery clock, as the other faults do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from core.db.models import Event, Position, TrailingStop
+from core.db.session import unit_of_work
+from core.runtime.leftovers import is_alive
+from core.runtime.stack import Stack
+
+if TYPE_CHECKING:
+    from core.harness.chaos import Chaos
+
+PROCESS_FAULT_KINDS = ("stack_kill", "redis_outage", "postgres_outage", "ingest_loop_fault")
+INGEST_LOOPS = ("mark_prices", "user_data", "bands", "waves", "heartbeat", "signals")
+
+
+def outage_seconds() -> float:
+    return float(os.environ.get("VIGIL_CHAOS_OUTAGE_SECONDS", "20"))
+
+
+def inject_process_fault(chaos: Chaos, kind: str) -> None:
+    faults: dict[str, Callable[[Chaos], None]] = {
+        "stack_kill": stack_kill,
+        "redis_outage": redis_outage,
+        "postgres_outage": postgres_outage,
+        "ingest_loop_fault": ingest_loop_fault,
+    }
+    faults[kind](chaos)
+
+
+def redis_outage(chaos: Chaos) -> None:
+    server = chaos.stack.redis
+    assert server is not None
+    server.kill()
+    chaos.say(f"Redis killed; down for {outage_seconds():.0f}s")
+    time.sleep(outage_seconds())
+    server.start()
+    chaos.say("Redis started again (same port, same append-only file)")
+    chaos._clock("redis_outage", chaos._task_roundtrip)
+
+
+def postgres_outage(chaos: Chaos) -> None:
+    server = chaos.stack.postgres
+    assert server is not None
+    server.kill()
+    chaos.say(f"PostgreSQL killed; down for {outage_seconds():.0f}s")
+    time.sleep(outage_seconds())
+    since = time.monotonic()
+    server.start()
+    chaos.say("PostgreSQL started again (recovers from its WAL)")
+    chaos._clock("postgres_outage", chaos._heartbeat_after(since))
+
+
+def ingest_loop_fault(chaos: Chaos) -> None:
+    stack = chaos.stack
+    sup = stack.supervisor
+    assert sup is not None
+    ingest = next(c for c in sup.children if c.name == "ingest")
+    loops = [n for n in INGEST_LOOPS if n != "signals" or "VIGIL_SIGNAL_URL" in sup.env]
+    loop = chaos.rng.choice(loops)
+    (stack.home / "ingest-fault").write_text(loop)
+    since = datetime.now(UTC)
+    assert ingest.proc is not None
+    os.kill(ingest.proc.pid, signal.SIGUSR1)
+    chaos.say(f"exception injected into the ingest's {loop} loop")
+
+    def restarted() -> bool:
+        with unit_of_work() as s:
+            return (
+                s.scalar(
+                    select(Event.id).where(
+                        Event.type == "loop_restarted",
+                        Event.created_at >= since,
+                        Event.data["loop"].astext == loop,
+                    )
+                )
+                is not None
+            )
+
+    chaos._clock("ingest_loop_fault", restarted)
+
+
+def stack_kill(chaos: Chaos) -> None:
+    old = chaos.stack
+    started = time.monotonic()
+    # the processes that act die first; what they left is what must come back, so it is
+    # read (in the few ms) before the exchange and the storage die with them
+    _kill_actors(old)
+    before = (_database_book(), _exchange_book(chaos))
+    _kill_everything(old)
+    chaos.say("SIGKILL of every process of the stack; starting it again on the same home")
+    new = Stack(old.settings, old.options)
+    new.start_storage(chaos.say)
+    new.migrate()
+    database_after = _database_book()
+    sup = new.start_processes()
+    exchange_after = _exchange_book(chaos, wait=30.0)
+    _compare(chaos, before, (database_after, exchange_after))
+    new.wait_for_worker()
+    chaos.stack = new
+    chaos.system.stack = new
+    signal_url = sup.env.get("VIGIL_SIGNAL_URL")
+    if signal_url:
+        chaos.system.signal_admin_url = signal_url.replace("ws://", "http://").rsplit("/ws", 1)[0]
+    chaos.recovery.setdefault("stack_kill", []).append(time.monotonic() - started)
+    chaos.say(f"stack up again after {time.monotonic() - started:.1f}s")
+
+
+def _database_book() -> dict[str, Any]:
+    """Open positions and their trailing state, as the database holds them."""
+    with unit_of_work() as s:
+        positions = s.execute(
+            select(Position.id, Position.symbol, Position.quantity, Position.stop_price).where(
+                Position.status == "active"
+            )
+        ).all()
+        trailing = s.execute(
+            select(
+                TrailingStop.position_id,
+                TrailingStop.state,
+                TrailingStop.current_stop,
+                TrailingStop.highest_price,
+                TrailingStop.lowest_price,
+                TrailingStop.update_count,
+            )
+        ).all()
+    return {"positions": sorted(map(tuple, positions)), "trailing": sorted(map(tuple, trailing))}
+
+
+def _exchange_book(chaos: Chaos, wait: float = 0.0) -> dict[str, Any]:
+    """Positions (symbol, size) and stop triggers on the paper exchange."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            state = chaos.system.admin("/_sim/state")
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+    orders = [*state.get("open_algo_orders", []), *state.get("open_orders", [])]
+    return {
+        "positions": sorted(
+            (p["symbol"], str(p.get("positionAmt") or p.get("size"))) for p in state["positions"]
+        ),
+        "stops": sorted(
+            (o["symbol"], str(o["triggerPrice"]))
+            for o in orders
+            if o.get("triggerPrice") not in (None, "", "0")
+        ),
+    }
+
+
+def _compare(chaos: Chaos, before: tuple[Any, Any], after: tuple[Any, Any]) -> None:
+    """Say whether positions, stops and trailing state came back as they were."""
+    names = ("database", "exchange")
+    changed = [n for n, b, a in zip(names, before, after, strict=True) if b != a]
+    counts = (
+        f"{len(before[0]['positions'])} positions, {len(before[0]['trailing'])} trailing rows,"
+        f" {len(before[1]['stops'])} stops"
+    )
+    if changed:
+        chaos.say(f"stack_kill: {counts}; CHANGED across the restart: {', '.join(changed)}")
+        chaos.say(f"  before {before}\n  after {after}")
+    else:
+        chaos.say(f"stack_kill: {counts}; all intact across the restart")
+    chaos.stack_kill_intact.append(not changed)
+
+
+def _kill_actors(stack: Stack) -> None:
+    """SIGKILL every child but the paper exchange, and wait until they are gone."""
+    assert stack.supervisor is not None
+    actors = [c.proc for c in stack.supervisor.children if c.name != "sim" and c.proc]
+    for proc in actors:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(is_alive(p.pid) for p in actors):
+        time.sleep(0.02)
+
+
+def _kill_everything(stack: Stack) -> None:
+    """kill -9 of every process, the supervisor's death included (its home lock drops)."""
+    procs: list[Any] = []
+    if stack.supervisor is not None:
+        procs += [c.proc for c in stack.supervisor.children]
+    procs += [s.proc for s in (stack.postgres, stack.redis) if s is not None]
+    for proc in procs:
+        if proc is None:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    # what dies with the supervisor: its lock, and its knowledge of its children (the
+    # killed ones stay unreaped zombies, as after a real kill -9 of `vigil up`)
+    if stack._home_lock is not None:
+        stack._home_lock.release()
+        stack._home_lock = None
+    stack.supervisor = None
+    stack.postgres = None
+    stack.redis = None

@@ -1,0 +1,71 @@
+"""The events the ingest's exchange streams write: stop fills, reconnections, loop restarts.
+
+Written from a thread and best effort: a database outage never stops a stream (logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from core.db.session import unit_of_work
+from core.events import EventType, Severity, record_alone
+from core.services.closing import record_stop_triggered
+
+log = logging.getLogger(__name__)
+
+
+def record_stop_fill(
+    exchange: str, symbol: str, position_id: int, order: Mapping[str, Any]
+) -> None:
+    """STOP_TRIGGERED, as the stream saw it (the settle task records the close itself)."""
+    with unit_of_work() as session:
+        record_stop_triggered(
+            session,
+            exchange=exchange,
+            symbol=symbol,
+            position_id=position_id,
+            order_id=order.get("clientOrderId"),
+            exchange_order_id=order.get("id"),
+            average_price=order.get("average"),
+            source="user_data_stream",
+        )
+
+
+def record_reconnect(exchange: str, stream: str, attempts: int, error: str) -> None:
+    record_alone(
+        EventType.WEBSOCKET_RECONNECTED,
+        severity=Severity.WARNING,
+        exchange=exchange,
+        stream=stream,
+        attempts=attempts,
+        error=error[:500],
+    )
+
+
+async def off_loop(write: Callable[..., None], *args: Any) -> None:
+    """Write an event from a thread; a database outage never stops a stream (logged)."""
+    try:
+        await asyncio.to_thread(write, *args)
+    except SQLAlchemyError as exc:
+        log.error("event not recorded (%s): %s", write.__name__, exc)
+
+
+async def report_restart(name: str, restarts: int, error: str) -> None:
+    """A ``loop_restarted`` event for a price-stream loop (best effort, as every event here)."""
+
+    def write(loop_name: str, count: int, why: str) -> None:
+        record_alone(
+            EventType.LOOP_RESTARTED,
+            severity=Severity.ERROR,
+            component=f"ingest/{loop_name}",
+            loop=loop_name,
+            restarts=count,
+            error=why[:500],
+        )
+
+    await off_loop(write, name, restarts, error)
