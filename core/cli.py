@@ -462,6 +462,10 @@ from core.cli_control import register as _register_control_commands  # noqa: E40
 
 _register_control_commands(app)
 
+from core.cli_settings import register as _register_settings_commands  # noqa: E402
+
+_register_settings_commands(app)
+
 # --version, healthcheck, and one line with exit 2 whenever storage is down
 from core.cli_meta import register as _register_meta  # noqa: E402
 from core.cli_meta import run_with_storage_errors  # noqa: E402

@@ -122,6 +122,9 @@ def create_app(
     from core.api import control  # halt, resume, close by hand; imports this module
 
     control.register(app, deps_factory)
+    from core.api import symbol_settings  # per-symbol settings; imports this module
+
+    symbol_settings.register(app)
     openapi.register(app)  # /openapi.json, /docs (generated from the routes), /livez
     return app
 

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
+from core.config import Settings
 from core.db.models import Position, Signal, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.halts import OpeningBlock
@@ -39,7 +40,7 @@ from core.exchange.client_ids import client_order_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, symbol_lock
 from core.logging import bind_correlation
-from core.services import halts, venue_watch
+from core.services import halts, symbol_settings, venue_watch
 from core.services.closing import exit_from_trades, finish
 from core.services.deps import Deps
 from core.services.first_band import publish_first_band
@@ -173,6 +174,12 @@ class Opening:
     def now(self) -> datetime:
         return self.deps.clock.now()
 
+    def settings_for(self, position: Position) -> Settings:
+        """The settings of this symbol now: per-symbol overrides over the environment."""
+        return symbol_settings.effective(
+            self.settings, self.deps.redis, position.exchange, position.symbol
+        )
+
     # --- pending_entry: size and send the entry once --------------------------------------
 
     def _send_entry(self, session: Session, position: Position) -> OpenOutcome | None:
@@ -204,9 +211,8 @@ class Opening:
         except errors.SymbolUnavailable as exc:
             record(session, EventType.SYMBOL_UNAVAILABLE, ctx=context(position), error=str(exc))
             return self._fail(session, position, f"symbol unavailable: {exc}")
-        sizing = size_position(
-            self.settings.position_size_usdt, mark, rules, Decimal(self.settings.leverage)
-        )
+        settings = self.settings_for(position)
+        sizing = size_position(settings.position_size_usdt, mark, rules, Decimal(settings.leverage))
         if sizing.quantity is None:
             record(
                 session,
@@ -217,9 +223,7 @@ class Opening:
             )
             return self._fail(session, position, f"sizing: {sizing.detail}")
         try:
-            self.ex.ensure_trading_setup(
-                position.symbol, self.settings.leverage, self.settings.margin_mode
-            )
+            self.ex.ensure_trading_setup(position.symbol, settings.leverage, settings.margin_mode)
         except errors.Permanent as exc:
             venue_watch.note_failure(self.deps, exc)
             return self._fail(session, position, f"leverage/margin setup refused: {exc}")
@@ -403,7 +407,7 @@ class Opening:
             self.held.token,
             quantity=order.filled,
             entry_price=order.average or order.price,
-            leverage=self.settings.leverage,
+            leverage=self.settings_for(position).leverage,
         )
         return None
 
@@ -415,7 +419,10 @@ class Opening:
         assert position.entry_price is not None
         rules = self.ex.rules(position.symbol)
         stop_price = stop_price_for(
-            position.entry_price, self.settings.stop_loss_percent, side, rules.tick_size
+            position.entry_price,
+            self.settings_for(position).stop_loss_percent,
+            side,
+            rules.tick_size,
         )
         record(
             session,
@@ -507,7 +514,7 @@ class Opening:
 
     def _create_trailing(self, session: Session, position: Position) -> None:
         assert position.entry_price is not None
-        pct = self.settings.trailing_activation_percent / Decimal(100)
+        pct = self.settings_for(position).trailing_activation_percent / Decimal(100)
         factor = Decimal(1) + pct if position.side == Side.LONG else Decimal(1) - pct
         activation = position.entry_price * factor
         row = TrailingStop(

@@ -58,7 +58,7 @@ from core.exchange.client_ids import client_order_id
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
 from core.logging import bind_correlation
-from core.services import snapshot
+from core.services import snapshot, symbol_settings
 from core.services.deps import Deps
 from core.services.positions import context, record_order
 from core.services.positions import update as update_position
@@ -74,6 +74,12 @@ def protection_params(settings: Settings) -> ProtectionParams:
         trailing_heartbeat_timeout=timedelta(minutes=settings.trailing_heartbeat_stale_minutes),
         unprotected_alert_after=timedelta(seconds=settings.unprotected_alert_seconds),
     )
+
+
+def _params_for(deps: Deps, exchange: str, symbol: str) -> ProtectionParams:
+    """Protection's parameters for one symbol (its stop-loss % may be overridden); used only
+    to place a stop that is missing, so an override never moves a live stop."""
+    return protection_params(symbol_settings.effective(deps.settings, deps.redis, exchange, symbol))
 
 
 # --- what protection knows about one position -------------------------------------------------
@@ -263,7 +269,6 @@ class ProtectionReport:
 def check_protection(deps: Deps) -> ProtectionReport:
     """One protection cycle over every active position of this exchange (see module doc)."""
     now = deps.clock.now()
-    params = protection_params(deps.settings)
     report = ProtectionReport()
     with unit_of_work() as session:
         guarded = _load_active(session, deps.exchange_name)
@@ -286,7 +291,7 @@ def check_protection(deps: Deps) -> ProtectionReport:
             snap.orders_on(g.symbol),
             on_exchange.mark_price or on_exchange.entry_price,
             now,
-            params,
+            _params_for(deps, g.exchange, g.symbol),
             _rules(deps, g.symbol),
         )
         if not needs_action(decision, g):
@@ -361,7 +366,7 @@ def protect_locked(deps: Deps, held: HeldLock, position_id: int) -> PositionResu
     rules = _rules(deps, guarded.symbol)
     mark = on_exchange.mark_price or deps.exchange.mark_price(guarded.symbol)
     now = deps.clock.now()
-    params = protection_params(deps.settings)
+    params = _params_for(deps, guarded.exchange, guarded.symbol)
     orders = snap.orders_on(guarded.symbol)
     decision = _decide(guarded, on_exchange, orders, mark, now, params, rules)
     if not needs_action(decision, guarded):

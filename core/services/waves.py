@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -63,7 +63,7 @@ from core.domain.waves import (
 )
 from core.events import EventContext, EventType, Severity, record
 from core.exchange import errors
-from core.services import halts, venue_watch
+from core.services import halts, symbol_settings, venue_watch
 from core.services.deps import Deps
 from core.services.opening import paused_key
 from core.services.positions import NewPosition, create_position
@@ -225,8 +225,13 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
         if halted:
             selection = _all_halted(session, rows)
         else:
+            stoplisted = symbol_settings.disabled_among(
+                deps.settings, deps.redis, wave.exchange, {row.symbol for row in rows}
+            )
             selection = select_wave(
-                [domain_signal(row) for row in rows], WaveContext(open_now, balance), params
+                [domain_signal(row) for row in rows],
+                WaveContext(open_now, balance),
+                replace(params, stoplist=stoplisted),
             )
         by_id = {row.signal_id: row for row in rows}
         for filtered in selection.filtered:
