@@ -4,7 +4,8 @@ Results: a task triggered by hand (Flower, ``celery -A tasks.app call``, the API
 ``POST /tasks/{name}``, ``vigil task``) keeps its result for ``result_expires`` (an hour), so
 whoever triggered it can read it; the thousands of tasks beat, the ingest and the workers
 themselves send keep ignoring theirs (nobody reads them; storing them would fill Redis).
-Which is which is decided by the sending process: beat, workers and the ingest mark
+A sender that says which it wants (``send_task(..., ignore_result=False)``) gets it;
+otherwise it is decided by the sending process: beat, workers and the ingest mark
 themselves automatic when they start (``mark_automatic``); any other process that loads this
 Celery app is a person's tool. ``task_ignore_result`` stays True for publishers that do not
 load it.
@@ -38,7 +39,8 @@ def stamp_message(headers: dict[str, Any] | None = None, **_: Any) -> None:
     if headers is None:
         return
     headers.setdefault(SENT_AT_HEADER, time.time())
-    headers["ignore_result"] = _automatic
+    if headers.get("ignore_result") is None:  # a sender's explicit choice wins
+        headers["ignore_result"] = _automatic
 
 
 def install_publish_policy(signals: Any) -> None:
