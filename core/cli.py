@@ -41,8 +41,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def settings_or_exit() -> Settings:
+    from core.venues import check_venues
+
     try:
-        return get_settings()
+        settings = get_settings()
+        check_venues(settings)  # two venues on one URL or key: refused before anything starts
+        return settings
     except SettingsError as exc:
         raise fail(str(exc)) from None
 

@@ -79,7 +79,8 @@ def venue_config(
     else:
         kind = own("EXCHANGE") or ("paper" if settings.exchange == "paper" else REAL_KIND[name])
         url = own("EXCHANGE_URL") or ""
-        key, secret = own("API_KEY") or "", own("API_SECRET") or ""
+        blank = "paper" if kind == "paper" else ""  # the paper exchange's own default pair
+        key, secret = own("API_KEY") or blank, own("API_SECRET") or blank
         testnet = (own("TESTNET") or "false").lower() in _TRUE
     if kind not in ("paper", "binanceusdm", "bybit"):
         raise SettingsError(f"invalid setting {prefix}EXCHANGE: paper, binanceusdm or bybit")

@@ -8,10 +8,11 @@ from typing import Any
 from core.clock import SYSTEM_CLOCK
 from core.db.session import unit_of_work
 from core.services import heartbeat
-from core.services.deps import get_deps
+from core.services.deps import Deps, get_deps
 from core.services.recovery import recover_interrupted
 from core.services.retention import purge_events
 from tasks.base import vigil_task
+from tasks.venues import for_each_venue
 
 
 @vigil_task("maintenance.heartbeat", max_retries=0)
@@ -33,8 +34,16 @@ def ping() -> dict[str, Any]:
 @vigil_task("maintenance.recover_interrupted_openings", max_retries=0)
 def recover_interrupted_openings(min_age_seconds: float | None = None) -> dict[str, Any]:
     """Resolve positions left in pending_entry / entry_placed / pending_sl against the exchange."""
-    report = recover_interrupted(get_deps(), min_age_seconds)
-    return {"examined": report.examined, "outcomes": report.outcomes, "deferred": report.deferred}
+
+    def one(deps: Deps) -> dict[str, Any]:
+        report = recover_interrupted(deps, min_age_seconds)
+        return {
+            "examined": report.examined,
+            "outcomes": report.outcomes,
+            "deferred": report.deferred,
+        }
+
+    return for_each_venue(one)
 
 
 @vigil_task("maintenance.events_retention", max_retries=0)

@@ -6,9 +6,9 @@ from typing import Any
 
 from celery.signals import worker_ready
 
-from core.services.deps import get_deps
 from core.services.orphans import clean_orphans
 from tasks.base import vigil_task
+from tasks.venues import for_each_venue
 
 TASK = "vigil.maintenance.orphan_cleanup"
 
@@ -19,7 +19,7 @@ def orphan_cleanup(dry_run: bool = False) -> dict[str, Any]:
 
     ``dry_run=True`` only reports (``vigil task`` / Flower can send it with that kwarg).
     """
-    return clean_orphans(get_deps(), dry_run=dry_run).as_dict()
+    return for_each_venue(lambda deps: clean_orphans(deps, dry_run=dry_run).as_dict())
 
 
 @worker_ready.connect

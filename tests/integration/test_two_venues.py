@@ -1,0 +1,107 @@
+"""Two venues in one deployment (VIGIL_EXCHANGES=binance,bybit): one worker process holds an
+adapter per venue, each task acts on its own venue, and each guardian runs per venue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+
+from core.config import get_settings
+from core.db.models import Position
+from core.db.session import unit_of_work
+from core.services.positions import NewPosition, create_position
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def two_venue_env(sim, bybit_sim, clean_db, redis_url, tmp_path, monkeypatch):
+    env = {
+        "VIGIL_HOME": str(tmp_path),
+        "VIGIL_EXCHANGE": "paper",
+        "VIGIL_EXCHANGE_URL": sim.url,
+        "VIGIL_EXCHANGES": "binance,bybit",
+        "VIGIL_BYBIT_EXCHANGE_URL": bybit_sim.url,
+        "VIGIL_EXCHANGE_TIMEOUT_MS": "10000",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield dict(os.environ)
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def worker(two_venue_env):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "both"],
+        env=two_venue_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    yield proc
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def test_one_worker_opens_and_guards_each_position_on_its_own_venue(sim, bybit_sim, worker):
+    from tasks.app import create_app
+
+    celery = create_app(get_settings())
+
+    def run(name, *args):
+        return celery.send_task(name, args=list(args), ignore_result=False).get(timeout=90)
+
+    # the worker's start-up recovery (queued before this one) fails openings that have not
+    # sent an entry yet: let it pass before creating any
+    started = run("vigil.maintenance.recover_interrupted_openings")
+    assert set(started["venues"]) == {"binance", "bybit"}
+    sim.set_price("BTCUSDT", "60000")
+    bybit_sim.set_price("BTCUSDT", "60000")
+    with unit_of_work() as s:
+        on_binance = create_position(s, NewPosition("binance", "BTCUSDT", "long")).id
+        on_bybit = create_position(s, NewPosition("bybit", "BTCUSDT", "long")).id
+    assert run("vigil.orders.open_position", on_bybit) == "active", events_on("bybit")
+    assert run("vigil.orders.open_position", on_binance) == "active", events_on("binance")
+    assert len(sim.state()["positions"]) == 1
+    assert len(bybit_sim.state()["positions"]) == 1
+    with unit_of_work() as s:
+        stops = {
+            s.get(Position, pid).exchange: s.get(Position, pid).stop_price
+            for pid in (
+                on_binance,
+                on_bybit,
+            )
+        }
+    assert stops == {"binance": Decimal("58800"), "bybit": Decimal("58800")}
+
+    guarded = run("vigil.maintenance.protection_check")
+    assert set(guarded["venues"]) == {"binance", "bybit"}
+    for venue in ("binance", "bybit"):
+        assert guarded["venues"][venue]["positions"] == 1, guarded
+        assert guarded["venues"][venue]["healthy"] == 1, guarded
+
+    sim.admin("POST", "/_sim/close_position", {"symbol": "BTCUSDT"})  # by hand, on Binance
+    synced = run("vigil.maintenance.reconciliation")
+    assert synced["venues"]["binance"]["exchange_positions"] == 0
+    assert synced["venues"]["bybit"]["exchange_positions"] == 1
+    with unit_of_work() as s:
+        assert s.get(Position, on_bybit).status == "active"  # the other venue is untouched
+
+
+def events_on(venue: str) -> str:
+    """The venue's events, one a line (shown when an assertion fails)."""
+    from sqlalchemy import select
+
+    from core.db.models import Event
+
+    with unit_of_work() as s:
+        found = [(e.type, e.exchange, e.data) for e in s.scalars(select(Event).order_by(Event.id))]
+    return "\n".join(str(f) for f in found if f[1] == venue)
