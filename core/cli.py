@@ -413,6 +413,12 @@ def ingest(
     name = exchange or exchange_name(settings)
     if name not in ("binance", "bybit"):
         raise fail(f"--exchange must be binance or bybit, not {name!r}")
+    from core.services.deps import venue_settings
+    from core.venues import configured_venues
+
+    if name not in configured_venues(settings):
+        raise fail(f"venue {name} is not configured (VIGIL_EXCHANGES)")
+    settings = venue_settings(settings, name)  # its own price stream, key and URL
     setup_logging(settings, component="ingest")
     raise typer.Exit(run_ingest(IngestContext(settings, name, celery_sender(settings))))
 

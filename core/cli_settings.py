@@ -104,9 +104,7 @@ def unset(
     settings = _settings()
     try:
         chosen = parse_keys(keys) if keys else None
-        venue = exchange or exchange_name(settings)
-        if venue != exchange_name(settings):
-            raise SymbolSettingError(f"venue {venue!r} is not configured here")
+        venue = store.check_venue(settings, exchange or exchange_name(settings))
         deps = _deps()
         with _storage_errors():
             change = store.unset_values(deps.redis, venue, normalise_symbol(symbol), chosen, _who())

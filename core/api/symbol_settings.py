@@ -94,9 +94,9 @@ async def unset_route(request: web.Request) -> web.Response:
     keys_text = request.query.get("keys", "")
     try:
         keys = parse_keys([k.strip() for k in keys_text.split(",") if k.strip()]) or None
-        venue = request.query.get("exchange") or deps.exchange_name
-        if venue != deps.exchange_name:
-            raise SymbolSettingError(f"venue {venue!r} is not configured here")
+        venue = store.check_venue(
+            deps.settings, request.query.get("exchange") or deps.exchange_name
+        )
         symbol = normalise_symbol(request.match_info["symbol"])
     except SymbolSettingError as exc:
         return _bad(str(exc))

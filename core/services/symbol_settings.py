@@ -51,6 +51,7 @@ from core.domain.symbol_settings import (
 )
 from core.events import EventType, record
 from core.exchange import errors
+from core.venues import configured_venues
 
 if TYPE_CHECKING:
     from core.services.deps import Deps
@@ -274,17 +275,26 @@ def show(exchange: str | None = None) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["exchange"], r["symbol"] != VENUE_DEFAULT, r["symbol"]))
 
 
+def check_venue(settings: Settings, venue: str) -> str:
+    """``venue`` if this deployment trades it (VIGIL_EXCHANGES), else SymbolSettingError."""
+    venues = configured_venues(settings)
+    if venue not in venues:
+        raise SymbolSettingError(f"venue {venue!r} is not configured here ({', '.join(venues)})")
+    return venue
+
+
 def check_target(deps: Deps, exchange: str | None, symbol: str) -> tuple[str, str]:
     """The (venue, symbol) a change is about, or SymbolSettingError: the venue must be one of
     this deployment's, the symbol ``*`` or one the venue lists (asked of the venue)."""
-    venue = exchange or deps.exchange_name
-    if venue != deps.exchange_name:
-        raise SymbolSettingError(f"venue {venue!r} is not configured here ({deps.exchange_name})")
+    venue = check_venue(deps.settings, exchange or deps.exchange_name)
     symbol = normalise_symbol(symbol)
     if symbol == VENUE_DEFAULT:
         return venue, symbol
+    from core.services.deps import deps_for
+
+    adapter = deps.exchange if venue == deps.exchange_name else deps_for(venue).exchange
     try:
-        deps.exchange.unified(symbol)
+        adapter.unified(symbol)
     except errors.SymbolUnavailable:
         raise SymbolSettingError(f"{symbol} is not listed on {venue}") from None
     except errors.ExchangeFailure as exc:

@@ -105,3 +105,30 @@ def events_on(venue: str) -> str:
     with unit_of_work() as s:
         found = [(e.type, e.exchange, e.data) for e in s.scalars(select(Event).order_by(Event.id))]
     return "\n".join(str(f) for f in found if f[1] == venue)
+
+
+def test_settings_and_the_ingest_know_both_venues_and_refuse_a_bad_configuration(
+    two_venue_env, redis_client
+):
+    def vigil(*args, **env):
+        return subprocess.run(
+            [sys.executable, "-m", "core.cli", *args],
+            env={**two_venue_env, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = vigil("settings", "set", "BTCUSDT", "leverage=3", "--exchange", "bybit")
+    assert done.returncode == 0, done.stderr
+    assert "BTCUSDT on bybit" in done.stdout
+    shown = vigil("settings", "show", "--exchange", "bybit")
+    assert "leverage=3" in shown.stdout
+    assert "leverage=3" not in vigil("settings", "show", "--exchange", "binance").stdout
+
+    same_url = vigil("worker", VIGIL_BYBIT_EXCHANGE_URL=two_venue_env["VIGIL_EXCHANGE_URL"])
+    assert same_url.returncode == 2
+    assert "venues binance and bybit share the URL" in same_url.stderr
+    one_venue = vigil("ingest", "--exchange", "bybit", VIGIL_EXCHANGES="binance")
+    assert one_venue.returncode == 2
+    assert "venue bybit is not configured" in one_venue.stderr
