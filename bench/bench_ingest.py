@@ -111,8 +111,8 @@ def publish_bands(redis_url: str, watched: int) -> None:
 
 @contextlib.contextmanager
 def embedded_redis(home: Path) -> Iterator[str]:
+    from core.config import embedded_redis_url
     from core.runtime.embedded import EmbeddedRedis, free_port
-    from core.runtime.endpoints import embedded_redis_url
 
     server = EmbeddedRedis(home / "redis", free_port(), persist=False)
     server.start()

@@ -56,7 +56,13 @@ from common import TABLES, machine, pct, wait_until
 from sqlalchemy import select, text
 
 from core.clock import SYSTEM_CLOCK
-from core.config import Settings, get_settings, load_settings
+from core.config import (
+    Settings,
+    embedded_database_url,
+    embedded_redis_url,
+    get_settings,
+    load_settings,
+)
 from core.db import migrate
 from core.db import session as db_session
 from core.db.models import Event, Position, TrailingStop
@@ -64,7 +70,6 @@ from core.db.session import unit_of_work
 from core.exchange.factory import build_pro_exchange
 from core.ingest.prices import PriceStream
 from core.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from core.runtime.endpoints import embedded_database_url, embedded_redis_url
 from core.services import bands, price_path
 from core.services.deps import Deps, build_adapter
 from core.services.opening import OpenOutcome, open_position

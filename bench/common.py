@@ -27,14 +27,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from core.clock import SYSTEM_CLOCK
-from core.config import get_settings, load_settings
+from core.config import embedded_database_url, embedded_redis_url, get_settings, load_settings
 from core.db import migrate
 from core.db import session as db_session
 from core.db.session import unit_of_work
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.factory import build_exchange
 from core.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from core.runtime.endpoints import embedded_database_url, embedded_redis_url
 from core.services.deps import Deps
 from sim.runner import SimServer
 from sim.state import SimOptions

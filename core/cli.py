@@ -140,6 +140,7 @@ def _print_endpoints(stack: object, latency: float) -> None:
         table.add_row("Signal source", f"{ep.signal_url}  (read by the ingest)")
     if ep.api_url:
         table.add_row("Health / metrics", f"{ep.api_url}/health  {ep.api_url}/metrics")
+        table.add_row("Console", f"{ep.api_url}/console")
     if stack.supervisor is not None:
         names = ", ".join(c.name for c in stack.supervisor.children)
         table.add_row("Processes", names)

@@ -70,6 +70,8 @@ class EventType(StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     OPENINGS_PAUSED = "openings_paused"
     ORDER_LOOKUP_BEFORE_RETRY = "order_lookup_before_retry"
+    # the order ledger refused to move an order's status backwards (core/domain/orders.py)
+    ORDER_STATUS_MOVE_REFUSED = "order_status_move_refused"
     EXCHANGE_ERROR = "exchange_error"
 
     # closing
@@ -288,3 +290,13 @@ def alert_for(event: Event) -> Alert:
         suppressed_count=0,
         attempts=0,
     )
+
+
+def record_alone(event_type: EventType, **kwargs: Any) -> None:
+    """One event in a transaction of its own: for a decision or failure that changes
+    nothing else (a failed exchange call, a cycle's start and end), so no caller writes
+    the same three lines of session handling around one ``record``."""
+    from core.db.session import unit_of_work  # the engine, built lazily: never at import
+
+    with unit_of_work() as session:
+        record(session, event_type, **kwargs)

@@ -19,7 +19,7 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ import redis
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
+from core.config import Settings
 from core.db.models import Position
 from core.dead_runs import end_run, start_run
 from core.lock_watchdog import COMPARE_AND_EXTEND, LeaseWatchdog, held_leases, holding
@@ -188,6 +189,53 @@ def symbol_lock(
         with contextlib.suppress(redis.RedisError):  # a killed run never gets here
             end_run(client, held.key, held.owner)
         held.release()
+
+
+def fence_token() -> int:
+    """A fresh fencing token from PostgreSQL's sequence, in a transaction of its own."""
+    from core.db.session import new_session  # the engine, built lazily: never at import
+
+    with new_session() as session:
+        token = next_fence_token(session)
+        session.commit()
+        return token
+
+
+def engine_lock(
+    client: redis.Redis, settings: Settings, exchange: str, symbol: str
+) -> AbstractContextManager[HeldLock]:
+    """The (exchange, symbol) lock with the settings' timeouts: what every path that acts on
+    a symbol (opening, close, price reaction, aged, cleanup) holds while it acts."""
+    return symbol_lock(
+        client,
+        exchange,
+        symbol,
+        token_source=fence_token,
+        timeout=settings.lock_timeout,
+        ttl=settings.lock_ttl,
+        blocking_timeout=settings.lock_blocking_timeout,
+    )
+
+
+def guardian_lock(
+    client: redis.Redis, settings: Settings, exchange: str, symbol: str
+) -> AbstractContextManager[HeldLock]:
+    """The symbol's lock, waited for only briefly.
+
+    A guardian (protection, zombies, reconciliation) that finds a symbol busy (an opening,
+    a trailing move, a close) leaves it to its next cycle instead of queueing behind it: the
+    holder is doing the work that matters for that symbol right now, and a long wait per
+    symbol would stall the whole cycle.
+    """
+    return symbol_lock(
+        client,
+        exchange,
+        symbol,
+        token_source=fence_token,
+        timeout=settings.lock_timeout,
+        ttl=settings.lock_ttl,
+        blocking_timeout=settings.guardian_lock_wait_seconds,
+    )
 
 
 def ensure_locks_held() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import task_names as names
 from core.services.aged import run_aged_cycle
 from tasks.base import vigil_task
 from tasks.venues import for_each_venue
 
 
-@vigil_task("maintenance.aged_positions", max_retries=0)
+@vigil_task(names.AGED_POSITIONS, max_retries=0)
 def aged_positions() -> dict[str, Any]:
     """Detect aged positions, advance their phases, publish close bands, close what is due.
 

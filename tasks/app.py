@@ -15,11 +15,11 @@ from celery import signals as celery_signals
 from celery.signals import worker_process_init, worker_ready
 from kombu import Queue
 
-from core.config import Settings, get_settings
+from core import task_names as names
+from core.config import Settings, get_settings, resolve_redis_url
 from core.logging import install_celery_logging
 from core.metrics import install_task_metrics
 from core.queues import QUEUES as CORE_QUEUES
-from core.runtime.endpoints import resolve_redis_url
 from tasks.json_console import install_json_console
 from tasks.publish import install_publish_policy
 
@@ -127,9 +127,7 @@ def _fresh_pool_after_fork(**_: Any) -> None:
 def _recover_on_start(sender: Any = None, **_: Any) -> None:
     """At worker start, resolve openings a previous crash left half-done."""
     if sender is not None:
-        sender.app.send_task(
-            "vigil.maintenance.recover_interrupted_openings", kwargs={"min_age_seconds": 0}
-        )
+        sender.app.send_task(names.RECOVER_INTERRUPTED_OPENINGS, kwargs={"min_age_seconds": 0})
         # the exchange may have changed while no worker ran (stops hit, positions closed or
         # opened by hand): reconcile before the first beat cycle would
-        sender.app.send_task("vigil.maintenance.reconciliation")
+        sender.app.send_task(names.RECONCILIATION)

@@ -16,13 +16,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.api.task_args import check_task_arguments, is_bound
+from core.exchange.errors import Retryable
 from tasks.app import app
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class Retryable(Exception):
-    """Raised by a task when the work may succeed later (network, rate limit, lock busy)."""
+# The one "may succeed later" (network, rate limit, an opening that cannot progress yet):
+# the exchange layer's class, which the services' own deferrals subclass.
+__all__ = ["INFRA_TRANSIENT", "Retryable", "vigil_task"]
 
 
 INFRA_TRANSIENT: tuple[type[BaseException], ...] = (
@@ -44,7 +46,8 @@ def vigil_task(
     jitter: bool = True,
     **options: Any,
 ) -> Callable[[F], Any]:
-    """Register ``func`` as task ``vigil.<name>``; ``name``'s first part picks the queue.
+    """Register ``func`` as task ``name`` (a ``core.task_names`` constant; a short
+    ``queue.name`` gets the ``vigil.`` prefix); the queue is the name's second part.
 
     The arguments are checked against ``func``'s signature and annotations on the worker,
     before ``func`` runs (core/api/task_args.py): a task sent by Flower, by hand onto the
@@ -53,7 +56,7 @@ def vigil_task(
     """
 
     def decorate(func: F) -> Any:
-        full = f"vigil.{name}"
+        full = name if name.startswith("vigil.") else f"vigil.{name}"
 
         bound = is_bound(func)
 
@@ -65,7 +68,7 @@ def vigil_task(
 
         checked.__signature__ = inspect.signature(func)  # type: ignore[attr-defined]
         return app.task(
-            name=f"vigil.{name}",
+            name=full,
             autoretry_for=retry_on,
             retry_backoff=True,
             retry_backoff_max=backoff_max,

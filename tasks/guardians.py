@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import task_names as names
 from core.exchange.errors import Retryable as ExchangeRetryable
 from core.services.deps import Deps
 from core.services.protection import check_protection
@@ -19,7 +20,7 @@ from tasks.base import vigil_task
 from tasks.venues import for_each_venue
 
 
-@vigil_task("maintenance.protection_check", retry_on=(ExchangeRetryable,), max_retries=2)
+@vigil_task(names.PROTECTION_CHECK, retry_on=(ExchangeRetryable,), max_retries=2)
 def protection_check() -> dict[str, Any]:
     """Every active position gets exactly one full live stop (see core/services/protection.py)."""
 
@@ -30,13 +31,13 @@ def protection_check() -> dict[str, Any]:
     return for_each_venue(one)
 
 
-@vigil_task("maintenance.reconciliation", retry_on=(ExchangeRetryable,), max_retries=2)
+@vigil_task(names.RECONCILIATION, retry_on=(ExchangeRetryable,), max_retries=2)
 def reconciliation() -> dict[str, Any]:
     """Database against exchange: phantoms settled, missing adopted, quantities corrected."""
     return for_each_venue(lambda deps: reconcile_positions(deps).counts())
 
 
-@vigil_task("maintenance.zombie_cleanup", retry_on=(ExchangeRetryable,), max_retries=2)
+@vigil_task(names.ZOMBIE_CLEANUP, retry_on=(ExchangeRetryable,), max_retries=2)
 def zombie_cleanup(
     dry_run: bool | str = False, symbols: list[str] | str | None = None
 ) -> dict[str, Any]:

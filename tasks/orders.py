@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.exchange.errors import Retryable as ExchangeRetryable
+from core import task_names as names
 from core.locks import LockNotAcquired
 from core.services.deps import deps_for_position
 from core.services.opening import open_position
@@ -10,8 +10,8 @@ from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
 
 
 @vigil_task(
-    "orders.open_position",
-    retry_on=(Retryable, ExchangeRetryable, LockNotAcquired, *INFRA_TRANSIENT),
+    names.OPEN_POSITION,
+    retry_on=(Retryable, LockNotAcquired, *INFRA_TRANSIENT),
     max_retries=8,
 )
 def open_position_task(position_id: int) -> str:

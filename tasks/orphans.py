@@ -6,14 +6,15 @@ from typing import Any
 
 from celery.signals import worker_ready
 
+from core import task_names as names
 from core.services.orphans import clean_orphans
 from tasks.base import vigil_task
 from tasks.venues import for_each_venue
 
-TASK = "vigil.maintenance.orphan_cleanup"
+TASK = names.ORPHAN_CLEANUP
 
 
-@vigil_task("maintenance.orphan_cleanup", max_retries=0)
+@vigil_task(names.ORPHAN_CLEANUP, max_retries=0)
 def orphan_cleanup(dry_run: bool = False) -> dict[str, Any]:
     """Remove trailing/aged rows of ended positions and bands of symbols without one.
 

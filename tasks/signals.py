@@ -12,15 +12,15 @@ from typing import Any
 
 from celery import chain
 
-from core.exchange.errors import Retryable as ExchangeRetryable
+from core import task_names as names
 from core.services import waves
 from core.services.deps import Deps, deps_for_wave
 from tasks.app import app
 from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
 from tasks.venues import for_each_venue
 
-OPEN_POSITION_TASK = "vigil.orders.open_position"
-RETRY_ON = (Retryable, ExchangeRetryable, *INFRA_TRANSIENT)
+OPEN_POSITION_TASK = names.OPEN_POSITION
+RETRY_ON = (Retryable, *INFRA_TRANSIENT)
 
 
 def launcher(wave_id: int) -> waves.Launch:
@@ -35,19 +35,19 @@ def launcher(wave_id: int) -> waves.Launch:
     return launch
 
 
-@vigil_task("signals.process_wave", retry_on=RETRY_ON, max_retries=5)
+@vigil_task(names.PROCESS_WAVE, retry_on=RETRY_ON, max_retries=5)
 def process_wave(wave_id: int) -> dict[str, Any]:
     """Claim, select and start one wave; a repeated delivery changes nothing."""
     return waves.process_wave(deps_for_wave(wave_id), wave_id, launcher(wave_id)).as_dict()
 
 
-@vigil_task("signals.advance_wave", retry_on=RETRY_ON, max_retries=5)
+@vigil_task(names.ADVANCE_WAVE, retry_on=RETRY_ON, max_retries=5)
 def advance_wave(wave_id: int) -> dict[str, Any]:
     """After an opening finished: start the next candidate if needed, or complete the wave."""
     return waves.advance_wave(deps_for_wave(wave_id), wave_id, launcher(wave_id)).as_dict()
 
 
-@vigil_task("maintenance.dispatch_due_waves", max_retries=0)
+@vigil_task(names.DISPATCH_DUE_WAVES, max_retries=0)
 def dispatch_due_waves() -> dict[str, Any]:
     """Fallback of the ingest's dispatcher: due and stalled waves, overdue ones expired."""
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.exchange.errors import Retryable as ExchangeRetryable
+from core import task_names as names
 from core.locks import LockLost, LockNotAcquired
 from core.services import price_path
 from core.services.deps import deps_for, deps_for_position
@@ -17,13 +17,13 @@ from core.services.trailing import settle_stop_triggered
 from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
 from tasks.venues import for_each_venue
 
-_TRANSIENT = (Retryable, ExchangeRetryable, LockNotAcquired, LockLost, *INFRA_TRANSIENT)
+_TRANSIENT = (Retryable, LockNotAcquired, LockLost, *INFRA_TRANSIENT)
 # settle_close: 1+2+4+8+16+30*7 s = about 4 min of retries before it gives up
 SETTLE_RETRIES = 12
 SETTLE_BACKOFF_MAX = 30
 
 
-@vigil_task("stops.on_price", retry_on=_TRANSIENT, max_retries=5, backoff_max=5)
+@vigil_task(names.ON_PRICE, retry_on=_TRANSIENT, max_retries=5, backoff_max=5)
 def on_price_task(exchange: str, symbol: str) -> dict[str, Any]:
     """React to the symbol's coalesced price window (trailing, aged close)."""
     result = price_path.on_price(
@@ -37,7 +37,7 @@ def on_price_task(exchange: str, symbol: str) -> dict[str, Any]:
     return {"position_id": result.position_id, "rerun_at": str(result.rerun_at or "")}
 
 
-@vigil_task("stops.trailing_sweep", retry_on=_TRANSIENT, max_retries=2)
+@vigil_task(names.TRAILING_SWEEP, retry_on=_TRANSIENT, max_retries=2)
 def trailing_sweep_task() -> dict[str, Any]:
     """Wake the price task of trailing positions no tick woke lately (beat)."""
     return for_each_venue(
@@ -48,7 +48,7 @@ def trailing_sweep_task() -> dict[str, Any]:
 
 
 @vigil_task(
-    "orders.settle_close",
+    names.SETTLE_CLOSE,
     retry_on=_TRANSIENT,
     max_retries=SETTLE_RETRIES,
     backoff_max=SETTLE_BACKOFF_MAX,
@@ -66,5 +66,5 @@ def settle_close_task(self: Any, position_id: int, reason: str = "stop_triggered
         return settle_stop_triggered(deps_for_position(position_id), position_id, reason)
     except _TRANSIENT as exc:
         if self.request.retries >= SETTLE_RETRIES:
-            record_gave_up("vigil.orders.settle_close", position_id, self.request.retries + 1, exc)
+            record_gave_up(names.SETTLE_CLOSE, position_id, self.request.retries + 1, exc)
         raise

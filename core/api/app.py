@@ -12,6 +12,8 @@ Routes:
   GET  /events             ?symbol= &type= (comma list) &severity= &since= &correlation_id=
                            &position_id= &limit=
   GET  /tasks              registered task names
+  GET  /console            the operator console (core/api/console); a browser asking for /
+                           is sent there
   POST /tasks/{name}       send a task (JSON body = kwargs, checked against the task's
                            signature: 400 with the reason)
 
@@ -37,7 +39,7 @@ import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from core.api import doors, openapi
+from core.api import console, doors, openapi
 from core.api.collectors import StateCollector
 from core.api.health import ExchangeReads, HealthChecker, WorkerPing
 from core.api.queries import (
@@ -55,11 +57,10 @@ from core.api.queries import (
 from core.api.task_args import BadTaskArguments
 from core.api.task_names import AmbiguousTask, UnknownTask, resolve_task_name
 from core.clock import SYSTEM_CLOCK, Clock
-from core.config import Settings
+from core.config import Settings, resolve_redis_url
 from core.db.session import new_session
 from core.metrics import MetricsStore, RedisCollector
 from core.queues import QueueCollector
-from core.runtime.endpoints import resolve_redis_url
 from core.services.deps import Deps, get_deps
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,7 @@ def create_app(
         settings, clock, health, registry, task_sender, task_names, task_checker
     )
     doors.register(app, settings)
+    console.register(app, settings, clock, health)  # after the doors: opens its shells
     app.router.add_get("/", index)
     app.router.add_get("/health", health_route)
     app.router.add_get("/metrics", metrics_route)
@@ -140,6 +142,7 @@ async def index(request: web.Request) -> web.Response:
                 "/events",
                 "/tasks",
                 "POST /tasks/{name}",
+                "/console",
                 "/openapi.json",
                 "/docs",
             ]

@@ -32,10 +32,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.clock import Clock
 from core.config import Settings
 from core.db.models import Heartbeat, Position
-from core.db.session import new_session, unit_of_work
+from core.db.session import new_session
 from core.domain.orders import ExchangeOrder
 from core.domain.positions import INTERMEDIATE, PositionStatus
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
 from core.exchange.errors import ExchangeFailure
 from core.logging import redact
 from core.services import halts
@@ -92,22 +92,30 @@ class ExchangeReads:
         self._at: float | None = None
         self._orders: list[ExchangeOrder] = []
         self._error: ExchangeFailure | None = None
+        self._read_at = 0.0
 
     def orders(self) -> list[ExchangeOrder]:
         """Raises the ExchangeFailure of the last read if it failed."""
+        return self.orders_read_at()[0]
+
+    def orders_read_at(self) -> tuple[list[ExchangeOrder], float]:
+        """The orders and the wall-clock time (epoch s) they were read: a position that
+        became active after that read cannot be judged by them (the console's book)."""
         with self._lock:
             if self._at is None or time.monotonic() - self._at > self.ttl:
                 try:
+                    started = time.time()
                     self._orders = [
                         o.to_domain() for o in self.deps_factory().exchange.open_orders()
                     ]
                     self._error = None
+                    self._read_at = started
                 except ExchangeFailure as exc:
                     self._error = exc
                 self._at = time.monotonic()
             if self._error is not None:
                 raise self._error
-            return self._orders
+            return self._orders, self._read_at
 
 
 class HealthChecker:
@@ -175,15 +183,13 @@ class HealthChecker:
                 return
             if before == now:
                 return
-            with unit_of_work() as session:
-                record(
-                    session,
-                    EventType.HEALTH_CHECK_FAILED,
-                    severity=Severity.ERROR,
-                    exchange=self.exchange_name,
-                    failing=failing,
-                    components={n: report.as_dict()["components"][n] for n in failing},
-                )
+            record_alone(
+                EventType.HEALTH_CHECK_FAILED,
+                severity=Severity.ERROR,
+                exchange=self.exchange_name,
+                failing=failing,
+                components={n: report.as_dict()["components"][n] for n in failing},
+            )
             self.redis.set(key, now)
         except (RedisError, SQLAlchemyError) as exc:
             log.warning("health change not recorded: %s", _first_line(exc))

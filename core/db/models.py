@@ -30,23 +30,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core.domain.orders import ORDER_PURPOSES, ORDER_STATUSES
 from core.domain.positions import NON_TERMINAL, PositionStatus
 
 Money = Numeric(20, 8)
 
 POSITION_STATUSES = tuple(s.value for s in PositionStatus)
 NON_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(NON_TERMINAL))
-ORDER_PURPOSES = ("entry", "stop", "close", "rollback", "emergency", "protection", "aged")
-ORDER_STATUSES = (
-    "intent",
-    "open",
-    "filled",
-    "partially_filled",
-    "cancelled",
-    "rejected",
-    "expired",
-    "unknown",
-)
 SIGNAL_STATUSES = ("received", "selected", "filtered", "opened", "failed", "expired")
 WAVE_STATUSES = ("open", "processing", "completed", "expired")
 ALERT_STATUSES = ("pending", "sent", "failed", "suppressed")

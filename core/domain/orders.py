@@ -17,10 +17,101 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 
 from core.domain.sides import OrderSide, Side
 
 ZERO = Decimal(0)
+
+
+# --- the engine's order vocabulary and the ledger's state machine ---------------------------
+
+
+class OrderPurpose(StrEnum):
+    """Why the engine sent an order (the ledger's ``purpose``, a client id's letter)."""
+
+    ENTRY = "entry"
+    STOP = "stop"  # the opening stop (seq 0) and trailing's moves (seq 1, 2, ...)
+    CLOSE = "close"
+    ROLLBACK = "rollback"
+    EMERGENCY = "emergency"
+    PROTECTION = "protection"
+    AGED = "aged"
+
+
+ORDER_PURPOSES: tuple[str, ...] = tuple(p.value for p in OrderPurpose)
+#: the purposes of the orders that protect a position: the opening stop and trailing's
+#: moves, protection's replacement, the rollback's emergency stop
+STOP_PURPOSES: tuple[str, ...] = (
+    OrderPurpose.STOP.value,
+    OrderPurpose.PROTECTION.value,
+    OrderPurpose.EMERGENCY.value,
+)
+
+
+class OrderStatus(StrEnum):
+    INTENT = "intent"  # recorded, maybe sent: look it up by client id before anything else
+    OPEN = "open"
+    FILLED = "filled"
+    PARTIALLY_FILLED = "partially_filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"  # never reached the exchange (or refused by it)
+    EXPIRED = "expired"
+    UNKNOWN = "unknown"
+
+
+Os = OrderStatus
+ORDER_STATUSES: tuple[str, ...] = tuple(s.value for s in OrderStatus)
+_FILLS = frozenset({Os.PARTIALLY_FILLED, Os.FILLED})
+_ENDED = frozenset({Os.CANCELLED, Os.EXPIRED})
+
+#: The ledger's allowed moves, as data. Why a table: the ledger's upsert used to overwrite
+#: whatever it found, so a late answer (``open`` after ``filled``, ``intent`` after ``open``)
+#: could move a stored status backwards and make a filled stop look live. Late fills are
+#: allowed: a cancel or expiry can race the fill the venue already did, and a refusal thought
+#: final (``rejected``) can turn out to have landed. ``rejected -> intent`` is the one way
+#: back: a refusal known not to have executed (429) is sent again under the same id.
+ORDER_MOVES: dict[OrderStatus, frozenset[OrderStatus]] = {
+    Os.INTENT: frozenset(OrderStatus) - {Os.INTENT},
+    Os.UNKNOWN: frozenset(OrderStatus) - {Os.INTENT, Os.UNKNOWN},
+    Os.OPEN: frozenset({Os.PARTIALLY_FILLED, Os.FILLED, Os.CANCELLED, Os.EXPIRED}),
+    Os.PARTIALLY_FILLED: frozenset({Os.FILLED, Os.CANCELLED, Os.EXPIRED}),
+    Os.FILLED: frozenset(),
+    Os.CANCELLED: _FILLS,
+    Os.EXPIRED: _FILLS,
+    Os.REJECTED: frozenset({Os.INTENT, Os.OPEN}) | _FILLS | _ENDED,
+}
+TERMINAL_ORDER_STATUSES = frozenset(s for s, moves in ORDER_MOVES.items() if not moves)
+
+
+def order_move_allowed(old: OrderStatus | str, new: OrderStatus | str) -> bool:
+    """Whether the ledger may move from ``old`` to ``new`` (staying put always may)."""
+    old, new = OrderStatus(old), OrderStatus(new)
+    return old is new or new in ORDER_MOVES[old]
+
+
+def next_order_status(old: OrderStatus | str | None, new: OrderStatus | str) -> OrderStatus:
+    """The status the ledger keeps: ``new`` if the move is allowed (or the row is new), else
+    ``old`` (the caller records the refused move)."""
+    if old is None or order_move_allowed(old, new):
+        return OrderStatus(new)
+    return OrderStatus(old)
+
+
+def status_from_exchange(exchange_status: str | None, *, filled: bool = False) -> OrderStatus:
+    """The ledger's status for what the venue reports (ccxt's unified order status);
+    ``None``: the venue never heard of the order."""
+    if exchange_status is None:
+        return Os.REJECTED
+    if filled or exchange_status == "closed":
+        return Os.FILLED
+    return {
+        "open": Os.OPEN,
+        "canceled": Os.CANCELLED,
+        "cancelled": Os.CANCELLED,
+        "expired": Os.EXPIRED,
+        "rejected": Os.REJECTED,
+    }.get(exchange_status, Os.EXPIRED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +136,13 @@ class ExchangeOrder:
     def is_closing(self) -> bool:
         """Can only reduce a position (reduce-only, closePosition or closeOnTrigger)."""
         return self.reduce_only or self.close_position or self.close_on_trigger
+
+    @property
+    def needs_a_position(self) -> bool:
+        """Only makes sense beside a position: a closing or a conditional order. Without a
+        position on its symbol it is an orphan (the zombie cleaner's ``no_position``, the
+        invariants' ``orphan_order``)."""
+        return self.is_closing or self.is_conditional
 
     @property
     def is_take_profit(self) -> bool:

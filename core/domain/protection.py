@@ -202,6 +202,22 @@ def decide_protection(
         return ProtectionDecision(tuple(actions), owner, True, keep.id, None)
 
     # No full stop: place one first, then cancel partial ones.
+    actions.extend(_restore(position, partial, mark_price, now, params, tick_size))
+    since = position.unprotected_since or now
+    return ProtectionDecision(tuple(actions), owner, False, None, since)
+
+
+def _restore(
+    position: ProtectedPosition,
+    partial: list[ExchangeOrder],
+    mark_price: Decimal,
+    now: datetime,
+    params: ProtectionParams,
+    tick_size: Decimal | None,
+) -> list[ProtectionAction]:
+    """No full stop is live: place one (beyond the mark if the intended price is crossed),
+    replace the partial ones, alert when unprotected for too long."""
+    actions: list[ProtectionAction] = []
     intended = position.intended_stop or stop_price_for(
         position.entry_price, params.stop_loss_pct, position.side
     )
@@ -224,8 +240,7 @@ def decide_protection(
                 order_ids=tuple(o.id for o in partial),
             )
         )
-    since = position.unprotected_since or now
-    duration = now - since
+    duration = now - (position.unprotected_since or now)
     if duration >= params.unprotected_alert_after:
         actions.append(
             ProtectionAction(
@@ -234,4 +249,4 @@ def decide_protection(
                 duration=duration,
             )
         )
-    return ProtectionDecision(tuple(actions), owner, False, None, since)
+    return actions

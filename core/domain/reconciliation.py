@@ -179,7 +179,18 @@ def _symbol(
                 exchange_position=exs[0],
             )
         ]
-    ex = same_side[0]
+    return _both_sides(symbol, db, exs, same_side[0], recently_closed, tolerance)
+
+
+def _both_sides(
+    symbol: str,
+    db: DbPosition,
+    exs: Sequence[ExchangePosition],
+    ex: ExchangePosition,
+    recently_closed: bool,
+    tolerance: Decimal,
+) -> list[ReconAction]:
+    """The position is on both sides: its quantity, and a hedge-mode opposite slot."""
     result: list[ReconAction] = []
     if abs(ex.quantity - db.quantity) > tolerance:
         result.append(

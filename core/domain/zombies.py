@@ -179,7 +179,7 @@ def _judge(
 def _judge_without_position(
     order: ExchangeOrder, now: datetime, params: ZombieParams
 ) -> ZombieVerdict | None:
-    if order.is_closing or order.is_conditional:
+    if order.needs_a_position:
         return ZombieVerdict(order, ZombieReason.NO_POSITION, f"{order.type} with no position")
     if order.created_at is None:
         # Unknown age: only a closing order can be judged without a position.

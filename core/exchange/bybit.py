@@ -48,6 +48,7 @@ from core.exchange.dialect import Dialect, DialectOptions, MarketFilters, Venue
 from core.exchange.errors import ExchangeFailure, OrderNotFound, ReduceOnlyRejected
 from core.exchange.parsing import dec, dec0, first_nonzero, truthy, ts
 from core.exchange.types import OrderSnapshot, PositionSnapshot, TradeSnapshot
+from core.polling import Poll
 
 R = TypeVar("R")
 LEVERAGE_UNCHANGED = 110043
@@ -153,14 +154,8 @@ class BybitDialect(Dialect):
         return False
 
     def _poll(self, probe: Callable[[], R | None], timeout: float) -> R | None:
-        deadline = time.monotonic() + timeout
-        delay = self.options.poll_first
-        while True:
-            result = probe()
-            if result is not None or time.monotonic() >= deadline:
-                return result
-            self.options.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, self.options.poll_ceiling)
+        poll = Poll(timeout, self.options.poll_first, self.options.poll_ceiling, self.options.sleep)
+        return poll.until(probe)
 
     def await_visible(self, symbol: str, closing_side: str | None = None) -> bool:
         """Poll until the symbol's position shows (bounded by ``visibility_timeout``)."""

@@ -1,57 +1,20 @@
-"""Deterministic client order ids: one per intent, so a retry can find what it already sent.
+"""Client order ids, re-exported from ``core.domain.client_ids`` (pure string rules, shared
+by the domain's orphan and zombie rules and by everything that sends or reads orders)."""
 
-``v<position>-<tag>-<purpose><seq>``, at most 36 characters (Bybit's orderLinkId limit; Binance
-allows the same alphabet). ``tag`` is taken from the position's correlation id, so ids stay
-unique when a database is reset against the same exchange account: a lookup by client id must
-never find an order of an earlier life. ``seq`` numbers successive intents of one purpose
-(each trailing move places a new stop).
-"""
+from core.domain.client_ids import (
+    PURPOSE_CODES,
+    ClientId,
+    client_order_id,
+    make_tag,
+    of_position,
+    parse_client_id,
+)
 
-from __future__ import annotations
-
-import re
-from dataclasses import dataclass
-
-PURPOSE_CODES = {
-    "entry": "e",
-    "stop": "s",
-    "close": "c",
-    "rollback": "r",
-    "emergency": "x",
-    "protection": "p",
-    "aged": "a",
-}
-_PURPOSES = {code: purpose for purpose, code in PURPOSE_CODES.items()}
-_PATTERN = re.compile(r"^v(\d+)-([0-9a-z]{1,10})-([a-z])(\d+)$")
-
-
-@dataclass(frozen=True, slots=True)
-class ClientId:
-    position_id: int
-    tag: str
-    purpose: str
-    seq: int
-
-
-def make_tag(correlation_id: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", correlation_id.lower())[:8] or "0"
-
-
-def client_order_id(position_id: int, correlation_id: str, purpose: str, seq: int = 0) -> str:
-    code = PURPOSE_CODES[purpose]
-    cid = f"v{position_id}-{make_tag(correlation_id)}-{code}{seq}"
-    if len(cid) > 36:
-        raise ValueError(f"client order id too long: {cid}")
-    return cid
-
-
-def parse_client_id(value: str | None) -> ClientId | None:
-    """The intent behind one of our ids; None for anything the engine did not send."""
-    if not value:
-        return None
-    match = _PATTERN.match(value)
-    if not match or match.group(3) not in _PURPOSES:
-        return None
-    return ClientId(
-        int(match.group(1)), match.group(2), _PURPOSES[match.group(3)], int(match.group(4))
-    )
+__all__ = [
+    "PURPOSE_CODES",
+    "ClientId",
+    "client_order_id",
+    "make_tag",
+    "of_position",
+    "parse_client_id",
+]

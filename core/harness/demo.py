@@ -43,6 +43,7 @@ from core.runtime.embedded import free_port
 from core.runtime.halt_watch import openings_line
 from core.runtime.stack import Stack, StackOptions
 from core.services.deps import Deps, build_adapter
+from core.services.executor import Executor
 
 # Shortened thresholds: minutes of real time show hours of a position's life.
 DEMO_SETTINGS = {
@@ -227,7 +228,7 @@ def _cancel_stop_by_hand(system: DemoSystem) -> None:
     taken = set(system.picked.values())
     for symbol, order_id in _live_stops(system):
         if symbol not in taken and symbol in system.open_symbols():
-            system.deps.exchange.cancel_order(symbol, order_id, conditional=True)
+            Executor.of(system.deps).cancel(symbol, order_id, conditional=True)
             system.log.append(f"stop cancelled by hand on {symbol} (protection restores it)")
             system.picked["naked"] = symbol
             return
@@ -375,7 +376,8 @@ def _print_where(console: Console, stack: Stack) -> None:
     ep = stack.endpoints
     assert ep is not None
     console.print(
-        f"Flower {ep.flower_url}  API {ep.api_url}/health  exchange {ep.exchange_url}"
+        f"Console {ep.api_url}/console  Flower {ep.flower_url}  API {ep.api_url}/health"
+        f"  exchange {ep.exchange_url}"
         f" ({stack.settings.paper_dialect} dialect)  logs {ep.logs}"
     )
 

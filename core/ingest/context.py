@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core import task_names as names
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 
@@ -21,7 +22,7 @@ Enqueue = Callable[[str, Sequence[Any]], None]
 """Send the task ``name`` with positional ``args``; raise EnqueueFailed if the broker is
 unreachable. Blocking: components call it through ``asyncio.to_thread``."""
 
-PROCESS_WAVE_TASK = "vigil.signals.process_wave"
+PROCESS_WAVE_TASK = names.PROCESS_WAVE
 
 
 class EnqueueFailed(RuntimeError):

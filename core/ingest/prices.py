@@ -48,10 +48,12 @@ import redis
 import redis.asyncio as aioredis
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.config import Settings
+from core import task_names as names
+from core.config import Settings, resolve_redis_url
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
-from core.events import EventType, Severity, record
+from core.domain.orders import STOP_PURPOSES
+from core.events import EventType, Severity, record_alone
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import AuthenticationFailed, classify
 from core.exchange.factory import build_pro_exchange
@@ -59,16 +61,15 @@ from core.exchange.streams import MarkTick, mark_price_source
 from core.ingest.backoff import Backoff
 from core.ingest.context import Enqueue, EnqueueFailed
 from core.ingest.fill_outbox import FillOutbox, outbox_path
-from core.runtime.endpoints import resolve_redis_url
 from core.services import bands
+from core.services.closing import record_stop_triggered
 from core.services.deps import exchange_name as venue_name
-from core.services.price_path import TICK_SCRIPT, pending_key, window_key
-from core.services.trailing import STOP_PURPOSES
+from core.services.tick_window import TICK_SCRIPT, pending_key, window_key
 
 log = logging.getLogger(__name__)
 
-PRICE_TASK = "vigil.stops.on_price"
-SETTLE_TASK = "vigil.orders.settle_close"
+PRICE_TASK = names.ON_PRICE
+SETTLE_TASK = names.SETTLE_CLOSE
 
 
 # --- bands --------------------------------------------------------------------------------
@@ -253,9 +254,8 @@ def _record_stop_fill(
 ) -> None:
     """STOP_TRIGGERED, as the stream saw it (the settle task records the close itself)."""
     with unit_of_work() as session:
-        record(
+        record_stop_triggered(
             session,
-            EventType.STOP_TRIGGERED,
             exchange=exchange,
             symbol=symbol,
             position_id=position_id,
@@ -267,16 +267,14 @@ def _record_stop_fill(
 
 
 def _record_reconnect(exchange: str, stream: str, attempts: int, error: str) -> None:
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.WEBSOCKET_RECONNECTED,
-            severity=Severity.WARNING,
-            exchange=exchange,
-            stream=stream,
-            attempts=attempts,
-            error=error[:500],
-        )
+    record_alone(
+        EventType.WEBSOCKET_RECONNECTED,
+        severity=Severity.WARNING,
+        exchange=exchange,
+        stream=stream,
+        attempts=attempts,
+        error=error[:500],
+    )
 
 
 async def _off_loop(write: Callable[..., None], *args: Any) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db.session import unit_of_work
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
 from core.ingest.context import IngestContext
 from core.ingest.prices import run_price_stream
 from core.ingest.signal_client import SignalClient
@@ -117,14 +117,12 @@ async def run_components(parts: list[Component], stop: asyncio.Event) -> int:
 
 async def _record_crash(name: str, error: BaseException) -> None:
     def write() -> None:
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.CRITICAL_ERROR,
-                severity=Severity.CRITICAL,
-                component=f"ingest/{name}",
-                error=f"{type(error).__name__}: {error}"[:500],
-            )
+        record_alone(
+            EventType.CRITICAL_ERROR,
+            severity=Severity.CRITICAL,
+            component=f"ingest/{name}",
+            error=f"{type(error).__name__}: {error}"[:500],
+        )
 
     try:
         await asyncio.to_thread(write)
@@ -151,15 +149,13 @@ async def run_ingest(
 
 
 def _system_event(ctx: IngestContext, event_type: EventType, **data: Any) -> None:
-    with unit_of_work() as session:
-        record(
-            session,
-            event_type,
-            exchange=ctx.exchange,
-            component=ctx.component,
-            pid=os.getpid(),
-            **data,
-        )
+    record_alone(
+        event_type,
+        exchange=ctx.exchange,
+        component=ctx.component,
+        pid=os.getpid(),
+        **data,
+    )
 
 
 def main(ctx: IngestContext) -> int:

@@ -35,9 +35,8 @@ import aiohttp
 from sqlalchemy.exc import InterfaceError, OperationalError
 from yarl import URL
 
-from core.db.session import unit_of_work
 from core.domain.signals import ParseResult, Rejection, RejectReason, parse_frame
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
 from core.ingest.backoff import Backoff
 from core.ingest.context import IngestContext
 from core.services.signals import FrameReport, signal_params, store_frame
@@ -316,5 +315,4 @@ class SignalClient:
 
 def _write_event(event_type: EventType, exchange: str, data: dict[str, Any]) -> None:
     severity = data.pop("severity", Severity.INFO)
-    with unit_of_work() as session:
-        record(session, event_type, severity=severity, exchange=exchange, **data)
+    record_alone(event_type, severity=severity, exchange=exchange, **data)

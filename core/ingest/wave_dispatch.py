@@ -21,8 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from core.db.session import unit_of_work
-from core.events import EventType, record
+from core.events import EventType, record_alone
 from core.ingest.backoff import Backoff
 from core.ingest.context import PROCESS_WAVE_TASK, EnqueueFailed, IngestContext
 from core.services import waves
@@ -103,15 +102,13 @@ class WaveDispatcher:
     def _started(self) -> None:
         now = self.ctx.clock.now()
         self._next_window = window_start(now, self.window)
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.WAVE_MONITORING_STARTED,
-                exchange=self.ctx.exchange,
-                component=self.ctx.component,
-                wave_interval=self.ctx.settings.wave_interval,
-                wave_grace=self.ctx.settings.wave_grace,
-            )
+        record_alone(
+            EventType.WAVE_MONITORING_STARTED,
+            exchange=self.ctx.exchange,
+            component=self.ctx.component,
+            wave_interval=self.ctx.settings.wave_interval,
+            wave_grace=self.ctx.settings.wave_grace,
+        )
 
     def _report_silent_windows(self, now: datetime) -> None:
         """WAVE_NOT_FOUND for each window (since this process started) that closed empty."""

@@ -206,17 +206,7 @@ def _handle(
         alert.next_attempt_at = wait_until
         report.deferred += 1
         return
-    payload, text = render(session, alert)
-    delivered = list(alert.delivered or [])
-    failures: list[str] = []
-    for channel in channels:
-        if channel.name in delivered:
-            continue
-        try:
-            channel.send(payload, text)
-            delivered.append(channel.name)
-        except DeliveryError as exc:
-            failures.append(f"{channel.name}: {redactor(str(exc))}")
+    delivered, failures = _send(session, alert, channels, redactor)
     alert.delivered = delivered
     alert.attempts += 1
     if not failures:
@@ -251,6 +241,24 @@ def _handle(
         "alert %s delivery failed (attempt %s): %s", alert.id, alert.attempts, alert.last_error
     )
     report.retrying += 1
+
+
+def _send(
+    session: Session, alert: Alert, channels: list[Channel], redactor: Redactor
+) -> tuple[list[str], list[str]]:
+    """Send to every channel that has not had it yet: (delivered to, failures)."""
+    payload, text = render(session, alert)
+    delivered = list(alert.delivered or [])
+    failures: list[str] = []
+    for channel in channels:
+        if channel.name in delivered:
+            continue
+        try:
+            channel.send(payload, text)
+            delivered.append(channel.name)
+        except DeliveryError as exc:
+            failures.append(f"{channel.name}: {redactor(str(exc))}")
+    return delivered, failures
 
 
 def _suppress_duplicate(session: Session, alert: Alert, settings: Settings) -> bool:

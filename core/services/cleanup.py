@@ -30,11 +30,12 @@ from core.db.models import Position
 from core.db.session import unit_of_work
 from core.domain.positions import TERMINAL, PositionStatus
 from core.events import EventType, Severity, record
-from core.exchange.client_ids import make_tag, parse_client_id
+from core.exchange.client_ids import of_position, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.locks import LockNotAcquired
 from core.services.closing import cancel_leftovers, lock_for
 from core.services.deps import Deps
+from core.services.executor import Executor
 from core.services.invariants import InvariantReport, Violation, ViolationKind, check_invariants
 from core.services.orphans import clean_orphans
 from core.services.recovery import recover_interrupted
@@ -162,7 +163,7 @@ def _cancel_locked(deps: Deps, violation: Violation) -> str:
         # a foreign reduce-only/stop order: only an orphan while the symbol has no position
         if any(p.symbol == symbol for p in deps.exchange.positions()):
             return "kept: the symbol has a position now"
-    gone = not deps.exchange.cancel_order(symbol, order_id, conditional=violation.conditional)
+    gone = not Executor.of(deps).cancel(symbol, order_id, conditional=violation.conditional)
     return "already gone" if gone else "cancelled"
 
 
@@ -172,6 +173,6 @@ def _owner(client_order_id: str | None) -> Position | None:
         return None
     with unit_of_work() as session:
         position = session.get(Position, parsed.position_id)
-        if position is None or make_tag(position.correlation_id) != parsed.tag:
+        if position is None or not of_position(parsed, position.correlation_id):
             return None
         return position

@@ -14,25 +14,30 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.db.models import AgedPosition, Order, Position, TrailingStop
 from core.db.session import unit_of_work
+from core.domain.orders import OrderPurpose as P
+from core.domain.orders import OrderStatus
 from core.domain.positions import TERMINAL, PositionStatus, PositionTrigger
 from core.domain.reconciliation import Fill, exit_price_from_trades
 from core.domain.sides import OrderSide, Side
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record, record_alone
 from core.exchange import errors
-from core.exchange.client_ids import client_order_id, parse_client_id
+from core.exchange.client_ids import parse_client_id
 from core.exchange.types import TradeSnapshot
-from core.locks import HeldLock, LockNotAcquired, symbol_lock
+from core.locks import HeldLock, LockNotAcquired, engine_lock
 from core.logging import bind_correlation
+from core.services import executor
 from core.services.bands import band_key
 from core.services.bands import channel as band_channel
 from core.services.deps import Deps
-from core.services.positions import context, record_order, transition
+from core.services.executor import Executor, OrderIntent
+from core.services.positions import context, set_order_status, transition
 
 T = PositionTrigger
 
@@ -111,6 +116,38 @@ def finish(
     )
 
 
+def record_stop_triggered(
+    session: Session,
+    *,
+    exchange: str,
+    symbol: str,
+    position_id: int,
+    order_id: str | None,
+    exchange_order_id: str | None,
+    average_price: object,
+    correlation_id: str | None = None,
+    source: str | None = None,
+) -> None:
+    """One of the engine's stops fired: its ledger row is ``filled`` and ``STOP_TRIGGERED``
+    is on record (seen by the user-data stream, or by trailing's lookup). The close itself
+    is recorded by the close path (``settle_external_close``) from the exchange's trades."""
+    if order_id is not None:
+        set_order_status(session, order_id, OrderStatus.FILLED)
+    extra: dict[str, Any] = {"source": source} if source else {}
+    record(
+        session,
+        EventType.STOP_TRIGGERED,
+        exchange=exchange,
+        symbol=symbol,
+        position_id=position_id,
+        order_id=order_id,
+        exchange_order_id=exchange_order_id,
+        correlation_id=correlation_id,
+        average_price=average_price,
+        **extra,
+    )
+
+
 def drop_bands(deps: Deps, position: Position) -> None:
     """A closed symbol is watched by nothing: its ticks must enqueue no more work."""
     deps.redis.delete(band_key(position.exchange, position.symbol))
@@ -118,16 +155,8 @@ def drop_bands(deps: Deps, position: Position) -> None:
 
 
 def lock_for(deps: Deps, exchange: str, symbol: str) -> AbstractContextManager[HeldLock]:
-    """The (exchange, symbol) lock with the settings' timeouts."""
-    return symbol_lock(
-        deps.redis,
-        exchange,
-        symbol,
-        token_source=deps.fence_token,
-        timeout=deps.settings.lock_timeout,
-        ttl=deps.settings.lock_ttl,
-        blocking_timeout=deps.settings.lock_blocking_timeout,
-    )
+    """The (exchange, symbol) lock with the settings' timeouts (``core.locks.engine_lock``)."""
+    return engine_lock(deps.redis, deps.settings, exchange, symbol)
 
 
 def _exchange_has_position(deps: Deps, symbol: str) -> bool:
@@ -148,7 +177,7 @@ def cancel_leftovers(deps: Deps, session: Session, position: Position) -> int:
         ours = parse_client_id(order.client_id)
         if ours is None or ours.position_id != position.id:
             continue
-        if deps.exchange.cancel_order(order.symbol, order.id, conditional=order.conditional):
+        if Executor.of(deps).cancel(order.symbol, order.id, conditional=order.conditional):
             cancelled += 1
             record(
                 session,
@@ -216,16 +245,14 @@ def sweep_after_close(deps: Deps, symbol: str) -> None:
     try:
         cleanup_zombies(deps, symbols=frozenset({symbol}))
     except (errors.ExchangeFailure, LockNotAcquired) as exc:
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.EXCHANGE_ERROR,
-                severity=Severity.WARNING,
-                exchange=deps.exchange_name,
-                symbol=symbol,
-                reason="zombie sweep after close deferred to beat",
-                error=str(exc),
-            )
+        record_alone(
+            EventType.EXCHANGE_ERROR,
+            severity=Severity.WARNING,
+            exchange=deps.exchange_name,
+            symbol=symbol,
+            reason="zombie sweep after close deferred to beat",
+            error=str(exc),
+        )
 
 
 def close_position(deps: Deps, position_id: int, reason: str) -> bool:
@@ -255,26 +282,9 @@ def close_position(deps: Deps, position_id: int, reason: str) -> bool:
 
 def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> bool:
     """``close_position`` for a caller that already holds the symbol's lock (price path)."""
-    with unit_of_work() as session:
-        position = session.get(Position, position_id, populate_existing=True)
-        assert position is not None
-        status = PositionStatus(position.status)
-        if status in TERMINAL:
-            return True
-        if status is PositionStatus.ACTIVE:
-            record(
-                session, EventType.POSITION_CLOSE_REQUESTED, ctx=context(position), reason=reason
-            )
-            transition(
-                session,
-                position,
-                T.CLOSE_REQUESTED,
-                held.token,
-                reason=reason,
-                close_reason=reason[:40],
-            )
-        elif status is not PositionStatus.CLOSING:
-            raise errors.Retryable(f"position {position_id} is {status}; not closable now")
+    position = _request_close(held, position_id, reason)
+    if position is None:
+        return True  # closed before
     side = Side(position.side)
     failure: errors.ExchangeFailure | None = None
     try:
@@ -320,35 +330,56 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
     return True
 
 
+def _request_close(held: HeldLock, position_id: int, reason: str) -> Position | None:
+    """``active -> closing`` with its event (a rollback's ``closing`` stays); None: closed
+    already; an opening still in flight is not closable now (Retryable)."""
+    with unit_of_work() as session:
+        position = session.get(Position, position_id, populate_existing=True)
+        assert position is not None
+        status = PositionStatus(position.status)
+        if status in TERMINAL:
+            return None
+        if status is PositionStatus.ACTIVE:
+            record(
+                session, EventType.POSITION_CLOSE_REQUESTED, ctx=context(position), reason=reason
+            )
+            transition(
+                session,
+                position,
+                T.CLOSE_REQUESTED,
+                held.token,
+                reason=reason,
+                close_reason=reason[:40],
+            )
+        elif status is not PositionStatus.CLOSING:
+            raise errors.Retryable(f"position {position_id} is {status}; not closable now")
+    return position
+
+
 def _send_close(deps: Deps, position: Position, side: Side) -> None:
+    """One reduce-only market close, a fresh client id per attempt; the caller verifies."""
     with unit_of_work() as session:
         attempts = len(
             session.scalars(
                 select(Order.id).where(Order.position_id == position.id, Order.purpose == "close")
             ).all()
         )
-        cid = client_order_id(position.id, position.correlation_id, "close", attempts)
-        record_order(
-            session,
+        intent = OrderIntent.of(
             position,
-            exchange=position.exchange,
-            symbol=position.symbol,
-            client_order_id=cid,
-            purpose="close",
-            side=side.close_order_side,
-            order_type="market",
-            quantity=position.quantity,
-            status="intent",
+            P.CLOSE,
+            side.close_order_side,
+            position.quantity,
+            seq=attempts,
             reduce_only=True,
         )
+        executor.record(session, intent)
     try:
-        order = deps.exchange.create_market_order(
-            position.symbol, side.close_order_side, position.quantity, cid, reduce_only=True
-        )
+        sent = Executor.of(deps).send(intent, lookup_timeout=0)
     except errors.ReduceOnlyRejected:
         return  # nothing left to reduce: closed meanwhile
     except errors.OutcomeUnknown:
         return  # reduce-only: whatever happened, the verification below decides
+    order, cid = sent.order, intent.client_id
     with unit_of_work() as session:
         record(
             session,
@@ -367,19 +398,33 @@ def _send_close(deps: Deps, position: Position, side: Side) -> None:
                 filled=order.filled,
                 average_price=order.average,
             )
-        record_order(
-            session,
-            position,
-            exchange=position.exchange,
-            symbol=position.symbol,
-            client_order_id=cid,
-            purpose="close",
-            side=side.close_order_side,
-            order_type="market",
-            quantity=position.quantity,
-            status="filled" if order.is_filled else "open",
-            exchange_order_id=order.id,
-            reduce_only=True,
-            filled_quantity=order.filled,
-            average_price=order.average,
-        )
+        status = OrderStatus.FILLED if order.is_filled else OrderStatus.OPEN
+        executor.record(session, intent, status, order)
+
+
+# --- a stop that fired on the exchange --------------------------------------------------------
+
+
+class StopFillNotVisible(errors.Retryable):
+    """The stream said the stop filled, the exchange still shows the position: ask again."""
+
+
+def settle_stop_triggered(deps: Deps, position_id: int, reason: str = "stop_triggered") -> bool:
+    """Record the close of a position whose stop fired (seen on the user-data stream).
+
+    The close path re-checks the exchange under the lock and takes the real exit price and
+    PnL from the trades. If the exchange does not show the position flat yet (the fill
+    event can overtake the position update), raise a Retryable so the task asks again;
+    reconciliation is the fallback when it never does.
+    """
+    if settle_external_close(deps, position_id, reason):
+        if reason == "stop_triggered":
+            from core.services.stop_fill import ensure_stop_triggered_event
+
+            ensure_stop_triggered_event(position_id)
+        return True
+    with unit_of_work() as session:
+        position = session.get(Position, position_id)
+        if position is None or PositionStatus(position.status) in TERMINAL:
+            return False  # already settled (by another delivery, or the close path)
+    raise StopFillNotVisible(f"position {position_id}: exchange still shows it after a stop fill")

@@ -25,9 +25,8 @@ from aiohttp import web
 
 from core.api.health import ExchangeReads, HealthChecker, WorkerPing
 from core.clock import SYSTEM_CLOCK, Clock
-from core.config import Settings
+from core.config import Settings, resolve_redis_url
 from core.logging import redact
-from core.runtime.endpoints import resolve_redis_url
 from core.services.deps import Deps, exchange_name, get_deps
 from core.services.paging import Watchdog, watchdog_checker
 

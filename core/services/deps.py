@@ -13,13 +13,12 @@ import redis
 from sqlalchemy import select
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.config import Settings, get_settings
+from core.config import Settings, get_settings, resolve_redis_url
 from core.db.session import new_session
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.dialect import DialectOptions
 from core.exchange.factory import build_exchange
-from core.locks import next_fence_token
-from core.runtime.endpoints import resolve_redis_url
+from core.locks import fence_token
 from core.venues import configured_venues, default_venue, venue_config
 
 EXCHANGE_NAMES = {"paper": "binance", "binanceusdm": "binance", "bybit": "bybit"}
@@ -45,10 +44,7 @@ class Deps:
         return self.exchange.name
 
     def fence_token(self) -> int:
-        with new_session() as session:
-            token = next_fence_token(session)
-            session.commit()
-            return token
+        return fence_token()
 
 
 def build_adapter(settings: Settings) -> ExchangeAdapter:

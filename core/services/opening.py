@@ -17,38 +17,38 @@ again (a redelivered task, or recovery) continues from there:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from core.db.models import Position, Signal, TrailingStop
+from core.db.models import Position, Signal
 from core.db.session import unit_of_work
 from core.domain.halts import OpeningBlock
+from core.domain.orders import OrderPurpose as P
+from core.domain.orders import OrderStatus
 from core.domain.positions import INTERMEDIATE, PositionStatus, PositionTrigger
 from core.domain.sides import Side
-from core.domain.sizing import round_stop_price, size_position, stop_price_for
+from core.domain.sizing import size_position, stop_price_for
 from core.events import EventType, Severity, record
 from core.exchange import errors
-from core.exchange.client_ids import client_order_id
 from core.exchange.types import OrderSnapshot
-from core.locks import HeldLock, symbol_lock
+from core.locks import HeldLock, engine_lock
 from core.logging import bind_correlation
-from core.services import halts, symbol_settings, venue_watch
-from core.services.closing import exit_from_trades, finish
+from core.polling import Poll
+from core.services import executor, halts, symbol_settings, venue_watch
 from core.services.deps import Deps
+from core.services.executor import Executor, LookupFailed, OrderIntent, Sent
 from core.services.first_band import publish_first_band
-from core.services.positions import context, order_row, record_order, transition
+from core.services.positions import context, order_row, record_signal_outcome, transition
+from core.services.rollback import RollbackSteps
+from core.services.trailing_state import start_trailing
 
 S = PositionStatus
 T = PositionTrigger
-R = TypeVar("R")
 
 
 class OpenOutcome(StrEnum):
@@ -65,26 +65,6 @@ class OpeningDeferred(errors.Retryable):
 
 def paused_key(exchange: str) -> str:
     return f"vigil:openings_paused:{exchange}"
-
-
-@dataclass
-class Poll:
-    """Bounded polling with growing intervals, never one long fixed sleep."""
-
-    timeout: float
-    first: float = 0.05
-    ceiling: float = 0.5
-    sleep: Callable[[float], None] = time.sleep
-
-    def until(self, probe: Callable[[], R | None]) -> R | None:
-        deadline = time.monotonic() + self.timeout
-        delay = self.first
-        while True:
-            result = probe()
-            if result is not None or time.monotonic() >= deadline:
-                return result
-            self.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, self.ceiling)
 
 
 def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -> OpenOutcome:
@@ -114,20 +94,12 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
         correlation_id = position.correlation_id
     with (
         bind_correlation(correlation_id, position_id=position_id),
-        symbol_lock(
-            deps.redis,
-            exchange,
-            symbol,
-            token_source=deps.fence_token,
-            timeout=deps.settings.lock_timeout,
-            ttl=deps.settings.lock_ttl,
-            blocking_timeout=deps.settings.lock_blocking_timeout,
-        ) as held,
+        engine_lock(deps.redis, deps.settings, exchange, symbol) as held,
     ):
         return Opening(deps, held, position_id, may_send_entry=count_attempt).drive()
 
 
-class Opening:
+class Opening(RollbackSteps):
     """One position's opening, step by step; each step is one transaction."""
 
     def __init__(
@@ -142,6 +114,7 @@ class Opening:
         self.held = held
         self.position_id = position_id
         self.poll = Poll(timeout=deps.settings.entry_fill_timeout)
+        self.executor = Executor.of(deps, sleep=self.poll.sleep)
 
     # --- driver --------------------------------------------------------------------------
 
@@ -183,7 +156,7 @@ class Opening:
     # --- pending_entry: size and send the entry once --------------------------------------
 
     def _send_entry(self, session: Session, position: Position) -> OpenOutcome | None:
-        cid = client_order_id(position.id, position.correlation_id, "entry")
+        cid = entry_intent(position, position.requested_quantity or Decimal(0)).client_id
         ledger = order_row(session, cid)
         if ledger is not None and ledger.status != "rejected":
             # sent before (or maybe sent): never again, only look it up
@@ -201,7 +174,7 @@ class Opening:
         quantity = self._entry_quantity(session, position)
         if isinstance(quantity, OpenOutcome):
             return quantity
-        return self._submit_entry(session, position, cid, quantity)
+        return self._submit_entry(session, position, entry_intent(position, quantity))
 
     def _entry_quantity(self, session: Session, position: Position) -> Decimal | OpenOutcome:
         """Size from the mark price within the market's rules; set leverage and margin mode."""
@@ -230,19 +203,14 @@ class Opening:
         return sizing.quantity
 
     def _submit_entry(
-        self, session: Session, position: Position, cid: str, quantity: Decimal
+        self, session: Session, position: Position, intent: OrderIntent
     ) -> OpenOutcome | None:
-        side = Side(position.side)
-        self._ledger(session, position, cid, "entry", side.entry_order_side, quantity, "intent")
+        executor.record(session, intent)
         session.commit()  # the intent is durable before the order can exist
         try:
-            order = self.ex.create_market_order(
-                position.symbol, side.entry_order_side, quantity, cid
-            )
-        except errors.RateLimited as exc:
-            self._ledger(
-                session, position, cid, "entry", side.entry_order_side, quantity, "rejected"
-            )
+            sent = self.executor.send(intent, lookup_timeout=self.poll.timeout)
+        except errors.RateLimited as exc:  # known not to have executed: may be sent again
+            executor.record(session, intent, OrderStatus.REJECTED)
             record(
                 session,
                 EventType.API_RATE_LIMIT_HIT,
@@ -253,28 +221,17 @@ class Opening:
             session.commit()
             raise OpeningDeferred(str(exc)) from exc
         except errors.OutcomeUnknown as exc:
-            found = self.poll.until(lambda: self.ex.fetch_order(position.symbol, cid))
-            record(
+            self._looked_up(session, position, intent, exc, found=False)
+            transition(
                 session,
-                EventType.ORDER_LOOKUP_BEFORE_RETRY,
-                severity=Severity.WARNING,
-                ctx=context(position),
-                order_id=cid,
-                found=found is not None,
-                error=str(exc),
+                position,
+                T.ENTRY_SENT,
+                self.held.token,
+                reason="entry outcome unknown",
+                requested_quantity=intent.quantity,
             )
-            if found is None:
-                transition(
-                    session,
-                    position,
-                    T.ENTRY_SENT,
-                    self.held.token,
-                    reason="entry outcome unknown",
-                    requested_quantity=quantity,
-                )
-                session.commit()
-                raise OpeningDeferred(f"entry {cid} outcome unknown") from exc
-            order = found
+            session.commit()
+            raise OpeningDeferred(f"entry {intent.client_id} outcome unknown") from exc
         except errors.InsufficientFunds as exc:
             self._pause_openings(session, position, str(exc))
             return self._fail(session, position, f"insufficient funds: {exc}")
@@ -285,13 +242,34 @@ class Opening:
                 EventType.ENTRY_ORDER_FAILED,
                 severity=Severity.ERROR,
                 ctx=context(position),
-                order_id=cid,
+                order_id=intent.client_id,
                 error=str(exc),
                 code=exc.code,
             )
             return self._fail(session, position, f"entry refused: {exc}")
-        self._entry_sent(session, position, order, cid, requested=quantity)
+        if sent.after_unknown is not None:
+            self._looked_up(session, position, intent, sent.after_unknown, found=True)
+        self._entry_sent(session, position, sent.order, intent.client_id, requested=intent.quantity)
         return None
+
+    def _looked_up(
+        self,
+        session: Session,
+        position: Position,
+        intent: OrderIntent,
+        error: Exception,
+        *,
+        found: bool,
+    ) -> None:
+        record(
+            session,
+            EventType.ORDER_LOOKUP_BEFORE_RETRY,
+            severity=Severity.WARNING,
+            ctx=context(position),
+            order_id=intent.client_id,
+            found=found,
+            error=str(error),
+        )
 
     def _entry_sent(
         self,
@@ -301,24 +279,15 @@ class Opening:
         cid: str,
         requested: Decimal | None = None,
     ) -> None:
-        side = Side(position.side)
-        self._ledger(
-            session,
-            position,
-            cid,
-            "entry",
-            side.entry_order_side,
-            requested or order.amount,
-            "open",
-            order=order,
-        )
+        quantity = requested or order.amount
+        executor.record(session, entry_intent(position, quantity), OrderStatus.OPEN, order)
         record(
             session,
             EventType.ENTRY_ORDER_PLACED,
             ctx=context(position),
             order_id=cid,
             exchange_order_id=order.id,
-            quantity=requested or order.amount,
+            quantity=quantity,
         )
         if position.status == S.PENDING_ENTRY:
             transition(
@@ -326,7 +295,7 @@ class Opening:
                 position,
                 T.ENTRY_SENT,
                 self.held.token,
-                requested_quantity=requested or order.amount,
+                requested_quantity=quantity,
             )
 
     def _give_up_entry(self, session: Session, position: Position, why: str) -> OpenOutcome:
@@ -338,13 +307,13 @@ class Opening:
             reason=why,
         )
         transition(session, position, T.ENTRY_NOT_FOUND, self.held.token, reason=why)
-        self._signal_outcome(session, position, "failed", why)
+        record_signal_outcome(session, position, "failed", why)
         return OpenOutcome.FAILED
 
     # --- entry_placed: wait for the fill ---------------------------------------------------
 
     def _await_fill(self, session: Session, position: Position) -> OpenOutcome | None:
-        cid = client_order_id(position.id, position.correlation_id, "entry")
+        cid = entry_intent(position, Decimal(0)).client_id
 
         def filled_or_final() -> OrderSnapshot | None:
             order = self.ex.fetch_order(position.symbol, cid)
@@ -361,25 +330,10 @@ class Opening:
                     raise OpeningDeferred(f"entry {cid} not visible yet")
                 return self._give_up_entry(session, position, "entry never appeared")
             # still open after the wait: cancel the rest, keep what filled
-            self.ex.cancel_order(position.symbol, order.id)
+            self.executor.cancel(position.symbol, order.id)
             order = self.ex.fetch_order(position.symbol, cid) or order
         if order.filled <= 0:
-            record(
-                session,
-                EventType.ENTRY_ORDER_FAILED,
-                ctx=context(position),
-                order_id=cid,
-                status=order.status,
-            )
-            transition(
-                session,
-                position,
-                T.ENTRY_REJECTED,
-                self.held.token,
-                reason=f"entry {order.status} without fill",
-            )
-            self._signal_outcome(session, position, "failed", f"entry {order.status}")
-            return OpenOutcome.FAILED
+            return self._entry_without_fill(session, position, order)
         partial = order.filled < order.amount
         record(
             session,
@@ -390,15 +344,11 @@ class Opening:
             requested=order.amount,
             average_price=order.average,
         )
-        self._ledger(
+        executor.record(
             session,
-            position,
-            cid,
-            "entry",
-            Side(position.side).entry_order_side,
-            order.amount,
-            "partially_filled" if partial else "filled",
-            order=order,
+            entry_intent(position, order.amount),
+            OrderStatus.PARTIALLY_FILLED if partial else OrderStatus.FILLED,
+            order,
         )
         transition(
             session,
@@ -411,11 +361,32 @@ class Opening:
         )
         return None
 
+    def _entry_without_fill(
+        self, session: Session, position: Position, order: OrderSnapshot
+    ) -> OpenOutcome:
+        record(
+            session,
+            EventType.ENTRY_ORDER_FAILED,
+            ctx=context(position),
+            order_id=entry_intent(position, order.amount).client_id,
+            status=order.status,
+        )
+        transition(
+            session,
+            position,
+            T.ENTRY_REJECTED,
+            self.held.token,
+            reason=f"entry {order.status} without fill",
+        )
+        record_signal_outcome(session, position, "failed", f"entry {order.status}")
+        return OpenOutcome.FAILED
+
     # --- pending_sl: the stop for the filled quantity, or roll back -------------------------
 
     def _place_stop(self, session: Session, position: Position) -> OpenOutcome | None:
+        """The stop for the filled quantity at the entry-based price, moved beyond the mark
+        if the market is already past it (an adopted or late entry); else the rollback."""
         side = Side(position.side)
-        cid = client_order_id(position.id, position.correlation_id, "stop")
         assert position.entry_price is not None
         rules = self.ex.rules(position.symbol)
         stop_price = stop_price_for(
@@ -424,81 +395,43 @@ class Opening:
             side,
             rules.tick_size,
         )
+        intent = OrderIntent.of(
+            position, P.STOP, side.close_order_side, position.quantity, trigger_price=stop_price
+        )
         record(
             session,
             EventType.STOP_LOSS_PLACEMENT_STARTED,
             ctx=context(position),
-            order_id=cid,
+            order_id=intent.client_id,
             stop_price=stop_price,
             quantity=position.quantity,
         )
-        last_error: errors.ExchangeFailure | None = None
-        for attempt in range(1, self.settings.stop_place_attempts + 1):
-            stop = self.ex.fetch_order(position.symbol, cid, conditional=True)
-            if stop is not None and stop.is_open:
-                return self._activate(session, position, stop, cid)
-            try:
-                stop = self.ex.create_stop(
-                    position.symbol, side.close_order_side, position.quantity, stop_price, cid
-                )
-                return self._activate(session, position, stop, cid)
-            except errors.Retryable as exc:  # incl. unknown outcome: the lookup comes first
-                last_error = exc
-                self.poll.sleep(min(0.2 * attempt, 1.0))
-            except errors.Permanent as exc:
-                last_error = exc
-                break
-        record(
-            session,
-            EventType.STOP_LOSS_FAILED,
-            severity=Severity.ERROR,
-            ctx=context(position),
-            order_id=cid,
-            error=str(last_error),
-            code=getattr(last_error, "code", None),
-        )
-        record(
-            session,
-            EventType.POSITION_ROLLBACK_STARTED,
-            severity=Severity.WARNING,
-            ctx=context(position),
-            reason="stop could not be placed",
-        )
-        transition(
-            session,
-            position,
-            T.STOP_FAILED,
-            self.held.token,
-            reason="stop could not be placed",
-            close_reason="rollback",
-        )
-        return None
+        if order_row(session, intent.client_id) is None:
+            executor.record(session, intent)
+        session.commit()  # the intent is durable before the order can exist
+        try:
+            sent = self.executor.place_stop(
+                intent, attempts=self.settings.stop_place_attempts, lookup_first=True
+            )
+        except LookupFailed:
+            raise  # the venue could not say whether the stop exists: ask again later
+        except errors.ExchangeFailure as exc:
+            self._stop_failed(session, position, intent, exc)
+            return None  # the next step rolls the entry back
+        return self._activate(session, position, sent)
 
-    def _activate(
-        self, session: Session, position: Position, stop: OrderSnapshot, cid: str
-    ) -> OpenOutcome:
-        side = Side(position.side)
-        trigger = stop.trigger_price
-        self._ledger(
-            session,
-            position,
-            cid,
-            "stop",
-            side.close_order_side,
-            position.quantity,
-            "open",
-            order=stop,
-            trigger_price=trigger,
-            reduce_only=True,
-        )
+    def _activate(self, session: Session, position: Position, sent: Sent) -> OpenOutcome:
+        trigger = sent.trigger_price
+        executor.record(session, sent.intent, OrderStatus.OPEN, sent.order)
         record(
             session,
             EventType.STOP_LOSS_PLACED,
             ctx=context(position),
-            order_id=cid,
-            exchange_order_id=stop.id,
+            order_id=sent.intent.client_id,
+            exchange_order_id=sent.order.id,
             stop_price=trigger,
             quantity=position.quantity,
+            moved_beyond_mark_from=sent.moved_from,
         )
         transition(
             session,
@@ -508,168 +441,14 @@ class Opening:
             stop_price=trigger,
             opened_at=self.now(),
         )
-        self._create_trailing(session, position)
-        self._signal_outcome(session, position, "opened", None)
-        return OpenOutcome.ACTIVE
-
-    def _create_trailing(self, session: Session, position: Position) -> None:
-        assert position.entry_price is not None
-        pct = self.settings_for(position).trailing_activation_percent / Decimal(100)
-        factor = Decimal(1) + pct if position.side == Side.LONG else Decimal(1) - pct
-        activation = position.entry_price * factor
-        row = TrailingStop(
-            position_id=position.id,
-            state="inactive",
-            owner="trailing",
-            highest_price=position.entry_price,
-            lowest_price=position.entry_price,
-            current_stop=position.stop_price,
-            activation_price=activation,
-            heartbeat_at=self.now(),
-            breakeven_done=False,
-            update_count=0,
-        )
-        session.add(row)
+        row = start_trailing(session, position, self.settings_for(position), self.now())
         publish_first_band(self.deps, position, row)  # trailed from its first tick
-        record(
-            session,
-            EventType.TRAILING_STOP_CREATED,
-            ctx=context(position),
-            entry_price=position.entry_price,
-            activation_price=activation,
-            stop_price=position.stop_price,
-        )
-
-    # --- closing (rollback): close, verify, or protect with an emergency stop ---------------
-
-    def _roll_back(self, session: Session, position: Position) -> OpenOutcome | None:
-        side = Side(position.side)
-        if self._position_gone(position.symbol):
-            return self._rolled_back(session, position)
-        cid = client_order_id(position.id, position.correlation_id, "rollback")
-        close_error: errors.ExchangeFailure | None = None
-        try:
-            existing = self.ex.fetch_order(position.symbol, cid)
-            if existing is None:
-                order = self.ex.create_market_order(
-                    position.symbol, side.close_order_side, position.quantity, cid, reduce_only=True
-                )
-                self._ledger(
-                    session,
-                    position,
-                    cid,
-                    "rollback",
-                    side.close_order_side,
-                    position.quantity,
-                    "filled" if order.is_filled else "open",
-                    order=order,
-                    reduce_only=True,
-                )
-        except errors.ExchangeFailure as exc:
-            close_error = exc
-        if close_error is None and self.poll.until(
-            lambda: True if self._position_gone(position.symbol) else None
-        ):
-            return self._rolled_back(session, position)
-        return self._emergency_stop(session, position, close_error)
-
-    def _position_gone(self, symbol: str) -> bool:
-        return all(p.symbol != symbol for p in self.ex.positions())
-
-    def _rolled_back(self, session: Session, position: Position) -> OpenOutcome:
-        trades = self.ex.trades(position.symbol, since=position.created_at)
-        exit_ = exit_from_trades(position, trades)
-        record(
-            session,
-            EventType.POSITION_ROLLED_BACK,
-            ctx=context(position),
-            exit_price=exit_.price,
-            quantity=position.quantity,
-        )
-        finish(
-            session,
-            position,
-            self.held.token,
-            trigger=T.ROLLBACK_DONE,
-            reason="rollback",
-            exit_=exit_,
-            now=self.now(),
-        )
-        self._signal_outcome(session, position, "failed", "stop could not be placed")
-        return OpenOutcome.ROLLED_BACK
-
-    def _emergency_stop(
-        self, session: Session, position: Position, close_error: errors.ExchangeFailure | None
-    ) -> OpenOutcome:
-        side = Side(position.side)
-        record(
-            session,
-            EventType.ROLLBACK_FAILED,
-            severity=Severity.CRITICAL,
-            ctx=context(position),
-            error=str(close_error) if close_error else "still open",
-        )
-        cid = client_order_id(position.id, position.correlation_id, "emergency")
-        rules = self.ex.rules(position.symbol)
-        try:
-            mark = self.ex.mark_price(position.symbol)
-            pct = self.settings.emergency_stop_percent / Decimal(100)
-            raw = mark * (Decimal(1) - pct if side is Side.LONG else Decimal(1) + pct)
-            price = round_stop_price(raw, rules.tick_size, side)
-            stop = self.ex.fetch_order(position.symbol, cid, conditional=True)
-            if stop is None or not stop.is_open:
-                stop = self.ex.create_stop(
-                    position.symbol, side.close_order_side, position.quantity, price, cid
-                )
-        except errors.ExchangeFailure as exc:
-            record(
-                session,
-                EventType.CRITICAL_ERROR,
-                severity=Severity.CRITICAL,
-                ctx=context(position),
-                reason="position open without stop",
-                error=str(exc),
-            )
-            session.commit()
-            raise OpeningDeferred(f"position {position.id} unprotected: {exc}") from exc
-        self._ledger(
-            session,
-            position,
-            cid,
-            "emergency",
-            side.close_order_side,
-            position.quantity,
-            "open",
-            order=stop,
-            trigger_price=stop.trigger_price,
-            reduce_only=True,
-        )
-        record(
-            session,
-            EventType.EMERGENCY_STOP_PLACED,
-            severity=Severity.CRITICAL,
-            ctx=context(position),
-            order_id=cid,
-            stop_price=stop.trigger_price,
-        )
-        transition(
-            session,
-            position,
-            T.CLOSE_FAILED,
-            self.held.token,
-            severity=Severity.CRITICAL,
-            reason="rollback failed; emergency stop",
-            stop_price=stop.trigger_price,
-            close_reason=None,
-            opened_at=self.now(),
-        )
-        return OpenOutcome.EMERGENCY_STOP
-
-    # --- helpers ------------------------------------------------------------------------
+        record_signal_outcome(session, position, "opened", None)
+        return OpenOutcome.ACTIVE
 
     def _fail(self, session: Session, position: Position, why: str) -> OpenOutcome:
         transition(session, position, T.ENTRY_REJECTED, self.held.token, reason=why)
-        self._signal_outcome(session, position, "failed", why)
+        record_signal_outcome(session, position, "failed", why)
         return OpenOutcome.FAILED
 
     def _halted(self, session: Session, position: Position) -> OpenOutcome:
@@ -709,57 +488,6 @@ class Opening:
             seconds=seconds,
         )
 
-    def _signal_outcome(
-        self, session: Session, position: Position, status: str, reason: str | None
-    ) -> None:
-        if position.signal_id is None:
-            return
-        signal = session.get(Signal, position.signal_id)
-        if signal is None:
-            return
-        signal.status = status
-        signal.outcome_reason = reason
-        record(
-            session,
-            EventType.SIGNAL_EXECUTED if status == "opened" else EventType.SIGNAL_FAILED,
-            severity=Severity.INFO if status == "opened" else Severity.WARNING,
-            ctx=context(position),
-            signal_id=signal.signal_id,
-            reason=reason,
-        )
-
-    def _ledger(
-        self,
-        session: Session,
-        position: Position,
-        cid: str,
-        purpose: str,
-        side: str,
-        quantity: Decimal,
-        status: str,
-        *,
-        order: OrderSnapshot | None = None,
-        trigger_price: Decimal | None = None,
-        reduce_only: bool = False,
-    ) -> None:
-        record_order(
-            session,
-            position,
-            exchange=position.exchange,
-            symbol=position.symbol,
-            client_order_id=cid,
-            purpose=purpose,
-            side=str(side),
-            order_type="stop_market" if purpose in ("stop", "emergency") else "market",
-            quantity=quantity,
-            status=status,
-            exchange_order_id=order.id if order else None,
-            trigger_price=trigger_price,
-            reduce_only=reduce_only,
-            filled_quantity=order.filled if order else None,
-            average_price=order.average if order else None,
-        )
-
 
 def _outcome_of(position: Position) -> OpenOutcome:
     return {
@@ -771,3 +499,9 @@ def _outcome_of(position: Position) -> OpenOutcome:
 
 def is_interrupted(status: str) -> bool:
     return PositionStatus(status) in INTERMEDIATE
+
+
+def entry_intent(position: Position, quantity: Decimal) -> OrderIntent:
+    """The position's one entry: its client id is the same for every run of the opening."""
+    side = Side(position.side)
+    return OrderIntent.of(position, P.ENTRY, side.entry_order_side, quantity)

@@ -17,7 +17,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.db.models import Order, Position
+from core.db.models import Order, Position, Signal
+from core.domain.orders import OrderStatus, next_order_status
 from core.domain.positions import (
     INITIAL,
     NON_TERMINAL,
@@ -154,7 +155,7 @@ def update(session: Session, position: Position, token: int, **values: Any) -> N
 
 def record_order(
     session: Session,
-    position: Position | None,
+    position: Position | int | None,
     *,
     exchange: str,
     symbol: str,
@@ -169,24 +170,62 @@ def record_order(
     reduce_only: bool = False,
     filled_quantity: Decimal | None = None,
     average_price: Decimal | None = None,
+) -> OrderStatus:
+    """Upsert the ledger row of one order intent, keyed by its client id (idempotent).
+
+    The status moves through the order state machine (``core.domain.orders``): a move the
+    table does not allow (backwards: ``open`` after ``filled``) keeps the stored status and
+    fill, records ``order_status_move_refused``, and returns the status kept.
+    """
+    position_id = position.id if isinstance(position, Position) else position
+    stored = session.execute(
+        select(Order.status, Order.filled_quantity)
+        .where(Order.client_order_id == client_order_id)
+        .with_for_update()
+    ).one_or_none()
+    kept = next_order_status(stored.status if stored is not None else None, status)
+    if stored is not None and kept != status:  # backwards: keep what is stored, say so
+        filled_quantity = stored.filled_quantity
+        where = {"exchange": exchange, "symbol": symbol, "position_id": position_id}
+        _refused(session, client_order_id, stored.status, status, where)
+    _upsert_order(
+        session,
+        {
+            "position_id": position_id,
+            "exchange": exchange,
+            "symbol": symbol,
+            "client_order_id": client_order_id,
+            "purpose": purpose,
+            "side": side,
+            "order_type": order_type,
+            "quantity": quantity,
+            "status": kept.value,
+            "exchange_order_id": exchange_order_id,
+            "trigger_price": trigger_price,
+            "reduce_only": reduce_only,
+            "filled_quantity": filled_quantity or Decimal(0),
+            "average_price": average_price,
+        },
+    )
+    return kept
+
+
+def _refused(
+    session: Session, client_order_id: str, stored: str, wanted: str, where: dict[str, Any]
 ) -> None:
-    """Upsert the ledger row of one order intent, keyed by its client id (idempotent)."""
-    values: dict[str, Any] = {
-        "position_id": position.id if position is not None else None,
-        "exchange": exchange,
-        "symbol": symbol,
-        "client_order_id": client_order_id,
-        "purpose": purpose,
-        "side": side,
-        "order_type": order_type,
-        "quantity": quantity,
-        "status": status,
-        "exchange_order_id": exchange_order_id,
-        "trigger_price": trigger_price,
-        "reduce_only": reduce_only,
-        "filled_quantity": filled_quantity or Decimal(0),
-        "average_price": average_price,
-    }
+    record(
+        session,
+        EventType.ORDER_STATUS_MOVE_REFUSED,
+        severity=Severity.WARNING,
+        order_id=client_order_id,
+        from_status=stored,
+        to_status=wanted,
+        **where,
+    )
+
+
+def _upsert_order(session: Session, values: dict[str, Any]) -> None:
+    """Insert or update by client id; a later None never erases a known exchange id or price."""
     stmt = insert(Order).values(**values)
     changing: dict[str, Any] = {k: stmt.excluded[k] for k in ("status", "filled_quantity")}
     for keep in ("exchange_order_id", "average_price"):  # a later None never erases a fact
@@ -194,7 +233,50 @@ def record_order(
     session.execute(stmt.on_conflict_do_update(index_elements=["client_order_id"], set_=changing))
 
 
+def set_order_status(session: Session, client_order_id: str, status: str) -> None:
+    """Move an existing ledger row's status (through the state machine, see record_order)."""
+    row = order_row(session, client_order_id)
+    if row is None:
+        return
+    record_order(
+        session,
+        row.position_id,
+        exchange=row.exchange,
+        symbol=row.symbol,
+        client_order_id=client_order_id,
+        purpose=row.purpose,
+        side=row.side,
+        order_type=row.order_type,
+        quantity=row.quantity,
+        status=status,
+        trigger_price=row.trigger_price,
+        reduce_only=row.reduce_only,
+        filled_quantity=row.filled_quantity,
+    )
+
+
 def order_row(session: Session, client_order_id: str) -> Order | None:
     return session.scalars(
         select(Order).where(Order.client_order_id == client_order_id)
     ).one_or_none()
+
+
+def record_signal_outcome(
+    session: Session, position: Position, status: str, reason: str | None
+) -> None:
+    """The outcome of the signal a position was opened for (opened / failed), with its event."""
+    if position.signal_id is None:
+        return
+    signal = session.get(Signal, position.signal_id)
+    if signal is None:
+        return
+    signal.status = status
+    signal.outcome_reason = reason
+    record(
+        session,
+        EventType.SIGNAL_EXECUTED if status == "opened" else EventType.SIGNAL_FAILED,
+        severity=Severity.INFO if status == "opened" else Severity.WARNING,
+        ctx=context(position),
+        signal_id=signal.signal_id,
+        reason=reason,
+    )

@@ -43,7 +43,7 @@ from core.domain.orders import ExchangePosition
 from core.domain.positions import NON_TERMINAL, TERMINAL, PositionStatus
 from core.domain.reconciliation import DbPosition, ReconAction, ReconKind, ReconParams, reconcile
 from core.domain.sides import Side
-from core.events import EventContext, EventType, Severity, record
+from core.events import EventContext, EventType, Severity, record, record_alone
 from core.exchange import errors
 from core.locks import LockLost, LockNotAcquired, StaleFence
 from core.services import protection, snapshot, zombies
@@ -142,8 +142,7 @@ def _step_sizes(deps: Deps, symbols: set[str]) -> dict[str, Decimal]:
 def reconcile_positions(deps: Deps) -> ReconciliationReport:
     """One reconciliation cycle for this exchange (see module doc)."""
     report = ReconciliationReport()
-    with unit_of_work() as session:
-        record(session, EventType.SYNCHRONIZATION_STARTED, exchange=deps.exchange_name)
+    record_alone(EventType.SYNCHRONIZATION_STARTED, exchange=deps.exchange_name)
     snap = snapshot.take_or_record(deps, GUARDIAN, with_orders=False)
     params = recon_params(deps)
     with unit_of_work() as session:
@@ -165,13 +164,11 @@ def reconcile_positions(deps: Deps) -> ReconciliationReport:
             report.zombies_cancelled = cleanup.cancelled
         except errors.ExchangeFailure:
             report.failed += 1  # recorded by the snapshot; the zombie beat catches it later
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.SYNCHRONIZATION_COMPLETED,
-            exchange=deps.exchange_name,
-            **report.counts(),
-        )
+    record_alone(
+        EventType.SYNCHRONIZATION_COMPLETED,
+        exchange=deps.exchange_name,
+        **report.counts(),
+    )
     return report
 
 
@@ -188,18 +185,16 @@ def _act(deps: Deps, action: ReconAction, report: ReconciliationReport, settled:
         return
     except (errors.ExchangeFailure, StaleFence, LockLost) as exc:
         report.failed += 1
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.EXCHANGE_ERROR
-                if isinstance(exc, errors.ExchangeFailure)
-                else EventType.LOCK_STALE_WRITE_REJECTED,
-                severity=Severity.WARNING,
-                ctx=_ctx(deps, action),
-                guardian=GUARDIAN,
-                action=action.kind,
-                error=str(exc),
-            )
+        record_alone(
+            EventType.EXCHANGE_ERROR
+            if isinstance(exc, errors.ExchangeFailure)
+            else EventType.LOCK_STALE_WRITE_REJECTED,
+            severity=Severity.WARNING,
+            ctx=_ctx(deps, action),
+            guardian=GUARDIAN,
+            action=action.kind,
+            error=str(exc),
+        )
         return
     _tally(report, action, outcome, settled)
 
@@ -268,16 +263,14 @@ def _close_phantom(deps: Deps, action: ReconAction) -> str:
     db = action.db_position
     assert db is not None
     ctx = _position_ctx(int(db.id))
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.PHANTOM_POSITION_DETECTED,
-            severity=Severity.WARNING,
-            ctx=ctx,
-            status=db.status,
-            quantity=db.quantity,
-            reason=action.reason,
-        )
+    record_alone(
+        EventType.PHANTOM_POSITION_DETECTED,
+        severity=Severity.WARNING,
+        ctx=ctx,
+        status=db.status,
+        quantity=db.quantity,
+        reason=action.reason,
+    )
     reason = external_close_reason(deps, int(db.id), db.symbol)  # a lost stop fill is no phantom
     if not settle_external_close(deps, int(db.id), reason, sweep_zombies=False):
         return "still open"  # the exchange had it after all, under the lock
@@ -365,29 +358,25 @@ def _correct_quantity(deps: Deps, action: ReconAction) -> str:
 def _side_mismatch(deps: Deps, action: ReconAction) -> str:
     db = action.db_position
     assert db is not None
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.SIDE_MISMATCH,
-            severity=Severity.CRITICAL,
-            ctx=_position_ctx(int(db.id)),
-            db_side=db.side,
-            db_quantity=db.quantity,
-            reason=action.reason,
-            **_exchange_data(action.exchange_position),
-        )
+    record_alone(
+        EventType.SIDE_MISMATCH,
+        severity=Severity.CRITICAL,
+        ctx=_position_ctx(int(db.id)),
+        db_side=db.side,
+        db_quantity=db.quantity,
+        reason=action.reason,
+        **_exchange_data(action.exchange_position),
+    )
     return "done"
 
 
 def _duplicate(deps: Deps, action: ReconAction) -> str:
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.DUPLICATE_POSITION_DETECTED,
-            severity=Severity.CRITICAL,
-            ctx=_ctx(deps, action),
-            reason=action.reason,
-        )
+    record_alone(
+        EventType.DUPLICATE_POSITION_DETECTED,
+        severity=Severity.CRITICAL,
+        ctx=_ctx(deps, action),
+        reason=action.reason,
+    )
     return "done"
 
 
@@ -408,15 +397,13 @@ def _resolve_intermediate(deps: Deps, action: ReconAction) -> str:
         outcome = "closed"
     else:
         outcome = open_position(deps, position_id, count_attempt=False).value
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.POSITION_RECOVERED,
-            ctx=_position_ctx(position_id),
-            outcome=outcome,
-            stuck_in=db.status,
-            source=GUARDIAN,
-        )
+    record_alone(
+        EventType.POSITION_RECOVERED,
+        ctx=_position_ctx(position_id),
+        outcome=outcome,
+        stuck_in=db.status,
+        source=GUARDIAN,
+    )
     return "done"
 
 

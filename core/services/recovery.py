@@ -25,7 +25,7 @@ from sqlalchemy import or_, select
 from core.db.models import Position
 from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE, PositionStatus
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
 from core.exchange.errors import ExchangeFailure
 from core.locks import LockNotAcquired, lock_key
 from core.services.deps import Deps
@@ -85,13 +85,11 @@ def recover_interrupted(deps: Deps, min_age_seconds: float | None = None) -> Rec
     report = RecoveryReport(examined=len(ids))
     if not ids:
         return report
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.POSITION_RECOVERY_STARTED,
-            exchange=deps.exchange_name,
-            position_ids=ids,
-        )
+    record_alone(
+        EventType.POSITION_RECOVERY_STARTED,
+        exchange=deps.exchange_name,
+        position_ids=ids,
+    )
     for position_id in ids:
         try:
             outcome = open_position(deps, position_id, count_attempt=False).value
@@ -99,22 +97,18 @@ def recover_interrupted(deps: Deps, min_age_seconds: float | None = None) -> Rec
             report.deferred.append(position_id)
             outcome = f"deferred: {type(exc).__name__}"
         report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.POSITION_RECOVERED,
-                severity=Severity.INFO if not outcome.startswith("deferred") else Severity.WARNING,
-                exchange=deps.exchange_name,
-                position_id=position_id,
-                outcome=outcome,
-            )
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.POSITION_RECOVERY_COMPLETED,
+        record_alone(
+            EventType.POSITION_RECOVERED,
+            severity=Severity.INFO if not outcome.startswith("deferred") else Severity.WARNING,
             exchange=deps.exchange_name,
-            examined=report.examined,
-            outcomes=report.outcomes,
-            deferred=report.deferred,
+            position_id=position_id,
+            outcome=outcome,
         )
+    record_alone(
+        EventType.POSITION_RECOVERY_COMPLETED,
+        exchange=deps.exchange_name,
+        examined=report.examined,
+        outcomes=report.outcomes,
+        deferred=report.deferred,
+    )
     return report

@@ -34,7 +34,7 @@ from core.db.models import Signal, Wave
 from core.db.session import unit_of_work
 from core.domain.signals import ParseResult, Rejection, SignalParams
 from core.domain.signals import Signal as ParsedSignal
-from core.domain.waves import WaveParams, is_late, wave_deadline, wave_key
+from core.domain.waves import WaveKey, WaveParams, is_late, wave_deadline, wave_key
 from core.events import EventContext, EventType, Severity, record
 from core.venues import configured_venues
 
@@ -112,24 +112,7 @@ def _store_signal(
 ) -> StoredSignal | None:
     exchange = parsed.exchange.value
     correlation_id = uuid.uuid4().hex
-    row_id = session.execute(
-        insert(Signal)
-        .values(
-            signal_id=parsed.id,
-            exchange=exchange,
-            symbol=parsed.symbol,
-            action=parsed.action.value,
-            score_week=parsed.score_week,
-            score_month=parsed.score_month,
-            signal_ts=parsed.timestamp,
-            received_at=now,
-            status="received",
-            correlation_id=correlation_id,
-            raw=_raw(parsed),
-        )
-        .on_conflict_do_nothing(index_elements=[Signal.signal_id])
-        .returning(Signal.id)
-    ).scalar_one_or_none()
+    row_id = _insert_signal(session, parsed, now, correlation_id)
     if row_id is None:
         _record_duplicate(session, parsed, ingest)
         report.duplicates.append(parsed.id)
@@ -142,15 +125,7 @@ def _store_signal(
     ctx = EventContext(exchange=exchange, symbol=parsed.symbol, correlation_id=correlation_id)
     if created:
         report.new_waves.append((exchange, wave_id))
-        record(
-            session,
-            EventType.WAVE_DETECTED,
-            ctx=EventContext(exchange=exchange),
-            wave_id=wave_id,
-            window_start=key.start,
-            deadline=wave_deadline(key, params),
-            first_signal_id=parsed.id,
-        )
+        _record_new_wave(session, exchange, wave_id, key, params, parsed.id)
     status, reason = "received", None
     if wave_status != "open":
         status, reason = "expired", f"arrived after its wave was {wave_status}"
@@ -182,6 +157,45 @@ def _store_signal(
             reason=reason,
         )
     return StoredSignal(row_id, parsed.id, exchange, correlation_id, wave_id, status)
+
+
+def _record_new_wave(
+    session: Session, exchange: str, wave_id: int, key: WaveKey, params: WaveParams, first: str
+) -> None:
+    record(
+        session,
+        EventType.WAVE_DETECTED,
+        ctx=EventContext(exchange=exchange),
+        wave_id=wave_id,
+        window_start=key.start,
+        deadline=wave_deadline(key, params),
+        first_signal_id=first,
+    )
+
+
+def _insert_signal(
+    session: Session, parsed: ParsedSignal, now: datetime, correlation_id: str
+) -> int | None:
+    """The signal's row; None when its id is stored already (the unique index decides)."""
+    row_id: int | None = session.execute(
+        insert(Signal)
+        .values(
+            signal_id=parsed.id,
+            exchange=parsed.exchange.value,
+            symbol=parsed.symbol,
+            action=parsed.action.value,
+            score_week=parsed.score_week,
+            score_month=parsed.score_month,
+            signal_ts=parsed.timestamp,
+            received_at=now,
+            status="received",
+            correlation_id=correlation_id,
+            raw=_raw(parsed),
+        )
+        .on_conflict_do_nothing(index_elements=[Signal.signal_id])
+        .returning(Signal.id)
+    ).scalar_one_or_none()
+    return row_id
 
 
 def _join_wave(

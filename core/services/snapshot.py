@@ -19,14 +19,15 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
+from core import locks
 from core.db.session import unit_of_work
 from core.domain.orders import ExchangeOrder, ExchangePosition
 from core.domain.sides import Side
 from core.events import EventType, Severity, record
-from core.exchange.client_ids import make_tag, parse_client_id
+from core.exchange.client_ids import of_position, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.exchange.types import OrderSnapshot, PositionSnapshot
-from core.locks import HeldLock, symbol_lock
+from core.locks import HeldLock
 from core.services import venue_watch
 from core.services.deps import Deps
 
@@ -108,24 +109,11 @@ def engine_client_ids(
         if parsed is None or order.client_id is None:
             continue
         correlation = correlation_by_position.get(parsed.position_id)
-        if correlation is not None and make_tag(correlation) == parsed.tag:
+        if correlation is not None and of_position(parsed, correlation):
             known.add(order.client_id)
     return frozenset(known)
 
 
 def guardian_lock(deps: Deps, symbol: str) -> AbstractContextManager[HeldLock]:
-    """The symbol's lock, waited for only briefly.
-
-    A guardian that finds a symbol busy (an opening, a trailing move, a close) leaves it to
-    its next cycle instead of queueing behind it: the holder is doing the work that matters
-    for that symbol right now, and a long wait per symbol would stall the whole cycle.
-    """
-    return symbol_lock(
-        deps.redis,
-        deps.exchange_name,
-        symbol,
-        token_source=deps.fence_token,
-        timeout=deps.settings.lock_timeout,
-        ttl=deps.settings.lock_ttl,
-        blocking_timeout=deps.settings.guardian_lock_wait_seconds,
-    )
+    """The symbol's lock, waited for only briefly (``core.locks.guardian_lock``)."""
+    return locks.guardian_lock(deps.redis, deps.settings, deps.exchange_name, symbol)

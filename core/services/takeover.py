@@ -26,14 +26,15 @@ from sqlalchemy.orm import Session
 from core.db.models import Order, Position, TrailingStop
 from core.db.session import unit_of_work
 from core.dead_runs import clear_dead_run, dead_run_pending
+from core.domain.orders import STOP_PURPOSES
 from core.events import EventType, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, fenced_update
 from core.services.deps import Deps
-from core.services.positions import context
-from core.services.trailing import STOP_PURPOSES
+from core.services.executor import Executor, old_orders
+from core.services.positions import context, set_order_status
 
 log = logging.getLogger(__name__)
 
@@ -101,22 +102,18 @@ def resolve_intents(deps: Deps, held: HeldLock, position_id: int, symbol: str) -
 def _cancel_others(deps: Deps, symbol: str, others: list[tuple[str, str | None]]) -> list[str]:
     """Break step of the dead run's move: cancel the position's other stops (by id)."""
     done = []
-    for client_id, exchange_id in others:
-        try:
-            order_id = exchange_id
-            if order_id is None:
-                found = deps.exchange.fetch_order(symbol, client_id, conditional=True)
-                order_id = found.id if found is not None and found.is_open else None
-            if order_id is not None:
-                deps.exchange.cancel_order(symbol, order_id, conditional=True)
-            done.append(client_id)
-        except errors.ExchangeFailure as exc:  # left live; the zombie cleaner's surplus rule
-            log.warning("stop %s not cancelled after a dead run: %s", client_id, exc)
+    for cancel in Executor.of(deps).cancel_each(symbol, old_orders(others)):
+        if cancel.failure is None and cancel.order.client_id is not None:
+            done.append(cancel.order.client_id)
+        else:  # left live; the zombie cleaner's surplus rule
+            log.warning(
+                "stop %s not cancelled after a dead run: %s", cancel.order.client_id, cancel.failure
+            )
     return done
 
 
 def _set_status(session: Session, client_id: str, status: str) -> None:
-    session.execute(update(Order).where(Order.client_order_id == client_id).values(status=status))
+    set_order_status(session, client_id, status)  # through the order state machine
 
 
 def _adopt(

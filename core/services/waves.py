@@ -42,16 +42,13 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.config import Settings
 from core.db.models import Position, Signal, Wave
 from core.db.session import unit_of_work
-from core.domain.halts import OpeningBlock
-from core.domain.positions import INTERMEDIATE, NON_TERMINAL, PositionStatus
-from core.domain.signals import Action, Exchange
-from core.domain.signals import Signal as DomainSignal
+from core.domain.positions import INTERMEDIATE, PositionStatus
+from core.domain.signals import Action
 from core.domain.wave_progress import LaunchPlan, MemberState, plan_launches
 from core.domain.waves import (
     FilterReason,
@@ -61,12 +58,44 @@ from core.domain.waves import (
     WaveSelection,
     select_wave,
 )
-from core.events import EventContext, EventType, Severity, record
-from core.exchange import errors
-from core.services import halts, symbol_settings, venue_watch
+from core.events import EventType, Severity, record
+from core.services import symbol_settings
 from core.services.deps import Deps
-from core.services.opening import paused_key
 from core.services.positions import NewPosition, create_position
+from core.services.wave_upkeep import (
+    HALTED,
+    HALTED_DETAIL,
+    DispatchReport,
+    DueWaves,
+    all_halted,
+    balance_unless_halted,
+    dispatch_due_waves,
+    domain_signal,
+    due_waves,
+    expire_received,
+    expire_waves,
+    filter_signal,
+    give_up,
+    last_progress,
+    open_position_infos,
+    opening_blocked,
+    record_wave_not_found,
+    signal_context,
+    wave_exists,
+    wave_members,
+    wave_params,
+)
+
+__all__ = [
+    "wave_params",
+    "DispatchReport",
+    "DueWaves",
+    "dispatch_due_waves",
+    "due_waves",
+    "expire_waves",
+    "record_wave_not_found",
+    "wave_exists",
+]
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +103,6 @@ Launch = Callable[[int], None]
 """Start the opening of one position (by id); called after the position is committed."""
 
 TARGET_REACHED = "wave_target_reached"
-OPENINGS_PAUSED = "openings_paused"
-HALTED = "halted"
-HALTED_DETAIL = "openings halted (`vigil resume` lifts it)"
 ALREADY_OPEN = "already_open"
 RISK_LIMITS = frozenset(
     {FilterReason.MAX_OPEN_POSITIONS, FilterReason.MAX_EXPOSURE, FilterReason.INSUFFICIENT_BALANCE}
@@ -109,23 +135,6 @@ class WaveReport:
             "launched": self.launched,
             "completed": self.completed,
         }
-
-
-def wave_params(settings: Settings) -> WaveParams:
-    """The wave rules as the settings state them."""
-    return WaveParams(
-        window=timedelta(seconds=settings.wave_interval),
-        grace=timedelta(seconds=settings.wave_grace),
-        min_score_week=settings.min_score_week,
-        min_score_month=settings.min_score_month,
-        stoplist=frozenset(s.upper() for s in settings.stoplist),
-        max_trades_per_wave=settings.max_trades_per_wave,
-        buffer=settings.wave_buffer,
-        max_open_positions=settings.max_open_positions,
-        max_exposure_quote=settings.max_exposure_usdt,
-        position_size_quote=settings.position_size_usdt,
-        leverage=Decimal(settings.leverage),
-    )
 
 
 # --- process_wave: claim, select, or recognise a duplicate ------------------------------------
@@ -173,7 +182,7 @@ def _already_claimed(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     with unit_of_work() as session:
         wave = session.get(Wave, wave_id)
         assert wave is not None
-        stalled = wave.status == "processing" and _last_progress(wave) <= now - stall
+        stalled = wave.status == "processing" and last_progress(wave) <= now - stall
         if not stalled:
             record(
                 session,
@@ -200,7 +209,7 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
     across a network call.
     """
     params = wave_params(deps.settings)
-    balance, halted = _balance_unless_halted(deps)
+    balance, halted = balance_unless_halted(deps)
     now = deps.clock.now()
     with unit_of_work() as session:
         claimed = session.execute(
@@ -221,9 +230,9 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
             .where(Signal.wave_id == wave_id, Signal.status == "received")
             .order_by(Signal.id)
         ).all()
-        open_now = _open_positions(session, wave.exchange, deps.settings)
+        open_now = open_position_infos(session, wave.exchange, deps.settings)
         if halted:
-            selection = _all_halted(session, rows)
+            selection = all_halted(session, rows)
         else:
             stoplisted = symbol_settings.disabled_among(
                 deps.settings, deps.redis, wave.exchange, {row.symbol for row in rows}
@@ -235,7 +244,7 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
             )
         by_id = {row.signal_id: row for row in rows}
         for filtered in selection.filtered:
-            _filter(session, by_id[filtered.signal.id], str(filtered.reason), filtered.detail)
+            filter_signal(session, by_id[filtered.signal.id], str(filtered.reason), filtered.detail)
         candidates = [by_id[s.id] for s in selection.to_open]
         for rank, row in enumerate(candidates):
             row.status = "selected"
@@ -248,90 +257,64 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
                 rank=rank,
                 target=selection.target,
             )
-        reasons = Counter(str(f.reason) for f in selection.filtered)
-        reasons.update({HALTED: len(rows)} if halted else {})
-        limited = {r: n for r, n in reasons.items() if r in RISK_LIMITS}
-        if limited:  # one event per wave for the operator, beside each signal's own
-            record(
-                session,
-                EventType.RISK_LIMITS_EXCEEDED,
-                severity=Severity.WARNING,
-                exchange=wave.exchange,
-                wave_id=wave_id,
-                signals_held_back=limited,
-                open_positions=len(open_now),
-                max_open_positions=params.max_open_positions,
-                max_exposure=params.max_exposure_quote,
-                balance=balance,
-            )
-        wave.stats = {
-            "selection": {"target": selection.target, "to_open": [row.id for row in candidates]},
-            "signals": len(rows),
-            "filtered": dict(reasons),
-            "balance": str(balance),
-            "open_positions": len(open_now),
-        }
-        record(
-            session,
-            EventType.WAVE_STARTED,
-            exchange=wave.exchange,
-            wave_id=wave_id,
-            window_start=wave.window_start,
-            signals=len(rows),
-            candidates=len(candidates),
-            target=selection.target,
-            filtered=dict(reasons),
-            balance=balance,
-            open_positions=len(open_now),
-            attempt=wave.attempts,
+        held_back = len(rows) if halted else 0
+        _record_selection(
+            session, wave, len(rows), candidates, selection, open_now, balance, params, held_back
         )
     return True
 
 
-def _balance_unless_halted(deps: Deps) -> tuple[Decimal, bool]:
-    """The free balance, or (0, True) when openings are halted on this venue.
-
-    Halted (a refused key, most likely) the balance cannot be read and is not needed; a
-    refusal met right here halts the venue (core/services/venue_watch.py) the same way.
-    """
-    with unit_of_work() as session:
-        if halts.block_for(session, deps.exchange_name) is OpeningBlock.HALTED:
-            return Decimal(0), True
-    try:
-        return deps.exchange.free_balance(), False
-    except errors.AuthenticationFailed as exc:
-        venue_watch.note_failure(deps, exc)
-        return Decimal(0), True
-
-
-def _all_halted(session: Session, rows: Sequence[Signal]) -> WaveSelection:
-    """A wave claimed while openings are halted: every signal filtered ``halted``, nothing
-    selected (the wave then completes on its first advance)."""
-    for row in rows:
-        _filter(session, row, HALTED, HALTED_DETAIL)
-    return WaveSelection((), 0, ())
-
-
-def _open_positions(session: Session, exchange: str, settings: Settings) -> list[OpenPositionInfo]:
-    """Every non-terminal position of the exchange, intermediate ones included."""
-    positions = session.scalars(
-        select(Position).where(
-            Position.exchange == exchange,
-            Position.status.in_([s.value for s in NON_TERMINAL]),
+def _record_selection(
+    session: Session,
+    wave: Wave,
+    signals: int,
+    candidates: list[Signal],
+    selection: WaveSelection,
+    open_now: list[OpenPositionInfo],
+    balance: Decimal,
+    params: WaveParams,
+    halted: int = 0,
+) -> None:
+    """The selection on the wave row (never recomputed) and its events; ``halted``: how
+    many signals a halt held back."""
+    wave_id = wave.id
+    reasons = Counter(str(f.reason) for f in selection.filtered)
+    reasons.update({HALTED: halted} if halted else {})
+    limited = {r: n for r, n in reasons.items() if r in RISK_LIMITS}
+    if limited:  # one event per wave for the operator, beside each signal's own
+        record(
+            session,
+            EventType.RISK_LIMITS_EXCEEDED,
+            severity=Severity.WARNING,
+            exchange=wave.exchange,
+            wave_id=wave_id,
+            signals_held_back=limited,
+            open_positions=len(open_now),
+            max_open_positions=params.max_open_positions,
+            max_exposure=params.max_exposure_quote,
+            balance=balance,
         )
-    ).all()
-    return [
-        OpenPositionInfo(
-            p.exchange,
-            p.symbol,
-            PositionStatus(p.status),
-            # an opening not filled yet will cost what a wave position costs
-            p.quantity * p.entry_price
-            if p.entry_price is not None and p.quantity > 0
-            else settings.position_size_usdt,
-        )
-        for p in positions
-    ]
+    wave.stats = {
+        "selection": {"target": selection.target, "to_open": [row.id for row in candidates]},
+        "signals": signals,
+        "filtered": dict(reasons),
+        "balance": str(balance),
+        "open_positions": len(open_now),
+    }
+    record(
+        session,
+        EventType.WAVE_STARTED,
+        exchange=wave.exchange,
+        wave_id=wave_id,
+        window_start=wave.window_start,
+        signals=signals,
+        candidates=len(candidates),
+        target=selection.target,
+        filtered=dict(reasons),
+        balance=balance,
+        open_positions=len(open_now),
+        attempt=wave.attempts,
+    )
 
 
 # --- advance: start what the plan says, complete when done ----------------------------------
@@ -346,9 +329,9 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
         wave = session.get(Wave, wave_id, with_for_update=True, populate_existing=True)
         if wave is None or wave.status != "processing":
             return WaveReport(wave_id, WaveOutcome.ADVANCED)
-        blocked = _opening_blocked(deps, session, wave.exchange)
+        blocked = opening_blocked(deps, session, wave.exchange)
         paused = blocked is not None
-        members, selection = _members(session, wave)
+        members, selection = wave_members(session, wave)
         states = [_member_state(row, position) for row, position in members]
         plan = plan_launches(selection, states, openings_paused=paused)
         while plan.launch:
@@ -371,31 +354,6 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     for position_id in launched:
         launch(position_id)
     return WaveReport(wave_id, WaveOutcome.ADVANCED, launched, completed)
-
-
-def _opening_blocked(deps: Deps, session: Session, exchange: str) -> str | None:
-    """Why no candidate may start now: a halt (``halted``), a paused venue (maintenance, or
-    insufficient funds earlier: ``openings_paused``), or None."""
-    block = halts.block_for(session, exchange)
-    if block is not None:
-        return block.value
-    return OPENINGS_PAUSED if deps.redis.exists(paused_key(exchange)) else None
-
-
-def _members(
-    session: Session, wave: Wave
-) -> tuple[list[tuple[Signal, Position | None]], WaveSelection]:
-    stored = (wave.stats or {}).get("selection") or {}
-    ids: list[int] = list(stored.get("to_open", []))
-    rows = {row.id: row for row in session.scalars(select(Signal).where(Signal.id.in_(ids)))}
-    positions = {
-        p.signal_id: p for p in session.scalars(select(Position).where(Position.signal_id.in_(ids)))
-    }
-    members = [(rows[i], positions.get(i)) for i in ids]
-    selection = WaveSelection(
-        tuple(domain_signal(row) for row, _ in members), int(stored.get("target", 0)), ()
-    )
-    return members, selection
 
 
 def _member_state(row: Signal, position: Position | None) -> MemberState:
@@ -427,7 +385,7 @@ def _start(session: Session, wave: Wave, row: Signal, rank: int) -> Position | N
         rank=rank,
     )
     if position is None:
-        _filter(session, row, ALREADY_OPEN, f"{row.symbol} got a position before this wave's")
+        filter_signal(session, row, ALREADY_OPEN, f"{row.symbol} got a position before this wave's")
     return position
 
 
@@ -445,10 +403,10 @@ def _complete(
     detail = HALTED_DETAIL if blocked == HALTED else plan.reason
     for (row, position), state in zip(members, states, strict=True):
         if state is MemberState.UNSTARTED:
-            _filter(session, row, reason, detail)
+            filter_signal(session, row, reason, detail)
         elif position is not None and row.status == "selected":
             _settle(session, row, position, state)
-    late = _expire_received(session, wave.id, "arrived after its wave was selected")
+    late = expire_received(session, wave.id, "arrived after its wave was selected")
     counts = Counter(str(s) for s in states)
     stats = {
         **(wave.stats or {}),
@@ -506,13 +464,13 @@ def resume_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     stall = timedelta(seconds=deps.settings.wave_stall_seconds)
     with unit_of_work() as session:
         wave = session.get(Wave, wave_id, with_for_update=True, populate_existing=True)
-        if wave is None or wave.status != "processing" or _last_progress(wave) > now - stall:
+        if wave is None or wave.status != "processing" or last_progress(wave) > now - stall:
             return WaveReport(wave_id, WaveOutcome.DUPLICATE)
         wave.attempts += 1
         if wave.attempts > deps.settings.task_max_attempts:
-            _give_up(session, wave, now)
+            give_up(session, wave, now)
             return WaveReport(wave_id, WaveOutcome.GAVE_UP, completed=True)
-        members, _ = _members(session, wave)
+        members, _ = wave_members(session, wave)
         # created but never picked up by a worker: the launch was lost with its sender
         lost = [
             p.id
@@ -527,7 +485,7 @@ def resume_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
             exchange=wave.exchange,
             wave_id=wave_id,
             attempt=wave.attempts,
-            idle_seconds=(now - _last_progress(wave)).total_seconds(),
+            idle_seconds=(now - last_progress(wave)).total_seconds(),
             relaunched=lost,
         )
     for position_id in lost:
@@ -536,212 +494,3 @@ def resume_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     report.outcome = WaveOutcome.RESUMED
     report.launched = lost + report.launched
     return report
-
-
-def _give_up(session: Session, wave: Wave, now: datetime) -> None:
-    members, _ = _members(session, wave)
-    for row, position in members:
-        if position is None and row.status == "selected":
-            row.status, row.outcome_reason = "failed", "wave processing gave up"
-            record(
-                session,
-                EventType.SIGNAL_FAILED,
-                severity=Severity.WARNING,
-                ctx=signal_context(row),
-                signal_id=row.signal_id,
-                reason=row.outcome_reason,
-            )
-    late = _expire_received(session, wave.id, "its wave gave up")
-    wave.status, wave.processed_at = "completed", now
-    wave.stats = {**(wave.stats or {}), "gave_up": True, "late": late}
-    record(
-        session,
-        EventType.TASK_GAVE_UP,
-        severity=Severity.ERROR,
-        exchange=wave.exchange,
-        wave_id=wave.id,
-        attempts=wave.attempts,
-        reason="wave resumed too often; openings in flight are left to recovery",
-    )
-    record(
-        session,
-        EventType.WAVE_COMPLETED,
-        severity=Severity.WARNING,
-        exchange=wave.exchange,
-        wave_id=wave.id,
-        gave_up=True,
-    )
-
-
-def expire_waves(
-    session: Session, now: datetime, max_delay: float, *, wave_id: int | None = None
-) -> list[int]:
-    """Expire open waves whose deadline passed more than ``max_delay`` seconds ago (any
-    exchange: a wave that late is not traded by anyone); their signals expire with them."""
-    cutoff = now - timedelta(seconds=max_delay)
-    stmt = (
-        update(Wave)
-        .where(Wave.status == "open", Wave.deadline < cutoff)
-        .values(status="expired", processed_at=now)
-        .returning(Wave.id, Wave.exchange, Wave.deadline)
-        .execution_options(synchronize_session=False)
-    )
-    if wave_id is not None:
-        stmt = stmt.where(Wave.id == wave_id)
-    expired = session.execute(stmt).all()
-    for wid, exchange, deadline in expired:
-        count = _expire_received(session, wid, "its wave was not processed in time")
-        record(
-            session,
-            EventType.WAVE_EXPIRED,
-            severity=Severity.WARNING,
-            exchange=exchange,
-            wave_id=wid,
-            deadline=deadline,
-            signals=count,
-            max_delay_seconds=max_delay,
-        )
-    return [wid for wid, _, _ in expired]
-
-
-def _expire_received(session: Session, wave_id: int, reason: str) -> int:
-    rows = session.scalars(
-        select(Signal).where(Signal.wave_id == wave_id, Signal.status == "received")
-    ).all()
-    for row in rows:
-        row.status, row.outcome_reason = "expired", reason
-        record(
-            session,
-            EventType.SIGNAL_EXPIRED,
-            severity=Severity.WARNING,
-            ctx=signal_context(row),
-            signal_id=row.signal_id,
-            wave_id=wave_id,
-            reason=reason,
-        )
-    return len(rows)
-
-
-@dataclass(frozen=True)
-class DueWaves:
-    due: list[int]  # open, deadline passed
-    next_deadline: datetime | None  # of the earliest open wave not due yet
-
-
-def due_waves(exchange: str, now: datetime) -> DueWaves:
-    """Open waves of ``exchange`` whose deadline has passed, and the next deadline."""
-    with unit_of_work() as session:
-        due = list(
-            session.scalars(
-                select(Wave.id)
-                .where(Wave.exchange == exchange, Wave.status == "open", Wave.deadline <= now)
-                .order_by(Wave.deadline)
-            )
-        )
-        upcoming = session.scalar(
-            select(func.min(Wave.deadline)).where(
-                Wave.exchange == exchange, Wave.status == "open", Wave.deadline > now
-            )
-        )
-    return DueWaves(due, upcoming)
-
-
-def wave_exists(exchange: str, window_start: datetime) -> bool:
-    with unit_of_work() as session:
-        found = session.scalar(
-            select(Wave.id).where(Wave.exchange == exchange, Wave.window_start == window_start)
-        )
-    return found is not None
-
-
-def record_wave_not_found(exchange: str, window_start: datetime, window_end: datetime) -> None:
-    """A window closed without a single signal: the signal service may be silent."""
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.WAVE_NOT_FOUND,
-            exchange=exchange,
-            window_start=window_start,
-            window_end=window_end,
-            reason="no signals in the window",
-        )
-
-
-@dataclass
-class DispatchReport:
-    expired: list[int] = field(default_factory=list)
-    dispatched: list[int] = field(default_factory=list)
-    stalled: list[int] = field(default_factory=list)
-
-
-def dispatch_due_waves(deps: Deps, enqueue: Callable[[int], None]) -> DispatchReport:
-    """Beat's fallback of the ingest's dispatcher: expire overdue waves (any exchange),
-    enqueue this exchange's due waves and the stalled ones (resumed by process_wave)."""
-    now = deps.clock.now()
-    report = DispatchReport()
-    stall_before = now - timedelta(seconds=deps.settings.wave_stall_seconds)
-    with unit_of_work() as session:
-        report.expired = expire_waves(session, now, deps.settings.wave_max_delay)
-        report.dispatched = list(
-            session.scalars(
-                select(Wave.id)
-                .where(
-                    Wave.exchange == deps.exchange_name,
-                    Wave.status == "open",
-                    Wave.deadline <= now,
-                )
-                .order_by(Wave.deadline)
-            )
-        )
-        report.stalled = list(
-            session.scalars(
-                select(Wave.id)
-                .where(
-                    Wave.exchange == deps.exchange_name,
-                    Wave.status == "processing",
-                    func.coalesce(Wave.progress_at, Wave.claimed_at) <= stall_before,
-                )
-                .order_by(Wave.id)
-            )
-        )
-    for wave_id in report.dispatched + report.stalled:
-        enqueue(wave_id)
-    return report
-
-
-# --- helpers --------------------------------------------------------------------------------
-
-
-def domain_signal(row: Signal) -> DomainSignal:
-    return DomainSignal(
-        id=row.signal_id,
-        symbol=row.symbol,
-        exchange=Exchange(row.exchange),
-        action=Action(row.action),
-        score_week=row.score_week,
-        score_month=row.score_month,
-        timestamp=row.signal_ts,
-    )
-
-
-def signal_context(row: Signal) -> EventContext:
-    return EventContext(exchange=row.exchange, symbol=row.symbol, correlation_id=row.correlation_id)
-
-
-def _filter(session: Session, row: Signal, reason: str, detail: str) -> None:
-    row.status, row.outcome_reason = "filtered", f"{reason}: {detail}"
-    record(
-        session,
-        EventType.SIGNAL_FILTERED,
-        ctx=signal_context(row),
-        signal_id=row.signal_id,
-        wave_id=row.wave_id,
-        reason=reason,
-        detail=detail,
-    )
-
-
-def _last_progress(wave: Wave) -> datetime:
-    moment = wave.progress_at or wave.claimed_at or wave.created_at
-    assert moment is not None
-    return moment

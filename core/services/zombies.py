@@ -38,12 +38,13 @@ from core.db.session import unit_of_work
 from core.domain.positions import NON_TERMINAL, PositionStatus
 from core.domain.reconciliation import RECON_INTERMEDIATE
 from core.domain.zombies import ZombieParams, ZombieReport, ZombieVerdict, classify_orders
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record, record_alone
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.locks import HeldLock, LockLost, LockNotAcquired
 from core.services import snapshot
 from core.services.deps import Deps
+from core.services.executor import Executor
 
 GUARDIAN = "zombies"
 
@@ -154,14 +155,12 @@ def cleanup_zombies(
             by_symbol[v.order.symbol].append(v)
         for symbol, found in sorted(by_symbol.items()):
             _clean_symbol(deps, symbol, found, report, sleep)
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.ZOMBIE_CLEANUP_COMPLETED,
-            exchange=deps.exchange_name,
-            symbols=sorted(symbols) if symbols is not None else None,
-            **report.counts(),
-        )
+    record_alone(
+        EventType.ZOMBIE_CLEANUP_COMPLETED,
+        exchange=deps.exchange_name,
+        symbols=sorted(symbols) if symbols is not None else None,
+        **report.counts(),
+    )
     return report
 
 
@@ -228,17 +227,15 @@ def _clean_symbol(
         report.deferred += len(found)
     except errors.ExchangeFailure as exc:  # the re-check read failed: leave it to next cycle
         report.deferred += len(found)
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.EXCHANGE_ERROR,
-                severity=Severity.WARNING,
-                exchange=deps.exchange_name,
-                symbol=symbol,
-                guardian=GUARDIAN,
-                operation="re-check",
-                error=str(exc),
-            )
+        record_alone(
+            EventType.EXCHANGE_ERROR,
+            severity=Severity.WARNING,
+            exchange=deps.exchange_name,
+            symbol=symbol,
+            guardian=GUARDIAN,
+            operation="re-check",
+            error=str(exc),
+        )
 
 
 def _cancel(
@@ -255,7 +252,7 @@ def _cancel(
     for attempt in range(attempts):
         try:
             held.extend()
-            gone = not deps.exchange.cancel_order(
+            gone = not Executor.of(deps).cancel(
                 order.symbol, order.id, conditional=order.is_conditional
             )
             error = None

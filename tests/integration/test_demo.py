@@ -22,6 +22,7 @@ def test_demo_runs_every_scenario_and_ends_with_every_invariant_holding(tmp_path
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "diagnose: every invariant holds" in out
+    assert "/console" in out  # where to watch it
     for scenario in (
         "flash crash",
         "closed by hand",

@@ -222,6 +222,31 @@ def test_a_position_opened_by_hand_is_adopted_and_protected_once(paper_venue):
     assert len(venue.stops("ETHUSDT")) == 1
 
 
+def test_a_position_opened_by_hand_already_beyond_its_stop_is_adopted_and_protected(paper_venue):
+    venue = paper_venue
+    venue.open_by_hand("ETHUSDT", "SELL", "0.5")  # a short at 3000: its stop would be 3060
+    visible(venue, "ETHUSDT")
+    venue.set_price("ETHUSDT", "3200")  # the venue refuses a buy stop at 3060 now
+
+    report = reconcile_positions(venue.deps)
+
+    assert report.adopted == 1
+    [adopted] = positions_for(venue, "ETHUSDT")
+    assert adopted.status == "active" and adopted.entry_price == Decimal("3000")
+    [on_exchange] = venue.positions("ETHUSDT")  # not closed at market
+    assert on_exchange.side == "short" and on_exchange.quantity == Decimal("0.5")
+    [stop] = venue.stops("ETHUSDT")
+    assert stop.side == "buy" and stop.quantity == Decimal("0.5") and stop.reduce_only
+    assert stop.trigger > Decimal("3200") and adopted.stop_price == stop.trigger
+    types = [e.type for e in events(adopted.id)]
+    assert "stop_loss_placed" in types
+    assert not {"stop_loss_failed", "position_rollback_started", "position_rolled_back"} & set(
+        types
+    )
+    [placed] = events(adopted.id, "stop_loss_placed")
+    assert Decimal(placed.data["moved_beyond_mark_from"]) == Decimal("3060")
+
+
 # -- zombies -------------------------------------------------------------------------------
 
 

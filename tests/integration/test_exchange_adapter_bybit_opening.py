@@ -117,8 +117,13 @@ def test_stop_refused_rolls_back_and_verifies_the_close(bybit_sim: Any, bybit_de
     types = event_types(pid)
     assert "stop_loss_failed" in types and "position_rolled_back" in types
     with unit_of_work() as s:
-        purposes = sorted(o.purpose for o in s.scalars(select(Order)))
-    assert purposes == ["entry", "rollback"]
+        ledger = {o.purpose: o.status for o in s.scalars(select(Order))}
+    # the stop's intent is recorded before it is sent; refused, it never became an order
+    assert sorted(p for p, status in ledger.items() if status != "rejected") == [
+        "entry",
+        "rollback",
+    ]
+    assert ledger["stop"] == "rejected"
 
 
 def test_a_stop_hit_on_bybit_is_settled_with_its_exit_price(

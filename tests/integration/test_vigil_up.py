@@ -104,6 +104,7 @@ def test_up_starts_everything_and_ctrl_c_stops_everything(up_env):
     try:
         out = wait_for_line(proc, "Ctrl-C stops everything", timeout=180)
         assert "Flower" in out and "Worker round trip" in out and "Health / metrics" in out
+        assert f"http://127.0.0.1:{up_env['VIGIL_API_PORT']}/console" in out
         names = {p.name() for p in processes_of(home, ports_of(up_env))}
         assert "postgres" in names and "redis-server" in names
 

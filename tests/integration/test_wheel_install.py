@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from core.config import embedded_database_url
 from core.db import migrate
 from core.runtime.embedded import EmbeddedPostgres
-from core.runtime.endpoints import embedded_database_url
 
 pytestmark = pytest.mark.integration
 

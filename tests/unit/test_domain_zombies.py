@@ -204,7 +204,11 @@ position_st = st.builds(
 )
 
 
-@given(st.lists(order_st, max_size=8, unique_by=lambda o: o.id), st.lists(position_st, max_size=3))
+@given(
+    st.lists(order_st, max_size=8, unique_by=lambda o: o.id),
+    # one position per slot: an account cannot hold two positions on (symbol, index)
+    st.lists(position_st, max_size=3, unique_by=lambda p: (p.symbol, p.position_idx)),
+)
 @settings(max_examples=150)
 def test_property_every_order_is_kept_or_cancelled_exactly_once_and_one_stop_survives_per_position(
     orders: list[ExchangeOrder], positions: list[ExchangePosition]

@@ -39,3 +39,35 @@ def test_the_domain_does_no_io():
     io = ("sqlalchemy", "redis", "ccxt", "celery", "aiohttp", "requests", "psycopg2", "core")
     bad = [b for b in offenders("core/domain", io) if " imports core.domain" not in b]
     assert bad == []
+
+
+def test_the_services_never_import_the_task_layer_the_ingest_or_the_shell():
+    """Services are called by tasks, the ingest and the shell, never the other way round:
+    a service that reached up would run Celery or a process supervisor inside a use case.
+    (``core.api.health``'s checker is still used by the paging and dead-man services.)"""
+    above = ("tasks", "celery", "kombu", "fastapi", "uvicorn", "typer")
+    above_in_core = ("core.ingest", "core.cli", "core.runtime", "core.harness")
+    bad = []
+    for path in sorted((ROOT / "core/services").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "core/services/duplicates_repro.py":  # the shell's reproducer, moving out
+            continue
+        for module in imported_modules(path):
+            if module.split(".")[0] in above or module.startswith(above_in_core):
+                bad.append(f"{rel} imports {module}")
+    assert bad == []
+
+
+def test_the_domain_never_imports_anything_outside_the_domain():
+    """``core/domain`` is pure: standard library and its own modules only."""
+    allowed = {"__future__", "collections", "dataclasses", "datetime", "decimal", "enum"}
+    allowed |= {"typing", "re", "math", "functools", "itertools", "hashlib", "json", "uuid"}
+    allowed |= {"abc", "bisect", "statistics", "operator", "random", "string", "zoneinfo"}
+    bad = []
+    for path in sorted((ROOT / "core/domain").rglob("*.py")):
+        for module in imported_modules(path):
+            top = module.split(".")[0]
+            if module.startswith("core.domain") or top in allowed:
+                continue
+            bad.append(f"{path.relative_to(ROOT).as_posix()} imports {module}")
+    assert bad == []

@@ -1,0 +1,374 @@
+"""Protection's repair of one position: carry out its decision, step by step.
+
+Split from ``core/services/protection.py`` (the cycle and the lock) so that each reads on
+its own: this module is what protection does to the exchange once it has decided, through
+the order executor (``core/services/executor.py``): a stop for the position's quantity
+(looked up by client id before any resend, moved beyond the mark if the venue refuses it
+as crossed), the partial stops it replaces cancelled only once it is live.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from core.db.models import Order, Position, TrailingStop
+from core.db.session import unit_of_work
+from core.domain.orders import OrderStatus
+from core.domain.protection import (
+    ProtectedPosition,
+    ProtectionActionKind,
+    ProtectionDecision,
+    ProtectionParams,
+    StopOwner,
+)
+from core.domain.sides import Side
+from core.domain.sizing import MarketRules
+from core.events import EventContext, EventType, Severity, record, record_alone
+from core.exchange import errors
+from core.exchange.types import OrderSnapshot, PositionSnapshot
+from core.locks import HeldLock
+from core.services import executor
+from core.services.deps import Deps
+from core.services.executor import Executor, OrderIntent, Sent, status_of
+from core.services.positions import update as update_position
+
+K = ProtectionActionKind
+PURPOSE = "protection"
+
+
+# --- what protection knows about one position -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Guarded:
+    """An active position joined with its trailing state, detached from any session."""
+
+    position_id: int
+    exchange: str
+    symbol: str
+    side: Side
+    status: str
+    correlation_id: str
+    entry_price: Decimal | None
+    stop_price: Decimal | None
+    unprotected_since: datetime | None
+    owner: StopOwner
+    heartbeat_at: datetime | None
+    trailing_stop: Decimal | None
+    has_trailing: bool
+
+    @property
+    def ctx(self) -> EventContext:
+        return EventContext(self.exchange, self.symbol, self.position_id, self.correlation_id)
+
+    @property
+    def intended_stop(self) -> Decimal | None:
+        """The stop the engine last decided: trailing's current stop, else the position's."""
+        return self.trailing_stop if self.trailing_stop is not None else self.stop_price
+
+    def view(self, on_exchange: PositionSnapshot) -> ProtectedPosition:
+        """The domain's view; quantity and index come from the exchange (the truth)."""
+        return ProtectedPosition(
+            symbol=self.symbol,
+            side=self.side,
+            quantity=on_exchange.quantity,
+            entry_price=self.entry_price or on_exchange.entry_price,
+            stop_owner=self.owner,
+            trailing_heartbeat_at=self.heartbeat_at,
+            intended_stop=self.intended_stop,
+            unprotected_since=self.unprotected_since,
+            position_idx=on_exchange.position_idx,
+        )
+
+
+def guarded_of(position: Position, trailing: TrailingStop | None) -> Guarded:
+    return Guarded(
+        position_id=position.id,
+        exchange=position.exchange,
+        symbol=position.symbol,
+        side=Side(position.side),
+        status=position.status,
+        correlation_id=position.correlation_id,
+        entry_price=position.entry_price,
+        stop_price=position.stop_price,
+        unprotected_since=position.unprotected_since,
+        owner=StopOwner(trailing.owner) if trailing is not None else StopOwner.PROTECTION,
+        heartbeat_at=trailing.heartbeat_at if trailing is not None else None,
+        trailing_stop=trailing.current_stop if trailing is not None else None,
+        has_trailing=trailing is not None,
+    )
+
+
+class Outcome(StrEnum):
+    ACTED = "acted"
+    HEALTHY = "healthy"  # fine after all when re-read under the lock
+    DEFERRED = "deferred"  # symbol lock busy: next cycle
+    NOT_ON_EXCHANGE = "not_on_exchange"  # phantom or side mismatch: reconciliation's
+    NOT_ACTIVE = "not_active"  # closed or closing meanwhile
+    FAILED = "failed"
+
+
+@dataclass
+class PositionResult:
+    """What protection did for one position that needed a look under the lock."""
+
+    outcome: Outcome = Outcome.ACTED
+    stop_placed: bool = False
+    taken_over: bool = False
+    surplus_cancelled: int = 0
+    alerted: bool = False
+    failed: bool = False
+
+
+class Repair:
+    """Carry out one position's protection decision, in order, one transaction per step."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        held: HeldLock,
+        guarded: Guarded,
+        on_exchange: PositionSnapshot,
+        rules: MarketRules | None,
+        params: ProtectionParams,
+        now: datetime,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.deps = deps
+        self.ex = deps.exchange
+        self.held = held
+        self.g = guarded
+        self.on_exchange = on_exchange
+        self.rules = rules
+        self.params = params
+        self.now = now
+        self.sleep = sleep
+        self.executor = Executor.of(deps, sleep=sleep)
+        self.result = PositionResult()
+
+    def run(self, decision: ProtectionDecision, orders: dict[str, OrderSnapshot]) -> PositionResult:
+        actions = {a.kind: a for a in decision.actions}
+        with unit_of_work() as session:
+            if K.TAKE_OVER_FROM_TRAILING in actions:
+                self._take_over(session, actions[K.TAKE_OVER_FROM_TRAILING].reason)
+            if K.PLACE_STOP in actions:
+                self._detected(session, decision, actions[K.PLACE_STOP].reason, orders)
+        if K.PLACE_STOP in actions:
+            place = actions[K.PLACE_STOP]
+            assert place.price is not None and place.quantity is not None
+            placed = self._place(place.price, place.quantity)
+            alert = actions.get(K.ALERT_UNPROTECTED)
+            if alert is not None:
+                self._alert(alert.duration, restored=placed)
+            if not placed:
+                return self.result  # never cancel a partial stop without its replacement
+        if K.CANCEL_SURPLUS in actions:
+            self._cancel_surplus(actions[K.CANCEL_SURPLUS].order_ids, orders)
+        if decision.protected and self.g.unprotected_since is not None:
+            with unit_of_work() as session:
+                self._write(session, unprotected_since=None)
+        return self.result
+
+    # --- steps ------------------------------------------------------------------------------
+
+    def _take_over(self, session: Session, reason: str) -> None:
+        session.execute(
+            update(TrailingStop)
+            .where(TrailingStop.position_id == self.g.position_id)
+            .values(owner=StopOwner.PROTECTION.value)
+        )
+        stale_for = (self.now - self.g.heartbeat_at) if self.g.heartbeat_at else None
+        record(
+            session,
+            EventType.TRAILING_STOP_TAKEN_OVER,
+            severity=Severity.WARNING,
+            ctx=self.g.ctx,
+            reason=reason,
+            heartbeat_at=self.g.heartbeat_at,
+            heartbeat_age_seconds=stale_for.total_seconds() if stale_for else None,
+        )
+        self.result.taken_over = True
+
+    def _detected(
+        self,
+        session: Session,
+        decision: ProtectionDecision,
+        reason: str,
+        orders: dict[str, OrderSnapshot],
+    ) -> None:
+        to_replace = [
+            orders[oid].client_id or oid
+            for a in decision.actions
+            if a.kind is K.CANCEL_SURPLUS
+            for oid in a.order_ids
+            if oid in orders
+        ]
+        record(
+            session,
+            EventType.MISSING_STOP_DETECTED,
+            severity=Severity.WARNING,
+            ctx=self.g.ctx,
+            reason=reason,
+            quantity=self.on_exchange.quantity,
+            partial_stops=to_replace,
+            owner=decision.owner,
+            unprotected_since=decision.unprotected_since,
+        )
+        if decision.unprotected_since != self.g.unprotected_since:
+            self._write(session, unprotected_since=decision.unprotected_since)
+
+    def _place(self, price: Decimal, quantity: Decimal) -> bool:
+        try:
+            sent = self._send_stop(price, quantity)
+        except errors.ExchangeFailure as exc:
+            record_alone(
+                EventType.PROTECTION_STOP_FAILED,
+                severity=Severity.ERROR,
+                ctx=self.g.ctx,
+                error=str(exc),
+                code=exc.code,
+                stop_price=price,
+                quantity=quantity,
+            )
+            self.result.failed = True
+            self.result.outcome = Outcome.FAILED
+            return False
+        stop_price = sent.trigger_price or price
+        with unit_of_work() as session:
+            executor.record(session, sent.intent, OrderStatus.OPEN, sent.order)
+            record(
+                session,
+                EventType.STOP_SET_BY_PROTECTION,
+                ctx=self.g.ctx,
+                order_id=sent.intent.client_id,
+                exchange_order_id=sent.order.id,
+                stop_price=stop_price,
+                intended_stop=self.g.intended_stop,
+                quantity=quantity,
+                side=self.g.side.close_order_side,
+            )
+            self._write(session, stop_price=stop_price, unprotected_since=None)
+        self.result.stop_placed = True
+        return True
+
+    def _send_stop(self, price: Decimal, quantity: Decimal) -> Sent:
+        """Place the stop; a lost answer is looked up by client id before any resend."""
+        found = self._interrupted_intent()
+        if found is not None:
+            return found
+        with unit_of_work() as session:
+            position = session.get(Position, self.g.position_id)
+            assert position is not None
+            seq = session.scalar(
+                select(func.count(Order.id)).where(
+                    Order.position_id == self.g.position_id, Order.purpose == PURPOSE
+                )
+            )
+            intent = self._intent(position, quantity, price, seq or 0)
+            executor.record(session, intent)
+        try:
+            self.held.extend()
+            return self.executor.place_stop(intent, attempts=self.deps.settings.stop_place_attempts)
+        except errors.ExchangeFailure:
+            with unit_of_work() as session:
+                executor.record(session, intent, OrderStatus.REJECTED)
+            raise
+
+    def _intent(
+        self, position: Position, quantity: Decimal, price: Decimal | None, seq: int
+    ) -> OrderIntent:
+        return OrderIntent.of(
+            position,
+            PURPOSE,
+            self.g.side.close_order_side,
+            quantity,
+            seq=seq,
+            trigger_price=price,
+        )
+
+    def _interrupted_intent(self) -> Sent | None:
+        """Settle protection stops whose send was interrupted (worker killed mid-call).
+
+        Each is looked up by client id, its ledger row updated; a live one that covers the
+        position is the stop this repair would place, so nothing new is sent.
+        """
+        with unit_of_work() as session:
+            pending = [
+                OrderIntent.from_ledger(o)
+                for o in session.scalars(
+                    select(Order)
+                    .where(
+                        Order.position_id == self.g.position_id,
+                        Order.purpose == PURPOSE,
+                        Order.status == OrderStatus.INTENT.value,
+                    )
+                    .order_by(Order.id.desc())
+                )
+            ]
+        live: Sent | None = None
+        for intent in pending:
+            found = self.executor.lookup(intent)
+            with unit_of_work() as session:
+                executor.record(session, intent, status_of(found), found)
+            if (
+                live is None
+                and found is not None
+                and found.is_open
+                and (found.close_position or found.amount >= self.on_exchange.quantity)
+            ):
+                live = Sent(found, intent, sent=False)
+        return live
+
+    def _alert(self, duration: timedelta | None, *, restored: bool) -> None:
+        record_alone(
+            EventType.POSITION_UNPROTECTED_ALERT,
+            severity=Severity.CRITICAL,
+            ctx=self.g.ctx,
+            unprotected_seconds=duration.total_seconds() if duration else None,
+            unprotected_since=self.g.unprotected_since,
+            stop_restored=restored,
+        )
+        self.result.alerted = True
+
+    def _cancel_surplus(self, order_ids: tuple[str, ...], orders: dict[str, OrderSnapshot]) -> None:
+        for order_id in order_ids:
+            order = orders.get(order_id)
+            conditional = order.conditional if order is not None else True
+            client_id = order.client_id if order is not None else None
+            try:
+                self.held.extend()
+                cancelled = self.executor.cancel(self.g.symbol, order_id, conditional=conditional)
+            except errors.ExchangeFailure as exc:
+                record_alone(
+                    EventType.EXCHANGE_ERROR,
+                    severity=Severity.WARNING,
+                    ctx=self.g.ctx,
+                    order_id=client_id,
+                    exchange_order_id=order_id,
+                    operation="cancel_surplus_stop",
+                    error=str(exc),
+                )
+                continue
+            record_alone(
+                EventType.SURPLUS_STOP_CANCELLED,
+                ctx=self.g.ctx,
+                order_id=client_id,
+                exchange_order_id=order_id,
+                already_gone=not cancelled,
+                quantity=order.amount if order is not None else None,
+            )
+            self.result.surplus_cancelled += cancelled
+
+    def _write(self, session: Session, **values: object) -> None:
+        """A fenced write to the position: refused if a newer lock holder wrote it."""
+        position = session.get(Position, self.g.position_id, populate_existing=True)
+        assert position is not None
+        update_position(session, position, self.held.token, **values)

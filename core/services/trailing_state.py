@@ -1,0 +1,125 @@
+"""Trailing's durable state: the settings as the domain's parameters, the ``trailing_stops``
+row as the domain's state and back, and the row a new active position starts with.
+
+Apart from ``core/services/trailing.py`` (the move itself) so that the opening, which creates
+the row, and the price path, which reads it, need not load the move's machinery.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.config import Settings
+from core.db.models import Position, TrailingStop
+from core.domain.positions import PositionStatus
+from core.domain.protection import StopOwner
+from core.domain.sides import Side
+from core.domain.trailing import (
+    TrailingParams,
+    TrailingState,
+)
+from core.events import EventType, record
+from core.services.positions import context
+
+
+def trailing_params(settings: Settings) -> TrailingParams:
+    """The domain's parameters from the operator's settings."""
+    minutes = settings.trailing_time_activation_minutes
+    return TrailingParams(
+        activation_pct=settings.trailing_activation_percent,
+        callback_pct=settings.trailing_callback_percent,
+        breakeven_at_pct=settings.trailing_breakeven_percent,
+        taker_fee_pct=settings.taker_fee_percent,
+        time_activation_after=timedelta(minutes=minutes) if minutes else None,
+        time_activation_min_profit_pct=settings.trailing_time_activation_min_profit_percent,
+        min_step_pct=settings.trailing_min_step_percent,
+        min_update_interval=timedelta(seconds=settings.trailing_min_update_interval),
+        min_distance_pct=settings.trailing_min_distance_percent,
+    )
+
+
+def state_of(row: TrailingStop, position: Position) -> TrailingState:
+    """The durable row (plus the position's side, entry, size, age) as the domain's state."""
+    entry = position.entry_price
+    assert entry is not None, f"position {position.id} is active without an entry price"
+    return TrailingState(
+        side=Side(position.side),
+        entry_price=entry,
+        quantity=position.quantity,
+        opened_at=position.opened_at or position.created_at,
+        activation_price=row.activation_price or entry,
+        highest_price=row.highest_price or entry,
+        lowest_price=row.lowest_price or entry,
+        stop_price=row.current_stop if row.current_stop is not None else position.stop_price,
+        activated=row.state == "active",
+        activated_at=row.activated_at,
+        breakeven_triggered=row.breakeven_done,
+        update_count=row.update_count,
+        last_update_at=row.last_update_at,
+        pending_stop=row.pending_stop,
+    )
+
+
+def store(row: TrailingStop, state: TrailingState) -> None:
+    row.state = "active" if state.activated else "inactive"
+    row.activated_at = state.activated_at
+    row.highest_price = state.highest_price
+    row.lowest_price = state.lowest_price
+    row.current_stop = state.stop_price
+    row.breakeven_done = state.breakeven_triggered
+    row.update_count = state.update_count
+    row.last_update_at = state.last_update_at
+    row.pending_stop = state.pending_stop
+
+
+def load_active(session: Session, position_id: int) -> tuple[Position, TrailingStop] | None:
+    """The active position and its trailing row, fresh, in one query; None otherwise."""
+    found = session.execute(
+        select(Position, TrailingStop)
+        .join(TrailingStop, TrailingStop.position_id == Position.id)
+        .where(Position.id == position_id)
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if found is None:
+        return None
+    position, row = found
+    if position.status != PositionStatus.ACTIVE or position.entry_price is None:
+        return None
+    return position, row
+
+
+def start_trailing(
+    session: Session, position: Position, settings: Settings, now: datetime
+) -> TrailingStop:
+    """The trailing row of a position that just became active: inactive, owned by trailing,
+    activation at ``trailing_activation_percent`` from the entry."""
+    assert position.entry_price is not None
+    pct = settings.trailing_activation_percent / Decimal(100)
+    factor = Decimal(1) + pct if position.side == Side.LONG else Decimal(1) - pct
+    activation = position.entry_price * factor
+    row = TrailingStop(
+        position_id=position.id,
+        state="inactive",
+        owner=StopOwner.TRAILING.value,
+        highest_price=position.entry_price,
+        lowest_price=position.entry_price,
+        current_stop=position.stop_price,
+        activation_price=activation,
+        heartbeat_at=now,
+        breakeven_done=False,
+        update_count=0,
+    )
+    session.add(row)
+    record(
+        session,
+        EventType.TRAILING_STOP_CREATED,
+        ctx=context(position),
+        entry_price=position.entry_price,
+        activation_price=activation,
+        stop_price=position.stop_price,
+    )
+    return row
