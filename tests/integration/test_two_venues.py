@@ -14,6 +14,7 @@ import pytest
 from core.config import get_settings
 from core.db.models import Position
 from core.db.session import unit_of_work
+from core.services.deps import reset_deps
 from core.services.positions import NewPosition, create_position
 
 pytestmark = pytest.mark.integration
@@ -32,8 +33,10 @@ def two_venue_env(sim, bybit_sim, clean_db, redis_url, tmp_path, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
+    reset_deps()
     yield dict(os.environ)
     get_settings.cache_clear()
+    reset_deps()
 
 
 @pytest.fixture
@@ -88,12 +91,29 @@ def test_one_worker_opens_and_guards_each_position_on_its_own_venue(sim, bybit_s
         assert guarded["venues"][venue]["positions"] == 1, guarded
         assert guarded["venues"][venue]["healthy"] == 1, guarded
 
+    health = api_health()
+    for name in ("exchange", "exchange:bybit", "unprotected_positions:bybit"):
+        assert health["components"][name]["status"] == "ok", health
+    assert health["components"]["exchange:bybit"]["open_orders"] == 1  # its stop
+
     sim.admin("POST", "/_sim/close_position", {"symbol": "BTCUSDT"})  # by hand, on Binance
     synced = run("vigil.maintenance.reconciliation")
     assert synced["venues"]["binance"]["exchange_positions"] == 0
     assert synced["venues"]["bybit"]["exchange_positions"] == 1
     with unit_of_work() as s:
         assert s.get(Position, on_bybit).status == "active"  # the other venue is untouched
+
+
+def api_health() -> dict:
+    """``/health`` of an API built from the two-venue environment."""
+    from core.api.app import create_app
+    from tests.integration.test_api import Served
+
+    served = Served(create_app(get_settings(), worker_ping=lambda timeout: ["w"]))
+    try:
+        return served.request("GET", "/health")[1]
+    finally:
+        served.stop()
 
 
 def events_on(venue: str) -> str:
