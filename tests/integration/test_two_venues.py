@@ -3,6 +3,7 @@ adapter per venue, each task acts on its own venue, and each guardian runs per v
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -54,7 +55,9 @@ def worker(two_venue_env):
         proc.wait(10)
 
 
-def test_one_worker_opens_and_guards_each_position_on_its_own_venue(sim, bybit_sim, worker):
+def test_one_worker_opens_and_guards_each_position_on_its_own_venue(
+    sim, bybit_sim, worker, two_venue_env
+):
     from tasks.app import create_app
 
     celery = create_app(get_settings())
@@ -102,6 +105,17 @@ def test_one_worker_opens_and_guards_each_position_on_its_own_venue(sim, bybit_s
     assert synced["venues"]["bybit"]["exchange_positions"] == 1
     with unit_of_work() as s:
         assert s.get(Position, on_bybit).status == "active"  # the other venue is untouched
+
+    diagnosed = subprocess.run(
+        [sys.executable, "-m", "core.cli", "diagnose", "--json"],
+        env=two_venue_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert diagnosed.returncode == 0, diagnosed.stdout + diagnosed.stderr
+    venues = json.loads(diagnosed.stdout)["venues"]
+    assert venues["bybit"]["positions_checked"] == 1 and venues["binance"]["positions_checked"] == 0
 
 
 def api_health() -> dict:
