@@ -202,6 +202,11 @@ def test_cli_set_show_unset_and_bad_input_refused_with_nothing_changed(vigil, re
     assert rows() == 0 and len(events("symbol_settings_changed")) == 3
 
 
+def highest(pid: int) -> Decimal | None:
+    with unit_of_work() as s:
+        return s.get(TrailingStop, pid).highest_price
+
+
 # --- the done-when: a running worker's next trailing move uses the new callback -------------
 
 
@@ -220,6 +225,9 @@ def test_settings_set_changes_the_next_trailing_move_of_a_running_position(
 
         done = vigil("set", "BTCUSDT", "trailing_callback_percent=1.0")
         assert done.returncode == 0, done.stderr
+        sim.set_price("BTCUSDT", "61100")  # a new high; at 1 % the stop would go down: kept
+        wait_for(lambda: highest(pid) == Decimal("61100"), what="the new high seen")
+        assert live_triggers(sim) == [Decimal("60695")]
         sim.set_price("BTCUSDT", "62000")  # the same worker, now 1 %: 62000 * 0.99
         wait_for(lambda: live_triggers(sim) == [Decimal("61380")], what="stop at 1 %")
     with unit_of_work() as s:
