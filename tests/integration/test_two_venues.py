@@ -94,7 +94,11 @@ def test_one_worker_opens_and_guards_each_position_on_its_own_venue(
         assert guarded["venues"][venue]["positions"] == 1, guarded
         assert guarded["venues"][venue]["healthy"] == 1, guarded
 
-    health = api_health()
+    health, metrics = api_health()
+    for venue in ("binance", "bybit"):
+        assert f'vigil_venue_positions{{exchange="{venue}",status="active"}} 1.0' in metrics
+        assert f'vigil_venue_exchange_up{{exchange="{venue}"}} 1.0' in metrics
+        assert f'vigil_venue_unprotected_positions{{exchange="{venue}"}} 0.0' in metrics
     for name in ("exchange", "exchange:bybit", "unprotected_positions:bybit"):
         assert health["components"][name]["status"] == "ok", health
     assert health["components"]["exchange:bybit"]["open_orders"] == 1  # its stop
@@ -118,14 +122,14 @@ def test_one_worker_opens_and_guards_each_position_on_its_own_venue(
     assert venues["bybit"]["positions_checked"] == 1 and venues["binance"]["positions_checked"] == 0
 
 
-def api_health() -> dict:
-    """``/health`` of an API built from the two-venue environment."""
+def api_health() -> tuple[dict, str]:
+    """``/health`` and ``/metrics`` of an API built from the two-venue environment."""
     from core.api.app import create_app
     from tests.integration.test_api import Served
 
     served = Served(create_app(get_settings(), worker_ping=lambda timeout: ["w"]))
     try:
-        return served.request("GET", "/health")[1]
+        return served.request("GET", "/health")[1], served.request("GET", "/metrics")[1]
     finally:
         served.stop()
 
