@@ -155,8 +155,12 @@ def disabled_among(
 ) -> frozenset[str]:
     """Which of ``symbols`` may not open (stoplisted by override or by the environment)."""
     env_stoplist = frozenset(s.upper() for s in settings.stoplist)
+    table = _CACHE.get(client)  # one read for the whole wave
+    venue_default = table.get((exchange, VENUE_DEFAULT), {})
     return frozenset(
-        s for s in symbols if not enabled(overrides(client, exchange, s), s, env_stoplist)
+        s
+        for s in symbols
+        if not enabled(merged(venue_default, table.get((exchange, s.upper()), {})), s, env_stoplist)
     )
 
 
