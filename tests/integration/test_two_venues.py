@@ -121,6 +121,19 @@ def test_one_worker_opens_and_guards_each_position_on_its_own_venue(
     venues = json.loads(diagnosed.stdout)["venues"]
     assert venues["bybit"]["positions_checked"] == 1 and venues["binance"]["positions_checked"] == 0
 
+    closed = subprocess.run(
+        [sys.executable, "-m", "core.cli", "close", "BTCUSDT", "--exchange", "bybit", "--yes"],
+        env=two_venue_env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert closed.returncode == 0, closed.stdout + closed.stderr
+    assert bybit_sim.state()["positions"] == []
+    with unit_of_work() as s:
+        position = s.get(Position, on_bybit)
+        assert (position.status, position.close_reason) == ("closed", "manual")
+
 
 def api_health() -> tuple[dict, str]:
     """``/health`` and ``/metrics`` of an API built from the two-venue environment."""
