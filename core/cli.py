@@ -41,8 +41,12 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def settings_or_exit() -> Settings:
+    from core.venues import check_venues
+
     try:
-        return get_settings()
+        settings = get_settings()
+        check_venues(settings)  # two venues on one URL or key: refused before anything starts
+        return settings
     except SettingsError as exc:
         raise fail(str(exc)) from None
 
@@ -426,6 +430,12 @@ def ingest(
     name = exchange or exchange_name(settings)
     if name not in ("binance", "bybit"):
         raise fail(f"--exchange must be binance or bybit, not {name!r}")
+    from core.services.deps import venue_settings
+    from core.venues import configured_venues
+
+    if name not in configured_venues(settings):
+        raise fail(f"venue {name} is not configured (VIGIL_EXCHANGES)")
+    settings = venue_settings(settings, name)  # its own price stream, key and URL
     setup_logging(settings, component="ingest")
     raise typer.Exit(run_ingest(IngestContext(settings, name, celery_sender(settings))))
 
@@ -478,6 +488,10 @@ _register_operator_commands(app)
 from core.cli_control import register as _register_control_commands  # noqa: E402
 
 _register_control_commands(app)
+
+from core.cli_settings import register as _register_settings_commands  # noqa: E402
+
+_register_settings_commands(app)
 
 # --version, healthcheck, and one line with exit 2 whenever storage is down
 from core.cli_meta import register as _register_meta  # noqa: E402

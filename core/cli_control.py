@@ -96,7 +96,12 @@ def close(
         deps = _deps()
         venue = exchange.lower() if exchange else deps.exchange_name
         if venue != deps.exchange_name:
-            raise _fail(f"this deployment trades {deps.exchange_name}, not {venue}")
+            from core.services.deps import VenueNotConfigured, deps_for
+
+            try:
+                deps = deps_for(venue)  # another venue of VIGIL_EXCHANGES
+            except VenueNotConfigured:
+                raise _fail(f"this deployment trades {deps.exchange_name}, not {venue}") from None
         if all_:
             _close_all(deps, yes=yes, dry_run=dry_run)
         else:

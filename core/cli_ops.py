@@ -235,15 +235,25 @@ def diagnose(
     positions the database and the exchange disagree on. Read-only; `vigil cleanup` fixes
     what can be fixed safely.
     """
+    from core.services.deps import every_venue
     from core.services.invariants import check_invariants
 
+    _deps()  # settings checked first: one line on a bad one
     with _storage_errors():
-        report = check_invariants(_deps())
+        reports = [check_invariants(deps) for deps in every_venue()]  # one per venue
     if as_json:
-        console.print_json(json.dumps(report.as_dict(), default=str))
+        shown = [r.as_dict() for r in reports]
+        body = (
+            shown[0]
+            if len(shown) == 1
+            else {"venues": {r.exchange: d for r, d in zip(reports, shown, strict=True)}}
+        )
+        console.print_json(json.dumps(body, default=str))
     else:
-        _print_report(report)
-    raise typer.Exit(0 if report.clean else (2 if report.errors else 1))
+        for report in reports:
+            _print_report(report)
+    codes = [0 if r.clean else (2 if r.errors else 1) for r in reports]
+    raise typer.Exit(max(codes))
 
 
 def _print_report(report: Any) -> None:

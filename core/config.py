@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         description="Bybit: longest wait for a just-opened position to show up before its "
         "stop is placed (polled, growing intervals), s.",
     )
+    exchanges: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Venues of this deployment, e.g. binance,bybit (default: the one venue of "
+        "VIGIL_EXCHANGE). Each venue other than that one reads VIGIL_<VENUE>_EXCHANGE, "
+        "_EXCHANGE_URL, _API_KEY, _API_SECRET, _TESTNET, _PAPER_DIALECT (core/venues.py).",
+    )
 
     # --- signals -------------------------------------------------------------------------
     signal_url: str | None = Field(
@@ -353,6 +359,20 @@ class Settings(BaseSettings):
 
                 return json.loads(stripped)
             return [s.strip().upper() for s in stripped.split(",") if s.strip()]
+        return value
+
+    @field_validator("exchanges", mode="before")
+    @classmethod
+    def _split_exchanges(cls, value: object) -> object:
+        """``binance,bybit`` -> ``["binance", "bybit"]``; each must be a venue vigil knows."""
+        if isinstance(value, str):
+            value = [s.strip().lower() for s in value.split(",") if s.strip()]
+        if isinstance(value, list):
+            unknown = [v for v in value if v not in ("binance", "bybit")]
+            if unknown:
+                raise ValueError(f"unknown venue {unknown[0]!r}: binance or bybit")
+            if len(set(value)) != len(value):
+                raise ValueError("a venue is listed twice")
         return value
 
     @field_validator("task_time_limit")

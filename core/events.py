@@ -161,6 +161,8 @@ class EventType(StrEnum):
     RESUMED = "resumed"
     # a venue in maintenance (or answering 503 for too long) paused openings; it answers again
     OPENINGS_RESUMED = "openings_resumed"
+    # an operator changed a per-symbol setting (core/services/symbol_settings.py): old and new
+    SYMBOL_SETTINGS_CHANGED = "symbol_settings_changed"
 
     # paging when the engine goes blind (core/services/paging.py): a health component down
     # for longer than the confirmation time (critical), its recovery, and the guardians'

@@ -6,8 +6,8 @@ from typing import Any
 
 from core import task_names as names
 from core.services.aged import run_aged_cycle
-from core.services.deps import get_deps
 from tasks.base import vigil_task
+from tasks.venues import for_each_venue
 
 
 @vigil_task(names.AGED_POSITIONS, max_retries=0)
@@ -17,4 +17,4 @@ def aged_positions() -> dict[str, Any]:
     Not retried: the next beat (``aged_interval``) is the retry, and failed closes back off
     in the database.
     """
-    return run_aged_cycle(get_deps()).as_dict()
+    return for_each_venue(lambda deps: run_aged_cycle(deps).as_dict())

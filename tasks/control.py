@@ -11,8 +11,9 @@ from typing import Any
 
 from core.clock import SYSTEM_CLOCK
 from core.services import halts, manual_close
-from core.services.deps import get_deps
+from core.services.deps import deps_for_position
 from tasks.base import vigil_task
+from tasks.venues import for_each_venue
 
 BY = "task"
 
@@ -33,10 +34,10 @@ def resume() -> dict[str, Any]:
 @vigil_task("orders.close_position_manual", max_retries=0)
 def close_position_manual(position_id: int) -> dict[str, Any]:
     """Close one position at market with reason ``manual`` (the one close path)."""
-    return manual_close.close_one(get_deps(), int(position_id)).as_dict()
+    return manual_close.close_one(deps_for_position(int(position_id)), int(position_id)).as_dict()
 
 
 @vigil_task("orders.close_all", max_retries=0)
 def close_all() -> dict[str, Any]:
-    """Halt, then close every position of this venue at market (reason ``manual``)."""
-    return manual_close.close_all(get_deps(), BY).as_dict()
+    """Halt, then close every position of each venue at market (reason ``manual``)."""
+    return for_each_venue(lambda deps: manual_close.close_all(deps, BY).as_dict())

@@ -12,24 +12,29 @@ from typing import Any
 
 from core import task_names as names
 from core.exchange.errors import Retryable as ExchangeRetryable
-from core.services.deps import get_deps
+from core.services.deps import Deps
 from core.services.protection import check_protection
 from core.services.reconciliation import reconcile_positions
 from core.services.zombies import cleanup_zombies
 from tasks.base import vigil_task
+from tasks.venues import for_each_venue
 
 
 @vigil_task(names.PROTECTION_CHECK, retry_on=(ExchangeRetryable,), max_retries=2)
 def protection_check() -> dict[str, Any]:
     """Every active position gets exactly one full live stop (see core/services/protection.py)."""
-    report = check_protection(get_deps())
-    return {**report.counts(), "details": report.details}
+
+    def one(deps: Deps) -> dict[str, Any]:
+        report = check_protection(deps)
+        return {**report.counts(), "details": report.details}
+
+    return for_each_venue(one)
 
 
 @vigil_task(names.RECONCILIATION, retry_on=(ExchangeRetryable,), max_retries=2)
 def reconciliation() -> dict[str, Any]:
     """Database against exchange: phantoms settled, missing adopted, quantities corrected."""
-    return reconcile_positions(get_deps()).counts()
+    return for_each_venue(lambda deps: reconcile_positions(deps).counts())
 
 
 @vigil_task(names.ZOMBIE_CLEANUP, retry_on=(ExchangeRetryable,), max_retries=2)
@@ -42,12 +47,13 @@ def zombie_cleanup(
     """
     if isinstance(symbols, str):
         symbols = [s for s in symbols.split(",") if s.strip()]
-    report = cleanup_zombies(
-        get_deps(),
-        dry_run=_flag(dry_run),
-        symbols=frozenset(s.strip().upper() for s in symbols) if symbols else None,
-    )
-    return {**report.counts(), "zombies": report.zombies}
+    only = frozenset(s.strip().upper() for s in symbols) if symbols else None
+
+    def one(deps: Deps) -> dict[str, Any]:
+        report = cleanup_zombies(deps, dry_run=_flag(dry_run), symbols=only)
+        return {**report.counts(), "zombies": report.zombies}
+
+    return for_each_venue(one)
 
 
 def _flag(value: bool | str) -> bool:

@@ -11,10 +11,11 @@ from core import task_names as names
 from core.clock import SYSTEM_CLOCK
 from core.db.session import unit_of_work
 from core.services import heartbeat
-from core.services.deps import get_deps
+from core.services.deps import Deps, get_deps
 from core.services.recovery import recover_interrupted
 from core.services.retention import purge_events
 from tasks.base import vigil_task
+from tasks.venues import for_each_venue
 
 
 @vigil_task(names.HEARTBEAT, max_retries=0)
@@ -36,8 +37,16 @@ def ping() -> dict[str, Any]:
 @vigil_task(names.RECOVER_INTERRUPTED_OPENINGS, max_retries=0)
 def recover_interrupted_openings(min_age_seconds: float | None = None) -> dict[str, Any]:
     """Resolve positions left in pending_entry / entry_placed / pending_sl against the exchange."""
-    report = recover_interrupted(get_deps(), min_age_seconds)
-    return {"examined": report.examined, "outcomes": report.outcomes, "deferred": report.deferred}
+
+    def one(deps: Deps) -> dict[str, Any]:
+        report = recover_interrupted(deps, min_age_seconds)
+        return {
+            "examined": report.examined,
+            "outcomes": report.outcomes,
+            "deferred": report.deferred,
+        }
+
+    return for_each_venue(one)
 
 
 @vigil_task(names.EVENTS_RETENTION, max_retries=0)

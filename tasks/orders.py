@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core import task_names as names
 from core.locks import LockNotAcquired
-from core.services.deps import get_deps
+from core.services.deps import deps_for_position
 from core.services.opening import open_position
 from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
 
@@ -16,4 +16,4 @@ from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
 )
 def open_position_task(position_id: int) -> str:
     """Drive one opening (entry, fill, stop, or rollback) as far as it goes now."""
-    return open_position(get_deps(), position_id).value
+    return open_position(deps_for_position(position_id), position_id).value

@@ -7,9 +7,9 @@ from typing import Any
 from celery.signals import worker_ready
 
 from core import task_names as names
-from core.services.deps import get_deps
 from core.services.orphans import clean_orphans
 from tasks.base import vigil_task
+from tasks.venues import for_each_venue
 
 TASK = names.ORPHAN_CLEANUP
 
@@ -20,7 +20,7 @@ def orphan_cleanup(dry_run: bool = False) -> dict[str, Any]:
 
     ``dry_run=True`` only reports (``vigil task`` / Flower can send it with that kwarg).
     """
-    return clean_orphans(get_deps(), dry_run=dry_run).as_dict()
+    return for_each_venue(lambda deps: clean_orphans(deps, dry_run=dry_run).as_dict())
 
 
 @worker_ready.connect

@@ -14,9 +14,10 @@ from celery import chain
 
 from core import task_names as names
 from core.services import waves
-from core.services.deps import get_deps
+from core.services.deps import Deps, deps_for_wave
 from tasks.app import app
 from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
+from tasks.venues import for_each_venue
 
 OPEN_POSITION_TASK = names.OPEN_POSITION
 RETRY_ON = (Retryable, *INFRA_TRANSIENT)
@@ -37,19 +38,27 @@ def launcher(wave_id: int) -> waves.Launch:
 @vigil_task(names.PROCESS_WAVE, retry_on=RETRY_ON, max_retries=5)
 def process_wave(wave_id: int) -> dict[str, Any]:
     """Claim, select and start one wave; a repeated delivery changes nothing."""
-    return waves.process_wave(get_deps(), wave_id, launcher(wave_id)).as_dict()
+    return waves.process_wave(deps_for_wave(wave_id), wave_id, launcher(wave_id)).as_dict()
 
 
 @vigil_task(names.ADVANCE_WAVE, retry_on=RETRY_ON, max_retries=5)
 def advance_wave(wave_id: int) -> dict[str, Any]:
     """After an opening finished: start the next candidate if needed, or complete the wave."""
-    return waves.advance_wave(get_deps(), wave_id, launcher(wave_id)).as_dict()
+    return waves.advance_wave(deps_for_wave(wave_id), wave_id, launcher(wave_id)).as_dict()
 
 
 @vigil_task(names.DISPATCH_DUE_WAVES, max_retries=0)
 def dispatch_due_waves() -> dict[str, Any]:
     """Fallback of the ingest's dispatcher: due and stalled waves, overdue ones expired."""
-    report = waves.dispatch_due_waves(
-        get_deps(), lambda wave_id: process_wave.apply_async(args=[wave_id])
-    )
-    return {"expired": report.expired, "dispatched": report.dispatched, "stalled": report.stalled}
+
+    def one(deps: Deps) -> dict[str, Any]:
+        report = waves.dispatch_due_waves(
+            deps, lambda wave_id: process_wave.apply_async(args=[wave_id])
+        )
+        return {
+            "expired": report.expired,
+            "dispatched": report.dispatched,
+            "stalled": report.stalled,
+        }
+
+    return for_each_venue(one)

@@ -11,10 +11,11 @@ from typing import Any
 from core import task_names as names
 from core.locks import LockLost, LockNotAcquired
 from core.services import price_path
-from core.services.deps import get_deps
+from core.services.deps import deps_for, deps_for_position
 from core.services.give_up import record_gave_up
 from core.services.trailing import settle_stop_triggered
 from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
+from tasks.venues import for_each_venue
 
 _TRANSIENT = (Retryable, LockNotAcquired, LockLost, *INFRA_TRANSIENT)
 # settle_close: 1+2+4+8+16+30*7 s = about 4 min of retries before it gives up
@@ -26,7 +27,7 @@ SETTLE_BACKOFF_MAX = 30
 def on_price_task(exchange: str, symbol: str) -> dict[str, Any]:
     """React to the symbol's coalesced price window (trailing, aged close)."""
     result = price_path.on_price(
-        get_deps(),
+        deps_for(exchange),
         exchange,
         symbol,
         requeue=lambda countdown: on_price_task.apply_async(
@@ -37,10 +38,13 @@ def on_price_task(exchange: str, symbol: str) -> dict[str, Any]:
 
 
 @vigil_task(names.TRAILING_SWEEP, retry_on=_TRANSIENT, max_retries=2)
-def trailing_sweep_task() -> dict[str, int]:
+def trailing_sweep_task() -> dict[str, Any]:
     """Wake the price task of trailing positions no tick woke lately (beat)."""
-    report = price_path.sweep(get_deps(), lambda ex, symbol: on_price_task.delay(ex, symbol))
-    return report.as_dict()
+    return for_each_venue(
+        lambda deps: price_path.sweep(
+            deps, lambda ex, symbol: on_price_task.delay(ex, symbol)
+        ).as_dict()
+    )
 
 
 @vigil_task(
@@ -59,7 +63,7 @@ def settle_close_task(self: Any, position_id: int, reason: str = "stop_triggered
     ``task_gave_up`` event, so reconciliation's phantom is never the silent outcome.
     """
     try:
-        return settle_stop_triggered(get_deps(), position_id, reason)
+        return settle_stop_triggered(deps_for_position(position_id), position_id, reason)
     except _TRANSIENT as exc:
         if self.request.retries >= SETTLE_RETRIES:
             record_gave_up(names.SETTLE_CLOSE, position_id, self.request.retries + 1, exc)

@@ -107,6 +107,9 @@ def create_app(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RedisCollector(MetricsStore(client)))
     registry.register(StateCollector(exchange, reads, clock))
+    from core.api.venue_health import VenueCollector  # imports the health module
+
+    registry.register(VenueCollector(settings, reads, exchange))  # one series per venue
     registry.register(QueueCollector(client, clock))  # depth and oldest age per queue
     app = web.Application()
     app[CONTEXT] = ApiContext(
@@ -124,6 +127,9 @@ def create_app(
     from core.api import control  # halt, resume, close by hand; imports this module
 
     control.register(app, deps_factory)
+    from core.api import symbol_settings  # per-symbol settings; imports this module
+
+    symbol_settings.register(app)
     openapi.register(app)  # /openapi.json, /docs (generated from the routes), /livez
     return app
 

@@ -137,7 +137,12 @@ async def close_route(request: web.Request) -> web.Response:
         return _bad(f"position {position_id} is already {before.status}", 409)
     deps = request.app[DEPS]()
     if before.exchange != deps.exchange_name:
-        return _bad(f"position {position_id} is on {before.exchange}, not on this venue", 409)
+        from core.services.deps import VenueNotConfigured, deps_for
+
+        try:
+            deps = deps_for(before.exchange)  # another venue of VIGIL_EXCHANGES
+        except VenueNotConfigured:
+            return _bad(f"position {position_id} is on {before.exchange}, not on this venue", 409)
     result = await asyncio.to_thread(manual_close.close_one, deps, position_id)
     return web.json_response(result.as_dict(), status=200 if result.closed else 502)
 

@@ -374,3 +374,30 @@ class Halt(Base):
     halted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     resumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     resumed_by: Mapped[str | None] = mapped_column(String(120))
+
+
+class SymbolSetting(Base):
+    """Per-symbol overrides of trading values (migration 0009; core/services/symbol_settings.py).
+
+    ``symbol`` is a venue symbol or ``*`` (the venue's default); a NULL column means "not
+    overridden here": the venue default, then the environment, decide.
+    """
+
+    __tablename__ = "symbol_settings"
+    __table_args__ = (UniqueConstraint("exchange", "symbol", name="uq_symbol_settings_key"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    exchange: Mapped[str] = mapped_column(String(20))
+    symbol: Mapped[str] = mapped_column(String(40))
+    stop_loss_percent: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    trailing_activation_percent: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    trailing_callback_percent: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    trailing_breakeven_percent: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    trailing_min_step_percent: Mapped[Decimal | None] = mapped_column(Numeric(12, 6))
+    leverage: Mapped[int | None] = mapped_column(Integer)
+    position_size_usdt: Mapped[Decimal | None] = mapped_column(Money)
+    enabled: Mapped[bool | None] = mapped_column(Boolean)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+    updated_by: Mapped[str | None] = mapped_column(String(120))

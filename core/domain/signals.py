@@ -97,6 +97,7 @@ class RejectReason(StrEnum):
     SCORE_OUT_OF_RANGE = "score_out_of_range"
     INVALID_TIMESTAMP = "invalid_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
+    VENUE_NOT_CONFIGURED = "venue_not_configured"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,9 @@ class SignalParams:
     # hostile sender: 99,999,999,999 would otherwise rank first in every wave
     score_min: Decimal = Decimal(0)
     score_max: Decimal = Decimal(100)
+    # the venues this deployment trades (None: any); a signal for another is rejected at
+    # once rather than stored into a wave no worker of this deployment would ever process
+    venues: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,6 +410,13 @@ def _validate_fields(
     if not isinstance(exchange, str) or exchange not in Exchange._value2member_map_:
         return Rejection(
             RejectReason.INVALID_EXCHANGE, "exchange must be binance|bybit", excerpt, signal_id
+        )
+    if params.venues is not None and exchange not in params.venues:
+        return Rejection(
+            RejectReason.VENUE_NOT_CONFIGURED,
+            f"{exchange} is not a venue of this deployment ({', '.join(sorted(params.venues))})",
+            excerpt,
+            signal_id,
         )
     action = obj["action"]
     if not isinstance(action, str) or action not in Action._value2member_map_:

@@ -7,16 +7,19 @@ ccxt session or Redis connection shared across a fork is shared sockets.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import redis
+from sqlalchemy import select
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings, get_settings, resolve_redis_url
+from core.db.session import new_session
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.dialect import DialectOptions
 from core.exchange.factory import build_exchange
 from core.locks import fence_token
+from core.venues import configured_venues, default_venue, venue_config
 
 EXCHANGE_NAMES = {"paper": "binance", "binanceusdm": "binance", "bybit": "bybit"}
 
@@ -60,14 +63,78 @@ def build_adapter(settings: Settings) -> ExchangeAdapter:
 
 @lru_cache(maxsize=1)
 def get_deps() -> Deps:
+    """The default venue's Deps (the venue of the single-venue settings; see core/venues.py)."""
     settings = get_settings()
     return Deps(
         settings=settings,
-        exchange=build_adapter(settings),
+        exchange=build_adapter(venue_settings(settings, default_venue(settings))),
         redis=redis.Redis.from_url(resolve_redis_url(settings)),
         clock=SYSTEM_CLOCK,
     )
 
 
+class VenueNotConfigured(LookupError):
+    """Work for a venue this deployment does not trade (VIGIL_EXCHANGES)."""
+
+
+def venue_settings(settings: Settings, venue: str) -> Settings:
+    """``settings`` with the connection fields of ``venue`` (its own key, URL, dialect)."""
+    config = venue_config(settings, venue)
+    return settings.model_copy(
+        update={
+            "exchange": config.kind,
+            "exchange_url": config.url,
+            "api_key": config.api_key,
+            "api_secret": config.api_secret,
+            "testnet": config.testnet,
+            "paper_dialect": config.paper_dialect,
+        }
+    )
+
+
+def deps_for(venue: str) -> Deps:
+    """The Deps of one venue, built once per process on first use (one adapter per venue);
+    the default venue's is ``get_deps()``. The venue comes with the work: a task's argument,
+    the position's or the wave's row."""
+    base = get_deps()
+    if venue == base.exchange_name:
+        return base
+    if venue not in configured_venues(base.settings):
+        raise VenueNotConfigured(f"venue {venue!r} is not configured (VIGIL_EXCHANGES)")
+    return _other_venue(venue)
+
+
+@cache
+def _other_venue(venue: str) -> Deps:
+    base = get_deps()
+    settings = venue_settings(base.settings, venue)
+    return Deps(settings, build_adapter(settings), base.redis, base.clock)
+
+
+def every_venue() -> list[Deps]:
+    """One Deps per configured venue: what a guardian or sweep loops over."""
+    return [deps_for(venue) for venue in configured_venues(get_settings())]
+
+
 def reset_deps() -> None:
     get_deps.cache_clear()
+    _other_venue.cache_clear()
+
+
+def deps_for_position(position_id: int) -> Deps:
+    """The Deps of the venue a position is on (the default venue's if there is no such
+    position: the service then says so)."""
+    from core.db.models import Position
+
+    with new_session() as session:
+        exchange = session.scalar(select(Position.exchange).where(Position.id == position_id))
+    return get_deps() if exchange is None else deps_for(exchange)
+
+
+def deps_for_wave(wave_id: int) -> Deps:
+    """The Deps of the venue a wave is for (the default venue's if there is no such wave)."""
+    from core.db.models import Wave
+
+    with new_session() as session:
+        exchange = session.scalar(select(Wave.exchange).where(Wave.id == wave_id))
+    return get_deps() if exchange is None else deps_for(exchange)

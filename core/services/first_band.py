@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 
 from core.db.models import Position, TrailingStop
 from core.exchange import errors
-from core.services import bands
+from core.services import bands, symbol_settings
 from core.services.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,10 @@ def publish_first_band(deps: Deps, position: Position, row: TrailingStop) -> Non
 
     try:
         tick = deps.exchange.rules(position.symbol).tick_size
-        found = band(
-            state_of(row, position), trailing_params(deps.settings), deps.clock.now(), tick
+        settings = symbol_settings.effective(
+            deps.settings, deps.redis, position.exchange, position.symbol
         )
+        found = band(state_of(row, position), trailing_params(settings), deps.clock.now(), tick)
         bands.publish(deps.redis, position.exchange, position.symbol, BAND_COMPONENT, found)
     except (RedisError, errors.ExchangeFailure) as exc:
         log.warning("first band of %s not published (the sweep will): %s", position.symbol, exc)

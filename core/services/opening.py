@@ -24,6 +24,7 @@ from enum import StrEnum
 
 from sqlalchemy.orm import Session
 
+from core.config import Settings
 from core.db.models import Position, Signal
 from core.db.session import unit_of_work
 from core.domain.halts import OpeningBlock
@@ -38,7 +39,7 @@ from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, engine_lock
 from core.logging import bind_correlation
 from core.polling import Poll
-from core.services import executor, halts, venue_watch
+from core.services import executor, halts, symbol_settings, venue_watch
 from core.services.deps import Deps
 from core.services.executor import Executor, LookupFailed, OrderIntent, Sent
 from core.services.first_band import publish_first_band
@@ -146,6 +147,12 @@ class Opening(RollbackSteps):
     def now(self) -> datetime:
         return self.deps.clock.now()
 
+    def settings_for(self, position: Position) -> Settings:
+        """The settings of this symbol now: per-symbol overrides over the environment."""
+        return symbol_settings.effective(
+            self.settings, self.deps.redis, position.exchange, position.symbol
+        )
+
     # --- pending_entry: size and send the entry once --------------------------------------
 
     def _send_entry(self, session: Session, position: Position) -> OpenOutcome | None:
@@ -177,9 +184,8 @@ class Opening(RollbackSteps):
         except errors.SymbolUnavailable as exc:
             record(session, EventType.SYMBOL_UNAVAILABLE, ctx=context(position), error=str(exc))
             return self._fail(session, position, f"symbol unavailable: {exc}")
-        sizing = size_position(
-            self.settings.position_size_usdt, mark, rules, Decimal(self.settings.leverage)
-        )
+        settings = self.settings_for(position)
+        sizing = size_position(settings.position_size_usdt, mark, rules, Decimal(settings.leverage))
         if sizing.quantity is None:
             record(
                 session,
@@ -190,9 +196,7 @@ class Opening(RollbackSteps):
             )
             return self._fail(session, position, f"sizing: {sizing.detail}")
         try:
-            self.ex.ensure_trading_setup(
-                position.symbol, self.settings.leverage, self.settings.margin_mode
-            )
+            self.ex.ensure_trading_setup(position.symbol, settings.leverage, settings.margin_mode)
         except errors.Permanent as exc:
             venue_watch.note_failure(self.deps, exc)
             return self._fail(session, position, f"leverage/margin setup refused: {exc}")
@@ -353,7 +357,7 @@ class Opening(RollbackSteps):
             self.held.token,
             quantity=order.filled,
             entry_price=order.average or order.price,
-            leverage=self.settings.leverage,
+            leverage=self.settings_for(position).leverage,
         )
         return None
 
@@ -386,7 +390,10 @@ class Opening(RollbackSteps):
         assert position.entry_price is not None
         rules = self.ex.rules(position.symbol)
         stop_price = stop_price_for(
-            position.entry_price, self.settings.stop_loss_percent, side, rules.tick_size
+            position.entry_price,
+            self.settings_for(position).stop_loss_percent,
+            side,
+            rules.tick_size,
         )
         intent = OrderIntent.of(
             position, P.STOP, side.close_order_side, position.quantity, trigger_price=stop_price
@@ -434,7 +441,7 @@ class Opening(RollbackSteps):
             stop_price=trigger,
             opened_at=self.now(),
         )
-        row = start_trailing(session, position, self.settings, self.now())
+        row = start_trailing(session, position, self.settings_for(position), self.now())
         publish_first_band(self.deps, position, row)  # trailed from its first tick
         record_signal_outcome(session, position, "opened", None)
         return OpenOutcome.ACTIVE

@@ -51,7 +51,7 @@ from core.exchange import errors
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
 from core.logging import bind_correlation
-from core.services import snapshot
+from core.services import snapshot, symbol_settings
 from core.services.deps import Deps
 from core.services.positions import context
 from core.services.protection_repair import (
@@ -72,6 +72,12 @@ def protection_params(settings: Settings) -> ProtectionParams:
         trailing_heartbeat_timeout=timedelta(minutes=settings.trailing_heartbeat_stale_minutes),
         unprotected_alert_after=timedelta(seconds=settings.unprotected_alert_seconds),
     )
+
+
+def _params_for(deps: Deps, exchange: str, symbol: str) -> ProtectionParams:
+    """Protection's parameters for one symbol (its stop-loss % may be overridden); used only
+    to place a stop that is missing, so an override never moves a live stop."""
+    return protection_params(symbol_settings.effective(deps.settings, deps.redis, exchange, symbol))
 
 
 def _load_active(session: Session, exchange: str) -> list[Guarded]:
@@ -177,7 +183,6 @@ class ProtectionReport:
 def check_protection(deps: Deps) -> ProtectionReport:
     """One protection cycle over every active position of this exchange (see module doc)."""
     now = deps.clock.now()
-    params = protection_params(deps.settings)
     report = ProtectionReport()
     with unit_of_work() as session:
         guarded = _load_active(session, deps.exchange_name)
@@ -200,7 +205,7 @@ def check_protection(deps: Deps) -> ProtectionReport:
             snap.orders_on(g.symbol),
             on_exchange.mark_price or on_exchange.entry_price,
             now,
-            params,
+            _params_for(deps, g.exchange, g.symbol),
             _rules(deps, g.symbol),
         )
         if not needs_action(decision, g):
@@ -269,7 +274,7 @@ def protect_locked(deps: Deps, held: HeldLock, position_id: int) -> PositionResu
     rules = _rules(deps, guarded.symbol)
     mark = on_exchange.mark_price or deps.exchange.mark_price(guarded.symbol)
     now = deps.clock.now()
-    params = protection_params(deps.settings)
+    params = _params_for(deps, guarded.exchange, guarded.symbol)
     orders = snap.orders_on(guarded.symbol)
     decision = _decide(guarded, on_exchange, orders, mark, now, params, rules)
     if not needs_action(decision, guarded):

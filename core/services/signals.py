@@ -36,6 +36,7 @@ from core.domain.signals import ParseResult, Rejection, SignalParams
 from core.domain.signals import Signal as ParsedSignal
 from core.domain.waves import WaveKey, WaveParams, is_late, wave_deadline, wave_key
 from core.events import EventContext, EventType, Severity, record
+from core.venues import configured_venues
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,7 @@ def signal_params(settings: Settings) -> SignalParams:
         reject_unknown_fields=settings.signal_reject_unknown_fields,
         score_min=settings.signal_score_min,
         score_max=settings.signal_score_max,
+        venues=frozenset(configured_venues(settings)),
     )
 
 

@@ -58,7 +58,7 @@ from core.exchange import errors
 from core.exchange.client_ids import client_order_id, parse_client_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, fenced_update
-from core.services import bands, executor
+from core.services import bands, executor, symbol_settings
 from core.services.closing import (
     StopFillNotVisible,
     record_stop_triggered,
@@ -147,6 +147,11 @@ class _Trailer:
                 return
             position, row = loaded
             self.symbol = position.symbol
+            self.params = trailing_params(
+                symbol_settings.effective(
+                    self.deps.settings, self.deps.redis, position.exchange, position.symbol
+                )
+            )
             self.side = Side(position.side)
             self.quantity = position.quantity
             self.tick = self.ex.rules(position.symbol).tick_size

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -59,6 +59,7 @@ from core.domain.waves import (
     select_wave,
 )
 from core.events import EventType, Severity, record
+from core.services import symbol_settings
 from core.services.deps import Deps
 from core.services.positions import NewPosition, create_position
 from core.services.wave_upkeep import (
@@ -233,8 +234,13 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
         if halted:
             selection = all_halted(session, rows)
         else:
+            stoplisted = symbol_settings.disabled_among(
+                deps.settings, deps.redis, wave.exchange, {row.symbol for row in rows}
+            )
             selection = select_wave(
-                [domain_signal(row) for row in rows], WaveContext(open_now, balance), params
+                [domain_signal(row) for row in rows],
+                WaveContext(open_now, balance),
+                replace(params, stoplist=stoplisted),
             )
         by_id = {row.signal_id: row for row in rows}
         for filtered in selection.filtered:

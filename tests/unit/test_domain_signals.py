@@ -416,3 +416,27 @@ def test_score_range_bounds_are_inclusive_and_configurable() -> None:
     assert only_rejection(parse_frame(frame(score_week=1001), wide)).reason is (
         RejectReason.SCORE_OUT_OF_RANGE
     )
+
+
+def test_a_signal_for_a_venue_not_configured_is_rejected_with_its_reason():
+    from core.domain.signals import SignalParams
+
+    frame = json.dumps(
+        {
+            "type": "signal",
+            "id": "x1",
+            "symbol": "BTCUSDT",
+            "exchange": "bybit",
+            "action": "BUY",
+            "score_week": 50,
+            "score_month": 50,
+            "timestamp": "2026-01-01T00:00:00Z",
+        }
+    )
+    only_binance = parse_frame(frame, SignalParams(venues=frozenset({"binance"})))
+    assert only_binance.signals == ()
+    [rejection] = only_binance.rejections
+    assert rejection.reason == RejectReason.VENUE_NOT_CONFIGURED and rejection.signal_id == "x1"
+    both = parse_frame(frame, SignalParams(venues=frozenset({"binance", "bybit"})))
+    assert [s.id for s in both.signals] == ["x1"]
+    assert [s.id for s in parse_frame(frame).signals] == ["x1"]  # no venue list: any venue
