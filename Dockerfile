@@ -10,6 +10,7 @@ COPY pyproject.toml README.md beat_schedule.py ./
 COPY core ./core
 COPY tasks ./tasks
 COPY sim ./sim
+COPY shell ./shell
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- the image ----------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from sqlalchemy import text
 
 from core.db.session import unit_of_work
 from core.exchange.client_ids import client_order_id
-from core.runtime.embedded import free_port
+from shell.runtime.embedded import free_port
 from sim.state import SimOptions
 
 CHROMIUM = "/usr/bin/chromium"
@@ -95,7 +95,7 @@ def seed_book(env: BenchEnv, count: int) -> None:
 def start_api(env: BenchEnv, port: int, token: str | None) -> subprocess.Popen[bytes]:
     extra = {"VIGIL_API_PORT": str(port)} | ({"VIGIL_API_TOKEN": token} if token else {})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "api", "--port", str(port)],
+        [sys.executable, "-m", "shell.cli", "api", "--port", str(port)],
         env={**env.env, **extra},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -69,11 +69,11 @@ from core.db.models import Event, Position, TrailingStop
 from core.db.session import unit_of_work
 from core.exchange.factory import build_pro_exchange
 from core.ingest.prices import PriceStream
-from core.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from core.services import bands, price_path
 from core.services.deps import Deps, build_adapter
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
+from shell.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tasks.sender import celery_sender
 
 # --- the paper exchange in its own process ---------------------------------------------------
@@ -228,7 +228,7 @@ def start_worker(
         pool = ["--pool", "prefork", "--concurrency", str(args.concurrency)]
     else:
         pool = ["--pool", "prefork", "--concurrency", "1"]
-    argv += ["-m", "core.cli", "worker", "--queues", queues, "--name", tag, *pool]
+    argv += ["-m", "shell.cli", "worker", "--queues", queues, "--name", tag, *pool]
     log = (home / f"worker-{tag}.log").open("ab")
     return subprocess.Popen(argv, env=env, start_new_session=True, stdout=log, stderr=log)
 
@@ -403,7 +403,7 @@ def noop_round_trip(
         [
             sys.executable,
             "-m",
-            "core.cli",
+            "shell.cli",
             "worker",
             "--queues",
             "stops",

@@ -33,8 +33,8 @@ from core.db import session as db_session
 from core.db.session import unit_of_work
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.factory import build_exchange
-from core.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from core.services.deps import Deps
+from shell.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from sim.runner import SimServer
 from sim.state import SimOptions
 
@@ -177,7 +177,7 @@ class Workers:
         names = []
         for i in range(count):
             name = f"{prefix}{i + 1}"
-            argv = [sys.executable, "-m", "core.cli", "worker", "--name", name]
+            argv = [sys.executable, "-m", "shell.cli", "worker", "--name", name]
             argv += ["--queues", queues, "--concurrency", str(concurrency)]
             self.procs.append(
                 subprocess.Popen(

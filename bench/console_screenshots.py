@@ -78,7 +78,7 @@ def main() -> None:
     env["VIGIL_HOME"] = home
     env["VIGIL_API_TOKEN"] = TOKEN  # so the pictures show the controls too
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "demo", "--duration", str(args.duration)],
+        [sys.executable, "-m", "shell.cli", "demo", "--duration", str(args.duration)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ exception tracebacks, so nothing reaches the output unredacted, whatever the cal
 JSON mode (``VIGIL_LOG_JSON=true``) is python-json-logger's formatter: one object per line with
 ``ts, level, logger, msg, component, process, correlation_id, position_id, task_id, task_name``
 plus every ``extra=`` field the caller passed; every string in it goes through redaction.
-Celery's start-up banner is switched off in JSON mode (core/cli.py), so every line of every
+Celery's start-up banner is switched off in JSON mode (shell/cli.py), so every line of every
 process parses.
 
 Usage in services::

@@ -6,7 +6,7 @@ test server runs in-process. Blocking work (SQL, the exchange, Redis) runs in th
 slow component cannot stall the others or the event loop.
 
 Routes:
-  GET  /health             200 or 503, per-component status (core/api/health.py)
+  GET  /health             200 or 503, per-component status (core/services/health.py)
   GET  /metrics            Prometheus text format
   GET  /positions          ?symbol= &status= (comma list) &since= &correlation_id= &limit=
   GET  /events             ?symbol= &type= (comma list) &severity= &since= &correlation_id=
@@ -41,7 +41,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from core.api import console, doors, openapi
 from core.api.collectors import StateCollector
-from core.api.health import ExchangeReads, HealthChecker, WorkerPing
 from core.api.queries import (
     BadQuery,
     EventFilter,
@@ -62,6 +61,7 @@ from core.db.session import new_session
 from core.metrics import MetricsStore, RedisCollector
 from core.queues import QueueCollector
 from core.services.deps import Deps, get_deps
+from core.services.health import ExchangeReads, HealthChecker, WorkerPing
 
 log = logging.getLogger(__name__)
 

@@ -23,12 +23,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from core.api.health import ExchangeReads
 from core.clock import Clock
 from core.db.models import Alert, Event, Heartbeat, Position
 from core.db.session import new_session
 from core.domain.positions import NON_TERMINAL
 from core.exchange.errors import ExchangeFailure
+from core.services.health import ExchangeReads
 from core.services.invariants import find_unprotected, load_open_rows
 
 

@@ -23,11 +23,11 @@ from contextlib import suppress
 import redis
 from aiohttp import web
 
-from core.api.health import ExchangeReads, HealthChecker, WorkerPing
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings, resolve_redis_url
 from core.logging import redact
 from core.services.deps import Deps, exchange_name, get_deps
+from core.services.health import ExchangeReads, HealthChecker, WorkerPing
 from core.services.paging import Watchdog, watchdog_checker
 
 log = logging.getLogger(__name__)

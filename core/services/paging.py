@@ -37,7 +37,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from core.api.health import ExchangeReads, HealthChecker, HealthReport
 from core.clock import Clock
 from core.config import Settings
 from core.db.models import Alert
@@ -56,6 +55,7 @@ from core.exchange.errors import AuthenticationFailed, ExchangeFailure
 from core.logging import redact
 from core.services.alerts import Channel, DeliveryError, channels_from, deliver_pending
 from core.services.deps import Deps
+from core.services.health import ExchangeReads, HealthChecker, HealthReport
 
 log = logging.getLogger(__name__)
 

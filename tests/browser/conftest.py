@@ -24,7 +24,7 @@ from aiohttp import web
 
 from core import metrics
 from core.api.app import create_app
-from core.runtime.embedded import free_port
+from shell.runtime.embedded import free_port
 
 DEBIAN_CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from core.harness.chaos import CHAOS_SECRETS, FAULT_KINDS
+from shell.harness.chaos import CHAOS_SECRETS, FAULT_KINDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -38,7 +38,7 @@ def chaos_run(request, tmp_path_factory):
     env["VIGIL_CHAOS_OUTAGE_SECONDS"] = os.environ.get("VIGIL_CHAOS_OUTAGE_SECONDS", "5")
     report = home / "report.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "chaos", "--duration", str(duration),
+        [sys.executable, "-m", "shell.cli", "chaos", "--duration", str(duration),
          "--seed", os.environ.get("VIGIL_CHAOS_SEED", "1"), "--workers", "2",
          "--exchange", exchange, "--json", str(report)],
         env=env, capture_output=True, text=True, timeout=duration + 400,

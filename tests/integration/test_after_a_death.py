@@ -65,7 +65,7 @@ class Workers:
 
     def start(self, name, queues="stops,orders,maintenance"):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "worker", "--queues", queues]
+            [sys.executable, "-m", "shell.cli", "worker", "--queues", queues]
             + ["--pool", "solo", "--name", name],
             env=self.env,
             stdout=(self.logs / f"{name}.log").open("w"),

@@ -15,8 +15,8 @@ from core.config import load_settings
 from core.db.models import Alert, Event
 from core.db.session import unit_of_work
 from core.events import EventType, Severity, record
-from core.runtime.embedded import free_port
 from core.services.alerts import deliver_pending
+from shell.runtime.embedded import free_port
 
 pytestmark = pytest.mark.integration
 

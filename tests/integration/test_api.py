@@ -25,10 +25,10 @@ from core.clock import SYSTEM_CLOCK
 from core.db.models import Event
 from core.db.session import unit_of_work
 from core.events import EventType, record
-from core.runtime.embedded import free_port
 from core.services import heartbeat
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
+from shell.runtime.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -310,7 +310,7 @@ def test_vigil_api_serves_health_and_metrics_as_a_process(sim, clean_db, redis_u
         VIGIL_LOG_JSON="true",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "api"],
+        [sys.executable, "-m", "shell.cli", "api"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

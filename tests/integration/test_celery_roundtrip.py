@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def worker(clean_db, redis_url, tmp_path):
     env = dict(os.environ, VIGIL_HOME=str(tmp_path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "t1"],
+        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "t1"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

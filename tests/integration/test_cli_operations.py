@@ -7,7 +7,6 @@ import pytest
 from sqlalchemy import select, text
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.config import get_settings
 from core.db.models import Event, Position, TrailingStop
 from core.db.session import unit_of_work
@@ -15,6 +14,7 @@ from core.domain.positions import PositionTrigger
 from core.services.deps import reset_deps
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position, transition
+from shell.cli import app
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from core.runtime.embedded import free_port
+from shell.runtime.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def test_storage_down_is_one_line_and_exit_2(command: list[str], tmp_path) -> No
         "COLUMNS": "60",  # a narrow terminal must not wrap the line either
     }
     done = subprocess.run(
-        [sys.executable, "-m", "core.cli", *command],
+        [sys.executable, "-m", "shell.cli", *command],
         capture_output=True,
         text=True,
         env=env,
@@ -54,7 +54,7 @@ def test_exchange_down_is_one_error_line_and_exit_2(tmp_path) -> None:
         "VIGIL_EXCHANGE_URL": f"http://127.0.0.1:{nobody}",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "core.cli", "reproduce-duplicates", "--duration", "5"],
+        [sys.executable, "-m", "shell.cli", "reproduce-duplicates", "--duration", "5"],
         capture_output=True,
         text=True,
         env=env,

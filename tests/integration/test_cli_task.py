@@ -11,9 +11,9 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.config import get_settings
 from core.metrics import TASKS, MetricsStore
+from shell.cli import app
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def worker(database_url, redis_url, tmp_path_factory):
     env = dict(os.environ, VIGIL_HOME=str(tmp_path_factory.mktemp("task-worker")))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "cli-task"],
+        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "cli-task"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -13,7 +13,7 @@ def test_demo_runs_every_scenario_and_ends_with_every_invariant_holding(tmp_path
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     env["VIGIL_HOME"] = str(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "demo", "--duration", "60"],
+        [sys.executable, "-m", "shell.cli", "demo", "--duration", "60"],
         env=env,
         capture_output=True,
         text=True,

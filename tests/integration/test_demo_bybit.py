@@ -14,7 +14,7 @@ def test_the_demo_on_bybit_runs_every_scenario_and_every_invariant_holds(tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     env["VIGIL_HOME"] = str(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "demo", "--duration", "60", "--exchange", "bybit"],
+        [sys.executable, "-m", "shell.cli", "demo", "--duration", "60", "--exchange", "bybit"],
         env=env,
         capture_output=True,
         text=True,

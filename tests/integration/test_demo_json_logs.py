@@ -17,7 +17,7 @@ def test_every_line_of_every_process_is_json_through_a_whole_demo(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     env.update(VIGIL_HOME=str(tmp_path), VIGIL_LOG_JSON="true")
     proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "demo", "--duration", "60"],
+        [sys.executable, "-m", "shell.cli", "demo", "--duration", "60"],
         env=env,
         capture_output=True,
         text=True,

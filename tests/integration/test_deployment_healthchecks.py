@@ -45,7 +45,7 @@ def test_paper_exchange_healthcheck_passes_on_either_dialect(sim_server, bybit_s
 
 def vigil(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "shell.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "VIGIL_EXCHANGE": "paper", "VIGIL_PAPER_DIALECT": "binance"},

@@ -65,7 +65,7 @@ def worker(sim, clean_db, redis_url, tmp_path) -> Iterator[Callable[[], subproce
             VIGIL_ENTRY_FILL_TIMEOUT="2",
         )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "guardian"],
+            [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "guardian"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -12,8 +12,8 @@ import urllib.request
 import pytest
 
 from core.config import get_settings, load_settings
-from core.runtime.embedded import free_port
-from core.runtime.stack import Stack, StackOptions
+from shell.runtime.embedded import free_port
+from shell.runtime.stack import Stack, StackOptions
 
 pytestmark = pytest.mark.integration
 RECOVERY_BOUND_SECONDS = 15.0

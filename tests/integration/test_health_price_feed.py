@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.api.health import FAIL, OK, HealthChecker
 from core.clock import ManualClock
 from core.config import load_settings
 from core.db.session import unit_of_work
 from core.services import heartbeat
+from core.services.health import FAIL, OK, HealthChecker
 from core.services.positions import NewPosition, create_position
 
 pytestmark = pytest.mark.integration

@@ -20,17 +20,16 @@ import redis
 from sqlalchemy import select
 
 from core.clock import SYSTEM_CLOCK
-from core.config import get_settings, load_settings
+from core.config import embedded_redis_url, get_settings, load_settings
 from core.db.models import Event, Heartbeat
 from core.db.session import unit_of_work
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.factory import build_exchange
-from core.runtime.embedded import EmbeddedRedis, free_port
-from core.runtime.endpoints import embedded_redis_url
 from core.services import bands, price_path
 from core.services.deps import Deps
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
+from shell.runtime.embedded import EmbeddedRedis, free_port
 from tests.fixtures.engine import FAST
 
 pytestmark = pytest.mark.integration
@@ -82,7 +81,7 @@ def processes(sim, clean_db, own_redis, tmp_path):
     def start(*argv: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"{argv[0]}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", *argv],
+            [sys.executable, "-m", "shell.cli", *argv],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -190,7 +189,7 @@ def test_a_fault_in_the_mark_price_loop_restarts_it_and_the_heartbeat_shows_it(
 
 
 def price_feed_status() -> str:
-    from core.api.health import HealthChecker
+    from core.services.health import HealthChecker
 
     settings = load_settings(price_feed_stale_seconds=10)
     checker = HealthChecker(settings, SYSTEM_CLOCK, lambda: None, None, None, exchange_name=EX)

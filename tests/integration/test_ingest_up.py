@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from core.runtime.embedded import free_port
+from shell.runtime.embedded import free_port
 from tests.integration.test_vigil_up import ports_of, processes_of, wait_for_line
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def test_up_with_signal_sim_runs_an_ingest_that_stores_the_simulated_signals(up_
         [
             sys.executable,
             "-m",
-            "core.cli",
+            "shell.cli",
             "up",
             "--concurrency",
             "1",

@@ -152,7 +152,7 @@ def test_a_release_that_meets_a_redis_outage_happens_once_redis_is_back(tmp_path
     """The lock of a task interrupted by an outage does not block its symbol for the TTL."""
     import redis
 
-    from core.runtime.embedded import EmbeddedRedis, free_port
+    from shell.runtime.embedded import EmbeddedRedis, free_port
 
     server = EmbeddedRedis(tmp_path / "redis", free_port(), persist=True)
     server.start()

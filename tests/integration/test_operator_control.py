@@ -21,7 +21,6 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from core.cli import app
 from core.clock import ManualClock
 from core.config import get_settings
 from core.db.models import Alert, Event, Position, Signal, Wave
@@ -37,6 +36,7 @@ from core.services.positions import NewPosition, create_position
 from core.services.protection import check_protection
 from core.services.signals import store_frame
 from core.services.waves import wave_params
+from shell.cli import app
 from tests.fixtures.venue import PaperVenue
 from tests.integration.test_engine_venues import move_to
 
@@ -403,7 +403,7 @@ def worker(vigil, tmp_path):
     """A worker process on the test broker, configured like the CLI (``vigil`` sets the env)."""
     env = dict(os.environ, VIGIL_HOME=str(tmp_path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "ctl"],
+        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "ctl"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

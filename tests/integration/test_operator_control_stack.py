@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from core.runtime.embedded import free_port
+from shell.runtime.embedded import free_port
 from tests.integration.test_vigil_up import ports_of, processes_of, wait_for_line
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ class Running:
 
     def vigil(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "core.cli", *args],
+            [sys.executable, "-m", "shell.cli", *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -166,7 +166,7 @@ def running(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Running]
         [
             sys.executable,
             "-m",
-            "core.cli",
+            "shell.cli",
             "up",
             "--concurrency",
             "2",

@@ -273,7 +273,7 @@ def worker(sim, clean_db, redis_url, tmp_path):
 
     def start() -> subprocess.Popen:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "orphans"],
+            [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "orphans"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

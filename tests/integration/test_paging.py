@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import select
 
-from core.api.health import FAIL, OK, Component, HealthReport
 from core.clock import SYSTEM_CLOCK
 from core.db.models import Alert, Event
 from core.db.session import new_session
@@ -20,6 +19,7 @@ from core.exchange.adapter import ExchangeAdapter
 from core.exchange.errors import AuthenticationFailed, ExchangeFailure
 from core.exchange.factory import build_exchange
 from core.services.deps import Deps
+from core.services.health import FAIL, OK, Component, HealthReport
 from core.services.paging import Watchdog
 from core.services.protection import check_protection
 
@@ -200,9 +200,9 @@ def test_a_real_database_outage_pages_directly_and_is_recorded_once_it_is_back(
 ):
     from sqlalchemy.engine import make_url
 
-    from core.api.health import ExchangeReads, HealthChecker
     from core.db import session as db_session
-    from core.runtime.embedded import free_port
+    from core.services.health import ExchangeReads, HealthChecker
+    from shell.runtime.embedded import free_port
 
     deps = make_deps(page_confirm_seconds=0, alert_webhook_url=inbox.url + "/hook")
     health = HealthChecker(

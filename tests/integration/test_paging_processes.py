@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from core.runtime.embedded import free_port
+from shell.runtime.embedded import free_port
 from tests.integration.test_paging import Inbox
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ FAST = {
 def _spawn(args: list[str], env: dict[str, str], log_dir: str) -> subprocess.Popen:
     log = open(os.path.join(log_dir, f"{args[0]}.log"), "ab")  # noqa: SIM115 - child owns it
     return subprocess.Popen(
-        [sys.executable, "-m", "core.cli", *args],
+        [sys.executable, "-m", "shell.cli", *args],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -233,7 +233,7 @@ def start_worker(sim, clean_db, redis_url, tmp_path):
 
     def start(name="trail"):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "worker", "--queues", "stops,orders"]
+            [sys.executable, "-m", "shell.cli", "worker", "--queues", "stops,orders"]
             + ["--pool", "solo", "--name", name],
             env=env,
             stdout=subprocess.DEVNULL,

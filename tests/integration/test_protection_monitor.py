@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 
 from core.exchange.adapter import ExchangeAdapter
-from core.harness.protection_monitor import ProtectionMonitor
+from shell.harness.protection_monitor import ProtectionMonitor
 
 pytestmark = pytest.mark.integration
 

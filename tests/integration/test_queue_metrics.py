@@ -93,7 +93,7 @@ def test_messages_carry_their_publish_time_and_result_policy(redis_client, celer
 def worker(clean_db, redis_url, tmp_path):
     env = dict(os.environ, VIGIL_HOME=str(tmp_path))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "results"],
+        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "results"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -114,7 +114,7 @@ def test_a_task_sent_like_celery_call_keeps_its_result(worker, celery):
 def test_beat_sends_its_tasks_without_asking_for_results(redis_client, redis_url, tmp_path):
     env = dict(os.environ, VIGIL_HOME=str(tmp_path), VIGIL_HEARTBEAT_INTERVAL="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "beat"],
+        [sys.executable, "-m", "shell.cli", "beat"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -139,7 +139,7 @@ def test_worker_killed_between_entry_and_stop_leaves_the_position_protected(sim,
         [
             sys.executable,
             "-m",
-            "core.cli",
+            "shell.cli",
             "worker",
             "--queues",
             "orders,maintenance",

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from core.runtime.embedded import free_port
+from shell.runtime.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def flower(redis_url, tmp_path):
         VIGIL_FLOWER_PASSWORD="flower-pass-4e2a",
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "flower"],
+        [sys.executable, "-m", "shell.cli", "flower"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
@@ -83,7 +83,7 @@ def test_vigil_flower_refuses_the_default_password_beyond_this_host(
     if password is not None:
         env["VIGIL_FLOWER_PASSWORD"] = password
     done = subprocess.run(
-        [sys.executable, "-m", "core.cli", "flower"],
+        [sys.executable, "-m", "shell.cli", "flower"],
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
@@ -100,7 +100,7 @@ def test_a_task_sent_through_flower_with_bad_arguments_is_refused_by_the_task_la
     from tasks.app import create_app
 
     worker = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "flower1"],
+        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "flower1"],
         env=dict(os.environ, VIGIL_HOME=str(tmp_path)),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip

@@ -20,7 +20,7 @@ SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|TRUNCATE|DROP|ALTER|CREATE|GRA
 SINKS = {"text", "execute", "exec_driver_sql", "executescript"}
 # (path, function) -> why the interpolation is safe
 REVIEWED: dict[tuple[str, str], str] = {
-    ("core/runtime/embedded.py", "_ensure_database"): (
+    ("shell/runtime/embedded.py", "_ensure_database"): (
         "psql bootstrap of the embedded server: the database name is checked against "
         "_IDENTIFIER (letters, digits, underscore) before use, and callers pass constants"
     ),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from core.runtime.embedded import free_port
+from shell.runtime.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ class SimProcess:
     def __init__(self, tmp: Path, dialect: str, state: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = [sys.executable, "-m", "core.cli", "sim", "--port", str(self.port)]
+        argv = [sys.executable, "-m", "shell.cli", "sim", "--port", str(self.port)]
         argv += ["--dialect", dialect, "--state", str(state), "--scenario", "frozen"]
         env = dict(os.environ, VIGIL_HOME=str(tmp))
         self.proc = subprocess.Popen(

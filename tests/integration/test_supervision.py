@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from core.domain.restarts import RestartPolicy
-from core.runtime.supervisor import Supervisor
+from shell.runtime.supervisor import Supervisor
 from tests.integration.test_vigil_up import (  # noqa: F401 - up_env is a fixture
     ports_of,
     processes_of,
@@ -200,7 +200,7 @@ def test_up_uses_a_paper_exchange_already_answering_at_the_exchange_url(up_env):
     up_env.update(VIGIL_EXCHANGE="paper", VIGIL_API_KEY="k-41", VIGIL_API_SECRET="s-41")
     port = up_env["VIGIL_EXCHANGE_URL"].rsplit(":", 1)[1]
     sim = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "sim", "--port", port, "--memory-only"],
+        [sys.executable, "-m", "shell.cli", "sim", "--port", port, "--memory-only"],
         env=up_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -167,7 +167,7 @@ def vigil(sim, clean_db, redis_url, tmp_path):
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "core.cli", "settings", *args],
+            [sys.executable, "-m", "shell.cli", "settings", *args],
             env=env,
             capture_output=True,
             text=True,

@@ -15,11 +15,11 @@ from core.db.session import unit_of_work
 from core.domain.zombies import ZombieReason, classify_orders
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.client_ids import client_order_id
-from core.harness.protection_monitor import ProtectionMonitor
 from core.services import bands, price_path, trailing
 from core.services.closing import close_position
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position, record_order
+from shell.harness.protection_monitor import ProtectionMonitor
 
 pytestmark = pytest.mark.integration
 EX = "binance"

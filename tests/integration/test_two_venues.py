@@ -43,7 +43,7 @@ def two_venue_env(sim, bybit_sim, clean_db, redis_url, tmp_path, monkeypatch):
 @pytest.fixture
 def worker(two_venue_env):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "worker", "--pool", "solo", "--name", "both"],
+        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "both"],
         env=two_venue_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -111,7 +111,7 @@ def test_one_worker_opens_and_guards_each_position_on_its_own_venue(
         assert s.get(Position, on_bybit).status == "active"  # the other venue is untouched
 
     diagnosed = subprocess.run(
-        [sys.executable, "-m", "core.cli", "diagnose", "--json"],
+        [sys.executable, "-m", "shell.cli", "diagnose", "--json"],
         env=two_venue_env,
         capture_output=True,
         text=True,
@@ -122,7 +122,7 @@ def test_one_worker_opens_and_guards_each_position_on_its_own_venue(
     assert venues["bybit"]["positions_checked"] == 1 and venues["binance"]["positions_checked"] == 0
 
     closed = subprocess.run(
-        [sys.executable, "-m", "core.cli", "close", "BTCUSDT", "--exchange", "bybit", "--yes"],
+        [sys.executable, "-m", "shell.cli", "close", "BTCUSDT", "--exchange", "bybit", "--yes"],
         env=two_venue_env,
         capture_output=True,
         text=True,
@@ -163,7 +163,7 @@ def test_settings_and_the_ingest_know_both_venues_and_refuse_a_bad_configuration
 ):
     def vigil(*args, **env):
         return subprocess.run(
-            [sys.executable, "-m", "core.cli", *args],
+            [sys.executable, "-m", "shell.cli", *args],
             env={**two_venue_env, **env},
             capture_output=True,
             text=True,

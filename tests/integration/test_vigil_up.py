@@ -12,7 +12,7 @@ import psutil
 import pytest
 from sqlalchemy import create_engine, text
 
-from core.runtime.embedded import free_port
+from shell.runtime.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def processes_of(home: Path, ports: set[int] = frozenset()) -> list[psutil.Proce
 
 def start_up(env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "core.cli", "up", "--concurrency", "1"],
+        [sys.executable, "-m", "shell.cli", "up", "--concurrency", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -170,7 +170,7 @@ def test_up_refuses_a_port_in_use_and_leaves_nothing_running(up_env):
 def test_up_refuses_a_bad_setting_in_one_line(up_env):
     env = dict(up_env, VIGIL_LEVERAGE="lots")
     proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "up"],
+        [sys.executable, "-m", "shell.cli", "up"],
         env=env,
         capture_output=True,
         text=True,
@@ -184,7 +184,7 @@ def test_up_refuses_a_bad_setting_in_one_line(up_env):
 def test_db_upgrade_reports_an_unreachable_database(up_env):
     env = dict(up_env, VIGIL_DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/x")
     proc = subprocess.run(
-        [sys.executable, "-m", "core.cli", "db", "upgrade"],
+        [sys.executable, "-m", "shell.cli", "db", "upgrade"],
         env=env,
         capture_output=True,
         text=True,

@@ -60,7 +60,7 @@ def start_worker(sim, clean_db, redis_url, tmp_path):
             **WAVE_ENV,
             **env_overrides,
         }
-        argv = [sys.executable, "-m", "core.cli", "worker", "--name", name]
+        argv = [sys.executable, "-m", "shell.cli", "worker", "--name", name]
         argv += ["--queues", "signals,orders,maintenance", "--concurrency", "4"]
         proc = subprocess.Popen(
             argv,

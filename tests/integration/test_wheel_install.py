@@ -21,7 +21,7 @@ import pytest
 
 from core.config import embedded_database_url
 from core.db import migrate
-from core.runtime.embedded import EmbeddedPostgres
+from shell.runtime.embedded import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
 

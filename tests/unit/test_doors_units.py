@@ -3,8 +3,8 @@
 import pytest
 
 from core.config import load_settings
-from core.runtime.flower_doors import exposure_refusal, is_loopback
 from core.services.deadman import ping_url
+from shell.runtime.flower_doors import exposure_refusal, is_loopback
 
 
 @pytest.mark.parametrize(

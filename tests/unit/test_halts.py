@@ -111,7 +111,7 @@ def _state(source: str, scope: str = ALL_VENUES) -> Any:
 
 
 def test_the_live_view_says_open_halted_or_paused():
-    from core.runtime.halt_watch import describe
+    from shell.runtime.halt_watch import describe
 
     assert describe([]) == "open"
     halted = describe([_state("operator")])

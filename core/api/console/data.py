@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from core.api.health import ExchangeReads
 from core.db.models import (
     AgedPosition,
     Alert,
@@ -37,6 +36,7 @@ from core.domain.positions import NON_TERMINAL
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.services.deps import Deps
+from core.services.health import ExchangeReads
 
 log = logging.getLogger(__name__)
 

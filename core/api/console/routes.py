@@ -28,10 +28,10 @@ from aiohttp import web
 
 from core.api import doors
 from core.api.console import data, views
-from core.api.health import ExchangeReads, HealthChecker
 from core.clock import Clock
 from core.config import Settings
 from core.db.session import new_session
+from core.services.health import ExchangeReads, HealthChecker
 
 STATIC = Path(__file__).parent / "static"
 # what the token rule lets a browser read without the token (core/api/doors.py: exact path,

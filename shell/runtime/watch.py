@@ -25,8 +25,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.events import EventType, Severity, record
-from core.runtime.supervisor import Child, Note, Supervisor, WatchedServer
 from core.services import heartbeat
+from shell.runtime.supervisor import Child, Note, Supervisor, WatchedServer
 
 log = logging.getLogger(__name__)
 

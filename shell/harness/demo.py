@@ -38,13 +38,13 @@ from core.config import Settings, get_settings, load_settings
 from core.db import session as db_session
 from core.db.session import unit_of_work
 from core.domain.positions import NON_TERMINAL
-from core.harness.protection_monitor import MonitorReport, ProtectionMonitor
-from core.harness.run_report import RunFigures, collect
-from core.runtime.embedded import free_port
-from core.runtime.halt_watch import openings_line
-from core.runtime.stack import Stack, StackOptions
 from core.services.deps import Deps, build_adapter
 from core.services.executor import Executor
+from shell.harness.protection_monitor import MonitorReport, ProtectionMonitor
+from shell.harness.run_report import RunFigures, collect
+from shell.runtime.embedded import free_port
+from shell.runtime.halt_watch import openings_line
+from shell.runtime.stack import Stack, StackOptions
 
 # Shortened thresholds: minutes of real time show hours of a position's life.
 DEMO_SETTINGS = {

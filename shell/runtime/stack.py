@@ -21,24 +21,24 @@ import redis
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import OperationalError
 
-from core.config import Settings
+from core.config import (
+    Settings,
+    embedded_database_url,
+    embedded_redis_url,
+    normalise_database_url,
+)
 from core.db import migrate
 from core.domain.restarts import RestartPolicy
-from core.runtime.embedded import (
+from shell.runtime.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServerError,
     free_port,
     port_in_use,
 )
-from core.runtime.endpoints import (
-    embedded_database_url,
-    embedded_redis_url,
-    normalise_database_url,
-)
-from core.runtime.leftovers import HomeBusy, HomeLock, forget_pids, record_pid, stop_leftovers
-from core.runtime.supervisor import Supervisor
-from core.runtime.watch import StackWatch
+from shell.runtime.leftovers import HomeBusy, HomeLock, forget_pids, record_pid, stop_leftovers
+from shell.runtime.supervisor import Supervisor
+from shell.runtime.watch import StackWatch
 
 ALL_QUEUES = "signals,orders,stops,maintenance"
 
@@ -218,7 +218,7 @@ class Stack:
             sup.watch_server("postgres", self.postgres)
         if self.redis is not None:
             sup.watch_server("redis", self.redis)
-        py = [sys.executable, "-m", "core.cli"]
+        py = [sys.executable, "-m", "shell.cli"]
         run_sim = opts.sim if opts.sim is not None else settings.exchange == "paper"
         if run_sim:
             self._start_paper_exchange(sup, py)
@@ -323,7 +323,7 @@ class Stack:
                 result.forget()
 
     def watch(self, say: Callable[[str], None]) -> None:
-        """Keep every process alive until Ctrl-C / SIGTERM (``core/runtime/watch.py``)."""
+        """Keep every process alive until Ctrl-C / SIGTERM (``shell/runtime/watch.py``)."""
         assert self.supervisor is not None and self.endpoints is not None
         watcher = StackWatch(self.supervisor, self.endpoints.database_url, say)
         try:

@@ -3,7 +3,7 @@
 
 They work against a running system: with ``VIGIL_DATABASE_URL`` / ``VIGIL_REDIS_URL`` set,
 or, unset, against the embedded servers a ``vigil up`` on this machine started (same
-``VIGIL_HOME`` defaults). Like core/cli.py this is the shell: Celery is imported inside the
+``VIGIL_HOME`` defaults). Like shell/cli.py this is the shell: Celery is imported inside the
 commands that need it, never by the engine.
 
 Exit codes: 0 success (diagnose: clean), 1 the command's answer is "no" (violations found, a
@@ -135,7 +135,7 @@ def task(
         raise _fail(str(exc)) from None
     kwargs = _task_kwargs(celery, full, _parse_args(arg or []), exchange, symbol)
     queue = celery.amqp.router.route({}, full)["queue"].name
-    from core.cli_meta import check_broker
+    from shell.cli_meta import check_broker
 
     check_broker()
     with _storage_errors():
@@ -436,8 +436,8 @@ def reproduce_duplicates(
     database refused, and actual duplicates; exit 0 only if there were none. Paper exchange
     only: it opens and closes positions, and closes its own at the end.
     """
-    from core.services.duplicates_repro import LiveExchangeRefused
-    from core.services.duplicates_repro import reproduce_duplicates as run
+    from shell.harness.duplicates_repro import LiveExchangeRefused
+    from shell.harness.duplicates_repro import reproduce_duplicates as run
 
     kick = None
     if kick_reconciliation:

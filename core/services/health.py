@@ -150,7 +150,7 @@ class HealthChecker:
             "unprotected_positions": self.unprotected,
             "interrupted_openings": self.interrupted,
         }
-        from core.api.venue_health import other_venue_checks  # imports this module
+        from core.services.venue_health import other_venue_checks  # imports this module
 
         checks.update(other_venue_checks(self))  # VIGIL_EXCHANGES: each other venue's own
         results = await asyncio.gather(*(self._run(name, fn) for name, fn in checks.items()))

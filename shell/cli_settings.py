@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.cli_control import _who
-from core.cli_ops import _deps, _fail, _settings, _storage_errors
+from shell.cli_control import _who
+from shell.cli_ops import _deps, _fail, _settings, _storage_errors
 
 console = Console()
 settings_app = typer.Typer(

@@ -1,8 +1,9 @@
 """The ``vigil`` command line.
 
-This module is the composition root: it is the one place in ``core`` allowed to reach the
-Celery app (``tasks``) and the paper exchange (``sim``), always through imports inside the
-command that needs them, so the engine itself stays free of both.
+This module is the composition root of the process shell: it reaches the Celery app
+(``tasks``) and the paper exchange (``sim``) through imports inside the command that needs
+them, so starting one command never loads what another needs. The engine (``core``) imports
+neither, nor anything of the shell.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def up(
     PostgreSQL and Redis are embedded (data under VIGIL_HOME) unless VIGIL_DATABASE_URL /
     VIGIL_REDIS_URL point elsewhere. Ctrl-C stops every process it started.
     """
-    from core.runtime.stack import Stack, StackOptions, StartupError
+    from shell.runtime.stack import Stack, StackOptions, StartupError
 
     settings = settings_or_exit()
     stack = Stack(
@@ -110,8 +111,8 @@ def up(
 def _watch_halts(stack: object) -> None:
     """Print the halt state now and each time it changes (`vigil halt`, a refused key)."""
     from core.db import session as db_session
-    from core.runtime.halt_watch import HaltWatch
-    from core.runtime.stack import Stack
+    from shell.runtime.halt_watch import HaltWatch
+    from shell.runtime.stack import Stack
 
     assert isinstance(stack, Stack) and stack.endpoints is not None
     db_session.configure(stack.endpoints.database_url)
@@ -119,7 +120,7 @@ def _watch_halts(stack: object) -> None:
 
 
 def _print_endpoints(stack: object, latency: float) -> None:
-    from core.runtime.stack import Stack
+    from shell.runtime.stack import Stack
 
     assert isinstance(stack, Stack) and stack.endpoints is not None
     ep = stack.endpoints
@@ -145,13 +146,13 @@ def _print_endpoints(stack: object, latency: float) -> None:
 
 
 def _mask(url: str) -> str:
-    from core.runtime.stack import _redact
+    from shell.runtime.stack import _redact
 
     return _redact(url)
 
 
 def _check_paper_dialect(exchange: str) -> None:
-    from core.harness.demo import EXCHANGES
+    from shell.harness.demo import EXCHANGES
 
     if exchange not in EXCHANGES:
         raise fail(f"--exchange must be one of {', '.join(EXCHANGES)}")
@@ -159,7 +160,7 @@ def _check_paper_dialect(exchange: str) -> None:
 
 def _run_whole_system(run: Callable[[], R]) -> R:
     """Run a harness that starts the whole system; startup failures and Ctrl-C exit cleanly."""
-    from core.runtime.stack import StartupError
+    from shell.runtime.stack import StartupError
 
     try:
         return run()
@@ -189,7 +190,7 @@ def demo(
     the report and the invariant check follow. Exit code 0 only if every invariant holds.
     With --exchange bybit the paper exchange speaks Bybit v5 (linear) instead of Binance.
     """
-    from core.harness.demo import print_result, run_demo
+    from shell.harness.demo import print_result, run_demo
 
     _check_paper_dialect(exchange)
     settings = settings_or_exit()
@@ -211,13 +212,13 @@ def chaos(
         Path | None, typer.Option("--json", help="Also write the report as JSON here.")
     ] = None,
 ) -> None:
-    """Run the whole system under seeded faults, then audit it (core/harness/chaos.py).
+    """Run the whole system under seeded faults, then audit it (shell/harness/chaos.py).
 
     Workers, the ingest, Redis and PostgreSQL are killed and restarted; the exchange fails,
     lags and fills partially; signals repeat; positions and stops are changed by hand. Exit
     code 0 only if every invariant holds afterwards. See docs/reliability.md.
     """
-    from core.harness.chaos import FAULT_KINDS, print_result, run_chaos
+    from shell.harness.chaos import FAULT_KINDS, print_result, run_chaos
 
     _check_paper_dialect(exchange)
     kinds = list(FAULT_KINDS) if faults == "all" else [k.strip() for k in faults.split(",")]
@@ -310,7 +311,7 @@ def _worker_names(celery: Any, timeout: float) -> list[str]:
 def flower() -> None:
     """Run Flower (queue and worker monitor) with basic auth from settings."""
     settings = settings_or_exit()
-    from core.runtime.flower_doors import exposure_refusal, protect_metrics
+    from shell.runtime.flower_doors import exposure_refusal, protect_metrics
     from tasks.app import app as celery
 
     if (refusal := exposure_refusal(settings)) is not None:
@@ -446,9 +447,9 @@ def ingest(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""
+    from core.config import resolve_database_url
     from core.db import migrate
-    from core.runtime.endpoints import resolve_database_url
-    from core.runtime.stack import StartupError, check_database
+    from shell.runtime.stack import StartupError, check_database
 
     url = resolve_database_url(settings_or_exit())
     try:
@@ -462,8 +463,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
     """Revert migrations down to REVISION (`base` removes every table)."""
+    from core.config import resolve_database_url
     from core.db import migrate
-    from core.runtime.endpoints import resolve_database_url
 
     url = resolve_database_url(settings_or_exit())
     migrate.downgrade(url, revision)
@@ -473,29 +474,29 @@ def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
 @db_app.command("current")
 def db_current() -> None:
     """Show the schema's revision and the code's newest one."""
+    from core.config import resolve_database_url
     from core.db import migrate
-    from core.runtime.endpoints import resolve_database_url
 
     url = resolve_database_url(settings_or_exit())
     console.print(f"database: {migrate.current_revision(url)}  code: {migrate.head_revision(url)}")
 
 
 # operator commands (task, diagnose, cleanup, events, reproduce-duplicates, api)
-from core.cli_ops import register as _register_operator_commands  # noqa: E402
+from shell.cli_ops import register as _register_operator_commands  # noqa: E402
 
 _register_operator_commands(app)
 
-from core.cli_control import register as _register_control_commands  # noqa: E402
+from shell.cli_control import register as _register_control_commands  # noqa: E402
 
 _register_control_commands(app)
 
-from core.cli_settings import register as _register_settings_commands  # noqa: E402
+from shell.cli_settings import register as _register_settings_commands  # noqa: E402
 
 _register_settings_commands(app)
 
 # --version, healthcheck, and one line with exit 2 whenever storage is down
-from core.cli_meta import register as _register_meta  # noqa: E402
-from core.cli_meta import run_with_storage_errors  # noqa: E402
+from shell.cli_meta import register as _register_meta  # noqa: E402
+from shell.cli_meta import run_with_storage_errors  # noqa: E402
 
 _register_meta(app)
 

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.cli_ops import _deps, _fail, _settings, _storage_errors
+from shell.cli_ops import _deps, _fail, _settings, _storage_errors
 
 if TYPE_CHECKING:
     from core.services.deps import Deps

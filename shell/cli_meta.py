@@ -4,7 +4,7 @@ Why a separate module: these concern the command line as a whole (every command 
 same way when PostgreSQL or Redis is not there) and the container healthchecks, not any one
 operator command.
 
-Exit codes follow core/cli_ops.py: 0 healthy, 1 the answer is "no" (a stale heartbeat), 2 the
+Exit codes follow shell/cli_ops.py: 0 healthy, 1 the answer is "no" (a stale heartbeat), 2 the
 command could not run (storage unreachable, a bad setting).
 """
 
@@ -97,8 +97,8 @@ def storage_errors_exit() -> Iterator[None]:
 
 def check_broker() -> None:
     """Fail in a second, not after Celery's connection retries, when Redis is not there."""
-    from core.runtime.endpoints import resolve_redis_url
-    from core.runtime.stack import StartupError, check_redis
+    from core.config import resolve_redis_url
+    from shell.runtime.stack import StartupError, check_redis
 
     try:
         check_redis(resolve_redis_url(), timeout=3)

@@ -41,9 +41,10 @@ from core.db.models import Event, Heartbeat, Position, Signal, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE
 from core.exchange.errors import ExchangeFailure
-from core.harness import chaos_death as death
-from core.harness.chaos_process import PROCESS_FAULT_KINDS, inject_process_fault
-from core.harness.demo import (
+from core.services.deps import Deps, build_adapter
+from shell.harness import chaos_death as death
+from shell.harness.chaos_process import PROCESS_FAULT_KINDS, inject_process_fault
+from shell.harness.demo import (
     DEMO_SETTINGS,
     EXCHANGES,
     AdminRefused,
@@ -53,10 +54,9 @@ from core.harness.demo import (
     _price,
     status_of,
 )
-from core.harness.protection_monitor import MonitorReport, ProtectionMonitor
-from core.runtime.embedded import free_port
-from core.runtime.stack import Stack, StackOptions
-from core.services.deps import Deps, build_adapter
+from shell.harness.protection_monitor import MonitorReport, ProtectionMonitor
+from shell.runtime.embedded import free_port
+from shell.runtime.stack import Stack, StackOptions
 
 SYMBOLS = [
     "BTCUSDT",

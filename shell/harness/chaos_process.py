@@ -28,11 +28,11 @@ from sqlalchemy import select
 
 from core.db.models import Event, Position, TrailingStop
 from core.db.session import unit_of_work
-from core.runtime.leftovers import is_alive
-from core.runtime.stack import Stack
+from shell.runtime.leftovers import is_alive
+from shell.runtime.stack import Stack
 
 if TYPE_CHECKING:
-    from core.harness.chaos import Chaos
+    from shell.harness.chaos import Chaos
 
 PROCESS_FAULT_KINDS = ("stack_kill", "redis_outage", "postgres_outage", "ingest_loop_fault")
 INGEST_LOOPS = ("mark_prices", "user_data", "bands", "waves", "heartbeat", "signals")

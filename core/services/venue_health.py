@@ -1,0 +1,76 @@
+"""``/health`` components for every venue of the deployment beyond the default one.
+
+Why separate components per venue (``exchange:bybit``, ``unprotected_positions:bybit``): with
+``VIGIL_EXCHANGES=binance,bybit`` a Bybit outage or an unprotected Bybit position must fail
+``/health`` and page just as the default venue's would, and say which venue it is. The
+default venue keeps its components' names (``exchange``, ``unprotected_positions``), so a
+single-venue deployment sees no change. Each venue's open orders are read at most once per
+``VIGIL_HEALTH_CACHE_SECONDS``, through that venue's own client.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from core.db.session import new_session
+from core.exchange.errors import ExchangeFailure
+from core.services.deps import deps_for
+from core.services.health import FAIL, OK, Component, ExchangeReads, _first_line
+from core.services.invariants import find_unprotected, load_open_rows
+from core.venues import configured_venues
+
+if TYPE_CHECKING:
+    from core.services.health import HealthChecker
+
+_READS: dict[str, ExchangeReads] = {}
+_LOCK = threading.Lock()
+
+
+def venue_reads(venue: str, ttl: float) -> ExchangeReads:
+    """One cached reader of a venue's open orders per process, shared by /health and /metrics."""
+    with _LOCK:
+        if venue not in _READS:
+            _READS[venue] = ExchangeReads(lambda: deps_for(venue), ttl)
+        return _READS[venue]
+
+
+def other_venue_checks(checker: HealthChecker) -> dict[str, Callable[[], Component]]:
+    """The components of each configured venue other than the checker's own."""
+    own = checker.exchange_name or checker.deps_factory().exchange_name
+    checks: dict[str, Callable[[], Component]] = {}
+    for venue in configured_venues(checker.settings):
+        if venue == own:
+            continue
+        reads = venue_reads(venue, checker.settings.health_cache_seconds)
+        checks[f"exchange:{venue}"] = partial(_exchange, reads)
+        checks[f"unprotected_positions:{venue}"] = partial(_unprotected, venue, reads)
+    return checks
+
+
+def _exchange(reads: ExchangeReads) -> Component:
+    try:
+        orders = reads.orders()
+    except ExchangeFailure as exc:
+        return Component(FAIL, {"error": f"{type(exc).__name__}: {_first_line(exc)}"})
+    return Component(OK, {"open_orders": len(orders)})
+
+
+def _unprotected(venue: str, reads: ExchangeReads) -> Component:
+    try:
+        with new_session() as session:
+            rows = load_open_rows(session, venue)
+        orders = reads.orders()
+    except (SQLAlchemyError, ExchangeFailure) as exc:
+        return Component(FAIL, {"error": f"cannot tell: {_first_line(exc)}"})
+    found = find_unprotected(rows, orders)
+    detail: dict[str, Any] = {"count": len(found)}
+    if found:
+        detail["positions"] = [
+            {"position_id": v.position_id, "symbol": v.symbol, "detail": v.detail} for v in found
+        ]
+    return Component(FAIL if found else OK, detail)
