@@ -1,9 +1,11 @@
-"""Time to page when beat, then every worker, is killed, with the default settings.
+"""Time to page when the price stream, then beat, then every worker is killed, with the
+default settings.
 
-Real processes on embedded storage and the paper exchange: one worker, beat and the API;
-a local HTTP endpoint stands for the alert webhook and the dead-man's URL. Prints the
-seconds from each SIGKILL to the webhook receiving the page, who noticed, and how many
-dead-man's pings arrived after beat was killed.
+Real processes on embedded storage and the paper exchange: one worker, beat, the API and
+an ingest (the mark-price stream), with one position open (opened on the paper exchange
+by hand and adopted by reconciliation); a local HTTP endpoint stands for the alert webhook
+and the dead-man's URL. Prints the seconds from each SIGKILL to the webhook receiving the
+page, who noticed, and how many dead-man's pings arrived after beat was killed.
 
     python -m bench.bench_paging
 """
