@@ -43,7 +43,11 @@ from core.domain.positions import INTERMEDIATE
 from core.exchange.errors import ExchangeFailure
 from core.services.deps import Deps, build_adapter
 from shell.harness import chaos_death as death
-from shell.harness.chaos_process import PROCESS_FAULT_KINDS, inject_process_fault
+from shell.harness.chaos_process import (
+    PROCESS_FAULT_KINDS,
+    inject_process_fault,
+    outage_fill_outcomes,
+)
 from shell.harness.demo import (
     DEMO_SETTINGS,
     EXCHANGES,
@@ -124,6 +128,14 @@ class ChaosResult:
     # per stack_kill: positions, stops and trailing state came back as they were
     stack_kill_intact: list[bool] = field(default_factory=list)
     counts: dict[str, list[int]] = field(default_factory=dict)  # e.g. live stops after a kill
+    # per position whose stop was driven through during a store outage: how it ended
+    stop_fills_during_outages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def outage_fills_as_phantom(self) -> int:
+        """A stop that filled while a store was down must end ``stop_triggered``, never
+        ``phantom`` (the right exit, the wrong reason, no ``stop_triggered`` event)."""
+        return sum(1 for f in self.stop_fills_during_outages if f["close_reason"] == "phantom")
 
     @property
     def violations(self) -> int:
@@ -132,6 +144,7 @@ class ChaosResult:
             + self.signals_without_outcome
             + self.secrets_in_events
             + self.stack_kill_intact.count(False)
+            + self.outage_fills_as_phantom
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -156,6 +169,7 @@ class ChaosResult:
             "secrets_in_events": self.secrets_in_events,
             "invariant_violations": [v.as_dict() for v in self.invariants.violations],
             "stack_kill_intact": self.stack_kill_intact,
+            "stop_fills_during_outages": self.stop_fills_during_outages,
             "violations": self.violations,
         }
 
@@ -204,6 +218,7 @@ class Chaos:
         self._threads: list[threading.Thread] = []
         self.stack_kill_intact: list[bool] = []  # per stack_kill: everything came back
         self.counts: dict[str, list[int]] = {}
+        self.outage_fills: list[dict[str, Any]] = []  # stops driven through during outages
 
     def endpoint(self, role: str) -> str:
         """The ``/_sim/fault`` endpoint that carries ``role`` ("order" or "stop") here."""
@@ -711,6 +726,7 @@ def _drive(
         exchange=system.venue,
         stack_kill_intact=chaos.stack_kill_intact,
         counts=chaos.counts,
+        stop_fills_during_outages=outage_fill_outcomes(chaos.outage_fills),
     )
 
 
@@ -772,6 +788,14 @@ def print_result(console: Console, result: ChaosResult) -> None:
         "retries/redeliveries (events)",
         ", ".join(f"{k} {v}" for k, v in sorted(result.redeliveries.items())) or "0",
     )
+    if result.stop_fills_during_outages:
+        table.add_row(
+            "stops filled during outages",
+            "; ".join(
+                f"{f['symbol']} in {f['kind']}: {f['close_reason'] or f['status']}"
+                for f in result.stop_fills_during_outages
+            ),
+        )
     table.add_row("signals without an outcome", str(result.signals_without_outcome))
     table.add_row("events carrying a secret", str(result.secrets_in_events))
     table.add_row("invariant violations", str(len(result.invariants.violations)))
