@@ -43,6 +43,7 @@ from core.domain.positions import INTERMEDIATE
 from core.exchange.errors import ExchangeFailure
 from core.services.deps import Deps, build_adapter
 from shell.harness import chaos_death as death
+from shell.harness.chaos_first_tick import trend_after_activation
 from shell.harness.chaos_process import (
     PROCESS_FAULT_KINDS,
     inject_process_fault,
@@ -100,6 +101,7 @@ FAULT_KINDS = (
     "close_by_hand",
     "open_by_hand",
     "stop_cancelled_by_hand",
+    "trend_after_activation",
     *PROCESS_FAULT_KINDS,
 )
 # ``/_sim/fault`` endpoint names are the venue's paths: Binance places entries on ``order``
@@ -310,6 +312,12 @@ class Chaos:
             self.say(f"{kind} not done: the exchange refused it ({type(exc).__name__})")
             return
         self.faults[kind] += 1
+
+    def price(self, symbol: str) -> Decimal:
+        return _price(self.system, symbol)
+
+    def _trend_after_activation(self) -> None:
+        trend_after_activation(self)
 
     def _kill_worker(self) -> str:
         sup = self.stack.supervisor

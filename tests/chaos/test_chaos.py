@@ -71,6 +71,8 @@ def test_chaos_run_every_interrupted_opening_and_killed_process_recovers(chaos_r
     assert "postgres_restart" in data["recovery_seconds"]
     for kind in ("stack_kill", "redis_outage", "postgres_outage", "ingest_loop_fault"):
         assert kind in data["recovery_seconds"], kind
+    # a position trended right after activation: its trailing stop reacted (time reported)
+    assert "trailing_after_activation" in data["recovery_seconds"]
 
 
 def test_chaos_run_a_kill_of_the_whole_stack_keeps_positions_stops_and_trailing(chaos_run):
