@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from core.db.models import Position, TrailingStop
 from core.db.session import unit_of_work
+from core.domain.positions import TERMINAL
 
 if TYPE_CHECKING:
     from shell.harness.chaos import Chaos
@@ -57,15 +58,28 @@ def _reacted(position_id: int) -> Callable[[], bool]:
     return done
 
 
-def trend_after_activation(chaos: Chaos, wait_s: float = 25.0) -> bool:
-    """Open a wave if need be, take a position the moment it is active, trend it 3 %."""
+def _free_symbols(symbols: list[str]) -> list[str]:
+    """The symbols with no position in progress (a signal for them can open one)."""
+    with unit_of_work() as s:
+        ended = [status.value for status in TERMINAL]
+        taken = set(s.scalars(select(Position.symbol).where(Position.status.not_in(ended))))
+    return [symbol for symbol in symbols if symbol not in taken]
+
+
+def trend_after_activation(chaos: Chaos, symbols: list[str], wait_s: float = 45.0) -> bool:
+    """Take a position the moment it is active (signalling free symbols until one opens),
+    and trend it 3 % in its favour."""
     found = _fresh_position()
-    if found is None:
-        chaos.wave(4)
-        deadline = time.monotonic() + wait_s
-        while found is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-            found = _fresh_position()
+    deadline = time.monotonic() + wait_s
+    next_signal = time.monotonic()
+    while found is None and time.monotonic() < deadline:
+        if time.monotonic() >= next_signal:
+            free = _free_symbols(symbols)
+            if free:
+                chaos.system.emit([(symbol, "BUY", 95) for symbol in free[:2]])
+            next_signal = time.monotonic() + float(chaos.system.settings.wave_interval)
+        time.sleep(0.2)
+        found = _fresh_position()
     if found is None:
         chaos.say("trend after activation: no position became active in time")
         return False
