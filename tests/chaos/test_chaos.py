@@ -99,5 +99,5 @@ def test_chaos_run_a_stop_that_fills_during_an_outage_ends_as_a_stop(chaos_run):
     if phantoms and data["exchange"] == "bybit":
         pytest.xfail(f"known defect on Bybit (docs/reliability.md, known limits): {phantoms}")
     assert not phantoms, fills
-    closed = [f for f in fills if f["status"] == "closed"]
-    assert closed and all(f["close_reason"] == "stop_triggered" for f in closed), fills
+    # at least one was closed by that stop (another may have been closed first, e.g. aged)
+    assert any(f["close_reason"] == "stop_triggered" for f in fills), fills
