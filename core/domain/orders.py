@@ -200,9 +200,21 @@ def stops_for(
     ]
 
 
-def covers(order: ExchangeOrder, quantity: Decimal, tolerance: Decimal = ZERO) -> bool:
-    """The stop closes the whole ``quantity`` (closePosition stops always do)."""
-    return order.close_position or order.quantity >= quantity - tolerance
+def less_than_a_lot(difference: Decimal, step: Decimal = ZERO) -> bool:
+    """A quantity difference that is rounding, not a position change: none, or (with the
+    venue's lot ``step``) strictly less than one step.
+
+    Venue quantities are whole multiples of the step, so a real difference is at least one
+    step. A tolerance of a whole step would hide a whole lot: on a symbol traded in whole
+    units a stop for 3 would "cover" a position of 4, a quarter of it unprotected.
+    """
+    return difference <= ZERO or difference < step
+
+
+def covers(order: ExchangeOrder, quantity: Decimal, step: Decimal = ZERO) -> bool:
+    """The stop closes the whole ``quantity`` (closePosition stops always do); a shortfall
+    of less than one lot ``step`` is rounding (``less_than_a_lot``)."""
+    return order.close_position or less_than_a_lot(quantity - order.quantity, step)
 
 
 def _newest_key(order: ExchangeOrder) -> tuple[float, str]:

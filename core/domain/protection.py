@@ -22,9 +22,11 @@ Ownership rule (why protection and trailing can never both place a stop):
 
 Stops: a stop counts when it is a conditional reduce-only/closePosition order on the
 closing side of the position's symbol and index (``orders.stops_for``); a
-``closePosition`` stop with quantity 0 counts as full. A stop covering less than the
-position (beyond ``step_size``) is partial: a new full stop is placed first, then the
-partial one is cancelled (make before break).
+``closePosition`` stop with quantity 0 counts as full. A stop short of the position by
+one lot (``step_size``) or more is partial: a new full stop is placed first, then the
+partial one is cancelled (make before break). Less than a lot short is rounding; a whole
+lot is not (on a symbol traded in whole units, a stop for 3 leaves a position of 4 a
+quarter unprotected).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from core.domain.orders import ExchangePosition
+from core.domain.orders import ExchangePosition, less_than_a_lot
 from core.domain.positions import INTERMEDIATE, TERMINAL, PositionStatus
 from core.domain.sides import OrderSide, Side
 from core.domain.timeutil import require_aware
@@ -69,7 +69,7 @@ class DbPosition:
 @dataclass(frozen=True, slots=True)
 class ReconParams:
     intermediate_grace: timedelta = timedelta(minutes=2)
-    # Absolute tolerance when a symbol has no step size in ``step_sizes``.
+    # The lot step assumed when a symbol has none in ``step_sizes`` (0: exact match).
     default_qty_tolerance: Decimal = ZERO
 
 
@@ -96,7 +96,9 @@ def reconcile(
     """Diff one exchange's positions against the DB's. DB rows of other exchanges are ignored.
 
     ``db_positions`` may include terminal rows (recently closed ones make adoption wait);
-    exchange positions with quantity 0 are treated as absent.
+    exchange positions with quantity 0 are treated as absent. ``step_sizes``: each symbol's
+    lot step; quantities less than one step apart agree, one step apart is a mismatch
+    (``orders.less_than_a_lot``).
     """
     now = require_aware(now)
     params = params or ReconParams()
@@ -192,7 +194,7 @@ def _both_sides(
 ) -> list[ReconAction]:
     """The position is on both sides: its quantity, and a hedge-mode opposite slot."""
     result: list[ReconAction] = []
-    if abs(ex.quantity - db.quantity) > tolerance:
+    if not less_than_a_lot(abs(ex.quantity - db.quantity), tolerance):
         result.append(
             ReconAction(
                 ReconKind.CORRECT_QUANTITY,

@@ -51,12 +51,11 @@ from enum import StrEnum
 from typing import Any
 
 from core.domain.sides import Side
+from core.domain.symbols import normalize_symbol
 from core.domain.timeutil import require_aware
 
 EXCERPT_CHARS = 200
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
-_ALNUM_RE = re.compile(r"[A-Za-z0-9]+")
-_CCXT_RE = re.compile(r"([A-Za-z0-9]+)/([A-Za-z0-9]+)(?::([A-Za-z0-9]+))?")
 _MAX_SCORE_ABS = Decimal(10) ** 12
 _REQUIRED = ("id", "symbol", "exchange", "action", "score_week", "score_month", "timestamp")
 _KNOWN_FIELDS = frozenset((*_REQUIRED, "type"))
@@ -152,58 +151,6 @@ class Rejection:
 class ParseResult:
     signals: tuple[Signal, ...]
     rejections: tuple[Rejection, ...]
-
-
-# ---------------------------------------------------------------- symbols
-
-
-def normalize_symbol(raw: object, quote_assets: tuple[str, ...] = ("USDT",)) -> str | None:
-    """``BTCUSDT``, ``btcusdt`` or ``BTC/USDT:USDT`` -> ``BTCUSDT``; None when not a symbol.
-
-    The quote must be one of ``quote_assets`` (the engine trades linear USDT perpetuals);
-    in the ccxt form the settle currency, when present, must equal the quote.
-    """
-    if not isinstance(raw, str) or not raw or len(raw) > 64:
-        return None
-    quotes = tuple(q.upper() for q in quote_assets)
-    match = _CCXT_RE.fullmatch(raw)
-    if match is not None:
-        base, quote, settle = match.group(1).upper(), match.group(2).upper(), match.group(3)
-        if quote not in quotes or (settle is not None and settle.upper() != quote):
-            return None
-        return base + quote
-    if _ALNUM_RE.fullmatch(raw) is None:
-        return None
-    symbol = raw.upper()
-    for quote in quotes:
-        if symbol.endswith(quote) and len(symbol) > len(quote):
-            return symbol
-    return None
-
-
-def split_symbol(symbol: str, quote_assets: tuple[str, ...] = ("USDT",)) -> tuple[str, str]:
-    """``BTCUSDT`` -> ``("BTC", "USDT")``; raises ValueError when not a valid symbol."""
-    normal = normalize_symbol(symbol, quote_assets)
-    if normal is None:
-        raise ValueError(f"not a symbol: {symbol!r}")
-    for quote in sorted((q.upper() for q in quote_assets), key=len, reverse=True):
-        if normal.endswith(quote) and len(normal) > len(quote):
-            return normal[: -len(quote)], quote
-    raise ValueError(f"not a symbol: {symbol!r}")  # pragma: no cover - normalize checked it
-
-
-def to_ccxt_symbol(symbol: str, quote_assets: tuple[str, ...] = ("USDT",)) -> str:
-    """``BTCUSDT`` -> ``BTC/USDT:USDT`` (ccxt's linear-perpetual form); ValueError if invalid."""
-    base, quote = split_symbol(symbol, quote_assets)
-    return f"{base}/{quote}:{quote}"
-
-
-def from_ccxt_symbol(symbol: str, quote_assets: tuple[str, ...] = ("USDT",)) -> str:
-    """``BTC/USDT:USDT`` -> ``BTCUSDT``; ValueError if invalid."""
-    normal = normalize_symbol(symbol, quote_assets)
-    if normal is None:
-        raise ValueError(f"not a symbol: {symbol!r}")
-    return normal
 
 
 # ---------------------------------------------------------------- frames
@@ -392,6 +339,15 @@ def parse_signal_object(
     return _validate_fields(obj, signal_id, unknown, excerpt, params, now)
 
 
+class _Refused(Exception):
+    """One field's verdict, raised by a field check and turned into a ``Rejection``."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
 def _validate_fields(
     obj: Mapping[str, Any],
     signal_id: str,
@@ -400,64 +356,71 @@ def _validate_fields(
     params: SignalParams,
     now: datetime | None,
 ) -> Signal | Rejection:
-    symbol = obj["symbol"]
+    try:
+        symbol = _checked_symbol(obj["symbol"], params)
+        exchange = _checked_exchange(obj["exchange"], params)
+        action = obj["action"]
+        if not isinstance(action, str) or action not in Action._value2member_map_:
+            raise _Refused(RejectReason.INVALID_ACTION, "action must be BUY|SELL")
+        week, month = (_checked_score(name, obj[name], params) for name in _SCORES)
+        timestamp = _checked_timestamp(obj["timestamp"], params, now)
+    except _Refused as refused:
+        return Rejection(refused.reason, refused.detail, excerpt, signal_id)
+    return Signal(
+        id=signal_id,
+        symbol=symbol,
+        exchange=exchange,
+        action=Action(action),
+        score_week=week,
+        score_month=month,
+        timestamp=timestamp,
+        ignored_fields=unknown,
+    )
+
+
+_SCORES = ("score_week", "score_month")
+
+
+def _checked_symbol(symbol: object, params: SignalParams) -> str:
     normal = None
     if isinstance(symbol, str) and len(symbol) <= params.max_symbol_length:
         normal = normalize_symbol(symbol, params.quote_assets)
     if normal is None:
-        return Rejection(RejectReason.INVALID_SYMBOL, "symbol not recognised", excerpt, signal_id)
-    exchange = obj["exchange"]
+        raise _Refused(RejectReason.INVALID_SYMBOL, "symbol not recognised")
+    return normal
+
+
+def _checked_exchange(exchange: object, params: SignalParams) -> Exchange:
     if not isinstance(exchange, str) or exchange not in Exchange._value2member_map_:
-        return Rejection(
-            RejectReason.INVALID_EXCHANGE, "exchange must be binance|bybit", excerpt, signal_id
-        )
+        raise _Refused(RejectReason.INVALID_EXCHANGE, "exchange must be binance|bybit")
     if params.venues is not None and exchange not in params.venues:
-        return Rejection(
+        venues = ", ".join(sorted(params.venues))
+        raise _Refused(
             RejectReason.VENUE_NOT_CONFIGURED,
-            f"{exchange} is not a venue of this deployment ({', '.join(sorted(params.venues))})",
-            excerpt,
-            signal_id,
+            f"{exchange} is not a venue of this deployment ({venues})",
         )
-    action = obj["action"]
-    if not isinstance(action, str) or action not in Action._value2member_map_:
-        return Rejection(RejectReason.INVALID_ACTION, "action must be BUY|SELL", excerpt, signal_id)
-    scores: list[Decimal] = []
-    for name in ("score_week", "score_month"):
-        score = _valid_score(obj[name])
-        if score is None:
-            return Rejection(
-                RejectReason.INVALID_SCORE, f"{name} must be a finite number", excerpt, signal_id
-            )
-        if not params.score_min <= score <= params.score_max:
-            return Rejection(
-                RejectReason.SCORE_OUT_OF_RANGE,
-                f"{name} must be within {params.score_min}..{params.score_max}",
-                excerpt,
-                signal_id,
-            )
-        scores.append(score)
-    timestamp = _valid_timestamp(obj["timestamp"])
+    return Exchange(exchange)
+
+
+def _checked_score(name: str, raw: object, params: SignalParams) -> Decimal:
+    score = _valid_score(raw)
+    if score is None:
+        raise _Refused(RejectReason.INVALID_SCORE, f"{name} must be a finite number")
+    if not params.score_min <= score <= params.score_max:
+        raise _Refused(
+            RejectReason.SCORE_OUT_OF_RANGE,
+            f"{name} must be within {params.score_min}..{params.score_max}",
+        )
+    return score
+
+
+def _checked_timestamp(raw: object, params: SignalParams, now: datetime | None) -> datetime:
+    timestamp = _valid_timestamp(raw)
     if timestamp is None:
-        return Rejection(
-            RejectReason.INVALID_TIMESTAMP,
-            "timestamp must be ISO-8601 with a timezone",
-            excerpt,
-            signal_id,
-        )
+        raise _Refused(RejectReason.INVALID_TIMESTAMP, "timestamp must be ISO-8601 with a timezone")
     if now is not None and timestamp > now + params.max_future_skew:
-        return Rejection(
-            RejectReason.FUTURE_TIMESTAMP, "timestamp too far in the future", excerpt, signal_id
-        )
-    return Signal(
-        id=signal_id,
-        symbol=normal,
-        exchange=Exchange(exchange),
-        action=Action(action),
-        score_week=scores[0],
-        score_month=scores[1],
-        timestamp=timestamp,
-        ignored_fields=unknown,
-    )
+        raise _Refused(RejectReason.FUTURE_TIMESTAMP, "timestamp too far in the future")
+    return timestamp
 
 
 def _valid_id(raw: object, params: SignalParams) -> str | None:

@@ -25,7 +25,7 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from core.config import Settings
-from core.db.models import Position, Signal
+from core.db.models import Position
 from core.db.session import unit_of_work
 from core.domain.halts import OpeningBlock
 from core.domain.orders import OrderPurpose as P
@@ -43,6 +43,7 @@ from core.services import executor, halts, symbol_settings, venue_watch
 from core.services.deps import Deps
 from core.services.executor import Executor, LookupFailed, OrderIntent, Sent
 from core.services.first_band import publish_first_band
+from core.services.opening_blocks import filter_halted, pause_openings, paused_key
 from core.services.positions import context, order_row, record_signal_outcome, transition
 from core.services.rollback import RollbackSteps
 from core.services.trailing_state import start_trailing
@@ -61,10 +62,6 @@ class OpenOutcome(StrEnum):
 
 class OpeningDeferred(errors.Retryable):
     """The opening cannot progress now (exchange busy, fill pending); run it again later."""
-
-
-def paused_key(exchange: str) -> str:
-    return f"vigil:openings_paused:{exchange}"
 
 
 def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -> OpenOutcome:
@@ -170,7 +167,8 @@ class Opening(RollbackSteps):
         if self.deps.redis.exists(paused_key(position.exchange)):
             return self._fail(session, position, "openings paused: insufficient funds earlier")
         if halts.block_for(session, position.exchange) is OpeningBlock.HALTED:
-            return self._halted(session, position)
+            filter_halted(session, position, self.held.token)
+            return OpenOutcome.FAILED
         quantity = self._entry_quantity(session, position)
         if isinstance(quantity, OpenOutcome):
             return quantity
@@ -233,7 +231,7 @@ class Opening(RollbackSteps):
             session.commit()
             raise OpeningDeferred(f"entry {intent.client_id} outcome unknown") from exc
         except errors.InsufficientFunds as exc:
-            self._pause_openings(session, position, str(exc))
+            pause_openings(self.deps.redis, self.settings, session, position, str(exc))
             return self._fail(session, position, f"insufficient funds: {exc}")
         except errors.Permanent as exc:
             venue_watch.note_failure(self.deps, exc)
@@ -450,43 +448,6 @@ class Opening(RollbackSteps):
         transition(session, position, T.ENTRY_REJECTED, self.held.token, reason=why)
         record_signal_outcome(session, position, "failed", why)
         return OpenOutcome.FAILED
-
-    def _halted(self, session: Session, position: Position) -> OpenOutcome:
-        """A halt came between the wave's start of this opening and its entry: nothing was
-        sent, so the signal is filtered (reason ``halted``) like the wave's other candidates."""
-        why = "halted: openings halted before the entry was sent"
-        transition(session, position, T.ENTRY_REJECTED, self.held.token, reason=why)
-        signal = session.get(Signal, position.signal_id) if position.signal_id else None
-        if signal is not None:
-            signal.status, signal.outcome_reason = "filtered", why
-            record(
-                session,
-                EventType.SIGNAL_FILTERED,
-                ctx=context(position),
-                signal_id=signal.signal_id,
-                wave_id=signal.wave_id,
-                reason="halted",
-                detail=why,
-            )
-        return OpenOutcome.FAILED
-
-    def _pause_openings(self, session: Session, position: Position, why: str) -> None:
-        seconds = self.settings.openings_pause_seconds
-        self.deps.redis.set(paused_key(position.exchange), why[:200], ex=seconds)
-        record(
-            session,
-            EventType.INSUFFICIENT_FUNDS,
-            severity=Severity.CRITICAL,
-            ctx=context(position),
-            error=why,
-        )
-        record(
-            session,
-            EventType.OPENINGS_PAUSED,
-            severity=Severity.WARNING,
-            ctx=context(position),
-            seconds=seconds,
-        )
 
 
 def _outcome_of(position: Position) -> OpenOutcome:

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from core.db.models import Position
 from core.db.session import unit_of_work
-from core.domain.orders import ExchangePosition
+from core.domain.orders import ExchangePosition, less_than_a_lot
 from core.domain.positions import NON_TERMINAL, TERMINAL, PositionStatus
 from core.domain.reconciliation import DbPosition, ReconAction, ReconKind, ReconParams, reconcile
 from core.domain.sides import Side
@@ -129,7 +129,8 @@ def _db_positions(session: Session, exchange: str, recent: datetime) -> list[DbP
 
 
 def _step_sizes(deps: Deps, symbols: set[str]) -> dict[str, Decimal]:
-    """Quantity tolerance per symbol: one lot step (cached markets, no request)."""
+    """Lot step per symbol: quantities less than one step apart agree (``less_than_a_lot``;
+    cached markets, no request)."""
     steps: dict[str, Decimal] = {}
     for symbol in symbols:
         try:
@@ -340,7 +341,7 @@ def _correct_quantity(deps: Deps, action: ReconAction) -> str:
             if position.status != PositionStatus.ACTIVE:
                 return "not active"
             tolerance = _step_sizes(deps, {action.symbol}).get(action.symbol, Decimal(0))
-            if abs(position.quantity - current.quantity) <= tolerance:
+            if less_than_a_lot(abs(position.quantity - current.quantity), tolerance):
                 return "agrees now"
             record(
                 session,

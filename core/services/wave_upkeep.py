@@ -29,7 +29,7 @@ from core.events import EventContext, EventType, Severity, record, record_alone
 from core.exchange import errors
 from core.services import halts, venue_watch
 from core.services.deps import Deps
-from core.services.opening import paused_key
+from core.services.opening_blocks import paused_key
 
 OPENINGS_PAUSED = "openings_paused"
 HALTED = "halted"

@@ -18,9 +18,8 @@ was killed mid-wave, and the result is the same:
    another advance, which starts the next candidate if one failed. At most N can ever be
    open or in flight, so "until N succeed" holds exactly.
 3. **Complete** when nothing is in flight and nothing more may start: candidates not needed
-   are filtered (``wave_target_reached`` / ``openings_paused`` / ``halted``: see
-   core/services/halts.py), every signal of the wave
-   has its outcome, counts go into ``WAVE_COMPLETED``.
+   are filtered (``wave_target_reached`` / ``openings_paused`` / ``halted``), every signal
+   of the wave has its outcome, counts go into ``WAVE_COMPLETED``.
 
 A wave in ``processing`` that made no progress for ``VIGIL_WAVE_STALL_SECONDS`` (its worker
 died between steps, or the launch of an opening was lost) is **resumed** by the beat's
@@ -234,14 +233,7 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
         if halted:
             selection = all_halted(session, rows)
         else:
-            stoplisted = symbol_settings.disabled_among(
-                deps.settings, deps.redis, wave.exchange, {row.symbol for row in rows}
-            )
-            selection = select_wave(
-                [domain_signal(row) for row in rows],
-                WaveContext(open_now, balance),
-                replace(params, stoplist=stoplisted),
-            )
+            selection = _select(deps, wave.exchange, rows, WaveContext(open_now, balance), params)
         by_id = {row.signal_id: row for row in rows}
         for filtered in selection.filtered:
             filter_signal(session, by_id[filtered.signal.id], str(filtered.reason), filtered.detail)
@@ -262,6 +254,18 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
             session, wave, len(rows), candidates, selection, open_now, balance, params, held_back
         )
     return True
+
+
+def _select(
+    deps: Deps, exchange: str, rows: Sequence[Signal], context: WaveContext, params: WaveParams
+) -> WaveSelection:
+    """The domain's choice, with each symbol's own enabled/stoplisted setting applied."""
+    stoplisted = symbol_settings.disabled_among(
+        deps.settings, deps.redis, exchange, {row.symbol for row in rows}
+    )
+    return select_wave(
+        [domain_signal(row) for row in rows], context, replace(params, stoplist=stoplisted)
+    )
 
 
 def _record_selection(

@@ -43,7 +43,12 @@ from core.domain.positions import INTERMEDIATE
 from core.exchange.errors import ExchangeFailure
 from core.services.deps import Deps, build_adapter
 from shell.harness import chaos_death as death
-from shell.harness.chaos_process import PROCESS_FAULT_KINDS, inject_process_fault
+from shell.harness.chaos_first_tick import trend_after_activation
+from shell.harness.chaos_process import (
+    PROCESS_FAULT_KINDS,
+    inject_process_fault,
+    outage_fill_outcomes,
+)
 from shell.harness.demo import (
     DEMO_SETTINGS,
     EXCHANGES,
@@ -96,6 +101,7 @@ FAULT_KINDS = (
     "close_by_hand",
     "open_by_hand",
     "stop_cancelled_by_hand",
+    "trend_after_activation",
     *PROCESS_FAULT_KINDS,
 )
 # ``/_sim/fault`` endpoint names are the venue's paths: Binance places entries on ``order``
@@ -124,6 +130,8 @@ class ChaosResult:
     # per stack_kill: positions, stops and trailing state came back as they were
     stack_kill_intact: list[bool] = field(default_factory=list)
     counts: dict[str, list[int]] = field(default_factory=dict)  # e.g. live stops after a kill
+    # per position whose stop was driven through during a store outage: how it ended
+    stop_fills_during_outages: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def violations(self) -> int:
@@ -156,6 +164,7 @@ class ChaosResult:
             "secrets_in_events": self.secrets_in_events,
             "invariant_violations": [v.as_dict() for v in self.invariants.violations],
             "stack_kill_intact": self.stack_kill_intact,
+            "stop_fills_during_outages": self.stop_fills_during_outages,
             "violations": self.violations,
         }
 
@@ -204,6 +213,7 @@ class Chaos:
         self._threads: list[threading.Thread] = []
         self.stack_kill_intact: list[bool] = []  # per stack_kill: everything came back
         self.counts: dict[str, list[int]] = {}
+        self.outage_fills: list[dict[str, Any]] = []  # stops driven through during outages
 
     def endpoint(self, role: str) -> str:
         """The ``/_sim/fault`` endpoint that carries ``role`` ("order" or "stop") here."""
@@ -284,7 +294,8 @@ class Chaos:
 
     # --- faults ----------------------------------------------------------------------------
 
-    def inject(self, kind: str) -> None:
+    def inject(self, kind: str) -> bool:
+        """Inject one fault; False when an act by hand was refused (the caller retries it)."""
         try:
             if kind in PROCESS_FAULT_KINDS:
                 inject_process_fault(self, kind)
@@ -293,8 +304,15 @@ class Chaos:
         except ExchangeFailure as exc:
             # an act "by hand" can meet a fault injected just before, as a human would
             self.say(f"{kind} not done: the exchange refused it ({type(exc).__name__})")
-            return
+            return False
         self.faults[kind] += 1
+        return True
+
+    def price(self, symbol: str) -> Decimal:
+        return _price(self.system, symbol)
+
+    def _trend_after_activation(self) -> None:
+        trend_after_activation(self, SYMBOLS)
 
     def _kill_worker(self) -> str:
         sup = self.stack.supervisor
@@ -662,6 +680,7 @@ def _drive(
     say(f"phase: {len(schedule)} faults over {duration:.0f}s (seed {seed}, {system.venue} dialect)")
     started = time.monotonic()
     next_wave, next_move = 0.0, 5.0
+    refused: Counter[str] = Counter()
     wave_every = float(system.settings.wave_interval)
     # a fault that waits for its moment (an opening, a trailing move) can push the ones after
     # it past ``duration``: the phase lasts until every planned fault has been injected
@@ -675,7 +694,9 @@ def _drive(
         while schedule and schedule[0][0] <= elapsed:
             _, kind = schedule.pop(0)
             say(f"[{elapsed:6.1f}s] fault {kind}")
-            chaos.inject(kind)
+            if not chaos.inject(kind) and refused[kind] < 3:  # a person tries again later
+                refused[kind] += 1
+                schedule = sorted([*schedule, (elapsed + 5.0, kind)])
         time.sleep(0.2)
     say("phase: faults stop; guardians get their intervals")
     _clear_faults(system)
@@ -711,6 +732,7 @@ def _drive(
         exchange=system.venue,
         stack_kill_intact=chaos.stack_kill_intact,
         counts=chaos.counts,
+        stop_fills_during_outages=outage_fill_outcomes(chaos.outage_fills),
     )
 
 
@@ -772,6 +794,14 @@ def print_result(console: Console, result: ChaosResult) -> None:
         "retries/redeliveries (events)",
         ", ".join(f"{k} {v}" for k, v in sorted(result.redeliveries.items())) or "0",
     )
+    if result.stop_fills_during_outages:
+        table.add_row(
+            "stops filled during outages",
+            "; ".join(
+                f"{f['symbol']} in {f['kind']}: {f['close_reason'] or f['status']}"
+                for f in result.stop_fills_during_outages
+            ),
+        )
     table.add_row("signals without an outcome", str(result.signals_without_outcome))
     table.add_row("events carrying a secret", str(result.secrets_in_events))
     table.add_row("invariant violations", str(len(result.invariants.violations)))

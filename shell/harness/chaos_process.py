@@ -7,7 +7,10 @@
   in their data directories; what an earlier life left (zombies, pid files) must not stop
   the new start.
 - ``redis_outage`` / ``postgres_outage``: the server is killed and stays down for
-  ``VIGIL_CHAOS_OUTAGE_SECONDS`` (default 20) before it is started again.
+  ``VIGIL_CHAOS_OUTAGE_SECONDS`` (default 20) before it is started again. While it is down,
+  one active position's price is driven through its stop, so a stop fills during the
+  outage; at the end it must be closed ``stop_triggered``, never ``phantom``
+  (``stop_fills_during_outages`` in the report).
 - ``ingest_loop_fault``: an exception injected into one loop of the running ingest
   (SIGUSR1 + ``VIGIL_HOME/ingest-fault``): its guard must restart it.
 
@@ -22,6 +25,7 @@ import signal
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -55,8 +59,10 @@ def inject_process_fault(chaos: Chaos, kind: str) -> None:
 def redis_outage(chaos: Chaos) -> None:
     server = chaos.stack.redis
     assert server is not None
+    victim = _position_with_a_stop()
     server.kill()
     chaos.say(f"Redis killed; down for {outage_seconds():.0f}s")
+    _drive_through_its_stop(chaos, "redis_outage", victim)
     time.sleep(outage_seconds())
     server.start()
     chaos.say("Redis started again (same port, same append-only file)")
@@ -66,13 +72,66 @@ def redis_outage(chaos: Chaos) -> None:
 def postgres_outage(chaos: Chaos) -> None:
     server = chaos.stack.postgres
     assert server is not None
+    victim = _position_with_a_stop()  # read while the database still answers
     server.kill()
     chaos.say(f"PostgreSQL killed; down for {outage_seconds():.0f}s")
+    _drive_through_its_stop(chaos, "postgres_outage", victim)
     time.sleep(outage_seconds())
     since = time.monotonic()
     server.start()
     chaos.say("PostgreSQL started again (recovers from its WAL)")
     chaos._clock("postgres_outage", chaos._heartbeat_after(since))
+
+
+Victim = tuple[int, str, str, Decimal]  # position id, symbol, side, stop price
+
+
+def _position_with_a_stop() -> Victim | None:
+    """An active position whose stop the engine knows (the oldest: least likely to be moving)."""
+    with unit_of_work() as s:
+        row = s.execute(
+            select(Position.id, Position.symbol, Position.side, Position.stop_price)
+            .where(Position.status == "active", Position.stop_price.is_not(None))
+            .order_by(Position.id)
+            .limit(1)
+        ).first()
+    if row is None or row[3] is None:
+        return None
+    return (row[0], row[1], row[2], row[3])
+
+
+def _drive_through_its_stop(chaos: Chaos, kind: str, victim: Victim | None) -> None:
+    """Move the price 1 % beyond the stop in 3 s: the stop fills while the store is down."""
+    if victim is None:
+        return
+    position_id, symbol, side, stop = victim
+    target = stop * (Decimal("0.99") if side == "long" else Decimal("1.01"))
+    chaos.system.admin("/_sim/path", {"symbol": symbol, "target": str(target), "seconds": 3})
+    chaos.outage_fills.append({"kind": kind, "position_id": position_id, "symbol": symbol})
+    chaos.say(f"{symbol}'s price driven through its stop during the {kind}")
+
+
+def outage_fill_outcomes(fills: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How each position whose stop was driven through during an outage ended."""
+    if not fills:
+        return []
+    with unit_of_work() as s:
+        rows = {
+            r.id: r
+            for r in s.execute(
+                select(Position.id, Position.status, Position.close_reason).where(
+                    Position.id.in_([f["position_id"] for f in fills])
+                )
+            )
+        }
+    return [
+        {
+            **fill,
+            "status": rows[fill["position_id"]].status,
+            "close_reason": rows[fill["position_id"]].close_reason,
+        }
+        for fill in fills
+    ]
 
 
 def ingest_loop_fault(chaos: Chaos) -> None:

@@ -87,3 +87,17 @@ def test_chaos_run_leaks_no_api_key_secret_or_token_into_logs(chaos_run):
         text = path.read_text(errors="replace")
         for name, secret in CHAOS_SECRETS.items():
             assert secret not in text, f"{name} appears in {path.name}"
+
+
+def test_chaos_run_a_stop_that_fills_during_an_outage_ends_as_a_stop(chaos_run):
+    """Each store outage drives one position through its stop while the store is down; it
+    must end ``stop_triggered`` (or closed for another reason first), never ``phantom``."""
+    data, _, _, _ = chaos_run
+    fills = data["stop_fills_during_outages"]
+    assert {f["kind"] for f in fills} == {"redis_outage", "postgres_outage"}, fills
+    phantoms = [f for f in fills if f["close_reason"] == "phantom"]
+    if phantoms and data["exchange"] == "bybit":
+        pytest.xfail(f"known defect on Bybit (docs/reliability.md, known limits): {phantoms}")
+    assert not phantoms, fills
+    # at least one was closed by that stop (another may have been closed first, e.g. aged)
+    assert any(f["close_reason"] == "stop_triggered" for f in fills), fills

@@ -12,6 +12,7 @@ from core.clock import ManualClock
 from core.db.models import Event, Order, Position, TrailingStop
 from core.db.session import unit_of_work
 from core.exchange.client_ids import client_order_id, parse_client_id
+from core.services.invariants import check_invariants
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position, record_order
 from core.services.protection import check_protection
@@ -323,3 +324,23 @@ def test_an_interrupted_protection_stop_is_looked_up_before_a_fresh_one_is_sent(
     calls = [(r["method"], r["path"]) for r in sim.requests(before)["requests"]]
     lookup = calls.index(("GET", "/fapi/v1/algoOrder"))
     assert lookup < calls.index(("POST", "/fapi/v1/algoOrder"))
+
+
+def test_a_stop_one_lot_short_of_the_position_is_replaced_by_a_full_one(sim, deps):
+    # SOLUSDT trades in whole lots (step 1): one lot added by hand leaves the engine's stop
+    # a whole lot short, which is no rounding difference: that lot is unprotected
+    opened(deps, "SOLUSDT")
+    [old] = live_stops(sim, "SOLUSDT")
+    sim.admin("POST", "/_sim/open_position", {"symbol": "SOLUSDT", "side": "BUY", "quantity": "1"})
+    grown = exchange_quantity(sim, "SOLUSDT")
+    assert grown == Decimal(old["quantity"]) + 1
+
+    report = check_protection(deps)
+
+    assert report.stops_placed == 1 and report.surplus_cancelled == 1
+    [stop] = live_stops(sim, "SOLUSDT")
+    assert Decimal(stop["quantity"]) == grown
+    assert stop["algoId"] != old["algoId"]
+    # the DB quantity is reconciliation's to correct; the position itself is protected
+    kinds = {v.kind.value for v in check_invariants(deps).violations}
+    assert kinds == {"position_mismatch"}

@@ -222,3 +222,20 @@ def test_a_position_its_own_stop_closed_unseen_is_settled_as_stop_triggered_not_
     assert position.exit_price == fill and position.realized_pnl is not None
     assert [e.position_id for e in events_of("stop_triggered")] == [pid]
     assert events_of("phantom_position_closed") == []
+
+
+def test_a_quantity_one_lot_off_is_corrected_and_the_stop_made_to_cover_it(sim, deps):
+    # SOLUSDT trades in whole lots (step 1): a difference of one lot is a real position
+    # change, not rounding, and must not hide inside the quantity tolerance
+    pid = opened(deps, "SOLUSDT")
+    [before] = positions_for("SOLUSDT")
+    sim.admin("POST", "/_sim/open_position", {"symbol": "SOLUSDT", "side": "BUY", "quantity": "1"})
+    grown = before.quantity + 1
+
+    report = reconcile_positions(deps)
+
+    assert report.quantities_corrected == 1
+    [position] = positions_for("SOLUSDT")
+    assert position.id == pid and position.quantity == grown
+    [stop] = live_stops(sim, "SOLUSDT")
+    assert Decimal(stop["quantity"]) == grown

@@ -16,7 +16,8 @@ from core.db.models import Event, Position, Signal, Wave
 from core.db.session import unit_of_work
 from core.domain.signals import parse_frame
 from core.services import waves
-from core.services.opening import open_position, paused_key
+from core.services.opening import open_position
+from core.services.opening_blocks import paused_key
 from core.services.positions import NewPosition, create_position
 from core.services.signals import store_frame
 from core.services.waves import WaveOutcome, wave_params

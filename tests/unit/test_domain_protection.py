@@ -124,9 +124,34 @@ def test_partial_stop_is_replaced_place_first_then_cancel() -> None:
     assert d.actions[1].order_ids == ("s1",) and not d.protected
 
 
-def test_stop_within_step_tolerance_is_full() -> None:
-    d = decide_protection(LONG, [stop(qty="1.999")], D(100), NOW, P, step_size=D("0.001"))
+def test_stop_short_by_less_than_a_step_is_full() -> None:
+    d = decide_protection(LONG, [stop(qty="1.9995")], D(100), NOW, P, step_size=D("0.001"))
     assert d.kinds == (K.OK,)
+
+
+def test_stop_short_by_one_whole_step_is_partial() -> None:
+    # venue quantities are whole steps: one step short is a lot left unprotected
+    d = decide_protection(LONG, [stop(qty="1.999")], D(100), NOW, P, step_size=D("0.001"))
+    assert d.kinds == (K.PLACE_STOP, K.CANCEL_SURPLUS) and not d.protected
+    whole_lots = replace(LONG, quantity=D(4))
+    d = decide_protection(whole_lots, [stop(qty="3")], D(100), NOW, P, step_size=D(1))
+    assert d.kinds == (K.PLACE_STOP, K.CANCEL_SURPLUS)
+    assert d.actions[0].quantity == D(4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lots=st.integers(min_value=2, max_value=10_000),
+    short=st.integers(min_value=1, max_value=10_000),
+    step=st.sampled_from([D("0.001"), D("0.01"), D("0.1"), D(1), D(10)]),
+)
+def test_a_stop_any_whole_lot_short_never_counts_as_full(lots: int, short: int, step: D) -> None:
+    short = min(short, lots - 1)
+    pos = replace(LONG, quantity=lots * step)
+    d = decide_protection(
+        pos, [stop(qty=str((lots - short) * step))], D(100), NOW, P, step_size=step
+    )
+    assert not d.protected and d.kinds[0] is K.PLACE_STOP
 
 
 def test_surplus_stops_cancelled_keeping_the_engines_newest() -> None:

@@ -72,10 +72,18 @@ def test_quantity_mismatch_beyond_step_is_corrected() -> None:
     assert (action.quantity_from, action.quantity_to) == (D(1), D("0.5"))
 
 
-def test_quantity_within_step_tolerance_is_not_corrected() -> None:
+def test_quantity_less_than_a_step_off_is_not_corrected() -> None:
     steps = {"BTCUSDT": D("0.001")}
-    assert kinds([db(qty="1")], [ex(qty="1.001")], step_sizes=steps) == []
-    assert kinds([db(qty="1")], [ex(qty="1.002")], step_sizes=steps) == [
+    assert kinds([db(qty="1")], [ex(qty="1.0005")], step_sizes=steps) == []
+    assert kinds([db(qty="1")], [ex(qty="1.001")], step_sizes=steps) == [
+        ("BTCUSDT", K.CORRECT_QUANTITY)
+    ]
+
+
+def test_quantity_one_whole_lot_off_is_corrected() -> None:
+    # a symbol traded in whole units: one lot added by hand is a real change
+    steps = {"BTCUSDT": D(1)}
+    assert kinds([db(qty="3")], [ex(qty="4")], step_sizes=steps) == [
         ("BTCUSDT", K.CORRECT_QUANTITY)
     ]
 

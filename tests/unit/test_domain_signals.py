@@ -21,11 +21,9 @@ from core.domain.signals import (
     RejectReason,
     Signal,
     SignalParams,
-    from_ccxt_symbol,
-    normalize_symbol,
     parse_frame,
-    to_ccxt_symbol,
 )
+from core.domain.symbols import from_ccxt_symbol, normalize_symbol, to_ccxt_symbol
 
 GOOD: dict[str, Any] = {
     "type": "signal",
