@@ -104,7 +104,7 @@ def worker(clean_db, redis_url, tmp_path):
     proc.wait(30)
 
 
-def test_a_task_sent_like_celery_call_keeps_its_result(worker, celery):
+def test_a_task_sent_like_celery_call_keeps_its_result(worker, celery, by_hand):
     """`celery call` and Flower send without asking for a result; it is stored anyway."""
     sent = celery.send_task("vigil.maintenance.ping")
     assert sent.get(timeout=60)  # hangs forever when the result is not stored
