@@ -2,8 +2,8 @@
 
 Real Celery workers (subprocesses, SIGKILLed by process group), the ingest's price and
 user-data streams (``run_price_stream``), the embedded PostgreSQL and Redis (killed and
-restarted for the outages). The issue's bounds are the tests' wait deadlines; each test
-prints what it measured (``-s`` shows it):
+restarted for the outages). The promised bounds (docs/reliability.md) are the tests' wait
+deadlines; each test prints what it measured (``-s`` shows it):
 
 - worker SIGKILL in the middle of a stop move: the symbol's next move within 10 s of the
   kill, and at most one live stop 10 s after it;
