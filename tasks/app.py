@@ -21,7 +21,7 @@ from core.logging import install_celery_logging
 from core.metrics import install_task_metrics
 from core.queues import QUEUES as CORE_QUEUES
 from tasks.json_console import install_json_console
-from tasks.publish import install_publish_policy
+from tasks.publish import install_publish_policy, resolve_ignore_result
 
 QUEUES = CORE_QUEUES  # named in core so the API can measure them without Celery
 
@@ -63,7 +63,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": redis_url,
         "result_backend": redis_url,
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"visibility_timeout": transport["visibility_timeout"]},
+        "result_backend_transport_options": {
+            "visibility_timeout": transport["visibility_timeout"],
+            # a result read or subscription during a Redis outage gives up within ~2 s instead
+            # of Celery's 20 x 1 s: it can run inside a garbage collection on any thread
+            "retry_policy": {
+                "max_retries": 3,
+                "interval_start": 0,
+                "interval_step": 0.5,
+                "interval_max": 1,
+            },
+        },
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -91,9 +101,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+class ResultPolicyCelery(Celery):
+    """Celery whose sends follow tasks/publish.py's result policy before Celery subscribes."""
+
+    def send_task(self, name: str, *args: Any, **options: Any) -> Any:
+        options["ignore_result"] = resolve_ignore_result(options.get("ignore_result"))
+        return super().send_task(name, *args, **options)
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    celery = Celery("vigil", include=TASK_MODULES)
+    celery = ResultPolicyCelery("vigil", include=TASK_MODULES)
     celery.conf.update(celery_config(settings))
     from beat_schedule import build_schedule
 

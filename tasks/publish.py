@@ -10,6 +10,12 @@ themselves automatic when they start (``mark_automatic``); any other process tha
 Celery app is a person's tool. ``task_ignore_result`` stays True for publishers that do not
 load it.
 
+The decision is taken before Celery sends (``ResultPolicyCelery.send_task``), not only in the
+message header: Celery subscribes to a task's result channel at send time unless told to
+ignore it, so an automatic sender that left it open would pay a SUBSCRIBE and an UNSUBSCRIBE
+per message, and a dropped ``AsyncResult`` whose Redis has gone away would block the thread
+that collects it while the result backend reconnects.
+
 Publish time: the ``vigil_sent_at`` header, from which the API reports the age of each
 queue's oldest waiting message (core/queues.py).
 """
@@ -32,6 +38,13 @@ def mark_automatic(**_: Any) -> None:
 
 def is_automatic() -> bool:
     return _automatic
+
+
+def resolve_ignore_result(asked: bool | None) -> bool | None:
+    """What a send without an explicit choice gets: ignored in an automatic process."""
+    if asked is None and _automatic:
+        return True
+    return asked
 
 
 def stamp_message(headers: dict[str, Any] | None = None, **_: Any) -> None:

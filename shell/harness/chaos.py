@@ -281,16 +281,12 @@ class Chaos:
 
     def _task_roundtrip(self) -> bool:
         from tasks.app import create_app
+        from tasks.ping import worker_answers
 
         settings = self.system.settings
         assert self.stack.endpoints is not None
         app = create_app(settings.model_copy(update={"redis_url": self.stack.endpoints.redis_url}))
-        result = app.send_task("vigil.maintenance.ping", ignore_result=False)
-        try:
-            result.get(timeout=3)
-            return True
-        except Exception:  # noqa: BLE001 - celery's TimeoutError and broker errors alike
-            return False
+        return worker_answers(app, timeout=3)
 
     # --- faults ----------------------------------------------------------------------------
 

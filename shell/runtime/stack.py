@@ -303,6 +303,7 @@ class Stack:
     def wait_for_worker(self, timeout: float = 60.0) -> float:
         """Round-trip a ping task through the broker; return its latency in seconds."""
         from tasks.app import create_app
+        from tasks.ping import ping_result
 
         celery = create_app(self.settings.model_copy(update={"redis_url": self._redis_url()}))
         started = time.monotonic()
@@ -312,15 +313,13 @@ class Stack:
             dead = sup.first_dead() if sup else None
             if dead is not None:
                 raise StartupError(f"{dead.name} exited at start; see {dead.log_path}")
-            result = celery.send_task("vigil.maintenance.ping", ignore_result=False)
             try:
-                result.get(timeout=min(5.0, max(0.1, deadline - time.monotonic())))
+                with ping_result(celery) as result:
+                    result.get(timeout=min(5.0, max(0.1, deadline - time.monotonic())))
                 return time.monotonic() - started
             except Exception as exc:  # noqa: BLE001 - celery raises TimeoutError and others
                 if time.monotonic() >= deadline:
                     raise StartupError(f"no worker answered within {timeout}s: {exc}") from None
-            finally:
-                result.forget()
 
     def watch(self, say: Callable[[str], None]) -> None:
         """Keep every process alive until Ctrl-C / SIGTERM (``shell/runtime/watch.py``)."""

@@ -50,12 +50,12 @@ def test_heartbeat_task_round_trips_through_broker_worker_and_database(worker):
 def test_ping_is_routed_to_the_maintenance_queue(worker):
     from core.config import get_settings
     from tasks.app import create_app
+    from tasks.ping import ping_result
 
     celery = create_app(get_settings())
     route = celery.amqp.router.route({}, "vigil.maintenance.ping")
     assert route["queue"].name == "maintenance"
     deadline = time.monotonic() + 60
-    reply = celery.send_task("vigil.maintenance.ping", ignore_result=False).get(
-        timeout=max(1, deadline - time.monotonic())
-    )
+    with ping_result(celery) as sent:
+        reply = sent.get(timeout=max(1, deadline - time.monotonic()))
     assert reply["pong"] is True

@@ -133,13 +133,9 @@ def ingest_info() -> dict:
 def roundtrip(url: str) -> bool:
     """A ping task answered by the worker: the broker path is back."""
     from tasks.app import create_app
+    from tasks.ping import worker_answers
 
-    app = create_app(get_settings())
-    result = app.send_task("vigil.maintenance.ping", ignore_result=False)
-    try:
-        return bool(result.get(timeout=1.0))
-    except Exception:  # noqa: BLE001 - not yet
-        return False
+    return worker_answers(create_app(get_settings()), timeout=1.0)
 
 
 def test_after_a_redis_outage_a_price_move_reaches_the_stop_through_the_stream(

@@ -89,6 +89,23 @@ def test_messages_carry_their_publish_time_and_result_policy(redis_client, celer
     assert read_queue(redis_client, "maintenance").depth == 3
 
 
+def test_an_automatic_sender_never_subscribes_to_results(redis_client, celery, by_hand):
+    """The ingest sends thousands of tasks: no result subscription per message, and so no
+    reconnecting result backend when a dropped result is collected during a Redis outage."""
+    publish.mark_automatic()
+    try:
+        for _ in range(3):
+            sent = celery.send_task("vigil.maintenance.ping")
+            assert sent.ignored is True
+        assert celery.backend.result_consumer.subscribed_to == set()
+        asked = celery.send_task("vigil.maintenance.ping", ignore_result=False)
+        assert celery.backend.result_consumer.subscribed_to == {
+            asked.backend.get_key_for_task(asked.id)
+        }
+    finally:
+        publish._automatic = False
+
+
 @pytest.fixture
 def worker(clean_db, redis_url, tmp_path):
     env = dict(os.environ, VIGIL_HOME=str(tmp_path))
@@ -109,6 +126,7 @@ def test_a_task_sent_like_celery_call_keeps_its_result(worker, celery, by_hand):
     sent = celery.send_task("vigil.maintenance.ping")
     assert sent.get(timeout=60)  # hangs forever when the result is not stored
     assert celery.backend.get_task_meta(sent.id)["status"] == "SUCCESS"
+    celery.backend.remove_pending_result(sent)  # while this Redis still answers
 
 
 def test_beat_sends_its_tasks_without_asking_for_results(redis_client, redis_url, tmp_path):
