@@ -64,14 +64,30 @@ def up(
         bool, typer.Option("--with-signal-sim", help="Also start the signal source simulator.")
     ] = False,
     api: Annotated[bool, typer.Option(help="Start `vigil api` (health, metrics).")] = True,
+    exchange: Annotated[
+        str | None,
+        typer.Option(
+            help="binance, bybit or both: the venues to trade (default VIGIL_EXCHANGES, "
+            "else the one venue of VIGIL_EXCHANGE)."
+        ),
+    ] = None,
 ) -> None:
     """Start the whole system natively: storage, migrations, paper exchange, workers, beat.
 
     PostgreSQL and Redis are embedded (data under VIGIL_HOME) unless VIGIL_DATABASE_URL /
-    VIGIL_REDIS_URL point elsewhere. Ctrl-C stops every process it started.
+    VIGIL_REDIS_URL point elsewhere. With two venues (VIGIL_EXCHANGES=binance,bybit or
+    --exchange both), each paper venue gets its own paper exchange and each venue its own
+    ingest; the workers and beat serve both. Ctrl-C stops every process it started.
     """
     from shell.runtime.stack import Stack, StackOptions, StartupError
 
+    if exchange is not None:
+        from shell.cli_venues import VenueChoiceError, choose_venues
+
+        try:
+            choose_venues(exchange)
+        except VenueChoiceError as exc:
+            raise fail(str(exc)) from None
     settings = settings_or_exit()
     stack = Stack(
         settings,
@@ -127,7 +143,10 @@ def _print_endpoints(stack: object, latency: float) -> None:
     table = Table(title="vigil is up", show_header=False)
     table.add_row("PostgreSQL", _mask(ep.database_url))
     table.add_row("Redis", ep.redis_url)
-    if ep.exchange_url:
+    if len(ep.exchange_urls) > 1:
+        for venue, url in ep.exchange_urls.items():
+            table.add_row(f"Paper exchange ({venue})", url)
+    elif ep.exchange_url:
         table.add_row("Paper exchange", ep.exchange_url)
     if ep.flower_url:
         table.add_row("Flower", f"{ep.flower_url}  (user {stack.settings.flower_user})")
@@ -332,7 +351,10 @@ def flower() -> None:
 @app.command()
 def sim(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port for REST and WebSocket.")] = 8710,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port for REST and WebSocket (default 8710, or the venue's URL's)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of prices and faults.")] = 1,
     symbols: Annotated[
         str | None, typer.Option(help="Comma-separated symbols (default: built-in set).")
@@ -360,6 +382,13 @@ def sim(
     memory_only: Annotated[
         bool, typer.Option("--memory-only", help="Keep the account in memory only.")
     ] = False,
+    venue: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve this venue of VIGIL_EXCHANGES (binance or bybit): its dialect, its "
+            "VIGIL_<VENUE>_API_KEY/_SECRET and its URL's port."
+        ),
+    ] = None,
 ) -> None:
     """Run the paper exchange: Binance USD-M (or Bybit v5) REST and WebSocket on one port.
 
@@ -368,6 +397,8 @@ def sim(
     from sim.server import DIALECTS, serve
 
     settings = settings_or_exit()
+    if venue is not None:
+        settings, port = _paper_venue(settings, venue, port)
     chosen = dialect or settings.paper_dialect
     if chosen not in DIALECTS:
         raise fail(f"--dialect must be one of {', '.join(DIALECTS)}")
@@ -375,7 +406,7 @@ def sim(
         state = settings.home_dir / "paper-exchange" / f"{chosen}.account"
     serve(
         host,
-        port,
+        port or 8710,
         seed=seed,
         symbols=[s.strip().upper() for s in symbols.split(",")] if symbols else None,
         scenario=scenario,
@@ -385,6 +416,20 @@ def sim(
         dialect=chosen,
         state_path=None if memory_only else state,
     )
+
+
+def _paper_venue(settings: Settings, venue: str, port: int | None) -> tuple[Settings, int]:
+    """``settings`` as ``venue``'s paper exchange sees them (dialect, key pair), and its port."""
+    from core.services.deps import venue_settings
+    from core.venues import configured_venues
+    from shell.runtime.stack import host_port
+
+    if venue not in configured_venues(settings):
+        raise fail(f"venue {venue} is not configured (VIGIL_EXCHANGES)")
+    own = venue_settings(settings, venue)
+    if own.exchange != "paper":
+        raise fail(f"venue {venue} is not a paper exchange (VIGIL_{venue.upper()}_EXCHANGE)")
+    return own, port or host_port(own.exchange_url, 8710)[1]
 
 
 @app.command("signal-sim")
@@ -415,6 +460,13 @@ def ingest(
         str | None,
         typer.Option(help="binance or bybit: whose waves to dispatch (default: VIGIL_EXCHANGE's)."),
     ] = None,
+    signals: Annotated[
+        bool,
+        typer.Option(
+            help="Read the signal stream (VIGIL_SIGNAL_URL). With two venues, one ingest reads "
+            "it (its signals name their venue) and the other runs --no-signals."
+        ),
+    ] = True,
 ) -> None:
     """Run the ingest: signal socket, wave dispatcher, price stream. One per exchange.
 
@@ -437,6 +489,8 @@ def ingest(
     if name not in configured_venues(settings):
         raise fail(f"venue {name} is not configured (VIGIL_EXCHANGES)")
     settings = venue_settings(settings, name)  # its own price stream, key and URL
+    if not signals:
+        settings = settings.model_copy(update={"signal_url": None})
     setup_logging(settings, component="ingest")
     raise typer.Exit(run_ingest(IngestContext(settings, name, celery_sender(settings))))
 
