@@ -170,11 +170,12 @@ def _mask(url: str) -> str:
     return _redact(url)
 
 
-def _check_paper_dialect(exchange: str) -> None:
-    from shell.harness.demo import EXCHANGES
+def _check_paper_dialect(exchange: str, both: bool = False) -> None:
+    from shell.harness.demo import CHOICES, EXCHANGES
 
-    if exchange not in EXCHANGES:
-        raise fail(f"--exchange must be one of {', '.join(EXCHANGES)}")
+    known = CHOICES if both else EXCHANGES
+    if exchange not in known:
+        raise fail(f"--exchange must be one of {', '.join(known)}")
 
 
 def _run_whole_system(run: Callable[[], R]) -> R:
@@ -197,7 +198,10 @@ def demo(
     ] = 120.0,
     exchange: Annotated[
         str,
-        typer.Option(help="Dialect of the paper exchange: binance (USD-M) or bybit (v5 linear)."),
+        typer.Option(
+            help="Dialect of the paper exchange: binance (USD-M) or bybit (v5 linear); both: "
+            "the two venues at once, each with its own paper exchange, each audited."
+        ),
     ] = "binance",
 ) -> None:
     """Run the whole system on this machine through a scenario, then audit it.
@@ -207,15 +211,16 @@ def demo(
     positions; a trend trails stops; a flash crash hits one; positions are closed, opened
     and stripped of their stop by hand; positions age. Live progress shows while it runs;
     the report and the invariant check follow. Exit code 0 only if every invariant holds.
-    With --exchange bybit the paper exchange speaks Bybit v5 (linear) instead of Binance.
+    With --exchange bybit the paper exchange speaks Bybit v5 (linear) instead of Binance;
+    with --exchange both the scenario runs on the two venues at once, each audited.
     """
     from shell.harness.demo import print_result, run_demo
 
-    _check_paper_dialect(exchange)
+    _check_paper_dialect(exchange, both=True)
     settings = settings_or_exit()
     result = _run_whole_system(lambda: run_demo(settings, duration, console, exchange))
     print_result(console, result)
-    raise typer.Exit(0 if result.invariants.clean else 1)
+    raise typer.Exit(0 if result.clean else 1)
 
 
 @app.command()
