@@ -23,9 +23,10 @@ def print_demo_result(console: Console, result: DemoResult) -> None:
         console.print(f"  {line}", highlight=False)
     f = result.figures
     table = Table(title="demo report", show_header=False)
-    table.add_row(
-        "exchange", ", ".join(f"paper, {audit.exchange} dialect" for audit in result.audits)
-    )
+    several = len(result.audits) > 1
+    for audit in result.audits:
+        label = f"exchange ({audit.exchange})" if several else "exchange"
+        table.add_row(label, f"paper, {audit.exchange} dialect")
     table.add_row("positions opened", str(f.opened))
     table.add_row(
         "closed by reason",
@@ -40,7 +41,6 @@ def print_demo_result(console: Console, result: DemoResult) -> None:
     )
     table.add_row("realized PnL (USDT)", f"{f.realized_pnl:.2f}")
     table.add_row("trailing activations / stop moves", f"{f.trailing_activations} / {f.stop_moves}")
-    several = len(result.audits) > 1
     for audit in result.audits:
         label = f" ({audit.exchange})" if several else ""
         table.add_row(f"longest without a live stop{label}", _gaps_line(audit))
