@@ -180,7 +180,8 @@ def two_venue_up(tmp_path) -> Iterator[TwoVenueStack]:
         start_new_session=True,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", "up", "--concurrency", "2", "--no-flower"],
+        [sys.executable, "-m", "shell.cli", "up", "--workers", "2", "--concurrency", "1"]
+        + ["--no-flower"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -293,3 +294,78 @@ def test_one_up_trades_both_venues_from_one_stream_and_each_guardian_keeps_to_it
 
     stack.proc.send_signal(signal.SIGINT)
     assert stack.proc.wait(90) == 0
+
+
+def _worker_running_a_task_of(stack: TwoVenueStack, venue: str) -> str | None:
+    """The node name (worker1, worker2) of a worker whose task on ``venue`` is running now."""
+    from celery import Celery
+
+    app = Celery(broker=f"redis://127.0.0.1:{stack.env['VIGIL_EMBEDDED_REDIS_PORT']}/0")
+    try:
+        active = app.control.inspect(timeout=1.0).active() or {}
+    finally:
+        app.close()
+    for node, tasks in active.items():
+        for task in tasks:
+            if venue in json.dumps(task.get("args")):
+                return str(node.split("@", 1)[0])
+    return None
+
+
+def _worker_process(stack: TwoVenueStack, node: str) -> Any:
+    home = stack.env["VIGIL_HOME"]
+    for proc in processes_of(Path(home)):
+        cmdline = proc.cmdline()
+        if "worker" in cmdline and node in cmdline and os.getpgid(proc.pid) == proc.pid:
+            return proc
+    raise AssertionError(f"no process for {node}")
+
+
+def test_a_worker_killed_mid_task_on_one_venue_leaves_the_other_trading_and_recovers(
+    two_venue_up,
+):
+    stack = two_venue_up
+    opened = open_one_position_per_venue(stack)
+    binance, bybit = SYMBOL["binance"], SYMBOL["bybit"]
+
+    # Binance answers its stop orders slowly: the worker moving the Binance stop is mid-task
+    stack.sim(
+        "binance",
+        "/_sim/fault",
+        {"endpoint": "algoOrder", "kind": "latency", "latency_ms": 8000, "count": 2},
+    )
+    target = stack.price("binance", binance) * Decimal("1.03")
+    stack.sim("binance", "/_sim/price", {"symbol": binance, "price": str(target)})
+    node = wait_until(
+        lambda: _worker_running_a_task_of(stack, "binance"), 60, "a worker on a Binance task"
+    )
+    victim = _worker_process(stack, node)
+    os.killpg(victim.pid, signal.SIGKILL)  # the whole worker and its pool, mid-task
+
+    # Bybit keeps trading meanwhile: its stop trails, and it never has other than one stop
+    target = stack.price("bybit", bybit) * Decimal("1.03")
+    stack.sim("bybit", "/_sim/price", {"symbol": bybit, "price": str(target)})
+    deadline = time.monotonic() + 60
+    trailed = False
+    while time.monotonic() < deadline and not trailed:
+        assert [s for s, _ in stack.live_stops("bybit")] == [bybit]
+        row = stack.position("bybit", bybit)
+        trailed = row.state == "active" and row.stop_price > opened["bybit"].stop_price
+        time.sleep(0.3)
+    assert trailed, "the Bybit stop did not trail while a Binance worker was dead"
+
+    # Binance recovers: the worker is restarted, the move completes or is redone, and the
+    # position ends with its one trailed stop
+    wait_until(
+        lambda: (
+            (row := stack.position("binance", binance)).state == "active"
+            and row.stop_price > opened["binance"].stop_price
+            and [s for s, _ in stack.live_stops("binance")] == [binance]
+        ),
+        120,
+        "binance trailed again with one live stop",
+    )
+    assert _worker_process(stack, node).pid != victim.pid  # restarted by `vigil up`
+    for venue in VENUES:
+        assert stack.position(venue, SYMBOL[venue]).status == "active"
+    wait_until(lambda: stack.cli("diagnose").returncode == 0, 60, "diagnose clean for both")
