@@ -274,9 +274,23 @@ def worker(
     concurrency: Annotated[int, typer.Option(min=1)] = 2,
     name: Annotated[str, typer.Option(help="Node name (unique per machine).")] = "worker",
     pool: Annotated[str, typer.Option(help="prefork, threads or solo.")] = "prefork",
+    venue: Annotated[
+        str | None,
+        typer.Option(
+            help="Take only this venue's work: its own queues (signals.VENUE, orders.VENUE, "
+            "stops.VENUE), used when VIGIL_VENUE_QUEUES lists it."
+        ),
+    ] = None,
 ) -> None:
-    """Run a Celery worker for the given queues."""
+    """Run a Celery worker for the given queues (or for one venue's own, with --venue)."""
     settings = settings_or_exit()
+    if venue is not None:
+        from shell.cli_venues import VenueChoiceError, worker_queues
+
+        try:
+            queues = worker_queues(settings, venue)
+        except VenueChoiceError as exc:
+            raise fail(str(exc)) from None
     from tasks.app import app as celery
 
     celery.worker_main(

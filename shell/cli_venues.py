@@ -12,7 +12,8 @@ import os
 from collections.abc import MutableMapping
 from urllib.parse import urlparse
 
-from core.config import get_settings
+from core.config import Settings, get_settings
+from core.queues import venue_queues
 from core.venues import default_venue
 
 VENUE_CHOICES = ("binance", "bybit", "both")
@@ -59,3 +60,13 @@ def next_port_url(url: str) -> str:
     parsed = urlparse(url)
     port = (parsed.port or 8710) + 1
     return parsed._replace(netloc=f"{parsed.hostname or '127.0.0.1'}:{port}").geturl()
+
+
+def worker_queues(settings: Settings, venue: str) -> str:
+    """The queues ``vigil worker --venue VENUE`` consumes, or why there are none."""
+    if venue not in settings.venue_queues:
+        raise VenueChoiceError(
+            f"VIGIL_VENUE_QUEUES does not list {venue}: its work is on the shared queues, "
+            "which any worker takes"
+        )
+    return ",".join(venue_queues(venue))

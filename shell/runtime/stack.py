@@ -232,6 +232,9 @@ class Stack:
                 f"worker{i}",
                 [*py, "worker", "--name", f"worker{i}", "--concurrency", str(opts.concurrency)],
             )
+        for own in settings.venue_queues:  # a venue with workers of its own
+            argv = [*py, "worker", "--venue", own, "--name", f"worker-{own}"]
+            sup.spawn(f"worker-{own}", [*argv, "--concurrency", str(opts.concurrency)])
         sup.spawn("beat", [*py, "beat"])
         self._start_signal_path(sup, py)
         if opts.flower:
