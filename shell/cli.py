@@ -230,7 +230,11 @@ def chaos(
     faults: Annotated[str, typer.Option(help="'all' or comma-separated fault kinds.")] = "all",
     workers: Annotated[int, typer.Option(min=2)] = 3,
     exchange: Annotated[
-        str, typer.Option(help="The paper exchange's dialect: binance or bybit.")
+        str,
+        typer.Option(
+            help="The paper exchange's dialect: binance or bybit; both: the faults on Binance "
+            "and the processes both share while Bybit trades beside them, each venue audited."
+        ),
     ] = "binance",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the report as JSON here.")
@@ -244,7 +248,7 @@ def chaos(
     """
     from shell.harness.chaos import FAULT_KINDS, print_result, run_chaos
 
-    _check_paper_dialect(exchange)
+    _check_paper_dialect(exchange, both=True)
     kinds = list(FAULT_KINDS) if faults == "all" else [k.strip() for k in faults.split(",")]
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:

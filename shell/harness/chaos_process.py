@@ -253,7 +253,9 @@ def _compare(chaos: Chaos, before: tuple[Any, Any], after: tuple[Any, Any]) -> N
 def _kill_actors(stack: Stack) -> None:
     """SIGKILL every child but the paper exchange, and wait until they are gone."""
     assert stack.supervisor is not None
-    actors = [c.proc for c in stack.supervisor.children if c.name != "sim" and c.proc]
+    actors = [  # the paper exchanges (sim, sim-bybit) stay: their book is read next
+        c.proc for c in stack.supervisor.children if not c.name.startswith("sim") and c.proc
+    ]
     for proc in actors:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
