@@ -56,6 +56,7 @@ from shell.harness.chaos_venues import (
     SecondVenue,
     both_venues_environment,
     merge_gaps,
+    positions_by_status,
 )
 from shell.harness.demo import (
     CHOICES,
@@ -747,7 +748,12 @@ def _drive(
     report = _audit(check_invariants, system.deps, float(settle), say)
     monitor_report = monitor.stop()
     if second is not None:
-        say(f"{second.system.venue}: {second.waves} waves beside the faults; audited on its own")
+        venue = second.system.venue
+        chaos.counts[f"{venue}_positions"] = [sum(positions_by_status(venue).values())]
+        say(
+            f"{venue}: {second.waves} waves beside the faults, positions by status "
+            f"{positions_by_status(venue)}; audited on its own"
+        )
         report = CombinedReport(
             [report, _audit(check_invariants, second.system.deps, float(settle), say)]
         )

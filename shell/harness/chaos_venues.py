@@ -117,3 +117,19 @@ def merge_gaps(first: MonitorReport, second: MonitorReport | None, venue: str) -
         first.gaps.append(gap)
     first.failed_samples += second.failed_samples
     return first
+
+
+def positions_by_status(venue: str) -> dict[str, int]:
+    """How many of ``venue``'s positions ended in each status (the second venue's share)."""
+    from sqlalchemy import func, select
+
+    from core.db.models import Position
+    from core.db.session import unit_of_work
+
+    with unit_of_work() as s:
+        rows = s.execute(
+            select(Position.status, func.count())
+            .where(Position.exchange == venue)
+            .group_by(Position.status)
+        ).all()
+    return {status: int(count) for status, count in rows}
