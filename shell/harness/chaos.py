@@ -348,7 +348,8 @@ class Chaos:
             with unit_of_work() as s:
                 row = s.execute(
                     select(Position.symbol, Position.status).where(
-                        Position.status.in_(INTERMEDIATE_VALUES)
+                        Position.status.in_(INTERMEDIATE_VALUES),
+                        Position.exchange == self.system.venue,
                     )
                 ).first()
             if row is not None:
@@ -366,7 +367,7 @@ class Chaos:
             row = s.execute(
                 select(Position.symbol, Position.side, TrailingStop.update_count)
                 .join(TrailingStop, TrailingStop.position_id == Position.id)
-                .where(Position.status == "active")
+                .where(Position.status == "active", Position.exchange == self.system.venue)
             ).first()
         if row is None:
             name = self._kill_worker()
@@ -389,7 +390,9 @@ class Chaos:
                     TrailingStop,
                     s.scalar(
                         select(Position.id).where(
-                            Position.symbol == symbol, Position.status == "active"
+                            Position.symbol == symbol,
+                            Position.status == "active",
+                            Position.exchange == self.system.venue,
                         )
                     )
                     or 0,

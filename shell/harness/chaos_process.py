@@ -59,7 +59,7 @@ def inject_process_fault(chaos: Chaos, kind: str) -> None:
 def redis_outage(chaos: Chaos) -> None:
     server = chaos.stack.redis
     assert server is not None
-    victim = _position_with_a_stop()
+    victim = _position_with_a_stop(chaos.system.venue)
     server.kill()
     chaos.say(f"Redis killed; down for {outage_seconds():.0f}s")
     _drive_through_its_stop(chaos, "redis_outage", victim)
@@ -72,7 +72,7 @@ def redis_outage(chaos: Chaos) -> None:
 def postgres_outage(chaos: Chaos) -> None:
     server = chaos.stack.postgres
     assert server is not None
-    victim = _position_with_a_stop()  # read while the database still answers
+    victim = _position_with_a_stop(chaos.system.venue)  # read while the database still answers
     server.kill()
     chaos.say(f"PostgreSQL killed; down for {outage_seconds():.0f}s")
     _drive_through_its_stop(chaos, "postgres_outage", victim)
@@ -86,12 +86,17 @@ def postgres_outage(chaos: Chaos) -> None:
 Victim = tuple[int, str, str, Decimal]  # position id, symbol, side, stop price
 
 
-def _position_with_a_stop() -> Victim | None:
-    """An active position whose stop the engine knows (the oldest: least likely to be moving)."""
+def _position_with_a_stop(exchange: str) -> Victim | None:
+    """An active position of the venue the faults act on whose stop the engine knows (the
+    oldest: least likely to be moving)."""
     with unit_of_work() as s:
         row = s.execute(
             select(Position.id, Position.symbol, Position.side, Position.stop_price)
-            .where(Position.status == "active", Position.stop_price.is_not(None))
+            .where(
+                Position.status == "active",
+                Position.exchange == exchange,
+                Position.stop_price.is_not(None),
+            )
             .order_by(Position.id)
             .limit(1)
         ).first()
