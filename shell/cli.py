@@ -421,7 +421,12 @@ def sim(
 
     settings = settings_or_exit()
     if venue is not None:
-        settings, port = _paper_venue(settings, venue, port)
+        from shell.cli_venues import VenueChoiceError, paper_venue
+
+        try:
+            settings, port = paper_venue(settings, venue, port)
+        except VenueChoiceError as exc:
+            raise fail(str(exc)) from None
     chosen = dialect or settings.paper_dialect
     if chosen not in DIALECTS:
         raise fail(f"--dialect must be one of {', '.join(DIALECTS)}")
@@ -439,20 +444,6 @@ def sim(
         dialect=chosen,
         state_path=None if memory_only else state,
     )
-
-
-def _paper_venue(settings: Settings, venue: str, port: int | None) -> tuple[Settings, int]:
-    """``settings`` as ``venue``'s paper exchange sees them (dialect, key pair), and its port."""
-    from core.services.deps import venue_settings
-    from core.venues import configured_venues
-    from shell.runtime.stack import host_port
-
-    if venue not in configured_venues(settings):
-        raise fail(f"venue {venue} is not configured (VIGIL_EXCHANGES)")
-    own = venue_settings(settings, venue)
-    if own.exchange != "paper":
-        raise fail(f"venue {venue} is not a paper exchange (VIGIL_{venue.upper()}_EXCHANGE)")
-    return own, port or host_port(own.exchange_url, 8710)[1]
 
 
 @app.command("signal-sim")

@@ -70,3 +70,20 @@ def worker_queues(settings: Settings, venue: str) -> str:
             "which any worker takes"
         )
     return ",".join(venue_queues(venue))
+
+
+def paper_venue(settings: Settings, venue: str, port: int | None) -> tuple[Settings, int]:
+    """``settings`` as ``venue``'s paper exchange sees them (dialect, key pair), and its
+    port (``port``, else its URL's): what ``vigil sim --venue`` serves."""
+    from core.services.deps import venue_settings
+    from core.venues import configured_venues
+    from shell.runtime.stack import host_port
+
+    if venue not in configured_venues(settings):
+        raise VenueChoiceError(f"venue {venue} is not configured (VIGIL_EXCHANGES)")
+    own = venue_settings(settings, venue)
+    if own.exchange != "paper":
+        raise VenueChoiceError(
+            f"venue {venue} is not a paper exchange (VIGIL_{venue.upper()}_EXCHANGE)"
+        )
+    return own, port or host_port(own.exchange_url, 8710)[1]

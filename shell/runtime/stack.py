@@ -54,7 +54,7 @@ class StackOptions:
     workers: int = 1
     concurrency: int = 2
     flower: bool = True
-    sim: bool | None = None  # None: start it when VIGIL_EXCHANGE=paper
+    sim: bool | None = None  # None: one per paper venue when VIGIL_EXCHANGE=paper
     signal_sim: bool = False
     ingest: bool | None = None  # None: always (signals if configured, prices, user data)
     api: bool = False
