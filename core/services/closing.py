@@ -20,13 +20,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.db.models import AgedPosition, Order, Position, TrailingStop
-from core.db.session import unit_of_work
 from core.domain.orders import OrderPurpose as P
 from core.domain.orders import OrderStatus
 from core.domain.positions import TERMINAL, PositionStatus, PositionTrigger
 from core.domain.reconciliation import Fill, exit_price_from_trades
 from core.domain.sides import OrderSide, Side
-from core.events import EventType, Severity, record, record_alone
+from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.exchange.types import TradeSnapshot
@@ -199,7 +198,7 @@ def settle_external_close(
     False is returned. Safe to run any number of times. ``sweep_zombies=False`` for a caller
     that sweeps many settled symbols at once (reconciliation).
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         if position is None or PositionStatus(position.status) in TERMINAL:
             return False
@@ -208,7 +207,7 @@ def settle_external_close(
     with (
         bind_correlation(correlation_id, position_id=position_id),
         lock_for(deps, exchange, symbol) as held,
-        unit_of_work() as session,
+        deps.unit_of_work() as session,
     ):
         position = session.get(Position, position_id, populate_existing=True)
         assert position is not None
@@ -245,7 +244,7 @@ def sweep_after_close(deps: Deps, symbol: str) -> None:
     try:
         cleanup_zombies(deps, symbols=frozenset({symbol}))
     except (errors.ExchangeFailure, LockNotAcquired) as exc:
-        record_alone(
+        deps.record_alone(
             EventType.EXCHANGE_ERROR,
             severity=Severity.WARNING,
             exchange=deps.exchange_name,
@@ -262,7 +261,7 @@ def close_position(deps: Deps, position_id: int, reason: str) -> bool:
     leaves the position ``active`` with its stop and raises a Retryable for the caller's
     retry policy. A duplicate close is harmless: reduce-only can never open or grow.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         if position is None:
             return False
@@ -282,7 +281,7 @@ def close_position(deps: Deps, position_id: int, reason: str) -> bool:
 
 def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> bool:
     """``close_position`` for a caller that already holds the symbol's lock (price path)."""
-    position = _request_close(held, position_id, reason)
+    position = _request_close(deps, held, position_id, reason)
     if position is None:
         return True  # closed before
     side = Side(position.side)
@@ -293,7 +292,7 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
         closed = not _exchange_has_position(deps, position.symbol)
     except errors.ExchangeFailure as exc:
         closed, failure = False, exc
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id, populate_existing=True)
         assert position is not None
         if not closed:
@@ -330,10 +329,10 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
     return True
 
 
-def _request_close(held: HeldLock, position_id: int, reason: str) -> Position | None:
+def _request_close(deps: Deps, held: HeldLock, position_id: int, reason: str) -> Position | None:
     """``active -> closing`` with its event (a rollback's ``closing`` stays); None: closed
     already; an opening still in flight is not closable now (Retryable)."""
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id, populate_existing=True)
         assert position is not None
         status = PositionStatus(position.status)
@@ -358,7 +357,7 @@ def _request_close(held: HeldLock, position_id: int, reason: str) -> Position | 
 
 def _send_close(deps: Deps, position: Position, side: Side) -> None:
     """One reduce-only market close, a fresh client id per attempt; the caller verifies."""
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         attempts = len(
             session.scalars(
                 select(Order.id).where(Order.position_id == position.id, Order.purpose == "close")
@@ -380,7 +379,7 @@ def _send_close(deps: Deps, position: Position, side: Side) -> None:
     except errors.OutcomeUnknown:
         return  # reduce-only: whatever happened, the verification below decides
     order, cid = sent.order, intent.client_id
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         record(
             session,
             EventType.CLOSE_ORDER_PLACED,
@@ -423,7 +422,7 @@ def settle_stop_triggered(deps: Deps, position_id: int, reason: str = "stop_trig
 
             ensure_stop_triggered_event(position_id)
         return True
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         if position is None or PositionStatus(position.status) in TERMINAL:
             return False  # already settled (by another delivery, or the close path)

@@ -184,7 +184,7 @@ def close_all(
     done: set[int] = set()
     deadline = time.monotonic() + settle_timeout
     while True:
-        with unit_of_work() as session:
+        with deps.unit_of_work() as session:
             pending = [
                 t for t in open_targets(session, deps.exchange_name) if t.position_id not in done
             ]

@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db.models import Position
-from core.db.session import unit_of_work
 from core.domain.halts import OpeningBlock
 from core.domain.orders import OrderPurpose as P
 from core.domain.orders import OrderStatus
@@ -71,7 +70,7 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
     its worker every time (redelivered at once with reject-on-worker-lost) stops after
     ``task_max_attempts`` instead of looping; recovery does not count.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         if position is None:
             return OpenOutcome.NOTHING_TO_DO
@@ -123,7 +122,7 @@ class Opening(RollbackSteps):
             S.CLOSING: self._roll_back,
         }
         for _ in range(8):  # each step moves the status forward; 8 is more than any path
-            with unit_of_work() as session:
+            with self.deps.unit_of_work() as session:
                 position = self._load(session)
                 step = steps.get(position.status)
                 if step is None or (

@@ -303,7 +303,7 @@ def note_read_success(deps: Deps) -> None:
         return
     if before is None or paged is None:
         return
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         record(
             session,
             EventType.EXCHANGE_READS_RECOVERED,

@@ -176,7 +176,7 @@ def dispatch_due_waves(deps: Deps, enqueue: Callable[[int], None]) -> DispatchRe
     now = deps.clock.now()
     report = DispatchReport()
     stall_before = now - timedelta(seconds=deps.settings.wave_stall_seconds)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         report.expired = expire_waves(session, now, deps.settings.wave_max_delay)
         report.dispatched = list(
             session.scalars(
@@ -287,7 +287,7 @@ def balance_unless_halted(deps: Deps) -> tuple[Decimal, bool]:
     Halted (a refused key, most likely) the balance cannot be read and is not needed; a
     refusal met right here halts the venue (core/services/venue_watch.py) the same way.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         if halts.block_for(session, deps.exchange_name) is OpeningBlock.HALTED:
             return Decimal(0), True
     try:

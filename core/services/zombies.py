@@ -34,11 +34,10 @@ from typing import Any
 from sqlalchemy import select
 
 from core.db.models import Position
-from core.db.session import unit_of_work
 from core.domain.positions import NON_TERMINAL, PositionStatus
 from core.domain.reconciliation import RECON_INTERMEDIATE
 from core.domain.zombies import ZombieParams, ZombieReport, ZombieVerdict, classify_orders
-from core.events import EventType, Severity, record, record_alone
+from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.locks import HeldLock, LockLost, LockNotAcquired
@@ -97,7 +96,7 @@ def zombie_params(deps: Deps) -> ZombieParams:
 
 
 def engine_view(deps: Deps) -> EngineView:
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         rows = session.execute(
             select(Position.id, Position.symbol, Position.status, Position.correlation_id).where(
                 Position.exchange == deps.exchange_name,
@@ -155,7 +154,7 @@ def cleanup_zombies(
             by_symbol[v.order.symbol].append(v)
         for symbol, found in sorted(by_symbol.items()):
             _clean_symbol(deps, symbol, found, report, sleep)
-    record_alone(
+    deps.record_alone(
         EventType.ZOMBIE_CLEANUP_COMPLETED,
         exchange=deps.exchange_name,
         symbols=sorted(symbols) if symbols is not None else None,
@@ -181,7 +180,7 @@ def _describe(verdict: ZombieVerdict) -> dict[str, Any]:
 
 def _record_detected(deps: Deps, report: ZombieCleanupReport) -> None:
     threshold = deps.settings.zombie_alert_threshold
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         record(
             session,
             EventType.ZOMBIE_ORDERS_DETECTED,
@@ -227,7 +226,7 @@ def _clean_symbol(
         report.deferred += len(found)
     except errors.ExchangeFailure as exc:  # the re-check read failed: leave it to next cycle
         report.deferred += len(found)
-        record_alone(
+        deps.record_alone(
             EventType.EXCHANGE_ERROR,
             severity=Severity.WARNING,
             exchange=deps.exchange_name,
@@ -265,7 +264,7 @@ def _cancel(
             error = exc
             break
     ours = parse_client_id(order.client_id)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         common: dict[str, Any] = {
             "exchange": deps.exchange_name,
             "symbol": order.symbol,
