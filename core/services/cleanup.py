@@ -32,7 +32,7 @@ from core.events import EventType, Severity, record
 from core.exchange.client_ids import of_position, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.locks import LockNotAcquired
-from core.services.closing import cancel_leftovers, lock_for
+from core.services.closing import cancel_leftovers, lock_for, record_cancelled_leftovers
 from core.services.deps import Deps
 from core.services.executor import Executor
 from core.services.invariants import InvariantReport, Violation, ViolationKind, check_invariants
@@ -153,11 +153,10 @@ def _cancel_locked(deps: Deps, violation: Violation) -> str:
     if owner is not None and PositionStatus(owner.status) not in TERMINAL:
         return "kept: its position is live again"
     if owner is not None:
+        cancelled = cancel_leftovers(deps, owner)
         with deps.unit_of_work() as session:
-            position = session.get(Position, owner.id)
-            assert position is not None
-            cancelled = cancel_leftovers(deps, session, position)
-        return f"cancelled {cancelled} leftover order(s) of position {owner.id}"
+            record_cancelled_leftovers(session, owner, cancelled)
+        return f"cancelled {len(cancelled)} leftover order(s) of position {owner.id}"
     if violation.client_order_id is None or parse_client_id(violation.client_order_id) is None:
         # a foreign reduce-only/stop order: only an orphan while the symbol has no position
         if any(p.symbol == symbol for p in deps.exchange.positions()):

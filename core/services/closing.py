@@ -162,14 +162,23 @@ def _exchange_has_position(deps: Deps, symbol: str) -> bool:
     return any(p.symbol == symbol for p in deps.exchange.positions())
 
 
-def cancel_leftovers(deps: Deps, session: Session, position: Position) -> int:
+@dataclass(frozen=True)
+class CancelledLeftover:
+    client_id: str | None
+    exchange_order_id: str
+    purpose: str
+
+
+def cancel_leftovers(deps: Deps, position: Position) -> list[CancelledLeftover]:
     """Cancel the engine's open orders for a closed position's symbol (stops, closes).
 
     Runs right after every close: a stop that outlives its position could open a new one
     (reduce-only makes that impossible on Binance, but a venue's closePosition stop would
-    stay armed), and left-behind stops pile up to the open-order limit.
+    stay armed), and left-behind stops pile up to the open-order limit. Exchange calls
+    only: the caller records what was cancelled (``record_cancelled_leftovers``) in the
+    transaction that finishes the close, after these calls.
     """
-    cancelled = 0
+    cancelled = []
     for order in deps.exchange.open_orders(position.symbol):
         if order.symbol != position.symbol:
             continue
@@ -177,16 +186,22 @@ def cancel_leftovers(deps: Deps, session: Session, position: Position) -> int:
         if ours is None or ours.position_id != position.id:
             continue
         if Executor.of(deps).cancel(order.symbol, order.id, conditional=order.conditional):
-            cancelled += 1
-            record(
-                session,
-                EventType.ORPHANED_SL_CLEANED,
-                ctx=context(position),
-                order_id=order.client_id,
-                exchange_order_id=order.id,
-                purpose=ours.purpose,
-            )
+            cancelled.append(CancelledLeftover(order.client_id, order.id, ours.purpose))
     return cancelled
+
+
+def record_cancelled_leftovers(
+    session: Session, position: Position, cancelled: list[CancelledLeftover]
+) -> None:
+    for order in cancelled:
+        record(
+            session,
+            EventType.ORPHANED_SL_CLEANED,
+            ctx=context(position),
+            order_id=order.client_id,
+            exchange_order_id=order.exchange_order_id,
+            purpose=order.purpose,
+        )
 
 
 def settle_external_close(
@@ -207,25 +222,18 @@ def settle_external_close(
     with (
         bind_correlation(correlation_id, position_id=position_id),
         lock_for(deps, exchange, symbol) as held,
-        deps.unit_of_work() as session,
     ):
-        position = session.get(Position, position_id, populate_existing=True)
-        assert position is not None
-        if PositionStatus(position.status) in TERMINAL:
-            return False
+        with deps.unit_of_work() as session:
+            position = session.get(Position, position_id, populate_existing=True)
+            assert position is not None
+            if PositionStatus(position.status) in TERMINAL:
+                return False
+        # the exchange between transactions; the close is written after, all or nothing
         if _exchange_has_position(deps, symbol):
             return False
-        exit_ = exit_from_trades(position, deps.exchange.trades(symbol, since=position.created_at))
-        finish(
-            session,
-            position,
-            held.token,
-            trigger=T.CLOSED_ON_EXCHANGE,
-            reason=reason,
-            exit_=exit_,
-            now=deps.clock.now(),
-        )
-        cancel_leftovers(deps, session, position)
+        trades = deps.exchange.trades(symbol, since=position.created_at)
+        cancelled = cancel_leftovers(deps, position)
+        _finish_closed(deps, held, position_id, reason, trades, cancelled)
     drop_bands(deps, position)
     if sweep_zombies:
         sweep_after_close(deps, symbol)
@@ -292,29 +300,48 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
         closed = not _exchange_has_position(deps, position.symbol)
     except errors.ExchangeFailure as exc:
         closed, failure = False, exc
+    if closed:
+        # the exchange between transactions: the exit's trades, the leftovers cancelled
+        trades = deps.exchange.trades(position.symbol, since=position.created_at)
+        cancelled = cancel_leftovers(deps, position)
+        _finish_closed(deps, held, position_id, reason, trades, cancelled)
+        drop_bands(deps, position)
+        return True
     with deps.unit_of_work() as session:
         position = session.get(Position, position_id, populate_existing=True)
         assert position is not None
-        if not closed:
-            record(
-                session,
-                EventType.CLOSE_FAILED,
-                severity=Severity.ERROR,
-                ctx=context(position),
-                reason=reason,
-                error=str(failure or "still open"),
-            )
-            transition(
-                session,
-                position,
-                T.CLOSE_FAILED,
-                held.token,
-                reason="close failed",
-                close_reason=None,
-            )
-            session.commit()
-            raise errors.Retryable(f"close of position {position_id} failed: {failure}")
-        trades = deps.exchange.trades(position.symbol, since=position.created_at)
+        record(
+            session,
+            EventType.CLOSE_FAILED,
+            severity=Severity.ERROR,
+            ctx=context(position),
+            reason=reason,
+            error=str(failure or "still open"),
+        )
+        transition(
+            session,
+            position,
+            T.CLOSE_FAILED,
+            held.token,
+            reason="close failed",
+            close_reason=None,
+        )
+    raise errors.Retryable(f"close of position {position_id} failed: {failure}")
+
+
+def _finish_closed(
+    deps: Deps,
+    held: HeldLock,
+    position_id: int,
+    reason: str,
+    trades: list[TradeSnapshot],
+    cancelled: list[CancelledLeftover],
+) -> None:
+    """The close confirmed on the exchange, written in one transaction: the record finished
+    with its exit from ``trades`` and the leftovers that were cancelled."""
+    with deps.unit_of_work() as session:
+        position = session.get(Position, position_id, populate_existing=True)
+        assert position is not None
         finish(
             session,
             position,
@@ -324,9 +351,7 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
             exit_=exit_from_trades(position, trades),
             now=deps.clock.now(),
         )
-        cancel_leftovers(deps, session, position)
-    drop_bands(deps, position)
-    return True
+        record_cancelled_leftovers(session, position, cancelled)
 
 
 def _request_close(deps: Deps, held: HeldLock, position_id: int, reason: str) -> Position | None:

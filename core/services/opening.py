@@ -156,6 +156,7 @@ class Opening(RollbackSteps):
         ledger = order_row(session, cid)
         if ledger is not None and ledger.status != "rejected":
             # sent before (or maybe sent): never again, only look it up
+            self._between_transactions(session)
             found = self.ex.fetch_order(position.symbol, cid)
             if found is None:
                 return self._give_up_entry(session, position, "entry sent earlier not found")
@@ -175,6 +176,7 @@ class Opening(RollbackSteps):
 
     def _entry_quantity(self, session: Session, position: Position) -> Decimal | OpenOutcome:
         """Size from the mark price within the market's rules; set leverage and margin mode."""
+        self._between_transactions(session)
         try:
             rules = self.ex.rules(position.symbol)
             mark = self.ex.mark_price(position.symbol)
@@ -203,7 +205,7 @@ class Opening(RollbackSteps):
         self, session: Session, position: Position, intent: OrderIntent
     ) -> OpenOutcome | None:
         executor.record(session, intent)
-        session.commit()  # the intent is durable before the order can exist
+        self._between_transactions(session)  # the intent is durable before the order can exist
         try:
             sent = self.executor.send(intent, lookup_timeout=self.poll.timeout)
         except errors.RateLimited as exc:  # known not to have executed: may be sent again
@@ -311,6 +313,7 @@ class Opening(RollbackSteps):
 
     def _await_fill(self, session: Session, position: Position) -> OpenOutcome | None:
         cid = entry_intent(position, Decimal(0)).client_id
+        self._between_transactions(session)
 
         def filled_or_final() -> OrderSnapshot | None:
             order = self.ex.fetch_order(position.symbol, cid)
@@ -385,6 +388,7 @@ class Opening(RollbackSteps):
         if the market is already past it (an adopted or late entry); else the rollback."""
         side = Side(position.side)
         assert position.entry_price is not None
+        self._between_transactions(session)
         rules = self.ex.rules(position.symbol)
         stop_price = stop_price_for(
             position.entry_price,
@@ -405,7 +409,7 @@ class Opening(RollbackSteps):
         )
         if order_row(session, intent.client_id) is None:
             executor.record(session, intent)
-        session.commit()  # the intent is durable before the order can exist
+        self._between_transactions(session)  # the intent is durable before the order can exist
         try:
             sent = self.executor.place_stop(
                 intent, attempts=self.settings.stop_place_attempts, lookup_first=True
@@ -439,8 +443,9 @@ class Opening(RollbackSteps):
             opened_at=self.now(),
         )
         row = start_trailing(session, position, self.settings_for(position), self.now())
-        publish_first_band(self.deps, position, row)  # trailed from its first tick
         record_signal_outcome(session, position, "opened", None)
+        self._between_transactions(session)  # the band reads the venue's rules
+        publish_first_band(self.deps, position, row)  # trailed from its first tick
         return OpenOutcome.ACTIVE
 
     def _fail(self, session: Session, position: Position, why: str) -> OpenOutcome:

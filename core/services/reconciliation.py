@@ -334,12 +334,12 @@ def _correct_quantity(deps: Deps, action: ReconAction) -> str:
         current = _fresh_position(deps, action.symbol, db.side)
         if current is None:
             return "gone"  # a phantom now: the next cycle settles it
+        tolerance = _step_sizes(deps, {action.symbol}).get(action.symbol, Decimal(0))
         with deps.unit_of_work() as session:
             position = session.get(Position, int(db.id), populate_existing=True)
             assert position is not None
             if position.status != PositionStatus.ACTIVE:
                 return "not active"
-            tolerance = _step_sizes(deps, {action.symbol}).get(action.symbol, Decimal(0))
             if less_than_a_lot(abs(position.quantity - current.quantity), tolerance):
                 return "agrees now"
             record(
