@@ -8,7 +8,6 @@ parse_market, parse_ticker, parse_trade). Parameter errors answer Binance's own 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,6 +16,7 @@ from typing import Any
 from sim import errors
 from sim.errors import SimError
 from sim.faults import FaultPlan
+from sim.matching import now_ms
 from sim.orders import CONDITIONAL_TYPES, OrderRequest, fmt
 from sim.state import SimState
 
@@ -26,10 +26,6 @@ _INT = re.compile(r"^[0-9]{1,19}$")
 SIDES = frozenset({"BUY", "SELL"})
 WORKING_TYPES = frozenset({"MARK_PRICE", "CONTRACT_PRICE"})
 TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "GTX", "GTD"})
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass

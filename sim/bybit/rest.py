@@ -25,16 +25,13 @@ from sim.bybit.market_data import instrument_row, instrument_status, ticker_row
 from sim.bybit.records import BybitOrder
 from sim.bybit.state import BybitState
 from sim.faults import FaultPlan
+from sim.matching import now_ms
 
 T = TypeVar("T")
 _LINK_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 _CURSOR = re.compile(r"^page_args=(\d+)$")
 WEEK_MS = 7 * 24 * 3600 * 1000
 TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "PostOnly"})
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
