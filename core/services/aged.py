@@ -134,9 +134,12 @@ def _check_on_beat(deps: Deps, position_id: int, symbol: str, mark: Decimal | No
             )
     except LockNotAcquired:
         return AgedOutcome.BUSY
-    except (LockLost, StaleFence) as exc:  # a newer holder took over: it decides, we stop
+    except (LockLost, StaleFence, errors.ExchangeFailure) as exc:
+        # a newer holder took over (it decides, we stop), or one symbol's exchange trouble,
+        # which must not stop the others
+        exchange_trouble = isinstance(exc, errors.ExchangeFailure)
         deps.record_alone(
-            EventType.LOCK_STALE_WRITE_REJECTED,
+            EventType.EXCHANGE_ERROR if exchange_trouble else EventType.LOCK_STALE_WRITE_REJECTED,
             severity=Severity.WARNING,
             exchange=deps.exchange_name,
             symbol=symbol,
@@ -144,18 +147,7 @@ def _check_on_beat(deps: Deps, position_id: int, symbol: str, mark: Decimal | No
             purpose="aged positions",
             error=str(exc),
         )
-        return AgedOutcome.BUSY
-    except errors.ExchangeFailure as exc:  # one symbol's trouble must not stop the others
-        deps.record_alone(
-            EventType.EXCHANGE_ERROR,
-            severity=Severity.WARNING,
-            exchange=deps.exchange_name,
-            symbol=symbol,
-            position_id=position_id,
-            purpose="aged positions",
-            error=str(exc),
-        )
-        return AgedOutcome.EXCHANGE_ERROR
+        return AgedOutcome.EXCHANGE_ERROR if exchange_trouble else AgedOutcome.BUSY
 
 
 # --- the price path ---------------------------------------------------------------------------

@@ -236,22 +236,18 @@ def protect_position(deps: Deps, position_id: int) -> PositionResult:
             return protect_locked(deps, held, position_id)
     except LockNotAcquired:
         return PositionResult(outcome=Outcome.DEFERRED)
-    except (StaleFence, LockLost) as exc:
+    except (StaleFence, LockLost, errors.ExchangeFailure) as exc:
+        # the re-check's exchange read failed, or a newer holder took the lock: recorded,
+        # the position counted as failed, the cycle goes on
+        exchange_trouble = isinstance(exc, errors.ExchangeFailure)
         deps.record_alone(
-            EventType.LOCK_STALE_WRITE_REJECTED,
-            severity=Severity.WARNING,
+            EventType.PROTECTION_STOP_FAILED
+            if exchange_trouble
+            else EventType.LOCK_STALE_WRITE_REJECTED,
+            severity=Severity.ERROR if exchange_trouble else Severity.WARNING,
             ctx=ctx,
-            guardian="protection",
             error=str(exc),
-        )
-        return PositionResult(outcome=Outcome.FAILED, failed=True)
-    except errors.ExchangeFailure as exc:
-        deps.record_alone(
-            EventType.PROTECTION_STOP_FAILED,
-            severity=Severity.ERROR,
-            ctx=ctx,
-            stage="re-check",
-            error=str(exc),
+            **({"stage": "re-check"} if exchange_trouble else {"guardian": "protection"}),
         )
         return PositionResult(outcome=Outcome.FAILED, failed=True)
 
