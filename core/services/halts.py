@@ -147,13 +147,20 @@ def _record_halt(session: Session, row: Halt) -> None:
         session,
         EventType.OPENINGS_PAUSED if maintenance else EventType.HALTED,
         severity=Severity.WARNING if maintenance else Severity.CRITICAL,
-        exchange=None if row.scope == ALL_VENUES else row.scope,
-        halt_id=row.id,
-        source=row.source,
-        scope=row.scope,
-        reason=row.reason,
         halted_by=row.halted_by,
+        **_about(row),
     )
+
+
+def _about(row: Halt) -> dict[str, Any]:
+    """What every halt and resume event says of its halt."""
+    return {
+        "exchange": None if row.scope == ALL_VENUES else row.scope,
+        "halt_id": row.id,
+        "source": row.source,
+        "scope": row.scope,
+        "reason": row.reason,
+    }
 
 
 def resume(
@@ -191,13 +198,9 @@ def _record_resume(session: Session, row: Halt) -> None:
         session,
         EventType.OPENINGS_RESUMED if maintenance else EventType.RESUMED,
         severity=Severity.INFO if maintenance else Severity.CRITICAL,
-        exchange=None if row.scope == ALL_VENUES else row.scope,
-        halt_id=row.id,
-        source=row.source,
-        scope=row.scope,
-        reason=row.reason,
         resumed_by=row.resumed_by,
         halted_for_seconds=(row.resumed_at - row.halted_at).total_seconds()
         if row.resumed_at
         else None,
+        **_about(row),
     )
