@@ -26,6 +26,10 @@ from core.services.closing import close_position, settle_external_close
 from core.services.deps import Deps
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
+from core.services.protection import check_protection
+from core.services.reconciliation import reconcile_positions
+from core.services.recovery import recover_interrupted
+from core.services.zombies import cleanup_zombies
 
 pytestmark = pytest.mark.integration
 
@@ -127,4 +131,31 @@ def test_the_close_paths_call_the_exchange_only_between_transactions(sim, guarde
     assert settle_external_close(deps, closed_by_hand, "closed_externally") is True
     assert status(closed_by_hand) == "closed"
     assert {"trades", "open_orders", "cancel_order"} <= set(venue.calls)
+    assert venue.inside_transaction == []
+
+
+def test_the_guardians_call_the_exchange_only_between_transactions(sim, guarded):
+    deps, venue = guarded
+    protected = new_position()
+    assert open_position(deps, protected) is OpenOutcome.ACTIVE
+    for stop in sim.state()["open_algo_orders"]:  # its stop cancelled by hand
+        assert venue._inner.cancel_order("BTCUSDT", str(stop["algoId"]), conditional=True)
+    assert check_protection(deps).stops_placed == 1
+
+    # opened by hand: adopted and protected
+    sim.admin("POST", "/_sim/open_position", {"symbol": "ETHUSDT", "side": "SELL", "quantity": "1"})
+    assert reconcile_positions(deps).adopted == 1
+
+    # a stop by hand left behind by a position closed by hand: a zombie
+    sim.admin("POST", "/_sim/open_position", {"symbol": "SOLUSDT", "side": "BUY", "quantity": "1"})
+    stop = {"symbol": "SOLUSDT", "side": "SELL", "type": "STOP_MARKET", "triggerPrice": "50"}
+    sim.admin("POST", "/_sim/order", {**stop, "quantity": "1", "reduceOnly": True})
+    sim.admin("POST", "/_sim/close_position", {"symbol": "SOLUSDT"})
+    assert cleanup_zombies(deps).cancelled == 1
+
+    sim.admin("POST", "/_sim/close_position", {"symbol": "BTCUSDT"})  # closed by hand
+    reconcile_positions(deps)
+    assert status(protected) == "closed"
+    recover_interrupted(deps, 0)
+    assert {"positions", "open_orders", "create_stop", "cancel_order"} <= set(venue.calls)
     assert venue.inside_transaction == []
