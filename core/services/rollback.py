@@ -139,10 +139,10 @@ class RollbackSteps:
 
         return OpenOutcome.ROLLED_BACK
 
-    def _emergency_stop(
+    def _rollback_failed(
         self, session: Session, position: Position, close_error: errors.ExchangeFailure | None
-    ) -> OpenOutcome:
-        side = Side(position.side)
+    ) -> None:
+        """Recorded and committed before the emergency stop's exchange calls."""
         record(
             session,
             EventType.ROLLBACK_FAILED,
@@ -151,6 +151,12 @@ class RollbackSteps:
             error=str(close_error) if close_error else "still open",
         )
         self._between_transactions(session)
+
+    def _emergency_stop(
+        self, session: Session, position: Position, close_error: errors.ExchangeFailure | None
+    ) -> OpenOutcome:
+        side = Side(position.side)
+        self._rollback_failed(session, position, close_error)
         rules = self.ex.rules(position.symbol)
         try:
             mark = self.ex.mark_price(position.symbol)
