@@ -392,15 +392,12 @@ def new_order(ctx: Ctx) -> Any:
     if req.type == "MARKET" and "quantity" not in ctx.params:
         raise errors.missing("quantity")
     engine = ctx.state.engine
-    delayed = ctx.plan.delayed if req.type == "MARKET" else None
-    partial = ctx.plan.partial if req.type == "MARKET" else None
-    fraction = Decimal(partial.fraction) if partial else None
-    order = engine.place_order(req, defer_fill=delayed is not None, fill_fraction=fraction)
-    if delayed is not None:
-        order_id = order.order_id
-        ctx.state.schedule(
-            delayed.delay_ms / 1000, lambda: engine.fill_deferred(order_id, fraction)
-        )
+    order = ctx.plan.place_with_fill_faults(
+        req.type == "MARKET",
+        lambda defer, fraction: engine.place_order(req, defer_fill=defer, fill_fraction=fraction),
+        ctx.state.schedule,
+        engine.fill_deferred,
+    )
     return order.to_api()
 
 

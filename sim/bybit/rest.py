@@ -349,16 +349,12 @@ def _ids(order: BybitOrder) -> dict[str, str]:
 def create_order(call: Call) -> Any:
     intent = _intent(call)
     engine = call.state.engine
-    market_order = intent.order_type == "Market" and intent.trigger_price is None
-    delayed = call.plan.delayed if market_order else None
-    partial = call.plan.partial if market_order else None
-    fraction = Decimal(partial.fraction) if partial else None
-    order = engine.place(intent, defer_fill=delayed is not None, fill_fraction=fraction)
-    if delayed is not None:
-        order_id = order.order_id
-        call.state.schedule(
-            delayed.delay_ms / 1000, lambda: engine.fill_deferred(order_id, fraction)
-        )
+    order = call.plan.place_with_fill_faults(
+        intent.order_type == "Market" and intent.trigger_price is None,
+        lambda defer, fraction: engine.place(intent, defer_fill=defer, fill_fraction=fraction),
+        call.state.schedule,
+        engine.fill_deferred,
+    )
     return _ids(order)
 
 
@@ -411,8 +407,7 @@ def open_orders(call: Call) -> Any:
         order_filter=call.text("orderFilter"),
         open_only=call.integer("openOnly", 0) or 0,
     )
-    chunk, cursor = page_by_seq(rows, lambda o: o.seq, call.limit(20, 50), call.text("cursor"))
-    return {"category": "linear", "list": [o.to_api() for o in chunk], "nextPageCursor": cursor}
+    return _page(call, rows, call.limit(20, 50))
 
 
 def order_history(call: Call) -> Any:
@@ -427,8 +422,7 @@ def order_history(call: Call) -> Any:
         start=start,
         end=end,
     )
-    chunk, cursor = page_by_seq(rows, lambda o: o.seq, call.limit(20, 50), call.text("cursor"))
-    return {"category": "linear", "list": [o.to_api() for o in chunk], "nextPageCursor": cursor}
+    return _page(call, rows, call.limit(20, 50))
 
 
 def executions(call: Call) -> Any:
@@ -444,8 +438,7 @@ def executions(call: Call) -> Any:
         start=start,
         end=end,
     )
-    chunk, cursor = page_by_seq(rows, lambda e: e.seq, call.limit(50, 100), call.text("cursor"))
-    return {"category": "linear", "list": [e.to_api() for e in chunk], "nextPageCursor": cursor}
+    return _page(call, rows, call.limit(50, 100))
 
 
 # -- routing -------------------------------------------------------------------------------
@@ -484,3 +477,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v5/order/history", order_history, private=True),
     Route("GET", "/v5/execution/list", executions, private=True),
 )
+
+
+def _page(call: Call, rows: list[Any], limit: int) -> dict[str, Any]:
+    """One page of a list endpoint, by sequence, with the cursor to the next."""
+    chunk, cursor = page_by_seq(rows, lambda row: row.seq, limit, call.text("cursor"))
+    return {"category": "linear", "list": [row.to_api() for row in chunk], "nextPageCursor": cursor}
