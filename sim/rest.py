@@ -8,7 +8,7 @@ parse_market, parse_ticker, parse_trade). Parameter errors answer Binance's own 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -444,19 +444,22 @@ def _window(ctx: Ctx) -> tuple[int, int, int]:
 
 
 def all_orders(ctx: Ctx) -> Any:
+    return _symbol_history(ctx, ctx.state.engine.ledger.orders.values(), lambda o: o.time)
+
+
+def _symbol_history(ctx: Ctx, rows: Iterable[Any], time_of: Callable[[Any], int]) -> Any:
+    """The newest ``limit`` of one symbol's orders (plain or algo) in the time window."""
     symbol = ctx.symbol()
     start, end, limit = _window(ctx)
-    rows = [
-        o.to_api()
-        for o in ctx.state.engine.ledger.orders.values()
-        if o.symbol == symbol and start <= o.time <= end
-    ]
-    return rows[-limit:]
+    return [r.to_api() for r in rows if r.symbol == symbol and start <= time_of(r) <= end][-limit:]
+
+
+CANCEL_ALL_DONE = {"code": 200, "msg": "The operation of cancel all open order is done."}
 
 
 def cancel_all_orders(ctx: Ctx) -> Any:
     ctx.state.engine.cancel_all(ctx.symbol())
-    return {"code": 200, "msg": "The operation of cancel all open order is done."}
+    return dict(CANCEL_ALL_DONE)
 
 
 def user_trades(ctx: Ctx) -> Any:
@@ -517,19 +520,13 @@ def open_algo_orders(ctx: Ctx) -> Any:
 
 
 def all_algo_orders(ctx: Ctx) -> Any:
-    symbol = ctx.symbol()
-    start, end, limit = _window(ctx)
-    rows = [
-        a.to_api()
-        for a in ctx.state.engine.ledger.algo_orders.values()
-        if a.symbol == symbol and start <= a.create_time <= end
-    ]
-    return rows[-limit:]
+    algo_orders = ctx.state.engine.ledger.algo_orders.values()
+    return _symbol_history(ctx, algo_orders, lambda a: a.create_time)
 
 
 def cancel_all_algo_orders(ctx: Ctx) -> Any:
     ctx.state.engine.cancel_all_algo(ctx.symbol())
-    return {"code": 200, "msg": "The operation of cancel all open order is done."}
+    return dict(CANCEL_ALL_DONE)
 
 
 # -- user data stream -------------------------------------------------------------------
