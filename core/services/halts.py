@@ -36,7 +36,7 @@ from core.domain.halts import (
     OpeningBlock,
     opening_block,
 )
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, jsonable_fields, record
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +69,7 @@ class HaltState:
         return HaltView(HaltSource(self.source), self.scope)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "scope": self.scope,
-            "source": self.source,
-            "reason": self.reason,
-            "halted_by": self.halted_by,
-            "halted_at": self.halted_at.isoformat(),
-            "resumed_at": self.resumed_at.isoformat() if self.resumed_at else None,
-            "resumed_by": self.resumed_by,
-        }
+        return jsonable_fields(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -74,22 +74,7 @@ class ReconciliationReport:
     zombies_cancelled: int = 0
 
     def counts(self) -> dict[str, Any]:
-        return {
-            "exchange_positions": self.exchange_positions,
-            "db_positions": self.db_positions,
-            "actions": dict(self.actions),
-            "phantoms_closed": self.phantoms_closed,
-            "adopted": self.adopted,
-            "quantities_corrected": self.quantities_corrected,
-            "side_mismatches": self.side_mismatches,
-            "duplicates": self.duplicates,
-            "resolved": self.resolved,
-            "waiting": self.waiting,
-            "skipped": self.skipped,
-            "deferred": self.deferred,
-            "failed": self.failed,
-            "zombies_cancelled": self.zombies_cancelled,
-        }
+        return asdict(self)
 
 
 def recon_params(deps: Deps) -> ReconParams:

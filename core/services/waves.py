@@ -56,7 +56,7 @@ from core.domain.waves import (
     WaveSelection,
     select_wave,
 )
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, jsonable_fields, record
 from core.services import symbol_settings
 from core.services.deps import Deps
 from core.services.positions import NewPosition, create_position
@@ -127,12 +127,7 @@ class WaveReport:
     completed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "wave_id": self.wave_id,
-            "outcome": self.outcome.value,
-            "launched": self.launched,
-            "completed": self.completed,
-        }
+        return jsonable_fields(self)
 
 
 # --- process_wave: claim, select, or recognise a duplicate ------------------------------------

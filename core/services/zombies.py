@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -76,17 +76,8 @@ class ZombieCleanupReport:
     zombies: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "open_orders": self.open_orders,
-            "detected": self.detected,
-            "cancelled": self.cancelled,
-            "already_gone": self.already_gone,
-            "failed": self.failed,
-            "kept_on_recheck": self.kept_on_recheck,
-            "deferred": self.deferred,
-            "by_reason": dict(self.by_reason),
-        }
+        """The cycle's numbers (every field but the per-order list)."""
+        return {k: v for k, v in asdict(self).items() if k != "zombies"}
 
 
 def zombie_params(deps: Deps) -> ZombieParams:
