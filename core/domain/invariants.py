@@ -19,7 +19,13 @@ from typing import Any
 
 from core.domain.client_ids import of_position, parse_client_id
 from core.domain.orders import ExchangeOrder, ExchangePosition, covers, stops_for
-from core.domain.positions import INTERMEDIATE, NON_TERMINAL, TERMINAL, PositionStatus
+from core.domain.positions import (
+    INTERMEDIATE,
+    NON_TERMINAL,
+    TERMINAL,
+    PositionFacts,
+    PositionStatus,
+)
 from core.domain.reconciliation import DbPosition, ReconKind, ReconParams, reconcile
 from core.domain.sides import Side
 
@@ -92,15 +98,9 @@ class InvariantReport:
 
 
 @dataclass(frozen=True)
-class PositionRow:
+class PositionRow(PositionFacts):
     """What the checks need of a position row."""
 
-    id: int
-    exchange: str
-    symbol: str
-    side: str
-    status: str
-    quantity: Decimal
     correlation_id: str
     close_reason: str | None
     created_at: datetime

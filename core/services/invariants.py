@@ -67,27 +67,21 @@ __all__ = ["InvariantReport", "Violation", "ViolationKind", "check_invariants", 
 
 
 def _row(p: Any) -> PositionRow:
-    return PositionRow(
-        p.id,
-        p.exchange,
-        p.symbol,
-        p.side,
-        p.status,
-        p.quantity,
-        p.correlation_id,
-        p.close_reason,
-        p.created_at,
-        p.updated_at,
-    )
+    """A row of ``select(*_ROW_COLUMNS)``: its columns are the dataclass's fields, in order."""
+    return PositionRow(*tuple(p))
 
 
-_ROW_COLUMNS = (
+#: the columns of ``PositionFacts``, in its order: a view's query starts with these
+POSITION_FACT_COLUMNS = (
     Position.id,
     Position.exchange,
     Position.symbol,
     Position.side,
     Position.status,
     Position.quantity,
+)
+_ROW_COLUMNS = (
+    *POSITION_FACT_COLUMNS,
     Position.correlation_id,
     Position.close_reason,
     Position.created_at,
