@@ -96,7 +96,10 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
 
 
 class Opening(RollbackSteps):
-    """One position's opening, step by step; each step is one transaction."""
+    """One position's opening, step by step. A step reads in a transaction, ends it before
+    any exchange call (``_between_transactions``: the intent is already durable) and records
+    the answer in the next, so no connection or row version is held while the venue
+    answers."""
 
     def __init__(
         self, deps: Deps, held: HeldLock, position_id: int, *, may_send_entry: bool = True
