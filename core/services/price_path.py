@@ -41,7 +41,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db.models import Position, TrailingStop
-from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
 from core.domain.trailing import PriceWindow
@@ -199,7 +198,7 @@ def react_locked(
     its last step, from the state it just wrote; with no active position here the band is
     withdrawn, so the ingest stops waking this task for the symbol.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = open_position_for(session, exchange, symbol)
     if position is None or position.status != PositionStatus.ACTIVE:
         bands.publish(deps.redis, exchange, symbol, trailing.BAND_COMPONENT, None)
@@ -261,7 +260,7 @@ def sweep(deps: Deps, send: Callable[[str, str], None]) -> SweepReport:
     exchange = deps.exchange_name
     now = deps.clock.now()
     stale_before = now - timedelta(seconds=deps.settings.trailing_sweep_interval)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         rows = session.execute(
             select(Position.symbol, TrailingStop.heartbeat_at)
             .join(TrailingStop, TrailingStop.position_id == Position.id)
