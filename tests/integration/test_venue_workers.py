@@ -131,3 +131,18 @@ def test_a_worker_for_a_venue_without_its_own_queues_is_refused(venue_env):
     )
     assert bad.returncode == 2
     assert "VIGIL_VENUE_QUEUES" in bad.stderr
+
+
+def test_metrics_measure_a_venue_s_own_queues(venue_env, redis_client):
+    from core.api.app import create_app
+    from tests.integration.test_api import Served
+
+    redis_client.rpush("stops.bybit", "{}")  # one message waiting (no age header)
+    served = Served(create_app(get_settings(), worker_ping=lambda timeout: ["w"]))
+    try:
+        metrics = served.request("GET", "/metrics")[1]
+    finally:
+        served.stop()
+    assert 'vigil_queue_depth{queue="stops.bybit"} 1.0' in metrics
+    assert 'vigil_queue_depth{queue="orders.bybit"} 0.0' in metrics
+    assert 'vigil_queue_depth{queue="stops"} 0.0' in metrics
