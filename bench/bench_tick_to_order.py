@@ -105,6 +105,7 @@ from tasks.sender import celery_sender
 class SimProcess:
     def __init__(self, symbols: int, interval: float, home: Path) -> None:
         port_file = home / f"sim-{symbols}-{interval}.port"
+        port_file.unlink(missing_ok=True)  # an earlier run's (a --compare or a second round)
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--serve-sim", str(symbols), str(interval), str(port_file)],
             start_new_session=True,
