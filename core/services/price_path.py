@@ -39,8 +39,9 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
-from core.db.models import Position, TrailingStop
+from core.db.models import AgedPosition, Position, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
@@ -85,8 +86,15 @@ Reaction = Callable[[Deps, HeldLock, Position, PriceWindow, datetime], bool]
 """One reaction to a price window; True when it closed the position."""
 
 
-REACTIONS: tuple[Reaction, ...] = (trailing.react, aged.react)
-"""Trailing first (it may move the stop); then the aged close, which re-reads the position."""
+REACTIONS: tuple[tuple[Reaction, type[AgedPosition] | None], ...] = (
+    (trailing.react, None),
+    (aged.react, AgedPosition),
+)
+"""Trailing first (it may move the stop); then the aged close, which re-reads the position.
+
+Beside each reaction, the table whose row (by position id) it needs, or None: a position
+without that row skips the reaction (looked up in the run's first transaction; aged rows
+are created under the symbol lock this run holds, so none appears meanwhile)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,7 @@ def on_price(
     try:
         with renewing(deps.redis, pending_key(exchange, symbol), "running", run_ttl):
             window = fresh_window(deps, taken, symbol)
-            with lock_for(deps, exchange, symbol) as held:
+            with lock_for(deps, exchange, symbol, lazy_token=True) as held:
                 result = react_locked(deps, held, exchange, symbol, window)
     except (LockNotAcquired, LockLost, errors.Retryable, *_STORES_DOWN):
         if taken is not None:
@@ -201,7 +209,12 @@ def react_locked(
     """
     with unit_of_work() as session:
         position = open_position_for(session, exchange, symbol)
-    if position is None or position.status != PositionStatus.ACTIVE:
+        active = position is not None and position.status == PositionStatus.ACTIVE
+        if active:
+            assert position is not None
+            held.draw_token(session)  # in this transaction, not one of its own
+            reactions = _applicable(session, position.id)
+    if position is None or not active:
         bands.publish(deps.redis, exchange, symbol, trailing.BAND_COMPONENT, None)
         return PriceTaskResult(position.id if position else None, window)
     now = deps.clock.now()
@@ -209,7 +222,7 @@ def react_locked(
     closed = False
     with bind_correlation(position.correlation_id, position_id=position.id):
         takeover.after_dead_run(deps, held, position)  # a killed move's stop: adopt or cancel
-        for index, react in enumerate(REACTIONS):
+        for index, react in enumerate(reactions):
             if index:
                 held.extend()  # the lock was just taken for the first one
             try:
@@ -220,6 +233,15 @@ def react_locked(
     if failures:
         raise failures[0]
     return PriceTaskResult(position.id, window, closed=closed)
+
+
+def _applicable(session: Session, position_id: int) -> list[Reaction]:
+    """The reactions whose row this position has (see ``REACTIONS``)."""
+    return [
+        react
+        for react, needs in REACTIONS
+        if needs is None or session.get(needs, position_id) is not None
+    ]
 
 
 def _rerun_at(deps: Deps, band: PriceBand | None, now: datetime) -> datetime | None:
