@@ -37,11 +37,10 @@ from datetime import datetime, timedelta
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from core.db.models import AgedPosition, Position, TrailingStop
+from core.db.models import AgedPosition, Position
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
@@ -66,9 +65,12 @@ from core.services.tick_window import (
     take_window,
     window_key,
 )
+from core.services.trailing_sweep import SweepReport, sweep
 
 __all__ = [
     "TICK_SCRIPT",
+    "SweepReport",
+    "sweep",
     "RunEnd",
     "TickWindow",
     "claim_pending",
@@ -255,80 +257,3 @@ def _rerun_at(deps: Deps, band: PriceBand | None, now: datetime) -> datetime | N
     if until is None or until <= now or until - now > horizon:
         return None
     return until
-
-
-# --- the sweep ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SweepReport:
-    watched: int
-    queued: int
-
-    def as_dict(self) -> dict[str, int]:
-        return {"watched": self.watched, "queued": self.queued}
-
-
-def sweep(deps: Deps, send: Callable[[str, str], None]) -> SweepReport:
-    """Wake the price task of every trailing position no tick has woken lately.
-
-    It re-decides with the latest price (which fires due deferred moves and time-based
-    activation even when no tick left the band), refreshes the heartbeat protection reads,
-    and publishes the band of positions that have none yet (fresh openings). Its cost is
-    flat in the number of positions: one query, one Redis pipeline, and one batched read of
-    every mark price (weight 10) recorded into the woken symbols' windows as a tick, so
-    their runs make no REST call of their own. (A band left behind by a closed position
-    needs no sweep: the close path withdraws it, and a tick outside it would too.)
-    """
-    exchange = deps.exchange_name
-    now = deps.clock.now()
-    stale_before = now - timedelta(seconds=deps.settings.trailing_sweep_interval)
-    with unit_of_work() as session:
-        rows = session.execute(
-            select(Position.symbol, TrailingStop.heartbeat_at)
-            .join(TrailingStop, TrailingStop.position_id == Position.id)
-            .where(Position.exchange == exchange, Position.status == PositionStatus.ACTIVE)
-        ).all()
-    symbols = [symbol for symbol, _ in rows]
-    pipe = deps.redis.pipeline()
-    for symbol in symbols:
-        pipe.hexists(bands.band_key(exchange, symbol), trailing.BAND_COMPONENT)
-    published = dict(zip(symbols, pipe.execute(), strict=True)) if symbols else {}
-    due = [
-        symbol
-        for symbol, heartbeat in rows
-        if heartbeat is None or heartbeat < stale_before or not published[symbol]
-    ]
-    ttl = deps.settings.price_pending_ttl
-    claimed = [symbol for symbol in due if claim_pending(deps.redis, exchange, symbol, ttl)]
-    if not claimed:
-        return SweepReport(len(rows), 0)
-    try:
-        _seed_windows(deps, exchange, claimed, now)
-    except errors.ExchangeFailure as exc:  # each run reads its own mark price instead
-        log.warning("sweep could not read mark prices (runs read their own): %s", exc)
-    for index, symbol in enumerate(claimed):
-        try:
-            send(exchange, symbol)
-        except BaseException:
-            for unsent in claimed[index:]:
-                release_pending(deps.redis, exchange, unsent)
-            raise
-    return SweepReport(len(rows), len(claimed))
-
-
-def _seed_windows(deps: Deps, exchange: str, symbols: list[str], now: datetime) -> None:
-    """One read of every mark price, recorded as a tick in each woken symbol's window.
-
-    The flags are already claimed, so the tick script only extends the windows.
-    """
-    marks = deps.exchange.mark_prices()
-    tick_ms = int(now.timestamp() * 1000)
-    pipe = deps.redis.pipeline(transaction=False)
-    for symbol in symbols:
-        price = marks.get(symbol)
-        if price is None:
-            continue
-        keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
-        pipe.eval(TICK_SCRIPT, 2, *keys, str(price), tick_ms, 1)
-    pipe.execute()
