@@ -197,8 +197,8 @@ def start_worker(
     """A worker node running ``code`` (the working tree or a ``--compare`` revision); the
     ``stops`` queue has its own (latency-critical), as in production."""
     argv = [sys.executable]
-    if args.profile_worker and queues == "stops":  # profiled: where a price task spends time
-        argv += ["-m", "cProfile", "-o", str(home / f"worker-{tag}.prof")]
+    if args.profile_worker and queues == "stops":  # profiled: where a price task spends CPU
+        argv += [str(Path(__file__).with_name("cpu_profile.py")), str(home / f"worker-{tag}.prof")]
         pool = ["--pool", "solo"]
     elif queues == "stops":
         pool = ["--pool", "prefork", "--concurrency", str(args.concurrency)]
@@ -438,7 +438,7 @@ def main() -> None:
     parser.add_argument("--volatility", type=float, default=2.0, help="annualised, 2.0 = 200 %%")
     parser.add_argument("--min-update-interval", type=float, default=0.0)
     parser.add_argument("--pings", type=int, default=200)
-    parser.add_argument("--profile-worker", action="store_true", help="cProfile a solo worker")
+    parser.add_argument("--profile-worker", action="store_true", help="CPU-profile a solo worker")
     parser.add_argument(
         "--sweep", action="store_true", help="also time one trailing sweep with nothing to change"
     )
