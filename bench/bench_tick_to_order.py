@@ -76,7 +76,7 @@ from common import (
 )
 from sqlalchemy import select, text
 from tto_results import Result, summary
-from worker_cost import measure_sweep, moves_since, tree_cpu
+from worker_cost import idle_rate, measure_sweep, moves_since, tree_cpu
 
 from core.clock import SYSTEM_CLOCK
 from core.config import (
@@ -327,6 +327,7 @@ def run_scenario(
         wait_until(lambda: rds.llen("stops") == 0, 120, "the queue to drain")
         time.sleep(1.0)  # the last activation's tasks finish
         sweep = measure_sweep(send, rds, worker.pid, ids) if args.sweep else None
+        idle_cpu = idle_rate(worker.pid, 3.0)  # what the worker spends doing nothing
         sim.admin("POST", "/_sim/volatility", {"volatility": args.volatility, "drift": 0})
 
         log_from = sim.admin("GET", "/_sim/requests?since=999999999")["next"]
@@ -349,6 +350,7 @@ def run_scenario(
         wait_until(lambda: rds.llen("stops") == 0 and rds.llen("orders") == 0, 120, "drain")
         time.sleep(1.0)  # the last tasks finish
         worker_cpu = tree_cpu(worker.pid) - worker_cpu0
+        worker_span = time.time() - t0
         worker_moves = moves_since(datetime.fromtimestamp(t0, UTC))
         elapsed = t1 - t0
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed
@@ -376,6 +378,7 @@ def run_scenario(
             lat,
             worker_cpu,
             worker_moves,
+            idle_cpu * worker_span,
             sweep,
         )
     finally:

@@ -35,6 +35,13 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def idle_rate(pid: int, seconds: float) -> float:
+    """CPU seconds per second the worker tree spends with nothing queued."""
+    before = tree_cpu(pid)
+    time.sleep(seconds)
+    return (tree_cpu(pid) - before) / seconds
+
+
 def moves_since(at: datetime) -> int:
     """Stop moves (``trailing_stop_updated`` events) recorded since ``at``."""
     with unit_of_work() as s:

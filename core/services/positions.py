@@ -17,6 +17,7 @@ from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.db.models import Order, Position, Signal
 from core.domain.orders import OrderStatus, next_order_status
@@ -128,10 +129,7 @@ def transition(
     old = PositionStatus(position.status)
     new = next_status(old, trigger)
     fenced_update(session, position.id, token, status=new.value, **values)
-    for key, value in values.items():
-        setattr(position, key, value)
-    position.status = new.value
-    position.fence = token
+    _written(position, token, status=new.value, **values)
     record(
         session,
         EventType.POSITION_STATUS_CHANGED,
@@ -149,9 +147,14 @@ def transition(
 def update(session: Session, position: Position, token: int, **values: Any) -> None:
     """Change fields other than status, under the fence."""
     fenced_update(session, position.id, token, **values)
-    for key, value in values.items():
-        setattr(position, key, value)
-    position.fence = token
+    _written(position, token, **values)
+
+
+def _written(position: Position, token: int, **values: Any) -> None:
+    """The loaded object shows what the fenced UPDATE wrote, as stored values: the ORM does
+    not flush them again (a second UPDATE of the same columns, without the fence)."""
+    for key, value in {**values, "fence": token}.items():
+        set_committed_value(position, key, value)
 
 
 def record_order(
@@ -248,7 +251,20 @@ def _upsert_statement() -> Any:
 
 def set_order_status(session: Session, client_order_id: str, status: str) -> None:
     """Move an existing ledger row's status (through the state machine, see record_order)."""
-    row = order_row(session, client_order_id)
+    row = session.execute(  # the columns only: an ORM entity cost more than the whole query
+        select(
+            Order.position_id,
+            Order.exchange,
+            Order.symbol,
+            Order.purpose,
+            Order.side,
+            Order.order_type,
+            Order.quantity,
+            Order.trigger_price,
+            Order.reduce_only,
+            Order.filled_quantity,
+        ).where(Order.client_order_id == client_order_id)
+    ).one_or_none()
     if row is None:
         return
     record_order(
