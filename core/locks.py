@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy import text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.config import Settings
@@ -65,9 +65,12 @@ def lock_key(exchange: str, symbol: str) -> str:
     return f"vigil:lock:{exchange}:{symbol}"
 
 
+NEXT_FENCE_TOKEN = func.nextval("fencing_token_seq")
+
+
 def next_fence_token(session: Session) -> int:
     """Draw the next token from the database sequence (durable across Redis restarts)."""
-    return int(session.execute(text("SELECT nextval('fencing_token_seq')")).scalar_one())
+    return int(session.execute(select(NEXT_FENCE_TOKEN)).scalar_one())
 
 
 @dataclass
@@ -99,11 +102,15 @@ class HeldLock:
         assert self.drawn_token is not None
         return self.drawn_token
 
-    def draw_token(self, session: Session) -> int:
-        """The token, drawn in ``session``'s transaction if not drawn yet (no extra one)."""
+    def draw_token(self, session: Session, *also: Any) -> tuple[Any, ...]:
+        """The token, drawn in ``session``'s transaction if not drawn yet (no extra one),
+        in the same statement as the scalar expressions ``also`` (returned after it)."""
+        if self.drawn_token is not None and not also:
+            return (self.drawn_token,)
+        row = session.execute(select(NEXT_FENCE_TOKEN, *also)).one()
         if self.drawn_token is None:
-            self._drawn(next_fence_token(session))
-        return self.token
+            self._drawn(int(row[0]))
+        return (self.token, *row[1:])
 
     def _drawn(self, token: int) -> None:
         self.check()  # a holder that lost the lock before drawing must not get a newer token

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Table, func, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -250,37 +251,28 @@ def _upsert_statement() -> Any:
 
 
 def set_order_status(session: Session, client_order_id: str, status: str) -> None:
-    """Move an existing ledger row's status (through the state machine, see record_order)."""
-    row = session.execute(  # the columns only: an ORM entity cost more than the whole query
-        select(
-            Order.position_id,
-            Order.exchange,
-            Order.symbol,
-            Order.purpose,
-            Order.side,
-            Order.order_type,
-            Order.quantity,
-            Order.trigger_price,
-            Order.reduce_only,
-            Order.filled_quantity,
-        ).where(Order.client_order_id == client_order_id)
+    """Move an existing ledger row's status (through the state machine, see record_order).
+
+    One locked read of the row (its columns, not an ORM entity) and one UPDATE: what
+    ``record_order`` would do for an existing row, without reading it twice.
+    """
+    row = session.execute(
+        select(Order.position_id, Order.exchange, Order.symbol, Order.status, Order.filled_quantity)
+        .where(Order.client_order_id == client_order_id)
+        .with_for_update()
     ).one_or_none()
     if row is None:
         return
-    record_order(
-        session,
-        row.position_id,
-        exchange=row.exchange,
-        symbol=row.symbol,
-        client_order_id=client_order_id,
-        purpose=row.purpose,
-        side=row.side,
-        order_type=row.order_type,
-        quantity=row.quantity,
-        status=status,
-        trigger_price=row.trigger_price,
-        reduce_only=row.reduce_only,
-        filled_quantity=row.filled_quantity,
+    kept = next_order_status(row.status, status)
+    if kept != status:  # backwards: keep what is stored, say so
+        where = {"exchange": row.exchange, "symbol": row.symbol, "position_id": row.position_id}
+        _refused(session, client_order_id, row.status, status, where)
+        return
+    session.execute(
+        sql_update(Order)
+        .where(Order.client_order_id == client_order_id)
+        .values(status=kept.value)
+        .execution_options(synchronize_session=False)
     )
 
 

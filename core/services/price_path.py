@@ -37,6 +37,7 @@ from datetime import datetime, timedelta
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import exists
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -214,8 +215,7 @@ def react_locked(
         active = position is not None and position.status == PositionStatus.ACTIVE
         if active:
             assert position is not None
-            held.draw_token(session)  # in this transaction, not one of its own
-            reactions = _applicable(session, position.id)
+            reactions = _applicable(session, held, position.id)
     if position is None or not active:
         bands.publish(deps.redis, exchange, symbol, trailing.BAND_COMPONENT, None)
         return PriceTaskResult(position.id if position else None, window)
@@ -237,13 +237,15 @@ def react_locked(
     return PriceTaskResult(position.id, window, closed=closed)
 
 
-def _applicable(session: Session, position_id: int) -> list[Reaction]:
-    """The reactions whose row this position has (see ``REACTIONS``)."""
-    return [
-        react
-        for react, needs in REACTIONS
-        if needs is None or session.get(needs, position_id) is not None
-    ]
+def _applicable(session: Session, held: HeldLock, position_id: int) -> list[Reaction]:
+    """The reactions whose row this position has (see ``REACTIONS``), asked in the statement
+    that draws the lock's fencing token (in this transaction, not one of its own)."""
+    needed = [(react, needs) for react, needs in REACTIONS if needs is not None]
+    _, *present = held.draw_token(
+        session, *(exists().where(needs.position_id == position_id) for _, needs in needed)
+    )
+    missing = {react for (react, _), found in zip(needed, present, strict=True) if not found}
+    return [react for react, _ in REACTIONS if react not in missing]
 
 
 def _rerun_at(deps: Deps, band: PriceBand | None, now: datetime) -> datetime | None:

@@ -183,10 +183,11 @@ def test_a_lazy_token_is_drawn_in_the_holders_first_transaction(redis_client, to
     ) as held:
         assert held.drawn_token is None  # nothing drawn by taking the lock
         with new_session() as s:
-            token = held.draw_token(s)
+            (token,) = held.draw_token(s)
             s.commit()
         assert token > before
-        assert held.draw_token(new_session()) == token == held.token  # drawn once
+        assert held.draw_token(new_session()) == (token,)  # drawn once
+        assert held.token == token
     assert drawn == []  # never through a transaction of its own
 
 
