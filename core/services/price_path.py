@@ -42,7 +42,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.db.models import AgedPosition, Position
-from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
 from core.domain.trailing import PriceWindow
@@ -210,7 +209,7 @@ def react_locked(
     its last step, from the state it just wrote; with no active position here the band is
     withdrawn, so the ingest stops waking this task for the symbol.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = open_position_for(session, exchange, symbol)
         active = position is not None and position.status == PositionStatus.ACTIVE
         if active:

@@ -29,7 +29,6 @@ from decimal import Decimal
 from sqlalchemy import or_, select, update
 
 from core.db.models import AgedPosition, Position, TrailingStop
-from core.db.session import unit_of_work
 from core.dead_runs import dead_key
 from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
@@ -69,7 +68,7 @@ def sweep(deps: Deps, send: Callable[[str, str], None]) -> SweepReport:
     exchange = deps.exchange_name
     now = deps.clock.now()
     stale_before = now - timedelta(seconds=deps.settings.trailing_sweep_interval)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         rows = session.execute(
             select(Position, TrailingStop, AgedPosition.position_id)
             .join(TrailingStop, TrailingStop.position_id == Position.id)
@@ -90,7 +89,7 @@ def sweep(deps: Deps, send: Callable[[str, str], None]) -> SweepReport:
         return SweepReport(len(rows), 0)
     marks = _mark_prices(deps)
     quiet, wake = _split(deps, due, published, marks, now)
-    _refresh_heartbeats([d.position.id for d in quiet], now)
+    _refresh_heartbeats(deps, [d.position.id for d in quiet], now)
     ttl = deps.settings.price_pending_ttl
     claimed = [symbol for symbol in wake if claim_pending(deps.redis, exchange, symbol, ttl)]
     _seed_windows(deps, exchange, claimed, marks, now)
@@ -165,11 +164,11 @@ def _unchanged(
     return unchanged_at(state, mark, now, trailing_params(settings), tick, published[symbol])
 
 
-def _refresh_heartbeats(position_ids: list[int], now: datetime) -> None:
+def _refresh_heartbeats(deps: Deps, position_ids: list[int], now: datetime) -> None:
     """Trailing watched these positions now (never moves a heartbeat back)."""
     if not position_ids:
         return
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         session.execute(
             update(TrailingStop)
             .where(
