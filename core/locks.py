@@ -38,6 +38,7 @@ from core.db.models import Position
 from core.dead_runs import end_run, start_run
 from core.lock_watchdog import COMPARE_AND_EXTEND, LeaseWatchdog, held_leases, holding
 from core.metrics import observe_lock_wait
+from core.redis_scripts import run_script
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -120,7 +121,7 @@ class HeldLock:
         """Push the expiry out for a long operation; raise LockLost if no longer ours."""
         self.check()
         ttl_ms = int((ttl_s * 1000) if ttl_s is not None else self.ttl_ms)
-        if not self.client.eval(_EXTEND, 1, self.key, self.owner, ttl_ms):
+        if not run_script(self.client, _EXTEND, 1, self.key, self.owner, ttl_ms):
             if self.lease is not None:
                 self.lease.mark_lost("extend found the key gone or taken")
             raise LockLost(self.key)
@@ -144,7 +145,7 @@ class HeldLock:
         return bool(value == self.owner)
 
     def release(self) -> bool:
-        return bool(self.client.eval(_RELEASE, 1, self.key, self.owner))
+        return bool(run_script(self.client, _RELEASE, 1, self.key, self.owner))
 
 
 def acquire(
@@ -182,7 +183,7 @@ def acquire(
         try:
             token = token_source()
         except BaseException:
-            client.eval(_RELEASE, 1, key, owner)
+            run_script(client, _RELEASE, 1, key, owner)
             raise
     waited = time.monotonic() - started
     observe_lock_wait(waited, acquired=True)  # vigil_lock_wait_seconds
@@ -226,7 +227,7 @@ def symbol_lock(
         lazy_token=lazy_token,
     )
     lease = LeaseWatchdog(
-        lambda: bool(client.eval(_EXTEND, 1, held.key, held.owner, held.ttl_ms)),
+        lambda: bool(run_script(client, _EXTEND, 1, held.key, held.owner, held.ttl_ms)),
         held.ttl_ms / 1000,
         name=held.key,
         max_idle_s=timeout,
