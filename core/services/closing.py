@@ -153,9 +153,12 @@ def drop_bands(deps: Deps, position: Position) -> None:
     deps.redis.publish(band_channel(position.exchange), position.symbol)
 
 
-def lock_for(deps: Deps, exchange: str, symbol: str) -> AbstractContextManager[HeldLock]:
-    """The (exchange, symbol) lock with the settings' timeouts (``core.locks.engine_lock``)."""
-    return engine_lock(deps.redis, deps.settings, exchange, symbol)
+def lock_for(
+    deps: Deps, exchange: str, symbol: str, *, lazy_token: bool = False
+) -> AbstractContextManager[HeldLock]:
+    """The (exchange, symbol) lock with the settings' timeouts (``core.locks.engine_lock``);
+    ``lazy_token``: the holder draws its fencing token in its first transaction."""
+    return engine_lock(deps.redis, deps.settings, exchange, symbol, lazy_token=lazy_token)
 
 
 def _exchange_has_position(deps: Deps, symbol: str) -> bool:
