@@ -104,6 +104,13 @@ FAULT_KINDS = (
     "trend_after_activation",
     *PROCESS_FAULT_KINDS,
 )
+# faults that time one path of the engine, injected on a system that has recovered from the
+# faults before them (``Chaos.quiet``): the first tick of a new position (the next fault also
+# waits for its measure), a stop filling during a store outage, and the stack kill (which
+# would otherwise cut the recovery of the fault just before it short, e.g. a loop restart)
+MEASURED_KINDS = frozenset(
+    {"trend_after_activation", "redis_outage", "postgres_outage", "stack_kill"}
+)
 # ``/_sim/fault`` endpoint names are the venue's paths: Binance places entries on ``order``
 # and stops on ``algoOrder``; Bybit places both on ``order/create`` (a stop is a
 # conditional order in the one order book)
@@ -236,7 +243,7 @@ class Chaos:
 
     # --- recovery clocks -------------------------------------------------------------------
 
-    def _clock(self, kind: str, done: Callable[[], bool], limit: float = 120.0) -> None:
+    def _clock(self, kind: str, done: Callable[[], bool], limit: float = 120.0) -> threading.Thread:
         def run() -> None:
             started = time.monotonic()
             while time.monotonic() - started < limit:
@@ -252,6 +259,18 @@ class Chaos:
         thread = threading.Thread(target=run, name=f"recovery-{kind}", daemon=True)
         thread.start()
         self._threads.append(thread)
+        return thread
+
+    def quiet(self, timeout: float = 90.0) -> None:
+        """Wait until every earlier fault's recovery clock has stopped (bounded).
+
+        A measuring fault (``MEASURED_KINDS``) times one path of the engine; on a system
+        still recovering from another fault (an ingest restarting, a Redis outage) it would
+        time that recovery instead.
+        """
+        deadline = time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def wait_recovery_clocks(self, timeout: float = 130.0) -> None:
         deadline = time.monotonic() + timeout
@@ -292,6 +311,8 @@ class Chaos:
 
     def inject(self, kind: str) -> bool:
         """Inject one fault; False when an act by hand was refused (the caller retries it)."""
+        if kind in MEASURED_KINDS:
+            self.quiet()
         try:
             if kind in PROCESS_FAULT_KINDS:
                 inject_process_fault(self, kind)
@@ -690,9 +711,14 @@ def _drive(
         while schedule and schedule[0][0] <= elapsed:
             _, kind = schedule.pop(0)
             say(f"[{elapsed:6.1f}s] fault {kind}")
+            began = time.monotonic()
             if not chaos.inject(kind) and refused[kind] < 3:  # a person tries again later
                 refused[kind] += 1
                 schedule = sorted([*schedule, (elapsed + 5.0, kind)])
+            # a fault that takes its time (an outage, a stack kill) shifts the ones after it:
+            # they keep their planned spacing instead of all falling due in one burst
+            schedule = _shifted(schedule, time.monotonic() - began)
+            elapsed = time.monotonic() - started
         time.sleep(0.2)
     say("phase: faults stop; guardians get their intervals")
     _clear_faults(system)
@@ -730,6 +756,11 @@ def _drive(
         counts=chaos.counts,
         stop_fills_during_outages=outage_fill_outcomes(chaos.outage_fills),
     )
+
+
+def _shifted(schedule: list[tuple[float, str]], by: float) -> list[tuple[float, str]]:
+    """The remaining faults, each ``by`` seconds later (order and spacing kept)."""
+    return [(at + by, kind) for at, kind in schedule]
 
 
 def _clear_faults(system: DemoSystem) -> None:

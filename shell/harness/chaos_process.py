@@ -32,6 +32,9 @@ from sqlalchemy import select
 
 from core.db.models import Event, Position, TrailingStop
 from core.db.session import unit_of_work
+from core.domain.orders import STOP_PURPOSES
+from core.exchange.client_ids import parse_client_id
+from core.exchange.errors import ExchangeFailure
 from shell.runtime.leftovers import is_alive
 from shell.runtime.stack import Stack
 
@@ -59,7 +62,7 @@ def inject_process_fault(chaos: Chaos, kind: str) -> None:
 def redis_outage(chaos: Chaos) -> None:
     server = chaos.stack.redis
     assert server is not None
-    victim = _position_with_a_stop()
+    victim = position_with_a_live_stop(chaos)
     server.kill()
     chaos.say(f"Redis killed; down for {outage_seconds():.0f}s")
     _drive_through_its_stop(chaos, "redis_outage", victim)
@@ -72,7 +75,7 @@ def redis_outage(chaos: Chaos) -> None:
 def postgres_outage(chaos: Chaos) -> None:
     server = chaos.stack.postgres
     assert server is not None
-    victim = _position_with_a_stop()  # read while the database still answers
+    victim = position_with_a_live_stop(chaos)  # read while the database still answers
     server.kill()
     chaos.say(f"PostgreSQL killed; down for {outage_seconds():.0f}s")
     _drive_through_its_stop(chaos, "postgres_outage", victim)
@@ -83,26 +86,60 @@ def postgres_outage(chaos: Chaos) -> None:
     chaos._clock("postgres_outage", chaos._heartbeat_after(since))
 
 
-Victim = tuple[int, str, str, Decimal]  # position id, symbol, side, stop price
+Victim = tuple[int, str, str, Decimal]  # position id, symbol, side, live stop's trigger
 
 
-def _position_with_a_stop() -> Victim | None:
-    """An active position whose stop the engine knows (the oldest: least likely to be moving)."""
+def position_with_a_live_stop(chaos: Chaos, attempts: int = 5) -> Victim | None:
+    """The oldest active position whose own stop is live on the exchange right now.
+
+    The database alone is not enough: a position closed by hand (or stripped of its stop)
+    moments ago is still ``active`` there until reconciliation's next cycle, and driving its
+    price fills no stop; the engine then rightly settles it as the phantom it is. So the
+    exchange is read too (retried: an injected exchange fault may be pending).
+    """
     with unit_of_work() as s:
-        row = s.execute(
-            select(Position.id, Position.symbol, Position.side, Position.stop_price)
+        rows = s.execute(
+            select(Position.id, Position.symbol, Position.side)
             .where(Position.status == "active", Position.stop_price.is_not(None))
             .order_by(Position.id)
-            .limit(1)
-        ).first()
-    if row is None or row[3] is None:
+        ).all()
+    if not rows:
         return None
-    return (row[0], row[1], row[2], row[3])
+    for attempt in range(attempts):
+        try:
+            live = _live_own_stops(chaos)
+            break
+        except ExchangeFailure:
+            time.sleep(0.5 * (attempt + 1))
+    else:
+        return None
+    for position_id, symbol, side in rows:
+        triggers = live.get((position_id, symbol))
+        if triggers:
+            # the stop nearest the price: crossing it closes the position
+            return (position_id, symbol, side, max(triggers) if side == "long" else min(triggers))
+    return None
+
+
+def _live_own_stops(chaos: Chaos) -> dict[tuple[int, str], list[Decimal]]:
+    """(position id, symbol) -> trigger prices of its live stops, where the exchange still
+    holds a position on that symbol."""
+    exchange = chaos.system.deps.exchange
+    held = {p.symbol for p in exchange.positions()}
+    live: dict[tuple[int, str], list[Decimal]] = {}
+    for order in exchange.open_orders():
+        ours = parse_client_id(order.client_id)
+        if order.trigger_price is None or ours is None or ours.purpose not in STOP_PURPOSES:
+            continue
+        if order.symbol in held:
+            live.setdefault((ours.position_id, order.symbol), []).append(order.trigger_price)
+    return live
 
 
 def _drive_through_its_stop(chaos: Chaos, kind: str, victim: Victim | None) -> None:
     """Move the price 1 % beyond the stop in 3 s: the stop fills while the store is down."""
     if victim is None:
+        chaos.say(f"{kind}: no position with a live stop to drive through it")
         return
     position_id, symbol, side, stop = victim
     target = stop * (Decimal("0.99") if side == "long" else Decimal("1.01"))
