@@ -5,7 +5,9 @@ down) leaves the position ``active`` in the database and gone on the exchange. T
 position's own stops are looked up by client id (Binance: an algo order; Bybit: a
 conditional order found through ``order/realtime`` or ``order/history``): one that filled
 makes the close ``stop_triggered``. A lookup the exchange did not answer proves nothing, so
-the position waits for the next cycle instead of being called a phantom.
+the position waits for the next cycle instead of being called a phantom. A close requested
+for another reason (aged, by the operator) that finds the position already flat asks the
+same question, so a stop whose settle was overtaken is still recorded as the stop.
 """
 
 from decimal import Decimal
@@ -15,6 +17,7 @@ from sqlalchemy import select
 
 from core.db.models import Event, Position
 from core.db.session import unit_of_work
+from core.services.closing import close_position
 from core.services.reconciliation import reconcile_positions
 from tests.integration.test_engine_venues import opened
 
@@ -80,3 +83,17 @@ def test_a_stop_lookup_the_exchange_does_not_answer_defers_the_close_not_a_phant
     closed = _position(pid)
     assert (closed.status, closed.close_reason) == ("closed", "stop_triggered")
     assert closed.exit_price == fill
+
+
+def test_a_close_that_finds_the_position_closed_by_its_own_stop_records_the_stop(paper_venue):
+    """An aged (or operator's) close overtaking the settle of a stop that filled meanwhile
+    sends nothing: the position is closed ``stop_triggered``, not with the close's reason."""
+    pid, fill = _fired_unseen(paper_venue)
+
+    assert close_position(paper_venue.deps, pid, "aged")
+
+    closed = _position(pid)
+    assert (closed.status, closed.close_reason) == ("closed", "stop_triggered")
+    assert closed.exit_price == fill and closed.realized_pnl is not None
+    assert len(_events(pid, "stop_triggered")) == 1
+    assert _events(pid, "close_order_placed") == []
