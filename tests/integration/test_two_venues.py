@@ -65,8 +65,10 @@ def test_one_worker_opens_and_guards_each_position_on_its_own_venue(
     def run(name, *args):
         return celery.send_task(name, args=list(args), ignore_result=False).get(timeout=90)
 
-    # the worker's start-up recovery (queued before this one) fails openings that have not
-    # sent an entry yet: let it pass before creating any
+    # the worker's start-up recovery fails openings that have not sent an entry yet: let it
+    # pass before creating any. It is queued when the worker is ready, which a first answered
+    # ping proves (a task sent before that may run before it); one sent after runs after it.
+    run("vigil.maintenance.ping")
     started = run("vigil.maintenance.recover_interrupted_openings")
     assert set(started["venues"]) == {"binance", "bybit"}
     sim.set_price("BTCUSDT", "60000")
