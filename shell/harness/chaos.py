@@ -49,6 +49,7 @@ from shell.harness.chaos_process import (
     inject_process_fault,
     outage_fill_outcomes,
 )
+from shell.harness.chaos_revive import Reviver
 from shell.harness.demo import (
     DEMO_SETTINGS,
     EXCHANGES,
@@ -221,6 +222,8 @@ class Chaos:
         self.stack_kill_intact: list[bool] = []  # per stack_kill: everything came back
         self.counts: dict[str, list[int]] = {}
         self.outage_fills: list[dict[str, Any]] = []  # stops driven through during outages
+        # held while the harness kills a process on purpose (chaos_revive leaves it alone)
+        self.process_lock = threading.Lock()
 
     def endpoint(self, role: str) -> str:
         """The ``/_sim/fault`` endpoint that carries ``role`` ("order" or "stop") here."""
@@ -314,7 +317,10 @@ class Chaos:
         if kind in MEASURED_KINDS:
             self.quiet()
         try:
-            if kind in PROCESS_FAULT_KINDS:
+            if kind == "stack_kill":
+                with self.process_lock:
+                    inject_process_fault(self, kind)
+            elif kind in PROCESS_FAULT_KINDS:
                 inject_process_fault(self, kind)
             else:
                 getattr(self, f"_{kind}")()
@@ -335,7 +341,8 @@ class Chaos:
         sup = self.stack.supervisor
         assert sup is not None
         name = self.rng.choice([c.name for c in sup.children if c.name.startswith("worker")])
-        sup.kill_and_restart(name)
+        with self.process_lock:
+            sup.kill_and_restart(name)
         return name
 
     def _worker_kill(self) -> None:
@@ -447,7 +454,8 @@ class Chaos:
         sup = self.stack.supervisor
         assert sup is not None
         since = time.monotonic()
-        sup.kill_and_restart("ingest")
+        with self.process_lock:
+            sup.kill_and_restart("ingest")
         self.say("SIGKILL ingest (restarted)")
         self._clock("ingest_restart", self._heartbeat_after(since, "ingest"))
 
@@ -678,9 +686,11 @@ def run_chaos(
         signal_admin = sup.env["VIGIL_SIGNAL_URL"].replace("ws://", "http://").rsplit("/ws", 1)[0]
         system = DemoSystem(stack, settings, settings.exchange_url, signal_admin, deps)
         chaos = Chaos(system, stack, seed, say)
+        reviver = Reviver(chaos).start()  # a child that exits on its own is started again
         try:
             return _drive(chaos, duration, seed, kinds, say)
         finally:
+            reviver.stop()
             stack = chaos.stack  # a stack_kill fault replaces it
     finally:
         stack.stop()
