@@ -140,6 +140,9 @@ class ChaosResult:
     counts: dict[str, list[int]] = field(default_factory=dict)  # e.g. live stops after a kill
     # per position whose stop was driven through during a store outage: how it ended
     stop_fills_during_outages: list[dict[str, Any]] = field(default_factory=list)
+    # children that exited on their own (not killed by a fault), started again as `vigil up`
+    # would: each one is a process that did not survive what it should have
+    exited_on_their_own: list[str] = field(default_factory=list)
 
     @property
     def violations(self) -> int:
@@ -173,6 +176,7 @@ class ChaosResult:
             "invariant_violations": [v.as_dict() for v in self.invariants.violations],
             "stack_kill_intact": self.stack_kill_intact,
             "stop_fills_during_outages": self.stop_fills_during_outages,
+            "exited_on_their_own": self.exited_on_their_own,
             "violations": self.violations,
         }
 
@@ -688,7 +692,10 @@ def run_chaos(
         chaos = Chaos(system, stack, seed, say)
         reviver = Reviver(chaos).start()  # a child that exits on its own is started again
         try:
-            return _drive(chaos, duration, seed, kinds, say)
+            result = _drive(chaos, duration, seed, kinds, say)
+            reviver.stop()
+            result.exited_on_their_own = list(reviver.revived)
+            return result
         finally:
             reviver.stop()
             stack = chaos.stack  # a stack_kill fault replaces it
@@ -845,6 +852,9 @@ def print_result(console: Console, result: ChaosResult) -> None:
                 for f in result.stop_fills_during_outages
             ),
         )
+    table.add_row(
+        "exited on their own (started again)", ", ".join(result.exited_on_their_own) or "none"
+    )
     table.add_row("signals without an outcome", str(result.signals_without_outcome))
     table.add_row("events carrying a secret", str(result.secrets_in_events))
     table.add_row("invariant violations", str(len(result.invariants.violations)))
