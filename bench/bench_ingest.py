@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -35,25 +34,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def serve_sim(symbols: int, interval: float, port_file: str) -> None:
-    """``--serve-sim``: the paper exchange with frozen prices, until killed."""
-    from sim.runner import SimServer
-    from sim.state import SimOptions
-
-    options = SimOptions(
-        seed=1,
-        symbols=["BTCUSDT"],
-        synthetic_symbols=symbols,
-        scenario="frozen",
-        tick_interval=interval,
-    )
-    server = SimServer(options).start()
-    Path(port_file).write_text(str(server.port))
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    server.stop()
+from common import ROOT, code_env, cpu_seconds_self, export_revision, serve_sim
 
 
 def consume(url: str, redis_url: str, seconds: float, warmup: float) -> None:
@@ -77,9 +58,9 @@ def consume(url: str, redis_url: str, seconds: float, warmup: float) -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(stream.run(stop))
         await asyncio.sleep(warmup)
-        ticks0, cpu0, t0 = stream.stats.ticks, cpu_seconds(), time.monotonic()
+        ticks0, cpu0, t0 = stream.stats.ticks, cpu_seconds_self(), time.monotonic()
         await asyncio.sleep(seconds)
-        ticks1, cpu1, t1 = stream.stats.ticks, cpu_seconds(), time.monotonic()
+        ticks1, cpu1, t1 = stream.stats.ticks, cpu_seconds_self(), time.monotonic()
         stop.set()
         await task
         await pro.close()
@@ -88,11 +69,6 @@ def consume(url: str, redis_url: str, seconds: float, warmup: float) -> None:
         return {"ticks": ticks1 - ticks0, "cpu": cpu1 - cpu0, "elapsed": t1 - t0}
 
     print(json.dumps(asyncio.run(run())), flush=True)
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def publish_bands(redis_url: str, watched: int) -> None:
@@ -122,18 +98,8 @@ def embedded_redis(home: Path) -> Iterator[str]:
         server.stop()
 
 
-def export_revision(ref: str, into: Path) -> Path:
-    """The tree of ``ref`` as files (the code a ``--compare`` run measures)."""
-    into.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
 def measure(code: Path, url: str, redis_url: str, args: argparse.Namespace) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=str(code))
+    env = code_env(dict(os.environ), code)
     argv = [sys.executable, __file__, "--consume", url, redis_url]
     argv += [str(args.seconds), str(args.warmup)]
     out = subprocess.run(argv, env=env, check=True, capture_output=True, text=True, cwd=code)

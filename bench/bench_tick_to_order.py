@@ -19,13 +19,26 @@ activates, then let the prices random-walk (``--volatility``, annualised) for
 * ticks/s received and handled by the one ingest, its CPU share, and the ratio of price
   tasks queued to ticks received (coalescing and bands at work); the slowest moves with
   when they happened (a tail made of one burst shows as one cluster);
+* the ``stops`` worker's CPU per stop move: the CPU of its process tree (main process and
+  pool children, ``/proc/<pid>/stat`` through psutil) from the window's start until the queue
+  is drained, divided by the moves recorded meanwhile (every task counts: those that moved
+  nothing too);
+* with ``--sweep``: the worker CPU per position of one ``vigil.stops.trailing_sweep`` when
+  nothing changes (after the warm-up, every heartbeat made stale so every position is due);
 * the Celery no-op round trip on the ``stops`` queue (send -> run -> result), for comparison.
+
+``--compare REF`` measures the workers of a git revision too (exported with ``git archive``
+and put first on the workers' path), alternating with the working tree scenario by scenario
+(``--rounds`` times), so the before/after ratio comes from one run on one machine. What
+runs in this process (the ingest component, the openings, the first sweep) is the working
+tree's on both sides.
 
 The per-symbol rate limit is set to 0 by default (``--min-update-interval``): a deferred
 move's delay is the rate limit's policy, not the path's latency.
 
 Run: python bench/bench_tick_to_order.py [--positions 100,500] [--rates 1,10]
-     [--seconds 30] [--concurrency 2] [--volatility 2.0] [--profile-worker]
+     [--seconds 30] [--concurrency 2] [--volatility 2.0] [--profile-worker] [--sweep]
+     [--compare REF] [--rounds 1] [--pings 200]
 Starts its own embedded PostgreSQL and Redis in a temporary directory. No assertions.
 """
 
@@ -44,16 +57,26 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 import redis
 import redis.asyncio as aioredis
-from common import TABLES, machine, pct, wait_until
+from common import (
+    ROOT,
+    TABLES,
+    code_env,
+    export_revision,
+    machine,
+    pct,
+    serve_sim,
+    wait_until,
+)
 from sqlalchemy import select, text
+from tto_results import Result, summary
+from worker_cost import idle_rate, measure_sweep, moves_since, tree_cpu
 
 from core.clock import SYSTEM_CLOCK
 from core.config import (
@@ -79,27 +102,10 @@ from tasks.sender import celery_sender
 # --- the paper exchange in its own process ---------------------------------------------------
 
 
-def serve_sim(symbols: int, interval: float, port_file: str) -> None:
-    """``--serve-sim``: run the paper exchange until killed, its port written to a file."""
-    from sim.runner import SimServer
-    from sim.state import SimOptions
-
-    options = SimOptions(
-        seed=1,
-        symbols=["BTCUSDT"],
-        synthetic_symbols=symbols,
-        scenario="frozen",
-        tick_interval=interval,
-    )
-    server = SimServer(options).start()
-    Path(port_file).write_text(str(server.port))
-    signal.sigwait({signal.SIGTERM, signal.SIGINT})
-    server.stop()
-
-
 class SimProcess:
     def __init__(self, symbols: int, interval: float, home: Path) -> None:
         port_file = home / f"sim-{symbols}-{interval}.port"
+        port_file.unlink(missing_ok=True)  # an earlier run's (a --compare or a second round)
         self.proc = subprocess.Popen(
             [sys.executable, __file__, "--serve-sim", str(symbols), str(interval), str(port_file)],
             start_new_session=True,
@@ -166,42 +172,6 @@ class Ingest:
 # --- a scenario ------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    positions: int
-    rate: float
-    seconds: float
-    ticks_per_s: float
-    outside_per_s: float
-    tasks_per_tick: float
-    ingest_cpu: float
-    moves: int
-    closed: int
-    samples: list[tuple[float, float]]  # (seconds into the window, latency ms)
-
-    @property
-    def latencies_ms(self) -> list[float]:
-        return [ms for _, ms in self.samples]
-
-    def line(self) -> str:
-        lat = self.latencies_ms
-        shown = (
-            f"p50 {pct(lat, 0.5):6.1f}  p99 {pct(lat, 0.99):6.1f}  max {max(lat):6.1f} ms"
-            if lat
-            else "no moves"
-        )
-        return (
-            f"{self.positions:4d} positions @{self.rate:4.0f} Hz | tick->order {shown} "
-            f"({self.moves} moves) | ingest {self.ticks_per_s:7.0f} ticks/s, "
-            f"CPU {self.ingest_cpu:4.0%}, tasks/tick {self.tasks_per_tick:.4f} "
-            f"({self.outside_per_s:.0f} ticks/s outside bands) | stops fired {self.closed}"
-            + "\n    slowest moves (s into window: ms): "
-            + ", ".join(
-                f"{at:.1f}: {ms:.0f}" for at, ms in sorted(self.samples, key=lambda x: -x[1])[:5]
-            )
-        )
-
-
 def worker_env(settings: Settings, home: Path, args: argparse.Namespace) -> dict[str, str]:
     return dict(
         os.environ,
@@ -217,12 +187,18 @@ def worker_env(settings: Settings, home: Path, args: argparse.Namespace) -> dict
 
 
 def start_worker(
-    env: dict[str, str], args: argparse.Namespace, tag: str, home: Path, queues: str = "stops"
+    env: dict[str, str],
+    args: argparse.Namespace,
+    tag: str,
+    home: Path,
+    code: Path,
+    queues: str = "stops",
 ) -> Any:
-    """A worker node; the ``stops`` queue has its own (latency-critical), as in production."""
+    """A worker node running ``code`` (the working tree or a ``--compare`` revision); the
+    ``stops`` queue has its own (latency-critical), as in production."""
     argv = [sys.executable]
-    if args.profile_worker and queues == "stops":  # profiled: where a price task spends time
-        argv += ["-m", "cProfile", "-o", str(home / f"worker-{tag}.prof")]
+    if args.profile_worker and queues == "stops":  # profiled: where a price task spends CPU
+        argv += [str(Path(__file__).with_name("cpu_profile.py")), str(home / f"worker-{tag}.prof")]
         pool = ["--pool", "solo"]
     elif queues == "stops":
         pool = ["--pool", "prefork", "--concurrency", str(args.concurrency)]
@@ -230,7 +206,9 @@ def start_worker(
         pool = ["--pool", "prefork", "--concurrency", "1"]
     argv += ["-m", "shell.cli", "worker", "--queues", queues, "--name", tag, *pool]
     log = (home / f"worker-{tag}.log").open("ab")
-    return subprocess.Popen(argv, env=env, start_new_session=True, stdout=log, stderr=log)
+    return subprocess.Popen(
+        argv, env=code_env(env, code), cwd=code, start_new_session=True, stdout=log, stderr=log
+    )
 
 
 def stop_worker(proc: Any) -> None:
@@ -309,7 +287,12 @@ def max_algo_id(sim: SimProcess) -> int:
 
 
 def run_scenario(
-    n: int, rate: float, args: argparse.Namespace, base: Settings, home: Path
+    n: int,
+    rate: float,
+    args: argparse.Namespace,
+    base: Settings,
+    home: Path,
+    variant: tuple[str, Path],
 ) -> Result:
     sim = SimProcess(n, 1.0 / rate, home)
     worker = settler = None
@@ -328,8 +311,10 @@ def run_scenario(
         print(f"  opened {len(ids)} positions in {time.perf_counter() - started:.1f} s", flush=True)
 
         env = worker_env(settings, home, args)
-        worker = start_worker(env, args, f"stops{n}x{rate:g}", home)
-        settler = start_worker(env, args, f"orders{n}x{rate:g}", home, queues="orders")
+        name, code = variant
+        tag = f"{n}x{rate:g}-{'ref' if code != ROOT else 'wt'}"
+        worker = start_worker(env, args, f"stops{tag}", home, code)
+        settler = start_worker(env, args, f"orders{tag}", home, code, queues="orders")
         ingest = Ingest(settings)
         send = celery_sender(settings)
         price_path.sweep(deps, lambda ex, sym: send("vigil.stops.on_price", (ex, sym)))
@@ -340,6 +325,9 @@ def run_scenario(
             sim.admin("POST", "/_sim/price", {"symbol": symbol, "price": "10.2"})
         wait_until(lambda: active_trailing(ids) >= len(ids) * 0.98, 180, "activation", 0.2)
         wait_until(lambda: rds.llen("stops") == 0, 120, "the queue to drain")
+        time.sleep(1.0)  # the last activation's tasks finish
+        sweep = measure_sweep(send, rds, worker.pid, ids) if args.sweep else None
+        idle_cpu = idle_rate(worker.pid, 3.0)  # what the worker spends doing nothing
         sim.admin("POST", "/_sim/volatility", {"volatility": args.volatility, "drift": 0})
 
         log_from = sim.admin("GET", "/_sim/requests?since=999999999")["next"]
@@ -348,6 +336,7 @@ def run_scenario(
         assert stats is not None
         ticks0, outside0, queued0 = stats.ticks, stats.outside, stats.enqueued
         cpu0 = psutil.Process().cpu_times()
+        worker_cpu0 = tree_cpu(worker.pid)
         t0 = time.time()
         time.sleep(args.seconds)
         t1 = time.time()
@@ -360,6 +349,9 @@ def run_scenario(
         sim.admin("POST", "/_sim/volatility", {"volatility": 0, "drift": 0})
         wait_until(lambda: rds.llen("stops") == 0 and rds.llen("orders") == 0, 120, "drain")
         time.sleep(1.0)  # the last tasks finish
+        worker_cpu = tree_cpu(worker.pid) - worker_cpu0
+        worker_span = time.time() - t0
+        worker_moves = moves_since(datetime.fromtimestamp(t0, UTC))
         elapsed = t1 - t0
         cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed
         with unit_of_work() as s:
@@ -373,6 +365,7 @@ def run_scenario(
             )
         lat = latencies(sim, log_from, algo_from, t0, t1)
         return Result(
+            name,
             n,
             rate,
             elapsed,
@@ -383,6 +376,10 @@ def run_scenario(
             len(lat),
             closed,
             lat,
+            worker_cpu,
+            worker_moves,
+            idle_cpu * worker_span,
+            sweep,
         )
     finally:
         if ingest is not None:
@@ -444,7 +441,12 @@ def main() -> None:
     parser.add_argument("--volatility", type=float, default=2.0, help="annualised, 2.0 = 200 %%")
     parser.add_argument("--min-update-interval", type=float, default=0.0)
     parser.add_argument("--pings", type=int, default=200)
-    parser.add_argument("--profile-worker", action="store_true", help="cProfile a solo worker")
+    parser.add_argument("--profile-worker", action="store_true", help="CPU-profile a solo worker")
+    parser.add_argument(
+        "--sweep", action="store_true", help="also time one trailing sweep with nothing to change"
+    )
+    parser.add_argument("--compare", metavar="REF", help="also measure the workers of REF")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per variant and scenario")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="vigil-bench-tto-"))
@@ -473,15 +475,27 @@ def main() -> None:
             f"{args.min_update_interval} s",
             flush=True,
         )
+        variants = [("working tree", ROOT)]
+        if args.compare:
+            variants.insert(0, (args.compare, export_revision(args.compare, home / "ref")))
         for n in (int(x) for x in args.positions.split(",")):
             for rate in (float(x) for x in args.rates.split(",")):
                 print(f"- {n} positions @ {rate:g} Hz", flush=True)
-                print(run_scenario(n, rate, args, base, home).line(), flush=True)
-        rtts = noop_round_trip(base, home, args, args.pings)
-        print(
-            f"celery no-op round trip on 'stops' (send -> run -> result): "
-            f"p50 {statistics.median(rtts):.1f} ms  p99 {pct(rtts, 0.99):.1f} ms  ({len(rtts)})"
-        )
+                results: dict[str, list[Result]] = {name: [] for name, _ in variants}
+                for _ in range(args.rounds):
+                    for variant in variants:
+                        result = run_scenario(n, rate, args, base, home, variant)
+                        results[variant[0]].append(result)
+                        print(result.line(), flush=True)
+                if len(variants) > 1 or args.rounds > 1:
+                    print(summary(results), flush=True)
+        if args.pings:
+            rtts = noop_round_trip(base, home, args, args.pings)
+            print(
+                f"celery no-op round trip on 'stops' (send -> run -> result): "
+                f"p50 {statistics.median(rtts):.1f} ms  p99 {pct(rtts, 0.99):.1f} ms "
+                f"({len(rtts)})"
+            )
         if args.profile_worker:
             print(f"worker profiles in {home} (python -m pstats <file>)")
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import signal
 import subprocess
 import sys
@@ -39,6 +40,8 @@ from sim.runner import SimServer
 from sim.state import SimOptions
 
 T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # every table the engine writes, emptied between runs of a benchmark
 TABLES = (
@@ -223,3 +226,47 @@ def drain(celery: Any, queue: str, rounds: int, timeout: float = 60.0) -> None:
     ]
     for result in results:
         result.get(timeout=timeout)
+
+
+# --- the paper exchange in a process of its own, and A/B runs against a revision -------------
+
+
+def serve_sim(symbols: int, interval: float, port_file: str) -> None:
+    """``--serve-sim``: the paper exchange with frozen prices (``symbols`` synthetic markets
+    pushed every ``interval`` s on the all-market stream), its port written to ``port_file``,
+    until SIGTERM or SIGINT."""
+    options = SimOptions(
+        seed=1,
+        symbols=["BTCUSDT"],
+        synthetic_symbols=symbols,
+        scenario="frozen",
+        tick_interval=interval,
+    )
+    server = SimServer(options).start()
+    Path(port_file).write_text(str(server.port))
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    server.stop()
+
+
+def export_revision(ref: str, into: Path) -> Path:
+    """The tree of ``ref`` as files: the code a ``--compare REF`` run measures, put first on
+    the measured process's path (``code_env``) while the working tree measures the other
+    side, so a before/after ratio comes from one run on one machine."""
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def code_env(env: dict[str, str], code: Path) -> dict[str, str]:
+    """``env`` for a subprocess that must run ``code`` (the working tree or an exported
+    revision) ahead of the installed package; start it with ``cwd=code`` too."""
+    return dict(env, PYTHONPATH=str(code))
+
+
+def cpu_seconds_self() -> float:
+    """CPU (user + system) this process has spent so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

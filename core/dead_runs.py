@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.redis_scripts import run_script
+
 # KEYS: run marker, dead flag. ARGV: owner, marker TTL (s). Returns the previous owner.
 _START = """
 local old = redis.call('get', KEYS[1])
@@ -37,12 +39,12 @@ def dead_key(lock_key: str) -> str:
 
 def start_run(client: Any, lock_key: str, owner: str) -> bool:
     """Mark this run; True if the previous run on this lock never ended (it died)."""
-    old = client.eval(_START, 2, run_key(lock_key), dead_key(lock_key), owner, MARKER_TTL_S)
+    old = run_script(client, _START, 2, run_key(lock_key), dead_key(lock_key), owner, MARKER_TTL_S)
     return old is not None
 
 
 def end_run(client: Any, lock_key: str, owner: str) -> None:
-    client.eval(_END, 1, run_key(lock_key), owner)
+    run_script(client, _END, 1, run_key(lock_key), owner)
 
 
 def dead_run_pending(client: Any, lock_key: str) -> bool:

@@ -9,7 +9,7 @@ committed. Nothing here commits.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum, StrEnum
@@ -212,7 +212,9 @@ def _text(value: str) -> str:
     return value.replace("\x00", "\ufffd") if "\x00" in value else value
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON, as events store it: Decimal as text (exact), times in ISO
+    8601, enums as their values."""
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, Decimal):
@@ -222,10 +224,15 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, dict):
-        return {_text(str(k)): _jsonable(v) for k, v in value.items()}
+        return {_text(str(k)): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
+
+
+def jsonable_fields(obj: Any) -> dict[str, Any]:
+    """A dataclass's fields as plain JSON (``jsonable``): what a report or a view shows."""
+    return {name: jsonable(value) for name, value in asdict(obj).items()}
 
 
 def _optional_text(value: str | None) -> str | None:
@@ -261,7 +268,7 @@ def record(
         correlation_id=_optional_text(
             correlation_id if correlation_id is not None else ctx.correlation_id
         ),
-        data=json.loads(json.dumps(_jsonable(data))),
+        data=json.loads(json.dumps(jsonable(data))),
     )
     session.add(event)
     if severity == Severity.CRITICAL or event_type in ALERTING:

@@ -30,6 +30,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from core.redis_scripts import run_script
+
 log = logging.getLogger(__name__)
 
 # KEYS: the key. ARGV: the holder's value, TTL (ms). 1 if extended, 0 if not ours any more.
@@ -142,7 +144,7 @@ def renewing(client: Any, key: str, value: str, ttl_s: float) -> Iterator[LeaseW
     (with ``ttl_s``); once its value changes, renewals stop.
     """
     lease = LeaseWatchdog(
-        lambda: bool(client.eval(COMPARE_AND_EXTEND, 1, key, value, int(ttl_s * 1000))),
+        lambda: bool(run_script(client, COMPARE_AND_EXTEND, 1, key, value, int(ttl_s * 1000))),
         ttl_s,
         name=key,
     )

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy import text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.config import Settings
@@ -38,6 +38,7 @@ from core.db.models import Position
 from core.dead_runs import end_run, start_run
 from core.lock_watchdog import COMPARE_AND_EXTEND, LeaseWatchdog, held_leases, holding
 from core.metrics import observe_lock_wait
+from core.redis_scripts import run_script
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -65,29 +66,62 @@ def lock_key(exchange: str, symbol: str) -> str:
     return f"vigil:lock:{exchange}:{symbol}"
 
 
+NEXT_FENCE_TOKEN = func.nextval("fencing_token_seq")
+
+
 def next_fence_token(session: Session) -> int:
     """Draw the next token from the database sequence (durable across Redis restarts)."""
-    return int(session.execute(text("SELECT nextval('fencing_token_seq')")).scalar_one())
+    return int(session.execute(select(NEXT_FENCE_TOKEN)).scalar_one())
 
 
 @dataclass
 class HeldLock:
-    """A lock in hand: its key, owner secret, fencing token and TTL."""
+    """A lock in hand: its key, owner secret, fencing token and TTL.
+
+    The token is drawn when the lock is taken, or (``lazy_token``) on first use: by
+    ``draw_token`` inside the holder's first transaction, which saves a transaction of its
+    own, or by ``token`` itself. Either way it is drawn while the lock is held and checked
+    against the watchdog right after, so tokens stay ordered as holders are.
+    """
 
     client: redis.Redis
     key: str
     owner: str
-    token: int
+    drawn_token: int | None
     ttl_ms: int
     acquired_at: float = field(default_factory=time.monotonic)
     waited_s: float = 0.0
     lease: LeaseWatchdog | None = None  # the renewing watchdog (``symbol_lock``)
+    token_source: Callable[[], int] | None = None  # for a token not drawn yet
+
+    @property
+    def token(self) -> int:
+        """The fencing token (drawn now, in a transaction of its own, if not yet drawn)."""
+        if self.drawn_token is None:
+            assert self.token_source is not None, "a lazy token needs its source"
+            self._drawn(self.token_source())
+        assert self.drawn_token is not None
+        return self.drawn_token
+
+    def draw_token(self, session: Session, *also: Any) -> tuple[Any, ...]:
+        """The token, drawn in ``session``'s transaction if not drawn yet (no extra one),
+        in the same statement as the scalar expressions ``also`` (returned after it)."""
+        if self.drawn_token is not None and not also:
+            return (self.drawn_token,)
+        row = session.execute(select(NEXT_FENCE_TOKEN, *also)).one()
+        if self.drawn_token is None:
+            self._drawn(int(row[0]))
+        return (self.token, *row[1:])
+
+    def _drawn(self, token: int) -> None:
+        self.check()  # a holder that lost the lock before drawing must not get a newer token
+        self.drawn_token = token
 
     def extend(self, ttl_s: float | None = None) -> None:
         """Push the expiry out for a long operation; raise LockLost if no longer ours."""
         self.check()
         ttl_ms = int((ttl_s * 1000) if ttl_s is not None else self.ttl_ms)
-        if not self.client.eval(_EXTEND, 1, self.key, self.owner, ttl_ms):
+        if not run_script(self.client, _EXTEND, 1, self.key, self.owner, ttl_ms):
             if self.lease is not None:
                 self.lease.mark_lost("extend found the key gone or taken")
             raise LockLost(self.key)
@@ -111,7 +145,7 @@ class HeldLock:
         return bool(value == self.owner)
 
     def release(self) -> bool:
-        return bool(self.client.eval(_RELEASE, 1, self.key, self.owner))
+        return bool(run_script(self.client, _RELEASE, 1, self.key, self.owner))
 
 
 def acquire(
@@ -124,8 +158,10 @@ def acquire(
     blocking_timeout: float = 10.0,
     poll_interval: float = 0.01,
     sleep: Callable[[float], None] = time.sleep,
+    lazy_token: bool = False,
 ) -> HeldLock:
-    """Take the lock, waiting up to ``blocking_timeout``; then draw a fencing token.
+    """Take the lock, waiting up to ``blocking_timeout``; then draw a fencing token (with
+    ``lazy_token``: when the holder first needs it, see ``HeldLock``).
 
     The token is drawn after the lock is held, so tokens are ordered as holders are.
     """
@@ -142,14 +178,25 @@ def acquire(
         sleep(delay)
         delay = min(delay * 2, 0.2)
     locked_at = time.monotonic()  # the TTL runs from here, not from the token's draw
-    try:
-        token = token_source()
-    except BaseException:
-        client.eval(_RELEASE, 1, key, owner)
-        raise
+    token = None
+    if not lazy_token:
+        try:
+            token = token_source()
+        except BaseException:
+            run_script(client, _RELEASE, 1, key, owner)
+            raise
     waited = time.monotonic() - started
     observe_lock_wait(waited, acquired=True)  # vigil_lock_wait_seconds
-    return HeldLock(client, key, owner, token, ttl_ms, acquired_at=locked_at, waited_s=waited)
+    return HeldLock(
+        client,
+        key,
+        owner,
+        token,
+        ttl_ms,
+        acquired_at=locked_at,
+        waited_s=waited,
+        token_source=token_source,
+    )
 
 
 @contextmanager
@@ -162,6 +209,7 @@ def symbol_lock(
     timeout: float = 30.0,
     blocking_timeout: float = 10.0,
     ttl: float = 5.0,
+    lazy_token: bool = False,
 ) -> Iterator[HeldLock]:
     """Hold the (exchange, symbol) lock for the block; release only if still ours.
 
@@ -176,9 +224,10 @@ def symbol_lock(
         token_source=token_source,
         timeout=min(ttl, timeout),
         blocking_timeout=blocking_timeout,
+        lazy_token=lazy_token,
     )
     lease = LeaseWatchdog(
-        lambda: bool(client.eval(_EXTEND, 1, held.key, held.owner, held.ttl_ms)),
+        lambda: bool(run_script(client, _EXTEND, 1, held.key, held.owner, held.ttl_ms)),
         held.ttl_ms / 1000,
         name=held.key,
         max_idle_s=timeout,
@@ -231,7 +280,12 @@ def fence_token() -> int:
 
 
 def engine_lock(
-    client: redis.Redis, settings: Settings, exchange: str, symbol: str
+    client: redis.Redis,
+    settings: Settings,
+    exchange: str,
+    symbol: str,
+    *,
+    lazy_token: bool = False,
 ) -> AbstractContextManager[HeldLock]:
     """The (exchange, symbol) lock with the settings' timeouts: what every path that acts on
     a symbol (opening, close, price reaction, aged, cleanup) holds while it acts."""
@@ -243,6 +297,7 @@ def engine_lock(
         timeout=settings.lock_timeout,
         ttl=settings.lock_ttl,
         blocking_timeout=settings.lock_blocking_timeout,
+        lazy_token=lazy_token,
     )
 
 

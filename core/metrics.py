@@ -2,12 +2,16 @@
 
 Why Redis and not prometheus_client's multiprocess mode: workers run on any machine (and in
 separate containers), so a shared directory of mmap files does not exist; Redis does, every
-process already talks to it, and a counter there survives a worker restart. A worker's
-instrument update is one pipelined round trip (``HINCRBY``/``HINCRBYFLOAT``); the API reads
+process already talks to it, and a counter there survives a worker restart. Updates are
+pipelined ``HINCRBY``/``HINCRBYFLOAT``; the API reads
 the hashes at scrape time and renders them as ordinary Prometheus counters and histograms.
 
 Metrics never break trading: a Redis error while recording is logged (at most once a minute)
 and the sample dropped.
+
+A task's updates are held until it ends and written together with its own count and
+duration (one round trip per task instead of one per update); updates outside a task are
+written at once.
 
 Instruments written here (by any process):
 - ``vigil_tasks_total{task, outcome}`` and ``vigil_task_duration_seconds{task}``: Celery
@@ -25,7 +29,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +92,22 @@ def _labels_key(values: Sequence[str]) -> str:
     return json.dumps(list(values))
 
 
+Write = Callable[[Any], None]
+"""One instrument update, queued on a Redis pipeline."""
+
+
+def inc_into(pipe: Any, spec: CounterSpec, labels: Sequence[str], amount: float) -> None:
+    pipe.hincrbyfloat(PREFIX + spec.name, _labels_key(labels), amount)
+
+
+def observe_into(pipe: Any, spec: HistogramSpec, labels: Sequence[str], value: float) -> None:
+    key, field = PREFIX + spec.name, _labels_key(labels)
+    bucket = next((i for i, le in enumerate(spec.buckets) if value <= le), len(spec.buckets))
+    pipe.hincrby(key, f"{field}{_SEP}b{bucket}", 1)
+    pipe.hincrbyfloat(key, f"{field}{_SEP}sum", value)
+    pipe.hincrby(key, f"{field}{_SEP}count", 1)
+
+
 class MetricsStore:
     """Instrument updates and reads against one Redis."""
 
@@ -95,15 +115,16 @@ class MetricsStore:
         self.client = client
 
     def inc(self, spec: CounterSpec, labels: Sequence[str] = (), amount: float = 1) -> None:
-        self.client.hincrbyfloat(PREFIX + spec.name, _labels_key(labels), amount)
+        self.write([lambda pipe: inc_into(pipe, spec, labels, amount)])
 
     def observe(self, spec: HistogramSpec, labels: Sequence[str], value: float) -> None:
-        key, field = PREFIX + spec.name, _labels_key(labels)
-        bucket = next((i for i, le in enumerate(spec.buckets) if value <= le), len(spec.buckets))
+        self.write([lambda pipe: observe_into(pipe, spec, labels, value)])
+
+    def write(self, writes: Sequence[Write]) -> None:
+        """Instrument updates, all in one round trip."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.hincrby(key, f"{field}{_SEP}b{bucket}", 1)
-        pipe.hincrbyfloat(key, f"{field}{_SEP}sum", value)
-        pipe.hincrby(key, f"{field}{_SEP}count", 1)
+        for write in writes:
+            write(pipe)
         pipe.execute()
 
     def counter_values(self, spec: CounterSpec) -> dict[tuple[str, ...], float]:
@@ -199,11 +220,42 @@ def _safely(action: str, fn: Any, *args: Any) -> None:
 
 
 def inc(spec: CounterSpec, labels: Sequence[str] = (), amount: float = 1) -> None:
-    _safely(spec.name, lambda: store().inc(spec, labels, amount))
+    _record(spec.name, lambda pipe: inc_into(pipe, spec, labels, amount))
 
 
 def observe(spec: HistogramSpec, labels: Sequence[str], value: float) -> None:
-    _safely(spec.name, lambda: store().observe(spec, labels, value))
+    _record(spec.name, lambda pipe: observe_into(pipe, spec, labels, value))
+
+
+class _Batch(threading.local):
+    """A task's instrument updates, held until it ends (see ``install_task_metrics``)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.writes: list[Write] = []
+
+
+_batch = _Batch()
+
+
+def _record(action: str, write: Write) -> None:
+    if _batch.depth:
+        _batch.writes.append(write)
+        return
+    _safely(action, lambda: store().write([write]))
+
+
+def _begin_batch() -> None:
+    _batch.depth += 1
+
+
+def _end_batch() -> None:
+    """The outermost task ended: its updates (and any nested task's) in one round trip."""
+    _batch.depth = max(0, _batch.depth - 1)
+    if _batch.depth or not _batch.writes:
+        return
+    writes, _batch.writes = _batch.writes, []
+    _safely("task metrics", lambda: store().write(writes))
 
 
 def observe_tick_to_order(seconds: float) -> None:
@@ -240,6 +292,7 @@ def install_task_metrics(signals: Any) -> None:
     """
 
     def _prerun(task_id: str | None = None, **_: Any) -> None:
+        _begin_batch()  # the task's updates (lock wait, tick to order...) go out at its end
         if task_id:
             _started[task_id] = time.monotonic()
 
@@ -250,6 +303,7 @@ def install_task_metrics(signals: Any) -> None:
         seconds = time.monotonic() - started if started is not None else None
         name = getattr(task, "name", None) or "unknown"
         observe_task(name, (state or "unknown").lower(), seconds)
+        _end_batch()
 
     signals.task_prerun.connect(_prerun, weak=False)
     signals.task_postrun.connect(_postrun, weak=False)

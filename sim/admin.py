@@ -201,16 +201,19 @@ def key_pair(body: dict[str, Any]) -> tuple[str, str]:
 
 
 async def set_keys(request: web.Request, state: SimState) -> Any:
-    """Replace the accepted key pair: the old key is revoked at once (-2015 from now on)."""
+    """Replace the accepted key pair: the old key is revoked at once (the venue's refusal,
+    -2015 / 10003, from now on)."""
     key, secret = key_pair(await _body(request))
-    state.auth.replace(key, secret)
+    for keys in state.key_pairs():
+        keys.replace(key, secret)
     state.options.api_key = key
     return {"api_key": key}
 
 
 async def reset(request: web.Request, state: SimState) -> Any:
     body = await _body(request)
-    state.auth.restore()
+    for keys in state.key_pairs():
+        keys.restore()
     state.options.api_key = state.auth.api_key
     seed = body.get("seed")
     if seed is not None and not isinstance(seed, int):

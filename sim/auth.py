@@ -36,8 +36,9 @@ def _split_signature(raw: str) -> tuple[str, str | None]:
     return "&".join(kept), signature
 
 
-class Authenticator:
-    """Checks API key and signature against one configured key pair."""
+class KeyPair:
+    """The one key pair a simulated venue accepts, replaceable and restorable (both
+    dialects: the way each checks a request with it is its own)."""
 
     def __init__(self, api_key: str, api_secret: str) -> None:
         self._initial = (api_key, api_secret)
@@ -56,6 +57,10 @@ class Authenticator:
     def restore(self) -> None:
         """Back to the key pair the simulator was started with (``POST /_sim/reset``)."""
         self.replace(*self._initial)
+
+
+class Authenticator(KeyPair):
+    """Checks API key and signature against one configured key pair."""
 
     def check_key(self, header_key: str | None) -> None:
         if not header_key:

@@ -26,6 +26,7 @@ to `FaultBook.plan`, and the fill kinds let it pass without using up their count
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -97,6 +98,25 @@ class FaultPlan:
     delayed: FaultRule | None = None
     partial: FaultRule | None = None
     kinds: list[str] = field(default_factory=list)
+
+    def place_with_fill_faults(
+        self,
+        market: bool,
+        place: Callable[[bool, Decimal | None], Any],
+        schedule: Callable[[float, Callable[[], Any]], Any],
+        fill_deferred: Callable[[Any, Decimal | None], Any],
+    ) -> Any:
+        """Place an order as the fill faults say (both dialects): a market order's fill is
+        deferred by ``delayed_fill`` (then done ``delay_ms`` later) and cut to a fraction by
+        ``partial_fill``. ``place(defer_fill, fill_fraction)`` places it."""
+        delayed = self.delayed if market else None
+        partial = self.partial if market else None
+        fraction = Decimal(partial.fraction) if partial else None
+        order = place(delayed is not None, fraction)
+        if delayed is not None:
+            order_id = order.order_id
+            schedule(delayed.delay_ms / 1000, lambda: fill_deferred(order_id, fraction))
+        return order
 
 
 def _number(body: dict[str, Any], key: str, kind: type) -> Any:

@@ -8,8 +8,7 @@ parse_market, parse_ticker, parse_trade). Parameter errors answer Binance's own 
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from sim import errors
 from sim.errors import SimError
 from sim.faults import FaultPlan
+from sim.matching import now_ms
 from sim.orders import CONDITIONAL_TYPES, OrderRequest, fmt
 from sim.state import SimState
 
@@ -26,10 +26,6 @@ _INT = re.compile(r"^[0-9]{1,19}$")
 SIDES = frozenset({"BUY", "SELL"})
 WORKING_TYPES = frozenset({"MARK_PRICE", "CONTRACT_PRICE"})
 TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "GTX", "GTD"})
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -396,15 +392,12 @@ def new_order(ctx: Ctx) -> Any:
     if req.type == "MARKET" and "quantity" not in ctx.params:
         raise errors.missing("quantity")
     engine = ctx.state.engine
-    delayed = ctx.plan.delayed if req.type == "MARKET" else None
-    partial = ctx.plan.partial if req.type == "MARKET" else None
-    fraction = Decimal(partial.fraction) if partial else None
-    order = engine.place_order(req, defer_fill=delayed is not None, fill_fraction=fraction)
-    if delayed is not None:
-        order_id = order.order_id
-        ctx.state.schedule(
-            delayed.delay_ms / 1000, lambda: engine.fill_deferred(order_id, fraction)
-        )
+    order = ctx.plan.place_with_fill_faults(
+        req.type == "MARKET",
+        lambda defer, fraction: engine.place_order(req, defer_fill=defer, fill_fraction=fraction),
+        ctx.state.schedule,
+        engine.fill_deferred,
+    )
     return order.to_api()
 
 
@@ -451,19 +444,22 @@ def _window(ctx: Ctx) -> tuple[int, int, int]:
 
 
 def all_orders(ctx: Ctx) -> Any:
+    return _symbol_history(ctx, ctx.state.engine.ledger.orders.values(), lambda o: o.time)
+
+
+def _symbol_history(ctx: Ctx, rows: Iterable[Any], time_of: Callable[[Any], int]) -> Any:
+    """The newest ``limit`` of one symbol's orders (plain or algo) in the time window."""
     symbol = ctx.symbol()
     start, end, limit = _window(ctx)
-    rows = [
-        o.to_api()
-        for o in ctx.state.engine.ledger.orders.values()
-        if o.symbol == symbol and start <= o.time <= end
-    ]
-    return rows[-limit:]
+    return [r.to_api() for r in rows if r.symbol == symbol and start <= time_of(r) <= end][-limit:]
+
+
+CANCEL_ALL_DONE = {"code": 200, "msg": "The operation of cancel all open order is done."}
 
 
 def cancel_all_orders(ctx: Ctx) -> Any:
     ctx.state.engine.cancel_all(ctx.symbol())
-    return {"code": 200, "msg": "The operation of cancel all open order is done."}
+    return dict(CANCEL_ALL_DONE)
 
 
 def user_trades(ctx: Ctx) -> Any:
@@ -524,19 +520,13 @@ def open_algo_orders(ctx: Ctx) -> Any:
 
 
 def all_algo_orders(ctx: Ctx) -> Any:
-    symbol = ctx.symbol()
-    start, end, limit = _window(ctx)
-    rows = [
-        a.to_api()
-        for a in ctx.state.engine.ledger.algo_orders.values()
-        if a.symbol == symbol and start <= a.create_time <= end
-    ]
-    return rows[-limit:]
+    algo_orders = ctx.state.engine.ledger.algo_orders.values()
+    return _symbol_history(ctx, algo_orders, lambda a: a.create_time)
 
 
 def cancel_all_algo_orders(ctx: Ctx) -> Any:
     ctx.state.engine.cancel_all_algo(ctx.symbol())
-    return {"code": 200, "msg": "The operation of cancel all open order is done."}
+    return dict(CANCEL_ALL_DONE)
 
 
 # -- user data stream -------------------------------------------------------------------

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -31,10 +30,12 @@ from sim.faults import FaultPlan
 from sim.persist import add_persistence, save_quietly
 from sim.requestlog import weight_of
 from sim.rest import ROUTES, SIGNED, USER_STREAM, Ctx, Route
+from sim.serving import cancel, hold_or_drop, serve_until_signal
 from sim.state import SimOptions, SimState
 from sim.ws import StreamHub
 
 log = logging.getLogger("sim.server")
+NAME = "paper exchange"
 ROUTE_MAP: dict[tuple[str, str], Route] = {(r.method, r.path): r for r in ROUTES}
 KNOWN_PATHS = frozenset(r.path for r in ROUTES)
 TICK_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("sim_tick", asyncio.Task)
@@ -139,14 +140,7 @@ async def fapi(request: web.Request) -> web.StreamResponse:
 
 
 async def _swallow(request: web.Request, plan: FaultPlan) -> web.StreamResponse:
-    """Timeout after accept: the request was executed, the answer never arrives."""
-    rule = plan.timeout
-    assert rule is not None
-    if rule.mode == "drop":
-        if request.transport is not None:
-            request.transport.abort()
-        raise asyncio.CancelledError
-    await asyncio.sleep(rule.hold_ms / 1000)
+    await hold_or_drop(request, plan)
     return _json(errors.UNKNOWN.body(), 504)
 
 
@@ -177,10 +171,7 @@ async def _on_startup(app: web.Application) -> None:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    task = app[TICK_TASK_KEY]
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel(app[TICK_TASK_KEY])
     await app[HUB_KEY].close_all()
 
 
@@ -244,48 +235,12 @@ def options_from(
     )
 
 
-async def _serve_until_signal(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    log.info("paper exchange listening on http://%s:%s", host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        log.info("paper exchange shutting down")
-        await runner.cleanup()
-
-
-def serve(
-    host: str,
-    port: int,
-    *,
-    seed: int = 1,
-    symbols: list[str] | None = None,
-    scenario: str | None = None,
-    api_key: str = "paper",
-    api_secret: str = "paper",  # noqa: S107 - the documented paper-exchange default
-    tick_interval: float = 1.0,
-    dialect: str = "binance",
-    state_path: Path | None = None,
-) -> None:
-    """Run the paper exchange until SIGINT/SIGTERM (the `vigil sim` entry point)."""
-    options = options_from(
-        seed=seed,
-        symbols=symbols,
-        scenario=scenario,
-        api_key=api_key,
-        api_secret=api_secret,
-        tick_interval=tick_interval,
-        dialect=dialect,
-        state_path=state_path,
-    )
-    asyncio.run(_serve_until_signal(build_app(options), host, port))
+def serve(host: str, port: int, **options: Any) -> None:
+    """Run the paper exchange until SIGINT/SIGTERM (the `vigil sim` entry point); the
+    options and their defaults are those of ``options_from``."""
+    app = build_app(options_from(**options))
+    url = f"http://{host}:{port}"
+    asyncio.run(serve_until_signal(app, host, port, name=NAME, url=url, logger=log))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
 import random
-import signal
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +38,7 @@ from aiohttp import web
 
 from sim.markets import DEFAULT_MARKETS
 from sim.runner import ThreadedApp
+from sim.serving import cancel, serve_until_signal
 
 log = logging.getLogger("sim.signal_source")
 ACTIONS = ("BUY", "SELL")
@@ -225,10 +224,7 @@ async def _start_waves(app: web.Application) -> None:
 
 
 async def _stop(app: web.Application) -> None:
-    task = app[WAVES_KEY]
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel(app[WAVES_KEY])
     for ws in list(app[SOURCE_KEY].clients):
         await ws.close()
 
@@ -279,21 +275,6 @@ class SignalSourceServer(ThreadedApp):
         return self.admin("GET", f"/_sim/sent?since={since}")
 
 
-async def _serve(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    log.info("signal source listening on ws://%s:%s/ws", host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-
-
 def serve(
     host: str,
     port: int,
@@ -309,7 +290,9 @@ def serve(
     if not token:
         raise ValueError("a token is required (clients authenticate with it)")
     source = SignalSource(token, interval, count, seed, exchange, list(symbols or []))
-    asyncio.run(_serve(build_app(source), host, port))
+    url = f"ws://{host}:{port}/ws"
+    app = build_app(source)
+    asyncio.run(serve_until_signal(app, host, port, name="signal source", url=url, logger=log))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from sim.auth import Authenticator
+from sim.auth import Authenticator, KeyPair
 from sim.faults import FaultBook
 from sim.markets import Market, build_markets, synthetic_markets
 from sim.matching import Engine, EngineConfig
@@ -85,9 +85,17 @@ class SimState:
             volatility=vol,
             replay=replay,
         )
-        self.engine = Engine(self.markets, self.prices, self.options.engine, self._publish)
+        self.engine = self._new_engine()
         self.faults = FaultBook(self.options.seed)
         self.log.clear()
+
+    def _new_engine(self) -> Engine:
+        """The account and matching of this dialect, on the prices just built."""
+        return Engine(self.markets, self.prices, self.options.engine, self._publish)
+
+    def key_pairs(self) -> list[KeyPair]:
+        """Every key pair a request may be checked with (``/_sim/keys`` replaces them all)."""
+        return [self.auth]
 
     def new_listen_key(self) -> str:
         key = secrets.token_urlsafe(48)[:64]

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -119,13 +120,27 @@ class StreamHub:
         combined = request.path.rstrip("/").endswith("/stream")
         conn = Connection(ws=ws, combined=combined)
         self._initial_streams(conn, request, listen_keys)
+        await self._converse(conn, ws, lambda text: self._answers(conn, text))
+        return ws
+
+    def _answers(self, conn: Connection, text: str) -> list[str]:
+        reply = self._command(conn, text)
+        return [] if reply is None else [reply]
+
+    async def _converse(
+        self,
+        conn: Connection,
+        ws: web.WebSocketResponse,
+        answer: Callable[[str], Iterable[str]],
+    ) -> None:
+        """Serve one connection until it closes: its pushes from a sender task, each text
+        message ``answer``-ed (both dialects; what a message means is the dialect's)."""
         self.connections.add(conn)
         sender = asyncio.create_task(self._send_loop(conn))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    reply = self._command(conn, msg.data)
-                    if reply is not None:
+                    for reply in answer(msg.data):
                         conn.push(reply)
                 elif msg.type == WSMsgType.ERROR:
                     break
@@ -134,7 +149,6 @@ class StreamHub:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender
-        return ws
 
     @staticmethod
     def _initial_streams(conn: Connection, request: web.Request, listen_keys: set[str]) -> None:

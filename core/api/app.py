@@ -38,6 +38,7 @@ from typing import Any
 import redis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy.orm import Session
 
 from core.api import console, doors, openapi
 from core.api.collectors import StateCollector
@@ -117,12 +118,15 @@ def create_app(
     )
     doors.register(app, settings)
     console.register(app, settings, clock, health)  # after the doors: opens its shells
-    app.router.add_get("/", index)
-    app.router.add_get("/health", health_route)
-    app.router.add_get("/metrics", metrics_route)
-    app.router.add_get("/positions", positions_route)
-    app.router.add_get("/events", events_route)
-    app.router.add_get("/tasks", tasks_route)
+    for path, handler in (
+        ("/", index),
+        ("/health", health_route),
+        ("/metrics", metrics_route),
+        ("/positions", positions_route),
+        ("/events", events_route),
+        ("/tasks", tasks_route),
+    ):
+        app.router.add_get(path, handler)
     app.router.add_post("/tasks/{name}", trigger_route)
     from core.api import control  # halt, resume, close by hand; imports this module
 
@@ -189,11 +193,17 @@ async def positions_route(request: web.Request) -> web.Response:
     except BadQuery as exc:
         return _bad(str(exc))
 
+    return await _listed("positions", lambda s: [position_dict(p) for p in list_positions(s, f)])
+
+
+async def _listed(key: str, rows: Callable[[Session], list[dict[str, Any]]]) -> web.Response:
+    """``{key: rows}``, read in a session of its own off the event loop."""
+
     def read() -> list[dict[str, Any]]:
         with new_session() as session:
-            return [position_dict(p) for p in list_positions(session, f)]
+            return rows(session)
 
-    return web.json_response({"positions": await asyncio.to_thread(read)})
+    return web.json_response({key: await asyncio.to_thread(read)})
 
 
 async def events_route(request: web.Request) -> web.Response:
@@ -214,11 +224,7 @@ async def events_route(request: web.Request) -> web.Response:
     except (BadQuery, ValueError) as exc:
         return _bad(str(exc))
 
-    def read() -> list[dict[str, Any]]:
-        with new_session() as session:
-            return [event_dict(e) for e in list_events(session, f)]
-
-    return web.json_response({"events": await asyncio.to_thread(read)})
+    return await _listed("events", lambda s: [event_dict(e) for e in list_events(s, f)])
 
 
 async def tasks_route(request: web.Request) -> web.Response:

@@ -46,13 +46,17 @@ def parse_since(value: str | None, now: datetime) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _whole_number(value: str | int, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise BadQuery(f"{name}: expected a number, got {value!r:.60}") from None
+
+
 def parse_limit(value: str | int | None, default: int = 100) -> int:
     if value is None or value == "":
         return default
-    try:
-        limit = int(value)
-    except ValueError:
-        raise BadQuery(f"limit: expected a number, got {value!r:.60}") from None
+    limit = _whole_number(value, "limit")
     if limit < 1:
         raise BadQuery("limit: must be at least 1")
     return min(limit, MAX_LIMIT)
@@ -65,10 +69,7 @@ def parse_id(value: str | None, name: str) -> int | None:
     """A row id (1 .. 2**63-1, PostgreSQL's bigint); None or empty passes through."""
     if value is None or value == "":
         return None
-    try:
-        number = int(value)
-    except ValueError:
-        raise BadQuery(f"{name}: expected a number, got {value!r:.60}") from None
+    number = _whole_number(value, name)
     if not 1 <= number <= MAX_ID:
         raise BadQuery(f"{name}: out of range")
     return number

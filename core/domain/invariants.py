@@ -19,7 +19,13 @@ from typing import Any
 
 from core.domain.client_ids import of_position, parse_client_id
 from core.domain.orders import ExchangeOrder, ExchangePosition, covers, stops_for
-from core.domain.positions import INTERMEDIATE, NON_TERMINAL, TERMINAL, PositionStatus
+from core.domain.positions import (
+    INTERMEDIATE,
+    NON_TERMINAL,
+    TERMINAL,
+    PositionFacts,
+    PositionStatus,
+)
 from core.domain.reconciliation import DbPosition, ReconKind, ReconParams, reconcile
 from core.domain.sides import Side
 
@@ -49,6 +55,11 @@ class Violation:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: (v.value if isinstance(v, StrEnum) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def of_position(cls, kind: ViolationKind, detail: str, row: PositionRow) -> Violation:
+        """A violation about one position: where it is and which it is, from its row."""
+        return cls(kind, detail, exchange=row.exchange, symbol=row.symbol, position_id=row.id)
 
 
 @dataclass(frozen=True)
@@ -87,15 +98,9 @@ class InvariantReport:
 
 
 @dataclass(frozen=True)
-class PositionRow:
+class PositionRow(PositionFacts):
     """What the checks need of a position row."""
 
-    id: int
-    exchange: str
-    symbol: str
-    side: str
-    status: str
-    quantity: Decimal
     correlation_id: str
     close_reason: str | None
     created_at: datetime
@@ -186,12 +191,10 @@ def find_unprotected(
         else:
             continue
         found.append(
-            Violation(
+            Violation.of_position(
                 ViolationKind.UNPROTECTED_POSITION,
                 detail,
-                exchange=row.exchange,
-                symbol=row.symbol,
-                position_id=row.id,
+                row,
             )
         )
     return found
@@ -201,12 +204,10 @@ def find_stale_openings(
     rows: Iterable[PositionRow], now: datetime, grace: timedelta
 ) -> list[Violation]:
     return [
-        Violation(
+        Violation.of_position(
             ViolationKind.STALE_OPENING,
             f"{row.status} for {_age(now - row.updated_at)} (grace {_age(grace)})",
-            exchange=row.exchange,
-            symbol=row.symbol,
-            position_id=row.id,
+            row,
         )
         for row in rows
         if row.in_flight and now - row.updated_at > grace
@@ -234,13 +235,11 @@ def find_surplus_stops(
         stops = stops_for(ex, orders)
         if len(stops) > 1:
             found.append(
-                Violation(
+                Violation.of_position(
                     ViolationKind.SURPLUS_STOP,
                     f"{row.side} {ex.quantity} has {len(stops)} live stops "
                     f"({', '.join(sorted(str(o.trigger_price) for o in stops))})",
-                    exchange=row.exchange,
-                    symbol=row.symbol,
-                    position_id=row.id,
+                    row,
                 )
             )
     return found
@@ -333,12 +332,10 @@ def find_missing_transition_events(
         gap = _first_gap(row, events.get(row.id, ()))
         if gap is not None:
             found.append(
-                Violation(
+                Violation.of_position(
                     ViolationKind.MISSING_TRANSITION_EVENT,
                     gap,
-                    exchange=row.exchange,
-                    symbol=row.symbol,
-                    position_id=row.id,
+                    row,
                 )
             )
     return found

@@ -7,6 +7,8 @@ Why a table: the old bot let any code path write any status, which is how positi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 
 
@@ -95,3 +97,16 @@ def is_terminal(status: PositionStatus) -> bool:
 
 def allowed_triggers(status: PositionStatus) -> frozenset[PositionTrigger]:
     return frozenset(trigger for (src, trigger) in TRANSITIONS if src == status)
+
+
+@dataclass(frozen=True)
+class PositionFacts:
+    """What every read-only view of a position row starts with (the invariant checks, the
+    console's book): which position, where, which way, its status and how much."""
+
+    id: int
+    exchange: str
+    symbol: str
+    side: str
+    status: str
+    quantity: Decimal

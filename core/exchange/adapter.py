@@ -31,7 +31,7 @@ from core.exchange.bybit import BybitDialect
 from core.exchange.dialect import Dialect, DialectOptions
 from core.exchange.errors import SymbolUnavailable, classify
 from core.exchange.parsing import dec, dec0
-from core.exchange.types import OrderSnapshot, PositionSnapshot, TradeSnapshot
+from core.exchange.types import OrderSnapshot, PositionSnapshot, StopRequest, TradeSnapshot
 from core.locks import ensure_locks_held
 
 log = logging.getLogger(__name__)
@@ -171,9 +171,8 @@ class ExchangeAdapter:
     ) -> OrderSnapshot:
         """A reduce-only stop-market order triggered by the mark price."""
         ensure_locks_held()
-        return self.dialect.create_stop(
-            symbol, side, quantity, trigger_price, client_id, close_position
-        )
+        stop = StopRequest(symbol, side, quantity, trigger_price, client_id, close_position)
+        return self.dialect.create_stop(stop)
 
     def fetch_order(
         self, symbol: str, client_id: str, *, conditional: bool = False

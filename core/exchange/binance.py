@@ -15,9 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 from core.exchange.dialect import Dialect, MarketFilters
-from core.exchange.errors import ExchangeFailure, OrderNotFound
+from core.exchange.errors import OrderNotFound
 from core.exchange.parsing import dec, dec0, first_nonzero, truthy, ts
-from core.exchange.types import OrderSnapshot, PositionSnapshot, TradeSnapshot
+from core.exchange.types import OrderSnapshot, PositionSnapshot, StopRequest, TradeSnapshot
 
 STOP_TYPES = {"stop_market", "take_profit_market", "stop", "take_profit", "trailing_stop_market"}
 MARGIN_UNCHANGED = -4046
@@ -34,25 +34,14 @@ class BinanceDialect(Dialect):
 
     def setup(self, symbol: str, leverage: int, margin_mode: str) -> None:
         unified = self.venue.unified(symbol)
-        try:
-            self.venue.call(self.client.set_margin_mode, margin_mode, unified, mutating=True)
-        except ExchangeFailure as exc:
-            if exc.code != MARGIN_UNCHANGED:
-                raise
+        self.set_unless_already(MARGIN_UNCHANGED, self.client.set_margin_mode, margin_mode, unified)
         self.venue.call(self.client.set_leverage, leverage, unified, mutating=True)
 
-    def mark_price(self, symbol: str) -> Decimal | None:
-        data = self.venue.call(self.client.fetch_mark_price, self.venue.unified(symbol))
-        return dec(data.get("markPrice")) or dec(data.get("info", {}).get("markPrice"))
+    def fetch_mark(self, unified: str) -> dict[str, Any]:
+        return self.client.fetch_mark_price(unified)
 
-    def mark_prices(self) -> dict[str, Decimal]:
-        data = self.venue.call(self.client.fetch_mark_prices)
-        prices: dict[str, Decimal] = {}
-        for unified, ticker in data.items():
-            price = dec(ticker.get("markPrice")) or dec(ticker.get("info", {}).get("markPrice"))
-            if price is not None:
-                prices[self.venue.native(unified)] = price
-        return prices
+    def fetch_marks(self) -> dict[str, dict[str, Any]]:
+        return self.client.fetch_mark_prices()
 
     def create_market_order(
         self, symbol: str, side: str, quantity: Decimal, client_id: str, reduce_only: bool
@@ -72,35 +61,27 @@ class BinanceDialect(Dialect):
         )
         return self.parse_order(raw, symbol)
 
-    def create_stop(
-        self,
-        symbol: str,
-        side: str,
-        quantity: Decimal,
-        trigger_price: Decimal,
-        client_id: str,
-        close_position: bool,
-    ) -> OrderSnapshot:
+    def create_stop(self, stop: StopRequest) -> OrderSnapshot:
         params: dict[str, Any] = {
-            "stopPrice": float(trigger_price),
+            "stopPrice": float(stop.trigger_price),
             "workingType": "MARK_PRICE",
-            "newClientOrderId": client_id,
+            "newClientOrderId": stop.client_id,
         }
-        if close_position:
+        if stop.close_position:
             params["closePosition"] = True
         else:
             params["reduceOnly"] = True
         raw = self.venue.call(
             self.client.create_order,
-            self.venue.unified(symbol),
+            self.venue.unified(stop.symbol),
             "STOP_MARKET",
-            side,
-            None if close_position else float(quantity),
+            stop.side,
+            None if stop.close_position else float(stop.quantity),
             None,
             params,
             mutating=True,
         )
-        return self.parse_order(raw, symbol, conditional=True)
+        return self.parse_order(raw, stop.symbol, conditional=True)
 
     def fetch_order(
         self,

@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 from core.exchange.dialect import Dialect, DialectOptions, MarketFilters, Venue
 from core.exchange.errors import ExchangeFailure, OrderNotFound, ReduceOnlyRejected
 from core.exchange.parsing import dec, dec0, first_nonzero, truthy, ts
-from core.exchange.types import OrderSnapshot, PositionSnapshot, TradeSnapshot
+from core.exchange.types import OrderSnapshot, PositionSnapshot, StopRequest, TradeSnapshot
 from core.polling import Poll
 
 R = TypeVar("R")
@@ -92,33 +92,18 @@ class BybitDialect(Dialect):
             info = self.venue.call(self.client.privateGetV5AccountInfo, {})
             current = (info.get("result") or {}).get("marginMode")
             if current != wanted:
-                try:
-                    self.venue.call(
-                        self.client.set_margin_mode, margin_mode, unified, mutating=True
-                    )
-                except ExchangeFailure as exc:
-                    if exc.code != MARGIN_UNCHANGED:
-                        raise
+                self.set_unless_already(
+                    MARGIN_UNCHANGED, self.client.set_margin_mode, margin_mode, unified
+                )
             self._margin_mode = wanted
-        try:
-            self.venue.call(self.client.set_leverage, leverage, unified, mutating=True)
-        except ExchangeFailure as exc:
-            if exc.code != LEVERAGE_UNCHANGED:
-                raise
+        self.set_unless_already(LEVERAGE_UNCHANGED, self.client.set_leverage, leverage, unified)
         self.hedge_mode(symbol)
 
-    def mark_price(self, symbol: str) -> Decimal | None:
-        ticker = self.venue.call(self.client.fetch_ticker, self.venue.unified(symbol))
-        return dec(ticker.get("markPrice")) or dec(ticker.get("info", {}).get("markPrice"))
+    def fetch_mark(self, unified: str) -> dict[str, Any]:
+        return self.client.fetch_ticker(unified)
 
-    def mark_prices(self) -> dict[str, Decimal]:
-        tickers = self.venue.call(self.client.fetch_tickers)
-        prices: dict[str, Decimal] = {}
-        for unified, ticker in tickers.items():
-            price = dec(ticker.get("markPrice")) or dec(ticker.get("info", {}).get("markPrice"))
-            if price is not None:
-                prices[self.venue.native(unified)] = price
-        return prices
+    def fetch_marks(self) -> dict[str, dict[str, Any]]:
+        return self.client.fetch_tickers()
 
     # -- position mode and visibility -------------------------------------------------
 
@@ -239,24 +224,17 @@ class BybitDialect(Dialect):
         # accepted but not visible yet: the caller polls by client id from here
         return self._sent(raw, symbol, side, quantity, client_id, reduce_only=reduce_only)
 
-    def create_stop(
-        self,
-        symbol: str,
-        side: str,
-        quantity: Decimal,
-        trigger_price: Decimal,
-        client_id: str,
-        close_position: bool,
-    ) -> OrderSnapshot:
+    def create_stop(self, stop: StopRequest) -> OrderSnapshot:
         """A reduce-only, close-on-trigger conditional market order on the mark price.
 
         Bybit has no quantity-less "close position" stop order; ``close_position`` stops
         are sent for the position's current size when no quantity is given.
         """
-        if quantity <= 0 and close_position:
+        symbol, side, quantity, client_id = stop.symbol, stop.side, stop.quantity, stop.client_id
+        if quantity <= 0 and stop.close_position:
             quantity = self._position_size(symbol, side)
         unified = self.venue.unified(symbol)
-        trigger = Decimal(self.client.price_to_precision(unified, float(trigger_price)))
+        trigger = Decimal(self.client.price_to_precision(unified, float(stop.trigger_price)))
         params: dict[str, Any] = {
             "clientOrderId": client_id,
             "triggerPrice": float(trigger),

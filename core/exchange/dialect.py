@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
+from core.exchange.errors import ExchangeFailure
 from core.exchange.parsing import dec, dec0, ts
-from core.exchange.types import OrderSnapshot, PositionSnapshot, TradeSnapshot
+from core.exchange.types import OrderSnapshot, PositionSnapshot, StopRequest, TradeSnapshot
 
 T = TypeVar("T")
 
@@ -68,11 +69,32 @@ class Dialect(ABC):
     @abstractmethod
     def setup(self, symbol: str, leverage: int, margin_mode: str) -> None: ...
 
+    def set_unless_already(self, unchanged: int, fn: Callable[..., Any], *args: Any) -> None:
+        """A mutating setting call; the venue's refusal ``unchanged`` means it is already
+        so, which is what was wanted."""
+        try:
+            self.venue.call(fn, *args, mutating=True)
+        except ExchangeFailure as exc:
+            if exc.code != unchanged:
+                raise
+
+    # The venue's ticker call for one symbol and for all: their answers carry the mark price.
     @abstractmethod
-    def mark_price(self, symbol: str) -> Decimal | None: ...
+    def fetch_mark(self, unified: str) -> dict[str, Any]: ...
 
     @abstractmethod
-    def mark_prices(self) -> dict[str, Decimal]: ...
+    def fetch_marks(self) -> dict[str, dict[str, Any]]: ...
+
+    def mark_price(self, symbol: str) -> Decimal | None:
+        return _mark_of(self.venue.call(self.fetch_mark, self.venue.unified(symbol)))
+
+    def mark_prices(self) -> dict[str, Decimal]:
+        prices: dict[str, Decimal] = {}
+        for unified, ticker in self.venue.call(self.fetch_marks).items():
+            price = _mark_of(ticker)
+            if price is not None:
+                prices[self.venue.native(unified)] = price
+        return prices
 
     @abstractmethod
     def create_market_order(
@@ -80,15 +102,7 @@ class Dialect(ABC):
     ) -> OrderSnapshot: ...
 
     @abstractmethod
-    def create_stop(
-        self,
-        symbol: str,
-        side: str,
-        quantity: Decimal,
-        trigger_price: Decimal,
-        client_id: str,
-        close_position: bool,
-    ) -> OrderSnapshot: ...
+    def create_stop(self, stop: StopRequest) -> OrderSnapshot: ...
 
     @abstractmethod
     def fetch_order(
@@ -148,3 +162,7 @@ class Dialect(ABC):
             realized_pnl=dec(info.get(pnl_key)),
             timestamp=ts(t.get("timestamp")) or datetime.now(UTC),
         )
+
+
+def _mark_of(ticker: dict[str, Any]) -> Decimal | None:
+    return dec(ticker.get("markPrice")) or dec(ticker.get("info", {}).get("markPrice"))

@@ -91,3 +91,16 @@ class TradeSnapshot:
     fee: Decimal
     realized_pnl: Decimal | None
     timestamp: datetime
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """A reduce-only stop-market order on the mark price, as the adapter hands it to a
+    dialect: ``close_position`` closes whatever the position holds when it fires."""
+
+    symbol: str
+    side: str
+    quantity: Decimal
+    trigger_price: Decimal
+    client_id: str
+    close_position: bool = False

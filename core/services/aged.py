@@ -39,12 +39,11 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from core.db.models import AgedPosition, Position, TrailingStop
-from core.db.session import unit_of_work
 from core.domain.aged import AgedParams
 from core.domain.positions import PositionStatus
 from core.domain.sides import Side
 from core.domain.trailing import PriceWindow
-from core.events import EventType, Severity, record_alone
+from core.events import EventType, Severity
 from core.exchange import errors
 from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
 from core.services import bands
@@ -86,7 +85,7 @@ def run_aged_cycle(deps: Deps) -> AgedCycleReport:
             marks = deps.exchange.mark_prices()  # one batch call per cycle, not one per position
         except errors.ExchangeFailure as exc:
             report.prices_unavailable = True  # phases still advance; emergency still closes
-            record_alone(
+            deps.record_alone(
                 EventType.EXCHANGE_ERROR,
                 severity=Severity.WARNING,
                 exchange=deps.exchange_name,
@@ -107,7 +106,7 @@ def _candidates(deps: Deps, now: datetime, params: AgedParams) -> list[tuple[int
     """
     opened = func.coalesce(Position.opened_at, Position.created_at)
     trailing_not_active = or_(TrailingStop.state.is_(None), TrailingStop.state != "active")
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         rows = session.execute(
             select(Position.id, Position.symbol)
             .outerjoin(TrailingStop, TrailingStop.position_id == Position.id)
@@ -135,9 +134,12 @@ def _check_on_beat(deps: Deps, position_id: int, symbol: str, mark: Decimal | No
             )
     except LockNotAcquired:
         return AgedOutcome.BUSY
-    except (LockLost, StaleFence) as exc:  # a newer holder took over: it decides, we stop
-        record_alone(
-            EventType.LOCK_STALE_WRITE_REJECTED,
+    except (LockLost, StaleFence, errors.ExchangeFailure) as exc:
+        # a newer holder took over (it decides, we stop), or one symbol's exchange trouble,
+        # which must not stop the others
+        exchange_trouble = isinstance(exc, errors.ExchangeFailure)
+        deps.record_alone(
+            EventType.EXCHANGE_ERROR if exchange_trouble else EventType.LOCK_STALE_WRITE_REJECTED,
             severity=Severity.WARNING,
             exchange=deps.exchange_name,
             symbol=symbol,
@@ -145,18 +147,7 @@ def _check_on_beat(deps: Deps, position_id: int, symbol: str, mark: Decimal | No
             purpose="aged positions",
             error=str(exc),
         )
-        return AgedOutcome.BUSY
-    except errors.ExchangeFailure as exc:  # one symbol's trouble must not stop the others
-        record_alone(
-            EventType.EXCHANGE_ERROR,
-            severity=Severity.WARNING,
-            exchange=deps.exchange_name,
-            symbol=symbol,
-            position_id=position_id,
-            purpose="aged positions",
-            error=str(exc),
-        )
-        return AgedOutcome.EXCHANGE_ERROR
+        return AgedOutcome.EXCHANGE_ERROR if exchange_trouble else AgedOutcome.BUSY
 
 
 # --- the price path ---------------------------------------------------------------------------
@@ -192,16 +183,16 @@ def _remove_stale_bands(deps: Deps) -> list[str]:
         if COMPONENT in bands.components(deps.redis, exchange, symbol)
     ]
     removed: list[str] = []
-    for symbol in sorted(set(watched) - _aged_symbols(exchange, watched)):
+    for symbol in sorted(set(watched) - _aged_symbols(deps, exchange, watched)):
         try:
             with lock_for(deps, exchange, symbol):  # aged rows are created under this lock
-                if _aged_symbols(exchange, [symbol]):
+                if _aged_symbols(deps, exchange, [symbol]):
                     continue
                 bands.publish(deps.redis, exchange, symbol, COMPONENT, None)
         except LockNotAcquired:
             continue  # busy symbol: the next cycle looks again
         removed.append(symbol)
-        record_alone(
+        deps.record_alone(
             EventType.CLEANUP_ACTION,
             exchange=exchange,
             symbol=symbol,
@@ -210,10 +201,10 @@ def _remove_stale_bands(deps: Deps) -> list[str]:
     return removed
 
 
-def _aged_symbols(exchange: str, symbols: list[str]) -> set[str]:
+def _aged_symbols(deps: Deps, exchange: str, symbols: list[str]) -> set[str]:
     if not symbols:
         return set()
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         return set(
             session.scalars(
                 select(Position.symbol)

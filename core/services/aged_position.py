@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db.models import AgedPosition, AgedPositionTransition, Position, TrailingStop
-from core.db.session import unit_of_work
 from core.domain import aged
 from core.domain.aged import AgedDecision, AgedParams, AgedPhase
 from core.domain.bands import PriceBand
@@ -104,7 +103,7 @@ def check_position(
     The caller holds the symbol lock. ``detect``: may create the aged row (beat); the price
     path only follows rows that exist. Returns what happened.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         plan = _evaluate_and_store(deps, session, held, position_id, mark, now, detect=detect)
     if plan.symbol is not None:
         bands.publish(deps.redis, deps.exchange_name, plan.symbol, COMPONENT, plan.band)
@@ -311,7 +310,7 @@ def _close(
     source: str,
 ) -> AgedOutcome:
     """Close at market through the single close path; count the attempt, back off on failure."""
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         row = session.get(AgedPosition, position_id)
         position = session.get(Position, position_id)
         assert row is not None and position is not None
@@ -347,7 +346,7 @@ def _close(
 def _record_failure(
     deps: Deps, position_id: int, attempt: int, error: str, retry_at: datetime
 ) -> None:
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         row = session.get(AgedPosition, position_id)
         position = session.get(Position, position_id)
         assert position is not None

@@ -65,6 +65,17 @@ def publish(
     pipe.execute()
 
 
+def component_of_each(
+    client: redis.Redis, exchange: str, symbols: list[str], component: str
+) -> dict[str, PriceBand | None]:
+    """One component's published band for each of ``symbols`` (None: none), one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for symbol in symbols:
+        pipe.hget(band_key(exchange, symbol), component)
+    raws = pipe.execute() if symbols else []
+    return {s: None if raw is None else _decode(raw) for s, raw in zip(symbols, raws, strict=True)}
+
+
 def components(client: redis.Redis, exchange: str, symbol: str) -> dict[str, PriceBand]:
     raw: dict[bytes, bytes] = client.hgetall(band_key(exchange, symbol))  # type: ignore[assignment]
     return {k.decode() if isinstance(k, bytes) else str(k): _decode(v) for k, v in raw.items()}

@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.db.models import Position
-from core.db.session import unit_of_work
 from core.domain.positions import TERMINAL, PositionStatus
 from core.events import EventType, Severity, record
 from core.exchange.client_ids import of_position, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.locks import LockNotAcquired
-from core.services.closing import cancel_leftovers, lock_for
+from core.services.closing import cancel_leftovers, lock_for, record_cancelled_leftovers
 from core.services.deps import Deps
 from core.services.executor import Executor
 from core.services.invariants import InvariantReport, Violation, ViolationKind, check_invariants
@@ -116,7 +115,7 @@ def _apply(deps: Deps, actions: list[CleanupAction]) -> None:
     for action in actions:
         if action.violation.kind is ViolationKind.ORPHAN_ORDER:
             action.outcome = _cancel_orphan(deps, action.violation)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         for action in actions:
             v = action.violation
             record(
@@ -150,15 +149,14 @@ def _cancel_locked(deps: Deps, violation: Violation) -> str:
     """Inside the lock: re-check that the order is still an orphan, then cancel it."""
     symbol, order_id = violation.symbol, violation.order_id
     assert symbol is not None and order_id is not None
-    owner = _owner(violation.client_order_id)
+    owner = _owner(deps, violation.client_order_id)
     if owner is not None and PositionStatus(owner.status) not in TERMINAL:
         return "kept: its position is live again"
     if owner is not None:
-        with unit_of_work() as session:
-            position = session.get(Position, owner.id)
-            assert position is not None
-            cancelled = cancel_leftovers(deps, session, position)
-        return f"cancelled {cancelled} leftover order(s) of position {owner.id}"
+        cancelled = cancel_leftovers(deps, owner)
+        with deps.unit_of_work() as session:
+            record_cancelled_leftovers(session, owner, cancelled)
+        return f"cancelled {len(cancelled)} leftover order(s) of position {owner.id}"
     if violation.client_order_id is None or parse_client_id(violation.client_order_id) is None:
         # a foreign reduce-only/stop order: only an orphan while the symbol has no position
         if any(p.symbol == symbol for p in deps.exchange.positions()):
@@ -167,11 +165,11 @@ def _cancel_locked(deps: Deps, violation: Violation) -> str:
     return "already gone" if gone else "cancelled"
 
 
-def _owner(client_order_id: str | None) -> Position | None:
+def _owner(deps: Deps, client_order_id: str | None) -> Position | None:
     parsed = parse_client_id(client_order_id)
     if parsed is None:
         return None
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, parsed.position_id)
         if position is None or not of_position(parsed, position.correlation_id):
             return None

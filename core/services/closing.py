@@ -20,13 +20,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.db.models import AgedPosition, Order, Position, TrailingStop
-from core.db.session import unit_of_work
 from core.domain.orders import OrderPurpose as P
 from core.domain.orders import OrderStatus
 from core.domain.positions import TERMINAL, PositionStatus, PositionTrigger
 from core.domain.reconciliation import Fill, exit_price_from_trades
 from core.domain.sides import OrderSide, Side
-from core.events import EventType, Severity, record, record_alone
+from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.exchange.types import TradeSnapshot
@@ -154,23 +153,35 @@ def drop_bands(deps: Deps, position: Position) -> None:
     deps.redis.publish(band_channel(position.exchange), position.symbol)
 
 
-def lock_for(deps: Deps, exchange: str, symbol: str) -> AbstractContextManager[HeldLock]:
-    """The (exchange, symbol) lock with the settings' timeouts (``core.locks.engine_lock``)."""
-    return engine_lock(deps.redis, deps.settings, exchange, symbol)
+def lock_for(
+    deps: Deps, exchange: str, symbol: str, *, lazy_token: bool = False
+) -> AbstractContextManager[HeldLock]:
+    """The (exchange, symbol) lock with the settings' timeouts (``core.locks.engine_lock``);
+    ``lazy_token``: the holder draws its fencing token in its first transaction."""
+    return engine_lock(deps.redis, deps.settings, exchange, symbol, lazy_token=lazy_token)
 
 
 def _exchange_has_position(deps: Deps, symbol: str) -> bool:
     return any(p.symbol == symbol for p in deps.exchange.positions())
 
 
-def cancel_leftovers(deps: Deps, session: Session, position: Position) -> int:
+@dataclass(frozen=True)
+class CancelledLeftover:
+    client_id: str | None
+    exchange_order_id: str
+    purpose: str
+
+
+def cancel_leftovers(deps: Deps, position: Position) -> list[CancelledLeftover]:
     """Cancel the engine's open orders for a closed position's symbol (stops, closes).
 
     Runs right after every close: a stop that outlives its position could open a new one
     (reduce-only makes that impossible on Binance, but a venue's closePosition stop would
-    stay armed), and left-behind stops pile up to the open-order limit.
+    stay armed), and left-behind stops pile up to the open-order limit. Exchange calls
+    only: the caller records what was cancelled (``record_cancelled_leftovers``) in the
+    transaction that finishes the close, after these calls.
     """
-    cancelled = 0
+    cancelled = []
     for order in deps.exchange.open_orders(position.symbol):
         if order.symbol != position.symbol:
             continue
@@ -178,16 +189,22 @@ def cancel_leftovers(deps: Deps, session: Session, position: Position) -> int:
         if ours is None or ours.position_id != position.id:
             continue
         if Executor.of(deps).cancel(order.symbol, order.id, conditional=order.conditional):
-            cancelled += 1
-            record(
-                session,
-                EventType.ORPHANED_SL_CLEANED,
-                ctx=context(position),
-                order_id=order.client_id,
-                exchange_order_id=order.id,
-                purpose=ours.purpose,
-            )
+            cancelled.append(CancelledLeftover(order.client_id, order.id, ours.purpose))
     return cancelled
+
+
+def record_cancelled_leftovers(
+    session: Session, position: Position, cancelled: list[CancelledLeftover]
+) -> None:
+    for order in cancelled:
+        record(
+            session,
+            EventType.ORPHANED_SL_CLEANED,
+            ctx=context(position),
+            order_id=order.client_id,
+            exchange_order_id=order.exchange_order_id,
+            purpose=order.purpose,
+        )
 
 
 def settle_external_close(
@@ -199,7 +216,7 @@ def settle_external_close(
     False is returned. Safe to run any number of times. ``sweep_zombies=False`` for a caller
     that sweeps many settled symbols at once (reconciliation).
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         if position is None or PositionStatus(position.status) in TERMINAL:
             return False
@@ -208,25 +225,18 @@ def settle_external_close(
     with (
         bind_correlation(correlation_id, position_id=position_id),
         lock_for(deps, exchange, symbol) as held,
-        unit_of_work() as session,
     ):
-        position = session.get(Position, position_id, populate_existing=True)
-        assert position is not None
-        if PositionStatus(position.status) in TERMINAL:
-            return False
+        with deps.unit_of_work() as session:
+            position = session.get(Position, position_id, populate_existing=True)
+            assert position is not None
+            if PositionStatus(position.status) in TERMINAL:
+                return False
+        # the exchange between transactions; the close is written after, all or nothing
         if _exchange_has_position(deps, symbol):
             return False
-        exit_ = exit_from_trades(position, deps.exchange.trades(symbol, since=position.created_at))
-        finish(
-            session,
-            position,
-            held.token,
-            trigger=T.CLOSED_ON_EXCHANGE,
-            reason=reason,
-            exit_=exit_,
-            now=deps.clock.now(),
-        )
-        cancel_leftovers(deps, session, position)
+        trades = deps.exchange.trades(symbol, since=position.created_at)
+        cancelled = cancel_leftovers(deps, position)
+        _finish_closed(deps, held, position_id, reason, trades, cancelled)
     drop_bands(deps, position)
     if sweep_zombies:
         sweep_after_close(deps, symbol)
@@ -245,7 +255,7 @@ def sweep_after_close(deps: Deps, symbol: str) -> None:
     try:
         cleanup_zombies(deps, symbols=frozenset({symbol}))
     except (errors.ExchangeFailure, LockNotAcquired) as exc:
-        record_alone(
+        deps.record_alone(
             EventType.EXCHANGE_ERROR,
             severity=Severity.WARNING,
             exchange=deps.exchange_name,
@@ -262,7 +272,7 @@ def close_position(deps: Deps, position_id: int, reason: str) -> bool:
     leaves the position ``active`` with its stop and raises a Retryable for the caller's
     retry policy. A duplicate close is harmless: reduce-only can never open or grow.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         if position is None:
             return False
@@ -282,7 +292,7 @@ def close_position(deps: Deps, position_id: int, reason: str) -> bool:
 
 def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> bool:
     """``close_position`` for a caller that already holds the symbol's lock (price path)."""
-    position = _request_close(held, position_id, reason)
+    position = _request_close(deps, held, position_id, reason)
     if position is None:
         return True  # closed before
     side = Side(position.side)
@@ -297,45 +307,37 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
         closed, failure = False, exc
     if closed and flat_before:
         reason = _reason_when_found_flat(deps, position_id, position.symbol, reason)
-    with unit_of_work() as session:
+    if closed:
+        # the exchange between transactions: the exit's trades, the leftovers cancelled
+        trades = deps.exchange.trades(position.symbol, since=position.created_at)
+        cancelled = cancel_leftovers(deps, position)
+        _finish_closed(deps, held, position_id, reason, trades, cancelled)
+        drop_bands(deps, position)
+        if reason == "stop_triggered":
+            from core.services.stop_fill import ensure_stop_triggered_event
+
+            ensure_stop_triggered_event(position_id)
+        return True
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id, populate_existing=True)
         assert position is not None
-        if not closed:
-            record(
-                session,
-                EventType.CLOSE_FAILED,
-                severity=Severity.ERROR,
-                ctx=context(position),
-                reason=reason,
-                error=str(failure or "still open"),
-            )
-            transition(
-                session,
-                position,
-                T.CLOSE_FAILED,
-                held.token,
-                reason="close failed",
-                close_reason=None,
-            )
-            session.commit()
-            raise errors.Retryable(f"close of position {position_id} failed: {failure}")
-        trades = deps.exchange.trades(position.symbol, since=position.created_at)
-        finish(
+        record(
+            session,
+            EventType.CLOSE_FAILED,
+            severity=Severity.ERROR,
+            ctx=context(position),
+            reason=reason,
+            error=str(failure or "still open"),
+        )
+        transition(
             session,
             position,
+            T.CLOSE_FAILED,
             held.token,
-            trigger=T.CLOSED_ON_EXCHANGE,
-            reason=reason,
-            exit_=exit_from_trades(position, trades),
-            now=deps.clock.now(),
+            reason="close failed",
+            close_reason=None,
         )
-        cancel_leftovers(deps, session, position)
-    drop_bands(deps, position)
-    if reason == "stop_triggered":
-        from core.services.stop_fill import ensure_stop_triggered_event
-
-        ensure_stop_triggered_event(position_id)
-    return True
+    raise errors.Retryable(f"close of position {position_id} failed: {failure}")
 
 
 def _reason_when_found_flat(deps: Deps, position_id: int, symbol: str, requested: str) -> str:
@@ -351,10 +353,35 @@ def _reason_when_found_flat(deps: Deps, position_id: int, symbol: str, requested
     return "stop_triggered" if closed_by_own_stop(deps, position_id, symbol) else requested
 
 
-def _request_close(held: HeldLock, position_id: int, reason: str) -> Position | None:
+def _finish_closed(
+    deps: Deps,
+    held: HeldLock,
+    position_id: int,
+    reason: str,
+    trades: list[TradeSnapshot],
+    cancelled: list[CancelledLeftover],
+) -> None:
+    """The close confirmed on the exchange, written in one transaction: the record finished
+    with its exit from ``trades`` and the leftovers that were cancelled."""
+    with deps.unit_of_work() as session:
+        position = session.get(Position, position_id, populate_existing=True)
+        assert position is not None
+        finish(
+            session,
+            position,
+            held.token,
+            trigger=T.CLOSED_ON_EXCHANGE,
+            reason=reason,
+            exit_=exit_from_trades(position, trades),
+            now=deps.clock.now(),
+        )
+        record_cancelled_leftovers(session, position, cancelled)
+
+
+def _request_close(deps: Deps, held: HeldLock, position_id: int, reason: str) -> Position | None:
     """``active -> closing`` with its event (a rollback's ``closing`` stays); None: closed
     already; an opening still in flight is not closable now (Retryable)."""
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id, populate_existing=True)
         assert position is not None
         status = PositionStatus(position.status)
@@ -379,7 +406,7 @@ def _request_close(held: HeldLock, position_id: int, reason: str) -> Position | 
 
 def _send_close(deps: Deps, position: Position, side: Side) -> None:
     """One reduce-only market close, a fresh client id per attempt; the caller verifies."""
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         attempts = len(
             session.scalars(
                 select(Order.id).where(Order.position_id == position.id, Order.purpose == "close")
@@ -401,7 +428,7 @@ def _send_close(deps: Deps, position: Position, side: Side) -> None:
     except errors.OutcomeUnknown:
         return  # reduce-only: whatever happened, the verification below decides
     order, cid = sent.order, intent.client_id
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         record(
             session,
             EventType.CLOSE_ORDER_PLACED,
@@ -444,7 +471,7 @@ def settle_stop_triggered(deps: Deps, position_id: int, reason: str = "stop_trig
 
             ensure_stop_triggered_event(position_id)
         return True
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         if position is None or PositionStatus(position.status) in TERMINAL:
             return False  # already settled (by another delivery, or the close path)

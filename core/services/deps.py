@@ -6,15 +6,20 @@ ccxt session or Redis connection shared across a fork is shared sockets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from typing import Any
 
 import redis
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings, get_settings, resolve_redis_url
-from core.db.session import new_session
+from core.db.session import new_session, unit_of_work
+from core.events import EventType, record
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.dialect import DialectOptions
 from core.exchange.factory import build_exchange
@@ -32,16 +37,32 @@ def exchange_name(settings: Settings) -> str:
     return EXCHANGE_NAMES[settings.exchange]
 
 
+UnitOfWork = Callable[[], AbstractContextManager[Session]]
+
+
 @dataclass
 class Deps:
     settings: Settings
     exchange: ExchangeAdapter
     redis: redis.Redis
     clock: Clock
+    # Where the services get their transactions: given here, not imported, so a unit test
+    # can hand a service a fake (or a counting wrapper) as it hands it a fake venue.
+    uow: UnitOfWork = unit_of_work
 
     @property
     def exchange_name(self) -> str:
         return self.exchange.name
+
+    def unit_of_work(self) -> AbstractContextManager[Session]:
+        """A transaction: committed when the block ends normally, rolled back on an error."""
+        return self.uow()
+
+    def record_alone(self, event_type: EventType, **kwargs: Any) -> None:
+        """One event in a transaction of its own (``core.events.record_alone``, through
+        this Deps' unit of work)."""
+        with self.unit_of_work() as session:
+            record(session, event_type, **kwargs)
 
     def fence_token(self) -> int:
         return fence_token()
@@ -108,7 +129,7 @@ def deps_for(venue: str) -> Deps:
 def _other_venue(venue: str) -> Deps:
     base = get_deps()
     settings = venue_settings(base.settings, venue)
-    return Deps(settings, build_adapter(settings), base.redis, base.clock)
+    return Deps(settings, build_adapter(settings), base.redis, base.clock, base.uow)
 
 
 def every_venue() -> list[Deps]:

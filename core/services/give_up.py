@@ -10,8 +10,7 @@ import logging
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.db.session import unit_of_work
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, record_alone
 
 log = logging.getLogger(__name__)
 
@@ -19,16 +18,14 @@ log = logging.getLogger(__name__)
 def record_gave_up(task: str, position_id: int | None, attempts: int, error: BaseException) -> None:
     """Record that ``task`` gave up on ``position_id`` after ``attempts`` tries."""
     try:
-        with unit_of_work() as session:
-            record(
-                session,
-                EventType.TASK_GAVE_UP,
-                severity=Severity.CRITICAL,
-                position_id=position_id,
-                task=task,
-                attempts=attempts,
-                error=str(error)[:500],
-            )
+        record_alone(
+            EventType.TASK_GAVE_UP,
+            severity=Severity.CRITICAL,
+            position_id=position_id,
+            task=task,
+            attempts=attempts,
+            error=str(error)[:500],
+        )
     except SQLAlchemyError as exc:
         log.critical(
             "%s gave up on position %s after %d tries (%s); event not recorded: %s",

@@ -36,7 +36,7 @@ from core.domain.halts import (
     OpeningBlock,
     opening_block,
 )
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, jsonable_fields, record
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +69,7 @@ class HaltState:
         return HaltView(HaltSource(self.source), self.scope)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "scope": self.scope,
-            "source": self.source,
-            "reason": self.reason,
-            "halted_by": self.halted_by,
-            "halted_at": self.halted_at.isoformat(),
-            "resumed_at": self.resumed_at.isoformat() if self.resumed_at else None,
-            "resumed_by": self.resumed_by,
-        }
+        return jsonable_fields(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,13 +138,20 @@ def _record_halt(session: Session, row: Halt) -> None:
         session,
         EventType.OPENINGS_PAUSED if maintenance else EventType.HALTED,
         severity=Severity.WARNING if maintenance else Severity.CRITICAL,
-        exchange=None if row.scope == ALL_VENUES else row.scope,
-        halt_id=row.id,
-        source=row.source,
-        scope=row.scope,
-        reason=row.reason,
         halted_by=row.halted_by,
+        **_about(row),
     )
+
+
+def _about(row: Halt) -> dict[str, Any]:
+    """What every halt and resume event says of its halt."""
+    return {
+        "exchange": None if row.scope == ALL_VENUES else row.scope,
+        "halt_id": row.id,
+        "source": row.source,
+        "scope": row.scope,
+        "reason": row.reason,
+    }
 
 
 def resume(
@@ -191,13 +189,9 @@ def _record_resume(session: Session, row: Halt) -> None:
         session,
         EventType.OPENINGS_RESUMED if maintenance else EventType.RESUMED,
         severity=Severity.INFO if maintenance else Severity.CRITICAL,
-        exchange=None if row.scope == ALL_VENUES else row.scope,
-        halt_id=row.id,
-        source=row.source,
-        scope=row.scope,
-        reason=row.reason,
         resumed_by=row.resumed_by,
         halted_for_seconds=(row.resumed_at - row.halted_at).total_seconds()
         if row.resumed_at
         else None,
+        **_about(row),
     )

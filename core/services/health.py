@@ -361,21 +361,9 @@ class HealthChecker:
         )
 
     def unprotected(self) -> Component:
-        exchange = self.exchange_name or self.deps_factory().exchange_name
-        try:
-            with new_session() as session:
-                rows = load_open_rows(session, exchange)
-            orders = self.reads.orders()
-        except (SQLAlchemyError, ExchangeFailure) as exc:
-            return Component(FAIL, {"error": f"cannot tell: {_first_line(exc)}"})
-        found = find_unprotected(rows, orders)
-        detail: dict[str, Any] = {"count": len(found)}
-        if found:
-            detail["positions"] = [
-                {"position_id": v.position_id, "symbol": v.symbol, "detail": v.detail}
-                for v in found
-            ]
-        return Component(FAIL if found else OK, detail)
+        return unprotected_positions(
+            self.exchange_name or self.deps_factory().exchange_name, self.reads
+        )
 
     def interrupted(self) -> Component:
         try:
@@ -402,3 +390,21 @@ class HealthChecker:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return redact(lines[0][:300]) if lines else type(exc).__name__
+
+
+def unprotected_positions(venue: str, reads: ExchangeReads) -> Component:
+    """The ``unprotected_positions`` component of one venue: its open positions checked
+    against its open orders (cached in ``reads``); cannot tell is a failure."""
+    try:
+        with new_session() as session:
+            rows = load_open_rows(session, venue)
+        orders = reads.orders()
+    except (SQLAlchemyError, ExchangeFailure) as exc:
+        return Component(FAIL, {"error": f"cannot tell: {_first_line(exc)}"})
+    found = find_unprotected(rows, orders)
+    detail: dict[str, Any] = {"count": len(found)}
+    if found:
+        detail["positions"] = [
+            {"position_id": v.position_id, "symbol": v.symbol, "detail": v.detail} for v in found
+        ]
+    return Component(FAIL if found else OK, detail)

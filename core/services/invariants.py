@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.db.models import AgedPosition, Event, Position, TrailingStop
@@ -67,27 +67,21 @@ __all__ = ["InvariantReport", "Violation", "ViolationKind", "check_invariants", 
 
 
 def _row(p: Any) -> PositionRow:
-    return PositionRow(
-        p.id,
-        p.exchange,
-        p.symbol,
-        p.side,
-        p.status,
-        p.quantity,
-        p.correlation_id,
-        p.close_reason,
-        p.created_at,
-        p.updated_at,
-    )
+    """A row of ``select(*_ROW_COLUMNS)``: its columns are the dataclass's fields, in order."""
+    return PositionRow(*tuple(p))
 
 
-_ROW_COLUMNS = (
+#: the columns of ``PositionFacts``, in its order: a view's query starts with these
+POSITION_FACT_COLUMNS = (
     Position.id,
     Position.exchange,
     Position.symbol,
     Position.side,
     Position.status,
     Position.quantity,
+)
+_ROW_COLUMNS = (
+    *POSITION_FACT_COLUMNS,
     Position.correlation_id,
     Position.close_reason,
     Position.created_at,
@@ -97,33 +91,19 @@ _ROW_COLUMNS = (
 
 def load_open_rows(session: Session, exchange: str) -> list[PositionRow]:
     """Non-terminal positions of one exchange."""
-    return [
-        _row(p)
-        for p in session.execute(
-            select(*_ROW_COLUMNS)
-            .where(
-                Position.exchange == exchange,
-                Position.status.in_([s.value for s in NON_TERMINAL]),
-            )
-            .order_by(Position.id)
-        )
-    ]
+    return _rows(session, exchange, Position.status.in_([s.value for s in NON_TERMINAL]))
 
 
 def _recent_rows(session: Session, exchange: str, since: datetime) -> list[PositionRow]:
     """Non-terminal positions, and terminal ones that changed since ``since``."""
     terminal = [s.value for s in TERMINAL]
-    return [
-        _row(p)
-        for p in session.execute(
-            select(*_ROW_COLUMNS)
-            .where(
-                Position.exchange == exchange,
-                or_(Position.status.not_in(terminal), Position.updated_at >= since),
-            )
-            .order_by(Position.id)
-        )
-    ]
+    changed = or_(Position.status.not_in(terminal), Position.updated_at >= since)
+    return _rows(session, exchange, changed)
+
+
+def _rows(session: Session, exchange: str, which: ColumnElement[bool]) -> list[PositionRow]:
+    query = select(*_ROW_COLUMNS).where(Position.exchange == exchange, which)
+    return [_row(p) for p in session.execute(query.order_by(Position.id))]
 
 
 def _rows_by_id(session: Session, ids: Iterable[int]) -> dict[int, PositionRow]:

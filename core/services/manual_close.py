@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from core.db.models import Position
 from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE, NON_TERMINAL, TERMINAL, PositionStatus
+from core.events import jsonable_fields
 from core.exchange import errors
 from core.locks import LockNotAcquired
 from core.services import halts
@@ -56,15 +57,7 @@ class CloseTarget:
         return cls(p.id, p.exchange, p.symbol, p.side, p.status, p.quantity, p.entry_price)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "position_id": self.position_id,
-            "exchange": self.exchange,
-            "symbol": self.symbol,
-            "side": self.side,
-            "status": self.status,
-            "quantity": str(self.quantity),
-            "entry_price": None if self.entry_price is None else str(self.entry_price),
-        }
+        return jsonable_fields(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +71,8 @@ class CloseResult:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            **self.target.as_dict(),
-            "closed": self.closed,
-            "status": self.status,
-            "exit_price": None if self.exit_price is None else str(self.exit_price),
-            "realized_pnl": None if self.realized_pnl is None else str(self.realized_pnl),
-            "close_reason": self.close_reason,
-            "error": self.error,
-        }
+        outcome = {k: v for k, v in jsonable_fields(self).items() if k != "target"}
+        return {**self.target.as_dict(), **outcome}
 
 
 @dataclass
@@ -184,7 +170,7 @@ def close_all(
     done: set[int] = set()
     deadline = time.monotonic() + settle_timeout
     while True:
-        with unit_of_work() as session:
+        with deps.unit_of_work() as session:
             pending = [
                 t for t in open_targets(session, deps.exchange_name) if t.position_id not in done
             ]

@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db.models import Position
-from core.db.session import unit_of_work
 from core.domain.halts import OpeningBlock
 from core.domain.orders import OrderPurpose as P
 from core.domain.orders import OrderStatus
@@ -71,7 +70,7 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
     its worker every time (redelivered at once with reject-on-worker-lost) stops after
     ``task_max_attempts`` instead of looping; recovery does not count.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         if position is None:
             return OpenOutcome.NOTHING_TO_DO
@@ -97,7 +96,10 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
 
 
 class Opening(RollbackSteps):
-    """One position's opening, step by step; each step is one transaction."""
+    """One position's opening, step by step. A step reads in a transaction, ends it before
+    any exchange call (``_between_transactions``: the intent is already durable) and records
+    the answer in the next, so no connection or row version is held while the venue
+    answers."""
 
     def __init__(
         self, deps: Deps, held: HeldLock, position_id: int, *, may_send_entry: bool = True
@@ -123,7 +125,7 @@ class Opening(RollbackSteps):
             S.CLOSING: self._roll_back,
         }
         for _ in range(8):  # each step moves the status forward; 8 is more than any path
-            with unit_of_work() as session:
+            with self.deps.unit_of_work() as session:
                 position = self._load(session)
                 step = steps.get(position.status)
                 if step is None or (
@@ -157,6 +159,7 @@ class Opening(RollbackSteps):
         ledger = order_row(session, cid)
         if ledger is not None and ledger.status != "rejected":
             # sent before (or maybe sent): never again, only look it up
+            self._between_transactions(session)
             found = self.ex.fetch_order(position.symbol, cid)
             if found is None:
                 return self._give_up_entry(session, position, "entry sent earlier not found")
@@ -176,6 +179,7 @@ class Opening(RollbackSteps):
 
     def _entry_quantity(self, session: Session, position: Position) -> Decimal | OpenOutcome:
         """Size from the mark price within the market's rules; set leverage and margin mode."""
+        self._between_transactions(session)
         try:
             rules = self.ex.rules(position.symbol)
             mark = self.ex.mark_price(position.symbol)
@@ -204,7 +208,7 @@ class Opening(RollbackSteps):
         self, session: Session, position: Position, intent: OrderIntent
     ) -> OpenOutcome | None:
         executor.record(session, intent)
-        session.commit()  # the intent is durable before the order can exist
+        self._between_transactions(session)  # the intent is durable before the order can exist
         try:
             sent = self.executor.send(intent, lookup_timeout=self.poll.timeout)
         except errors.RateLimited as exc:  # known not to have executed: may be sent again
@@ -312,6 +316,7 @@ class Opening(RollbackSteps):
 
     def _await_fill(self, session: Session, position: Position) -> OpenOutcome | None:
         cid = entry_intent(position, Decimal(0)).client_id
+        self._between_transactions(session)
 
         def filled_or_final() -> OrderSnapshot | None:
             order = self.ex.fetch_order(position.symbol, cid)
@@ -386,6 +391,7 @@ class Opening(RollbackSteps):
         if the market is already past it (an adopted or late entry); else the rollback."""
         side = Side(position.side)
         assert position.entry_price is not None
+        self._between_transactions(session)
         rules = self.ex.rules(position.symbol)
         stop_price = stop_price_for(
             position.entry_price,
@@ -406,7 +412,7 @@ class Opening(RollbackSteps):
         )
         if order_row(session, intent.client_id) is None:
             executor.record(session, intent)
-        session.commit()  # the intent is durable before the order can exist
+        self._between_transactions(session)  # the intent is durable before the order can exist
         try:
             sent = self.executor.place_stop(
                 intent, attempts=self.settings.stop_place_attempts, lookup_first=True
@@ -440,8 +446,9 @@ class Opening(RollbackSteps):
             opened_at=self.now(),
         )
         row = start_trailing(session, position, self.settings_for(position), self.now())
-        publish_first_band(self.deps, position, row)  # trailed from its first tick
         record_signal_outcome(session, position, "opened", None)
+        self._between_transactions(session)  # the band reads the venue's rules
+        publish_first_band(self.deps, position, row)  # trailed from its first tick
         return OpenOutcome.ACTIVE
 
     def _fail(self, session: Session, position: Position, why: str) -> OpenOutcome:

@@ -28,7 +28,6 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.db.models import AgedPosition, Position, TrailingStop
-from core.db.session import unit_of_work
 from core.domain.positions import NON_TERMINAL, TERMINAL
 from core.events import EventType, Severity, record
 from core.locks import LockNotAcquired
@@ -60,7 +59,7 @@ def clean_orphans(deps: Deps, *, dry_run: bool = False) -> OrphanReport:
     """Find (and unless ``dry_run`` remove) orphan trailing/aged rows and bands; one event."""
     exchange = deps.exchange_name
     band_symbols, busy = _orphan_bands(deps, apply=not dry_run)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         trailing = _orphan_rows(session, TrailingStop, exchange, apply=not dry_run)
         aged = _orphan_rows(session, AgedPosition, exchange, apply=not dry_run)
         report = OrphanReport(dry_run, trailing, aged, band_symbols, busy)
@@ -102,7 +101,7 @@ def _orphan_rows(
 def _orphan_bands(deps: Deps, *, apply: bool) -> tuple[list[str], list[str]]:
     exchange = deps.exchange_name
     tracked = bands.tracked_symbols(deps.redis, exchange)
-    orphans = sorted(set(tracked) - _open_symbols(exchange, tracked))
+    orphans = sorted(set(tracked) - _open_symbols(deps, exchange, tracked))
     if not apply:
         return orphans, []
     removed: list[str] = []
@@ -110,7 +109,7 @@ def _orphan_bands(deps: Deps, *, apply: bool) -> tuple[list[str], list[str]]:
     for symbol in orphans:
         try:
             with lock_for(deps, exchange, symbol):
-                if _open_symbols(exchange, [symbol]):
+                if _open_symbols(deps, exchange, [symbol]):
                     continue  # an opening got there first: its band is not an orphan
                 for component in bands.components(deps.redis, exchange, symbol):
                     bands.publish(deps.redis, exchange, symbol, component, None)
@@ -121,11 +120,11 @@ def _orphan_bands(deps: Deps, *, apply: bool) -> tuple[list[str], list[str]]:
     return removed, busy
 
 
-def _open_symbols(exchange: str, symbols: list[str]) -> set[str]:
+def _open_symbols(deps: Deps, exchange: str, symbols: list[str]) -> set[str]:
     """The symbols among ``symbols`` with a non-terminal position on ``exchange``."""
     if not symbols:
         return set()
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         return set(
             session.scalars(
                 select(Position.symbol).where(

@@ -303,14 +303,12 @@ def note_read_success(deps: Deps) -> None:
         return
     if before is None or paged is None:
         return
-    with unit_of_work() as session:
-        record(
-            session,
-            EventType.EXCHANGE_READS_RECOVERED,
-            severity=Severity.WARNING,
-            exchange=deps.exchange_name,
-            consecutive_failures=int(before),
-        )
+    deps.record_alone(
+        EventType.EXCHANGE_READS_RECOVERED,
+        severity=Severity.WARNING,
+        exchange=deps.exchange_name,
+        consecutive_failures=int(before),
+    )
 
 
 def _first_line(exc: BaseException) -> str:

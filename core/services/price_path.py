@@ -37,11 +37,11 @@ from datetime import datetime, timedelta
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import select
+from sqlalchemy import exists
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
 
-from core.db.models import Position, TrailingStop
-from core.db.session import unit_of_work
+from core.db.models import AgedPosition, Position
 from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
 from core.domain.trailing import PriceWindow
@@ -65,9 +65,12 @@ from core.services.tick_window import (
     take_window,
     window_key,
 )
+from core.services.trailing_sweep import SweepReport, sweep
 
 __all__ = [
     "TICK_SCRIPT",
+    "SweepReport",
+    "sweep",
     "RunEnd",
     "TickWindow",
     "claim_pending",
@@ -85,8 +88,15 @@ Reaction = Callable[[Deps, HeldLock, Position, PriceWindow, datetime], bool]
 """One reaction to a price window; True when it closed the position."""
 
 
-REACTIONS: tuple[Reaction, ...] = (trailing.react, aged.react)
-"""Trailing first (it may move the stop); then the aged close, which re-reads the position."""
+REACTIONS: tuple[tuple[Reaction, type[AgedPosition] | None], ...] = (
+    (trailing.react, None),
+    (aged.react, AgedPosition),
+)
+"""Trailing first (it may move the stop); then the aged close, which re-reads the position.
+
+Beside each reaction, the table whose row (by position id) it needs, or None: a position
+without that row skips the reaction (looked up in the run's first transaction; aged rows
+are created under the symbol lock this run holds, so none appears meanwhile)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,7 @@ def on_price(
     try:
         with renewing(deps.redis, pending_key(exchange, symbol), "running", run_ttl):
             window = fresh_window(deps, taken, symbol)
-            with lock_for(deps, exchange, symbol) as held:
+            with lock_for(deps, exchange, symbol, lazy_token=True) as held:
                 result = react_locked(deps, held, exchange, symbol, window)
     except (LockNotAcquired, LockLost, errors.Retryable, *_STORES_DOWN):
         if taken is not None:
@@ -199,9 +209,13 @@ def react_locked(
     its last step, from the state it just wrote; with no active position here the band is
     withdrawn, so the ingest stops waking this task for the symbol.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = open_position_for(session, exchange, symbol)
-    if position is None or position.status != PositionStatus.ACTIVE:
+        active = position is not None and position.status == PositionStatus.ACTIVE
+        if active:
+            assert position is not None
+            reactions = _applicable(session, held, position.id)
+    if position is None or not active:
         bands.publish(deps.redis, exchange, symbol, trailing.BAND_COMPONENT, None)
         return PriceTaskResult(position.id if position else None, window)
     now = deps.clock.now()
@@ -209,7 +223,7 @@ def react_locked(
     closed = False
     with bind_correlation(position.correlation_id, position_id=position.id):
         takeover.after_dead_run(deps, held, position)  # a killed move's stop: adopt or cancel
-        for index, react in enumerate(REACTIONS):
+        for index, react in enumerate(reactions):
             if index:
                 held.extend()  # the lock was just taken for the first one
             try:
@@ -220,6 +234,17 @@ def react_locked(
     if failures:
         raise failures[0]
     return PriceTaskResult(position.id, window, closed=closed)
+
+
+def _applicable(session: Session, held: HeldLock, position_id: int) -> list[Reaction]:
+    """The reactions whose row this position has (see ``REACTIONS``), asked in the statement
+    that draws the lock's fencing token (in this transaction, not one of its own)."""
+    needed = [(react, needs) for react, needs in REACTIONS if needs is not None]
+    _, *present = held.draw_token(
+        session, *(exists().where(needs.position_id == position_id) for _, needs in needed)
+    )
+    missing = {react for (react, _), found in zip(needed, present, strict=True) if not found}
+    return [react for react, _ in REACTIONS if react not in missing]
 
 
 def _rerun_at(deps: Deps, band: PriceBand | None, now: datetime) -> datetime | None:
@@ -233,80 +258,3 @@ def _rerun_at(deps: Deps, band: PriceBand | None, now: datetime) -> datetime | N
     if until is None or until <= now or until - now > horizon:
         return None
     return until
-
-
-# --- the sweep ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SweepReport:
-    watched: int
-    queued: int
-
-    def as_dict(self) -> dict[str, int]:
-        return {"watched": self.watched, "queued": self.queued}
-
-
-def sweep(deps: Deps, send: Callable[[str, str], None]) -> SweepReport:
-    """Wake the price task of every trailing position no tick has woken lately.
-
-    It re-decides with the latest price (which fires due deferred moves and time-based
-    activation even when no tick left the band), refreshes the heartbeat protection reads,
-    and publishes the band of positions that have none yet (fresh openings). Its cost is
-    flat in the number of positions: one query, one Redis pipeline, and one batched read of
-    every mark price (weight 10) recorded into the woken symbols' windows as a tick, so
-    their runs make no REST call of their own. (A band left behind by a closed position
-    needs no sweep: the close path withdraws it, and a tick outside it would too.)
-    """
-    exchange = deps.exchange_name
-    now = deps.clock.now()
-    stale_before = now - timedelta(seconds=deps.settings.trailing_sweep_interval)
-    with unit_of_work() as session:
-        rows = session.execute(
-            select(Position.symbol, TrailingStop.heartbeat_at)
-            .join(TrailingStop, TrailingStop.position_id == Position.id)
-            .where(Position.exchange == exchange, Position.status == PositionStatus.ACTIVE)
-        ).all()
-    symbols = [symbol for symbol, _ in rows]
-    pipe = deps.redis.pipeline()
-    for symbol in symbols:
-        pipe.hexists(bands.band_key(exchange, symbol), trailing.BAND_COMPONENT)
-    published = dict(zip(symbols, pipe.execute(), strict=True)) if symbols else {}
-    due = [
-        symbol
-        for symbol, heartbeat in rows
-        if heartbeat is None or heartbeat < stale_before or not published[symbol]
-    ]
-    ttl = deps.settings.price_pending_ttl
-    claimed = [symbol for symbol in due if claim_pending(deps.redis, exchange, symbol, ttl)]
-    if not claimed:
-        return SweepReport(len(rows), 0)
-    try:
-        _seed_windows(deps, exchange, claimed, now)
-    except errors.ExchangeFailure as exc:  # each run reads its own mark price instead
-        log.warning("sweep could not read mark prices (runs read their own): %s", exc)
-    for index, symbol in enumerate(claimed):
-        try:
-            send(exchange, symbol)
-        except BaseException:
-            for unsent in claimed[index:]:
-                release_pending(deps.redis, exchange, unsent)
-            raise
-    return SweepReport(len(rows), len(claimed))
-
-
-def _seed_windows(deps: Deps, exchange: str, symbols: list[str], now: datetime) -> None:
-    """One read of every mark price, recorded as a tick in each woken symbol's window.
-
-    The flags are already claimed, so the tick script only extends the windows.
-    """
-    marks = deps.exchange.mark_prices()
-    tick_ms = int(now.timestamp() * 1000)
-    pipe = deps.redis.pipeline(transaction=False)
-    for symbol in symbols:
-        price = marks.get(symbol)
-        if price is None:
-            continue
-        keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
-        pipe.eval(TICK_SCRIPT, 2, *keys, str(price), tick_ms, 1)
-    pipe.execute()

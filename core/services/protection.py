@@ -37,7 +37,6 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db.models import Position, TrailingStop
-from core.db.session import unit_of_work
 from core.domain.positions import PositionStatus
 from core.domain.protection import (
     ProtectionActionKind,
@@ -46,7 +45,7 @@ from core.domain.protection import (
     decide_protection,
 )
 from core.domain.sizing import MarketRules
-from core.events import EventType, Severity, record, record_alone
+from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
@@ -184,7 +183,7 @@ def check_protection(deps: Deps) -> ProtectionReport:
     """One protection cycle over every active position of this exchange (see module doc)."""
     now = deps.clock.now()
     report = ProtectionReport()
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         guarded = _load_active(session, deps.exchange_name)
         record(
             session,
@@ -213,7 +212,7 @@ def check_protection(deps: Deps) -> ProtectionReport:
             continue
         report.rechecked += 1
         report.add(g.position_id, protect_position(deps, g.position_id))
-    record_alone(
+    deps.record_alone(
         EventType.PROTECTION_CHECK_COMPLETED,
         exchange=deps.exchange_name,
         **report.counts(),
@@ -227,7 +226,7 @@ def protect_position(deps: Deps, position_id: int) -> PositionResult:
     A busy lock defers the position to the next cycle; an exchange failure or a lost lock
     is recorded and reported as failed; neither stops the cycle.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         if position is None:
             return PositionResult(outcome=Outcome.NOT_ACTIVE)
@@ -237,22 +236,18 @@ def protect_position(deps: Deps, position_id: int) -> PositionResult:
             return protect_locked(deps, held, position_id)
     except LockNotAcquired:
         return PositionResult(outcome=Outcome.DEFERRED)
-    except (StaleFence, LockLost) as exc:
-        record_alone(
-            EventType.LOCK_STALE_WRITE_REJECTED,
-            severity=Severity.WARNING,
+    except (StaleFence, LockLost, errors.ExchangeFailure) as exc:
+        # the re-check's exchange read failed, or a newer holder took the lock: recorded,
+        # the position counted as failed, the cycle goes on
+        exchange_trouble = isinstance(exc, errors.ExchangeFailure)
+        deps.record_alone(
+            EventType.PROTECTION_STOP_FAILED
+            if exchange_trouble
+            else EventType.LOCK_STALE_WRITE_REJECTED,
+            severity=Severity.ERROR if exchange_trouble else Severity.WARNING,
             ctx=ctx,
-            guardian="protection",
             error=str(exc),
-        )
-        return PositionResult(outcome=Outcome.FAILED, failed=True)
-    except errors.ExchangeFailure as exc:
-        record_alone(
-            EventType.PROTECTION_STOP_FAILED,
-            severity=Severity.ERROR,
-            ctx=ctx,
-            stage="re-check",
-            error=str(exc),
+            **({"stage": "re-check"} if exchange_trouble else {"guardian": "protection"}),
         )
         return PositionResult(outcome=Outcome.FAILED, failed=True)
 
@@ -263,7 +258,7 @@ def protect_locked(deps: Deps, held: HeldLock, position_id: int) -> PositionResu
     Reconciliation calls this after correcting a quantity, so the stop is made to cover the
     new quantity by the same rules (and the same ownership) as any other repair.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         guarded = _load_one(session, position_id)
     if guarded is None or guarded.status != PositionStatus.ACTIVE:
         return PositionResult(outcome=Outcome.NOT_ACTIVE)

@@ -20,7 +20,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.db.models import Order, Position, TrailingStop
-from core.db.session import unit_of_work
 from core.domain.orders import OrderStatus
 from core.domain.protection import (
     ProtectedPosition,
@@ -31,7 +30,7 @@ from core.domain.protection import (
 )
 from core.domain.sides import Side
 from core.domain.sizing import MarketRules
-from core.events import EventContext, EventType, Severity, record, record_alone
+from core.events import EventContext, EventType, Severity, record
 from core.exchange import errors
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock
@@ -156,7 +155,7 @@ class Repair:
 
     def run(self, decision: ProtectionDecision, orders: dict[str, OrderSnapshot]) -> PositionResult:
         actions = {a.kind: a for a in decision.actions}
-        with unit_of_work() as session:
+        with self.deps.unit_of_work() as session:
             if K.TAKE_OVER_FROM_TRAILING in actions:
                 self._take_over(session, actions[K.TAKE_OVER_FROM_TRAILING].reason)
             if K.PLACE_STOP in actions:
@@ -173,7 +172,7 @@ class Repair:
         if K.CANCEL_SURPLUS in actions:
             self._cancel_surplus(actions[K.CANCEL_SURPLUS].order_ids, orders)
         if decision.protected and self.g.unprotected_since is not None:
-            with unit_of_work() as session:
+            with self.deps.unit_of_work() as session:
                 self._write(session, unprotected_since=None)
         return self.result
 
@@ -229,7 +228,7 @@ class Repair:
         try:
             sent = self._send_stop(price, quantity)
         except errors.ExchangeFailure as exc:
-            record_alone(
+            self.deps.record_alone(
                 EventType.PROTECTION_STOP_FAILED,
                 severity=Severity.ERROR,
                 ctx=self.g.ctx,
@@ -242,7 +241,7 @@ class Repair:
             self.result.outcome = Outcome.FAILED
             return False
         stop_price = sent.trigger_price or price
-        with unit_of_work() as session:
+        with self.deps.unit_of_work() as session:
             executor.record(session, sent.intent, OrderStatus.OPEN, sent.order)
             record(
                 session,
@@ -264,7 +263,7 @@ class Repair:
         found = self._interrupted_intent()
         if found is not None:
             return found
-        with unit_of_work() as session:
+        with self.deps.unit_of_work() as session:
             position = session.get(Position, self.g.position_id)
             assert position is not None
             seq = session.scalar(
@@ -278,7 +277,7 @@ class Repair:
             self.held.extend()
             return self.executor.place_stop(intent, attempts=self.deps.settings.stop_place_attempts)
         except errors.ExchangeFailure:
-            with unit_of_work() as session:
+            with self.deps.unit_of_work() as session:
                 executor.record(session, intent, OrderStatus.REJECTED)
             raise
 
@@ -300,7 +299,7 @@ class Repair:
         Each is looked up by client id, its ledger row updated; a live one that covers the
         position is the stop this repair would place, so nothing new is sent.
         """
-        with unit_of_work() as session:
+        with self.deps.unit_of_work() as session:
             pending = [
                 OrderIntent.from_ledger(o)
                 for o in session.scalars(
@@ -316,7 +315,7 @@ class Repair:
         live: Sent | None = None
         for intent in pending:
             found = self.executor.lookup(intent)
-            with unit_of_work() as session:
+            with self.deps.unit_of_work() as session:
                 executor.record(session, intent, status_of(found), found)
             if (
                 live is None
@@ -328,7 +327,7 @@ class Repair:
         return live
 
     def _alert(self, duration: timedelta | None, *, restored: bool) -> None:
-        record_alone(
+        self.deps.record_alone(
             EventType.POSITION_UNPROTECTED_ALERT,
             severity=Severity.CRITICAL,
             ctx=self.g.ctx,
@@ -347,7 +346,7 @@ class Repair:
                 self.held.extend()
                 cancelled = self.executor.cancel(self.g.symbol, order_id, conditional=conditional)
             except errors.ExchangeFailure as exc:
-                record_alone(
+                self.deps.record_alone(
                     EventType.EXCHANGE_ERROR,
                     severity=Severity.WARNING,
                     ctx=self.g.ctx,
@@ -357,7 +356,7 @@ class Repair:
                     error=str(exc),
                 )
                 continue
-            record_alone(
+            self.deps.record_alone(
                 EventType.SURPLUS_STOP_CANCELLED,
                 ctx=self.g.ctx,
                 order_id=client_id,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -38,12 +38,11 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from core.db.models import Position
-from core.db.session import unit_of_work
 from core.domain.orders import ExchangePosition, less_than_a_lot
 from core.domain.positions import NON_TERMINAL, TERMINAL, PositionStatus
 from core.domain.reconciliation import DbPosition, ReconAction, ReconKind, ReconParams, reconcile
 from core.domain.sides import Side
-from core.events import EventContext, EventType, Severity, record, record_alone
+from core.events import EventContext, EventType, Severity, record
 from core.exchange import errors
 from core.locks import LockLost, LockNotAcquired, StaleFence
 from core.services import protection, snapshot, zombies
@@ -75,22 +74,7 @@ class ReconciliationReport:
     zombies_cancelled: int = 0
 
     def counts(self) -> dict[str, Any]:
-        return {
-            "exchange_positions": self.exchange_positions,
-            "db_positions": self.db_positions,
-            "actions": dict(self.actions),
-            "phantoms_closed": self.phantoms_closed,
-            "adopted": self.adopted,
-            "quantities_corrected": self.quantities_corrected,
-            "side_mismatches": self.side_mismatches,
-            "duplicates": self.duplicates,
-            "resolved": self.resolved,
-            "waiting": self.waiting,
-            "skipped": self.skipped,
-            "deferred": self.deferred,
-            "failed": self.failed,
-            "zombies_cancelled": self.zombies_cancelled,
-        }
+        return asdict(self)
 
 
 def recon_params(deps: Deps) -> ReconParams:
@@ -143,10 +127,10 @@ def _step_sizes(deps: Deps, symbols: set[str]) -> dict[str, Decimal]:
 def reconcile_positions(deps: Deps) -> ReconciliationReport:
     """One reconciliation cycle for this exchange (see module doc)."""
     report = ReconciliationReport()
-    record_alone(EventType.SYNCHRONIZATION_STARTED, exchange=deps.exchange_name)
+    deps.record_alone(EventType.SYNCHRONIZATION_STARTED, exchange=deps.exchange_name)
     snap = snapshot.take_or_record(deps, GUARDIAN, with_orders=False)
     params = recon_params(deps)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         db = _db_positions(
             session, deps.exchange_name, deps.clock.now() - params.intermediate_grace
         )
@@ -165,7 +149,7 @@ def reconcile_positions(deps: Deps) -> ReconciliationReport:
             report.zombies_cancelled = cleanup.cancelled
         except errors.ExchangeFailure:
             report.failed += 1  # recorded by the snapshot; the zombie beat catches it later
-    record_alone(
+    deps.record_alone(
         EventType.SYNCHRONIZATION_COMPLETED,
         exchange=deps.exchange_name,
         **report.counts(),
@@ -186,7 +170,7 @@ def _act(deps: Deps, action: ReconAction, report: ReconciliationReport, settled:
         return
     except (errors.ExchangeFailure, StaleFence, LockLost) as exc:
         report.failed += 1
-        record_alone(
+        deps.record_alone(
             EventType.EXCHANGE_ERROR
             if isinstance(exc, errors.ExchangeFailure)
             else EventType.LOCK_STALE_WRITE_REJECTED,
@@ -231,8 +215,8 @@ def _ctx(deps: Deps, action: ReconAction) -> EventContext:
     )
 
 
-def _position_ctx(position_id: int) -> EventContext:
-    with unit_of_work() as session:
+def _position_ctx(deps: Deps, position_id: int) -> EventContext:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         assert position is not None
         return context(position)
@@ -263,8 +247,8 @@ def _fresh_position(deps: Deps, symbol: str, side: Side | None = None) -> Exchan
 def _close_phantom(deps: Deps, action: ReconAction) -> str:
     db = action.db_position
     assert db is not None
-    ctx = _position_ctx(int(db.id))
-    record_alone(
+    ctx = _position_ctx(deps, int(db.id))
+    deps.record_alone(
         EventType.PHANTOM_POSITION_DETECTED,
         severity=Severity.WARNING,
         ctx=ctx,
@@ -275,7 +259,7 @@ def _close_phantom(deps: Deps, action: ReconAction) -> str:
     reason = external_close_reason(deps, int(db.id), db.symbol)  # a lost stop fill is no phantom
     if not settle_external_close(deps, int(db.id), reason, sweep_zombies=False):
         return "still open"  # the exchange had it after all, under the lock
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, int(db.id))
         assert position is not None
         record(
@@ -297,7 +281,7 @@ def _adopt_missing(deps: Deps, action: ReconAction) -> str:
         current = _fresh_position(deps, action.symbol, seen.side)
         if current is None or current.position_idx != seen.position_idx:
             return "gone"
-        with unit_of_work() as session:
+        with deps.unit_of_work() as session:
             if open_position_for(session, deps.exchange_name, action.symbol) is not None:
                 return "tracked"  # an opening (or another reconciliation) got there first
             position = create_position(
@@ -335,12 +319,12 @@ def _correct_quantity(deps: Deps, action: ReconAction) -> str:
         current = _fresh_position(deps, action.symbol, db.side)
         if current is None:
             return "gone"  # a phantom now: the next cycle settles it
-        with unit_of_work() as session:
+        tolerance = _step_sizes(deps, {action.symbol}).get(action.symbol, Decimal(0))
+        with deps.unit_of_work() as session:
             position = session.get(Position, int(db.id), populate_existing=True)
             assert position is not None
             if position.status != PositionStatus.ACTIVE:
                 return "not active"
-            tolerance = _step_sizes(deps, {action.symbol}).get(action.symbol, Decimal(0))
             if less_than_a_lot(abs(position.quantity - current.quantity), tolerance):
                 return "agrees now"
             record(
@@ -359,10 +343,10 @@ def _correct_quantity(deps: Deps, action: ReconAction) -> str:
 def _side_mismatch(deps: Deps, action: ReconAction) -> str:
     db = action.db_position
     assert db is not None
-    record_alone(
+    deps.record_alone(
         EventType.SIDE_MISMATCH,
         severity=Severity.CRITICAL,
-        ctx=_position_ctx(int(db.id)),
+        ctx=_position_ctx(deps, int(db.id)),
         db_side=db.side,
         db_quantity=db.quantity,
         reason=action.reason,
@@ -372,7 +356,7 @@ def _side_mismatch(deps: Deps, action: ReconAction) -> str:
 
 
 def _duplicate(deps: Deps, action: ReconAction) -> str:
-    record_alone(
+    deps.record_alone(
         EventType.DUPLICATE_POSITION_DETECTED,
         severity=Severity.CRITICAL,
         ctx=_ctx(deps, action),
@@ -386,7 +370,7 @@ def _resolve_intermediate(deps: Deps, action: ReconAction) -> str:
     db = action.db_position
     assert db is not None
     position_id = int(db.id)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
         assert position is not None
         resume_close = (
@@ -398,9 +382,9 @@ def _resolve_intermediate(deps: Deps, action: ReconAction) -> str:
         outcome = "closed"
     else:
         outcome = open_position(deps, position_id, count_attempt=False).value
-    record_alone(
+    deps.record_alone(
         EventType.POSITION_RECOVERED,
-        ctx=_position_ctx(position_id),
+        ctx=_position_ctx(deps, position_id),
         outcome=outcome,
         stuck_in=db.status,
         source=GUARDIAN,

@@ -23,9 +23,8 @@ from datetime import timedelta
 from sqlalchemy import or_, select
 
 from core.db.models import Position
-from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE, PositionStatus
-from core.events import EventType, Severity, record_alone
+from core.events import EventType, Severity
 from core.exchange.errors import ExchangeFailure
 from core.locks import LockNotAcquired, lock_key
 from core.services.deps import Deps
@@ -53,7 +52,7 @@ def interrupted_ids(deps: Deps, min_age_seconds: float) -> list[int]:
     now = deps.clock.now()
     takeover = min(min_age_seconds, deps.settings.intermediate_state_takeover_seconds)
     rollback = (Position.status == PositionStatus.CLOSING) & (Position.close_reason == "rollback")
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         rows = session.execute(
             select(Position.id, Position.symbol, Position.updated_at)
             .where(
@@ -85,7 +84,7 @@ def recover_interrupted(deps: Deps, min_age_seconds: float | None = None) -> Rec
     report = RecoveryReport(examined=len(ids))
     if not ids:
         return report
-    record_alone(
+    deps.record_alone(
         EventType.POSITION_RECOVERY_STARTED,
         exchange=deps.exchange_name,
         position_ids=ids,
@@ -97,14 +96,14 @@ def recover_interrupted(deps: Deps, min_age_seconds: float | None = None) -> Rec
             report.deferred.append(position_id)
             outcome = f"deferred: {type(exc).__name__}"
         report.outcomes[outcome] = report.outcomes.get(outcome, 0) + 1
-        record_alone(
+        deps.record_alone(
             EventType.POSITION_RECOVERED,
             severity=Severity.INFO if not outcome.startswith("deferred") else Severity.WARNING,
             exchange=deps.exchange_name,
             position_id=position_id,
             outcome=outcome,
         )
-    record_alone(
+    deps.record_alone(
         EventType.POSITION_RECOVERY_COMPLETED,
         exchange=deps.exchange_name,
         examined=report.examined,

@@ -49,6 +49,12 @@ class RollbackSteps:
     settings: Settings
     now: Callable[[], datetime]
 
+    def _between_transactions(self, session: Session) -> None:
+        """End the step's transaction before an exchange call: what the step wrote so far is
+        durable, and no connection or row version is held while the venue answers (seconds,
+        at worst); the step's next write opens a new transaction on the same session."""
+        session.commit()
+
     def _stop_failed(
         self,
         session: Session,
@@ -84,6 +90,7 @@ class RollbackSteps:
 
     def _roll_back(self, session: Session, position: Position) -> OpenOutcome | None:
         side = Side(position.side)
+        self._between_transactions(session)
         if self._position_gone(position.symbol):
             return self._rolled_back(session, position)
         intent = OrderIntent.of(
@@ -97,6 +104,7 @@ class RollbackSteps:
                 executor.record_result(session, sent)
         except errors.ExchangeFailure as exc:
             close_error = exc
+        self._between_transactions(session)
         if close_error is None and self.poll.until(
             lambda: True if self._position_gone(position.symbol) else None
         ):
@@ -107,6 +115,7 @@ class RollbackSteps:
         return all(p.symbol != symbol for p in self.ex.positions())
 
     def _rolled_back(self, session: Session, position: Position) -> OpenOutcome:
+        self._between_transactions(session)
         trades = self.ex.trades(position.symbol, since=position.created_at)
         exit_ = exit_from_trades(position, trades)
         record(
@@ -130,10 +139,10 @@ class RollbackSteps:
 
         return OpenOutcome.ROLLED_BACK
 
-    def _emergency_stop(
+    def _rollback_failed(
         self, session: Session, position: Position, close_error: errors.ExchangeFailure | None
-    ) -> OpenOutcome:
-        side = Side(position.side)
+    ) -> None:
+        """Recorded and committed before the emergency stop's exchange calls."""
         record(
             session,
             EventType.ROLLBACK_FAILED,
@@ -141,6 +150,13 @@ class RollbackSteps:
             ctx=context(position),
             error=str(close_error) if close_error else "still open",
         )
+        self._between_transactions(session)
+
+    def _emergency_stop(
+        self, session: Session, position: Position, close_error: errors.ExchangeFailure | None
+    ) -> OpenOutcome:
+        side = Side(position.side)
+        self._rollback_failed(session, position, close_error)
         rules = self.ex.rules(position.symbol)
         try:
             mark = self.ex.mark_price(position.symbol)

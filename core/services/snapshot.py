@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core import locks
-from core.db.session import unit_of_work
 from core.domain.orders import ExchangeOrder, ExchangePosition
 from core.domain.sides import Side
 from core.events import EventType, Severity, record
@@ -78,7 +77,7 @@ def take_or_record(deps: Deps, guardian: str, *, with_orders: bool = True) -> Ex
         snap = take(deps, with_orders=with_orders)
     except ExchangeFailure as exc:
         venue_watch.note_failure(deps, exc)
-        with unit_of_work() as session:
+        with deps.unit_of_work() as session:
             record(
                 session,
                 EventType.EXCHANGE_ERROR,

@@ -24,7 +24,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.db.models import Order, Position, TrailingStop
-from core.db.session import unit_of_work
 from core.dead_runs import clear_dead_run, dead_run_pending
 from core.domain.orders import STOP_PURPOSES
 from core.events import EventType, record
@@ -68,7 +67,7 @@ def _seq(client_id: str) -> int:
 
 def resolve_intents(deps: Deps, held: HeldLock, position_id: int, symbol: str) -> bool:
     """Look each intent up by client id and act as the module says; True if one adopted."""
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         rows = _stop_rows(session, position_id)
     intents = sorted((cid for cid, status, _ in rows if status == "intent"), key=_seq)
     if not intents:
@@ -91,7 +90,7 @@ def resolve_intents(deps: Deps, held: HeldLock, position_id: int, symbol: str) -
     if live is not None:
         others = [(cid, eid) for cid, status, eid in rows if cid != live[0]]
         cancelled = _cancel_others(deps, symbol, others)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         for client_id, status in gone.items():
             _set_status(session, client_id, status)
         if live is not None:

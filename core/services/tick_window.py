@@ -24,6 +24,7 @@ import redis
 
 from core.domain.bands import PriceBand
 from core.domain.trailing import PriceWindow
+from core.redis_scripts import run_script
 
 
 def window_key(exchange: str, symbol: str) -> str:
@@ -132,7 +133,7 @@ def take_window(
     The pending flag is held for ``ttl_s`` (the run's own), until ``finish_window``.
     """
     keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
-    raw: Any = client.eval(TAKE_SCRIPT, 2, *keys, int(ttl_s * 1000))
+    raw: Any = run_script(client, TAKE_SCRIPT, 2, *keys, int(ttl_s * 1000))
     if not raw:
         return None
     last, high, low, first_ts, _ts, n = raw
@@ -160,7 +161,7 @@ def restore_window(
         window.ticks,
         int(ttl_s * 1000),
     ]
-    client.eval(RESTORE_SCRIPT, 2, *keys, *args)
+    run_script(client, RESTORE_SCRIPT, 2, *keys, *args)
 
 
 class RunEnd(IntEnum):
@@ -193,7 +194,7 @@ def finish_window(
         expired = band.valid_until is not None and now >= band.valid_until
     keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
     args = [low, high, "1" if expired else "0", int(ttl_s * 1000), "1" if keep else "0"]
-    return RunEnd(int(client.eval(FINISH_SCRIPT, 2, *keys, *args)))
+    return RunEnd(int(run_script(client, FINISH_SCRIPT, 2, *keys, *args)))
 
 
 def claim_pending(client: redis.Redis, exchange: str, symbol: str, ttl_s: float) -> bool:

@@ -155,11 +155,13 @@ class _Trailer:
             self.side = Side(position.side)
             self.quantity = position.quantity
             self.tick = self.ex.rules(position.symbol).tick_size
-            row.heartbeat_at = self.now  # trailing is watching this position
             current = state_of(row, position)
             self.persisted = current
             decision = decide(current, window, self.now, self.params, self.tick)
             if not decision.send:
+                # trailing is watching this position (a move writes it with its outcome,
+                # ``_accepted`` or ``_failed``: not here, an UPDATE of its own)
+                row.heartbeat_at = self.now
                 log.debug(
                     "trailing %s: %s (window %s..%s last %s, stop %s, ticks %s)",
                     self.symbol,

@@ -13,15 +13,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import SQLAlchemyError
-
-from core.db.session import new_session
 from core.exchange.errors import ExchangeFailure
 from core.services.deps import deps_for
-from core.services.health import FAIL, OK, Component, ExchangeReads, _first_line
-from core.services.invariants import find_unprotected, load_open_rows
+from core.services.health import (
+    FAIL,
+    OK,
+    Component,
+    ExchangeReads,
+    _first_line,
+    unprotected_positions,
+)
 from core.venues import configured_venues
 
 if TYPE_CHECKING:
@@ -48,7 +51,7 @@ def other_venue_checks(checker: HealthChecker) -> dict[str, Callable[[], Compone
             continue
         reads = venue_reads(venue, checker.settings.health_cache_seconds)
         checks[f"exchange:{venue}"] = partial(_exchange, reads)
-        checks[f"unprotected_positions:{venue}"] = partial(_unprotected, venue, reads)
+        checks[f"unprotected_positions:{venue}"] = partial(unprotected_positions, venue, reads)
     return checks
 
 
@@ -58,19 +61,3 @@ def _exchange(reads: ExchangeReads) -> Component:
     except ExchangeFailure as exc:
         return Component(FAIL, {"error": f"{type(exc).__name__}: {_first_line(exc)}"})
     return Component(OK, {"open_orders": len(orders)})
-
-
-def _unprotected(venue: str, reads: ExchangeReads) -> Component:
-    try:
-        with new_session() as session:
-            rows = load_open_rows(session, venue)
-        orders = reads.orders()
-    except (SQLAlchemyError, ExchangeFailure) as exc:
-        return Component(FAIL, {"error": f"cannot tell: {_first_line(exc)}"})
-    found = find_unprotected(rows, orders)
-    detail: dict[str, Any] = {"count": len(found)}
-    if found:
-        detail["positions"] = [
-            {"position_id": v.position_id, "symbol": v.symbol, "detail": v.detail} for v in found
-        ]
-    return Component(FAIL if found else OK, detail)

@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from core.config import Settings
@@ -176,33 +177,28 @@ def dispatch_due_waves(deps: Deps, enqueue: Callable[[int], None]) -> DispatchRe
     now = deps.clock.now()
     report = DispatchReport()
     stall_before = now - timedelta(seconds=deps.settings.wave_stall_seconds)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         report.expired = expire_waves(session, now, deps.settings.wave_max_delay)
-        report.dispatched = list(
-            session.scalars(
-                select(Wave.id)
-                .where(
-                    Wave.exchange == deps.exchange_name,
-                    Wave.status == "open",
-                    Wave.deadline <= now,
-                )
-                .order_by(Wave.deadline)
-            )
-        )
-        report.stalled = list(
-            session.scalars(
-                select(Wave.id)
-                .where(
-                    Wave.exchange == deps.exchange_name,
-                    Wave.status == "processing",
-                    func.coalesce(Wave.progress_at, Wave.claimed_at) <= stall_before,
-                )
-                .order_by(Wave.id)
-            )
-        )
+        exchange = deps.exchange_name
+        due = Wave.deadline <= now
+        report.dispatched = _wave_ids(session, exchange, "open", due, Wave.deadline)
+        stalled = func.coalesce(Wave.progress_at, Wave.claimed_at) <= stall_before
+        report.stalled = _wave_ids(session, exchange, "processing", stalled, Wave.id)
     for wave_id in report.dispatched + report.stalled:
         enqueue(wave_id)
     return report
+
+
+def _wave_ids(
+    session: Session,
+    exchange: str,
+    status: str,
+    due: ColumnElement[bool],
+    order: Any,
+) -> list[int]:
+    """The ids of ``exchange``'s waves in ``status`` that are ``due``."""
+    query = select(Wave.id).where(Wave.exchange == exchange, Wave.status == status, due)
+    return list(session.scalars(query.order_by(order)))
 
 
 def wave_members(
@@ -287,7 +283,7 @@ def balance_unless_halted(deps: Deps) -> tuple[Decimal, bool]:
     Halted (a refused key, most likely) the balance cannot be read and is not needed; a
     refusal met right here halts the venue (core/services/venue_watch.py) the same way.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         if halts.block_for(session, deps.exchange_name) is OpeningBlock.HALTED:
             return Decimal(0), True
     try:

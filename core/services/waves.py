@@ -45,7 +45,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.db.models import Position, Signal, Wave
-from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE, PositionStatus
 from core.domain.signals import Action
 from core.domain.wave_progress import LaunchPlan, MemberState, plan_launches
@@ -57,7 +56,7 @@ from core.domain.waves import (
     WaveSelection,
     select_wave,
 )
-from core.events import EventType, Severity, record
+from core.events import EventType, Severity, jsonable_fields, record
 from core.services import symbol_settings
 from core.services.deps import Deps
 from core.services.positions import NewPosition, create_position
@@ -128,12 +127,7 @@ class WaveReport:
     completed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "wave_id": self.wave_id,
-            "outcome": self.outcome.value,
-            "launched": self.launched,
-            "completed": self.completed,
-        }
+        return jsonable_fields(self)
 
 
 # --- process_wave: claim, select, or recognise a duplicate ------------------------------------
@@ -142,7 +136,7 @@ class WaveReport:
 def process_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     """Process the wave once, whoever else is delivered the same wave (see module doc)."""
     now = deps.clock.now()
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         wave = session.get(Wave, wave_id)
         if wave is None:
             record(
@@ -164,7 +158,7 @@ def process_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
         if now < deadline:
             return WaveReport(wave_id, WaveOutcome.NOT_DUE)
         if now > deadline + timedelta(seconds=deps.settings.wave_max_delay):
-            with unit_of_work() as session:
+            with deps.unit_of_work() as session:
                 if expire_waves(session, now, deps.settings.wave_max_delay, wave_id=wave_id):
                     return WaveReport(wave_id, WaveOutcome.EXPIRED)
         elif claim_and_select(deps, wave_id):
@@ -178,7 +172,7 @@ def _already_claimed(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     """Another delivery claimed (or finished, or expired) the wave; resume it if stalled."""
     now = deps.clock.now()
     stall = timedelta(seconds=deps.settings.wave_stall_seconds)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         wave = session.get(Wave, wave_id)
         assert wave is not None
         stalled = wave.status == "processing" and last_progress(wave) <= now - stall
@@ -210,7 +204,7 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
     params = wave_params(deps.settings)
     balance, halted = balance_unless_halted(deps)
     now = deps.clock.now()
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         claimed = session.execute(
             update(Wave)
             .where(Wave.id == wave_id, Wave.status == "open", Wave.deadline <= now)
@@ -329,7 +323,7 @@ def advance_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     now = deps.clock.now()
     launched: list[int] = []
     completed = False
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         wave = session.get(Wave, wave_id, with_for_update=True, populate_existing=True)
         if wave is None or wave.status != "processing":
             return WaveReport(wave_id, WaveOutcome.ADVANCED)
@@ -466,7 +460,7 @@ def resume_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     """Pick a stalled wave up again: relaunch lost openings, then advance."""
     now = deps.clock.now()
     stall = timedelta(seconds=deps.settings.wave_stall_seconds)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         wave = session.get(Wave, wave_id, with_for_update=True, populate_existing=True)
         if wave is None or wave.status != "processing" or last_progress(wave) > now - stall:
             return WaveReport(wave_id, WaveOutcome.DUPLICATE)

@@ -27,18 +27,17 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 
 from core.db.models import Position
-from core.db.session import unit_of_work
 from core.domain.positions import NON_TERMINAL, PositionStatus
 from core.domain.reconciliation import RECON_INTERMEDIATE
 from core.domain.zombies import ZombieParams, ZombieReport, ZombieVerdict, classify_orders
-from core.events import EventType, Severity, record, record_alone
+from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.locks import HeldLock, LockLost, LockNotAcquired
@@ -77,17 +76,8 @@ class ZombieCleanupReport:
     zombies: list[dict[str, Any]] = field(default_factory=list)
 
     def counts(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.dry_run,
-            "open_orders": self.open_orders,
-            "detected": self.detected,
-            "cancelled": self.cancelled,
-            "already_gone": self.already_gone,
-            "failed": self.failed,
-            "kept_on_recheck": self.kept_on_recheck,
-            "deferred": self.deferred,
-            "by_reason": dict(self.by_reason),
-        }
+        """The cycle's numbers (every field but the per-order list)."""
+        return {k: v for k, v in asdict(self).items() if k != "zombies"}
 
 
 def zombie_params(deps: Deps) -> ZombieParams:
@@ -97,7 +87,7 @@ def zombie_params(deps: Deps) -> ZombieParams:
 
 
 def engine_view(deps: Deps) -> EngineView:
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         rows = session.execute(
             select(Position.id, Position.symbol, Position.status, Position.correlation_id).where(
                 Position.exchange == deps.exchange_name,
@@ -155,7 +145,7 @@ def cleanup_zombies(
             by_symbol[v.order.symbol].append(v)
         for symbol, found in sorted(by_symbol.items()):
             _clean_symbol(deps, symbol, found, report, sleep)
-    record_alone(
+    deps.record_alone(
         EventType.ZOMBIE_CLEANUP_COMPLETED,
         exchange=deps.exchange_name,
         symbols=sorted(symbols) if symbols is not None else None,
@@ -181,7 +171,7 @@ def _describe(verdict: ZombieVerdict) -> dict[str, Any]:
 
 def _record_detected(deps: Deps, report: ZombieCleanupReport) -> None:
     threshold = deps.settings.zombie_alert_threshold
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         record(
             session,
             EventType.ZOMBIE_ORDERS_DETECTED,
@@ -227,7 +217,7 @@ def _clean_symbol(
         report.deferred += len(found)
     except errors.ExchangeFailure as exc:  # the re-check read failed: leave it to next cycle
         report.deferred += len(found)
-        record_alone(
+        deps.record_alone(
             EventType.EXCHANGE_ERROR,
             severity=Severity.WARNING,
             exchange=deps.exchange_name,
@@ -265,7 +255,7 @@ def _cancel(
             error = exc
             break
     ours = parse_client_id(order.client_id)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         common: dict[str, Any] = {
             "exchange": deps.exchange_name,
             "symbol": order.symbol,

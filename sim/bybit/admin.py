@@ -88,27 +88,6 @@ async def manual_order(request: web.Request, state: BybitState) -> Any:
     return engine.place(intent).to_api()
 
 
-async def set_keys(request: web.Request, state: BybitState) -> Any:
-    """Replace the accepted key pair: the old key is revoked at once (10003 from now on)."""
-    key, secret = admin.key_pair(await _body(request))
-    state.bybit_auth.replace(key, secret)
-    state.auth.replace(key, secret)
-    state.options.api_key = key
-    return {"api_key": key}
-
-
-async def reset(request: web.Request, state: BybitState) -> Any:
-    body = await _body(request)
-    state.bybit_auth.restore()
-    state.auth.restore()
-    state.options.api_key = state.bybit_auth.api_key
-    seed = body.get("seed")
-    if seed is not None and not isinstance(seed, int):
-        raise errors.illegal("seed")
-    state.reset(seed=seed, balance=_decimal(body, "balance", required=False))
-    return {"reset": True, "seed": state.options.seed}
-
-
 _INT_KNOBS = ("position_delay_ms", "realtime_closed_window", "max_stop_orders")
 
 
@@ -195,9 +174,9 @@ OVERRIDES = {
     ("POST", "/_sim/open_position"): open_position,
     ("POST", "/_sim/close_position"): close_position,
     ("POST", "/_sim/order"): manual_order,
-    ("POST", "/_sim/reset"): reset,
+    ("POST", "/_sim/reset"): admin.reset,
     ("POST", "/_sim/config"): configure,
-    ("POST", "/_sim/keys"): set_keys,
+    ("POST", "/_sim/keys"): admin.set_keys,
     ("GET", "/_sim/state"): get_state,
     ("GET", "/_sim/snapshot"): snapshot,
 }

@@ -19,6 +19,7 @@ import hmac
 import time
 from collections.abc import Mapping
 
+from sim.auth import KeyPair
 from sim.bybit import errors
 
 DEFAULT_RECV_WINDOW = 5000
@@ -29,26 +30,8 @@ def _hmac(secret: bytes, text: str) -> str:
     return hmac.new(secret, text.encode(), hashlib.sha256).hexdigest()
 
 
-class BybitAuth:
+class BybitAuth(KeyPair):
     """Checks one configured key pair."""
-
-    def __init__(self, api_key: str, api_secret: str) -> None:
-        self._initial = (api_key, api_secret)
-        self.replace(api_key, api_secret)
-
-    @property
-    def api_key(self) -> str:
-        return self._api_key
-
-    def replace(self, api_key: str, api_secret: str) -> None:
-        """Accept this key pair from now on (``POST /_sim/keys``): the old one is revoked,
-        so a client still using it gets the venue's real refusal."""
-        self._api_key = api_key
-        self._secret = api_secret.encode()
-
-    def restore(self) -> None:
-        """Back to the key pair the simulator was started with (``POST /_sim/reset``)."""
-        self.replace(*self._initial)
 
     def check(self, headers: Mapping[str, str], payload: str) -> None:
         key = headers.get("X-BAPI-API-KEY", "")

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+from typing import Any, TypeVar
 
 from sim.bybit import errors
 from sim.bybit.records import (
@@ -45,6 +46,8 @@ from sim.markets import Market
 from sim.matching import EngineConfig, apply_fill, now_ms
 from sim.orders import ZERO, fmt
 from sim.prices import PriceBook
+
+R = TypeVar("R", bound=Any)
 
 Publish = Callable[[str, list[dict[str, object]]], None]
 MAINT_MARGIN_RATE = Decimal("0.005")
@@ -564,12 +567,9 @@ class BybitEngine:
             rows = [o for o in self.orders.values() if o.is_open]
         else:
             rows = [self.orders[i] for i in recent]
-        rows = [
-            o
-            for o in rows
-            if (symbols is None or o.symbol in symbols) and matches_filter(o, order_filter)
-        ]
-        return sorted(rows, key=lambda o: o.seq, reverse=True)
+        return _newest_first(
+            o for o in rows if _asked_for(o, symbols) and matches_filter(o, order_filter)
+        )
 
     def history(
         self,
@@ -583,18 +583,15 @@ class BybitEngine:
         end: int,
     ) -> list[BybitOrder]:
         """`/v5/order/history`: final orders (any age), newest first."""
-        rows = [
+        return _newest_first(
             o
             for o in self.orders.values()
             if not o.is_open
-            and (symbols is None or o.symbol in symbols)
-            and (not order_id or o.order_id == order_id)
-            and (not link_id or o.link_id == link_id)
+            and _asked_for(o, symbols, order_id, link_id)
             and (not order_status or o.status == order_status)
             and start <= o.created <= end
             and matches_filter(o, order_filter)
-        ]
-        return sorted(rows, key=lambda o: o.seq, reverse=True)
+        )
 
     def fills(
         self,
@@ -605,15 +602,11 @@ class BybitEngine:
         start: int,
         end: int,
     ) -> list[Execution]:
-        rows = [
+        return _newest_first(
             e
             for e in self.executions
-            if (symbols is None or e.order.symbol in symbols)
-            and (not order_id or e.order.order_id == order_id)
-            and (not link_id or e.order.link_id == link_id)
-            and start <= e.time <= end
-        ]
-        return sorted(rows, key=lambda e: e.seq, reverse=True)
+            if _asked_for(e.order, symbols, order_id, link_id) and start <= e.time <= end
+        )
 
     # -- position settings ------------------------------------------------------------
 
@@ -868,3 +861,23 @@ def matches_filter(order: BybitOrder, order_filter: str | None) -> bool:
     if order_filter == "tpslOrder":
         return order.is_tpsl
     return True
+
+
+def _asked_for(
+    order: BybitOrder,
+    symbols: set[str] | None,
+    order_id: str | None = None,
+    link_id: str | None = None,
+) -> bool:
+    """The order is on one of ``symbols`` and has the ids a list query asks for (None or
+    empty: any)."""
+    return (
+        (symbols is None or order.symbol in symbols)
+        and (not order_id or order.order_id == order_id)
+        and (not link_id or order.link_id == link_id)
+    )
+
+
+def _newest_first(rows: Iterable[R]) -> list[R]:
+    """What the list endpoints answer: newest first, by sequence."""
+    return sorted(rows, key=lambda row: row.seq, reverse=True)

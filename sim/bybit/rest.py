@@ -25,16 +25,13 @@ from sim.bybit.market_data import instrument_row, instrument_status, ticker_row
 from sim.bybit.records import BybitOrder
 from sim.bybit.state import BybitState
 from sim.faults import FaultPlan
+from sim.matching import now_ms
 
 T = TypeVar("T")
 _LINK_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
 _CURSOR = re.compile(r"^page_args=(\d+)$")
 WEEK_MS = 7 * 24 * 3600 * 1000
 TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK", "PostOnly"})
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -352,16 +349,12 @@ def _ids(order: BybitOrder) -> dict[str, str]:
 def create_order(call: Call) -> Any:
     intent = _intent(call)
     engine = call.state.engine
-    market_order = intent.order_type == "Market" and intent.trigger_price is None
-    delayed = call.plan.delayed if market_order else None
-    partial = call.plan.partial if market_order else None
-    fraction = Decimal(partial.fraction) if partial else None
-    order = engine.place(intent, defer_fill=delayed is not None, fill_fraction=fraction)
-    if delayed is not None:
-        order_id = order.order_id
-        call.state.schedule(
-            delayed.delay_ms / 1000, lambda: engine.fill_deferred(order_id, fraction)
-        )
+    order = call.plan.place_with_fill_faults(
+        intent.order_type == "Market" and intent.trigger_price is None,
+        lambda defer, fraction: engine.place(intent, defer_fill=defer, fill_fraction=fraction),
+        call.state.schedule,
+        engine.fill_deferred,
+    )
     return _ids(order)
 
 
@@ -414,8 +407,7 @@ def open_orders(call: Call) -> Any:
         order_filter=call.text("orderFilter"),
         open_only=call.integer("openOnly", 0) or 0,
     )
-    chunk, cursor = page_by_seq(rows, lambda o: o.seq, call.limit(20, 50), call.text("cursor"))
-    return {"category": "linear", "list": [o.to_api() for o in chunk], "nextPageCursor": cursor}
+    return _page(call, rows, call.limit(20, 50))
 
 
 def order_history(call: Call) -> Any:
@@ -430,8 +422,7 @@ def order_history(call: Call) -> Any:
         start=start,
         end=end,
     )
-    chunk, cursor = page_by_seq(rows, lambda o: o.seq, call.limit(20, 50), call.text("cursor"))
-    return {"category": "linear", "list": [o.to_api() for o in chunk], "nextPageCursor": cursor}
+    return _page(call, rows, call.limit(20, 50))
 
 
 def executions(call: Call) -> Any:
@@ -447,8 +438,7 @@ def executions(call: Call) -> Any:
         start=start,
         end=end,
     )
-    chunk, cursor = page_by_seq(rows, lambda e: e.seq, call.limit(50, 100), call.text("cursor"))
-    return {"category": "linear", "list": [e.to_api() for e in chunk], "nextPageCursor": cursor}
+    return _page(call, rows, call.limit(50, 100))
 
 
 # -- routing -------------------------------------------------------------------------------
@@ -487,3 +477,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v5/order/history", order_history, private=True),
     Route("GET", "/v5/execution/list", executions, private=True),
 )
+
+
+def _page(call: Call, rows: list[Any], limit: int) -> dict[str, Any]:
+    """One page of a list endpoint, by sequence, with the cursor to the next."""
+    chunk, cursor = page_by_seq(rows, lambda row: row.seq, limit, call.text("cursor"))
+    return {"category": "linear", "list": [row.to_api() for row in chunk], "nextPageCursor": cursor}

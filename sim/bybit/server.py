@@ -29,6 +29,7 @@ from sim.bybit.state import BybitState
 from sim.bybit.ws import BybitStreamHub
 from sim.faults import FaultPlan
 from sim.persist import add_persistence
+from sim.serving import hold_or_drop
 from sim.state import SimOptions
 
 log = logging.getLogger("sim.bybit")
@@ -157,14 +158,7 @@ async def v5(request: web.Request) -> web.StreamResponse:
 
 
 async def _swallow(request: web.Request, plan: FaultPlan, state: BybitState) -> web.StreamResponse:
-    """Timeout after accept: the request was executed, the answer never arrives."""
-    rule = plan.timeout
-    assert rule is not None
-    if rule.mode == "drop":
-        if request.transport is not None:
-            request.transport.abort()
-        raise asyncio.CancelledError
-    await asyncio.sleep(rule.hold_ms / 1000)
+    await hold_or_drop(request, plan)
     return _json(errors.SYSTEM.body(), state, 504)
 
 

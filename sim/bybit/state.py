@@ -14,11 +14,10 @@ from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
+from sim.auth import KeyPair
 from sim.bybit.auth import BybitAuth
 from sim.bybit.engine import BybitEngine, BybitSettings, Publish
-from sim.faults import FaultBook
-from sim.prices import PriceBook
-from sim.state import SimOptions, SimState, _scenario
+from sim.state import SimOptions, SimState
 
 
 @dataclass(frozen=True)
@@ -64,22 +63,14 @@ class BybitState(SimState):
         self._topic_publish = publish
         super().__init__(options, lambda _event: None)
 
+    def key_pairs(self) -> list[KeyPair]:
+        return [self.bybit_auth, self.auth]
+
     def reset(self, seed: int | None = None, balance: Decimal | None = None) -> None:
-        if seed is not None:
-            self.options.seed = seed
-        if balance is not None:
-            self.options.engine.balance = balance
-        vol, replay = _scenario(self.options)
-        self.prices = PriceBook(
-            self.markets,
-            seed=self.options.seed,
-            tick_interval=self.options.tick_interval,
-            volatility=vol,
-            replay=replay,
-        )
-        self.engine = BybitEngine(
+        super().reset(seed, balance)
+        self.limiter.clear()
+
+    def _new_engine(self) -> BybitEngine:  # type: ignore[override]
+        return BybitEngine(
             self.markets, self.prices, self.options.engine, self.settings, self._topic_publish
         )
-        self.faults = FaultBook(self.options.seed)
-        self.limiter.clear()
-        self.log.clear()

@@ -15,8 +15,6 @@ oldest frames for a slow reader) is the Binance hub's; only the protocol differs
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import json
 import time
@@ -24,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from sim.bybit.market_data import ticker_delta, ticker_row
 from sim.bybit.state import BybitState
@@ -101,20 +99,7 @@ class BybitStreamHub(StreamHub):
         await ws.prepare(request)
         conn = BybitConnection(ws=ws, combined=False, private=private)
         conn.conn_id = f"sim-conn-{next(self._ids)}"
-        self.connections.add(conn)
-        sender = asyncio.create_task(self._send_loop(conn))
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    for reply in self._op(conn, state, msg.data):
-                        conn.push(reply)
-                elif msg.type == WSMsgType.ERROR:
-                    break
-        finally:
-            self.connections.discard(conn)
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+        await self._converse(conn, ws, lambda text: self._op(conn, state, text))
         return ws
 
     def _op(self, conn: BybitConnection, state: BybitState, text: str) -> Iterator[str]:

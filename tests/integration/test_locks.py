@@ -168,3 +168,44 @@ def test_a_release_that_meets_a_redis_outage_happens_once_redis_is_back(tmp_path
             acquire(client, "binance", "BTCUSDT", token_source=tokens, blocking_timeout=0.3)
     finally:
         server.stop()
+
+
+def test_a_lazy_token_is_drawn_in_the_holders_first_transaction(redis_client, tokens):
+    drawn: list[int] = []
+
+    def counted() -> int:
+        drawn.append(tokens())
+        return drawn[-1]
+
+    before = tokens()
+    with symbol_lock(
+        redis_client, "binance", "BTCUSDT", token_source=counted, lazy_token=True
+    ) as held:
+        assert held.drawn_token is None  # nothing drawn by taking the lock
+        with new_session() as s:
+            (token,) = held.draw_token(s)
+            s.commit()
+        assert token > before
+        assert held.draw_token(new_session()) == (token,)  # drawn once
+        assert held.token == token
+    assert drawn == []  # never through a transaction of its own
+
+
+def test_a_lazy_token_nobody_drew_is_drawn_on_first_use(redis_client, tokens):
+    with symbol_lock(
+        redis_client, "binance", "ETHUSDT", token_source=tokens, lazy_token=True
+    ) as held:
+        first = held.token
+        assert held.token == first
+
+
+def test_a_lazy_holder_that_lost_its_lock_gets_no_token(redis_client, tokens):
+    """A newer token after the lock passed on would fence out the new holder."""
+    with symbol_lock(
+        redis_client, "binance", "SOLUSDT", token_source=tokens, lazy_token=True, ttl=0.6
+    ) as held:
+        assert held.lease is not None
+        held.lease.mark_lost("taken over while paused")
+        with new_session() as s, pytest.raises(LockLost):
+            held.draw_token(s)
+        assert held.drawn_token is None

@@ -12,9 +12,11 @@ from sqlalchemy import select
 from core.clock import ManualClock
 from core.db.models import Event, Order, Position, TrailingStop
 from core.db.session import unit_of_work
+from core.dead_runs import dead_key
 from core.domain.zombies import ZombieReason, classify_orders
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.client_ids import client_order_id
+from core.locks import lock_key
 from core.services import bands, price_path, trailing
 from core.services.closing import close_position
 from core.services.opening import OpenOutcome, open_position
@@ -341,20 +343,38 @@ def test_price_task_refreshes_the_heartbeat_and_withdraws_the_band_after_a_close
 
 
 def test_sweep_wakes_only_positions_no_tick_woke_and_those_without_a_band(sim, fast):
-    sim.set_price("BTCUSDT", "60000")
-    sim.set_price("ETHUSDT", "3000")
-    sim.set_price("SOLUSDT", "150")
-    _, stale, unbanded = (opened(fast, s) for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT"))
+    """Of the positions no tick woke lately, the sweep wakes the price task only where a
+    decision at the latest mark would change something (or the band is gone); for the
+    others it only refreshes the heartbeat, without a run."""
+    prices = {"BTCUSDT": "60000", "ETHUSDT": "3000", "SOLUSDT": "150", "BNBUSDT": "600"}
+    for symbol, price in prices.items():
+        sim.set_price(symbol, price)
+    fresh, quiet, unbanded, moved = (opened(fast, s) for s in prices)
     move_to(sim, fast, "BTCUSDT", "60100")  # fresh heartbeat and a band
     move_to(sim, fast, "ETHUSDT", "3001")
+    move_to(sim, fast, "BNBUSDT", "601")
+    stale = datetime.now(UTC) - timedelta(minutes=1)
     with unit_of_work() as s:
-        s.get(TrailingStop, stale).heartbeat_at = datetime.now(UTC) - timedelta(minutes=1)
+        s.get(TrailingStop, quiet).heartbeat_at = stale
+        s.get(TrailingStop, moved).heartbeat_at = stale
+    sim.set_price("BNBUSDT", "650")  # activation reached, but no tick recorded it
     assert "trailing" in bands.components(fast.redis, EX, "SOLUSDT")  # from its activation
     fast.redis.delete(bands.band_key(EX, "SOLUSDT"))  # lost since (a Redis restart)
+    quiet_before = trailing_row(quiet)
+    fresh_heartbeat = trailing_row(fresh).heartbeat_at
     sent = []
     since = sim.requests()["next"]
     report = price_path.sweep(fast, lambda ex, symbol: sent.append(symbol))
-    assert report.watched == 3 and sorted(sent) == ["ETHUSDT", "SOLUSDT"]
+    assert report.watched == 4 and sorted(sent) == ["BNBUSDT", "SOLUSDT"]
+    assert report.refreshed == 1
+    quiet_after = trailing_row(quiet)
+    assert quiet_after.heartbeat_at > stale  # watched, decided in the batch
+    assert (quiet_after.current_stop, quiet_after.highest_price, quiet_after.state) == (
+        quiet_before.current_stop,
+        quiet_before.highest_price,
+        quiet_before.state,
+    )
+    assert trailing_row(fresh).heartbeat_at == fresh_heartbeat  # not due: untouched
     assert price_path.sweep(fast, lambda ex, symbol: sent.append(symbol)).queued == 0
     for symbol in sent:  # the queued tasks run
         price_path.on_price(fast, EX, symbol)
@@ -362,3 +382,21 @@ def test_sweep_wakes_only_positions_no_tick_woke_and_those_without_a_band(sim, f
     assert len(marks) == 1  # one batched read for the sweep, none per woken position
     assert trailing_row(unbanded).heartbeat_at is not None
     assert "trailing" in bands.components(fast.redis, EX, "SOLUSDT")
+    assert trailing_row(moved).state == "active"  # its run activated it at the mark
+    assert live_triggers(sim, "BNBUSDT") == [Decimal("646.75")]
+
+
+def test_sweep_wakes_a_quiet_position_whose_symbol_had_a_run_that_died(sim, fast):
+    """A dead run's leftovers (a stop sent, never recorded) are the price run's to resolve."""
+    sim.set_price("ETHUSDT", "3000")
+    pid = opened(fast, "ETHUSDT")
+    move_to(sim, fast, "ETHUSDT", "3001")
+    with unit_of_work() as s:
+        s.get(TrailingStop, pid).heartbeat_at = datetime.now(UTC) - timedelta(minutes=1)
+    sent: list[str] = []
+    assert price_path.sweep(fast, lambda ex, symbol: sent.append(symbol)).queued == 0
+    with unit_of_work() as s:
+        s.get(TrailingStop, pid).heartbeat_at = datetime.now(UTC) - timedelta(minutes=1)
+    fast.redis.set(dead_key(lock_key(EX, "ETHUSDT")), "someone")
+    assert price_path.sweep(fast, lambda ex, symbol: sent.append(symbol)).queued == 1
+    assert sent == ["ETHUSDT"]

@@ -32,11 +32,12 @@ from core.db.models import (
 )
 from core.domain import book
 from core.domain.orders import ExchangeOrder
-from core.domain.positions import NON_TERMINAL
+from core.domain.positions import NON_TERMINAL, PositionFacts
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.services.deps import Deps
 from core.services.health import ExchangeReads
+from core.services.invariants import POSITION_FACT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,7 @@ class MarketView:
 
 
 @dataclass(frozen=True)
-class BookRow:
-    id: int
-    exchange: str
-    symbol: str
-    side: str
-    status: str
-    quantity: Decimal
+class BookRow(PositionFacts):
     entry: Decimal | None
     mark: Decimal | None
     pnl: Decimal | None
@@ -148,15 +143,9 @@ class UnprotectedClock:
 
 
 @dataclass(frozen=True)
-class OpenRow:
+class OpenRow(PositionFacts):
     """The columns the book needs of a position and its trailing and aged rows."""
 
-    id: int
-    exchange: str
-    symbol: str
-    side: str
-    status: str
-    quantity: Decimal
     entry_price: Decimal | None
     stop_price: Decimal | None
     correlation_id: str
@@ -172,12 +161,7 @@ class OpenRow:
 
 
 _OPEN_COLUMNS = (
-    Position.id,
-    Position.exchange,
-    Position.symbol,
-    Position.side,
-    Position.status,
-    Position.quantity,
+    *POSITION_FACT_COLUMNS,
     Position.entry_price,
     Position.stop_price,
     Position.correlation_id,

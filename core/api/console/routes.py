@@ -86,12 +86,15 @@ def register(app: web.Application, settings: Settings, clock: Clock, health: Hea
     app.middlewares.insert(0, browsers_to_console)
     for shell in PUBLIC_SHELLS:
         doors.allow_without_token(app, shell)
-    app.router.add_get("/console", book_page)
-    app.router.add_get("/console/positions/{id}", position_page)
-    app.router.add_get("/console/fragments/book", book_fragment)
-    app.router.add_get("/console/fragments/system", system_fragment)
-    app.router.add_get("/console/fragments/positions/{id}", position_fragment)
-    app.router.add_get("/console/static/{name}", static_file)
+    for path, handler in (
+        ("", book_page),
+        ("/positions/{id}", position_page),
+        ("/fragments/book", book_fragment),
+        ("/fragments/system", system_fragment),
+        ("/fragments/positions/{id}", position_fragment),
+        ("/static/{name}", static_file),
+    ):
+        app.router.add_get("/console" + path, handler)
 
 
 async def _warm_up(app: web.Application) -> None:
