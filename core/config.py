@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         "VIGIL_EXCHANGE). Each venue other than that one reads VIGIL_<VENUE>_EXCHANGE, "
         "_EXCHANGE_URL, _API_KEY, _API_SECRET, _TESTNET, _PAPER_DIALECT (core/venues.py).",
     )
+    venue_queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Venues whose signal, order and stop tasks go to queues of their own "
+        "(signals.bybit, orders.bybit, stops.bybit), taken by `vigil worker --venue bybit`. "
+        "Default none: every worker takes every venue's tasks from the shared queues.",
+    )
 
     # --- signals -------------------------------------------------------------------------
     signal_url: str | None = Field(
@@ -361,7 +367,7 @@ class Settings(BaseSettings):
             return [s.strip().upper() for s in stripped.split(",") if s.strip()]
         return value
 
-    @field_validator("exchanges", mode="before")
+    @field_validator("exchanges", "venue_queues", mode="before")
     @classmethod
     def _split_exchanges(cls, value: object) -> object:
         """``binance,bybit`` -> ``["binance", "bybit"]``; each must be a venue vigil knows."""

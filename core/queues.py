@@ -29,6 +29,21 @@ from core.clock import Clock
 log = logging.getLogger(__name__)
 
 QUEUES: tuple[str, ...] = ("signals", "orders", "stops", "maintenance")
+# the queues a venue listed in VIGIL_VENUE_QUEUES gets its own copy of (maintenance stays
+# shared: each guardian run covers every venue)
+VENUE_QUEUE_KINDS: tuple[str, ...] = ("signals", "orders", "stops")
+
+
+def venue_queue(queue: str, venue: str) -> str:
+    """The name of ``venue``'s own ``queue``: ``stops`` -> ``stops.bybit``."""
+    return f"{queue}.{venue}"
+
+
+def venue_queues(venue: str) -> list[str]:
+    """Every queue of ``venue``'s own (what ``vigil worker --venue`` consumes)."""
+    return [venue_queue(queue, venue) for queue in VENUE_QUEUE_KINDS]
+
+
 SENT_AT_HEADER = "vigil_sent_at"
 PRIORITY_SEPARATOR = "\x06\x16"
 PRIORITY_STEPS = (3, 6, 9)  # kombu's default steps; step 0 is the queue's own list

@@ -96,6 +96,11 @@ def check_venues(settings: Settings, environ: Mapping[str, str] | None = None) -
     """Every venue's settings, or SettingsError (one line) for a missing URL or key, or two
     venues sharing a URL or (on a real exchange) a key."""
     found = [venue_config(settings, name, environ) for name in configured_venues(settings)]
+    for name in settings.venue_queues:
+        if name not in configured_venues(settings):
+            raise SettingsError(
+                f"invalid setting VIGIL_VENUE_QUEUES: {name} is not a venue of this deployment"
+            )
     for venue in found:
         prefix = f"VIGIL_{venue.name.upper()}_"
         if venue.kind == "paper" and not venue.url:

@@ -64,14 +64,30 @@ def up(
         bool, typer.Option("--with-signal-sim", help="Also start the signal source simulator.")
     ] = False,
     api: Annotated[bool, typer.Option(help="Start `vigil api` (health, metrics).")] = True,
+    exchange: Annotated[
+        str | None,
+        typer.Option(
+            help="binance, bybit or both: the venues to trade (default VIGIL_EXCHANGES, "
+            "else the one venue of VIGIL_EXCHANGE)."
+        ),
+    ] = None,
 ) -> None:
     """Start the whole system natively: storage, migrations, paper exchange, workers, beat.
 
     PostgreSQL and Redis are embedded (data under VIGIL_HOME) unless VIGIL_DATABASE_URL /
-    VIGIL_REDIS_URL point elsewhere. Ctrl-C stops every process it started.
+    VIGIL_REDIS_URL point elsewhere. With two venues (VIGIL_EXCHANGES=binance,bybit or
+    --exchange both), each paper venue gets its own paper exchange and each venue its own
+    ingest; the workers and beat serve both. Ctrl-C stops every process it started.
     """
     from shell.runtime.stack import Stack, StackOptions, StartupError
 
+    if exchange is not None:
+        from shell.cli_venues import VenueChoiceError, choose_venues
+
+        try:
+            choose_venues(exchange)
+        except VenueChoiceError as exc:
+            raise fail(str(exc)) from None
     settings = settings_or_exit()
     stack = Stack(
         settings,
@@ -127,7 +143,10 @@ def _print_endpoints(stack: object, latency: float) -> None:
     table = Table(title="vigil is up", show_header=False)
     table.add_row("PostgreSQL", _mask(ep.database_url))
     table.add_row("Redis", ep.redis_url)
-    if ep.exchange_url:
+    if len(ep.exchange_urls) > 1:
+        for venue, url in ep.exchange_urls.items():
+            table.add_row(f"Paper exchange ({venue})", url)
+    elif ep.exchange_url:
         table.add_row("Paper exchange", ep.exchange_url)
     if ep.flower_url:
         table.add_row("Flower", f"{ep.flower_url}  (user {stack.settings.flower_user})")
@@ -151,11 +170,12 @@ def _mask(url: str) -> str:
     return _redact(url)
 
 
-def _check_paper_dialect(exchange: str) -> None:
-    from shell.harness.demo import EXCHANGES
+def _check_paper_dialect(exchange: str, both: bool = False) -> None:
+    from shell.harness.demo import CHOICES, EXCHANGES
 
-    if exchange not in EXCHANGES:
-        raise fail(f"--exchange must be one of {', '.join(EXCHANGES)}")
+    known = CHOICES if both else EXCHANGES
+    if exchange not in known:
+        raise fail(f"--exchange must be one of {', '.join(known)}")
 
 
 def _run_whole_system(run: Callable[[], R]) -> R:
@@ -178,7 +198,10 @@ def demo(
     ] = 120.0,
     exchange: Annotated[
         str,
-        typer.Option(help="Dialect of the paper exchange: binance (USD-M) or bybit (v5 linear)."),
+        typer.Option(
+            help="Dialect of the paper exchange: binance (USD-M) or bybit (v5 linear); both: "
+            "the two venues at once, each with its own paper exchange, each audited."
+        ),
     ] = "binance",
 ) -> None:
     """Run the whole system on this machine through a scenario, then audit it.
@@ -188,15 +211,16 @@ def demo(
     positions; a trend trails stops; a flash crash hits one; positions are closed, opened
     and stripped of their stop by hand; positions age. Live progress shows while it runs;
     the report and the invariant check follow. Exit code 0 only if every invariant holds.
-    With --exchange bybit the paper exchange speaks Bybit v5 (linear) instead of Binance.
+    With --exchange bybit the paper exchange speaks Bybit v5 (linear) instead of Binance;
+    with --exchange both the scenario runs on the two venues at once, each audited.
     """
     from shell.harness.demo import print_result, run_demo
 
-    _check_paper_dialect(exchange)
+    _check_paper_dialect(exchange, both=True)
     settings = settings_or_exit()
     result = _run_whole_system(lambda: run_demo(settings, duration, console, exchange))
     print_result(console, result)
-    raise typer.Exit(0 if result.invariants.clean else 1)
+    raise typer.Exit(0 if result.clean else 1)
 
 
 @app.command()
@@ -206,7 +230,11 @@ def chaos(
     faults: Annotated[str, typer.Option(help="'all' or comma-separated fault kinds.")] = "all",
     workers: Annotated[int, typer.Option(min=2)] = 3,
     exchange: Annotated[
-        str, typer.Option(help="The paper exchange's dialect: binance or bybit.")
+        str,
+        typer.Option(
+            help="The paper exchange's dialect: binance or bybit; both: the faults on Binance "
+            "and the processes both share while Bybit trades beside them, each venue audited."
+        ),
     ] = "binance",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Also write the report as JSON here.")
@@ -220,7 +248,7 @@ def chaos(
     """
     from shell.harness.chaos import FAULT_KINDS, print_result, run_chaos
 
-    _check_paper_dialect(exchange)
+    _check_paper_dialect(exchange, both=True)
     kinds = list(FAULT_KINDS) if faults == "all" else [k.strip() for k in faults.split(",")]
     unknown = set(kinds) - set(FAULT_KINDS)
     if unknown:
@@ -250,9 +278,23 @@ def worker(
     concurrency: Annotated[int, typer.Option(min=1)] = 2,
     name: Annotated[str, typer.Option(help="Node name (unique per machine).")] = "worker",
     pool: Annotated[str, typer.Option(help="prefork, threads or solo.")] = "prefork",
+    venue: Annotated[
+        str | None,
+        typer.Option(
+            help="Take only this venue's work: its own queues (signals.VENUE, orders.VENUE, "
+            "stops.VENUE), used when VIGIL_VENUE_QUEUES lists it."
+        ),
+    ] = None,
 ) -> None:
-    """Run a Celery worker for the given queues."""
+    """Run a Celery worker for the given queues (or for one venue's own, with --venue)."""
     settings = settings_or_exit()
+    if venue is not None:
+        from shell.cli_venues import VenueChoiceError, worker_queues
+
+        try:
+            queues = worker_queues(settings, venue)
+        except VenueChoiceError as exc:
+            raise fail(str(exc)) from None
     from tasks.app import app as celery
 
     celery.worker_main(
@@ -332,7 +374,10 @@ def flower() -> None:
 @app.command()
 def sim(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port for REST and WebSocket.")] = 8710,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port for REST and WebSocket (default 8710, or the venue's URL's)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of prices and faults.")] = 1,
     symbols: Annotated[
         str | None, typer.Option(help="Comma-separated symbols (default: built-in set).")
@@ -360,6 +405,13 @@ def sim(
     memory_only: Annotated[
         bool, typer.Option("--memory-only", help="Keep the account in memory only.")
     ] = False,
+    venue: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve this venue of VIGIL_EXCHANGES (binance or bybit): its dialect, its "
+            "VIGIL_<VENUE>_API_KEY/_SECRET and its URL's port."
+        ),
+    ] = None,
 ) -> None:
     """Run the paper exchange: Binance USD-M (or Bybit v5) REST and WebSocket on one port.
 
@@ -368,6 +420,13 @@ def sim(
     from sim.server import DIALECTS, serve
 
     settings = settings_or_exit()
+    if venue is not None:
+        from shell.cli_venues import VenueChoiceError, paper_venue
+
+        try:
+            settings, port = paper_venue(settings, venue, port)
+        except VenueChoiceError as exc:
+            raise fail(str(exc)) from None
     chosen = dialect or settings.paper_dialect
     if chosen not in DIALECTS:
         raise fail(f"--dialect must be one of {', '.join(DIALECTS)}")
@@ -375,7 +434,7 @@ def sim(
         state = settings.home_dir / "paper-exchange" / f"{chosen}.account"
     serve(
         host,
-        port,
+        port or 8710,
         seed=seed,
         symbols=[s.strip().upper() for s in symbols.split(",")] if symbols else None,
         scenario=scenario,
@@ -415,6 +474,13 @@ def ingest(
         str | None,
         typer.Option(help="binance or bybit: whose waves to dispatch (default: VIGIL_EXCHANGE's)."),
     ] = None,
+    signals: Annotated[
+        bool,
+        typer.Option(
+            help="Read the signal stream (VIGIL_SIGNAL_URL). With two venues, one ingest reads "
+            "it (its signals name their venue) and the other runs --no-signals."
+        ),
+    ] = True,
 ) -> None:
     """Run the ingest: signal socket, wave dispatcher, price stream. One per exchange.
 
@@ -437,6 +503,8 @@ def ingest(
     if name not in configured_venues(settings):
         raise fail(f"venue {name} is not configured (VIGIL_EXCHANGES)")
     settings = venue_settings(settings, name)  # its own price stream, key and URL
+    if not signals:
+        settings = settings.model_copy(update={"signal_url": None})
     setup_logging(settings, component="ingest")
     raise typer.Exit(run_ingest(IngestContext(settings, name, celery_sender(settings))))
 

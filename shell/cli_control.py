@@ -82,7 +82,12 @@ def close(
         str | None, typer.Option(help="Venue of the position (default: this deployment's).")
     ] = None,
     all_: Annotated[
-        bool, typer.Option("--all", help="Halt openings, then close every position.")
+        bool,
+        typer.Option(
+            "--all",
+            help="Halt openings, then close every position (of every venue; of one with "
+            "--exchange).",
+        ),
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     dry_run: Annotated[
@@ -103,7 +108,7 @@ def close(
             except VenueNotConfigured:
                 raise _fail(f"this deployment trades {deps.exchange_name}, not {venue}") from None
         if all_:
-            _close_all(deps, yes=yes, dry_run=dry_run)
+            _close_all(deps if exchange else _every_venue(deps), yes=yes, dry_run=dry_run)
         else:
             assert symbol is not None
             _close_symbol(deps, symbol, yes=yes, dry_run=dry_run)
@@ -127,19 +132,35 @@ def _close_symbol(deps: Deps, symbol: str, *, yes: bool, dry_run: bool) -> None:
         raise typer.Exit(1)
 
 
-def _close_all(deps: Deps, *, yes: bool, dry_run: bool) -> None:
+def _every_venue(default: Deps) -> list[Deps]:
+    """Each venue of the deployment (VIGIL_EXCHANGES): ``close --all`` without ``--exchange``."""
+    from core.services.deps import deps_for
+    from core.venues import configured_venues
+
+    return [
+        default if name == default.exchange_name else deps_for(name)
+        for name in configured_venues(default.settings)
+    ]
+
+
+def _close_all(venues: Deps | list[Deps], *, yes: bool, dry_run: bool) -> None:
     from core.db.session import unit_of_work
     from core.services import manual_close
 
+    venues = venues if isinstance(venues, list) else [venues]
     with unit_of_work() as session:
-        targets = manual_close.open_targets(session, deps.exchange_name)
+        targets = [
+            target
+            for deps in venues
+            for target in manual_close.open_targets(session, deps.exchange_name)
+        ]
     _print_targets(targets, "would halt openings, then close" if dry_run else "to close")
     if dry_run:
         return
     question = f"Halt openings and close {len(targets)} position(s) at market now?"
     if not yes and not typer.confirm(question):
         raise typer.Exit(1)
-    report = manual_close.close_all(deps, _who())
+    report = manual_close.close_every_venue(venues, _who())
     console.print(f"[bold red]halted[/] (halt {report.halt.id}): `vigil resume` lifts it")
     _print_results(report.results)
     if not report.all_closed:

@@ -82,7 +82,7 @@ class SignalSource:
             "type": "signal",
             "id": signal_id,
             "symbol": self.rng.choice(self.symbols),
-            "exchange": self.exchange,
+            "exchange": self._venue(),
             "action": self.rng.choice(ACTIONS),
             "score_week": self._score(65.0),
             "score_month": self._score(60.0),
@@ -90,6 +90,13 @@ class SignalSource:
         }
         base.update(fields)
         return base
+
+    def _venue(self) -> str:
+        """``exchange`` may name several venues (``binance,bybit``): one stream for both."""
+        venues = [name.strip() for name in self.exchange.split(",") if name.strip()]
+        if len(venues) == 1:
+            return venues[0]  # no draw: one venue's seeded stream stays what it was
+        return self.rng.choice(venues)
 
     def wave(self) -> list[dict[str, Any]]:
         self.waves += 1

@@ -22,16 +22,9 @@ from core.metrics import install_task_metrics
 from core.queues import QUEUES as CORE_QUEUES
 from tasks.json_console import install_json_console
 from tasks.publish import install_publish_policy, resolve_ignore_result
+from tasks.routing import router_for
 
 QUEUES = CORE_QUEUES  # named in core so the API can measure them without Celery
-
-# Task name prefix -> queue. A task's name says what it is for; its queue follows.
-ROUTES = {
-    "vigil.signals.*": {"queue": "signals"},
-    "vigil.orders.*": {"queue": "orders"},
-    "vigil.stops.*": {"queue": "stops"},
-    "vigil.maintenance.*": {"queue": "maintenance"},
-}
 
 TASK_MODULES = [
     "tasks.maintenance",
@@ -80,7 +73,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "task_queues": [Queue(name) for name in QUEUES],
         "task_default_queue": "maintenance",
-        "task_routes": ROUTES,
+        # the queue a name says; a venue with queues of its own (VIGIL_VENUE_QUEUES) gets them
+        "task_routes": (router_for(settings),),
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,

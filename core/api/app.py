@@ -60,7 +60,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings, resolve_redis_url
 from core.db.session import new_session
 from core.metrics import MetricsStore, RedisCollector
-from core.queues import QueueCollector
+from core.queues import QUEUES, QueueCollector, venue_queues
 from core.services.deps import Deps, get_deps
 from core.services.health import ExchangeReads, HealthChecker, WorkerPing
 
@@ -111,7 +111,9 @@ def create_app(
     from core.api.venue_health import VenueCollector  # imports the health module
 
     registry.register(VenueCollector(settings, reads, exchange))  # one series per venue
-    registry.register(QueueCollector(client, clock))  # depth and oldest age per queue
+    # depth and oldest age per queue, a venue's own queues (VIGIL_VENUE_QUEUES) included
+    own = [queue for venue in settings.venue_queues for queue in venue_queues(venue)]
+    registry.register(QueueCollector(client, clock, [*QUEUES, *own]))
     app = web.Application()
     app[CONTEXT] = ApiContext(
         settings, clock, health, registry, task_sender, task_names, task_checker

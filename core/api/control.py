@@ -9,7 +9,8 @@ Routes (all POSTs need ``Authorization: Bearer <VIGIL_API_TOKEN>``, checked exac
   POST /positions/{id}/close    close one position at market (reason ``manual``); 404 if
                                 there is no such position, 409 if it is already finished,
                                 502 if the venue did not close it (it keeps its stop)
-  POST /close-all               halt, then close every position of the venue;
+  POST /close-all               halt, then close every position of every venue of the
+                                deployment (``?exchange=bybit``: of that venue only);
                                 ``?dry_run=true`` only lists what it would close
 
 Each runs the same service as the CLI (core/services/halts.py, manual_close.py), in a
@@ -148,18 +149,39 @@ async def close_route(request: web.Request) -> web.Response:
 
 
 async def close_all_route(request: web.Request) -> web.Response:
-    """Halt, then close every position of the venue; ``?dry_run=true`` only lists what it
-    would close. 502 when any close failed. Needs the bearer token."""
+    """Halt, then close every position of every venue (``?exchange=X``: that venue's);
+    ``?dry_run=true`` only lists what it would close. 502 when any close failed, 400 for a
+    venue the deployment does not trade. Needs the bearer token."""
     ctx = request.app[CONTEXT]
     refused = _authorized(request, ctx.settings)
     if refused is not None:
         return refused
-    deps = request.app[DEPS]()
+    try:
+        venues = _venues(request.app[DEPS](), request.query.get("exchange"))
+    except LookupError as exc:
+        return _bad(str(exc), 400)
     if request.query.get("dry_run", "").lower() in ("1", "true", "yes"):
-        targets = await asyncio.to_thread(_targets, deps.exchange_name)
+        targets = [
+            target
+            for deps in venues
+            for target in await asyncio.to_thread(_targets, deps.exchange_name)
+        ]
         return web.json_response({"dry_run": True, "positions": [t.as_dict() for t in targets]})
-    report = await asyncio.to_thread(manual_close.close_all, deps, _who(request))
+    report = await asyncio.to_thread(manual_close.close_every_venue, venues, _who(request))
     return web.json_response(report.as_dict(), status=200 if report.all_closed else 502)
+
+
+def _venues(default: Deps, only: str | None) -> list[Deps]:
+    """The Deps of each venue to act on: every configured venue, or ``only``."""
+    from core.services.deps import deps_for
+    from core.venues import configured_venues
+
+    names = configured_venues(default.settings)
+    if only is not None:
+        if only not in names:
+            raise LookupError(f"venue {only!r} is not configured (VIGIL_EXCHANGES)")
+        names = (only,)
+    return [default if name == default.exchange_name else deps_for(name) for name in names]
 
 
 def _targets(exchange: str) -> list[manual_close.CloseTarget]:

@@ -142,20 +142,30 @@ def reset_deps() -> None:
     _other_venue.cache_clear()
 
 
-def deps_for_position(position_id: int) -> Deps:
-    """The Deps of the venue a position is on (the default venue's if there is no such
-    position: the service then says so)."""
+def venue_of_position(position_id: int) -> str | None:
+    """The venue a position is on; None if there is no such position."""
     from core.db.models import Position
 
     with new_session() as session:
-        exchange = session.scalar(select(Position.exchange).where(Position.id == position_id))
+        return session.scalar(select(Position.exchange).where(Position.id == position_id))
+
+
+def venue_of_wave(wave_id: int) -> str | None:
+    """The venue a wave is for; None if there is no such wave."""
+    from core.db.models import Wave
+
+    with new_session() as session:
+        return session.scalar(select(Wave.exchange).where(Wave.id == wave_id))
+
+
+def deps_for_position(position_id: int) -> Deps:
+    """The Deps of the venue a position is on (the default venue's if there is no such
+    position: the service then says so)."""
+    exchange = venue_of_position(position_id)
     return get_deps() if exchange is None else deps_for(exchange)
 
 
 def deps_for_wave(wave_id: int) -> Deps:
     """The Deps of the venue a wave is for (the default venue's if there is no such wave)."""
-    from core.db.models import Wave
-
-    with new_session() as session:
-        exchange = session.scalar(select(Wave.exchange).where(Wave.id == wave_id))
+    exchange = venue_of_wave(wave_id)
     return get_deps() if exchange is None else deps_for(exchange)

@@ -7,9 +7,10 @@ that path with reason ``manual``; this module only finds what to close and repor
 happened.
 
 ``close_all`` halts openings first (core/services/halts.py), so no wave opens a position
-while the others are being closed, then closes every position of the venue. A position
-still opening (entry sent, stop being placed) is waited for until its opening settles,
-then closed; one that does not settle in time is reported, never guessed about.
+while the others are being closed, then closes every position of the venue;
+``close_every_venue`` does it for each venue of the deployment (one halt covers them all).
+A position still opening (entry sent, stop being placed) is waited for until its opening
+settles, then closed; one that does not settle in time is reported, never guessed about.
 """
 
 from __future__ import annotations
@@ -187,3 +188,21 @@ def close_all(
                 report.results.append(_result(item, "still opening; not closed"))
             return report
         sleep(0.25)
+
+
+def close_every_venue(
+    venues: list[Deps], halted_by: str, *, settle_timeout: float = 30.0
+) -> CloseAllReport:
+    """``close_all`` on each venue in turn: the halt (of every venue) comes before the first
+    close, and one venue's failed close does not keep the next venue's from being tried."""
+    if not venues:
+        raise ValueError("no venue to close on")
+    report: CloseAllReport | None = None
+    for deps in venues:
+        one = close_all(deps, halted_by, settle_timeout=settle_timeout)
+        if report is None:
+            report = one
+        else:
+            report.results.extend(one.results)
+    assert report is not None
+    return report

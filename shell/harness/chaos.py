@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
+from functools import partial
 from typing import Any
 
 import redis
@@ -41,7 +42,7 @@ from core.db.models import Event, Heartbeat, Position, Signal, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE
 from core.exchange.errors import ExchangeFailure
-from core.services.deps import Deps, build_adapter
+from core.services.deps import Deps, build_adapter, venue_settings
 from shell.harness import chaos_death as death
 from shell.harness.chaos_first_tick import trend_after_activation
 from shell.harness.chaos_process import (
@@ -50,9 +51,17 @@ from shell.harness.chaos_process import (
     outage_fill_outcomes,
 )
 from shell.harness.chaos_revive import Reviver
+from shell.harness.chaos_venues import (
+    SECOND_VENUE,
+    CombinedReport,
+    SecondVenue,
+    both_venues_environment,
+    merge_gaps,
+    positions_by_status,
+)
 from shell.harness.demo import (
+    CHOICES,
     DEMO_SETTINGS,
-    EXCHANGES,
     AdminRefused,
     DemoSystem,
     _cancel_stop_by_hand,
@@ -371,7 +380,8 @@ class Chaos:
             with unit_of_work() as s:
                 row = s.execute(
                     select(Position.symbol, Position.status).where(
-                        Position.status.in_(INTERMEDIATE_VALUES)
+                        Position.status.in_(INTERMEDIATE_VALUES),
+                        Position.exchange == self.system.venue,
                     )
                 ).first()
             if row is not None:
@@ -389,7 +399,7 @@ class Chaos:
             row = s.execute(
                 select(Position.symbol, Position.side, TrailingStop.update_count)
                 .join(TrailingStop, TrailingStop.position_id == Position.id)
-                .where(Position.status == "active")
+                .where(Position.status == "active", Position.exchange == self.system.venue)
             ).first()
         if row is None:
             name = self._kill_worker()
@@ -412,7 +422,9 @@ class Chaos:
                     TrailingStop,
                     s.scalar(
                         select(Position.id).where(
-                            Position.symbol == symbol, Position.status == "active"
+                            Position.symbol == symbol,
+                            Position.status == "active",
+                            Position.exchange == self.system.venue,
                         )
                     )
                     or 0,
@@ -619,8 +631,12 @@ def _secrets_in_events() -> int:
 def _environment(base: Settings, exchange: str) -> dict[str, str]:
     env = dict(DEMO_SETTINGS)
     env.update(CHAOS_SECRETS)
+    if exchange == "both":
+        env.update(both_venues_environment(CHAOS_SECRETS, f"http://127.0.0.1:{free_port()}"))
+    else:
+        os.environ.pop("VIGIL_EXCHANGES", None)
     env.update(
-        VIGIL_PAPER_DIALECT=exchange,
+        VIGIL_PAPER_DIALECT="binance" if exchange == "both" else exchange,
         VIGIL_HOME=str(base.home_dir / "chaos"),
         VIGIL_EMBEDDED_PG_PORT=str(free_port()),
         VIGIL_EMBEDDED_REDIS_PORT=str(free_port()),
@@ -641,9 +657,10 @@ def run_chaos(
     say: Callable[[str], None],
     exchange: str = "binance",
 ) -> ChaosResult:
-    """The chaos run on the paper exchange speaking ``exchange``'s dialect (binance / bybit)."""
-    if exchange not in EXCHANGES:
-        raise ValueError(f"exchange must be one of {EXCHANGES}, not {exchange!r}")
+    """The chaos run on the paper exchange speaking ``exchange``'s dialect (binance / bybit),
+    or on both venues at once (``both``: shell/harness/chaos_venues.py)."""
+    if exchange not in CHOICES:
+        raise ValueError(f"exchange must be one of {CHOICES}, not {exchange!r}")
     env = _environment(base, exchange)
     home = base.home_dir / "chaos"
     shutil.rmtree(home, ignore_errors=True)
@@ -690,9 +707,15 @@ def run_chaos(
         signal_admin = sup.env["VIGIL_SIGNAL_URL"].replace("ws://", "http://").rsplit("/ws", 1)[0]
         system = DemoSystem(stack, settings, settings.exchange_url, signal_admin, deps)
         chaos = Chaos(system, stack, seed, say)
+        second = None
+        if exchange == "both":
+            own = venue_settings(settings, SECOND_VENUE)
+            other = Deps(own, build_adapter(own), deps.redis, SYSTEM_CLOCK)
+            twin = DemoSystem(stack, own, own.exchange_url, signal_admin, other)
+            second = SecondVenue(twin, seed, float(settings.wave_interval))
         reviver = Reviver(chaos).start()  # a child that exits on its own is started again
         try:
-            result = _drive(chaos, duration, seed, kinds, say)
+            result = _drive(chaos, duration, seed, kinds, say, second)
             reviver.stop()
             result.exited_on_their_own = list(reviver.revived)
             return result
@@ -704,12 +727,21 @@ def run_chaos(
 
 
 def _drive(
-    chaos: Chaos, duration: float, seed: int, kinds: list[str], say: Callable[[str], None]
+    chaos: Chaos,
+    duration: float,
+    seed: int,
+    kinds: list[str],
+    say: Callable[[str], None],
+    second: SecondVenue | None = None,
 ) -> ChaosResult:
     from core.services.invariants import check_invariants
 
     system = chaos.system
-    monitor = ProtectionMonitor(build_adapter(system.settings), status_of, interval=0.25).start()
+    monitor = ProtectionMonitor(
+        build_adapter(system.settings), partial(status_of, exchange=system.venue), interval=0.25
+    ).start()
+    if second is not None:
+        second.start()
     schedule = plan(duration, seed, kinds)
     say(f"phase: {len(schedule)} faults over {duration:.0f}s (seed {seed}, {system.venue} dialect)")
     started = time.monotonic()
@@ -725,6 +757,9 @@ def _drive(
         if elapsed >= next_move:
             chaos.move_prices()
             next_move += 3.0
+        if second is not None:
+            second.system.signal_admin_url = system.signal_admin_url  # after a stack_kill
+            second.tick(elapsed)
         while schedule and schedule[0][0] <= elapsed:
             _, kind = schedule.pop(0)
             say(f"[{elapsed:6.1f}s] fault {kind}")
@@ -739,6 +774,8 @@ def _drive(
         time.sleep(0.2)
     say("phase: faults stop; guardians get their intervals")
     _clear_faults(system)
+    if second is not None:
+        _clear_faults(second.system)
     chaos.wait_recovery_clocks()
     s = system.settings
     settle = max(
@@ -756,6 +793,17 @@ def _drive(
     )
     report = _audit(check_invariants, system.deps, float(settle), say)
     monitor_report = monitor.stop()
+    if second is not None:
+        venue = second.system.venue
+        chaos.counts[f"{venue}_positions"] = [sum(positions_by_status(venue).values())]
+        say(
+            f"{venue}: {second.waves} waves beside the faults, positions by status "
+            f"{positions_by_status(venue)}; audited on its own"
+        )
+        report = CombinedReport(
+            [report, _audit(check_invariants, second.system.deps, float(settle), say)]
+        )
+        monitor_report = merge_gaps(monitor_report, second.stop(), second.system.venue)
     return ChaosResult(
         faults=chaos.faults,
         recovery=chaos.recovery,
@@ -768,7 +816,7 @@ def _drive(
         log=system.log,
         duration=duration,
         seed=seed,
-        exchange=system.venue,
+        exchange=system.venue if second is None else "both",
         stack_kill_intact=chaos.stack_kill_intact,
         counts=chaos.counts,
         stop_fills_during_outages=outage_fill_outcomes(chaos.outage_fills),
@@ -807,7 +855,12 @@ def print_result(console: Console, result: ChaosResult) -> None:
         title=f"chaos report ({result.duration:.0f}s, seed {result.seed}, {result.exchange})",
         show_header=False,
     )
-    table.add_row("exchange", f"paper, {result.exchange} dialect")
+    dialects = (
+        "binance and bybit dialects, one deployment"
+        if result.exchange == "both"
+        else (f"{result.exchange} dialect")
+    )
+    table.add_row("exchange", f"paper, {dialects}")
     table.add_row(
         "faults injected", ", ".join(f"{k} {v}" for k, v in sorted(result.faults.items()))
     )

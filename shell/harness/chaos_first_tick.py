@@ -27,14 +27,16 @@ if TYPE_CHECKING:
 FRESH = timedelta(seconds=20)  # "right after activation"
 
 
-def _fresh_position() -> tuple[int, str, str] | None:
-    """The newest active position whose trailing stop was created moments ago, untouched."""
+def _fresh_position(exchange: str) -> tuple[int, str, str] | None:
+    """The venue's newest active position whose trailing stop was created moments ago,
+    untouched (with two venues, the other venue's positions are not this run's to drive)."""
     with unit_of_work() as s:
         row = s.execute(
             select(Position.id, Position.symbol, Position.side)
             .join(TrailingStop, TrailingStop.position_id == Position.id)
             .where(
                 Position.status == "active",
+                Position.exchange == exchange,
                 TrailingStop.state == "inactive",
                 TrailingStop.update_count == 0,
                 TrailingStop.created_at >= datetime.now(UTC) - FRESH,
@@ -58,28 +60,35 @@ def _reacted(position_id: int) -> Callable[[], bool]:
     return done
 
 
-def _free_symbols(symbols: list[str]) -> list[str]:
-    """The symbols with no position in progress (a signal for them can open one)."""
+def _free_symbols(symbols: list[str], exchange: str) -> list[str]:
+    """The venue's symbols with no position in progress (a signal for them can open one)."""
     with unit_of_work() as s:
         ended = [status.value for status in TERMINAL]
-        taken = set(s.scalars(select(Position.symbol).where(Position.status.not_in(ended))))
+        taken = set(
+            s.scalars(
+                select(Position.symbol).where(
+                    Position.status.not_in(ended), Position.exchange == exchange
+                )
+            )
+        )
     return [symbol for symbol in symbols if symbol not in taken]
 
 
 def trend_after_activation(chaos: Chaos, symbols: list[str], wait_s: float = 45.0) -> bool:
     """Take a position the moment it is active (signalling free symbols until one opens),
     and trend it 3 % in its favour."""
-    found = _fresh_position()
+    venue = chaos.system.venue
+    found = _fresh_position(venue)
     deadline = time.monotonic() + wait_s
     next_signal = time.monotonic()
     while found is None and time.monotonic() < deadline:
         if time.monotonic() >= next_signal:
-            free = _free_symbols(symbols)
+            free = _free_symbols(symbols, venue)
             if free:
                 chaos.system.emit([(symbol, "BUY", 95) for symbol in free[:2]])
             next_signal = time.monotonic() + float(chaos.system.settings.wave_interval)
         time.sleep(0.2)
-        found = _fresh_position()
+        found = _fresh_position(venue)
     if found is None:
         chaos.say("trend after activation: no position became active in time")
         return False

@@ -90,7 +90,8 @@ Victim = tuple[int, str, str, Decimal]  # position id, symbol, side, live stop's
 
 
 def position_with_a_live_stop(chaos: Chaos, attempts: int = 5) -> Victim | None:
-    """The oldest active position whose own stop is live on the exchange right now.
+    """The oldest active position of the venue the faults act on whose own stop is live on
+    the exchange right now.
 
     The database alone is not enough: a position closed by hand (or stripped of its stop)
     moments ago is still ``active`` there until reconciliation's next cycle, and driving its
@@ -100,7 +101,11 @@ def position_with_a_live_stop(chaos: Chaos, attempts: int = 5) -> Victim | None:
     with unit_of_work() as s:
         rows = s.execute(
             select(Position.id, Position.symbol, Position.side)
-            .where(Position.status == "active", Position.stop_price.is_not(None))
+            .where(
+                Position.status == "active",
+                Position.exchange == chaos.system.venue,
+                Position.stop_price.is_not(None),
+            )
             .order_by(Position.id)
         ).all()
     if not rows:
@@ -290,7 +295,9 @@ def _compare(chaos: Chaos, before: tuple[Any, Any], after: tuple[Any, Any]) -> N
 def _kill_actors(stack: Stack) -> None:
     """SIGKILL every child but the paper exchange, and wait until they are gone."""
     assert stack.supervisor is not None
-    actors = [c.proc for c in stack.supervisor.children if c.name != "sim" and c.proc]
+    actors = [  # the paper exchanges (sim, sim-bybit) stay: their book is read next
+        c.proc for c in stack.supervisor.children if not c.name.startswith("sim") and c.proc
+    ]
     for proc in actors:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -12,6 +12,9 @@ exchange what happened: the report, and the invariant check that sets the exit c
 ``exchange`` picks the paper exchange's dialect (``binance``: USD-M, ``bybit``: v5 linear);
 the scenario is the same on both, and only the "by hand" steps speak the venue's terms (a
 Bybit stop is a conditional order in the one order book, a Binance one an algo order).
+``both`` runs one deployment trading the two venues at once (``VIGIL_EXCHANGES``): two paper
+exchanges, one signal stream whose signals name their venue, the scenario played on each
+venue, and each venue audited on its own.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import redis
@@ -38,7 +42,7 @@ from core.config import Settings, get_settings, load_settings
 from core.db import session as db_session
 from core.db.session import unit_of_work
 from core.domain.positions import NON_TERMINAL
-from core.services.deps import Deps, build_adapter
+from core.services.deps import Deps, build_adapter, venue_settings
 from core.services.executor import Executor
 from shell.harness.protection_monitor import MonitorReport, ProtectionMonitor
 from shell.harness.run_report import RunFigures, collect
@@ -84,6 +88,7 @@ WAVE_ONE = [
 ]
 WAVE_TWO = [("DOGEUSDT", "BUY", 80), ("LTCUSDT", "SELL", 76), ("BTCUSDT", "BUY", 90)]
 EXCHANGES = ("binance", "bybit")
+CHOICES = (*EXCHANGES, "both")  # what `vigil demo --exchange` takes
 
 
 class AdminRefused(RuntimeError):
@@ -154,7 +159,9 @@ class DemoSystem:
             from core.db.models import Position
 
             rows = s.execute(
-                select(Position.symbol, Position.side).where(Position.status == "active")
+                select(Position.symbol, Position.side).where(
+                    Position.status == "active", Position.exchange == self.venue
+                )
             ).all()
         return {symbol: side for symbol, side in rows}
 
@@ -263,7 +270,7 @@ def _queue_depths(client: redis.Redis) -> dict[str, int]:
 
 
 def _progress(
-    system: DemoSystem, monitor: ProtectionMonitor, started: float, duration: float
+    system: DemoSystem, monitors: list[ProtectionMonitor], started: float, duration: float
 ) -> Table:
     figures = collect()
     table = Table(
@@ -281,13 +288,14 @@ def _progress(
     table.add_row(
         "queues", ", ".join(f"{k} {v}" for k, v in _queue_depths(system.deps.redis).items())
     )
-    gaps = monitor.current_gaps()
+    gaps = {symbol: gap for monitor in monitors for symbol, gap in monitor.current_gaps().items()}
     table.add_row("without stop now", ", ".join(f"{k} {v:.1f}s" for k, v in gaps.items()) or "none")
     return table
 
 
-def status_of(symbol: str) -> str | None:
-    """The engine's status of the symbol's open position, for the protection monitor."""
+def status_of(symbol: str, exchange: str | None = None) -> str | None:
+    """The engine's status of the symbol's open position (on ``exchange``, if given), for the
+    protection monitor."""
     from sqlalchemy import select
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -299,6 +307,7 @@ def status_of(symbol: str) -> str | None:
                 select(Position.status).where(
                     Position.symbol == symbol,
                     Position.status.in_([st.value for st in NON_TERMINAL]),
+                    *([Position.exchange == exchange] if exchange else []),
                 )
             ).first()
     except SQLAlchemyError:
@@ -306,26 +315,44 @@ def status_of(symbol: str) -> str | None:
 
 
 @dataclass
-class DemoResult:
-    figures: RunFigures
+class VenueAudit:
+    """What the end of the run found on one venue."""
+
+    exchange: str  # the venue, which is its paper exchange's dialect
     monitor: MonitorReport
     invariants: Any
-    log: list[str]
     interfered: set[str] = field(default_factory=set)  # symbols touched "by hand"
-    exchange: str = "binance"  # the paper exchange's dialect
+
+
+@dataclass
+class DemoResult:
+    figures: RunFigures  # the whole deployment's
+    audits: list[VenueAudit]  # one per venue
+    log: list[str]
+
+    @property
+    def clean(self) -> bool:
+        return all(audit.invariants.clean for audit in self.audits)
 
 
 def run_demo(
     base: Settings, duration: float, console: Console, exchange: str = "binance"
 ) -> DemoResult:
-    """The demo on the paper exchange speaking ``exchange``'s dialect (binance / bybit)."""
-    if exchange not in EXCHANGES:
-        raise ValueError(f"exchange must be one of {EXCHANGES}, not {exchange!r}")
+    """The demo on the paper exchange speaking ``exchange``'s dialect (binance / bybit), or
+    on both venues at once (``both``)."""
+    if exchange not in CHOICES:
+        raise ValueError(f"exchange must be one of {CHOICES}, not {exchange!r}")
+    venues = list(EXCHANGES) if exchange == "both" else [exchange]
     home = base.home_dir / "demo"
     shutil.rmtree(home, ignore_errors=True)
     env = dict(DEMO_SETTINGS)
+    if len(venues) > 1:  # the second venue's own paper exchange, on a port of its own
+        env["VIGIL_EXCHANGES"] = ",".join(venues)
+        env[f"VIGIL_{venues[1].upper()}_EXCHANGE_URL"] = f"http://127.0.0.1:{free_port()}"
+    else:
+        os.environ.pop("VIGIL_EXCHANGES", None)
     env.update(
-        VIGIL_PAPER_DIALECT=exchange,
+        VIGIL_PAPER_DIALECT=venues[0],
         VIGIL_HOME=str(home),
         VIGIL_EMBEDDED_PG_PORT=str(free_port()),
         VIGIL_EMBEDDED_REDIS_PORT=str(free_port()),
@@ -366,17 +393,16 @@ def run_demo(
             stack.wait_for_worker()
         sup.install_signal_handlers()
         settings = load_settings()
-        deps = Deps(
-            settings,
-            build_adapter(settings),
-            redis.Redis.from_url(endpoints.redis_url),
-            SYSTEM_CLOCK,
-        )
+        client = redis.Redis.from_url(endpoints.redis_url)
         signal_url = sup.env["VIGIL_SIGNAL_URL"]
         signal_admin = signal_url.replace("ws://", "http://").rsplit("/ws", 1)[0]
-        system = DemoSystem(stack, settings, settings.exchange_url, signal_admin, deps)
+        systems = []
+        for venue in venues:
+            own = venue_settings(settings, venue)  # its URL, key pair and dialect
+            deps = Deps(own, build_adapter(own), client, SYSTEM_CLOCK)
+            systems.append(DemoSystem(stack, own, own.exchange_url, signal_admin, deps))
         _print_where(console, stack)
-        return _drive(system, duration, console)
+        return _drive(systems, duration, console)
     finally:
         stack.stop()
 
@@ -384,86 +410,71 @@ def run_demo(
 def _print_where(console: Console, stack: Stack) -> None:
     ep = stack.endpoints
     assert ep is not None
+    exchanges = "  ".join(f"{venue} {url}" for venue, url in ep.exchange_urls.items())
     console.print(
         f"Console {ep.api_url}/console  Flower {ep.flower_url}  API {ep.api_url}/health"
-        f"  exchange {ep.exchange_url}"
-        f" ({stack.settings.paper_dialect} dialect)  logs {ep.logs}"
+        f"  paper exchanges: {exchanges}  logs {ep.logs}"
     )
 
 
-def _drive(system: DemoSystem, duration: float, console: Console) -> DemoResult:
+def _drive(systems: list[DemoSystem], duration: float, console: Console) -> DemoResult:
+    """Play the scenario on every venue at once, then audit each venue on its own."""
     from core.services.invariants import check_invariants
 
-    monitor = ProtectionMonitor(system.deps.exchange, status_of, interval=0.25).start()
-    steps = scenario(duration)
+    monitors = [
+        ProtectionMonitor(
+            system.deps.exchange,
+            partial(status_of, exchange=system.venue),
+            interval=0.25,
+        ).start()
+        for system in systems
+    ]
+    plans = [scenario(duration) for _ in systems]
+    log: list[str] = []
     started = time.monotonic()
     with Live(console=console, refresh_per_second=2) as live:
         while (elapsed := time.monotonic() - started) < duration:
-            for step in steps:
-                if not step.done and elapsed >= step.at:
-                    step.done = True
-                    system.log.append(f"[{elapsed:5.1f}s] {step.label}")
-                    step.action(system)
-                    if not console.is_terminal:  # no live view: say it as it happens
-                        console.print(system.log[-1])
+            for system, steps in zip(systems, plans, strict=True):
+                _play_due(system, steps, elapsed, log, console, len(systems) > 1)
             live.update(
-                Group(_progress(system, monitor, started, duration), "\n".join(system.log[-8:]))
+                Group(_progress(systems[0], monitors, started, duration), "\n".join(log[-8:]))
             )
             time.sleep(0.5)
-    monitor_report = monitor.stop()
-    report = check_invariants(system.deps)
-    interfered = {system.picked[k] for k in ("naked",) if k in system.picked} | {"LINKUSDT"}
-    return DemoResult(collect(), monitor_report, report, system.log, interfered, system.venue)
+    audits = []
+    for system, monitor in zip(systems, monitors, strict=True):
+        report = monitor.stop()
+        interfered = {system.picked[k] for k in ("naked",) if k in system.picked}
+        audits.append(
+            VenueAudit(
+                system.venue, report, check_invariants(system.deps), interfered | {"LINKUSDT"}
+            )
+        )
+    return DemoResult(collect(), audits, log)
+
+
+def _play_due(
+    system: DemoSystem,
+    steps: list[Step],
+    elapsed: float,
+    log: list[str],
+    console: Console,
+    name_venue: bool,
+) -> None:
+    """Run the steps now due on ``system``'s venue; what they did goes to ``log``."""
+    for step in steps:
+        if not step.done and elapsed >= step.at:
+            step.done = True
+            venue = f"{system.venue}: " if name_venue else ""
+            before = len(system.log)
+            system.log.append(f"[{elapsed:5.1f}s] {venue}{step.label}")
+            step.action(system)
+            for line in system.log[before:]:
+                log.append(line if line.startswith("[") or not venue else f"{venue}{line}")
+                if not console.is_terminal:  # no live view: say it as it happens
+                    console.print(log[-1])
 
 
 def print_result(console: Console, result: DemoResult) -> None:
-    console.print("what the scenario did:")
-    for line in result.log:
-        console.print(f"  {line}", highlight=False)
-    f = result.figures
-    table = Table(title="demo report", show_header=False)
-    table.add_row("exchange", f"paper, {result.exchange} dialect")
-    table.add_row("positions opened", str(f.opened))
-    table.add_row(
-        "closed by reason",
-        ", ".join(f"{k} {v}" for k, v in sorted(f.closed_by_reason.items())) or "-",
-    )
-    table.add_row(
-        "positions by status",
-        ", ".join(f"{k} {v}" for k, v in sorted(f.positions_by_status.items())),
-    )
-    table.add_row(
-        "signals by outcome", ", ".join(f"{k} {v}" for k, v in sorted(f.signals_by_status.items()))
-    )
-    table.add_row("realized PnL (USDT)", f"{f.realized_pnl:.2f}")
-    table.add_row("trailing activations / stop moves", f"{f.trailing_activations} / {f.stop_moves}")
-    m = result.monitor
-    now = time.monotonic()
-    own = [
-        g.seconds(now)
-        for g in m.gaps
-        if g.kind == "established" and g.symbol not in result.interfered
-    ]
-    outside = [g.seconds(now) for g in m.gaps if g.symbol in result.interfered]
-    table.add_row(
-        "longest without a live stop",
-        f"engine-managed {max(own, default=0.0):.2f}s; after a stop was removed or a "
-        f"position opened by hand {max(outside, default=0.0):.2f}s (protection interval "
-        f"bounds it); between entry fill and stop {m.longest('opening'):.2f}s "
-        f"(sampled every {m.interval}s, {m.samples} samples)",
-    )
-    table.add_row("events", str(f.events_total))
-    console.print(table)
-    events = Table(title="events by type")
-    events.add_column("type")
-    events.add_column("count", justify="right")
-    for name, count in f.events_by_type.items():
-        events.add_row(name, str(count))
-    console.print(events)
-    inv = result.invariants
-    if inv.clean:
-        console.print("[green]diagnose: every invariant holds[/]")
-    else:
-        console.print(f"[red]diagnose: {len(inv.violations)} violation(s)[/]")
-        for v in inv.violations:
-            console.print(f"  {v.kind}: {v.symbol or ''} {v.detail}")
+    from shell.harness.demo_report import print_demo_result
+
+    print_demo_result(console, result)

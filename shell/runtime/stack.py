@@ -23,12 +23,14 @@ from sqlalchemy.exc import OperationalError
 
 from core.config import (
     Settings,
+    SettingsError,
     embedded_database_url,
     embedded_redis_url,
     normalise_database_url,
 )
 from core.db import migrate
 from core.domain.restarts import RestartPolicy
+from core.venues import VenueConfig, check_venues, default_venue
 from shell.runtime.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -52,7 +54,7 @@ class StackOptions:
     workers: int = 1
     concurrency: int = 2
     flower: bool = True
-    sim: bool | None = None  # None: start it when VIGIL_EXCHANGE=paper
+    sim: bool | None = None  # None: one per paper venue when VIGIL_EXCHANGE=paper
     signal_sim: bool = False
     ingest: bool | None = None  # None: always (signals if configured, prices, user data)
     api: bool = False
@@ -65,6 +67,7 @@ class Endpoints:
     database_url: str
     redis_url: str
     exchange_url: str | None = None
+    exchange_urls: dict[str, str] = field(default_factory=dict)  # venue -> its paper exchange
     flower_url: str | None = None
     signal_url: str | None = None
     api_url: str | None = None
@@ -221,12 +224,17 @@ class Stack:
         py = [sys.executable, "-m", "shell.cli"]
         run_sim = opts.sim if opts.sim is not None else settings.exchange == "paper"
         if run_sim:
-            self._start_paper_exchange(sup, py)
+            for venue in self.venues():
+                if venue.kind == "paper":
+                    self._start_paper_exchange(sup, py, venue)
         for i in range(1, opts.workers + 1):
             sup.spawn(
                 f"worker{i}",
                 [*py, "worker", "--name", f"worker{i}", "--concurrency", str(opts.concurrency)],
             )
+        for own in settings.venue_queues:  # a venue with workers of its own
+            argv = [*py, "worker", "--venue", own, "--name", f"worker-{own}"]
+            sup.spawn(f"worker-{own}", [*argv, "--concurrency", str(opts.concurrency)])
         sup.spawn("beat", [*py, "beat"])
         self._start_signal_path(sup, py)
         if opts.flower:
@@ -245,28 +253,46 @@ class Stack:
             self.endpoints.api_url = f"http://127.0.0.1:{settings.api_port}"
         return sup
 
-    def _start_paper_exchange(self, sup: Supervisor, py: list[str]) -> None:
-        """Start the paper exchange (with VIGIL_API_KEY/SECRET, its account under VIGIL_HOME),
-        or use the one already answering at VIGIL_EXCHANGE_URL.
+    def venues(self) -> list[VenueConfig]:
+        """The venues of this deployment (``VIGIL_EXCHANGES``), checked: one line if not."""
+        try:
+            return check_venues(self.settings)
+        except SettingsError as exc:
+            raise StartupError(str(exc)) from None
 
-        Its child inherits VIGIL_API_KEY / VIGIL_API_SECRET through the environment (never
-        the command line), so the engine's signed calls are accepted whatever the keys are.
-        A port held by something that is not a paper exchange stops the start, as before.
+    def process_name(self, kind: str, venue: str) -> str:
+        """``sim`` / ``ingest`` for the default venue (as with one venue), ``sim-bybit``,
+        ``ingest-bybit`` for another: one name per process in logs, pid files and status."""
+        return kind if venue == default_venue(self.settings) else f"{kind}-{venue}"
+
+    def _start_paper_exchange(self, sup: Supervisor, py: list[str], venue: VenueConfig) -> None:
+        """Start one venue's paper exchange (with that venue's key pair, its account under
+        VIGIL_HOME), or use the one already answering at the venue's URL.
+
+        The child reads its key pair from the environment (``vigil sim --venue``: the
+        venue's own VIGIL_<VENUE>_API_KEY / _SECRET, or VIGIL_API_KEY / SECRET for the
+        default venue), never from the command line, so the engine's signed calls are
+        accepted whatever the keys are. A port held by something that is not a paper
+        exchange stops the start, as before.
         """
         assert self.endpoints is not None
-        settings = self.settings
-        host, port = host_port(settings.exchange_url, 8710)
-        self.endpoints.exchange_url = settings.exchange_url
+        host, port = host_port(venue.url, 8710)
+        self.endpoints.exchange_urls[venue.name] = venue.url
+        if self.endpoints.exchange_url is None:
+            self.endpoints.exchange_url = venue.url
         if port_in_use(port, host):
-            if _paper_exchange_answers(settings.exchange_url):
+            if _paper_exchange_answers(venue.url):
                 self.reused_exchange = True
                 return
-            raise StartupError(
-                f"port {port} for the paper exchange is in use; set VIGIL_EXCHANGE_URL"
-            )
-        state = self.home / "paper-exchange" / f"{settings.paper_dialect}.account"
+            setting = "VIGIL_EXCHANGE_URL"
+            if venue.name != default_venue(self.settings):
+                setting = f"VIGIL_{venue.name.upper()}_EXCHANGE_URL"
+            raise StartupError(f"port {port} for the paper exchange is in use; set {setting}")
+        state = self.home / "paper-exchange" / f"{venue.paper_dialect}.account"
         argv = [*py, "sim", "--host", host, "--port", str(port), "--state", str(state)]
-        sup.spawn("sim", [*argv, *self.options.sim_args])
+        if venue.name != default_venue(self.settings):
+            argv += ["--venue", venue.name]
+        sup.spawn(self.process_name("sim", venue.name), [*argv, *self.options.sim_args])
 
     def _start_signal_path(self, sup: Supervisor, py: list[str]) -> None:
         """The signal source simulator (``--with-signal-sim``) and the ingest reading signals.
@@ -279,6 +305,7 @@ class Stack:
         assert self.endpoints is not None
         opts, settings = self.options, self.settings
         signal_url = settings.signal_url
+        venues = [venue.name for venue in self.venues()]
         if opts.signal_sim:
             port = settings.signal_sim_port
             if port_in_use(port):
@@ -287,9 +314,8 @@ class Stack:
             signal_url = f"ws://127.0.0.1:{port}/ws"
             sup.env["VIGIL_SIGNAL_URL"] = signal_url
             sup.env["VIGIL_SIGNAL_TOKEN"] = token or secrets.token_urlsafe(24)
-            sim = sup.spawn(
-                "signal-sim", [*py, "signal-sim", "--port", str(port), *opts.signal_sim_args]
-            )
+            argv = [*py, "signal-sim", "--port", str(port), "--exchange", ",".join(venues)]
+            sim = sup.spawn("signal-sim", [*argv, *opts.signal_sim_args])
             deadline = time.monotonic() + 15
             while not port_in_use(port) and sim.running and time.monotonic() < deadline:
                 time.sleep(0.05)  # the ingest's first connect should find it listening
@@ -297,7 +323,13 @@ class Stack:
         # stream (stops filled on the exchange), so it runs with or without a signal source
         run_ingest = opts.ingest if opts.ingest is not None else True
         if run_ingest:
-            sup.spawn("ingest", [*py, "ingest"])
+            # one ingest per venue (its prices, user data and waves); the first one alone
+            # reads the signal stream, whose signals name their venue
+            for index, venue in enumerate(venues):
+                argv = [*py, "ingest", "--exchange", venue]
+                if index > 0:
+                    argv.append("--no-signals")
+                sup.spawn(self.process_name("ingest", venue), argv)
             self.endpoints.signal_url = signal_url
 
     def wait_for_worker(self, timeout: float = 60.0) -> float:

@@ -1,7 +1,8 @@
 """The whole system under every fault kind ends with nothing lost, duplicated or unprotected.
 
 The default suite runs a short version on each dialect of the paper exchange (every fault
-kind once: Binance for 110 s, Bybit for 45 s); the long one runs on demand:
+kind once: Binance for 110 s, Bybit for 45 s, both venues in one deployment for 60 s); the
+long one runs on demand:
 ``VIGIL_CHAOS_DURATION=600 pytest -m chaos`` (both dialects; or ``vigil chaos --exchange``).
 ``VIGIL_CHAOS_BYBIT_DURATION`` sets the Bybit run's length on its own.
 """
@@ -23,6 +24,10 @@ DURATIONS = {
     "binance": DURATION,
     "bybit": float(
         os.environ.get("VIGIL_CHAOS_BYBIT_DURATION", os.environ.get("VIGIL_CHAOS_DURATION", "45"))
+    ),
+    # one deployment trading both venues: the faults on Binance, Bybit trading beside them
+    "both": float(
+        os.environ.get("VIGIL_CHAOS_BOTH_DURATION", os.environ.get("VIGIL_CHAOS_DURATION", "60"))
     ),
 }
 
@@ -61,6 +66,8 @@ def test_chaos_run_with_every_fault_kind_ends_with_zero_invariant_violations(cha
     assert data["invariant_violations"] == [], out[-4000:]
     assert data["signals_without_outcome"] == 0
     assert code == 0, out[-4000:]
+    if data["exchange"] == "both":  # the second venue traded through the run too
+        assert data["counts"]["bybit_positions"][0] > 0, out[-4000:]
 
 
 def test_chaos_run_every_interrupted_opening_and_killed_process_recovers(chaos_run):

@@ -190,14 +190,33 @@ def _open_rows(session: Session) -> list[OpenRow]:
 
 
 @dataclass(frozen=True)
+class VenueReads:
+    """One venue's cached reads: its open orders and its marks and precisions."""
+
+    orders: ExchangeReads
+    market: MarketView
+
+
+@dataclass(frozen=True)
 class BookSources:
-    """The console's read of the outside world, built once per app."""
+    """The console's read of the outside world, built once per app: the default venue's
+    reads, and those of every other venue of the deployment (``others``)."""
 
     exchange_name: str
     orders: ExchangeReads
     market: MarketView
     clock: UnprotectedClock
     callback_percent: Decimal
+    others: dict[str, VenueReads] = field(default_factory=dict)
+
+    def venues(self) -> dict[str, VenueReads]:
+        return {self.exchange_name: VenueReads(self.orders, self.market), **self.others}
+
+    def market_of(self, venue: str) -> MarketView | None:
+        if venue == self.exchange_name:
+            return self.market
+        other = self.others.get(venue)
+        return other.market if other is not None else None
 
 
 @dataclass(frozen=True)
@@ -207,9 +226,9 @@ class OrdersRead:
     error: str | None
 
 
-def _orders_or_error(src: BookSources) -> OrdersRead:
+def _orders_or_error(reads: ExchangeReads) -> OrdersRead:
     try:
-        orders, at = src.orders.orders_read_at()
+        orders, at = reads.orders_read_at()
     except ExchangeFailure as exc:
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
         return OrdersRead(None, None, f"{type(exc).__name__}: {first}")
@@ -226,15 +245,24 @@ def _by_symbol(orders: list[ExchangeOrder]) -> dict[str, list[ExchangeOrder]]:
 
 
 def read_book(session: Session, src: BookSources, now: datetime) -> BookView:
+    """The book: every open position, each judged against its own venue's exchange."""
     rows = _open_rows(session)
-    read = _orders_or_error(src)
-    marks = src.market.marks() if read.orders is not None else {}
-    stops = _by_symbol(read.orders) if read.orders is not None else {}
+    venues = src.venues()
+    reads = {name: _orders_or_error(venue.orders) for name, venue in venues.items()}
+    marks = {
+        name: venues[name].market.marks() if read.orders is not None else {}
+        for name, read in reads.items()
+    }
+    stops = {
+        name: _by_symbol(read.orders) if read.orders is not None else {}
+        for name, read in reads.items()
+    }
     missing: set[int] = set()
     lives: dict[int, book.LiveStop | None] = {}
     for p in rows:
-        if p.exchange == src.exchange_name and read.orders is not None:
-            live = book.live_stop(p.symbol, p.side, p.quantity, stops.get(p.symbol, []))
+        read = reads.get(p.exchange)
+        if read is not None and read.orders is not None:
+            live = book.live_stop(p.symbol, p.side, p.quantity, stops[p.exchange].get(p.symbol, []))
             lives[p.id] = live
             judged = book.judged_by(p.opened_at, read.read_at)
             if p.status == "active" and judged and (live is None or not live.covers):
@@ -246,16 +274,26 @@ def read_book(session: Session, src: BookSources, now: datetime) -> BookView:
     return BookView(
         rows=out,
         totals=book.totals(r.line for r in out),
-        exchanges=sorted({p.exchange for p in rows} | {src.exchange_name}),
-        exchange_error=read.error,
+        exchanges=sorted({p.exchange for p in rows} | set(venues)),
+        exchange_error=_errors(reads),
         checked_at=now,
     )
+
+
+def _errors(reads: dict[str, OrdersRead]) -> str | None:
+    """The failed reads, each named by its venue when the deployment has several."""
+    failed = {name: read.error for name, read in reads.items() if read.error}
+    if not failed:
+        return None
+    if len(reads) == 1:
+        return next(iter(failed.values()))
+    return "; ".join(f"{name}: {error}" for name, error in sorted(failed.items()))
 
 
 def _book_row(
     p: OpenRow,
     src: BookSources,
-    marks: dict[str, Decimal],
+    marks: dict[str, dict[str, Decimal]],
     lives: dict[int, book.LiveStop | None],
     is_missing: bool,
     first_seen: datetime | None,
@@ -263,7 +301,7 @@ def _book_row(
 ) -> BookRow:
     live_known = p.id in lives
     live = lives.get(p.id)
-    mark = marks.get(p.symbol) if p.exchange == src.exchange_name else None
+    mark = marks.get(p.exchange, {}).get(p.symbol)
     stop = live.price if live is not None else (None if live_known else p.stop_price)
     owner = None
     if live is not None:
@@ -271,7 +309,8 @@ def _book_row(
         owner = book.stop_owner(parsed.purpose, parsed.seq) if parsed else book.OWNER_FOREIGN
     elif not live_known and p.trailing_owner == "protection":
         owner = book.OWNER_PROTECTION
-    price_places, qty_places = src.market.places(p.symbol)
+    market = src.market_of(p.exchange)
+    price_places, qty_places = market.places(p.symbol) if market else (None, None)
     started = p.opened_at or p.created_at
     extreme = p.highest_price if p.side == "long" else p.lowest_price
     return BookRow(

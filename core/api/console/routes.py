@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import redis
@@ -79,6 +80,7 @@ def register(app: web.Application, settings: Settings, clock: Clock, health: Hea
         market=data.MarketView(health.deps_factory, settings.health_cache_seconds),
         clock=data.UnprotectedClock(),
         callback_percent=settings.trailing_callback_percent,
+        others=_other_venues(settings, exchange),
     )
     app[CONSOLE] = Console(settings, clock, health, sources)
     app.on_startup.append(_warm_up)
@@ -97,11 +99,32 @@ def register(app: web.Application, settings: Settings, clock: Clock, health: Hea
         app.router.add_get("/console" + path, handler)
 
 
+def _other_venues(settings: Settings, default: str) -> dict[str, data.VenueReads]:
+    """Cached reads of every venue of the deployment besides ``default`` (VIGIL_EXCHANGES),
+    each through that venue's own exchange client, built on first use."""
+    from core.services.deps import deps_for
+
+    found = {}
+    for venue in _configured_venues(settings):
+        if venue != default:
+            factory = partial(deps_for, venue)
+            found[venue] = data.VenueReads(
+                ExchangeReads(factory, settings.health_cache_seconds),
+                data.MarketView(factory, settings.health_cache_seconds),
+            )
+    return found
+
+
 async def _warm_up(app: web.Application) -> None:
     """Read markets and marks in the background at start, so the first page is not the one
     that pays for them; a failure here only means the first page pays after all."""
     console = app[CONSOLE]
-    console.warming = asyncio.get_running_loop().run_in_executor(None, console.sources.market.warm)
+    console.warming = asyncio.get_running_loop().run_in_executor(None, _warm, console.sources)
+
+
+def _warm(sources: data.BookSources) -> None:
+    for venue in sources.venues().values():
+        venue.market.warm()
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
