@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_the_outage_victim_skips_positions_closed_or_unprotected_by_hand(paper_venue):
     venue = paper_venue
-    chaos = SimpleNamespace(system=SimpleNamespace(deps=venue.deps))
+    chaos = SimpleNamespace(system=SimpleNamespace(deps=venue.deps, venue=venue.name))
     for symbol, price in (("BTCUSDT", "60000"), ("ETHUSDT", "3000"), ("SOLUSDT", "150")):
         venue.set_price(symbol, price)
     btc = opened(venue, venue.deps, "BTCUSDT")
