@@ -47,6 +47,7 @@ from shell.harness import chaos_death as death
 from shell.harness.chaos_first_tick import trend_after_activation
 from shell.harness.chaos_process import (
     PROCESS_FAULT_KINDS,
+    fresh_database_pool,
     inject_process_fault,
     outage_fill_outcomes,
 )
@@ -463,6 +464,7 @@ class Chaos:
         time.sleep(1.0)
         since = time.monotonic()
         self.stack.postgres.start()
+        fresh_database_pool()
         self.say("PostgreSQL killed and restarted (recovers from its WAL)")
         self._clock("postgres_restart", self._heartbeat_after(since))
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from core.db import session as db_session
 from core.db.models import Event, Position, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.orders import STOP_PURPOSES
@@ -82,6 +83,7 @@ def postgres_outage(chaos: Chaos) -> None:
     time.sleep(outage_seconds())
     since = time.monotonic()
     server.start()
+    fresh_database_pool()
     chaos.say("PostgreSQL started again (recovers from its WAL)")
     chaos._clock("postgres_outage", chaos._heartbeat_after(since))
 
@@ -153,6 +155,16 @@ def _drive_through_its_stop(chaos: Chaos, kind: str, victim: Victim | None) -> N
     chaos.say(f"{symbol}'s price driven through its stop during the {kind}")
 
 
+def fresh_database_pool() -> None:
+    """Drop the harness's own pooled connections after PostgreSQL was killed and restarted.
+
+    They died with the server, and a pooled connection is pinged only after it sat idle
+    for a second (``core.db.session``): one the harness's clocks used a moment before the
+    kill would fail the harness's next read with "server closed the connection".
+    """
+    db_session.reset_engine()
+
+
 def outage_fill_outcomes(fills: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """How each position whose stop was driven through during an outage ended."""
     if not fills:
@@ -216,6 +228,7 @@ def stack_kill(chaos: Chaos) -> None:
     chaos.say("SIGKILL of every process of the stack; starting it again on the same home")
     new = Stack(old.settings, old.options)
     new.start_storage(chaos.say)
+    fresh_database_pool()
     new.migrate()
     database_after = _database_book()
     sup = new.start_processes()
