@@ -297,18 +297,26 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
         return True  # closed before
     side = Side(position.side)
     failure: errors.ExchangeFailure | None = None
+    flat_before = False
     try:
-        if _exchange_has_position(deps, position.symbol):
+        flat_before = not _exchange_has_position(deps, position.symbol)
+        if not flat_before:
             _send_close(deps, position, side)
         closed = not _exchange_has_position(deps, position.symbol)
     except errors.ExchangeFailure as exc:
         closed, failure = False, exc
+    if closed and flat_before:
+        reason = _reason_when_found_flat(deps, position_id, position.symbol, reason)
     if closed:
         # the exchange between transactions: the exit's trades, the leftovers cancelled
         trades = deps.exchange.trades(position.symbol, since=position.created_at)
         cancelled = cancel_leftovers(deps, position)
         _finish_closed(deps, held, position_id, reason, trades, cancelled)
         drop_bands(deps, position)
+        if reason == "stop_triggered":
+            from core.services.stop_fill import ensure_stop_triggered_event
+
+            ensure_stop_triggered_event(position_id)
         return True
     with deps.unit_of_work() as session:
         position = session.get(Position, position_id, populate_existing=True)
@@ -330,6 +338,19 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
             close_reason=None,
         )
     raise errors.Retryable(f"close of position {position_id} failed: {failure}")
+
+
+def _reason_when_found_flat(deps: Deps, position_id: int, symbol: str, requested: str) -> str:
+    """Why a position this close found already flat is closed: its own stop, if one filled.
+
+    A stop that fills while its settle waits (a store outage, the settle's backoff) can be
+    overtaken by a close requested for another reason (aged, by the operator); that close
+    sent nothing, so its reason would be the wrong one. An unanswered lookup is raised
+    (Retryable): the close is retried rather than recorded with a guess.
+    """
+    from core.services.stop_fill import closed_by_own_stop
+
+    return "stop_triggered" if closed_by_own_stop(deps, position_id, symbol) else requested
 
 
 def _finish_closed(

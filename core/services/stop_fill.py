@@ -4,7 +4,10 @@ Reconciliation finds a position in the database that the exchange does not have.
 stop fill's settle was lost (an outage of the broker or the database outlasted its
 retries, the ingest was down), calling it a ``phantom`` would record the right exit with the
 wrong reason and no trace of the stop. So before settling it, the position's own stops
-are looked up by client id: one that filled makes the reason ``stop_triggered``.
+are looked up by client id: one that filled makes the reason ``stop_triggered``. A lookup
+the exchange did not answer leaves the position to the next cycle: the faults that make a
+stream miss a fill (an outage, a reconnect under rate limits) are the very ones that make a
+lookup fail, and a phantom cannot be undone.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ STOP_PURPOSES = ("stop", "protection", "emergency")  # trailing's (it imports th
 
 
 def closed_by_own_stop(deps: Deps, position_id: int, symbol: str) -> bool:
-    """True if one of the position's stops is filled on the exchange (looked up by id)."""
+    """True if one of the position's stops is filled on the exchange (looked up by id).
+
+    A lookup the exchange did not answer (a 5xx, a 429, a timeout) proves nothing: unless
+    another stop is found filled, it is raised, so reconciliation leaves the position for
+    its next cycle instead of settling it as a phantom. An id the venue never heard of is
+    an answer (not filled); so is any other refusal, logged.
+    """
     with unit_of_work() as session:
         client_ids = session.scalars(
             select(Order.client_order_id).where(
@@ -33,16 +42,23 @@ def closed_by_own_stop(deps: Deps, position_id: int, symbol: str) -> bool:
                 Order.status.in_(("open", "intent", "filled")),
             )
         ).all()
+    unanswered: errors.Retryable | None = None
     for client_id in client_ids:
         if client_id is None:
             continue
         try:
             found = deps.exchange.fetch_order(symbol, client_id, conditional=True)
-        except errors.ExchangeFailure as exc:
+        except errors.Retryable as exc:
             log.warning("stop %s of position %s not looked up: %s", client_id, position_id, exc)
+            unanswered = exc
+            continue
+        except errors.ExchangeFailure as exc:
+            log.warning("stop %s of position %s refused a lookup: %s", client_id, position_id, exc)
             continue
         if found is not None and found.is_filled:
             return True
+    if unanswered is not None:
+        raise unanswered
     return False
 
 

@@ -97,5 +97,6 @@ def trend_after_activation(chaos: Chaos, symbols: list[str], wait_s: float = 45.
     target = chaos.price(symbol) * factor
     chaos.system.admin("/_sim/path", {"symbol": symbol, "target": str(target), "seconds": 0.3})
     chaos.say(f"{symbol} just became active: price driven 3 % in its favour")
-    chaos._clock("trailing_after_activation", _reacted(position_id), limit=30.0)
+    # the next fault waits for this measure: none of them may fall inside it
+    chaos._clock("trailing_after_activation", _reacted(position_id), limit=30.0).join(31.0)
     return True

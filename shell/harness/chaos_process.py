@@ -30,8 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from core.db import session as db_session
 from core.db.models import Event, Position, TrailingStop
 from core.db.session import unit_of_work
+from core.domain.orders import STOP_PURPOSES
+from core.exchange.client_ids import parse_client_id
+from core.exchange.errors import ExchangeFailure
 from shell.runtime.leftovers import is_alive
 from shell.runtime.stack import Stack
 
@@ -59,7 +63,7 @@ def inject_process_fault(chaos: Chaos, kind: str) -> None:
 def redis_outage(chaos: Chaos) -> None:
     server = chaos.stack.redis
     assert server is not None
-    victim = _position_with_a_stop(chaos.system.venue)
+    victim = position_with_a_live_stop(chaos)
     server.kill()
     chaos.say(f"Redis killed; down for {outage_seconds():.0f}s")
     _drive_through_its_stop(chaos, "redis_outage", victim)
@@ -72,48 +76,93 @@ def redis_outage(chaos: Chaos) -> None:
 def postgres_outage(chaos: Chaos) -> None:
     server = chaos.stack.postgres
     assert server is not None
-    victim = _position_with_a_stop(chaos.system.venue)  # read while the database still answers
+    victim = position_with_a_live_stop(chaos)  # read while the database still answers
     server.kill()
     chaos.say(f"PostgreSQL killed; down for {outage_seconds():.0f}s")
     _drive_through_its_stop(chaos, "postgres_outage", victim)
     time.sleep(outage_seconds())
     since = time.monotonic()
     server.start()
+    fresh_database_pool()
     chaos.say("PostgreSQL started again (recovers from its WAL)")
     chaos._clock("postgres_outage", chaos._heartbeat_after(since))
 
 
-Victim = tuple[int, str, str, Decimal]  # position id, symbol, side, stop price
+Victim = tuple[int, str, str, Decimal]  # position id, symbol, side, live stop's trigger
 
 
-def _position_with_a_stop(exchange: str) -> Victim | None:
-    """An active position of the venue the faults act on whose stop the engine knows (the
-    oldest: least likely to be moving)."""
+def position_with_a_live_stop(chaos: Chaos, attempts: int = 5) -> Victim | None:
+    """The oldest active position of the venue the faults act on whose own stop is live on
+    the exchange right now.
+
+    The database alone is not enough: a position closed by hand (or stripped of its stop)
+    moments ago is still ``active`` there until reconciliation's next cycle, and driving its
+    price fills no stop; the engine then rightly settles it as the phantom it is. So the
+    exchange is read too (retried: an injected exchange fault may be pending).
+    """
     with unit_of_work() as s:
-        row = s.execute(
-            select(Position.id, Position.symbol, Position.side, Position.stop_price)
+        rows = s.execute(
+            select(Position.id, Position.symbol, Position.side)
             .where(
                 Position.status == "active",
-                Position.exchange == exchange,
+                Position.exchange == chaos.system.venue,
                 Position.stop_price.is_not(None),
             )
             .order_by(Position.id)
-            .limit(1)
-        ).first()
-    if row is None or row[3] is None:
+        ).all()
+    if not rows:
         return None
-    return (row[0], row[1], row[2], row[3])
+    for attempt in range(attempts):
+        try:
+            live = _live_own_stops(chaos)
+            break
+        except ExchangeFailure:
+            time.sleep(0.5 * (attempt + 1))
+    else:
+        return None
+    for position_id, symbol, side in rows:
+        triggers = live.get((position_id, symbol))
+        if triggers:
+            # the stop nearest the price: crossing it closes the position
+            return (position_id, symbol, side, max(triggers) if side == "long" else min(triggers))
+    return None
+
+
+def _live_own_stops(chaos: Chaos) -> dict[tuple[int, str], list[Decimal]]:
+    """(position id, symbol) -> trigger prices of its live stops, where the exchange still
+    holds a position on that symbol."""
+    exchange = chaos.system.deps.exchange
+    held = {p.symbol for p in exchange.positions()}
+    live: dict[tuple[int, str], list[Decimal]] = {}
+    for order in exchange.open_orders():
+        ours = parse_client_id(order.client_id)
+        if order.trigger_price is None or ours is None or ours.purpose not in STOP_PURPOSES:
+            continue
+        if order.symbol in held:
+            live.setdefault((ours.position_id, order.symbol), []).append(order.trigger_price)
+    return live
 
 
 def _drive_through_its_stop(chaos: Chaos, kind: str, victim: Victim | None) -> None:
     """Move the price 1 % beyond the stop in 3 s: the stop fills while the store is down."""
     if victim is None:
+        chaos.say(f"{kind}: no position with a live stop to drive through it")
         return
     position_id, symbol, side, stop = victim
     target = stop * (Decimal("0.99") if side == "long" else Decimal("1.01"))
     chaos.system.admin("/_sim/path", {"symbol": symbol, "target": str(target), "seconds": 3})
     chaos.outage_fills.append({"kind": kind, "position_id": position_id, "symbol": symbol})
     chaos.say(f"{symbol}'s price driven through its stop during the {kind}")
+
+
+def fresh_database_pool() -> None:
+    """Drop the harness's own pooled connections after PostgreSQL was killed and restarted.
+
+    They died with the server, and a pooled connection is pinged only after it sat idle
+    for a second (``core.db.session``): one the harness's clocks used a moment before the
+    kill would fail the harness's next read with "server closed the connection".
+    """
+    db_session.reset_engine()
 
 
 def outage_fill_outcomes(fills: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -179,6 +228,7 @@ def stack_kill(chaos: Chaos) -> None:
     chaos.say("SIGKILL of every process of the stack; starting it again on the same home")
     new = Stack(old.settings, old.options)
     new.start_storage(chaos.say)
+    fresh_database_pool()
     new.migrate()
     database_after = _database_book()
     sup = new.start_processes()
