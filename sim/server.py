@@ -27,18 +27,18 @@ from sim import admin, errors
 from sim.admin import HUB_KEY, STATE_KEY
 from sim.errors import SimError
 from sim.faults import FaultPlan
-from sim.persist import add_persistence, save_quietly
+from sim.persist import add_persistence
 from sim.requestlog import weight_of
 from sim.rest import ROUTES, SIGNED, USER_STREAM, Ctx, Route
-from sim.serving import cancel, hold_or_drop, serve_until_signal
+from sim.serving import hold_or_drop, serve_until_signal
 from sim.state import SimOptions, SimState
+from sim.tick_loop import add_tick_loop
 from sim.ws import StreamHub
 
 log = logging.getLogger("sim.server")
 NAME = "paper exchange"
 ROUTE_MAP: dict[tuple[str, str], Route] = {(r.method, r.path): r for r in ROUTES}
 KNOWN_PATHS = frozenset(r.path for r in ROUTES)
-TICK_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("sim_tick", asyncio.Task)
 
 
 def _params(raw_query: str, raw_body: str) -> dict[str, str]:
@@ -149,39 +149,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return await request.app[HUB_KEY].serve(request, state.listen_keys)
 
 
-async def _tick_loop(app: web.Application) -> None:
-    state = app[STATE_KEY]
-    hub = app[HUB_KEY]
-    loop = asyncio.get_running_loop()
-    interval = state.options.tick_interval
-    next_at = loop.time() + interval
-    while True:
-        await asyncio.sleep(max(0.0, next_at - loop.time()))
-        next_at += interval
-        if next_at < loop.time():  # fell behind (overloaded): skip, don't burst
-            next_at = loop.time() + interval
-        state.tick()
-        hub.publish_marks(state.prices.prices)
-        save_quietly(app, state)
-
-
-async def _on_startup(app: web.Application) -> None:
-    app[STATE_KEY].loop = asyncio.get_running_loop()
-    app[TICK_TASK_KEY] = asyncio.create_task(_tick_loop(app))
-
-
-async def _on_shutdown(app: web.Application) -> None:
-    await cancel(app[TICK_TASK_KEY])
-    await app[HUB_KEY].close_all()
-
-
 DIALECTS = ("binance", "bybit")
-
-
-def add_tick_loop(app: web.Application) -> None:
-    """Move prices every `tick_interval` and push them to the streams (both dialects)."""
-    app.on_startup.append(_on_startup)
-    app.on_shutdown.append(_on_shutdown)
 
 
 def build_app(options: SimOptions | None = None) -> web.Application:

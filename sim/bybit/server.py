@@ -31,6 +31,7 @@ from sim.faults import FaultPlan
 from sim.persist import add_persistence
 from sim.serving import hold_or_drop
 from sim.state import SimOptions
+from sim.tick_loop import add_tick_loop
 
 log = logging.getLogger("sim.bybit")
 ROUTE_MAP: dict[tuple[str, str], Route] = {(r.method, r.path): r for r in ROUTES}
@@ -178,7 +179,6 @@ async def private_stream(request: web.Request) -> web.StreamResponse:
 
 def build_bybit_app(options: SimOptions) -> web.Application:
     """The Bybit v5 simulator as an aiohttp application (state lives on the app)."""
-    from sim.server import add_tick_loop  # the shared tick loop (mark prices, triggers)
 
     hub = BybitStreamHub()
     app = web.Application(client_max_size=1024 * 1024)
