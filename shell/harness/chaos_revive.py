@@ -11,10 +11,16 @@ them again), and so is a child the harness itself is killing (``process_lock``).
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from shell.harness.chaos import Chaos
+
+class Chaos(Protocol):
+    """What the reviver needs of the chaos run (``shell.harness.chaos.Chaos`` is one)."""
+
+    process_lock: threading.Lock
+    stack: Any
+
+    def say(self, line: str) -> None: ...
 
 
 class Reviver:
