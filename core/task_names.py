@@ -12,6 +12,7 @@ from __future__ import annotations
 # queue "orders": exchange mutations that may take seconds
 OPEN_POSITION = "vigil.orders.open_position"
 SETTLE_CLOSE = "vigil.orders.settle_close"
+CLOSE_POSITION_MANUAL = "vigil.orders.close_position_manual"
 
 # queue "stops": latency-critical price reactions
 ON_PRICE = "vigil.stops.on_price"

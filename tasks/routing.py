@@ -34,7 +34,7 @@ VENUE_ARGUMENT: dict[str, tuple[str, int, str]] = {
     names.ON_PRICE: ("exchange", 0, "venue"),
     names.OPEN_POSITION: ("position_id", 0, "position"),
     names.SETTLE_CLOSE: ("position_id", 0, "position"),
-    "vigil.orders.close_position_manual": ("position_id", 0, "position"),
+    names.CLOSE_POSITION_MANUAL: ("position_id", 0, "position"),
     names.PROCESS_WAVE: ("wave_id", 0, "wave"),
     names.ADVANCE_WAVE: ("wave_id", 0, "wave"),
 }
