@@ -29,10 +29,8 @@ Celery is not imported here (core stays free of it): the CLI wires in ``worker_p
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -42,6 +40,15 @@ from sqlalchemy.orm import Session
 
 from core.api import console, doors, openapi
 from core.api.collectors import StateCollector
+from core.api.context import (
+    CONTEXT,
+    ApiContext,
+    TaskChecker,
+    TaskNames,
+    TaskSender,
+    authorized,
+    error_response,
+)
 from core.api.queries import (
     BadQuery,
     EventFilter,
@@ -65,24 +72,6 @@ from core.services.deps import Deps, get_deps
 from core.services.health import ExchangeReads, HealthChecker, WorkerPing
 
 log = logging.getLogger(__name__)
-
-TaskSender = Callable[[str, dict[str, Any]], str]
-TaskNames = Callable[[], list[str]]
-TaskChecker = Callable[[str, dict[str, Any]], dict[str, Any]]
-
-
-@dataclass
-class ApiContext:
-    settings: Settings
-    clock: Clock
-    health: HealthChecker
-    registry: CollectorRegistry
-    task_sender: TaskSender | None
-    task_names: TaskNames | None
-    task_checker: TaskChecker | None = None
-
-
-CONTEXT = web.AppKey("vigil", ApiContext)
 
 
 def create_app(
@@ -172,10 +161,6 @@ async def metrics_route(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _bad(message: str, status: int = 400) -> web.Response:
-    return web.json_response({"error": message}, status=status)
-
-
 def _list(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
 
@@ -193,7 +178,7 @@ async def positions_route(request: web.Request) -> web.Response:
             limit=parse_limit(q.get("limit")),
         )
     except BadQuery as exc:
-        return _bad(str(exc))
+        return error_response(str(exc))
 
     return await _listed("positions", lambda s: [position_dict(p) for p in list_positions(s, f)])
 
@@ -224,7 +209,7 @@ async def events_route(request: web.Request) -> web.Response:
             limit=parse_limit(q.get("limit")),
         )
     except (BadQuery, ValueError) as exc:
-        return _bad(str(exc))
+        return error_response(str(exc))
 
     return await _listed("events", lambda s: [event_dict(e) for e in list_events(s, f)])
 
@@ -235,47 +220,31 @@ async def tasks_route(request: web.Request) -> web.Response:
     return web.json_response({"tasks": sorted(names()) if names else []})
 
 
-def _authorized(request: web.Request, settings: Settings) -> web.Response | None:
-    """None when the bearer token matches; else the refusal to send."""
-    if settings.api_token is None or not settings.api_token.get_secret_value():
-        return _bad("state-changing endpoints are disabled: set VIGIL_API_TOKEN", 403)
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    expected = settings.api_token.get_secret_value()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
-        return web.json_response(
-            {"error": "missing or wrong bearer token"},
-            status=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return None
-
-
 async def trigger_route(request: web.Request) -> web.Response:
     """Send task {name} (full or short name) now; the JSON body holds its keyword arguments.
     Answers 202 with the task id; its result is kept for an hour. Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = _authorized(request, ctx.settings)
+    refused = authorized(request, ctx.settings)
     if refused is not None:
         return refused
     if ctx.task_sender is None or ctx.task_names is None or ctx.task_checker is None:
-        return _bad("task sending is not wired into this API", 503)
+        return error_response("task sending is not wired into this API", 503)
     try:
         name = resolve_task_name(request.match_info["name"], ctx.task_names())
     except (UnknownTask, AmbiguousTask) as exc:
-        return _bad(str(exc), 404)
+        return error_response(str(exc), 404)
     kwargs: Any = {}
     if request.can_read_body:
         try:
             kwargs = await request.json()
         except ValueError:
-            return _bad("body must be a JSON object of task keyword arguments")
+            return error_response("body must be a JSON object of task keyword arguments")
     if not isinstance(kwargs, dict):
-        return _bad("body must be a JSON object of task keyword arguments")
+        return error_response("body must be a JSON object of task keyword arguments")
     try:
         ctx.task_checker(name, kwargs)
     except BadTaskArguments as exc:
-        return _bad(str(exc))
+        return error_response(str(exc))
     task_id = await asyncio.to_thread(ctx.task_sender, name, kwargs)
     log.info("task %s sent through the API (id %s)", name, task_id)
     return web.json_response({"task": name, "id": task_id}, status=202)

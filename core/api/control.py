@@ -29,7 +29,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.api.app import CONTEXT, _authorized, _bad
+from core.api.context import CONTEXT, authorized, error_response
 from core.db.session import unit_of_work
 from core.domain.halts import HaltSource
 from core.domain.positions import TERMINAL, PositionStatus
@@ -81,9 +81,9 @@ async def _body(request: web.Request) -> dict[str, Any] | web.Response:
     try:
         body = await request.json()
     except ValueError:
-        return _bad("body must be a JSON object")
+        return error_response("body must be a JSON object")
     if not isinstance(body, dict):
-        return _bad("body must be a JSON object")
+        return error_response("body must be a JSON object")
     return body
 
 
@@ -96,7 +96,7 @@ async def halt_state_route(request: web.Request) -> web.Response:
 async def halt_route(request: web.Request) -> web.Response:
     """Stop new openings (body ``{"reason": "..."}``, optional). Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = _authorized(request, ctx.settings)
+    refused = authorized(request, ctx.settings)
     if refused is not None:
         return refused
     body = await _body(request)
@@ -104,7 +104,7 @@ async def halt_route(request: web.Request) -> web.Response:
         return body
     reason = body.get("reason", "halted through the API")
     if not isinstance(reason, str) or not reason.strip():
-        return _bad("reason must be a non-empty string")
+        return error_response("reason must be a non-empty string")
     result = await asyncio.to_thread(halts.halt, reason, _who(request), now=ctx.clock.now())
     return web.json_response(
         {"halted": True, "created": result.created, "halt": result.halt.as_dict()}
@@ -114,7 +114,7 @@ async def halt_route(request: web.Request) -> web.Response:
 async def resume_route(request: web.Request) -> web.Response:
     """Lift every halt in force. Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = _authorized(request, ctx.settings)
+    refused = authorized(request, ctx.settings)
     if refused is not None:
         return refused
     lifted = await asyncio.to_thread(halts.resume, _who(request), now=ctx.clock.now())
@@ -126,16 +126,16 @@ async def close_route(request: web.Request) -> web.Response:
     finished or on another venue, 502 the venue did not close it (it keeps its stop).
     Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = _authorized(request, ctx.settings)
+    refused = authorized(request, ctx.settings)
     if refused is not None:
         return refused
     position_id = int(request.match_info["position_id"])
     try:
         before = await asyncio.to_thread(manual_close.target, position_id)
     except manual_close.PositionNotFound as exc:
-        return _bad(str(exc), 404)
+        return error_response(str(exc), 404)
     if PositionStatus(before.status) in TERMINAL:
-        return _bad(f"position {position_id} is already {before.status}", 409)
+        return error_response(f"position {position_id} is already {before.status}", 409)
     deps = request.app[DEPS]()
     if before.exchange != deps.exchange_name:
         from core.services.deps import VenueNotConfigured, deps_for
@@ -143,7 +143,9 @@ async def close_route(request: web.Request) -> web.Response:
         try:
             deps = deps_for(before.exchange)  # another venue of VIGIL_EXCHANGES
         except VenueNotConfigured:
-            return _bad(f"position {position_id} is on {before.exchange}, not on this venue", 409)
+            return error_response(
+                f"position {position_id} is on {before.exchange}, not on this venue", 409
+            )
     result = await asyncio.to_thread(manual_close.close_one, deps, position_id)
     return web.json_response(result.as_dict(), status=200 if result.closed else 502)
 
@@ -153,13 +155,13 @@ async def close_all_route(request: web.Request) -> web.Response:
     ``?dry_run=true`` only lists what it would close. 502 when any close failed, 400 for a
     venue the deployment does not trade. Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = _authorized(request, ctx.settings)
+    refused = authorized(request, ctx.settings)
     if refused is not None:
         return refused
     try:
         venues = _venues(request.app[DEPS](), request.query.get("exchange"))
     except LookupError as exc:
-        return _bad(str(exc), 400)
+        return error_response(str(exc), 400)
     if request.query.get("dry_run", "").lower() in ("1", "true", "yes"):
         targets = [
             target

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core.api.app import CONTEXT, _authorized, _bad
+from core.api.context import CONTEXT, authorized, error_response
 from core.api.control import DEPS
 from core.domain.symbol_settings import (
     SymbolSettingError,
@@ -61,13 +61,13 @@ def _values(body: Any) -> dict[str, Value]:
 
 async def set_route(request: web.Request) -> web.Response:
     """Override values for one symbol (or ``*``). Needs the bearer token."""
-    refused = _authorized(request, request.app[CONTEXT].settings)
+    refused = authorized(request, request.app[CONTEXT].settings)
     if refused is not None:
         return refused
     try:
         body = await request.json()
     except ValueError:
-        return _bad("body must be a JSON object")
+        return error_response("body must be a JSON object")
     try:
         values = _values(body)
         exchange = body.get("exchange")
@@ -78,7 +78,7 @@ async def set_route(request: web.Request) -> web.Response:
             store.check_target, deps, exchange, request.match_info["symbol"]
         )
     except SymbolSettingError as exc:
-        return _bad(str(exc))
+        return error_response(str(exc))
     change = await asyncio.to_thread(
         store.set_values, deps.redis, venue, symbol, values, _who(request)
     )
@@ -87,7 +87,7 @@ async def set_route(request: web.Request) -> web.Response:
 
 async def unset_route(request: web.Request) -> web.Response:
     """Remove overrides of one symbol (``?keys=a,b``; default every key). Needs the token."""
-    refused = _authorized(request, request.app[CONTEXT].settings)
+    refused = authorized(request, request.app[CONTEXT].settings)
     if refused is not None:
         return refused
     deps = request.app[DEPS]()
@@ -99,7 +99,7 @@ async def unset_route(request: web.Request) -> web.Response:
         )
         symbol = normalise_symbol(request.match_info["symbol"])
     except SymbolSettingError as exc:
-        return _bad(str(exc))
+        return error_response(str(exc))
     change = await asyncio.to_thread(
         store.unset_values, deps.redis, venue, symbol, keys, _who(request)
     )
