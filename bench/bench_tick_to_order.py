@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -75,6 +74,7 @@ from common import (
     wait_until,
 )
 from sqlalchemy import select, text
+from tto_exchange import SimProcess, latencies, max_algo_id
 from tto_results import Result, summary
 from worker_cost import idle_rate, measure_sweep, moves_since, tree_cpu
 
@@ -88,7 +88,7 @@ from core.config import (
 )
 from core.db import migrate
 from core.db import session as db_session
-from core.db.models import Event, Position, TrailingStop
+from core.db.models import Position, TrailingStop
 from core.db.session import unit_of_work
 from core.exchange.factory import build_pro_exchange
 from core.ingest.prices import PriceStream
@@ -98,38 +98,6 @@ from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
 from shell.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tasks.sender import celery_sender
-
-# --- the paper exchange in its own process ---------------------------------------------------
-
-
-class SimProcess:
-    def __init__(self, symbols: int, interval: float, home: Path) -> None:
-        port_file = home / f"sim-{symbols}-{interval}.port"
-        port_file.unlink(missing_ok=True)  # an earlier run's (a --compare or a second round)
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-sim", str(symbols), str(interval), str(port_file)],
-            start_new_session=True,
-        )
-        port = wait_until(lambda: port_file.exists() and port_file.read_text(), 60, "the sim", 0.1)
-        self.url = f"http://127.0.0.1:{port}"
-
-    def admin(self, method: str, path: str, body: Any = None) -> Any:
-        import urllib.request
-
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(  # noqa: S310 - local URL
-            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
-            return json.loads(response.read() or b"null")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
 
 # --- the ingest component in a thread --------------------------------------------------------
 
@@ -172,6 +140,15 @@ class Ingest:
 # --- a scenario ------------------------------------------------------------------------------
 
 
+def ingest_batch(args: argparse.Namespace, code: Path) -> int:
+    """Symbols per price task the ingest queues: 1 (one task per symbol, what a revision
+    before ``vigil.stops.on_prices`` understands) for ``--compare``'s side, the option or
+    the setting's default for the working tree's."""
+    if code != ROOT:
+        return 1
+    return args.price_task_batch or get_settings().price_task_batch
+
+
 def worker_env(settings: Settings, home: Path, args: argparse.Namespace) -> dict[str, str]:
     return dict(
         os.environ,
@@ -183,6 +160,7 @@ def worker_env(settings: Settings, home: Path, args: argparse.Namespace) -> dict
         VIGIL_TRAILING_MIN_UPDATE_INTERVAL=str(args.min_update_interval),
         VIGIL_EXCHANGE_TIMEOUT_MS="20000",
         VIGIL_LOG_LEVEL=os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
+        VIGIL_PRICE_TASK_BATCH=str(settings.price_task_batch),
     )
 
 
@@ -248,44 +226,6 @@ def active_trailing(ids: list[int]) -> int:
         )
 
 
-def latencies(
-    sim: SimProcess, log_from: int, algo_from: int, t0: float, t1: float
-) -> list[tuple[float, float]]:
-    """(seconds into the window, tick time -> the POST of that move's stop, in ms)."""
-    posts = [
-        r
-        for r in sim.admin("GET", f"/_sim/requests?since={log_from}")["requests"]
-        if r["method"] == "POST" and r["path"] == "/fapi/v1/algoOrder" and r["status"] == 200
-    ]
-    snapshot = sim.admin("GET", "/_sim/snapshot")
-    algos = sorted(
-        (a for a in snapshot["algo_orders"] if int(a["algoId"]) > algo_from),
-        key=lambda a: int(a["algoId"]),
-    )
-    # the simulator handles requests one at a time: the n-th accepted POST made the n-th
-    # algo order (ids are sequential)
-    sent_at = {
-        a["clientAlgoId"]: r["time"]
-        for a, r in zip(algos, sorted(posts, key=lambda r: r["index"]), strict=False)
-    }
-    out = []
-    with unit_of_work() as s:
-        for event in s.scalars(select(Event).where(Event.type == "trailing_stop_updated")):
-            tick_at = event.data.get("tick_at")
-            if not tick_at or event.order_id not in sent_at:
-                continue
-            tick_ms = datetime.fromisoformat(tick_at).timestamp() * 1000
-            if t0 * 1000 <= tick_ms <= t1 * 1000:
-                out.append((tick_ms / 1000 - t0, sent_at[event.order_id] - tick_ms))
-    return out
-
-
-def max_algo_id(sim: SimProcess) -> int:
-    return max(
-        (int(a["algoId"]) for a in sim.admin("GET", "/_sim/snapshot")["algo_orders"]), default=0
-    )
-
-
 def run_scenario(
     n: int,
     rate: float,
@@ -299,7 +239,10 @@ def run_scenario(
     ingest = None
     try:
         sim.admin("POST", "/_sim/reset", {"balance": "1000000000"})
-        settings = base.model_copy(update={"exchange_url": sim.url})
+        name, code = variant
+        settings = base.model_copy(
+            update={"exchange_url": sim.url, "price_task_batch": ingest_batch(args, code)}
+        )
         rds = redis.Redis.from_url(str(settings.redis_url))
         rds.flushall()
         with unit_of_work() as s:
@@ -311,7 +254,6 @@ def run_scenario(
         print(f"  opened {len(ids)} positions in {time.perf_counter() - started:.1f} s", flush=True)
 
         env = worker_env(settings, home, args)
-        name, code = variant
         tag = f"{n}x{rate:g}-{'ref' if code != ROOT else 'wt'}"
         worker = start_worker(env, args, f"stops{tag}", home, code)
         settler = start_worker(env, args, f"orders{tag}", home, code, queues="orders")
@@ -441,6 +383,13 @@ def main() -> None:
     parser.add_argument("--volatility", type=float, default=2.0, help="annualised, 2.0 = 200 %%")
     parser.add_argument("--min-update-interval", type=float, default=0.0)
     parser.add_argument("--pings", type=int, default=200)
+    parser.add_argument(
+        "--price-task-batch",
+        type=int,
+        default=0,
+        help="symbols of a frame per price task on the working tree's side (default: the"
+        " setting's; 1: one task per symbol); --compare's side always 1",
+    )
     parser.add_argument("--profile-worker", action="store_true", help="CPU-profile a solo worker")
     parser.add_argument(
         "--sweep", action="store_true", help="also time one trailing sweep with nothing to change"

@@ -255,6 +255,13 @@ class Settings(BaseSettings):
     price_pending_ttl: float = Field(
         30, gt=0, description="A queued price task that never ran stops blocking its symbol, s."
     )
+    price_task_batch: int = Field(
+        8,
+        ge=1,
+        description="At most this many symbols of one price frame per price task, their runs"
+        " overlapped in threads (a burst's last move does not wait behind the others); 1: one"
+        " task per symbol.",
+    )
     price_band_refresh_interval: float = Field(
         30, gt=0, description="The ingest re-reads every band this often (missed announcements)."
     )

@@ -16,6 +16,7 @@ CLOSE_POSITION_MANUAL = "vigil.orders.close_position_manual"
 
 # queue "stops": latency-critical price reactions
 ON_PRICE = "vigil.stops.on_price"
+ON_PRICES = "vigil.stops.on_prices"  # several symbols of one frame, their runs overlapped
 TRAILING_SWEEP = "vigil.stops.trailing_sweep"
 
 # queue "signals": wave processing

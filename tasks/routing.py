@@ -32,6 +32,7 @@ Lookup = Callable[[int], str | None]  # a row id -> its venue (None: no such row
 # task name -> (argument name, its position, what the argument identifies)
 VENUE_ARGUMENT: dict[str, tuple[str, int, str]] = {
     names.ON_PRICE: ("exchange", 0, "venue"),
+    names.ON_PRICES: ("exchange", 0, "venue"),
     names.OPEN_POSITION: ("position_id", 0, "position"),
     names.SETTLE_CLOSE: ("position_id", 0, "position"),
     names.CLOSE_POSITION_MANUAL: ("position_id", 0, "position"),

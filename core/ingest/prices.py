@@ -9,7 +9,8 @@ topics, merged into frames; see ``core/exchange/streams.py``). Per tick:
   is the region in which no decision can change, published by the workers after acting);
 - otherwise the tick extends the symbol's coalescing record in Redis and, if no price task
   is pending for the symbol, queues ``vigil.stops.on_price(exchange, symbol)``: one Lua call
-  per tick that matters, and all such ticks of one frame share one pipeline round trip.
+  per tick that matters, and all such ticks of one frame share one pipeline round trip
+  (several symbols of a frame: a few per task, ``core/ingest/price_dispatch.py``).
 
 The bands are kept in memory and follow Redis: the ingest subscribes to the bands channel
 (a worker announces each symbol it republishes), re-reads every band periodically as a
@@ -63,6 +64,7 @@ from core.ingest.backoff import Backoff
 from core.ingest.context import Enqueue, EnqueueFailed, IngestStatus
 from core.ingest.fill_outbox import FillOutbox, outbox_path
 from core.ingest.guard import supervise
+from core.ingest.price_dispatch import price_task, split_evenly
 from core.ingest.stream_events import off_loop, record_reconnect, record_stop_fill, report_restart
 from core.services import bands
 from core.services.deps import exchange_name as venue_name
@@ -70,7 +72,7 @@ from core.services.tick_window import TICK_SCRIPT, pending_key, window_key
 
 log = logging.getLogger(__name__)
 
-PRICE_TASK = names.ON_PRICE
+PRICE_TASK = names.ON_PRICE  # a lone symbol's; a frame's several: names.ON_PRICES
 SETTLE_TASK = names.SETTLE_CLOSE
 
 
@@ -149,8 +151,10 @@ class PriceGate:
         *,
         pending_ttl_s: float,
         stats: StreamStats | None = None,
+        per_task: int = 1,
     ) -> None:
         self.exchange = exchange
+        self.per_task = per_task  # symbols of one frame per price task
         self.client = client
         self.bands = band_cache
         self.sender = sender
@@ -188,22 +192,16 @@ class PriceGate:
             args: list[str | int] = [str(mark.price), mark.tick_ms, self.pending_ttl_ms]
             await self._script(keys=keys, args=args, client=pipe)
         claimed = await pipe.execute()
-        queued = 0
-        for mark, won in zip(outside, claimed, strict=True):
-            if won:
-                queued += await self._enqueue(mark.symbol)
-        return queued
+        won = [mark.symbol for mark, first in zip(outside, claimed, strict=True) if first]
+        return sum([await self._enqueue(group) for group in split_evenly(won, self.per_task)])
 
-    async def _enqueue(self, symbol: str) -> int:
-        loop = asyncio.get_running_loop()
+    async def _enqueue(self, symbols: list[str]) -> int:
         try:
-            await loop.run_in_executor(
-                self._executor, self.sender, PRICE_TASK, (self.exchange, symbol)
-            )
+            await self.send(*price_task(self.exchange, symbols))
         except EnqueueFailed as exc:
             self.stats.enqueue_failures += 1
-            log.warning("price task for %s not queued, next tick retries: %s", symbol, exc)
-            await self.client.delete(pending_key(self.exchange, symbol))
+            log.warning("price task for %s not queued, next tick retries: %s", symbols, exc)
+            await self.client.delete(*(pending_key(self.exchange, s) for s in symbols))
             return 0
         self.stats.enqueued += 1
         return 1
@@ -298,6 +296,7 @@ class PriceStream:
             sender,
             pending_ttl_s=settings.price_pending_ttl,
             stats=self.stats,
+            per_task=settings.price_task_batch,
         )
         self.dedup = FillDedup()
         # settles the broker could not take (Redis down) wait here, durably, in order

@@ -1,0 +1,40 @@
+"""How one frame's claimed symbols become price tasks: a few symbols per task.
+
+Why: on an all-market feed at 1 Hz every symbol ticks in the same frame, so a burst of a
+dozen symbols or more leaves their bands together. Queued one task per symbol, they ran two at
+a time on the ``stops`` pool, and the burst's last move waited behind all the others while
+each run mostly waited on the exchange; sending them one by one also cost the ingest a broker
+round trip each. Now the symbols of a frame are split evenly into tasks of at most
+``VIGIL_PRICE_TASK_BATCH`` symbols (``vigil.stops.on_prices(exchange, symbols)``, whose runs
+overlap in threads, ``core/services/price_batch.py``); a lone symbol still goes as
+``vigil.stops.on_price(exchange, symbol)``, and a batch size of 1 queues exactly as before.
+
+The pending flags were claimed per symbol by the tick script before this; a task the broker
+cannot take releases the flags of all its symbols, so their next tick queues them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from core import task_names as names
+
+Send = Callable[[str, Sequence[object]], Awaitable[None]]
+"""Queue task ``name`` with ``args`` (raises ``EnqueueFailed`` when the broker cannot)."""
+
+
+def split_evenly(symbols: Sequence[str], per_task: int) -> list[list[str]]:
+    """``symbols`` in the fewest groups of at most ``per_task``, sizes differing by one at
+    most (17 at 8 per task: 6, 6, 5), so no task is the burst's long pole."""
+    if not symbols:
+        return []
+    per_task = max(1, per_task)
+    count = -(-len(symbols) // per_task)
+    return [list(symbols[i::count]) for i in range(count)]
+
+
+def price_task(exchange: str, symbols: Sequence[str]) -> tuple[str, tuple[object, ...]]:
+    """The task (name, args) for one group of a frame's symbols."""
+    if len(symbols) == 1:
+        return names.ON_PRICE, (exchange, symbols[0])
+    return names.ON_PRICES, (exchange, list(symbols))
