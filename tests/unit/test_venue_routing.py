@@ -17,6 +17,8 @@ LOOKUPS = {"position": POSITIONS.get, "wave": WAVES.get}
         (names.ON_PRICE, ["bybit", "BTCUSDT"], {}, "stops.bybit"),
         (names.ON_PRICE, [], {"exchange": "bybit", "symbol": "BTCUSDT"}, "stops.bybit"),
         (names.ON_PRICE, ["binance", "BTCUSDT"], {}, "stops"),
+        (names.ON_PRICES, ["bybit", ["BTCUSDT", "ETHUSDT"]], {}, "stops.bybit"),
+        (names.ON_PRICES, ["binance", ["BTCUSDT", "ETHUSDT"]], {}, "stops"),
         (names.OPEN_POSITION, [2], {}, "orders.bybit"),
         (names.OPEN_POSITION, [1], {}, "orders"),
         (names.OPEN_POSITION, [99], {}, "orders"),  # no such position: the shared queue
