@@ -76,6 +76,7 @@ class _ThreadDeps(threading.local):
 _thread_deps = _ThreadDeps()
 _pool: ThreadPoolExecutor | None = None
 _pool_guard = threading.Lock()
+_markets_guard = threading.Lock()
 
 
 def deps_in_thread(venue: str) -> Deps:
@@ -84,10 +85,11 @@ def deps_in_thread(venue: str) -> Deps:
     if found is not None:
         return found
     base = deps_for(venue)
+    with _markets_guard:  # one load of every market per process, not one per thread
+        base.exchange.load_markets()
     adapter = build_adapter(venue_settings(base.settings, venue))
     loaded = base.exchange.client
-    if loaded.markets:  # no second load of every market per thread
-        adapter.client.set_markets(loaded.markets, loaded.currencies)
+    adapter.client.set_markets(loaded.markets, loaded.currencies)
     found = Deps(base.settings, adapter, base.redis, base.clock, base.uow)
     _thread_deps.by_venue[venue] = found
     return found
