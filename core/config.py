@@ -262,6 +262,12 @@ class Settings(BaseSettings):
         " overlapped in threads (a burst's last move does not wait behind the others); 1: one"
         " task per symbol.",
     )
+    price_task_slots: int = Field(
+        2,
+        ge=1,
+        description="A price frame's symbols are spread over at least this many tasks (the"
+        " stops pool processes that can run them at once).",
+    )
     price_band_refresh_interval: float = Field(
         30, gt=0, description="The ingest re-reads every band this often (missed announcements)."
     )

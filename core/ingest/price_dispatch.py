@@ -5,8 +5,10 @@ dozen symbols or more leaves their bands together. Queued one task per symbol, t
 a time on the ``stops`` pool, and the burst's last move waited behind all the others while
 each run mostly waited on the exchange; sending them one by one also cost the ingest a broker
 round trip each. Now the symbols of a frame are split evenly into tasks of at most
-``VIGIL_PRICE_TASK_BATCH`` symbols (``vigil.stops.on_prices(exchange, symbols)``, whose runs
-overlap in threads, ``core/services/price_batch.py``); a lone symbol still goes as
+``VIGIL_PRICE_TASK_BATCH`` symbols, over at least ``VIGIL_PRICE_TASK_SLOTS`` tasks (the
+``stops`` pool processes that can take them at once):
+``vigil.stops.on_prices(exchange, symbols)``, whose runs overlap in threads
+(``core/services/price_batch.py``); a lone symbol still goes as
 ``vigil.stops.on_price(exchange, symbol)``, and a batch size of 1 queues exactly as before.
 
 The pending flags were claimed per symbol by the tick script before this; a task the broker
@@ -23,13 +25,15 @@ Send = Callable[[str, Sequence[object]], Awaitable[None]]
 """Queue task ``name`` with ``args`` (raises ``EnqueueFailed`` when the broker cannot)."""
 
 
-def split_evenly(symbols: Sequence[str], per_task: int) -> list[list[str]]:
-    """``symbols`` in the fewest groups of at most ``per_task``, sizes differing by one at
-    most (17 at 8 per task: 6, 6, 5), so no task is the burst's long pole."""
+def split_evenly(symbols: Sequence[str], per_task: int, slots: int = 1) -> list[list[str]]:
+    """``symbols`` in groups of at most ``per_task``, at least ``slots`` groups while there
+    are symbols enough, sizes differing by one at most (17 at 8 per task: 6, 6, 5; 3 over
+    2 slots: 2, 1), so no task is the burst's long pole and no pool process idles while
+    another runs two symbols under one interpreter lock."""
     if not symbols:
         return []
-    per_task = max(1, per_task)
-    count = -(-len(symbols) // per_task)
+    fewest = -(-len(symbols) // max(1, per_task))
+    count = max(fewest, min(len(symbols), max(1, slots)))
     return [list(symbols[i::count]) for i in range(count)]
 
 

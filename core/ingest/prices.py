@@ -9,8 +9,8 @@ topics, merged into frames; see ``core/exchange/streams.py``). Per tick:
   is the region in which no decision can change, published by the workers after acting);
 - otherwise the tick extends the symbol's coalescing record in Redis and, if no price task
   is pending for the symbol, queues ``vigil.stops.on_price(exchange, symbol)``: one Lua call
-  per tick that matters, and all such ticks of one frame share one pipeline round trip
-  (several symbols of a frame: a few per task, ``core/ingest/price_dispatch.py``).
+  per tick that matters; a frame's ticks share one pipeline round trip, its several symbols
+  a few per task (``core/ingest/price_dispatch.py``).
 
 The bands are kept in memory and follow Redis: the ingest subscribes to the bands channel
 (a worker announces each symbol it republishes), re-reads every band periodically as a
@@ -72,7 +72,6 @@ from core.services.tick_window import TICK_SCRIPT, pending_key, window_key
 
 log = logging.getLogger(__name__)
 
-PRICE_TASK = names.ON_PRICE  # a lone symbol's; a frame's several: names.ON_PRICES
 SETTLE_TASK = names.SETTLE_CLOSE
 
 
@@ -151,10 +150,11 @@ class PriceGate:
         *,
         pending_ttl_s: float,
         stats: StreamStats | None = None,
-        per_task: int = 1,
+        per_task: int = 1,  # a frame's symbols: at most per_task per task, >= slots tasks
+        slots: int = 1,
     ) -> None:
         self.exchange = exchange
-        self.per_task = per_task  # symbols of one frame per price task
+        self.per_task, self.slots = per_task, slots
         self.client = client
         self.bands = band_cache
         self.sender = sender
@@ -193,7 +193,7 @@ class PriceGate:
             await self._script(keys=keys, args=args, client=pipe)
         claimed = await pipe.execute()
         won = [mark.symbol for mark, first in zip(outside, claimed, strict=True) if first]
-        return sum([await self._enqueue(group) for group in split_evenly(won, self.per_task)])
+        return sum([await self._enqueue(g) for g in split_evenly(won, self.per_task, self.slots)])
 
     async def _enqueue(self, symbols: list[str]) -> int:
         try:
@@ -297,6 +297,7 @@ class PriceStream:
             pending_ttl_s=settings.price_pending_ttl,
             stats=self.stats,
             per_task=settings.price_task_batch,
+            slots=settings.price_task_slots,
         )
         self.dedup = FillDedup()
         # settles the broker could not take (Redis down) wait here, durably, in order

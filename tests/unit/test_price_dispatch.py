@@ -7,11 +7,16 @@ from core import task_names as names
 from core.ingest.price_dispatch import price_task, split_evenly
 
 
-@given(st.lists(st.text(min_size=1, max_size=6), unique=True, max_size=80), st.integers(1, 20))
-def test_every_symbol_goes_once_in_the_fewest_groups_of_even_size(symbols, per_task):
-    groups = split_evenly(symbols, per_task)
+@given(
+    st.lists(st.text(min_size=1, max_size=6), unique=True, max_size=80),
+    st.integers(1, 20),
+    st.integers(1, 8),
+)
+def test_every_symbol_goes_once_in_groups_of_even_size_over_the_slots(symbols, per_task, slots):
+    groups = split_evenly(symbols, per_task, slots)
     assert sorted(s for g in groups for s in g) == sorted(symbols)
-    assert len(groups) == -(-len(symbols) // per_task)
+    fewest = -(-len(symbols) // per_task)
+    assert len(groups) == max(fewest, min(len(symbols), slots))
     sizes = [len(g) for g in groups]
     assert all(0 < size <= per_task for size in sizes)
     assert not sizes or max(sizes) - min(sizes) <= 1
@@ -19,6 +24,12 @@ def test_every_symbol_goes_once_in_the_fewest_groups_of_even_size(symbols, per_t
 
 def test_a_burst_of_17_at_8_per_task_is_three_tasks_not_8_8_1():
     assert sorted(len(g) for g in split_evenly([str(i) for i in range(17)], 8)) == [5, 6, 6]
+
+
+def test_two_symbols_over_two_slots_are_two_tasks_and_a_burst_fills_them_in_eights():
+    assert split_evenly(["A", "B"], 8, slots=2) == [["A"], ["B"]]
+    assert sorted(len(g) for g in split_evenly([str(i) for i in range(16)], 8, 2)) == [8, 8]
+    assert sorted(len(g) for g in split_evenly([str(i) for i in range(16)], 8, 4)) == [4] * 4
 
 
 def test_one_per_task_is_one_task_per_symbol_as_before():
