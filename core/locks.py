@@ -20,6 +20,7 @@ broken by anyone but its holder or its TTL.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from core.config import Settings
@@ -360,12 +361,20 @@ def fenced_update(session: Session, position_id: int, token: int, **values: Any)
     A holder whose lock watchdog already knows the lock is lost does not even try.
     """
     ensure_locks_held()
-    stmt = (
-        update(Position)
-        .where(Position.id == position_id, Position.fence <= token)
-        .values(fence=token, **values)
-        .execution_options(synchronize_session=False)
-    )
-    result = session.execute(stmt)
+    params = {f"new_{name}": value for name, value in values.items()}
+    stmt = _fenced_statement(tuple(values))
+    result = session.execute(stmt, {"fenced_id": position_id, "token": token, **params})
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise StaleFence(f"position {position_id}: token {token} is older than the row's")
+
+
+@functools.lru_cache(maxsize=64)
+def _fenced_statement(columns: tuple[str, ...]) -> Any:
+    """The fenced UPDATE of these columns on the table, built once per column set (values
+    bound at execution; no ORM bookkeeping: the caller's loaded objects are not touched)."""
+    table: Table = Position.__table__  # type: ignore[assignment]
+    return (
+        update(table)
+        .where(table.c.id == bindparam("fenced_id"), table.c.fence <= bindparam("token"))
+        .values(fence=bindparam("token"), **{c: bindparam(f"new_{c}") for c in columns})
+    )
