@@ -235,10 +235,7 @@ class _Trailer:
         if intent is None:
             if not self._reclaim(decision):
                 return
-            with unit_of_work() as session:
-                loaded = load_active(session, self.position_id)
-                assert loaded is not None
-                intent = self._intent(session, loaded[0], decision)
+            intent = self._next_intent(decision)
         self._move(decision, window, intent)
 
     # --- ownership ------------------------------------------------------------------------
@@ -319,7 +316,7 @@ class _Trailer:
             if found.is_filled:
                 self._stop_already_filled(intent.client_id, found)
                 return
-            intent = self._next_intent(intent.client_id, found, decision)
+            intent = self._next_intent(decision, gone=(intent.client_id, status_of(found)))
         old = old_orders(intent.old)
         self.held.extend()  # a full TTL for the move: send, a lookup, the old stops' cancel
         if stop is not None:  # live already: only the break step is left
@@ -350,11 +347,13 @@ class _Trailer:
         )
 
     def _next_intent(
-        self, client_id: str, order: OrderSnapshot, decision: TrailingDecision
+        self, decision: TrailingDecision, gone: tuple[str, OrderStatus] | None = None
     ) -> _Intent:
-        """The earlier intent's order is gone (cancelled, expired): close it, take a new seq."""
+        """The move's intent in a transaction of its own: after a reclaim, or once an earlier
+        intent's order is gone (``gone``: its client id and status, closed first)."""
         with unit_of_work() as session:
-            set_order_status(session, client_id, status_of(order))
+            if gone is not None:
+                set_order_status(session, *gone)
             loaded = load_active(session, self.position_id)
             assert loaded is not None
             return self._intent(session, loaded[0], decision)
