@@ -68,6 +68,7 @@ from shell.harness.demo import (
     _cancel_stop_by_hand,
     _close_by_hand,
     _price,
+    ports_of_its_own,
     status_of,
 )
 from shell.harness.protection_monitor import MonitorReport, ProtectionMonitor
@@ -640,12 +641,7 @@ def _environment(base: Settings, exchange: str) -> dict[str, str]:
     env.update(
         VIGIL_PAPER_DIALECT="binance" if exchange == "both" else exchange,
         VIGIL_HOME=str(base.home_dir / "chaos"),
-        VIGIL_EMBEDDED_PG_PORT=str(free_port()),
-        VIGIL_EMBEDDED_REDIS_PORT=str(free_port()),
-        VIGIL_FLOWER_PORT=str(free_port()),
-        VIGIL_API_PORT=str(free_port()),
-        VIGIL_SIGNAL_SIM_PORT=str(free_port()),
-        VIGIL_EXCHANGE_URL=f"http://127.0.0.1:{free_port()}",
+        **ports_of_its_own(),
     )
     return env
 

@@ -78,6 +78,19 @@ DEMO_SETTINGS = {
     "VIGIL_INTERMEDIATE_STATE_GRACE_SECONDS": "15",
 }
 
+
+def ports_of_its_own() -> dict[str, str]:
+    """Free ports for every server of a harness's stack, so it runs beside a ``vigil up``."""
+    return {
+        "VIGIL_EMBEDDED_PG_PORT": str(free_port()),
+        "VIGIL_EMBEDDED_REDIS_PORT": str(free_port()),
+        "VIGIL_FLOWER_PORT": str(free_port()),
+        "VIGIL_API_PORT": str(free_port()),
+        "VIGIL_SIGNAL_SIM_PORT": str(free_port()),
+        "VIGIL_EXCHANGE_URL": f"http://127.0.0.1:{free_port()}",
+    }
+
+
 WAVE_ONE = [
     ("BTCUSDT", "BUY", 82),
     ("ETHUSDT", "BUY", 79),
@@ -354,12 +367,7 @@ def run_demo(
     env.update(
         VIGIL_PAPER_DIALECT=venues[0],
         VIGIL_HOME=str(home),
-        VIGIL_EMBEDDED_PG_PORT=str(free_port()),
-        VIGIL_EMBEDDED_REDIS_PORT=str(free_port()),
-        VIGIL_FLOWER_PORT=str(free_port()),
-        VIGIL_API_PORT=str(free_port()),
-        VIGIL_SIGNAL_SIM_PORT=str(free_port()),
-        VIGIL_EXCHANGE_URL=f"http://127.0.0.1:{free_port()}",
+        **ports_of_its_own(),
         VIGIL_SIGNAL_TOKEN=os.environ.get("VIGIL_SIGNAL_TOKEN") or "demo-token",
     )
     for name in ("VIGIL_DATABASE_URL", "VIGIL_REDIS_URL"):

@@ -80,6 +80,21 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> Non
         proc.wait(5)
 
 
+class _ServerProcess:
+    """How an embedded server's process ends: signalled, waited for, then forgotten."""
+
+    proc: subprocess.Popen[bytes] | None
+
+    def _end(self, sig: int, timeout: float) -> None:
+        _stop(self.proc, sig, timeout)
+        self.proc = None
+
+    def kill(self) -> None:
+        """Crash the server (chaos tests): the next start recovers from its log on disk
+        (PostgreSQL's WAL, Redis's append-only file)."""
+        self._end(signal.SIGKILL, 5)
+
+
 # --- PostgreSQL ----------------------------------------------------------------------------
 
 
@@ -146,7 +161,7 @@ def _is_postmaster(pid: int) -> bool:
 
 
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(_ServerProcess):
     """A PostgreSQL server on 127.0.0.1:port with its data in ``data_dir``."""
 
     data_dir: Path
@@ -288,13 +303,7 @@ class EmbeddedPostgres:
 
     def stop(self, timeout: float = 20.0) -> None:
         # SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, checkpoint, exit
-        _stop(self.proc, signal.SIGINT, timeout)
-        self.proc = None
-
-    def kill(self) -> None:
-        """Crash the server (chaos tests): the next start recovers from the WAL."""
-        _stop(self.proc, signal.SIGKILL, 5)
-        self.proc = None
+        self._end(signal.SIGINT, timeout)
 
 
 # --- Redis ---------------------------------------------------------------------------------
@@ -308,7 +317,7 @@ def _redis_server_binary() -> Path:
 
 
 @dataclass
-class EmbeddedRedis:
+class EmbeddedRedis(_ServerProcess):
     """A Redis server on 127.0.0.1:port, append-only file in ``data_dir``, never evicting."""
 
     data_dir: Path
@@ -353,9 +362,4 @@ class EmbeddedRedis:
         _wait_for_port(self.port, self.proc, timeout, self.log_path)
 
     def stop(self, timeout: float = 10.0) -> None:
-        _stop(self.proc, signal.SIGTERM, timeout)
-        self.proc = None
-
-    def kill(self) -> None:
-        _stop(self.proc, signal.SIGKILL, 5)
-        self.proc = None
+        self._end(signal.SIGTERM, timeout)
