@@ -1,4 +1,5 @@
-"""The events the ingest's exchange streams write: stop fills, reconnections, loop restarts.
+"""The events the ingest writes about its streams and loops: stop fills, reconnections,
+loop restarts.
 
 Written from a thread and best effort: a database outage never stops a stream (logged).
 """
@@ -55,17 +56,19 @@ async def off_loop(write: Callable[..., None], *args: Any) -> None:
         log.error("event not recorded (%s): %s", write.__name__, exc)
 
 
+def record_loop_restart(name: str, restarts: int, error: str) -> None:
+    record_alone(
+        EventType.LOOP_RESTARTED,
+        severity=Severity.ERROR,
+        component=f"ingest/{name}",
+        loop=name,
+        restarts=restarts,
+        error=error[:500],
+    )
+
+
 async def report_restart(name: str, restarts: int, error: str) -> None:
-    """A ``loop_restarted`` event for a price-stream loop (best effort, as every event here)."""
-
-    def write(loop_name: str, count: int, why: str) -> None:
-        record_alone(
-            EventType.LOOP_RESTARTED,
-            severity=Severity.ERROR,
-            component=f"ingest/{loop_name}",
-            loop=loop_name,
-            restarts=count,
-            error=why[:500],
-        )
-
-    await off_loop(write, name, restarts, error)
+    """A ``loop_restarted`` event for any loop of the ingest that ``supervise`` restarts
+    (its top-level components and the price stream's loops; best effort, as every event
+    here)."""
+    await off_loop(record_loop_restart, name, restarts, error)
