@@ -21,10 +21,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 from sim import errors
+from sim.account import (
+    EngineConfig,
+    capped_by_limit,
+    crosses,
+    partial_quantity,
+    position_margin,
+    unrealized_pnl,
+)
 from sim.errors import SimError
 from sim.markets import Market
 from sim.orders import (
@@ -44,15 +51,6 @@ MAINT_MARGIN_RATE = Decimal("0.004")
 ORDER_ID_BASE = 4_000_000_000
 ALGO_ID_BASE = 2_000_000
 TRADE_ID_BASE = 900_000_000
-
-
-@dataclass
-class EngineConfig:
-    balance: Decimal = Decimal("10000")
-    taker_fee: Decimal = Decimal("0.0005")
-    maker_fee: Decimal = Decimal("0.0002")
-    slippage_bps: Decimal = Decimal(0)
-    default_leverage: int = 20
 
 
 def now_ms() -> int:
@@ -104,12 +102,10 @@ class Engine:
         return self.prices.prices[symbol]
 
     def unrealized(self, pos: Position) -> Decimal:
-        if not pos.amount:
-            return ZERO
-        return pos.amount * (self.mark(pos.symbol) - pos.entry_price)
+        return unrealized_pnl(pos.amount, pos.entry_price, self.mark(pos.symbol))
 
     def position_margin(self, pos: Position) -> Decimal:
-        return abs(pos.amount) * self.mark(pos.symbol) / pos.leverage
+        return position_margin(pos.amount, self.mark(pos.symbol), pos.leverage)
 
     def open_order_margin(self) -> Decimal:
         total = ZERO
@@ -174,8 +170,7 @@ class Engine:
         opening = self.opening_quantity(symbol, side, qty)
         if opening <= 0:
             return
-        lev = self.position(symbol).leverage
-        needed = opening * price / lev + opening * price * self.config.taker_fee
+        needed = self.config.opening_cost(opening, price, self.position(symbol).leverage)
         if needed > self.available():
             raise errors.MARGIN
 
@@ -225,18 +220,16 @@ class Engine:
         self._check_margin(req.symbol, req.side, req.quantity, exec_price)
 
     def _taker_price(self, req: OrderRequest) -> Decimal:
-        mark = self.mark(req.symbol)
-        slip = mark * self.config.slippage_bps / Decimal(10000) * _sign(req.side)
-        price = self.prices.round(req.symbol, mark + slip)
+        buying = req.side == "BUY"
+        price = self.config.taker_price(self.prices, req.symbol, buying=buying)
         if req.type == "LIMIT" and req.price is not None:
-            return min(price, req.price) if req.side == "BUY" else max(price, req.price)
+            return capped_by_limit(price, req.price, buying=buying)
         return price
 
     def _marketable(self, req: OrderRequest) -> bool:
         if req.price is None:
             return True
-        mark = self.mark(req.symbol)
-        return req.price >= mark if req.side == "BUY" else req.price <= mark
+        return crosses(req.price, self.mark(req.symbol), buying=req.side == "BUY")
 
     def _record_order(self, req: OrderRequest, orig_type: str | None = None) -> Order:
         ts = now_ms()
@@ -279,7 +272,7 @@ class Engine:
                 order.quantity = order.executed_qty + qty
         if fraction is not None:
             step = self.market(order.symbol).step_size
-            qty = (qty * fraction / step).to_integral_value(rounding=ROUND_DOWN) * step
+            qty = partial_quantity(qty, fraction, step)
         if qty > 0:
             self._fill(order, qty, price, maker)
         if order.remaining <= 0:
@@ -292,8 +285,7 @@ class Engine:
 
     def _fill(self, order: Order, qty: Decimal, price: Decimal, maker: bool) -> None:
         ts = now_ms()
-        rate = self.config.maker_fee if maker else self.config.taker_fee
-        commission = (qty * price * rate).quantize(Decimal("0.00000001"))
+        _, commission = self.config.fee(qty, price, maker=maker)
         pnl = self._apply_to_position(order.symbol, order.side, qty, price, ts)
         self.wallet += pnl - commission
         self._next_trade += 1

@@ -401,14 +401,19 @@ def new_order(ctx: Ctx) -> Any:
     return order.to_api()
 
 
-def _order_ref(ctx: Ctx) -> tuple[int | None, str | None]:
-    order_id = ctx.integer("orderId")
-    client_id = ctx.params.get("origClientOrderId") or None
+def _reference(ctx: Ctx, id_param: str, client_param: str) -> tuple[int | None, str | None]:
+    """An order named by the exchange's id or by the client's; Binance wants one of the two."""
+    order_id = ctx.integer(id_param)
+    client_id = ctx.params.get(client_param) or None
     if order_id is None and client_id is None:
         raise SimError(
-            -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
+            -1102, f"Param '{client_param}' or '{id_param}' must be sent, but both were empty/null!"
         )
     return order_id, client_id
+
+
+def _order_ref(ctx: Ctx) -> tuple[int | None, str | None]:
+    return _reference(ctx, "orderId", "origClientOrderId")
 
 
 def query_order(ctx: Ctx) -> Any:
@@ -490,13 +495,7 @@ def new_algo_order(ctx: Ctx) -> Any:
 
 
 def _algo_ref(ctx: Ctx) -> tuple[int | None, str | None]:
-    algo_id = ctx.integer("algoId")
-    client_id = ctx.params.get("clientAlgoId") or None
-    if algo_id is None and client_id is None:
-        raise SimError(
-            -1102, "Param 'clientAlgoId' or 'algoId' must be sent, but both were empty/null!"
-        )
-    return algo_id, client_id
+    return _reference(ctx, "algoId", "clientAlgoId")
 
 
 def query_algo_order(ctx: Ctx) -> Any:

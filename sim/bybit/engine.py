@@ -1,8 +1,9 @@
 """The Bybit v5 linear account of the paper exchange (UTA, USDT perpetuals).
 
 Reuses the Binance dialect's parts where they fit: the market table and its filters
-(`sim.markets`), the price book (`sim.prices`), the fee/balance config (`EngineConfig`) and
-the fill arithmetic (`sim.matching.apply_fill`). What is Bybit's own lives here:
+(`sim.markets`), the price book (`sim.prices`), the fee/balance config and the account
+arithmetic (`sim.account`: fees, margin, taker price) and the fill arithmetic
+(`sim.matching.apply_fill`). What is Bybit's own lives here:
 
 * **one order book** for regular and conditional orders, UUID order ids, `orderLinkId`
   unique across *all* orders of the account (not only open ones, unlike Binance);
@@ -28,9 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any, TypeVar
 
+from sim.account import (
+    EngineConfig,
+    capped_by_limit,
+    crosses,
+    partial_quantity,
+    position_margin,
+    unrealized_pnl,
+)
 from sim.bybit import errors
 from sim.bybit.records import (
     ENGINE_SIDE,
@@ -43,7 +52,7 @@ from sim.bybit.records import (
     opposite,
 )
 from sim.markets import Market
-from sim.matching import EngineConfig, apply_fill, now_ms
+from sim.matching import apply_fill, now_ms
 from sim.orders import ZERO, fmt
 from sim.prices import PriceBook
 
@@ -173,10 +182,10 @@ class BybitEngine:
         return max(ZERO, qty - self.reducible(pos, side, visible_only=False))
 
     def unrealized(self, pos: BybitPosition) -> Decimal:
-        return pos.amount * (self.mark(pos.symbol) - pos.entry_price) if pos.amount else ZERO
+        return unrealized_pnl(pos.amount, pos.entry_price, self.mark(pos.symbol))
 
     def position_margin(self, pos: BybitPosition) -> Decimal:
-        return abs(pos.amount) * self.mark(pos.symbol) / pos.leverage
+        return position_margin(pos.amount, self.mark(pos.symbol), pos.leverage)
 
     def order_margin(self) -> Decimal:
         total = ZERO
@@ -234,8 +243,7 @@ class BybitEngine:
             raise errors.REDUCTION_ONLY_CONTRACT
         if it.qty * price < market.min_notional:
             raise errors.below_min_value(market.min_notional)
-        needed = opening * price / pos.leverage + opening * price * self.config.taker_fee
-        if needed > self.available():
+        if self.config.opening_cost(opening, price, pos.leverage) > self.available():
             raise errors.BALANCE
 
     # -- placement --------------------------------------------------------------------
@@ -325,23 +333,18 @@ class BybitEngine:
         return order
 
     def _taker_price(self, symbol: str, side: str) -> Decimal:
-        mark = self.mark(symbol)
-        direction = Decimal(1) if side == "Buy" else Decimal(-1)
-        return self.prices.round(
-            symbol, mark + mark * self.config.slippage_bps / Decimal(10000) * direction
-        )
+        return self.config.taker_price(self.prices, symbol, buying=side == "Buy")
 
     def _marketable(self, order: BybitOrder) -> bool:
         if order.order_type != "Limit":
             return True
-        mark = self.mark(order.symbol)
-        return order.price >= mark if order.side == "Buy" else order.price <= mark
+        return crosses(order.price, self.mark(order.symbol), buying=order.side == "Buy")
 
     def _fill_price(self, order: BybitOrder) -> Decimal:
         taker = self._taker_price(order.symbol, order.side)
         if order.order_type != "Limit":
             return taker
-        return min(taker, order.price) if order.side == "Buy" else max(taker, order.price)
+        return capped_by_limit(taker, order.price, buying=order.side == "Buy")
 
     # -- execution --------------------------------------------------------------------
 
@@ -361,7 +364,7 @@ class BybitEngine:
                 order.qty = order.cum_qty + qty  # Bybit trims a reduce-only qty to the position
         if fraction is not None:
             step = self.market(order.symbol).step_size
-            qty = (qty * fraction / step).to_integral_value(rounding=ROUND_DOWN) * step
+            qty = partial_quantity(qty, fraction, step)
         if qty > 0:
             self._fill(order, pos, qty, price, maker)
         if order.cum_qty >= order.qty:
@@ -378,8 +381,7 @@ class BybitEngine:
         self, order: BybitOrder, pos: BybitPosition, qty: Decimal, price: Decimal, maker: bool
     ) -> None:
         ts = now_ms()
-        rate = self.config.maker_fee if maker else self.config.taker_fee
-        fee = (qty * price * rate).quantize(Decimal("0.00000001"))
+        rate, fee = self.config.fee(qty, price, maker=maker)
         before = pos.amount
         closed = min(qty, self.reducible(pos, order.side, visible_only=False))
         pnl = apply_fill(pos, ENGINE_SIDE[order.side], qty, price, ts)
