@@ -9,10 +9,12 @@ is the Binance engine, ``sim/bybit/engine.py`` the Bybit one).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
+from typing import Any
 
-from sim.orders import ZERO
+from sim.orders import ZERO, Position
 from sim.prices import PriceBook
 
 FEE_QUANTUM = Decimal("0.00000001")
@@ -67,3 +69,34 @@ def unrealized_pnl(amount: Decimal, entry_price: Decimal, mark: Decimal) -> Deci
 def position_margin(amount: Decimal, mark: Decimal, leverage: int) -> Decimal:
     """The initial margin a position holds at ``mark``."""
     return abs(amount) * mark / leverage
+
+
+class MarginAccount:
+    """The balance of an account, made up the same way on both venues: the wallet, plus the
+    open profit of the positions, less the margin they and the resting orders hold.
+
+    Each engine keeps its positions as it likes (Bybit has hedge slots) and says which of
+    its orders hold margin (``order_margin``).
+    """
+
+    prices: PriceBook
+    wallet: Decimal
+    positions: Mapping[Any, Position]
+
+    def mark(self, symbol: str) -> Decimal:
+        return self.prices.prices[symbol]
+
+    def unrealized(self, pos: Position) -> Decimal:
+        return unrealized_pnl(pos.amount, pos.entry_price, self.mark(pos.symbol))
+
+    def position_margin(self, pos: Position) -> Decimal:
+        return position_margin(pos.amount, self.mark(pos.symbol), pos.leverage)
+
+    def order_margin(self) -> Decimal:
+        raise NotImplementedError
+
+    def available(self) -> Decimal:
+        live = list(self.positions.values())
+        upnl = sum((self.unrealized(p) for p in live), ZERO)
+        used = sum((self.position_margin(p) for p in live), ZERO)
+        return self.wallet + upnl - used - self.order_margin()

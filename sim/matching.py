@@ -26,11 +26,10 @@ from decimal import Decimal
 from sim import errors
 from sim.account import (
     EngineConfig,
+    MarginAccount,
     capped_by_limit,
     crosses,
     partial_quantity,
-    position_margin,
-    unrealized_pnl,
 )
 from sim.errors import SimError
 from sim.markets import Market
@@ -61,7 +60,7 @@ def _sign(side: str) -> Decimal:
     return Decimal(1) if side == "BUY" else Decimal(-1)
 
 
-class Engine:
+class Engine(MarginAccount):
     """Account state plus order books; every state change publishes user-data events."""
 
     def __init__(
@@ -98,27 +97,14 @@ class Engine:
             self.positions[symbol] = pos
         return pos
 
-    def mark(self, symbol: str) -> Decimal:
-        return self.prices.prices[symbol]
-
-    def unrealized(self, pos: Position) -> Decimal:
-        return unrealized_pnl(pos.amount, pos.entry_price, self.mark(pos.symbol))
-
-    def position_margin(self, pos: Position) -> Decimal:
-        return position_margin(pos.amount, self.mark(pos.symbol), pos.leverage)
-
-    def open_order_margin(self) -> Decimal:
+    def order_margin(self) -> Decimal:
+        """Open orders that are not reduce-only hold margin (algo orders hold none)."""
         total = ZERO
         for order in self.ledger.orders.values():
             if order.is_open and not order.reduce_only:
                 lev = self.position(order.symbol).leverage
                 total += order.remaining * order.price / lev
         return total
-
-    def available(self) -> Decimal:
-        upnl = sum((self.unrealized(p) for p in self.positions.values()), ZERO)
-        used = sum((self.position_margin(p) for p in self.positions.values()), ZERO)
-        return self.wallet + upnl - used - self.open_order_margin()
 
     def _new_order_id(self) -> int:
         self._next_order += 1
@@ -640,7 +626,7 @@ class Engine:
     def account_assets(self) -> dict[str, object]:
         upnl = sum((self.unrealized(p) for p in self.positions.values()), ZERO)
         initial = sum((self.position_margin(p) for p in self.positions.values()), ZERO)
-        order_margin = self.open_order_margin()
+        order_margin = self.order_margin()
         available = self.available()
         return {
             "asset": "USDT",

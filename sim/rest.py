@@ -43,20 +43,22 @@ class Ctx:
         return value
 
     def decimal(self, name: str) -> Decimal | None:
-        raw = self.params.get(name)
-        if raw is None or raw == "":
-            return None
-        if not _DECIMAL.match(raw):
-            raise errors.illegal(name)
-        return Decimal(raw)
+        raw = self._optional(name, _DECIMAL)
+        return None if raw is None else Decimal(raw)
 
     def integer(self, name: str) -> int | None:
+        raw = self._optional(name, _INT)
+        return None if raw is None else int(raw)
+
+    def _optional(self, name: str, pattern: re.Pattern[str]) -> str | None:
+        """An optional parameter's text (None when absent or empty); refused as Binance
+        does when it is not in ``pattern``'s form."""
         raw = self.params.get(name)
         if raw is None or raw == "":
             return None
-        if not _INT.match(raw):
+        if not pattern.match(raw):
             raise errors.illegal(name)
-        return int(raw)
+        return raw
 
     def flag(self, name: str) -> bool:
         raw = self.params.get(name, "false").lower()

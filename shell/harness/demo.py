@@ -48,7 +48,7 @@ from shell.harness.protection_monitor import MonitorReport, ProtectionMonitor
 from shell.harness.run_report import RunFigures, collect
 from shell.runtime.embedded import free_port
 from shell.runtime.halt_watch import openings_line
-from shell.runtime.stack import Stack, StackOptions
+from shell.runtime.stack import Endpoints, Stack, StackOptions
 
 # Shortened thresholds: minutes of real time show hours of a position's life.
 DEMO_SETTINGS = {
@@ -89,6 +89,15 @@ def ports_of_its_own() -> dict[str, str]:
         "VIGIL_SIGNAL_SIM_PORT": str(free_port()),
         "VIGIL_EXCHANGE_URL": f"http://127.0.0.1:{free_port()}",
     }
+
+
+def use_storage(endpoints: Endpoints) -> None:
+    """From now on this process, and every child the stack starts, uses the harness's own
+    PostgreSQL and Redis (never an operator's, whatever the environment said)."""
+    os.environ["VIGIL_DATABASE_URL"] = endpoints.database_url
+    os.environ["VIGIL_REDIS_URL"] = endpoints.redis_url
+    get_settings.cache_clear()
+    db_session.configure(endpoints.database_url)
 
 
 WAVE_ONE = [
@@ -392,10 +401,7 @@ def run_demo(
         with console.status("starting PostgreSQL and Redis"):
             endpoints = stack.start_storage()
             stack.migrate()
-        os.environ["VIGIL_DATABASE_URL"] = endpoints.database_url
-        os.environ["VIGIL_REDIS_URL"] = endpoints.redis_url
-        get_settings.cache_clear()
-        db_session.configure(endpoints.database_url)
+        use_storage(endpoints)
         with console.status("starting the paper exchange, signal source, ingest, workers, beat"):
             sup = stack.start_processes()
             stack.wait_for_worker()

@@ -81,9 +81,21 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> Non
 
 
 class _ServerProcess:
-    """How an embedded server's process ends: signalled, waited for, then forgotten."""
+    """An embedded server's process: checked before it starts; signalled, waited for and
+    forgotten when it ends."""
 
+    port: int
     proc: subprocess.Popen[bytes] | None
+
+    def _check_can_start(self, server: str, port_setting: str) -> None:
+        """Its package is installed and its port free; else one line saying what to change."""
+        require_embedded(server)
+        if port_in_use(self.port):
+            _, url_setting = EMBEDDED_PACKAGES[server]
+            raise EmbeddedServerError(
+                f"port {self.port} is in use: another {server} (or a previous vigil) runs "
+                f"there; stop it or set {port_setting} / VIGIL_{url_setting}_URL"
+            )
 
     def _end(self, sig: int, timeout: float) -> None:
         _stop(self.proc, sig, timeout)
@@ -174,12 +186,7 @@ class EmbeddedPostgres(_ServerProcess):
         return self.data_dir.parent / "postgres.log"
 
     def start(self, timeout: float = 60.0) -> None:
-        require_embedded("PostgreSQL")
-        if port_in_use(self.port):
-            raise EmbeddedServerError(
-                f"port {self.port} is in use: another PostgreSQL (or a previous vigil) runs "
-                "there; stop it or set VIGIL_EMBEDDED_PG_PORT / VIGIL_DATABASE_URL"
-            )
+        self._check_can_start("PostgreSQL", "VIGIL_EMBEDDED_PG_PORT")
         user, uid, gid = _pg_user()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if uid is not None:
@@ -330,12 +337,7 @@ class EmbeddedRedis(_ServerProcess):
         return self.data_dir / "redis.log"
 
     def start(self, timeout: float = 30.0) -> None:
-        require_embedded("Redis")
-        if port_in_use(self.port):
-            raise EmbeddedServerError(
-                f"port {self.port} is in use: another Redis (or a previous vigil) runs there; "
-                "stop it or set VIGIL_EMBEDDED_REDIS_PORT / VIGIL_REDIS_URL"
-            )
+        self._check_can_start("Redis", "VIGIL_EMBEDDED_REDIS_PORT")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(_redis_server_binary()),

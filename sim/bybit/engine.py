@@ -34,11 +34,10 @@ from typing import Any, TypeVar
 
 from sim.account import (
     EngineConfig,
+    MarginAccount,
     capped_by_limit,
     crosses,
     partial_quantity,
-    position_margin,
-    unrealized_pnl,
 )
 from sim.bybit import errors
 from sim.bybit.records import (
@@ -102,7 +101,7 @@ class OrderIntent:
     trigger_by: str = "LastPrice"
 
 
-class BybitEngine:
+class BybitEngine(MarginAccount):
     """Account state and order book of one Bybit UTA account (linear USDT contracts)."""
 
     def __init__(
@@ -136,9 +135,6 @@ class BybitEngine:
         if market is None:
             raise errors.SYMBOL_INVALID
         return market
-
-    def mark(self, symbol: str) -> Decimal:
-        return self.prices.prices[symbol]
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -181,24 +177,13 @@ class BybitEngine:
             return ZERO
         return max(ZERO, qty - self.reducible(pos, side, visible_only=False))
 
-    def unrealized(self, pos: BybitPosition) -> Decimal:
-        return unrealized_pnl(pos.amount, pos.entry_price, self.mark(pos.symbol))
-
-    def position_margin(self, pos: BybitPosition) -> Decimal:
-        return position_margin(pos.amount, self.mark(pos.symbol), pos.leverage)
-
     def order_margin(self) -> Decimal:
+        """Resting limit orders that are not reduce-only hold margin (conditional ones none)."""
         total = ZERO
         for order in self.open_orders():
             if order.order_type == "Limit" and not order.reduce_only and not order.is_conditional:
                 total += order.leaves * order.price / self.leverage.get(order.symbol, 20)
         return total
-
-    def available(self) -> Decimal:
-        live = list(self.positions.values())
-        upnl = sum((self.unrealized(p) for p in live), ZERO)
-        used = sum((self.position_margin(p) for p in live), ZERO)
-        return self.wallet + upnl - used - self.order_margin()
 
     def open_orders(self, symbol: str | None = None) -> list[BybitOrder]:
         return [
