@@ -79,6 +79,7 @@ class MarginAccount:
     its orders hold margin (``order_margin``).
     """
 
+    config: EngineConfig
     prices: PriceBook
     wallet: Decimal
     positions: Mapping[Any, Position]
@@ -100,3 +101,7 @@ class MarginAccount:
         upnl = sum((self.unrealized(p) for p in live), ZERO)
         used = sum((self.position_margin(p) for p in live), ZERO)
         return self.wallet + upnl - used - self.order_margin()
+
+    def affords(self, opening: Decimal, price: Decimal, leverage: int) -> bool:
+        """The available balance covers what opening ``opening`` at ``price`` costs."""
+        return self.config.opening_cost(opening, price, leverage) <= self.available()

@@ -156,8 +156,7 @@ class Engine(MarginAccount):
         opening = self.opening_quantity(symbol, side, qty)
         if opening <= 0:
             return
-        needed = self.config.opening_cost(opening, price, self.position(symbol).leverage)
-        if needed > self.available():
+        if not self.affords(opening, price, self.position(symbol).leverage):
             raise errors.MARGIN
 
     def place_order(

@@ -228,7 +228,7 @@ class BybitEngine(MarginAccount):
             raise errors.REDUCTION_ONLY_CONTRACT
         if it.qty * price < market.min_notional:
             raise errors.below_min_value(market.min_notional)
-        if self.config.opening_cost(opening, price, pos.leverage) > self.available():
+        if not self.affords(opening, price, pos.leverage):
             raise errors.BALANCE
 
     # -- placement --------------------------------------------------------------------

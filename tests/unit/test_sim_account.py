@@ -59,6 +59,7 @@ def test_a_partial_fill_rounds_down_to_the_lot_step():
 
 class _Account(MarginAccount):
     def __init__(self, prices: PriceBook, wallet: Decimal, held_by_orders: Decimal) -> None:
+        self.config = EngineConfig(taker_fee=D("0.0005"))
         self.prices = prices
         self.wallet = wallet
         self.positions = {
@@ -81,3 +82,6 @@ def test_the_available_balance_is_wallet_plus_open_profit_less_every_margin():
     assert account.available() == D("1000") + D("20") - D("12") - D("7")
     flat = Position("BTCUSDT")
     assert account.unrealized(flat) == 0 and account.position_margin(flat) == 0
+    # 1001 available: an opening costs margin plus taker fee, and must fit in it
+    assert account.affords(D("1"), D("9950"), 10)  # 995 + 4.975
+    assert not account.affords(D("1"), D("10000"), 10)  # 1000 + 5
