@@ -48,6 +48,7 @@ from core.api.context import (
     TaskSender,
     authorized,
     error_response,
+    json_object_body,
 )
 from core.api.queries import (
     BadQuery,
@@ -233,14 +234,9 @@ async def trigger_route(request: web.Request) -> web.Response:
         name = resolve_task_name(request.match_info["name"], ctx.task_names())
     except (UnknownTask, AmbiguousTask) as exc:
         return error_response(str(exc), 404)
-    kwargs: Any = {}
-    if request.can_read_body:
-        try:
-            kwargs = await request.json()
-        except ValueError:
-            return error_response("body must be a JSON object of task keyword arguments")
-    if not isinstance(kwargs, dict):
-        return error_response("body must be a JSON object of task keyword arguments")
+    kwargs = await json_object_body(request, what="a JSON object of task keyword arguments")
+    if isinstance(kwargs, web.Response):
+        return kwargs
     try:
         ctx.task_checker(name, kwargs)
     except BadTaskArguments as exc:

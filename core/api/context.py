@@ -41,6 +41,22 @@ def error_response(message: str, status: int = 400) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+async def json_object_body(
+    request: web.Request, *, what: str = "a JSON object"
+) -> dict[str, Any] | web.Response:
+    """The request's body as a JSON object (``{}`` when it has none), or the 400 to answer:
+    every route that takes named arguments in its body reads them the same way."""
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        return error_response(f"body must be {what}")
+    if not isinstance(body, dict):
+        return error_response(f"body must be {what}")
+    return body
+
+
 def authorized(request: web.Request, settings: Settings) -> web.Response | None:
     """None when the bearer token matches; else the refusal to send."""
     if settings.api_token is None or not settings.api_token.get_secret_value():

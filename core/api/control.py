@@ -22,15 +22,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.api.context import CONTEXT, authorized, error_response
-from core.db.session import unit_of_work
+from core.api.context import CONTEXT, authorized, error_response, json_object_body
 from core.domain.halts import HaltSource
 from core.domain.positions import TERMINAL, PositionStatus
 from core.services import halts, manual_close
@@ -75,18 +73,6 @@ def _who(request: web.Request) -> str:
     return f"api:{request.remote or '?'}"
 
 
-async def _body(request: web.Request) -> dict[str, Any] | web.Response:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        return error_response("body must be a JSON object")
-    if not isinstance(body, dict):
-        return error_response("body must be a JSON object")
-    return body
-
-
 async def halt_state_route(request: web.Request) -> web.Response:
     """The halts in force: ``{"halted": bool, "halts": [...]}``."""
     current = await asyncio.to_thread(halts.current)
@@ -99,7 +85,7 @@ async def halt_route(request: web.Request) -> web.Response:
     refused = authorized(request, ctx.settings)
     if refused is not None:
         return refused
-    body = await _body(request)
+    body = await json_object_body(request)
     if isinstance(body, web.Response):
         return body
     reason = body.get("reason", "halted through the API")
@@ -163,11 +149,7 @@ async def close_all_route(request: web.Request) -> web.Response:
     except LookupError as exc:
         return error_response(str(exc), 400)
     if request.query.get("dry_run", "").lower() in ("1", "true", "yes"):
-        targets = [
-            target
-            for deps in venues
-            for target in await asyncio.to_thread(_targets, deps.exchange_name)
-        ]
+        targets = [target for deps in venues for target in await asyncio.to_thread(_targets, deps)]
         return web.json_response({"dry_run": True, "positions": [t.as_dict() for t in targets]})
     report = await asyncio.to_thread(manual_close.close_every_venue, venues, _who(request))
     return web.json_response(report.as_dict(), status=200 if report.all_closed else 502)
@@ -186,6 +168,6 @@ def _venues(default: Deps, only: str | None) -> list[Deps]:
     return [default if name == default.exchange_name else deps_for(name) for name in names]
 
 
-def _targets(exchange: str) -> list[manual_close.CloseTarget]:
-    with unit_of_work() as session:
-        return manual_close.open_targets(session, exchange)
+def _targets(deps: Deps) -> list[manual_close.CloseTarget]:
+    with deps.unit_of_work() as session:
+        return manual_close.open_targets(session, deps.exchange_name)

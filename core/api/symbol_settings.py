@@ -80,7 +80,7 @@ async def set_route(request: web.Request) -> web.Response:
     except SymbolSettingError as exc:
         return error_response(str(exc))
     change = await asyncio.to_thread(
-        store.set_values, deps.redis, venue, symbol, values, _who(request)
+        store.set_values, deps.redis, venue, symbol, values, _who(request), deps.uow
     )
     return web.json_response(change.as_dict())
 
@@ -101,6 +101,6 @@ async def unset_route(request: web.Request) -> web.Response:
     except SymbolSettingError as exc:
         return error_response(str(exc))
     change = await asyncio.to_thread(
-        store.unset_values, deps.redis, venue, symbol, keys, _who(request)
+        store.unset_values, deps.redis, venue, symbol, keys, _who(request), deps.uow
     )
     return web.json_response(change.as_dict())

@@ -32,14 +32,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.clock import Clock
 from core.config import Settings
 from core.db.models import Heartbeat, Position
-from core.db.session import new_session
+from core.db.session import new_session, unit_of_work
 from core.domain.orders import ExchangeOrder
 from core.domain.positions import INTERMEDIATE, PositionStatus
-from core.events import EventType, Severity, record_alone
+from core.events import EventType, Severity
 from core.exchange.errors import ExchangeFailure
 from core.logging import redact
 from core.services import halts
-from core.services.deps import Deps
+from core.services.deps import Deps, UnitOfWork, record_alone_through
 from core.services.invariants import find_unprotected, load_open_rows
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class HealthChecker:
         exchange_reads: ExchangeReads,
         worker_ping: WorkerPing | None = None,
         exchange_name: str | None = None,
+        uow: UnitOfWork = unit_of_work,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -136,6 +137,7 @@ class HealthChecker:
         self.reads = exchange_reads
         self.worker_ping = worker_ping
         self.exchange_name = exchange_name
+        self.uow = uow  # the transactions it writes (halts read, health change recorded)
 
     async def check(self) -> HealthReport:
         checks: dict[str, Callable[[], Component]] = {
@@ -165,7 +167,7 @@ class HealthChecker:
     def _halts(self) -> list[dict[str, Any]] | None:
         """The halts in force; None when the database cannot say (its component fails)."""
         try:
-            return [h.as_dict() for h in halts.current()]
+            return [h.as_dict() for h in halts.current(self.uow)]
         except SQLAlchemyError:
             return None
 
@@ -188,7 +190,8 @@ class HealthChecker:
                 return
             if before == now:
                 return
-            record_alone(
+            record_alone_through(
+                self.uow,
                 EventType.HEALTH_CHECK_FAILED,
                 severity=Severity.ERROR,
                 exchange=self.exchange_name,

@@ -54,7 +54,7 @@ from core.events import EventType, Severity, record
 from core.exchange.errors import AuthenticationFailed, ExchangeFailure
 from core.logging import redact
 from core.services.alerts import Channel, DeliveryError, channels_from, deliver_pending
-from core.services.deps import Deps
+from core.services.deps import Deps, UnitOfWork
 from core.services.health import ExchangeReads, HealthChecker, HealthReport
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,14 @@ class Watchdog:
         host: str,
         redis_client: redis.Redis | None = None,
         channels: list[Channel] | None = None,
+        uow: UnitOfWork = unit_of_work,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.health = health
         self.host = host
         self.redis = redis_client if redis_client is not None else health.redis
+        self.uow = uow  # where the pages and recoveries are written
         self.channels = channels
         self.params = paging_params(settings)
         self.tracked: dict[str, Tracked] = {}
@@ -139,7 +141,7 @@ class Watchdog:
             return decision
         try:
             self._record(decision, now)
-            deliver_pending(self.settings, self.clock, channels=self.channels)
+            deliver_pending(self.settings, self.clock, channels=self.channels, uow=self.uow)
         except SQLAlchemyError as exc:
             log.error("watchdog could not write its pages: %s", _first_line(exc))
             for page in decision.pages:
@@ -149,7 +151,7 @@ class Watchdog:
     # --- through the outbox ----------------------------------------------------------------
 
     def _record(self, decision: Decision, now: datetime) -> None:
-        with unit_of_work() as session:
+        with self.uow() as session:
             for direct in self.unrecorded:
                 self._record_direct(session, direct)
             for page in decision.pages:

@@ -36,6 +36,7 @@ from core.domain.signals import ParseResult, Rejection, SignalParams
 from core.domain.signals import Signal as ParsedSignal
 from core.domain.waves import WaveKey, WaveParams, is_late, wave_deadline, wave_key
 from core.events import EventContext, EventType, Severity, record
+from core.services.deps import UnitOfWork
 from core.venues import configured_venues
 
 
@@ -70,7 +71,12 @@ def signal_params(settings: Settings) -> SignalParams:
 
 
 def store_frame(
-    result: ParseResult, *, now: datetime, params: WaveParams, ingest: str | None = None
+    result: ParseResult,
+    *,
+    now: datetime,
+    params: WaveParams,
+    ingest: str | None = None,
+    uow: UnitOfWork = unit_of_work,
 ) -> FrameReport:
     """Commit a parsed frame: rejections as events, valid signals as rows in their waves.
 
@@ -78,7 +84,7 @@ def store_frame(
     wait for the database). ``ingest`` names the receiving process in the events.
     """
     report = FrameReport()
-    with unit_of_work() as session:
+    with uow() as session:
         for rejection in result.rejections:
             _record_rejection(session, rejection, ingest)
             report.rejected += 1
