@@ -55,7 +55,7 @@ from core.exchange.errors import AuthenticationFailed, ExchangeFailure
 from core.logging import redact
 from core.services.alerts import Channel, DeliveryError, channels_from, deliver_pending
 from core.services.deps import Deps, UnitOfWork
-from core.services.health import ExchangeReads, HealthChecker, HealthReport
+from core.services.health import ExchangeReads, HealthChecker, HealthReport, first_line
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Watchdog:
             self._record(decision, now)
             deliver_pending(self.settings, self.clock, channels=self.channels, uow=self.uow)
         except SQLAlchemyError as exc:
-            log.error("watchdog could not write its pages: %s", _first_line(exc))
+            log.error("watchdog could not write its pages: %s", first_line(exc))
             for page in decision.pages:
                 self._send_direct(page, now)
         return decision
@@ -272,7 +272,7 @@ def note_read_failure(deps: Deps, session: Session, guardian: str, exc: Exchange
         consecutive = int(deps.redis.incr(key))
         deps.redis.expire(key, 86_400)
     except RedisError as error:
-        log.warning("failed exchange reads not counted: %s", _first_line(error))
+        log.warning("failed exchange reads not counted: %s", first_line(error))
         return
     # a refused key does not heal by itself: it pages at the first failed cycle
     threshold = 1 if isinstance(exc, AuthenticationFailed) else None
@@ -288,7 +288,7 @@ def note_read_failure(deps: Deps, session: Session, guardian: str, exc: Exchange
             guardian=guardian,
             consecutive_failures=consecutive,
             error_type=type(exc).__name__,
-            error=_first_line(exc),
+            error=first_line(exc),
         )
 
 
@@ -311,8 +311,3 @@ def note_read_success(deps: Deps) -> None:
         exchange=deps.exchange_name,
         consecutive_failures=int(before),
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return redact(lines[0][:300]) if lines else type(exc).__name__

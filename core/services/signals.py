@@ -187,12 +187,7 @@ def _insert_signal(
         insert(Signal)
         .values(
             signal_id=parsed.id,
-            exchange=parsed.exchange.value,
-            symbol=parsed.symbol,
-            action=parsed.action.value,
-            score_week=parsed.score_week,
-            score_month=parsed.score_month,
-            signal_ts=parsed.timestamp,
+            **_content(parsed),
             received_at=now,
             status="received",
             correlation_id=correlation_id,
@@ -232,14 +227,7 @@ def _join_wave(
 
 def _record_duplicate(session: Session, parsed: ParsedSignal, ingest: str | None) -> None:
     first = session.scalars(select(Signal).where(Signal.signal_id == parsed.id)).one()
-    differs = (
-        first.exchange != parsed.exchange.value
-        or first.symbol != parsed.symbol
-        or first.action != parsed.action.value
-        or first.score_week != parsed.score_week
-        or first.score_month != parsed.score_month
-        or first.signal_ts != parsed.timestamp
-    )
+    differs = any(getattr(first, column) != value for column, value in _content(parsed).items())
     record(
         session,
         # a resend of the same signal is routine; the same id with other content is a
@@ -255,6 +243,19 @@ def _record_duplicate(session: Session, parsed: ParsedSignal, ingest: str | None
         content_differs=differs,
         ingest=ingest,
     )
+
+
+def _content(parsed: ParsedSignal) -> dict[str, Any]:
+    """What a signal says, as the columns of its row: stored from the first copy, compared
+    with every later copy of the same id (a copy that differs is a producer bug)."""
+    return {
+        "exchange": parsed.exchange.value,
+        "symbol": parsed.symbol,
+        "action": parsed.action.value,
+        "score_week": parsed.score_week,
+        "score_month": parsed.score_month,
+        "signal_ts": parsed.timestamp,
+    }
 
 
 def _raw(parsed: ParsedSignal) -> dict[str, Any]:

@@ -72,6 +72,13 @@ def last_progress(wave: Wave) -> datetime:
     return moment
 
 
+def stalled(wave: Wave, now: datetime, settings: Settings) -> bool:
+    """A wave in ``processing`` with no progress for ``wave_stall_seconds``: its processing
+    died, and the next delivery (or beat's dispatch) resumes it."""
+    stall = timedelta(seconds=settings.wave_stall_seconds)
+    return wave.status == "processing" and last_progress(wave) <= now - stall
+
+
 def expire_waves(
     session: Session, now: datetime, max_delay: float, *, wave_id: int | None = None
 ) -> list[int]:
