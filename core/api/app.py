@@ -46,9 +46,9 @@ from core.api.context import (
     TaskChecker,
     TaskNames,
     TaskSender,
-    authorized,
     error_response,
     json_object_body,
+    needs_token,
 )
 from core.api.queries import (
     BadQuery,
@@ -221,13 +221,11 @@ async def tasks_route(request: web.Request) -> web.Response:
     return web.json_response({"tasks": sorted(names()) if names else []})
 
 
+@needs_token
 async def trigger_route(request: web.Request) -> web.Response:
     """Send task {name} (full or short name) now; the JSON body holds its keyword arguments.
     Answers 202 with the task id; its result is kept for an hour. Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = authorized(request, ctx.settings)
-    if refused is not None:
-        return refused
     if ctx.task_sender is None or ctx.task_names is None or ctx.task_checker is None:
         return error_response("task sending is not wired into this API", 503)
     try:

@@ -5,8 +5,9 @@ each other."""
 
 from __future__ import annotations
 
+import functools
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,23 @@ async def json_object_body(
     if not isinstance(body, dict):
         return error_response(f"body must be {what}")
     return body
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def needs_token(handler: Handler) -> Handler:
+    """A state-changing route: it runs only for a request with the bearer token; any other
+    gets ``authorized``'s refusal (403 while no token is configured, 401 otherwise)."""
+
+    @functools.wraps(handler)
+    async def guarded(request: web.Request) -> web.Response:
+        refused = authorized(request, request.app[CONTEXT].settings)
+        if refused is not None:
+            return refused
+        return await handler(request)
+
+    return guarded
 
 
 def authorized(request: web.Request, settings: Settings) -> web.Response | None:

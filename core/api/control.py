@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.api.context import CONTEXT, authorized, error_response, json_object_body
+from core.api.context import CONTEXT, error_response, json_object_body, needs_token
 from core.domain.halts import HaltSource
 from core.domain.positions import TERMINAL, PositionStatus
 from core.services import halts, manual_close
@@ -79,12 +79,10 @@ async def halt_state_route(request: web.Request) -> web.Response:
     return web.json_response({"halted": bool(current), "halts": [h.as_dict() for h in current]})
 
 
+@needs_token
 async def halt_route(request: web.Request) -> web.Response:
     """Stop new openings (body ``{"reason": "..."}``, optional). Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = authorized(request, ctx.settings)
-    if refused is not None:
-        return refused
     body = await json_object_body(request)
     if isinstance(body, web.Response):
         return body
@@ -97,24 +95,19 @@ async def halt_route(request: web.Request) -> web.Response:
     )
 
 
+@needs_token
 async def resume_route(request: web.Request) -> web.Response:
     """Lift every halt in force. Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = authorized(request, ctx.settings)
-    if refused is not None:
-        return refused
     lifted = await asyncio.to_thread(halts.resume, _who(request), now=ctx.clock.now())
     return web.json_response({"halted": False, "resumed": [h.as_dict() for h in lifted]})
 
 
+@needs_token
 async def close_route(request: web.Request) -> web.Response:
     """Close one position at market (reason ``manual``): 404 no such position, 409 already
     finished or on another venue, 502 the venue did not close it (it keeps its stop).
     Needs the bearer token."""
-    ctx = request.app[CONTEXT]
-    refused = authorized(request, ctx.settings)
-    if refused is not None:
-        return refused
     position_id = int(request.match_info["position_id"])
     try:
         before = await asyncio.to_thread(manual_close.target, position_id)
@@ -136,14 +129,11 @@ async def close_route(request: web.Request) -> web.Response:
     return web.json_response(result.as_dict(), status=200 if result.closed else 502)
 
 
+@needs_token
 async def close_all_route(request: web.Request) -> web.Response:
     """Halt, then close every position of every venue (``?exchange=X``: that venue's);
     ``?dry_run=true`` only lists what it would close. 502 when any close failed, 400 for a
     venue the deployment does not trade. Needs the bearer token."""
-    ctx = request.app[CONTEXT]
-    refused = authorized(request, ctx.settings)
-    if refused is not None:
-        return refused
     try:
         venues = _venues(request.app[DEPS](), request.query.get("exchange"))
     except LookupError as exc:
