@@ -59,7 +59,7 @@ from core.domain.waves import (
 from core.events import EventType, Severity, jsonable_fields, record
 from core.services import symbol_settings
 from core.services.deps import Deps
-from core.services.positions import NewPosition, create_position
+from core.services.positions import NewPosition, create_position, record_signal_outcome
 from core.services.wave_upkeep import (
     HALTED,
     HALTED_DETAIL,
@@ -403,7 +403,7 @@ def _complete(
         if state is MemberState.UNSTARTED:
             filter_signal(session, row, reason, detail)
         elif position is not None and row.status == "selected":
-            _settle(session, row, position, state)
+            _settle(session, position, state)
     late = expire_received(session, wave.id, "arrived after its wave was selected")
     counts = Counter(str(s) for s in states)
     stats = {
@@ -436,21 +436,13 @@ def _complete(
     )
 
 
-def _settle(session: Session, row: Signal, position: Position, state: MemberState) -> None:
+def _settle(session: Session, position: Position, state: MemberState) -> None:
     """A finished candidate whose opening left the signal without an outcome (e.g. an open
     that ended on an emergency stop) gets it from its position."""
-    opened = state is MemberState.OPENED
-    row.status = "opened" if opened else "failed"
-    row.outcome_reason = None if opened else f"position {position.status}"
-    record(
-        session,
-        EventType.SIGNAL_EXECUTED if opened else EventType.SIGNAL_FAILED,
-        severity=Severity.INFO if opened else Severity.WARNING,
-        ctx=signal_context(row),
-        position_id=position.id,
-        signal_id=row.signal_id,
-        reason=row.outcome_reason,
-    )
+    if state is MemberState.OPENED:
+        record_signal_outcome(session, position, "opened", None)
+    else:
+        record_signal_outcome(session, position, "failed", f"position {position.status}")
 
 
 # --- resume, expiry, dispatch ---------------------------------------------------------------
