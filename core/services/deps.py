@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.config import Settings, get_settings, resolve_redis_url
+from core.config import Settings, exchange_client_options, get_settings, resolve_redis_url
 from core.db.session import new_session, unit_of_work
 from core.events import EventType, record
 from core.exchange.adapter import ExchangeAdapter
@@ -75,15 +75,7 @@ class Deps:
 
 
 def build_adapter(settings: Settings) -> ExchangeAdapter:
-    client = build_exchange(
-        settings.exchange,
-        url=settings.exchange_url,
-        api_key=settings.api_key.get_secret_value(),
-        api_secret=settings.api_secret.get_secret_value(),
-        testnet=settings.testnet,
-        timeout_ms=settings.exchange_timeout_ms,
-        paper_dialect=settings.paper_dialect,
-    )
+    client = build_exchange(settings.exchange, **exchange_client_options(settings))
     options = DialectOptions(visibility_timeout=settings.exchange_visibility_timeout)
     return ExchangeAdapter(client, exchange_name(settings), options=options)
 
