@@ -316,7 +316,7 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
         if reason == "stop_triggered":
             from core.services.stop_fill import ensure_stop_triggered_event
 
-            ensure_stop_triggered_event(position_id)
+            ensure_stop_triggered_event(deps, position_id)
         return True
     with deps.unit_of_work() as session:
         position = session.get(Position, position_id, populate_existing=True)
@@ -469,7 +469,7 @@ def settle_stop_triggered(deps: Deps, position_id: int, reason: str = "stop_trig
         if reason == "stop_triggered":
             from core.services.stop_fill import ensure_stop_triggered_event
 
-            ensure_stop_triggered_event(position_id)
+            ensure_stop_triggered_event(deps, position_id)
         return True
     with deps.unit_of_work() as session:
         position = session.get(Position, position_id)
