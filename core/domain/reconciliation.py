@@ -30,6 +30,7 @@ from enum import StrEnum
 
 from core.domain.orders import ExchangePosition, less_than_a_lot
 from core.domain.positions import INTERMEDIATE, TERMINAL, PositionStatus
+from core.domain.severity import Severity
 from core.domain.sides import OrderSide, Side
 from core.domain.timeutil import require_aware
 
@@ -47,12 +48,6 @@ class ReconKind(StrEnum):
     DUPLICATE_DB = "duplicate_db"
     RESOLVE_INTERMEDIATE = "resolve_intermediate"
     WAIT = "wait"
-
-
-class Severity(StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    CRITICAL = "critical"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,22 +210,20 @@ def _both_sides(
 def _intermediate(
     db: DbPosition, exs: Sequence[ExchangePosition], now: datetime, params: ReconParams
 ) -> ReconAction:
+    """Within the grace its own path (opening, close) owns it; after it, recovery does."""
     age = now - db.updated_at
     seen = "exchange has a position" if exs else "exchange has none"
     if age < params.intermediate_grace:
-        return ReconAction(
-            ReconKind.WAIT,
-            Severity.INFO,
-            db.symbol,
-            f"{db.status.value} for {age}; its own path owns it ({seen})",
-            db_position=db,
-            exchange_position=exs[0] if exs else None,
-        )
+        kind, severity = ReconKind.WAIT, Severity.INFO
+        reason = f"{db.status.value} for {age}; its own path owns it ({seen})"
+    else:
+        kind, severity = ReconKind.RESOLVE_INTERMEDIATE, Severity.WARNING
+        reason = f"{db.status.value} stuck for {age} ({seen}): hand to recovery"
     return ReconAction(
-        ReconKind.RESOLVE_INTERMEDIATE,
-        Severity.WARNING,
+        kind,
+        severity,
         db.symbol,
-        f"{db.status.value} stuck for {age} ({seen}): hand to recovery",
+        reason,
         db_position=db,
         exchange_position=exs[0] if exs else None,
     )

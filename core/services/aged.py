@@ -43,7 +43,7 @@ from core.domain.aged import AgedParams
 from core.domain.positions import PositionStatus
 from core.domain.sides import Side
 from core.domain.trailing import PriceWindow
-from core.events import EventType, Severity
+from core.events import EventType
 from core.exchange import errors
 from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
 from core.services import bands
@@ -85,13 +85,8 @@ def run_aged_cycle(deps: Deps) -> AgedCycleReport:
             marks = deps.exchange.mark_prices()  # one batch call per cycle, not one per position
         except errors.ExchangeFailure as exc:
             report.prices_unavailable = True  # phases still advance; emergency still closes
-            deps.record_alone(
-                EventType.EXCHANGE_ERROR,
-                severity=Severity.WARNING,
-                exchange=deps.exchange_name,
-                operation="mark_prices",
-                purpose="aged positions",
-                error=str(exc),
+            deps.record_failure_warning(
+                EventType.EXCHANGE_ERROR, exc, operation="mark_prices", purpose="aged positions"
             )
     for position_id, symbol in candidates:
         report.count(_check_on_beat(deps, position_id, symbol, marks.get(symbol)))
@@ -138,14 +133,12 @@ def _check_on_beat(deps: Deps, position_id: int, symbol: str, mark: Decimal | No
         # a newer holder took over (it decides, we stop), or one symbol's exchange trouble,
         # which must not stop the others
         exchange_trouble = isinstance(exc, errors.ExchangeFailure)
-        deps.record_alone(
+        deps.record_failure_warning(
             EventType.EXCHANGE_ERROR if exchange_trouble else EventType.LOCK_STALE_WRITE_REJECTED,
-            severity=Severity.WARNING,
-            exchange=deps.exchange_name,
+            exc,
             symbol=symbol,
             position_id=position_id,
             purpose="aged positions",
-            error=str(exc),
         )
         return AgedOutcome.EXCHANGE_ERROR if exchange_trouble else AgedOutcome.BUSY
 
