@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
 from core.domain.orders import ExchangePosition, less_than_a_lot
 from core.domain.positions import INTERMEDIATE, TERMINAL, PositionStatus
@@ -50,6 +51,25 @@ class ReconKind(StrEnum):
     WAIT = "wait"
 
 
+class PositionRecord(Protocol):
+    """What reconciliation reads of a stored position (a row, or a view of one)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def updated_at(self) -> datetime: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DbPosition:
     id: int | str
@@ -59,6 +79,18 @@ class DbPosition:
     quantity: Decimal
     status: PositionStatus
     updated_at: datetime
+
+    @classmethod
+    def of(cls, row: PositionRecord) -> DbPosition:
+        return cls(
+            row.id,
+            row.exchange,
+            row.symbol,
+            Side(row.side),
+            row.quantity,
+            PositionStatus(row.status),
+            row.updated_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)
