@@ -121,12 +121,12 @@ def target(position_id: int, uow: UnitOfWork = unit_of_work) -> CloseTarget:
         return CloseTarget.of(position)
 
 
-def target_on(exchange: str, symbol: str) -> CloseTarget:
-    """The open position on ``symbol``; PositionNotFound if it has none."""
-    with unit_of_work() as session:
-        found = open_targets(session, exchange, symbol)
+def target_on(deps: Deps, symbol: str) -> CloseTarget:
+    """The open position on ``symbol`` on this venue; PositionNotFound if it has none."""
+    with deps.unit_of_work() as session:
+        found = open_targets(session, deps.exchange_name, symbol)
     if not found:
-        raise PositionNotFound(f"no open position on {exchange} {symbol.upper()}")
+        raise PositionNotFound(f"no open position on {deps.exchange_name} {symbol.upper()}")
     return found[0]
 
 
