@@ -25,11 +25,9 @@ from core.domain.protection import (
     ProtectedPosition,
     ProtectionActionKind,
     ProtectionDecision,
-    ProtectionParams,
     StopOwner,
 )
 from core.domain.sides import Side
-from core.domain.sizing import MarketRules
 from core.events import EventContext, EventType, Severity, record
 from core.exchange import errors
 from core.exchange.types import OrderSnapshot, PositionSnapshot
@@ -144,20 +142,14 @@ class Repair:
         held: HeldLock,
         guarded: Guarded,
         on_exchange: PositionSnapshot,
-        rules: MarketRules | None,
-        params: ProtectionParams,
         now: datetime,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.deps = deps
-        self.ex = deps.exchange
         self.held = held
         self.g = guarded
         self.on_exchange = on_exchange
-        self.rules = rules
-        self.params = params
         self.now = now
-        self.sleep = sleep
         self.executor = Executor.of(deps, sleep=sleep)
         self.result = PositionResult()
 
