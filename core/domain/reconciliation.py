@@ -29,13 +29,12 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
+from core.domain.numbers import ZERO
 from core.domain.orders import ExchangePosition, less_than_a_lot
 from core.domain.positions import INTERMEDIATE, TERMINAL, PositionStatus
 from core.domain.severity import Severity
 from core.domain.sides import OrderSide, Side
 from core.domain.timeutil import require_aware
-
-ZERO = Decimal(0)
 
 # ``closing`` is intermediate for reconciliation: the close path finalises it.
 RECON_INTERMEDIATE: frozenset[PositionStatus] = INTERMEDIATE | {PositionStatus.CLOSING}
