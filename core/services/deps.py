@@ -40,6 +40,13 @@ def exchange_name(settings: Settings) -> str:
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
 
 
+def record_alone_through(uow: UnitOfWork, event_type: EventType, **kwargs: Any) -> None:
+    """One event in a transaction of its own, through ``uow``: for a service that is handed a
+    unit of work rather than a whole Deps (``Deps.record_alone`` is this with its own)."""
+    with uow() as session:
+        record(session, event_type, **kwargs)
+
+
 @dataclass
 class Deps:
     settings: Settings
@@ -61,8 +68,7 @@ class Deps:
     def record_alone(self, event_type: EventType, **kwargs: Any) -> None:
         """One event in a transaction of its own (``core.events.record_alone``, through
         this Deps' unit of work)."""
-        with self.unit_of_work() as session:
-            record(session, event_type, **kwargs)
+        record_alone_through(self.uow, event_type, **kwargs)
 
     def record_failure_warning(
         self, event_type: EventType, exc: BaseException, **about: Any

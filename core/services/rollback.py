@@ -39,6 +39,26 @@ if TYPE_CHECKING:
 T = PositionTrigger
 
 
+def record_order_refused(
+    session: Session,
+    event: EventType,
+    position: Position,
+    intent: OrderIntent,
+    error: errors.ExchangeFailure,
+) -> None:
+    """An order of the opening the venue refused: which one, and the venue's words and code
+    (the entry's refusal and the stop's are read side by side in an incident)."""
+    record(
+        session,
+        event,
+        severity=Severity.ERROR,
+        ctx=context(position),
+        order_id=intent.client_id,
+        error=str(error),
+        code=error.code,
+    )
+
+
 class RollbackSteps:
     """The ``closing`` (rollback) step of an opening; mixed into ``Opening``."""
 
@@ -63,15 +83,7 @@ class RollbackSteps:
         error: errors.ExchangeFailure,
     ) -> None:
         executor.record(session, intent, OrderStatus.REJECTED)
-        record(
-            session,
-            EventType.STOP_LOSS_FAILED,
-            severity=Severity.ERROR,
-            ctx=context(position),
-            order_id=intent.client_id,
-            error=str(error),
-            code=error.code,
-        )
+        record_order_refused(session, EventType.STOP_LOSS_FAILED, position, intent, error)
         record(
             session,
             EventType.POSITION_ROLLBACK_STARTED,
