@@ -18,14 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core.db.models import Alert, Event
-
-
-class Severity(StrEnum):
-    DEBUG = "debug"
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-    CRITICAL = "critical"
+from core.domain.severity import Severity
 
 
 class EventType(StrEnum):

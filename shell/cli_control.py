@@ -119,7 +119,7 @@ def _close_symbol(deps: Deps, symbol: str, *, yes: bool, dry_run: bool) -> None:
     from core.services import manual_close
 
     try:
-        target = manual_close.target_on(deps.exchange_name, symbol)
+        target = manual_close.target_on(deps, symbol)
     except manual_close.PositionNotFound as exc:
         raise fail(str(exc), 1) from None
     _print_targets([target], "would close" if dry_run else "to close")

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings, exchange_client_options, get_settings, resolve_redis_url
 from core.db.session import new_session, unit_of_work
-from core.events import EventType, record
+from core.events import EventType, Severity, record
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.dialect import DialectOptions
 from core.exchange.factory import build_exchange
@@ -69,6 +69,19 @@ class Deps:
         """One event in a transaction of its own (``core.events.record_alone``, through
         this Deps' unit of work)."""
         record_alone_through(self.uow, event_type, **kwargs)
+
+    def record_failure_warning(
+        self, event_type: EventType, exc: BaseException, **about: Any
+    ) -> None:
+        """A step on this venue failed and is left to a later run: a warning in a
+        transaction of its own, naming the venue and the error; ``about`` says which step."""
+        self.record_alone(
+            event_type,
+            severity=Severity.WARNING,
+            exchange=self.exchange_name,
+            error=str(exc),
+            **about,
+        )
 
     def fence_token(self) -> int:
         return fence_token()

@@ -98,18 +98,7 @@ def _db_positions(session: Session, exchange: str, recent: datetime) -> list[DbP
             ),
         )
     ).all()
-    return [
-        DbPosition(
-            id=p.id,
-            exchange=p.exchange,
-            symbol=p.symbol,
-            side=Side(p.side),
-            quantity=p.quantity,
-            status=PositionStatus(p.status),
-            updated_at=p.updated_at,
-        )
-        for p in rows
-    ]
+    return [DbPosition.of(p) for p in rows]
 
 
 def _step_sizes(deps: Deps, symbols: set[str]) -> dict[str, Decimal]:

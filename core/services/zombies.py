@@ -217,14 +217,8 @@ def _clean_symbol(
         report.deferred += len(found)
     except errors.ExchangeFailure as exc:  # the re-check read failed: leave it to next cycle
         report.deferred += len(found)
-        deps.record_alone(
-            EventType.EXCHANGE_ERROR,
-            severity=Severity.WARNING,
-            exchange=deps.exchange_name,
-            symbol=symbol,
-            guardian=GUARDIAN,
-            operation="re-check",
-            error=str(exc),
+        deps.record_failure_warning(
+            EventType.EXCHANGE_ERROR, exc, symbol=symbol, guardian=GUARDIAN, operation="re-check"
         )
 
 
