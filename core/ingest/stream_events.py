@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.db.session import unit_of_work
-from core.events import EventType, Severity, record_alone
+from core.events import EventType, record_alone
 from core.services.closing import record_stop_triggered
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,6 @@ def record_stop_fill(
 def record_reconnect(exchange: str, stream: str, attempts: int, error: str) -> None:
     record_alone(
         EventType.WEBSOCKET_RECONNECTED,
-        severity=Severity.WARNING,
         exchange=exchange,
         stream=stream,
         attempts=attempts,
@@ -59,7 +58,6 @@ async def off_loop(write: Callable[..., None], *args: Any) -> None:
 def record_loop_restart(name: str, restarts: int, error: str) -> None:
     record_alone(
         EventType.LOOP_RESTARTED,
-        severity=Severity.ERROR,
         component=f"ingest/{name}",
         loop=name,
         restarts=restarts,

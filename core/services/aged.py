@@ -43,7 +43,7 @@ from core.domain.aged import AgedParams
 from core.domain.positions import PositionStatus
 from core.domain.sides import Side
 from core.domain.trailing import PriceWindow
-from core.events import EventType
+from core.events import EventType, Severity
 from core.exchange import errors
 from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
 from core.services import bands
@@ -190,6 +190,7 @@ def _remove_stale_bands(deps: Deps) -> list[str]:
     for symbol in removed:
         deps.record_alone(
             EventType.CLEANUP_ACTION,
+            severity=Severity.INFO,
             exchange=exchange,
             symbol=symbol,
             action="stale aged band removed",

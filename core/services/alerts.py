@@ -38,7 +38,7 @@ from core.clock import Clock
 from core.config import Settings
 from core.db.models import Alert, Event
 from core.db.session import unit_of_work
-from core.events import EventType, Severity, record
+from core.events import EventType, record
 from core.logging import Redactor
 from core.services.deps import UnitOfWork
 
@@ -225,7 +225,6 @@ def _handle(
     record(
         session,
         EventType.ALERT_DELIVERY_FAILED,
-        severity=Severity.WARNING,
         error=alert.last_error,
         next_attempt_at=alert.next_attempt_at,
         **_about(alert),
@@ -311,7 +310,6 @@ def _give_up(session: Session, alert: Alert, why: str, report: DeliveryReport) -
     record(
         session,
         EventType.ALERT_GAVE_UP,
-        severity=Severity.ERROR,
         error=alert.last_error,
         **_about(alert),
     )

@@ -25,7 +25,7 @@ from core.domain.orders import OrderStatus
 from core.domain.positions import TERMINAL, PositionStatus, PositionTrigger
 from core.domain.reconciliation import Fill, exit_price_from_trades
 from core.domain.sides import OrderSide, Side
-from core.events import EventType, Severity, record
+from core.events import EventType, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.exchange.types import TradeSnapshot
@@ -314,7 +314,6 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
         record(
             session,
             EventType.CLOSE_FAILED,
-            severity=Severity.ERROR,
             ctx=context(position),
             reason=reason,
             error=str(failure or "still open"),

@@ -35,7 +35,7 @@ from core.db.models import Heartbeat, Position
 from core.db.session import unit_of_work
 from core.domain.orders import ExchangeOrder
 from core.domain.positions import INTERMEDIATE, PositionStatus
-from core.events import EventType, Severity
+from core.events import EventType
 from core.exchange.errors import ExchangeFailure
 from core.logging import redact
 from core.services import halts
@@ -193,7 +193,6 @@ class HealthChecker:
             record_alone_through(
                 self.uow,
                 EventType.HEALTH_CHECK_FAILED,
-                severity=Severity.ERROR,
                 exchange=self.exchange_name,
                 failing=failing,
                 components={n: report.as_dict()["components"][n] for n in failing},

@@ -81,7 +81,6 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
                 record(
                     session,
                     EventType.TASK_GAVE_UP,
-                    severity=Severity.ERROR,
                     ctx=context(position),
                     attempts=position.attempts,
                     reason="left to recovery",
@@ -216,7 +215,6 @@ class Opening(RollbackSteps):
             record(
                 session,
                 EventType.API_RATE_LIMIT_HIT,
-                severity=Severity.WARNING,
                 ctx=context(position),
                 error=str(exc),
             )
@@ -258,7 +256,6 @@ class Opening(RollbackSteps):
         record(
             session,
             EventType.ORDER_LOOKUP_BEFORE_RETRY,
-            severity=Severity.WARNING,
             ctx=context(position),
             order_id=intent.client_id,
             found=found,
@@ -296,7 +293,6 @@ class Opening(RollbackSteps):
         record(
             session,
             EventType.ENTRY_ORDER_FAILED,
-            severity=Severity.WARNING,
             ctx=context(position),
             reason=why,
         )
@@ -360,6 +356,7 @@ class Opening(RollbackSteps):
         record(
             session,
             EventType.ENTRY_ORDER_FAILED,
+            severity=Severity.INFO,
             ctx=context(position),
             order_id=entry_intent(position, order.amount).client_id,
             status=order.status,

@@ -160,7 +160,6 @@ class Watchdog:
                 record(
                     session,
                     EventType.COMPONENT_RECOVERED,
-                    severity=Severity.WARNING,
                     exchange=self.exchange,
                     component=name,
                     noticed_by=self.host,
@@ -172,7 +171,6 @@ class Watchdog:
         record(
             session,
             EventType.COMPONENT_DOWN,
-            severity=Severity.CRITICAL,
             exchange=self.exchange,
             **self._page_data(page, now),
         )
@@ -245,7 +243,6 @@ class Watchdog:
         event = record(
             session,
             EventType.COMPONENT_DOWN,
-            severity=Severity.CRITICAL,
             exchange=self.exchange,
             sent_directly=True,
             channels=direct.delivered,
@@ -283,7 +280,6 @@ def note_read_failure(deps: Deps, session: Session, guardian: str, exc: Exchange
         record(
             session,
             EventType.EXCHANGE_READS_FAILING,
-            severity=Severity.CRITICAL,
             exchange=deps.exchange_name,
             guardian=guardian,
             consecutive_failures=consecutive,
@@ -307,7 +303,6 @@ def note_read_success(deps: Deps) -> None:
         return
     deps.record_alone(
         EventType.EXCHANGE_READS_RECOVERED,
-        severity=Severity.WARNING,
         exchange=deps.exchange_name,
         consecutive_failures=int(before),
     )

@@ -28,7 +28,7 @@ from core.domain.protection import (
     StopOwner,
 )
 from core.domain.sides import Side
-from core.events import EventContext, EventType, Severity, record
+from core.events import EventContext, EventType, record
 from core.exchange import errors
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock
@@ -192,7 +192,6 @@ class Repair:
         record(
             session,
             EventType.TRAILING_STOP_TAKEN_OVER,
-            severity=Severity.WARNING,
             ctx=self.g.ctx,
             reason=reason,
             heartbeat_at=self.g.heartbeat_at,
@@ -217,7 +216,6 @@ class Repair:
         record(
             session,
             EventType.MISSING_STOP_DETECTED,
-            severity=Severity.WARNING,
             ctx=self.g.ctx,
             reason=reason,
             quantity=self.on_exchange.quantity,
@@ -238,7 +236,6 @@ class Repair:
         except errors.ExchangeFailure as exc:
             self.deps.record_alone(
                 EventType.PROTECTION_STOP_FAILED,
-                severity=Severity.ERROR,
                 ctx=self.g.ctx,
                 error=str(exc),
                 code=exc.code,
@@ -345,7 +342,6 @@ class Repair:
     def _alert(self, duration: timedelta | None, *, restored: bool) -> None:
         self.deps.record_alone(
             EventType.POSITION_UNPROTECTED_ALERT,
-            severity=Severity.CRITICAL,
             ctx=self.g.ctx,
             unprotected_seconds=duration.total_seconds() if duration else None,
             unprotected_since=self.g.unprotected_since,
@@ -363,7 +359,6 @@ class Repair:
             if done.failure is not None:
                 self.deps.record_alone(
                     EventType.EXCHANGE_ERROR,
-                    severity=Severity.WARNING,
                     ctx=self.g.ctx,
                     order_id=done.order.client_id,
                     exchange_order_id=order_id,

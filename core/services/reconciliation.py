@@ -239,7 +239,6 @@ def _close_phantom(deps: Deps, action: ReconAction) -> str:
     ctx = _position_ctx(deps, int(db.id))
     deps.record_alone(
         EventType.PHANTOM_POSITION_DETECTED,
-        severity=Severity.WARNING,
         ctx=ctx,
         status=db.status,
         quantity=db.quantity,
@@ -290,7 +289,6 @@ def _adopt_missing(deps: Deps, action: ReconAction) -> str:
             record(
                 session,
                 EventType.MISSING_POSITION_ADDED,
-                severity=Severity.WARNING,
                 ctx=context(position),
                 reason=action.reason,
                 **_exchange_data(current),
@@ -319,7 +317,6 @@ def _correct_quantity(deps: Deps, action: ReconAction) -> str:
             record(
                 session,
                 EventType.QUANTITY_MISMATCH,
-                severity=Severity.WARNING,
                 ctx=context(position),
                 db_quantity=position.quantity,
                 exchange_quantity=current.quantity,
@@ -334,7 +331,6 @@ def _side_mismatch(deps: Deps, action: ReconAction) -> str:
     assert db is not None
     deps.record_alone(
         EventType.SIDE_MISMATCH,
-        severity=Severity.CRITICAL,
         ctx=_position_ctx(deps, int(db.id)),
         db_side=db.side,
         db_quantity=db.quantity,
@@ -347,7 +343,6 @@ def _side_mismatch(deps: Deps, action: ReconAction) -> str:
 def _duplicate(deps: Deps, action: ReconAction) -> str:
     deps.record_alone(
         EventType.DUPLICATE_POSITION_DETECTED,
-        severity=Severity.CRITICAL,
         ctx=_ctx(deps, action),
         reason=action.reason,
     )

@@ -87,7 +87,6 @@ class RollbackSteps:
         record(
             session,
             EventType.POSITION_ROLLBACK_STARTED,
-            severity=Severity.WARNING,
             ctx=context(position),
             reason="stop could not be placed",
         )
@@ -158,7 +157,6 @@ class RollbackSteps:
         record(
             session,
             EventType.ROLLBACK_FAILED,
-            severity=Severity.CRITICAL,
             ctx=context(position),
             error=str(close_error) if close_error else "still open",
         )
@@ -186,7 +184,6 @@ class RollbackSteps:
             record(
                 session,
                 EventType.CRITICAL_ERROR,
-                severity=Severity.CRITICAL,
                 ctx=context(position),
                 reason="position open without stop",
                 error=str(exc),
@@ -199,7 +196,6 @@ class RollbackSteps:
         record(
             session,
             EventType.EMERGENCY_STOP_PLACED,
-            severity=Severity.CRITICAL,
             ctx=context(position),
             order_id=intent.client_id,
             stop_price=sent.trigger_price,

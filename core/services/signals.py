@@ -99,7 +99,6 @@ def _record_rejection(session: Session, rejection: Rejection, ingest: str | None
     record(
         session,
         EventType.SIGNAL_REJECTED,
-        severity=Severity.WARNING,
         reason=rejection.reason,
         detail=rejection.detail,
         signal_id=rejection.signal_id,
@@ -156,7 +155,6 @@ def _store_signal(
         record(
             session,
             EventType.SIGNAL_EXPIRED,
-            severity=Severity.WARNING,
             ctx=ctx,
             signal_id=parsed.id,
             wave_id=wave_id,

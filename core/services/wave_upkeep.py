@@ -100,7 +100,6 @@ def expire_waves(
         record(
             session,
             EventType.WAVE_EXPIRED,
-            severity=Severity.WARNING,
             exchange=exchange,
             wave_id=wid,
             deadline=deadline,
@@ -119,7 +118,6 @@ def expire_received(session: Session, wave_id: int, reason: str) -> int:
         record(
             session,
             EventType.SIGNAL_EXPIRED,
-            severity=Severity.WARNING,
             ctx=signal_context(row),
             signal_id=row.signal_id,
             wave_id=wave_id,
@@ -161,6 +159,7 @@ def record_wave_not_found(
     record_alone_through(
         uow,
         EventType.WAVE_NOT_FOUND,
+        severity=Severity.INFO,
         exchange=exchange,
         window_start=window_start,
         window_end=window_end,
@@ -230,7 +229,6 @@ def give_up(session: Session, wave: Wave, now: datetime) -> None:
             record(
                 session,
                 EventType.SIGNAL_FAILED,
-                severity=Severity.WARNING,
                 ctx=signal_context(row),
                 signal_id=row.signal_id,
                 reason=row.outcome_reason,
@@ -241,7 +239,6 @@ def give_up(session: Session, wave: Wave, now: datetime) -> None:
     record(
         session,
         EventType.TASK_GAVE_UP,
-        severity=Severity.ERROR,
         exchange=wave.exchange,
         wave_id=wave.id,
         attempts=wave.attempts,
@@ -250,7 +247,6 @@ def give_up(session: Session, wave: Wave, now: datetime) -> None:
     record(
         session,
         EventType.WAVE_COMPLETED,
-        severity=Severity.WARNING,
         exchange=wave.exchange,
         wave_id=wave.id,
         gave_up=True,

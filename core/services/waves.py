@@ -143,7 +143,6 @@ def process_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
             record(
                 session,
                 EventType.WAVE_NOT_FOUND,
-                severity=Severity.WARNING,
                 exchange=deps.exchange_name,
                 wave_id=wave_id,
                 reason="no such wave",
@@ -283,7 +282,6 @@ def _record_selection(
         record(
             session,
             EventType.RISK_LIMITS_EXCEEDED,
-            severity=Severity.WARNING,
             exchange=wave.exchange,
             wave_id=wave_id,
             signals_held_back=limited,
@@ -420,6 +418,7 @@ def _complete(
     record(
         session,
         EventType.WAVE_COMPLETED,
+        severity=Severity.INFO,
         exchange=wave.exchange,
         wave_id=wave.id,
         target=selection.get("target", 0),
@@ -470,7 +469,6 @@ def resume_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
         record(
             session,
             EventType.WAVE_RESUMED,
-            severity=Severity.WARNING,
             exchange=wave.exchange,
             wave_id=wave_id,
             attempt=wave.attempts,
