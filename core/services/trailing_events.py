@@ -81,7 +81,6 @@ def moved(
             record(
                 session,
                 EventType.TRAILING_OLD_STOP_CANCEL_FAILED,
-                severity=Severity.WARNING,
                 ctx=context(position),
                 order_id=c.order.client_id,
                 exchange_order_id=c.exchange_id,
@@ -106,7 +105,6 @@ def failed(
         record(
             session,
             EventType.API_RATE_LIMIT_HIT,
-            severity=Severity.WARNING,
             ctx=context(position),
             error=str(failure),
         )
