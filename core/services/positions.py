@@ -96,7 +96,6 @@ def create_position(session: Session, new: NewPosition, **event_data: Any) -> Po
         record(
             session,
             EventType.POSITION_DUPLICATE_PREVENTED,
-            severity=Severity.WARNING,
             exchange=new.exchange,
             symbol=new.symbol,
             correlation_id=correlation_id,
@@ -221,7 +220,6 @@ def _refused(
     record(
         session,
         EventType.ORDER_STATUS_MOVE_REFUSED,
-        severity=Severity.WARNING,
         order_id=client_order_id,
         from_status=stored,
         to_status=wanted,
