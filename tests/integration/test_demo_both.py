@@ -2,7 +2,8 @@
 exchanges, one signal stream), the scenario played on each venue, each venue audited.
 
 The run is the session's ``two_venue_demo`` (tests/fixtures/demo.py), which logs JSON so that
-test_demo_json_logs.py judges its logs: the console report judged here is the same either way.
+test_demo_json_logs.py judges its logs (the console report judged here is the same either
+way), and whose Bybit part test_demo_bybit.py judges.
 """
 
 import re
@@ -29,4 +30,4 @@ def test_the_demo_on_both_venues_runs_every_scenario_on_each_and_each_audit_is_c
         ):
             assert re.search(rf"{venue}: .*{scenario}", out), (venue, scenario)
     assert "Traceback" not in out
-    assert not list(two_venue_demo.home.glob("demo/postgres/data/postmaster.pid"))  # all stopped
+    assert not two_venue_demo.left_running  # nothing left running

@@ -2,9 +2,9 @@
 parses as a JSON object, tasks' lines name the task.
 
 The run is the session's ``two_venue_demo`` (tests/fixtures/demo.py), also judged by
-test_demo_both.py: its deployment runs every process a single-venue demo runs (the default
-venue's paper exchange and ingest are ``sim`` and ``ingest`` there too) plus the second
-venue's ``sim-bybit`` and ``ingest-bybit``, whose lines are held to the same rule.
+test_demo_both.py and test_demo_bybit.py: its deployment runs every process a single-venue
+demo runs (the default venue's paper exchange and ingest are ``sim`` and ``ingest`` there
+too) plus the second venue's ``sim-bybit`` and ``ingest-bybit``, held to the same rule.
 """
 
 import json
