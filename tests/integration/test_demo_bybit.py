@@ -31,6 +31,7 @@ def test_the_demo_on_bybit_runs_every_scenario_and_every_invariant_holds(two_ven
         assert re.search(rf"bybit: .*{scenario}", out), scenario
     bybit_events = two_venue_demo.events.get("bybit", {})
     for event in ("stop_triggered", "zombie_order_cancelled", "stop_set_by_protection"):
-        assert bybit_events.get(event), event  # the paths the scenario provokes ran on Bybit
+        # the paths the scenario provokes ran on Bybit
+        assert bybit_events.get(event), (event, two_venue_demo.events_error)
     assert "Traceback" not in out
     assert not two_venue_demo.left_running  # nothing left running
