@@ -31,6 +31,7 @@ import urllib.error
 import urllib.request
 
 import psutil
+from chromium import CHROMIUM, CHROMIUM_ARGS
 from common import BenchEnv, bench_env, machine, pct, wait_until
 from sqlalchemy import text
 
@@ -38,16 +39,6 @@ from core.db.session import unit_of_work
 from core.exchange.client_ids import client_order_id
 from shell.runtime.embedded import free_port
 from sim.state import SimOptions
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def seed_book(env: BenchEnv, count: int) -> None:
@@ -117,7 +108,7 @@ def first_loads(page_url: str, count: int, loads: int) -> tuple[float, list[floa
 
     times = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         for _ in range(loads + 1):
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             page = context.new_page()
@@ -158,7 +149,7 @@ def polling_cost(page_url: str, api: psutil.Process, seconds: float) -> float:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(page_url)
         page.wait_for_selector("#open-count")

@@ -26,7 +26,7 @@ import os
 import statistics
 import time
 
-from common import Workers, bench_env, pct
+from common import Workers, bench_env, pct, ping_round_trips
 from sqlalchemy import text
 
 from core.config import get_settings
@@ -123,14 +123,7 @@ def bench_pings(env: dict[str, str], n: int) -> None:
         from tasks.app import create_app
 
         app = create_app(get_settings())
-        app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(timeout=60)
-        rtts = []
-        for _ in range(n):
-            started = time.perf_counter()
-            app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(
-                timeout=30
-            )
-            rtts.append(time.perf_counter() - started)
+        rtts = ping_round_trips(app, n)
         print(
             f"celery no-op round trip on 'stops' (send -> run -> result): "
             f"p50 {pct(rtts, 0.5) * 1e3:.1f} ms  p99 {pct(rtts, 0.99) * 1e3:.1f} ms  ({n} tasks)"

@@ -71,6 +71,7 @@ from common import (
     export_revision,
     machine,
     pct,
+    ping_round_trips,
     serve_sim,
     wait_until,
 )
@@ -416,15 +417,7 @@ def noop_round_trip(
     )
     try:
         app = create_app(settings)
-        app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(timeout=60)
-        out = []
-        for _ in range(n):
-            started = time.perf_counter()
-            app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(
-                timeout=30
-            )
-            out.append((time.perf_counter() - started) * 1000)
-        return out
+        return [seconds * 1000 for seconds in ping_round_trips(app, n)]
     finally:
         stop_worker(worker)
 

@@ -56,6 +56,20 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def ping_round_trips(app: Any, n: int) -> list[float]:
+    """Seconds each of ``n`` no-op tasks on the ``stops`` queue takes, send -> run -> result.
+
+    One ping first, unmeasured: it waits for the worker to be up and pays its connection set-up.
+    """
+    app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(timeout=60)
+    rtts = []
+    for _ in range(n):
+        started = time.perf_counter()
+        app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(timeout=30)
+        rtts.append(time.perf_counter() - started)
+    return rtts
+
+
 def wait_until(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.01) -> T:
     """Poll ``predicate`` until it is truthy; a benchmark that stalls says what it waited for."""
     deadline = time.monotonic() + timeout

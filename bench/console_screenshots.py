@@ -22,16 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-CHROMIUM = "/usr/bin/chromium"
+from chromium import CHROMIUM, CHROMIUM_ARGS
+
 TOKEN = "console-screenshots"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def console_url(proc: subprocess.Popen[str], timeout: float = 300) -> str:
@@ -90,7 +83,7 @@ def main() -> None:
         url = console_url(proc)
         print(f"watching {url}")
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(f"{url}?token={TOKEN}")
             rest = demo = False

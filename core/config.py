@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypedDict
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -477,3 +477,32 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg2://" + url[len(prefix) :]
     return url
+
+
+# --- how to reach the exchange: the client arguments the settings give ----------------------
+
+
+class ExchangeClientOptions(TypedDict):
+    """The keyword arguments of ``core.exchange.factory.build_exchange`` (and of
+    ``build_pro_exchange``) that come from the settings; the venue kind is the first argument.
+    """
+
+    url: str
+    api_key: str
+    api_secret: str
+    testnet: bool
+    timeout_ms: int
+    paper_dialect: str
+
+
+def exchange_client_options(settings: Settings) -> ExchangeClientOptions:
+    """How the default venue's REST and WebSocket clients are made, read in one place so the
+    engine's clients and the ingest's streams always reach the same venue with the same key."""
+    return ExchangeClientOptions(
+        url=settings.exchange_url,
+        api_key=settings.api_key.get_secret_value(),
+        api_secret=settings.api_secret.get_secret_value(),
+        testnet=settings.testnet,
+        timeout_ms=settings.exchange_timeout_ms,
+        paper_dialect=settings.paper_dialect,
+    )

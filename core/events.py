@@ -18,14 +18,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core.db.models import Alert, Event
-
-
-class Severity(StrEnum):
-    DEBUG = "debug"
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-    CRITICAL = "critical"
+from core.domain.severity import Severity
 
 
 class EventType(StrEnum):
@@ -197,6 +190,59 @@ ALERTING: frozenset[EventType] = frozenset(
 )
 
 
+# An event type's usual severity, in one place: a call site names a severity only where its
+# case differs (an expected outcome recorded at info, a worse one escalated). Types not
+# listed are info.
+USUAL_SEVERITY: dict[EventType, Severity] = {
+    EventType.AGED_CLOSE_FAILED: Severity.ERROR,
+    EventType.ALERT_DELIVERY_FAILED: Severity.WARNING,
+    EventType.ALERT_GAVE_UP: Severity.ERROR,
+    EventType.API_RATE_LIMIT_HIT: Severity.WARNING,
+    EventType.CLEANUP_ACTION: Severity.WARNING,
+    EventType.CLOSE_FAILED: Severity.ERROR,
+    EventType.COMPONENT_DOWN: Severity.CRITICAL,
+    EventType.COMPONENT_RECOVERED: Severity.WARNING,
+    EventType.CRITICAL_ERROR: Severity.CRITICAL,
+    EventType.DUPLICATE_POSITION_DETECTED: Severity.CRITICAL,
+    EventType.EMERGENCY_STOP_PLACED: Severity.CRITICAL,
+    EventType.ENTRY_ORDER_FAILED: Severity.WARNING,
+    EventType.EXCHANGE_ERROR: Severity.WARNING,
+    EventType.EXCHANGE_READS_FAILING: Severity.CRITICAL,
+    EventType.EXCHANGE_READS_RECOVERED: Severity.WARNING,
+    EventType.HEALTH_CHECK_FAILED: Severity.ERROR,
+    EventType.INSUFFICIENT_FUNDS: Severity.CRITICAL,
+    EventType.LOOP_RESTARTED: Severity.ERROR,
+    EventType.MISSING_POSITION_ADDED: Severity.WARNING,
+    EventType.MISSING_STOP_DETECTED: Severity.WARNING,
+    EventType.OPENINGS_PAUSED: Severity.WARNING,
+    EventType.ORDER_LOOKUP_BEFORE_RETRY: Severity.WARNING,
+    EventType.ORDER_STATUS_MOVE_REFUSED: Severity.WARNING,
+    EventType.PHANTOM_POSITION_DETECTED: Severity.WARNING,
+    EventType.POSITION_DUPLICATE_PREVENTED: Severity.WARNING,
+    EventType.POSITION_ROLLBACK_STARTED: Severity.WARNING,
+    EventType.POSITION_UNPROTECTED_ALERT: Severity.CRITICAL,
+    EventType.PROTECTION_STOP_FAILED: Severity.ERROR,
+    EventType.QUANTITY_MISMATCH: Severity.WARNING,
+    EventType.RISK_LIMITS_EXCEEDED: Severity.WARNING,
+    EventType.ROLLBACK_FAILED: Severity.CRITICAL,
+    EventType.SIDE_MISMATCH: Severity.CRITICAL,
+    EventType.SIGNAL_EXPIRED: Severity.WARNING,
+    EventType.SIGNAL_FAILED: Severity.WARNING,
+    EventType.SIGNAL_REJECTED: Severity.WARNING,
+    EventType.TASK_GAVE_UP: Severity.ERROR,
+    EventType.TRAILING_OLD_STOP_CANCEL_FAILED: Severity.WARNING,
+    EventType.TRAILING_STOP_TAKEN_OVER: Severity.WARNING,
+    EventType.WAVE_COMPLETED: Severity.WARNING,
+    EventType.WAVE_EXPIRED: Severity.WARNING,
+    EventType.WAVE_NOT_FOUND: Severity.WARNING,
+    EventType.WAVE_RESUMED: Severity.WARNING,
+    EventType.WEBSOCKET_RECONNECTED: Severity.WARNING,
+    EventType.ZOMBIE_ALERT: Severity.CRITICAL,
+    EventType.ZOMBIE_ORDERS_DETECTED: Severity.WARNING,
+    EventType.ZOMBIE_ORDER_CANCEL_FAILED: Severity.ERROR,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class EventContext:
     """Who an event is about; carried through a use case so each event names it."""
@@ -243,7 +289,7 @@ def record(
     session: Session,
     event_type: EventType,
     *,
-    severity: Severity = Severity.INFO,
+    severity: Severity | None = None,
     ctx: EventContext | None = None,
     exchange: str | None = None,
     symbol: str | None = None,
@@ -254,10 +300,13 @@ def record(
 ) -> Event:
     """Add an event row to ``session``; it commits or rolls back with the caller's change.
 
-    Explicit keyword arguments override the context's fields. Decimal, datetime and enum
+    ``severity`` defaults to the type's usual one (``USUAL_SEVERITY``). Explicit keyword
+    arguments override the context's fields. Decimal, datetime and enum
     values in ``data`` are stored as strings so the JSON keeps full precision.
     """
     ctx = ctx or EventContext()
+    if severity is None:
+        severity = USUAL_SEVERITY.get(event_type, Severity.INFO)
     event = Event(
         type=event_type.value,
         severity=severity.value,

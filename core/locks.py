@@ -20,7 +20,7 @@ broken by anyone but its holder or its TTL.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import secrets
 import threading
 import time
@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.db.models import Position
-from core.dead_runs import end_run, start_run
+from core.dead_runs import end_and_release, take_and_start
 from core.lock_watchdog import COMPARE_AND_EXTEND, LeaseWatchdog, held_leases, holding
 from core.metrics import observe_lock_wait
 from core.redis_scripts import run_script
@@ -93,6 +93,9 @@ class HeldLock:
     waited_s: float = 0.0
     lease: LeaseWatchdog | None = None  # the renewing watchdog (``symbol_lock``)
     token_source: Callable[[], int] | None = None  # for a token not drawn yet
+    # whether a run on this lock died and its intents are unresolved (``symbol_lock`` asks
+    # when it takes the lock); None: not asked
+    dead_run: bool | None = None
 
     @property
     def token(self) -> int:
@@ -159,11 +162,14 @@ def acquire(
     poll_interval: float = 0.01,
     sleep: Callable[[float], None] = time.sleep,
     lazy_token: bool = False,
+    mark_run: bool = False,
 ) -> HeldLock:
     """Take the lock, waiting up to ``blocking_timeout``; then draw a fencing token (with
     ``lazy_token``: when the holder first needs it, see ``HeldLock``).
 
     The token is drawn after the lock is held, so tokens are ordered as holders are.
+    ``mark_run``: the run's marker is written in the same script that takes the lock
+    (``core.dead_runs.take_and_start``); the holder then ends with ``finish``.
     """
     key = lock_key(exchange, symbol)
     owner = secrets.token_hex(16)
@@ -171,7 +177,7 @@ def acquire(
     started = time.monotonic()
     deadline = started + blocking_timeout
     delay = poll_interval
-    while not client.set(key, owner, nx=True, px=ttl_ms):
+    while (dead_run := _take(client, key, owner, ttl_ms, mark_run)) is None:
         if time.monotonic() >= deadline:
             observe_lock_wait(time.monotonic() - started, acquired=False)
             raise LockNotAcquired(key)
@@ -183,7 +189,7 @@ def acquire(
         try:
             token = token_source()
         except BaseException:
-            run_script(client, _RELEASE, 1, key, owner)
+            _give_back(client, key, owner, mark_run)
             raise
     waited = time.monotonic() - started
     observe_lock_wait(waited, acquired=True)  # vigil_lock_wait_seconds
@@ -196,7 +202,23 @@ def acquire(
         acquired_at=locked_at,
         waited_s=waited,
         token_source=token_source,
+        dead_run=dead_run if mark_run else None,
     )
+
+
+def _take(client: redis.Redis, key: str, owner: str, ttl_ms: int, mark_run: bool) -> bool | None:
+    """One try: None if the lock is busy; else whether a dead run is pending (False when
+    not asked, without ``mark_run``)."""
+    if mark_run:
+        return take_and_start(client, key, owner, ttl_ms)
+    return False if client.set(key, owner, nx=True, px=ttl_ms) else None
+
+
+def _give_back(client: redis.Redis, key: str, owner: str, mark_run: bool) -> bool:
+    """Release the lock (and end the run it marked); True if it was still ours."""
+    if mark_run:
+        return end_and_release(client, key, owner)
+    return bool(run_script(client, _RELEASE, 1, key, owner))
 
 
 @contextmanager
@@ -225,6 +247,7 @@ def symbol_lock(
         timeout=min(ttl, timeout),
         blocking_timeout=blocking_timeout,
         lazy_token=lazy_token,
+        mark_run=True,  # flags a predecessor that died mid-run
     )
     lease = LeaseWatchdog(
         lambda: bool(run_script(client, _EXTEND, 1, held.key, held.owner, held.ttl_ms)),
@@ -236,15 +259,12 @@ def symbol_lock(
     held.lease = lease
     lease.start()
     try:
-        start_run(client, held.key, held.owner)  # flags a predecessor that died mid-run
         with holding(lease):
             yield held
     finally:
         lease.stop()
-        with contextlib.suppress(redis.RedisError):  # a killed run never gets here
-            end_run(client, held.key, held.owner)
-        try:
-            held.release()
+        try:  # a killed run never gets here: its marker stays, the next run flags it
+            _give_back(client, held.key, held.owner, mark_run=True)
         except redis.ConnectionError:
             release_later(held)
 
@@ -341,12 +361,20 @@ def fenced_update(session: Session, position_id: int, token: int, **values: Any)
     A holder whose lock watchdog already knows the lock is lost does not even try.
     """
     ensure_locks_held()
-    stmt = (
-        update(Position)
-        .where(Position.id == position_id, Position.fence <= token)
-        .values(fence=token, **values)
-        .execution_options(synchronize_session=False)
-    )
-    result = session.execute(stmt)
+    params = {f"new_{name}": value for name, value in values.items()}
+    stmt = _fenced_statement(tuple(values))
+    result = session.execute(stmt, {"fenced_id": position_id, "token": token, **params})
     if result.rowcount == 0:  # type: ignore[attr-defined]
         raise StaleFence(f"position {position_id}: token {token} is older than the row's")
+
+
+@functools.lru_cache(maxsize=64)
+def _fenced_statement(columns: tuple[str, ...]) -> Any:
+    """The fenced UPDATE of these columns on the table, built once per column set (values
+    bound at execution; no ORM bookkeeping: the caller's loaded objects are not touched)."""
+    table: Table = Position.__table__  # type: ignore[assignment]
+    return (
+        update(table)
+        .where(table.c.id == bindparam("fenced_id"), table.c.fence <= bindparam("token"))
+        .values(fence=bindparam("token"), **{c: bindparam(f"new_{c}") for c in columns})
+    )

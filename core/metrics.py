@@ -3,7 +3,7 @@
 Why Redis and not prometheus_client's multiprocess mode: workers run on any machine (and in
 separate containers), so a shared directory of mmap files does not exist; Redis does, every
 process already talks to it, and a counter there survives a worker restart. Updates are
-pipelined ``HINCRBY``/``HINCRBYFLOAT``; the API reads
+``HINCRBY``/``HINCRBYFLOAT`` sent together in one script call; the API reads
 the hashes at scrape time and renders them as ordinary Prometheus counters and histograms.
 
 Metrics never break trading: a Redis error while recording is logged (at most once a minute)
@@ -36,6 +36,8 @@ from typing import Any
 import redis
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from core.redis_scripts import run_script
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,35 @@ def _labels_key(values: Sequence[str]) -> str:
 
 
 Write = Callable[[Any], None]
-"""One instrument update, queued on a Redis pipeline."""
+"""One instrument update, queued on a Redis pipeline (or anything with its ``hincrby`` and
+``hincrbyfloat``, such as ``_Increments``)."""
+
+# KEYS: one hash per increment. ARGV: per increment, 'i' (HINCRBY) or 'f' (HINCRBYFLOAT),
+# the field and the amount.
+_INCREMENTS = """
+for k = 1, #KEYS do
+  local op, field, amount = ARGV[3 * k - 2], ARGV[3 * k - 1], ARGV[3 * k]
+  if op == 'i' then redis.call('hincrby', KEYS[k], field, amount)
+  else redis.call('hincrbyfloat', KEYS[k], field, amount) end
+end
+return #KEYS
+"""
+
+
+class _Increments:
+    """Collects hash increments (the pipeline methods the writes call) for ``_INCREMENTS``."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.args: list[str | float] = []
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self.keys.append(key)
+        self.args += ("i", field, amount)
+
+    def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
+        self.keys.append(key)
+        self.args += ("f", field, amount)
 
 
 def inc_into(pipe: Any, spec: CounterSpec, labels: Sequence[str], amount: float) -> None:
@@ -121,11 +151,14 @@ class MetricsStore:
         self.write([lambda pipe: observe_into(pipe, spec, labels, value)])
 
     def write(self, writes: Sequence[Write]) -> None:
-        """Instrument updates, all in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
+        """Instrument updates, all in one round trip: one script call (``_INCREMENTS``),
+        which costs the client a fraction of a pipeline of one command per increment."""
+        increments = _Increments()
         for write in writes:
-            write(pipe)
-        pipe.execute()
+            write(increments)
+        if increments.keys:
+            keys = increments.keys
+            run_script(self.client, _INCREMENTS, len(keys), *keys, *increments.args)
 
     def counter_values(self, spec: CounterSpec) -> dict[tuple[str, ...], float]:
         raw: dict[Any, Any] = self.client.hgetall(PREFIX + spec.name)

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from core.config import Settings, SettingsError, get_settings
+from shell.cli_output import console, err, fail
 
 R = TypeVar("R")
 
@@ -31,14 +31,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-
-console = Console()
-err = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def settings_or_exit() -> Settings:

@@ -19,7 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shell.cli_ops import _deps, _fail, _settings, _storage_errors
+from shell.cli_ops import _deps, _settings, _storage_errors
+from shell.cli_output import fail
 
 if TYPE_CHECKING:
     from core.services.deps import Deps
@@ -96,7 +97,7 @@ def close(
 ) -> None:
     """Close a position at market now (reason `manual`), or all of them with --all."""
     if all_ == (symbol is not None):
-        raise _fail("give a SYMBOL or --all (not both)")
+        raise fail("give a SYMBOL or --all (not both)")
     with _storage_errors():
         deps = _deps()
         venue = exchange.lower() if exchange else deps.exchange_name
@@ -106,7 +107,7 @@ def close(
             try:
                 deps = deps_for(venue)  # another venue of VIGIL_EXCHANGES
             except VenueNotConfigured:
-                raise _fail(f"this deployment trades {deps.exchange_name}, not {venue}") from None
+                raise fail(f"this deployment trades {deps.exchange_name}, not {venue}") from None
         if all_:
             _close_all(deps if exchange else _every_venue(deps), yes=yes, dry_run=dry_run)
         else:
@@ -118,9 +119,9 @@ def _close_symbol(deps: Deps, symbol: str, *, yes: bool, dry_run: bool) -> None:
     from core.services import manual_close
 
     try:
-        target = manual_close.target_on(deps.exchange_name, symbol)
+        target = manual_close.target_on(deps, symbol)
     except manual_close.PositionNotFound as exc:
-        raise _fail(str(exc), 1) from None
+        raise fail(str(exc), 1) from None
     _print_targets([target], "would close" if dry_run else "to close")
     if dry_run:
         return

@@ -19,31 +19,22 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from core.config import Settings, SettingsError, get_settings
+from shell.cli_output import console, err, fail
 
 if TYPE_CHECKING:
     from celery import Celery
 
     from core.services.deps import Deps
 
-console = Console()
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
 
 def _settings() -> Settings:
     try:
         return get_settings()
     except SettingsError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 @contextmanager
@@ -56,9 +47,9 @@ def _storage_errors() -> Iterator[None]:
         yield
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise _fail(f"database unreachable: {reason} (is `vigil up` running?)") from None
+        raise fail(f"database unreachable: {reason} (is `vigil up` running?)") from None
     except redis.RedisError as exc:
-        raise _fail(f"Redis unreachable: {exc} (is `vigil up` running?)") from None
+        raise fail(f"Redis unreachable: {exc} (is `vigil up` running?)") from None
 
 
 def _deps() -> Deps:
@@ -85,7 +76,7 @@ def _parse_args(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise _fail(f"--arg expects key=value, got {pair!r}")
+            raise fail(f"--arg expects key=value, got {pair!r}")
         try:
             kwargs[key] = json.loads(raw)
         except ValueError:
@@ -128,11 +119,11 @@ def task(
         _print_tasks(celery, names)
         return
     if name is None:
-        raise _fail("give a task name, or --list to see them")
+        raise fail("give a task name, or --list to see them")
     try:
         full = resolve_task_name(name, names)
     except (UnknownTask, AmbiguousTask) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     kwargs = _task_kwargs(celery, full, _parse_args(arg or []), exchange, symbol)
     queue = celery.amqp.router.route({}, full)["queue"].name
     from shell.cli_meta import check_broker
@@ -167,7 +158,7 @@ def _task_kwargs(
         if "exchange" in params:
             kwargs["exchange"] = exchange
         elif exchange != (configured := exchange_name(_settings())):
-            raise _fail(
+            raise fail(
                 f"{full} works on the configured exchange ({configured}), not {exchange!r}; "
                 "run it with that exchange's settings"
             )
@@ -178,13 +169,13 @@ def _task_kwargs(
         elif "symbols" in params:
             kwargs["symbols"] = [wanted]
         else:
-            raise _fail(f"{full} takes no symbol; its arguments: ({', '.join(params)})")
+            raise fail(f"{full} takes no symbol; its arguments: ({', '.join(params)})")
     from core.api.task_args import BadTaskArguments, check_task_arguments
 
     try:
         check_task_arguments(celery.tasks[full].run, kwargs, full)
     except BadTaskArguments as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     return kwargs
 
 
@@ -212,13 +203,13 @@ def _wait_for(result: Any, full: str, queue: str, timeout: float) -> None:
         value = result.get(timeout=timeout, propagate=False)
         failed = result.failed()
     except CeleryTimeout:
-        raise _fail(
+        raise fail(
             f"no result within {timeout:.0f}s: is a worker consuming queue {queue}?", 3
         ) from None
     finally:
         result.forget()
     if failed:
-        raise _fail(f"{full} failed: {type(value).__name__}: {value}", 1)
+        raise fail(f"{full} failed: {type(value).__name__}: {value}", 1)
     console.print_json(json.dumps(value, default=str))
 
 
@@ -267,17 +258,24 @@ def _print_report(report: Any) -> None:
         )
         return
     table = Table(title=f"{len(report.violations)} violation(s) on {report.exchange}")
-    for column in ("kind", "symbol", "position", "order", "detail"):
+    for column in (*_VIOLATION_COLUMNS, "detail"):
         table.add_column(column)
     for v in report.violations:
-        table.add_row(
-            v.kind.value,
-            v.symbol or "",
-            str(v.position_id or ""),
-            v.client_order_id or v.order_id or "",
-            v.detail,
-        )
+        table.add_row(*_violation_cells(v), v.detail)
     console.print(table)
+
+
+_VIOLATION_COLUMNS = ("kind", "symbol", "position", "order")
+
+
+def _violation_cells(v: Any) -> tuple[str, str, str, str]:
+    """What names a violation in a table, in the order of ``_VIOLATION_COLUMNS``."""
+    return (
+        v.kind.value,
+        v.symbol or "",
+        str(v.position_id or ""),
+        v.client_order_id or v.order_id or "",
+    )
 
 
 # --- vigil cleanup ---------------------------------------------------------------------------
@@ -317,18 +315,10 @@ def _print_cleanup(report: Any) -> None:
     verb = "done" if report.applied else "would do"
     if report.actions:
         table = Table(title=f"cleanup ({verb})")
-        for column in ("kind", "symbol", "position", "order", "action", "outcome"):
+        for column in (*_VIOLATION_COLUMNS, "action", "outcome"):
             table.add_column(column)
         for a in report.actions:
-            v = a.violation
-            table.add_row(
-                v.kind.value,
-                v.symbol or "",
-                str(v.position_id or ""),
-                v.client_order_id or v.order_id or "",
-                a.plan,
-                a.outcome or "(dry run)",
-            )
+            table.add_row(*_violation_cells(a.violation), a.plan, a.outcome or "(dry run)")
         console.print(table)
     for v, why in report.left:
         console.print(f"left alone: {v.kind.value} {v.symbol or ''} {v.detail} -> {why}")
@@ -380,7 +370,7 @@ def events(
         if position is not None and correlation_id is None:
             correlation_id = position_correlation(session, position)
             if correlation_id is None:
-                raise _fail(f"no position {position}", 1)
+                raise fail(f"no position {position}", 1)
         try:
             f = EventFilter(
                 symbol=symbol,
@@ -391,7 +381,7 @@ def events(
                 limit=limit or (1000 if correlation_id else 50),
             )
         except BadQuery as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
         rows = [event_dict(e) for e in list_events(session, f)]
     if as_json:
         for row in rows:
@@ -452,7 +442,7 @@ def reproduce_duplicates(
                 kick_reconciliation=kick,
             )
         except LiveExchangeRefused as exc:
-            raise _fail(str(exc)) from None
+            raise fail(str(exc)) from None
     table = Table(title="duplicate-position race", show_header=False)
     table.add_row("threads x seconds", f"{threads} x {duration:g}")
     table.add_row("openings attempted", str(report.openings_attempted))

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from shell.cli_control import _who
-from shell.cli_ops import _deps, _fail, _settings, _storage_errors
+from shell.cli_ops import _deps, _settings, _storage_errors
+from shell.cli_output import fail
 
 console = Console()
 settings_app = typer.Typer(
@@ -86,7 +87,7 @@ def set_(
             venue, target = store.check_target(deps, exchange, symbol)
             change = store.set_values(deps.redis, venue, target, values, _who())
     except SymbolSettingError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print_change(change)
 
 
@@ -109,7 +110,7 @@ def unset(
         with _storage_errors():
             change = store.unset_values(deps.redis, venue, normalise_symbol(symbol), chosen, _who())
     except SymbolSettingError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     _print_change(change)
 
 

@@ -21,10 +21,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 from sim import errors
+from sim.account import (
+    EngineConfig,
+    MarginAccount,
+    capped_by_limit,
+    crosses,
+    partial_quantity,
+)
 from sim.errors import SimError
 from sim.markets import Market
 from sim.orders import (
@@ -46,15 +52,6 @@ ALGO_ID_BASE = 2_000_000
 TRADE_ID_BASE = 900_000_000
 
 
-@dataclass
-class EngineConfig:
-    balance: Decimal = Decimal("10000")
-    taker_fee: Decimal = Decimal("0.0005")
-    maker_fee: Decimal = Decimal("0.0002")
-    slippage_bps: Decimal = Decimal(0)
-    default_leverage: int = 20
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -63,7 +60,7 @@ def _sign(side: str) -> Decimal:
     return Decimal(1) if side == "BUY" else Decimal(-1)
 
 
-class Engine:
+class Engine(MarginAccount):
     """Account state plus order books; every state change publishes user-data events."""
 
     def __init__(
@@ -100,29 +97,14 @@ class Engine:
             self.positions[symbol] = pos
         return pos
 
-    def mark(self, symbol: str) -> Decimal:
-        return self.prices.prices[symbol]
-
-    def unrealized(self, pos: Position) -> Decimal:
-        if not pos.amount:
-            return ZERO
-        return pos.amount * (self.mark(pos.symbol) - pos.entry_price)
-
-    def position_margin(self, pos: Position) -> Decimal:
-        return abs(pos.amount) * self.mark(pos.symbol) / pos.leverage
-
-    def open_order_margin(self) -> Decimal:
+    def order_margin(self) -> Decimal:
+        """Open orders that are not reduce-only hold margin (algo orders hold none)."""
         total = ZERO
         for order in self.ledger.orders.values():
             if order.is_open and not order.reduce_only:
                 lev = self.position(order.symbol).leverage
                 total += order.remaining * order.price / lev
         return total
-
-    def available(self) -> Decimal:
-        upnl = sum((self.unrealized(p) for p in self.positions.values()), ZERO)
-        used = sum((self.position_margin(p) for p in self.positions.values()), ZERO)
-        return self.wallet + upnl - used - self.open_order_margin()
 
     def _new_order_id(self) -> int:
         self._next_order += 1
@@ -174,9 +156,7 @@ class Engine:
         opening = self.opening_quantity(symbol, side, qty)
         if opening <= 0:
             return
-        lev = self.position(symbol).leverage
-        needed = opening * price / lev + opening * price * self.config.taker_fee
-        if needed > self.available():
+        if not self.affords(opening, price, self.position(symbol).leverage):
             raise errors.MARGIN
 
     def place_order(
@@ -225,18 +205,16 @@ class Engine:
         self._check_margin(req.symbol, req.side, req.quantity, exec_price)
 
     def _taker_price(self, req: OrderRequest) -> Decimal:
-        mark = self.mark(req.symbol)
-        slip = mark * self.config.slippage_bps / Decimal(10000) * _sign(req.side)
-        price = self.prices.round(req.symbol, mark + slip)
+        buying = req.side == "BUY"
+        price = self.config.taker_price(self.prices, req.symbol, buying=buying)
         if req.type == "LIMIT" and req.price is not None:
-            return min(price, req.price) if req.side == "BUY" else max(price, req.price)
+            return capped_by_limit(price, req.price, buying=buying)
         return price
 
     def _marketable(self, req: OrderRequest) -> bool:
         if req.price is None:
             return True
-        mark = self.mark(req.symbol)
-        return req.price >= mark if req.side == "BUY" else req.price <= mark
+        return crosses(req.price, self.mark(req.symbol), buying=req.side == "BUY")
 
     def _record_order(self, req: OrderRequest, orig_type: str | None = None) -> Order:
         ts = now_ms()
@@ -279,7 +257,7 @@ class Engine:
                 order.quantity = order.executed_qty + qty
         if fraction is not None:
             step = self.market(order.symbol).step_size
-            qty = (qty * fraction / step).to_integral_value(rounding=ROUND_DOWN) * step
+            qty = partial_quantity(qty, fraction, step)
         if qty > 0:
             self._fill(order, qty, price, maker)
         if order.remaining <= 0:
@@ -292,8 +270,7 @@ class Engine:
 
     def _fill(self, order: Order, qty: Decimal, price: Decimal, maker: bool) -> None:
         ts = now_ms()
-        rate = self.config.maker_fee if maker else self.config.taker_fee
-        commission = (qty * price * rate).quantize(Decimal("0.00000001"))
+        _, commission = self.config.fee(qty, price, maker=maker)
         pnl = self._apply_to_position(order.symbol, order.side, qty, price, ts)
         self.wallet += pnl - commission
         self._next_trade += 1
@@ -648,7 +625,7 @@ class Engine:
     def account_assets(self) -> dict[str, object]:
         upnl = sum((self.unrealized(p) for p in self.positions.values()), ZERO)
         initial = sum((self.position_margin(p) for p in self.positions.values()), ZERO)
-        order_margin = self.open_order_margin()
+        order_margin = self.order_margin()
         available = self.available()
         return {
             "asset": "USDT",

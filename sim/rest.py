@@ -43,20 +43,22 @@ class Ctx:
         return value
 
     def decimal(self, name: str) -> Decimal | None:
-        raw = self.params.get(name)
-        if raw is None or raw == "":
-            return None
-        if not _DECIMAL.match(raw):
-            raise errors.illegal(name)
-        return Decimal(raw)
+        raw = self._optional(name, _DECIMAL)
+        return None if raw is None else Decimal(raw)
 
     def integer(self, name: str) -> int | None:
+        raw = self._optional(name, _INT)
+        return None if raw is None else int(raw)
+
+    def _optional(self, name: str, pattern: re.Pattern[str]) -> str | None:
+        """An optional parameter's text (None when absent or empty); refused as Binance
+        does when it is not in ``pattern``'s form."""
         raw = self.params.get(name)
         if raw is None or raw == "":
             return None
-        if not _INT.match(raw):
+        if not pattern.match(raw):
             raise errors.illegal(name)
-        return int(raw)
+        return raw
 
     def flag(self, name: str) -> bool:
         raw = self.params.get(name, "false").lower()
@@ -401,14 +403,19 @@ def new_order(ctx: Ctx) -> Any:
     return order.to_api()
 
 
-def _order_ref(ctx: Ctx) -> tuple[int | None, str | None]:
-    order_id = ctx.integer("orderId")
-    client_id = ctx.params.get("origClientOrderId") or None
+def _reference(ctx: Ctx, id_param: str, client_param: str) -> tuple[int | None, str | None]:
+    """An order named by the exchange's id or by the client's; Binance wants one of the two."""
+    order_id = ctx.integer(id_param)
+    client_id = ctx.params.get(client_param) or None
     if order_id is None and client_id is None:
         raise SimError(
-            -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!"
+            -1102, f"Param '{client_param}' or '{id_param}' must be sent, but both were empty/null!"
         )
     return order_id, client_id
+
+
+def _order_ref(ctx: Ctx) -> tuple[int | None, str | None]:
+    return _reference(ctx, "orderId", "origClientOrderId")
 
 
 def query_order(ctx: Ctx) -> Any:
@@ -490,13 +497,7 @@ def new_algo_order(ctx: Ctx) -> Any:
 
 
 def _algo_ref(ctx: Ctx) -> tuple[int | None, str | None]:
-    algo_id = ctx.integer("algoId")
-    client_id = ctx.params.get("clientAlgoId") or None
-    if algo_id is None and client_id is None:
-        raise SimError(
-            -1102, "Param 'clientAlgoId' or 'algoId' must be sent, but both were empty/null!"
-        )
-    return algo_id, client_id
+    return _reference(ctx, "algoId", "clientAlgoId")
 
 
 def query_algo_order(ctx: Ctx) -> Any:

@@ -46,8 +46,9 @@ from core.api.context import (
     TaskChecker,
     TaskNames,
     TaskSender,
-    authorized,
     error_response,
+    json_object_body,
+    needs_token,
 )
 from core.api.queries import (
     BadQuery,
@@ -220,27 +221,20 @@ async def tasks_route(request: web.Request) -> web.Response:
     return web.json_response({"tasks": sorted(names()) if names else []})
 
 
+@needs_token
 async def trigger_route(request: web.Request) -> web.Response:
     """Send task {name} (full or short name) now; the JSON body holds its keyword arguments.
     Answers 202 with the task id; its result is kept for an hour. Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = authorized(request, ctx.settings)
-    if refused is not None:
-        return refused
     if ctx.task_sender is None or ctx.task_names is None or ctx.task_checker is None:
         return error_response("task sending is not wired into this API", 503)
     try:
         name = resolve_task_name(request.match_info["name"], ctx.task_names())
     except (UnknownTask, AmbiguousTask) as exc:
         return error_response(str(exc), 404)
-    kwargs: Any = {}
-    if request.can_read_body:
-        try:
-            kwargs = await request.json()
-        except ValueError:
-            return error_response("body must be a JSON object of task keyword arguments")
-    if not isinstance(kwargs, dict):
-        return error_response("body must be a JSON object of task keyword arguments")
+    kwargs = await json_object_body(request, what="a JSON object of task keyword arguments")
+    if isinstance(kwargs, web.Response):
+        return kwargs
     try:
         ctx.task_checker(name, kwargs)
     except BadTaskArguments as exc:

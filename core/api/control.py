@@ -22,15 +22,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.api.context import CONTEXT, authorized, error_response
-from core.db.session import unit_of_work
+from core.api.context import CONTEXT, error_response, json_object_body, needs_token
 from core.domain.halts import HaltSource
 from core.domain.positions import TERMINAL, PositionStatus
 from core.services import halts, manual_close
@@ -75,31 +73,17 @@ def _who(request: web.Request) -> str:
     return f"api:{request.remote or '?'}"
 
 
-async def _body(request: web.Request) -> dict[str, Any] | web.Response:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except ValueError:
-        return error_response("body must be a JSON object")
-    if not isinstance(body, dict):
-        return error_response("body must be a JSON object")
-    return body
-
-
 async def halt_state_route(request: web.Request) -> web.Response:
     """The halts in force: ``{"halted": bool, "halts": [...]}``."""
     current = await asyncio.to_thread(halts.current)
     return web.json_response({"halted": bool(current), "halts": [h.as_dict() for h in current]})
 
 
+@needs_token
 async def halt_route(request: web.Request) -> web.Response:
     """Stop new openings (body ``{"reason": "..."}``, optional). Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = authorized(request, ctx.settings)
-    if refused is not None:
-        return refused
-    body = await _body(request)
+    body = await json_object_body(request)
     if isinstance(body, web.Response):
         return body
     reason = body.get("reason", "halted through the API")
@@ -111,24 +95,19 @@ async def halt_route(request: web.Request) -> web.Response:
     )
 
 
+@needs_token
 async def resume_route(request: web.Request) -> web.Response:
     """Lift every halt in force. Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    refused = authorized(request, ctx.settings)
-    if refused is not None:
-        return refused
     lifted = await asyncio.to_thread(halts.resume, _who(request), now=ctx.clock.now())
     return web.json_response({"halted": False, "resumed": [h.as_dict() for h in lifted]})
 
 
+@needs_token
 async def close_route(request: web.Request) -> web.Response:
     """Close one position at market (reason ``manual``): 404 no such position, 409 already
     finished or on another venue, 502 the venue did not close it (it keeps its stop).
     Needs the bearer token."""
-    ctx = request.app[CONTEXT]
-    refused = authorized(request, ctx.settings)
-    if refused is not None:
-        return refused
     position_id = int(request.match_info["position_id"])
     try:
         before = await asyncio.to_thread(manual_close.target, position_id)
@@ -150,24 +129,17 @@ async def close_route(request: web.Request) -> web.Response:
     return web.json_response(result.as_dict(), status=200 if result.closed else 502)
 
 
+@needs_token
 async def close_all_route(request: web.Request) -> web.Response:
     """Halt, then close every position of every venue (``?exchange=X``: that venue's);
     ``?dry_run=true`` only lists what it would close. 502 when any close failed, 400 for a
     venue the deployment does not trade. Needs the bearer token."""
-    ctx = request.app[CONTEXT]
-    refused = authorized(request, ctx.settings)
-    if refused is not None:
-        return refused
     try:
         venues = _venues(request.app[DEPS](), request.query.get("exchange"))
     except LookupError as exc:
         return error_response(str(exc), 400)
     if request.query.get("dry_run", "").lower() in ("1", "true", "yes"):
-        targets = [
-            target
-            for deps in venues
-            for target in await asyncio.to_thread(_targets, deps.exchange_name)
-        ]
+        targets = [target for deps in venues for target in await asyncio.to_thread(_targets, deps)]
         return web.json_response({"dry_run": True, "positions": [t.as_dict() for t in targets]})
     report = await asyncio.to_thread(manual_close.close_every_venue, venues, _who(request))
     return web.json_response(report.as_dict(), status=200 if report.all_closed else 502)
@@ -186,6 +158,6 @@ def _venues(default: Deps, only: str | None) -> list[Deps]:
     return [default if name == default.exchange_name else deps_for(name) for name in names]
 
 
-def _targets(exchange: str) -> list[manual_close.CloseTarget]:
-    with unit_of_work() as session:
-        return manual_close.open_targets(session, exchange)
+def _targets(deps: Deps) -> list[manual_close.CloseTarget]:
+    with deps.unit_of_work() as session:
+        return manual_close.open_targets(session, deps.exchange_name)

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core.api.context import CONTEXT, authorized, error_response
+from core.api.context import error_response, needs_token
 from core.api.control import DEPS
 from core.domain.symbol_settings import (
     SymbolSettingError,
@@ -59,11 +59,9 @@ def _values(body: Any) -> dict[str, Value]:
     return {str(k): parse_value(str(k), v) for k, v in raw.items()}
 
 
+@needs_token
 async def set_route(request: web.Request) -> web.Response:
     """Override values for one symbol (or ``*``). Needs the bearer token."""
-    refused = authorized(request, request.app[CONTEXT].settings)
-    if refused is not None:
-        return refused
     try:
         body = await request.json()
     except ValueError:
@@ -80,16 +78,14 @@ async def set_route(request: web.Request) -> web.Response:
     except SymbolSettingError as exc:
         return error_response(str(exc))
     change = await asyncio.to_thread(
-        store.set_values, deps.redis, venue, symbol, values, _who(request)
+        store.set_values, deps.redis, venue, symbol, values, _who(request), deps.uow
     )
     return web.json_response(change.as_dict())
 
 
+@needs_token
 async def unset_route(request: web.Request) -> web.Response:
     """Remove overrides of one symbol (``?keys=a,b``; default every key). Needs the token."""
-    refused = authorized(request, request.app[CONTEXT].settings)
-    if refused is not None:
-        return refused
     deps = request.app[DEPS]()
     keys_text = request.query.get("keys", "")
     try:
@@ -101,6 +97,6 @@ async def unset_route(request: web.Request) -> web.Response:
     except SymbolSettingError as exc:
         return error_response(str(exc))
     change = await asyncio.to_thread(
-        store.unset_values, deps.redis, venue, symbol, keys, _who(request)
+        store.unset_values, deps.redis, venue, symbol, keys, _who(request), deps.uow
     )
     return web.json_response(change.as_dict())

@@ -37,13 +37,9 @@ from decimal import ROUND_CEILING, Decimal
 from enum import StrEnum
 
 from core.domain.bands import PriceBand
+from core.domain.numbers import HUNDRED, ONE, TWO, ZERO
 from core.domain.sides import Side
 from core.domain.timeutil import hours, require_aware
-
-ZERO = Decimal(0)
-ONE = Decimal(1)
-TWO = Decimal(2)
-HUNDRED = Decimal(100)
 
 
 class AgedPhase(StrEnum):

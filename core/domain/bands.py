@@ -10,9 +10,11 @@ activation, rate-limit expiry, the aged target's growth).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,31 +52,22 @@ class PriceBand:
 
     def intersect(self, other: PriceBand) -> PriceBand:
         """The band in which neither of two decisions can change (for one symbol)."""
-        low = _max_opt(self.low, other.low)
-        high = _min_opt(self.high, other.high)
-        until = _min_opt_dt(self.valid_until, other.valid_until)
+        low = _tighter(self.low, other.low, max)
+        high = _tighter(self.high, other.high, min)
+        until = _tighter(self.valid_until, other.valid_until, min)
         return PriceBand(low, high, until)
 
 
-def _max_opt(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+Bound = TypeVar("Bound", Decimal, datetime)
+
+
+def _tighter(
+    a: Bound | None, b: Bound | None, pick: Callable[[Bound, Bound], Bound]
+) -> Bound | None:
+    """The bound of two that ``pick`` keeps (``max`` for a low, ``min`` for a high or an
+    expiry); a missing bound is no bound, so the other one holds."""
     if a is None:
         return b
     if b is None:
         return a
-    return max(a, b)
-
-
-def _min_opt(a: Decimal | None, b: Decimal | None) -> Decimal | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
-
-
-def _min_opt_dt(a: datetime | None, b: datetime | None) -> datetime | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
+    return pick(a, b)

@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from core.domain.numbers import HUNDRED, ZERO
 from core.domain.orders import ExchangeOrder, covers, stops_for
 from core.domain.sides import Side
-
-ZERO = Decimal(0)
-HUNDRED = Decimal(100)
 
 # who placed the live stop, from the purpose in its client id (core/exchange/client_ids.py)
 OWNER_ENTRY, OWNER_TRAILING, OWNER_PROTECTION, OWNER_FOREIGN = (

@@ -363,18 +363,7 @@ def find_mismatches(
     step_sizes: Mapping[str, Decimal] | None = None,
 ) -> list[Violation]:
     """DB vs exchange, judged by reconciliation's own rules (in-flight positions wait)."""
-    db = [
-        DbPosition(
-            r.id,
-            r.exchange,
-            r.symbol,
-            Side(r.side),
-            r.quantity,
-            PositionStatus(r.status),
-            r.updated_at,
-        )
-        for r in rows
-    ]
+    db = [DbPosition.of(r) for r in rows]
     reported = {ReconKind.CLOSE_PHANTOM, ReconKind.ADOPT_MISSING, ReconKind.CORRECT_QUANTITY}
     reported.add(ReconKind.SIDE_MISMATCH)
     actions = reconcile(

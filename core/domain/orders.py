@@ -19,10 +19,8 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from core.domain.numbers import ZERO
 from core.domain.sides import OrderSide, Side
-
-ZERO = Decimal(0)
-
 
 # --- the engine's order vocabulary and the ledger's state machine ---------------------------
 

@@ -37,14 +37,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
+from core.domain.numbers import HUNDRED, ONE, ZERO
 from core.domain.orders import ExchangeOrder, covers, pick_stop, stops_for
 from core.domain.sides import Side
 from core.domain.sizing import round_stop_price, stop_price_for
 from core.domain.timeutil import require_aware
-
-ZERO = Decimal(0)
-ONE = Decimal(1)
-HUNDRED = Decimal(100)
 
 
 class StopOwner(StrEnum):

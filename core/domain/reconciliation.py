@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
+from core.domain.numbers import ZERO
 from core.domain.orders import ExchangePosition, less_than_a_lot
 from core.domain.positions import INTERMEDIATE, TERMINAL, PositionStatus
+from core.domain.severity import Severity
 from core.domain.sides import OrderSide, Side
 from core.domain.timeutil import require_aware
-
-ZERO = Decimal(0)
 
 # ``closing`` is intermediate for reconciliation: the close path finalises it.
 RECON_INTERMEDIATE: frozenset[PositionStatus] = INTERMEDIATE | {PositionStatus.CLOSING}
@@ -49,10 +50,23 @@ class ReconKind(StrEnum):
     WAIT = "wait"
 
 
-class Severity(StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    CRITICAL = "critical"
+class PositionRecord(Protocol):
+    """What reconciliation reads of a stored position (a row, or a view of one)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def updated_at(self) -> datetime: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +78,18 @@ class DbPosition:
     quantity: Decimal
     status: PositionStatus
     updated_at: datetime
+
+    @classmethod
+    def of(cls, row: PositionRecord) -> DbPosition:
+        return cls(
+            row.id,
+            row.exchange,
+            row.symbol,
+            Side(row.side),
+            row.quantity,
+            PositionStatus(row.status),
+            row.updated_at,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,22 +241,20 @@ def _both_sides(
 def _intermediate(
     db: DbPosition, exs: Sequence[ExchangePosition], now: datetime, params: ReconParams
 ) -> ReconAction:
+    """Within the grace its own path (opening, close) owns it; after it, recovery does."""
     age = now - db.updated_at
     seen = "exchange has a position" if exs else "exchange has none"
     if age < params.intermediate_grace:
-        return ReconAction(
-            ReconKind.WAIT,
-            Severity.INFO,
-            db.symbol,
-            f"{db.status.value} for {age}; its own path owns it ({seen})",
-            db_position=db,
-            exchange_position=exs[0] if exs else None,
-        )
+        kind, severity = ReconKind.WAIT, Severity.INFO
+        reason = f"{db.status.value} for {age}; its own path owns it ({seen})"
+    else:
+        kind, severity = ReconKind.RESOLVE_INTERMEDIATE, Severity.WARNING
+        reason = f"{db.status.value} stuck for {age} ({seen}): hand to recovery"
     return ReconAction(
-        ReconKind.RESOLVE_INTERMEDIATE,
-        Severity.WARNING,
+        kind,
+        severity,
         db.symbol,
-        f"{db.status.value} stuck for {age} ({seen}): hand to recovery",
+        reason,
         db_position=db,
         exchange_position=exs[0] if exs else None,
     )

@@ -44,14 +44,11 @@ from decimal import Decimal
 from enum import StrEnum
 
 from core.domain.bands import PriceBand
+from core.domain.numbers import HUNDRED, ONE, TWO, ZERO
 from core.domain.sides import Side
 from core.domain.sizing import Rounding, round_price, round_stop_price
 from core.domain.timeutil import require_aware
 
-ZERO = Decimal(0)
-ONE = Decimal(1)
-HUNDRED = Decimal(100)
-TWO = Decimal(2)
 # Bands are narrowed by this relative slack so that 28-digit Decimal rounding inside the
 # decision can never make a price strictly inside the band act.
 BAND_SLACK = Decimal("1e-12")

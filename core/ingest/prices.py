@@ -52,7 +52,7 @@ import redis
 import redis.asyncio as aioredis
 
 from core import task_names as names
-from core.config import Settings, resolve_redis_url
+from core.config import Settings, exchange_client_options, resolve_redis_url
 from core.domain.bands import PriceBand
 from core.domain.orders import STOP_PURPOSES
 from core.exchange.client_ids import parse_client_id
@@ -471,15 +471,7 @@ async def run_price_stream(
     ingest's live status, where each loop's activity and the last tick are kept.
     """
     exchange_name = venue_name(settings)
-    pro = build_pro_exchange(
-        settings.exchange,
-        url=settings.exchange_url,
-        api_key=settings.api_key.get_secret_value(),
-        api_secret=settings.api_secret.get_secret_value(),
-        testnet=settings.testnet,
-        timeout_ms=settings.exchange_timeout_ms,
-        paper_dialect=settings.paper_dialect,
-    )
+    pro = build_pro_exchange(settings.exchange, **exchange_client_options(settings))
     url = resolve_redis_url(settings)
     async_redis = aioredis.Redis.from_url(url)
     sync_redis = redis.Redis.from_url(url)

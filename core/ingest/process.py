@@ -33,12 +33,13 @@ from typing import Any
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.db.session import unit_of_work
-from core.events import EventType, Severity, record_alone
+from core.events import EventType, record_alone
 from core.ingest.backoff import Backoff
 from core.ingest.context import IngestContext
 from core.ingest.guard import LoopBook, supervise
 from core.ingest.prices import run_price_stream
 from core.ingest.signal_client import SignalClient
+from core.ingest.stream_events import report_restart
 from core.ingest.wave_dispatch import WaveDispatcher
 from core.services import heartbeat
 
@@ -115,7 +116,7 @@ async def run_components(
                 stop,
                 book=book,
                 backoff=Backoff(RESTART_FIRST_SECONDS, RESTART_CEILING_SECONDS),
-                report=record_loop_restart,
+                report=report_restart,
             ),
             name=f"guard-{part.name}",
         )
@@ -129,25 +130,6 @@ async def run_components(
             task.cancel()
         await asyncio.gather(*guarded, return_exceptions=True)
     return 0
-
-
-async def record_loop_restart(name: str, restarts: int, error: str) -> None:
-    """A ``loop_restarted`` event: the loop ``name`` failed and is started again."""
-
-    def write() -> None:
-        record_alone(
-            EventType.LOOP_RESTARTED,
-            severity=Severity.ERROR,
-            component=f"ingest/{name}",
-            loop=name,
-            restarts=restarts,
-            error=error[:500],
-        )
-
-    try:
-        await asyncio.to_thread(write)
-    except (OperationalError, InterfaceError) as exc:
-        log.error("restart of loop %s not recorded: %s", name, str(exc).splitlines()[0])
 
 
 async def run_ingest(

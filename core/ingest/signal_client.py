@@ -234,10 +234,8 @@ class SignalClient:
         was_down = self._down_since is not None or self._failed_attempts > 0
         if was_down:
             down = time.monotonic() - self._down_since if self._down_since is not None else None
-            await self._record(
+            await self._record_connection(
                 EventType.WEBSOCKET_RECONNECTED,
-                component=self.ctx.component,
-                url=self._safe_url(),
                 attempts=self._failed_attempts + 1,
                 down_seconds=round(down, 3) if down is not None else None,
                 previous_reason=self._down_reason,
@@ -254,13 +252,10 @@ class SignalClient:
         status.signal_connected = False
         status.disconnects += 1
         self._down_since, self._down_reason = time.monotonic(), reason
-        self._outage_reported = True
         log.warning("signal socket lost: %s", reason)
-        await self._record(
+        await self._record_outage(
             EventType.WEBSOCKET_DISCONNECTED,
             severity=Severity.WARNING,
-            component=self.ctx.component,
-            url=self._safe_url(),
             reason=reason,
             connected_seconds=round(lived, 3),
         )
@@ -272,12 +267,9 @@ class SignalClient:
             self._down_since = time.monotonic()
         log.warning("signal socket: connect failed: %s", reason)
         if not self._outage_reported:  # one event per outage, not one per attempt
-            self._outage_reported = True
-            await self._record(
+            await self._record_outage(
                 EventType.WEBSOCKET_DISCONNECTED,
                 severity=Severity.WARNING,
-                component=self.ctx.component,
-                url=self._safe_url(),
                 reason=reason,
                 connected_seconds=None,
             )
@@ -292,15 +284,21 @@ class SignalClient:
         log.error("signal socket: token refused (HTTP %s); check VIGIL_SIGNAL_TOKEN", http_status)
         if not self._refusing:  # one page per streak of refusals
             self._refusing = True
-            self._outage_reported = True
-            await self._record(
+            await self._record_outage(
                 EventType.WEBSOCKET_AUTH_REFUSED,
                 severity=Severity.CRITICAL,
-                component=self.ctx.component,
-                url=self._safe_url(),
                 http_status=http_status,
                 reason="the signal service refused VIGIL_SIGNAL_TOKEN; retrying with backoff",
             )
+
+    async def _record_outage(self, event_type: EventType, **data: Any) -> None:
+        """The event that opens an outage; ``_connected`` closes it and rearms this."""
+        self._outage_reported = True
+        await self._record_connection(event_type, **data)
+
+    async def _record_connection(self, event_type: EventType, **data: Any) -> None:
+        """A signal-socket event: which component, and the URL it speaks to (no credentials)."""
+        await self._record(event_type, component=self.ctx.component, url=self._safe_url(), **data)
 
     async def _record(self, event_type: EventType, **data: Any) -> None:
         """Write a connection event; storage trouble only costs the event, logged."""

@@ -1,4 +1,5 @@
-"""The events the ingest's exchange streams write: stop fills, reconnections, loop restarts.
+"""The events the ingest writes about its streams and loops: stop fills, reconnections,
+loop restarts.
 
 Written from a thread and best effort: a database outage never stops a stream (logged).
 """
@@ -13,7 +14,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.db.session import unit_of_work
-from core.events import EventType, Severity, record_alone
+from core.events import EventType, record_alone
 from core.services.closing import record_stop_triggered
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ def record_stop_fill(
 def record_reconnect(exchange: str, stream: str, attempts: int, error: str) -> None:
     record_alone(
         EventType.WEBSOCKET_RECONNECTED,
-        severity=Severity.WARNING,
         exchange=exchange,
         stream=stream,
         attempts=attempts,
@@ -55,17 +55,18 @@ async def off_loop(write: Callable[..., None], *args: Any) -> None:
         log.error("event not recorded (%s): %s", write.__name__, exc)
 
 
+def record_loop_restart(name: str, restarts: int, error: str) -> None:
+    record_alone(
+        EventType.LOOP_RESTARTED,
+        component=f"ingest/{name}",
+        loop=name,
+        restarts=restarts,
+        error=error[:500],
+    )
+
+
 async def report_restart(name: str, restarts: int, error: str) -> None:
-    """A ``loop_restarted`` event for a price-stream loop (best effort, as every event here)."""
-
-    def write(loop_name: str, count: int, why: str) -> None:
-        record_alone(
-            EventType.LOOP_RESTARTED,
-            severity=Severity.ERROR,
-            component=f"ingest/{loop_name}",
-            loop=loop_name,
-            restarts=count,
-            error=why[:500],
-        )
-
-    await off_loop(write, name, restarts, error)
+    """A ``loop_restarted`` event for any loop of the ingest that ``supervise`` restarts
+    (its top-level components and the price stream's loops; best effort, as every event
+    here)."""
+    await off_loop(record_loop_restart, name, restarts, error)

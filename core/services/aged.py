@@ -55,6 +55,7 @@ from core.services.aged_position import (
 )
 from core.services.closing import lock_for
 from core.services.deps import Deps
+from core.services.orphans import drop_orphan_bands
 
 
 @dataclass
@@ -85,13 +86,8 @@ def run_aged_cycle(deps: Deps) -> AgedCycleReport:
             marks = deps.exchange.mark_prices()  # one batch call per cycle, not one per position
         except errors.ExchangeFailure as exc:
             report.prices_unavailable = True  # phases still advance; emergency still closes
-            deps.record_alone(
-                EventType.EXCHANGE_ERROR,
-                severity=Severity.WARNING,
-                exchange=deps.exchange_name,
-                operation="mark_prices",
-                purpose="aged positions",
-                error=str(exc),
+            deps.record_failure_warning(
+                EventType.EXCHANGE_ERROR, exc, operation="mark_prices", purpose="aged positions"
             )
     for position_id, symbol in candidates:
         report.count(_check_on_beat(deps, position_id, symbol, marks.get(symbol)))
@@ -138,14 +134,12 @@ def _check_on_beat(deps: Deps, position_id: int, symbol: str, mark: Decimal | No
         # a newer holder took over (it decides, we stop), or one symbol's exchange trouble,
         # which must not stop the others
         exchange_trouble = isinstance(exc, errors.ExchangeFailure)
-        deps.record_alone(
+        deps.record_failure_warning(
             EventType.EXCHANGE_ERROR if exchange_trouble else EventType.LOCK_STALE_WRITE_REJECTED,
-            severity=Severity.WARNING,
-            exchange=deps.exchange_name,
+            exc,
             symbol=symbol,
             position_id=position_id,
             purpose="aged positions",
-            error=str(exc),
         )
         return AgedOutcome.EXCHANGE_ERROR if exchange_trouble else AgedOutcome.BUSY
 
@@ -174,7 +168,8 @@ def _remove_stale_bands(deps: Deps) -> list[str]:
     """Drop ``"aged"`` components with no aged row behind them (a close elsewhere ended it).
 
     The close paths' ``finish`` deletes the aged row but does not know about bands; a band left
-    behind would make the ingest enqueue useless price tasks for that symbol.
+    behind would make the ingest enqueue useless price tasks for that symbol. Aged rows are
+    created under the symbol lock, which the removal takes (``drop_orphan_bands``).
     """
     exchange = deps.exchange_name
     watched = [
@@ -182,33 +177,22 @@ def _remove_stale_bands(deps: Deps) -> list[str]:
         for symbol in bands.tracked_symbols(deps.redis, exchange)
         if COMPONENT in bands.components(deps.redis, exchange, symbol)
     ]
-    removed: list[str] = []
-    for symbol in sorted(set(watched) - _aged_symbols(deps, exchange, watched)):
-        try:
-            with lock_for(deps, exchange, symbol):  # aged rows are created under this lock
-                if _aged_symbols(deps, exchange, [symbol]):
-                    continue
-                bands.publish(deps.redis, exchange, symbol, COMPONENT, None)
-        except LockNotAcquired:
-            continue  # busy symbol: the next cycle looks again
-        removed.append(symbol)
+    removed, _busy = drop_orphan_bands(
+        deps,
+        watched,
+        lambda symbols: (
+            select(Position.symbol)
+            .join(AgedPosition, AgedPosition.position_id == Position.id)
+            .where(Position.exchange == exchange, Position.symbol.in_(symbols))
+        ),
+        lambda _symbol: [COMPONENT],
+    )
+    for symbol in removed:
         deps.record_alone(
             EventType.CLEANUP_ACTION,
+            severity=Severity.INFO,
             exchange=exchange,
             symbol=symbol,
             action="stale aged band removed",
         )
     return removed
-
-
-def _aged_symbols(deps: Deps, exchange: str, symbols: list[str]) -> set[str]:
-    if not symbols:
-        return set()
-    with deps.unit_of_work() as session:
-        return set(
-            session.scalars(
-                select(Position.symbol)
-                .join(AgedPosition, AgedPosition.position_id == Position.id)
-                .where(Position.exchange == exchange, Position.symbol.in_(symbols))
-            )
-        )

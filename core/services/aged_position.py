@@ -22,7 +22,7 @@ from core.domain.aged import AgedDecision, AgedParams, AgedPhase
 from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
 from core.domain.sides import Side
-from core.events import EventType, Severity, record
+from core.events import EventType, record
 from core.exchange import errors
 from core.locks import HeldLock, StaleFence
 from core.services import bands
@@ -355,7 +355,6 @@ def _record_failure(
         record(
             session,
             EventType.AGED_CLOSE_FAILED,
-            severity=Severity.ERROR,
             ctx=context(position),
             attempt=attempt,
             error=error,
@@ -366,7 +365,6 @@ def _record_failure(
             record(
                 session,
                 EventType.CRITICAL_ERROR,
-                severity=Severity.CRITICAL,
                 ctx=context(position),
                 reason=f"aged close failed {attempt} times; the stop still protects",
                 error=error,

@@ -31,15 +31,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from core.clock import Clock
 from core.config import Settings
 from core.db.models import Alert, Event
 from core.db.session import unit_of_work
-from core.events import EventType, Severity, record
+from core.events import EventType, record
 from core.logging import Redactor
+from core.services.deps import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +154,14 @@ def deliver_pending(
     *,
     channels: list[Channel] | None = None,
     limit: int = 100,
+    uow: UnitOfWork = unit_of_work,
 ) -> DeliveryReport:
     """Deliver what is due now; each alert in its own short transaction."""
     now = clock.now()
     channels = channels_from(settings) if channels is None else channels
     redactor = Redactor.from_settings(settings)
     report = DeliveryReport()
-    with unit_of_work() as session:
+    with uow() as session:
         due = list(
             session.scalars(
                 select(Alert.id)
@@ -172,7 +174,7 @@ def deliver_pending(
             )
         )
     for alert_id in due:
-        with unit_of_work() as session:
+        with uow() as session:
             alert = session.scalars(
                 select(Alert)
                 .where(Alert.id == alert_id, Alert.status == "pending")
@@ -211,14 +213,7 @@ def _handle(
     alert.attempts += 1
     if not failures:
         alert.status, alert.sent_at, alert.last_error = "sent", now, None
-        record(
-            session,
-            EventType.ALERT_SENT,
-            alert_id=alert.id,
-            kind=alert.kind,
-            channels=delivered,
-            attempts=alert.attempts,
-        )
+        record(session, EventType.ALERT_SENT, channels=delivered, **_about(alert))
         log.info("alert %s (%s) sent to %s", alert.id, alert.kind, ", ".join(delivered))
         report.sent += 1
         return
@@ -230,17 +225,19 @@ def _handle(
     record(
         session,
         EventType.ALERT_DELIVERY_FAILED,
-        severity=Severity.WARNING,
-        alert_id=alert.id,
-        kind=alert.kind,
-        attempts=alert.attempts,
         error=alert.last_error,
         next_attempt_at=alert.next_attempt_at,
+        **_about(alert),
     )
     log.warning(
         "alert %s delivery failed (attempt %s): %s", alert.id, alert.attempts, alert.last_error
     )
     report.retrying += 1
+
+
+def _about(alert: Alert) -> dict[str, Any]:
+    """What every delivery event (sent, failed, given up) says of its alert."""
+    return {"alert_id": alert.id, "kind": alert.kind, "attempts": alert.attempts}
 
 
 def _send(
@@ -267,15 +264,7 @@ def _suppress_duplicate(session: Session, alert: Alert, settings: Settings) -> b
         return False
     window_start = alert.created_at - timedelta(seconds=settings.alert_dedup_seconds)
     earlier = session.scalars(
-        select(Alert.id)
-        .where(
-            Alert.dedup_key == alert.dedup_key,
-            Alert.id < alert.id,
-            Alert.status != "suppressed",
-            Alert.created_at >= window_start,
-        )
-        .order_by(Alert.id.desc())
-        .limit(1)
+        _previous_alerted(alert, Alert.id).where(Alert.created_at >= window_start)
     ).first()
     if earlier is None:
         return False
@@ -284,6 +273,21 @@ def _suppress_duplicate(session: Session, alert: Alert, settings: Settings) -> b
         update(Alert).where(Alert.id == earlier).values(suppressed_count=Alert.suppressed_count + 1)
     )
     return True
+
+
+def _previous_alerted(alert: Alert, column: Any) -> Select[Any]:
+    """``column`` of the latest earlier alert of the same kind+symbol that was (or will be)
+    sent: the one a duplicate folds into, and whose fold count the next message reports."""
+    return (
+        select(column)
+        .where(
+            Alert.dedup_key == alert.dedup_key,
+            Alert.id < alert.id,
+            Alert.status != "suppressed",
+        )
+        .order_by(Alert.id.desc())
+        .limit(1)
+    )
 
 
 def _rate_limited_until(session: Session, settings: Settings, now: datetime) -> datetime | None:
@@ -306,11 +310,8 @@ def _give_up(session: Session, alert: Alert, why: str, report: DeliveryReport) -
     record(
         session,
         EventType.ALERT_GAVE_UP,
-        severity=Severity.ERROR,
-        alert_id=alert.id,
-        kind=alert.kind,
-        attempts=alert.attempts,
         error=alert.last_error,
+        **_about(alert),
     )
     log.error("alert %s (%s) given up: %s", alert.id, alert.kind, alert.last_error)
     report.gave_up += 1
@@ -319,16 +320,7 @@ def _give_up(session: Session, alert: Alert, why: str, report: DeliveryReport) -
 def render(session: Session, alert: Alert) -> tuple[dict[str, Any], str]:
     """The JSON payload and the human text of one alert."""
     event = session.get(Event, alert.event_id) if alert.event_id is not None else None
-    previous = session.scalars(
-        select(Alert.suppressed_count)
-        .where(
-            Alert.dedup_key == alert.dedup_key,
-            Alert.id < alert.id,
-            Alert.status != "suppressed",
-        )
-        .order_by(Alert.id.desc())
-        .limit(1)
-    ).first()
+    previous = session.scalars(_previous_alerted(alert, Alert.suppressed_count)).first()
     payload: dict[str, Any] = {
         "alert_id": alert.id,
         "kind": alert.kind,

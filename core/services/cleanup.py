@@ -28,7 +28,7 @@ from typing import Any
 
 from core.db.models import Position
 from core.domain.positions import TERMINAL, PositionStatus
-from core.events import EventType, Severity, record
+from core.events import EventType, record
 from core.exchange.client_ids import of_position, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.locks import LockNotAcquired
@@ -121,7 +121,6 @@ def _apply(deps: Deps, actions: list[CleanupAction]) -> None:
             record(
                 session,
                 EventType.CLEANUP_ACTION,
-                severity=Severity.WARNING,
                 exchange=v.exchange or deps.exchange_name,
                 symbol=v.symbol,
                 position_id=v.position_id,

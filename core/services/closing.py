@@ -25,7 +25,7 @@ from core.domain.orders import OrderStatus
 from core.domain.positions import TERMINAL, PositionStatus, PositionTrigger
 from core.domain.reconciliation import Fill, exit_price_from_trades
 from core.domain.sides import OrderSide, Side
-from core.events import EventType, Severity, record
+from core.events import EventType, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.exchange.types import TradeSnapshot
@@ -234,9 +234,7 @@ def settle_external_close(
         # the exchange between transactions; the close is written after, all or nothing
         if _exchange_has_position(deps, symbol):
             return False
-        trades = deps.exchange.trades(symbol, since=position.created_at)
-        cancelled = cancel_leftovers(deps, position)
-        _finish_closed(deps, held, position_id, reason, trades, cancelled)
+        _finish_flat(deps, held, position, reason)
     drop_bands(deps, position)
     if sweep_zombies:
         sweep_after_close(deps, symbol)
@@ -255,13 +253,11 @@ def sweep_after_close(deps: Deps, symbol: str) -> None:
     try:
         cleanup_zombies(deps, symbols=frozenset({symbol}))
     except (errors.ExchangeFailure, LockNotAcquired) as exc:
-        deps.record_alone(
+        deps.record_failure_warning(
             EventType.EXCHANGE_ERROR,
-            severity=Severity.WARNING,
-            exchange=deps.exchange_name,
+            exc,
             symbol=symbol,
             reason="zombie sweep after close deferred to beat",
-            error=str(exc),
         )
 
 
@@ -308,15 +304,9 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
     if closed and flat_before:
         reason = _reason_when_found_flat(deps, position_id, position.symbol, reason)
     if closed:
-        # the exchange between transactions: the exit's trades, the leftovers cancelled
-        trades = deps.exchange.trades(position.symbol, since=position.created_at)
-        cancelled = cancel_leftovers(deps, position)
-        _finish_closed(deps, held, position_id, reason, trades, cancelled)
+        _finish_flat(deps, held, position, reason)
         drop_bands(deps, position)
-        if reason == "stop_triggered":
-            from core.services.stop_fill import ensure_stop_triggered_event
-
-            ensure_stop_triggered_event(position_id)
+        _ensure_stop_triggered_event(deps, position_id, reason)
         return True
     with deps.unit_of_work() as session:
         position = session.get(Position, position_id, populate_existing=True)
@@ -324,7 +314,6 @@ def close_locked(deps: Deps, held: HeldLock, position_id: int, reason: str) -> b
         record(
             session,
             EventType.CLOSE_FAILED,
-            severity=Severity.ERROR,
             ctx=context(position),
             reason=reason,
             error=str(failure or "still open"),
@@ -353,18 +342,22 @@ def _reason_when_found_flat(deps: Deps, position_id: int, symbol: str, requested
     return "stop_triggered" if closed_by_own_stop(deps, position_id, symbol) else requested
 
 
-def _finish_closed(
-    deps: Deps,
-    held: HeldLock,
-    position_id: int,
-    reason: str,
-    trades: list[TradeSnapshot],
-    cancelled: list[CancelledLeftover],
-) -> None:
-    """The close confirmed on the exchange, written in one transaction: the record finished
-    with its exit from ``trades`` and the leftovers that were cancelled."""
+def _ensure_stop_triggered_event(deps: Deps, position_id: int, reason: str) -> None:
+    """A close by the position's own stop has its ``stop_triggered`` event on record."""
+    if reason == "stop_triggered":
+        from core.services.stop_fill import ensure_stop_triggered_event
+
+        ensure_stop_triggered_event(deps, position_id)
+
+
+def _finish_flat(deps: Deps, held: HeldLock, flat: Position, reason: str) -> None:
+    """The close confirmed on the exchange (the position is flat there): the exit's trades
+    read and the leftovers cancelled (exchange calls, between transactions), then the record
+    finished with its exit and the cancelled leftovers in one transaction."""
+    trades = deps.exchange.trades(flat.symbol, since=flat.created_at)
+    cancelled = cancel_leftovers(deps, flat)
     with deps.unit_of_work() as session:
-        position = session.get(Position, position_id, populate_existing=True)
+        position = session.get(Position, flat.id, populate_existing=True)
         assert position is not None
         finish(
             session,
@@ -466,10 +459,7 @@ def settle_stop_triggered(deps: Deps, position_id: int, reason: str = "stop_trig
     reconciliation is the fallback when it never does.
     """
     if settle_external_close(deps, position_id, reason):
-        if reason == "stop_triggered":
-            from core.services.stop_fill import ensure_stop_triggered_event
-
-            ensure_stop_triggered_event(position_id)
+        _ensure_stop_triggered_event(deps, position_id, reason)
         return True
     with deps.unit_of_work() as session:
         position = session.get(Position, position_id)

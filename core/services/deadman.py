@@ -88,7 +88,8 @@ def register_api_watchdog(app: web.Application, health: HealthChecker, settings:
     """Run the watchdog beside the API's routes for as long as the API serves."""
 
     async def lifetime(_: web.Application):  # type: ignore[no-untyped-def]
-        watchdog = Watchdog(settings, health.clock, watchdog_checker(health), host="api")
+        checker = watchdog_checker(health)
+        watchdog = Watchdog(settings, health.clock, checker, host="api", uow=health.uow)
         stop = asyncio.Event()
         task = asyncio.create_task(WatchLoop(watchdog, settings, deadman=False).run(stop))
         yield
@@ -120,7 +121,8 @@ def start_beat_watch(
         worker_ping,
         exchange_name=exchange_name(settings),  # no exchange client built at start-up
     )
-    loop = WatchLoop(Watchdog(settings, clock, health, host="beat"), settings, deadman=True)
+    watchdog = Watchdog(settings, clock, health, host="beat", uow=health.uow)
+    loop = WatchLoop(watchdog, settings, deadman=True)
 
     def run() -> None:
         asyncio.run(loop.run(asyncio.Event()))

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.config import Settings, get_settings, resolve_redis_url
+from core.config import Settings, exchange_client_options, get_settings, resolve_redis_url
 from core.db.session import new_session, unit_of_work
-from core.events import EventType, record
+from core.events import EventType, Severity, record
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.dialect import DialectOptions
 from core.exchange.factory import build_exchange
@@ -38,6 +38,13 @@ def exchange_name(settings: Settings) -> str:
 
 
 UnitOfWork = Callable[[], AbstractContextManager[Session]]
+
+
+def record_alone_through(uow: UnitOfWork, event_type: EventType, **kwargs: Any) -> None:
+    """One event in a transaction of its own, through ``uow``: for a service that is handed a
+    unit of work rather than a whole Deps (``Deps.record_alone`` is this with its own)."""
+    with uow() as session:
+        record(session, event_type, **kwargs)
 
 
 @dataclass
@@ -61,23 +68,27 @@ class Deps:
     def record_alone(self, event_type: EventType, **kwargs: Any) -> None:
         """One event in a transaction of its own (``core.events.record_alone``, through
         this Deps' unit of work)."""
-        with self.unit_of_work() as session:
-            record(session, event_type, **kwargs)
+        record_alone_through(self.uow, event_type, **kwargs)
+
+    def record_failure_warning(
+        self, event_type: EventType, exc: BaseException, **about: Any
+    ) -> None:
+        """A step on this venue failed and is left to a later run: a warning in a
+        transaction of its own, naming the venue and the error; ``about`` says which step."""
+        self.record_alone(
+            event_type,
+            severity=Severity.WARNING,
+            exchange=self.exchange_name,
+            error=str(exc),
+            **about,
+        )
 
     def fence_token(self) -> int:
         return fence_token()
 
 
 def build_adapter(settings: Settings) -> ExchangeAdapter:
-    client = build_exchange(
-        settings.exchange,
-        url=settings.exchange_url,
-        api_key=settings.api_key.get_secret_value(),
-        api_secret=settings.api_secret.get_secret_value(),
-        testnet=settings.testnet,
-        timeout_ms=settings.exchange_timeout_ms,
-        paper_dialect=settings.paper_dialect,
-    )
+    client = build_exchange(settings.exchange, **exchange_client_options(settings))
     options = DialectOptions(visibility_timeout=settings.exchange_visibility_timeout)
     return ExchangeAdapter(client, exchange_name(settings), options=options)
 

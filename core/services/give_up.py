@@ -10,15 +10,24 @@ import logging
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.events import EventType, Severity, record_alone
+from core.db.session import unit_of_work
+from core.events import EventType, Severity
+from core.services.deps import UnitOfWork, record_alone_through
 
 log = logging.getLogger(__name__)
 
 
-def record_gave_up(task: str, position_id: int | None, attempts: int, error: BaseException) -> None:
+def record_gave_up(
+    task: str,
+    position_id: int | None,
+    attempts: int,
+    error: BaseException,
+    uow: UnitOfWork = unit_of_work,
+) -> None:
     """Record that ``task`` gave up on ``position_id`` after ``attempts`` tries."""
     try:
-        record_alone(
+        record_alone_through(
+            uow,
             EventType.TASK_GAVE_UP,
             severity=Severity.CRITICAL,
             position_id=position_id,

@@ -37,6 +37,7 @@ from core.domain.halts import (
     opening_block,
 )
 from core.events import EventType, Severity, jsonable_fields, record
+from core.services.deps import UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +92,9 @@ def block_for(session: Session, exchange: str) -> OpeningBlock | None:
     return opening_block((h.view() for h in in_force(session, exchange)), exchange)
 
 
-def current() -> list[HaltState]:
+def current(uow: UnitOfWork = unit_of_work) -> list[HaltState]:
     """Halts in force (own transaction), for /health, /metrics, the CLI and the live view."""
-    with unit_of_work() as session:
+    with uow() as session:
         return in_force(session)
 
 
@@ -104,10 +105,11 @@ def halt(
     now: datetime,
     source: HaltSource = HaltSource.OPERATOR,
     scope: str = ALL_VENUES,
+    uow: UnitOfWork = unit_of_work,
 ) -> HaltResult:
     """Stop new openings (for ``scope``: a venue, or all). Safe to call any number of times."""
     reason = (reason or "no reason given").strip()[:1000]
-    with unit_of_work() as session:
+    with uow() as session:
         inserted = session.execute(
             insert(Halt)
             .values(
@@ -160,13 +162,14 @@ def resume(
     now: datetime,
     sources: Sequence[HaltSource] | None = None,
     scope: str | None = None,
+    uow: UnitOfWork = unit_of_work,
 ) -> list[HaltState]:
     """Lift the halts in force (of ``sources`` / ``scope`` if given); returns those lifted.
 
     `vigil resume` lifts every halt, the operator's and the engine's (a revoked key that was
     replaced); a venue that answers again lifts only its own maintenance pause.
     """
-    with unit_of_work() as session:
+    with uow() as session:
         query = update(Halt).where(Halt.resumed_at.is_(None))
         if sources is not None:
             query = query.where(Halt.source.in_([s.value for s in sources]))

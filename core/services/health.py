@@ -32,14 +32,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.clock import Clock
 from core.config import Settings
 from core.db.models import Heartbeat, Position
-from core.db.session import new_session
+from core.db.session import unit_of_work
 from core.domain.orders import ExchangeOrder
 from core.domain.positions import INTERMEDIATE, PositionStatus
-from core.events import EventType, Severity, record_alone
+from core.events import EventType
 from core.exchange.errors import ExchangeFailure
 from core.logging import redact
 from core.services import halts
-from core.services.deps import Deps
+from core.services.deps import Deps, UnitOfWork, record_alone_through
 from core.services.invariants import find_unprotected, load_open_rows
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class HealthChecker:
         exchange_reads: ExchangeReads,
         worker_ping: WorkerPing | None = None,
         exchange_name: str | None = None,
+        uow: UnitOfWork = unit_of_work,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -136,6 +137,7 @@ class HealthChecker:
         self.reads = exchange_reads
         self.worker_ping = worker_ping
         self.exchange_name = exchange_name
+        self.uow = uow  # every database read of a check, and the health change it records
 
     async def check(self) -> HealthReport:
         checks: dict[str, Callable[[], Component]] = {
@@ -165,7 +167,7 @@ class HealthChecker:
     def _halts(self) -> list[dict[str, Any]] | None:
         """The halts in force; None when the database cannot say (its component fails)."""
         try:
-            return [h.as_dict() for h in halts.current()]
+            return [h.as_dict() for h in halts.current(self.uow)]
         except SQLAlchemyError:
             return None
 
@@ -188,16 +190,16 @@ class HealthChecker:
                 return
             if before == now:
                 return
-            record_alone(
+            record_alone_through(
+                self.uow,
                 EventType.HEALTH_CHECK_FAILED,
-                severity=Severity.ERROR,
                 exchange=self.exchange_name,
                 failing=failing,
                 components={n: report.as_dict()["components"][n] for n in failing},
             )
             self.redis.set(key, now)
         except (RedisError, SQLAlchemyError) as exc:
-            log.warning("health change not recorded: %s", _first_line(exc))
+            log.warning("health change not recorded: %s", first_line(exc))
 
     async def _run(self, name: str, fn: Callable[[], Component]) -> Component:
         timeout = self.settings.health_check_timeout
@@ -210,42 +212,38 @@ class HealthChecker:
 
     def database(self) -> Component:
         try:
-            with new_session() as session:
+            with self.uow() as session:
                 session.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
-            return Component(FAIL, {"error": _first_line(exc)})
+            return Component(FAIL, {"error": first_line(exc)})
         return Component(OK)
 
     def redis_alive(self) -> Component:
         try:
             self.redis.ping()
         except redis.RedisError as exc:
-            return Component(FAIL, {"error": _first_line(exc)})
+            return Component(FAIL, {"error": first_line(exc)})
         return Component(OK)
 
     def exchange(self) -> Component:
-        try:
-            orders = self.reads.orders()
-        except ExchangeFailure as exc:
-            return Component(FAIL, {"error": f"{type(exc).__name__}: {_first_line(exc)}"})
-        return Component(OK, {"open_orders": len(orders)})
+        return exchange_component(self.reads)
 
     def _heartbeats(self) -> dict[str, datetime]:
-        with new_session() as session:
+        with self.uow() as session:
             return dict(session.execute(select(Heartbeat.component, Heartbeat.seen_at)).all())
 
     def beat(self) -> Component:
         try:
             seen = self._heartbeats().get("beat")
         except SQLAlchemyError as exc:
-            return Component(FAIL, {"error": _first_line(exc)})
+            return Component(FAIL, {"error": first_line(exc)})
         return self._fresh(seen, self.settings.health_beat_stale_seconds)
 
     def ingest(self) -> Component:
         try:
             seen = {k: v for k, v in self._heartbeats().items() if k.startswith("ingest")}
         except SQLAlchemyError as exc:
-            return Component(FAIL, {"error": _first_line(exc)})
+            return Component(FAIL, {"error": first_line(exc)})
         if not seen:
             if self.settings.signal_url is None:
                 return Component(NOT_CONFIGURED, {"detail": "VIGIL_SIGNAL_URL is not set"})
@@ -271,7 +269,7 @@ class HealthChecker:
         try:
             open_count, ticks = self._open_positions_and_ticks()
         except SQLAlchemyError as exc:
-            return Component(FAIL, {"error": _first_line(exc)})
+            return Component(FAIL, {"error": first_line(exc)})
         if ticks is None:
             return Component(NOT_CONFIGURED, {"detail": "no ingest heartbeat recorded"})
         detail: dict[str, Any] = {"open_positions": open_count, "stale_after_seconds": stale_after}
@@ -290,7 +288,7 @@ class HealthChecker:
         """Open positions, and the ingests' last ticks (None: no ingest ever beat)."""
         live = [s.value for s in INTERMEDIATE] + [PositionStatus.ACTIVE.value]
         row_name = f"ingest:{self.exchange_name}" if self.exchange_name else None
-        with new_session() as session:
+        with self.uow() as session:
             open_query = select(func.count(Position.id)).where(Position.status.in_(live))
             if self.exchange_name:
                 open_query = open_query.where(Position.exchange == self.exchange_name)
@@ -312,11 +310,11 @@ class HealthChecker:
     def processes(self) -> Component:
         """Fails naming each process ``vigil up`` gave up restarting (a crash loop)."""
         try:
-            with new_session() as session:
+            with self.uow() as session:
                 row = session.get(Heartbeat, "supervisor")
                 info = dict(row.info or {}) if row is not None else None
         except SQLAlchemyError as exc:
-            return Component(FAIL, {"error": _first_line(exc)})
+            return Component(FAIL, {"error": first_line(exc)})
         if info is None:
             return Component(NOT_CONFIGURED, {"detail": "not run by `vigil up`"})
         detail = {"restarts": info.get("restarts", {})}
@@ -362,12 +360,12 @@ class HealthChecker:
 
     def unprotected(self) -> Component:
         return unprotected_positions(
-            self.exchange_name or self.deps_factory().exchange_name, self.reads
+            self.exchange_name or self.deps_factory().exchange_name, self.reads, self.uow
         )
 
     def interrupted(self) -> Component:
         try:
-            with new_session() as session:
+            with self.uow() as session:
                 oldest, count = session.execute(
                     select(func.min(Position.updated_at), func.count(Position.id)).where(
                         or_(
@@ -378,7 +376,7 @@ class HealthChecker:
                     )
                 ).one()
         except SQLAlchemyError as exc:
-            return Component(FAIL, {"error": _first_line(exc)})
+            return Component(FAIL, {"error": first_line(exc)})
         if oldest is None:
             return Component(OK, {"count": 0})
         age = (self.clock.now() - oldest).total_seconds()
@@ -387,20 +385,34 @@ class HealthChecker:
         return Component(OK if age <= limit else FAIL, detail)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An error as one redacted line of at most 300 characters: what a health component or a
+    page shows (a driver's error runs to many lines, and may carry a URL with a password)."""
     lines = str(exc).strip().splitlines()
     return redact(lines[0][:300]) if lines else type(exc).__name__
 
 
-def unprotected_positions(venue: str, reads: ExchangeReads) -> Component:
+def exchange_component(reads: ExchangeReads) -> Component:
+    """The ``exchange`` component of one venue: its open orders can be read (cached in
+    ``reads``), and how many there are."""
+    try:
+        orders = reads.orders()
+    except ExchangeFailure as exc:
+        return Component(FAIL, {"error": f"{type(exc).__name__}: {first_line(exc)}"})
+    return Component(OK, {"open_orders": len(orders)})
+
+
+def unprotected_positions(
+    venue: str, reads: ExchangeReads, uow: UnitOfWork = unit_of_work
+) -> Component:
     """The ``unprotected_positions`` component of one venue: its open positions checked
     against its open orders (cached in ``reads``); cannot tell is a failure."""
     try:
-        with new_session() as session:
+        with uow() as session:
             rows = load_open_rows(session, venue)
         orders = reads.orders()
     except (SQLAlchemyError, ExchangeFailure) as exc:
-        return Component(FAIL, {"error": f"cannot tell: {_first_line(exc)}"})
+        return Component(FAIL, {"error": f"cannot tell: {first_line(exc)}"})
     found = find_unprotected(rows, orders)
     detail: dict[str, Any] = {"count": len(found)}
     if found:

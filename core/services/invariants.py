@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -39,7 +40,6 @@ from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.db.models import AgedPosition, Event, Position, TrailingStop
-from core.db.session import new_session
 from core.domain.invariants import (
     InvariantReport,
     PositionRow,
@@ -61,7 +61,7 @@ from core.domain.positions import NON_TERMINAL, TERMINAL, PositionStatus
 from core.events import EventType
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import ExchangeFailure
-from core.services.deps import Deps
+from core.services.deps import Deps, UnitOfWork
 
 __all__ = ["InvariantReport", "Violation", "ViolationKind", "check_invariants", "find_unprotected"]
 
@@ -206,48 +206,48 @@ def check_invariants(
     """Check every invariant for ``deps``' exchange; read-only.
 
     ``session``: read through the caller's session (a test can check a state it has not
-    committed); by default a fresh one. The exchange is read once, after the database, so an
-    order placed in between is newer than the rows it would be judged against, never older.
+    committed); by default the Deps' transactions. The exchange is read once, after the
+    database and with no transaction open, so an order placed in between is newer than the
+    rows it would be judged against, never older; the owners of the orders it shows are
+    read after it.
     """
     now = now or deps.clock.now()
-    own = session is None
-    s = session or new_session()
-    try:
-        return _check(deps, s, now)
-    finally:
-        if own:
-            s.rollback()
-            s.close()
+    reads: UnitOfWork = deps.unit_of_work if session is None else (lambda: nullcontext(session))
+    return _check(deps, reads, now)
 
 
-def _check(deps: Deps, session: Session, now: datetime) -> InvariantReport:
+def _check(deps: Deps, reads: UnitOfWork, now: datetime) -> InvariantReport:
     exchange = deps.exchange_name
     settings = deps.settings
     grace = timedelta(seconds=settings.intermediate_state_grace_seconds)
     history_since = now - timedelta(days=settings.event_retention_days)
-    rows = _recent_rows(session, exchange, now - grace)
+    with reads() as session:
+        rows = _recent_rows(session, exchange, now - grace)
+        orphan_state = find_orphan_state(
+            _state_rows(session, TrailingStop, exchange),
+            _state_rows(session, AgedPosition, exchange),
+        )
+        told = [
+            r
+            for r in _recent_rows(session, exchange, history_since)
+            if r.created_at >= history_since
+        ]
+        status_events = _status_events(session, [r.id for r in told])
     open_rows = [r for r in rows if PositionStatus(r.status) in NON_TERMINAL]
     violations: list[Violation] = find_duplicates(open_rows)
     violations += find_stale_openings(open_rows, now, grace)
-    violations += find_orphan_state(
-        _state_rows(session, TrailingStop, exchange), _state_rows(session, AgedPosition, exchange)
-    )
-    told = [
-        r for r in _recent_rows(session, exchange, history_since) if r.created_at >= history_since
-    ]
-    violations += find_missing_transition_events(
-        told, _status_events(session, [r.id for r in told])
-    )
+    violations += orphan_state
+    violations += find_missing_transition_events(told, status_events)
     ex = _read_exchange(deps)
     errors = (ex.error,) if ex.error else ()
     if ex.error is None:
         violations += find_unprotected(open_rows, ex.orders, ex.positions)
         violations += find_surplus_stops(open_rows, ex.orders, ex.positions)
         owner_ids = [p.position_id for o in ex.orders if (p := parse_client_id(o.client_id))]
+        with reads() as session:
+            owners = _rows_by_id(session, owner_ids)
         busy = frozenset(r.symbol for r in open_rows if r.in_flight and now - r.updated_at <= grace)
-        violations += find_orphan_orders(
-            exchange, ex.orders, _rows_by_id(session, owner_ids), ex.positions, busy
-        )
+        violations += find_orphan_orders(exchange, ex.orders, owners, ex.positions, busy)
         violations += find_mismatches(exchange, rows, ex.positions, now, grace, ex.step_sizes)
     return InvariantReport(
         exchange=exchange,

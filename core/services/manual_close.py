@@ -32,7 +32,7 @@ from core.exchange import errors
 from core.locks import LockNotAcquired
 from core.services import halts
 from core.services.closing import close_position
-from core.services.deps import Deps
+from core.services.deps import Deps, UnitOfWork
 
 MANUAL = "manual"
 
@@ -109,21 +109,24 @@ def open_targets(session: Session, exchange: str, symbol: str | None = None) -> 
     return [CloseTarget.of(p) for p in session.scalars(query)]
 
 
-def target(position_id: int) -> CloseTarget:
-    """The position by id, whatever its status; PositionNotFound if there is none."""
-    with unit_of_work() as session:
+def target(position_id: int, uow: UnitOfWork = unit_of_work) -> CloseTarget:
+    """The position by id, whatever its status; PositionNotFound if there is none.
+
+    Callers that do not know the position's venue yet (the API, before it picks the venue's
+    Deps) use the default transactions; a service passes its Deps' ``unit_of_work``."""
+    with uow() as session:
         position = session.get(Position, position_id)
         if position is None:
             raise PositionNotFound(f"no position {position_id}")
         return CloseTarget.of(position)
 
 
-def target_on(exchange: str, symbol: str) -> CloseTarget:
-    """The open position on ``symbol``; PositionNotFound if it has none."""
-    with unit_of_work() as session:
-        found = open_targets(session, exchange, symbol)
+def target_on(deps: Deps, symbol: str) -> CloseTarget:
+    """The open position on ``symbol`` on this venue; PositionNotFound if it has none."""
+    with deps.unit_of_work() as session:
+        found = open_targets(session, deps.exchange_name, symbol)
     if not found:
-        raise PositionNotFound(f"no open position on {exchange} {symbol.upper()}")
+        raise PositionNotFound(f"no open position on {deps.exchange_name} {symbol.upper()}")
     return found[0]
 
 
@@ -133,17 +136,17 @@ def close_one(deps: Deps, position_id: int) -> CloseResult:
     A failed close leaves the position ``active`` with its stop (closing.py's contract), so
     trying again is always safe.
     """
-    before = target(position_id)
+    before = target(position_id, deps.unit_of_work)
     error: str | None = None
     try:
         close_position(deps, position_id, MANUAL)
     except (errors.ExchangeFailure, LockNotAcquired) as exc:
         error = f"{type(exc).__name__}: {exc}"
-    return _result(before, error)
+    return _result(deps, before, error)
 
 
-def _result(before: CloseTarget, error: str | None) -> CloseResult:
-    with unit_of_work() as session:
+def _result(deps: Deps, before: CloseTarget, error: str | None) -> CloseResult:
+    with deps.unit_of_work() as session:
         position = session.get(Position, before.position_id)
         assert position is not None
         closed = PositionStatus(position.status) in TERMINAL
@@ -185,7 +188,7 @@ def close_all(
             return report
         if time.monotonic() >= deadline:
             for item in opening:
-                report.results.append(_result(item, "still opening; not closed"))
+                report.results.append(_result(deps, item, "still opening; not closed"))
             return report
         sleep(0.25)
 

@@ -44,7 +44,7 @@ from core.services.executor import Executor, LookupFailed, OrderIntent, Sent
 from core.services.first_band import publish_first_band
 from core.services.opening_blocks import filter_halted, pause_openings, paused_key
 from core.services.positions import context, order_row, record_signal_outcome, transition
-from core.services.rollback import RollbackSteps
+from core.services.rollback import RollbackSteps, record_order_refused
 from core.services.trailing_state import start_trailing
 
 S = PositionStatus
@@ -81,7 +81,6 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
                 record(
                     session,
                     EventType.TASK_GAVE_UP,
-                    severity=Severity.ERROR,
                     ctx=context(position),
                     attempts=position.attempts,
                     reason="left to recovery",
@@ -216,7 +215,6 @@ class Opening(RollbackSteps):
             record(
                 session,
                 EventType.API_RATE_LIMIT_HIT,
-                severity=Severity.WARNING,
                 ctx=context(position),
                 error=str(exc),
             )
@@ -239,15 +237,7 @@ class Opening(RollbackSteps):
             return self._fail(session, position, f"insufficient funds: {exc}")
         except errors.Permanent as exc:
             venue_watch.note_failure(self.deps, exc)
-            record(
-                session,
-                EventType.ENTRY_ORDER_FAILED,
-                severity=Severity.ERROR,
-                ctx=context(position),
-                order_id=intent.client_id,
-                error=str(exc),
-                code=exc.code,
-            )
+            record_order_refused(session, EventType.ENTRY_ORDER_FAILED, position, intent, exc)
             return self._fail(session, position, f"entry refused: {exc}")
         if sent.after_unknown is not None:
             self._looked_up(session, position, intent, sent.after_unknown, found=True)
@@ -266,7 +256,6 @@ class Opening(RollbackSteps):
         record(
             session,
             EventType.ORDER_LOOKUP_BEFORE_RETRY,
-            severity=Severity.WARNING,
             ctx=context(position),
             order_id=intent.client_id,
             found=found,
@@ -304,13 +293,10 @@ class Opening(RollbackSteps):
         record(
             session,
             EventType.ENTRY_ORDER_FAILED,
-            severity=Severity.WARNING,
             ctx=context(position),
             reason=why,
         )
-        transition(session, position, T.ENTRY_NOT_FOUND, self.held.token, reason=why)
-        record_signal_outcome(session, position, "failed", why)
-        return OpenOutcome.FAILED
+        return self._fail(session, position, why, T.ENTRY_NOT_FOUND)
 
     # --- entry_placed: wait for the fill ---------------------------------------------------
 
@@ -370,6 +356,7 @@ class Opening(RollbackSteps):
         record(
             session,
             EventType.ENTRY_ORDER_FAILED,
+            severity=Severity.INFO,
             ctx=context(position),
             order_id=entry_intent(position, order.amount).client_id,
             status=order.status,
@@ -451,8 +438,16 @@ class Opening(RollbackSteps):
         publish_first_band(self.deps, position, row)  # trailed from its first tick
         return OpenOutcome.ACTIVE
 
-    def _fail(self, session: Session, position: Position, why: str) -> OpenOutcome:
-        transition(session, position, T.ENTRY_REJECTED, self.held.token, reason=why)
+    def _fail(
+        self,
+        session: Session,
+        position: Position,
+        why: str,
+        trigger: PositionTrigger = T.ENTRY_REJECTED,
+    ) -> OpenOutcome:
+        """The opening ends without a position: the position's move and its signal's
+        outcome, both saying why."""
+        transition(session, position, trigger, self.held.token, reason=why)
         record_signal_outcome(session, position, "failed", why)
         return OpenOutcome.FAILED
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.db.models import Position, Signal
 from core.domain.positions import PositionTrigger
-from core.events import EventType, Severity, record
+from core.events import EventType, record
 from core.services.positions import context, transition
 
 
@@ -49,14 +49,12 @@ def pause_openings(
     record(
         session,
         EventType.INSUFFICIENT_FUNDS,
-        severity=Severity.CRITICAL,
         ctx=context(position),
         error=why,
     )
     record(
         session,
         EventType.OPENINGS_PAUSED,
-        severity=Severity.WARNING,
         ctx=context(position),
         seconds=seconds,
     )

@@ -21,10 +21,11 @@ Orphans, per exchange:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from core.db.models import AgedPosition, Position, TrailingStop
@@ -100,8 +101,44 @@ def _orphan_rows(
 
 def _orphan_bands(deps: Deps, *, apply: bool) -> tuple[list[str], list[str]]:
     exchange = deps.exchange_name
-    tracked = bands.tracked_symbols(deps.redis, exchange)
-    orphans = sorted(set(tracked) - _open_symbols(deps, exchange, tracked))
+    return drop_orphan_bands(
+        deps,
+        bands.tracked_symbols(deps.redis, exchange),
+        lambda symbols: select(Position.symbol).where(
+            Position.exchange == exchange,
+            Position.symbol.in_(symbols),
+            Position.status.in_(NON_TERMINAL_VALUES),
+        ),
+        lambda symbol: bands.components(deps.redis, exchange, symbol),
+        apply=apply,
+    )
+
+
+def drop_orphan_bands(
+    deps: Deps,
+    watched: list[str],
+    backing: Callable[[list[str]], Select[str]],
+    components_of: Callable[[str], Iterable[str]],
+    *,
+    apply: bool = True,
+) -> tuple[list[str], list[str]]:
+    """Remove the band components (``components_of``) of the ``watched`` symbols that no
+    database row backs any more (``backing``: the query of the backed ones among some).
+
+    Each is re-checked under the symbol's lock before it goes: whoever creates the backing
+    row (an opening, an aged detection) holds that lock when it publishes a band, so a band
+    published meanwhile stays. Returns (removed, busy); a busy symbol is left to the next
+    pass. Without ``apply``: what would be removed, nothing changed.
+    """
+    exchange = deps.exchange_name
+
+    def backed(symbols: list[str]) -> set[str]:
+        if not symbols:
+            return set()
+        with deps.unit_of_work() as session:
+            return set(session.scalars(backing(symbols)))
+
+    orphans = sorted(set(watched) - backed(watched))
     if not apply:
         return orphans, []
     removed: list[str] = []
@@ -109,28 +146,12 @@ def _orphan_bands(deps: Deps, *, apply: bool) -> tuple[list[str], list[str]]:
     for symbol in orphans:
         try:
             with lock_for(deps, exchange, symbol):
-                if _open_symbols(deps, exchange, [symbol]):
-                    continue  # an opening got there first: its band is not an orphan
-                for component in bands.components(deps.redis, exchange, symbol):
+                if backed([symbol]):
+                    continue  # backed again meanwhile: its band is not an orphan
+                for component in components_of(symbol):
                     bands.publish(deps.redis, exchange, symbol, component, None)
         except LockNotAcquired:
             busy.append(symbol)
             continue
         removed.append(symbol)
     return removed, busy
-
-
-def _open_symbols(deps: Deps, exchange: str, symbols: list[str]) -> set[str]:
-    """The symbols among ``symbols`` with a non-terminal position on ``exchange``."""
-    if not symbols:
-        return set()
-    with deps.unit_of_work() as session:
-        return set(
-            session.scalars(
-                select(Position.symbol).where(
-                    Position.exchange == exchange,
-                    Position.symbol.in_(symbols),
-                    Position.status.in_(NON_TERMINAL_VALUES),
-                )
-            )
-        )

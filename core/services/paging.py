@@ -54,8 +54,8 @@ from core.events import EventType, Severity, record
 from core.exchange.errors import AuthenticationFailed, ExchangeFailure
 from core.logging import redact
 from core.services.alerts import Channel, DeliveryError, channels_from, deliver_pending
-from core.services.deps import Deps
-from core.services.health import ExchangeReads, HealthChecker, HealthReport
+from core.services.deps import Deps, UnitOfWork
+from core.services.health import ExchangeReads, HealthChecker, HealthReport, first_line
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +104,14 @@ class Watchdog:
         host: str,
         redis_client: redis.Redis | None = None,
         channels: list[Channel] | None = None,
+        uow: UnitOfWork = unit_of_work,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.health = health
         self.host = host
         self.redis = redis_client if redis_client is not None else health.redis
+        self.uow = uow  # where the pages and recoveries are written
         self.channels = channels
         self.params = paging_params(settings)
         self.tracked: dict[str, Tracked] = {}
@@ -139,9 +141,9 @@ class Watchdog:
             return decision
         try:
             self._record(decision, now)
-            deliver_pending(self.settings, self.clock, channels=self.channels)
+            deliver_pending(self.settings, self.clock, channels=self.channels, uow=self.uow)
         except SQLAlchemyError as exc:
-            log.error("watchdog could not write its pages: %s", _first_line(exc))
+            log.error("watchdog could not write its pages: %s", first_line(exc))
             for page in decision.pages:
                 self._send_direct(page, now)
         return decision
@@ -149,7 +151,7 @@ class Watchdog:
     # --- through the outbox ----------------------------------------------------------------
 
     def _record(self, decision: Decision, now: datetime) -> None:
-        with unit_of_work() as session:
+        with self.uow() as session:
             for direct in self.unrecorded:
                 self._record_direct(session, direct)
             for page in decision.pages:
@@ -158,7 +160,6 @@ class Watchdog:
                 record(
                     session,
                     EventType.COMPONENT_RECOVERED,
-                    severity=Severity.WARNING,
                     exchange=self.exchange,
                     component=name,
                     noticed_by=self.host,
@@ -170,7 +171,6 @@ class Watchdog:
         record(
             session,
             EventType.COMPONENT_DOWN,
-            severity=Severity.CRITICAL,
             exchange=self.exchange,
             **self._page_data(page, now),
         )
@@ -243,7 +243,6 @@ class Watchdog:
         event = record(
             session,
             EventType.COMPONENT_DOWN,
-            severity=Severity.CRITICAL,
             exchange=self.exchange,
             sent_directly=True,
             channels=direct.delivered,
@@ -270,7 +269,7 @@ def note_read_failure(deps: Deps, session: Session, guardian: str, exc: Exchange
         consecutive = int(deps.redis.incr(key))
         deps.redis.expire(key, 86_400)
     except RedisError as error:
-        log.warning("failed exchange reads not counted: %s", _first_line(error))
+        log.warning("failed exchange reads not counted: %s", first_line(error))
         return
     # a refused key does not heal by itself: it pages at the first failed cycle
     threshold = 1 if isinstance(exc, AuthenticationFailed) else None
@@ -281,12 +280,11 @@ def note_read_failure(deps: Deps, session: Session, guardian: str, exc: Exchange
         record(
             session,
             EventType.EXCHANGE_READS_FAILING,
-            severity=Severity.CRITICAL,
             exchange=deps.exchange_name,
             guardian=guardian,
             consecutive_failures=consecutive,
             error_type=type(exc).__name__,
-            error=_first_line(exc),
+            error=first_line(exc),
         )
 
 
@@ -305,12 +303,6 @@ def note_read_success(deps: Deps) -> None:
         return
     deps.record_alone(
         EventType.EXCHANGE_READS_RECOVERED,
-        severity=Severity.WARNING,
         exchange=deps.exchange_name,
         consecutive_failures=int(before),
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return redact(lines[0][:300]) if lines else type(exc).__name__

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.db.models import Order, Position, Signal
-from core.domain.orders import OrderStatus, next_order_status
+from core.domain.orders import OrderStatus, next_order_status, order_move_allowed
 from core.domain.positions import (
     INITIAL,
     NON_TERMINAL,
@@ -96,7 +96,6 @@ def create_position(session: Session, new: NewPosition, **event_data: Any) -> Po
         record(
             session,
             EventType.POSITION_DUPLICATE_PREVENTED,
-            severity=Severity.WARNING,
             exchange=new.exchange,
             symbol=new.symbol,
             correlation_id=correlation_id,
@@ -221,7 +220,6 @@ def _refused(
     record(
         session,
         EventType.ORDER_STATUS_MOVE_REFUSED,
-        severity=Severity.WARNING,
         order_id=client_order_id,
         from_status=stored,
         to_status=wanted,
@@ -253,9 +251,17 @@ def _upsert_statement() -> Any:
 def set_order_status(session: Session, client_order_id: str, status: str) -> None:
     """Move an existing ledger row's status (through the state machine, see record_order).
 
-    One locked read of the row (its columns, not an ORM entity) and one UPDATE: what
-    ``record_order`` would do for an existing row, without reading it twice.
+    One UPDATE whose WHERE admits only the statuses the state machine lets move to
+    ``status``: the usual case is that one statement. A row it left alone is then read,
+    locked, to tell a missing row (nothing to do) from a refused move (event).
     """
+    new = OrderStatus(status)
+    moved = session.execute(
+        _status_move_statement(),
+        {"cid": client_order_id, "to": new.value, "from": _moves_to(new)},
+    )
+    if moved.rowcount:  # type: ignore[attr-defined]
+        return
     row = session.execute(
         select(Order.position_id, Order.exchange, Order.symbol, Order.status, Order.filled_quantity)
         .where(Order.client_order_id == client_order_id)
@@ -263,16 +269,35 @@ def set_order_status(session: Session, client_order_id: str, status: str) -> Non
     ).one_or_none()
     if row is None:
         return
-    kept = next_order_status(row.status, status)
-    if kept != status:  # backwards: keep what is stored, say so
+    kept = next_order_status(row.status, new)
+    if kept != new:  # backwards: keep what is stored, say so
         where = {"exchange": row.exchange, "symbol": row.symbol, "position_id": row.position_id}
-        _refused(session, client_order_id, row.status, status, where)
+        _refused(session, client_order_id, row.status, new, where)
         return
-    session.execute(
-        sql_update(Order)
-        .where(Order.client_order_id == client_order_id)
-        .values(status=kept.value)
-        .execution_options(synchronize_session=False)
+    session.execute(  # allowed after all: the row changed between the two statements
+        _status_move_statement(),
+        {"cid": client_order_id, "to": new.value, "from": [row.status]},
+    )
+
+
+@functools.cache
+def _moves_to(new: OrderStatus) -> list[str]:
+    """The stored statuses the state machine lets move to ``new`` (itself included)."""
+    return [old.value for old in OrderStatus if order_move_allowed(old, new)]
+
+
+@functools.cache
+def _status_move_statement() -> Any:
+    """``UPDATE orders SET status = :to WHERE client_order_id = :cid AND status
+    IN :from`` on the table (no ORM bookkeeping), built once."""
+    table: Table = Order.__table__  # type: ignore[assignment]
+    return (
+        sql_update(table)
+        .where(
+            table.c.client_order_id == bindparam("cid"),
+            table.c.status.in_(bindparam("from", expanding=True)),
+        )
+        .values(status=bindparam("to"))
     )
 
 

@@ -98,6 +98,13 @@ Beside each reaction, the table whose row (by position id) it needs, or None: a 
 without that row skips the reaction (looked up in the run's first transaction; aged rows
 are created under the symbol lock this run holds, so none appears meanwhile)."""
 
+DecideIn = Callable[[Session, Deps, HeldLock, Position, PriceWindow, datetime], Callable[[], bool]]
+"""A reaction's decision in the caller's transaction; returns the rest, run after commit."""
+
+FIRST_IN_RUN_TRANSACTION: dict[Reaction, DecideIn] = {trailing.react: trailing.decide_in}
+"""Reactions that, when first, decide in the run's first transaction (the one that found
+the position and drew the fencing token) instead of one of their own."""
+
 
 @dataclass(frozen=True)
 class PriceTaskResult:
@@ -204,21 +211,23 @@ def react_locked(
 ) -> PriceTaskResult:
     """Run the reactions for the symbol's active position; the caller holds the lock.
 
-    Each reaction re-reads the position in its own transaction and does nothing if it is no
-    longer active (an earlier reaction may have closed it). Trailing publishes its band as
-    its last step, from the state it just wrote; with no active position here the band is
-    withdrawn, so the ingest stops waking this task for the symbol.
+    Each reaction re-reads the position in its own transactions and does nothing if it is
+    no longer active (an earlier reaction may have closed it); the first may decide in the
+    run's first transaction instead (``FIRST_IN_RUN_TRANSACTION``). Trailing publishes its
+    band as its last step, from the state it just wrote; with no active position here the
+    band is withdrawn, so the ingest stops waking this task for the symbol.
     """
+    now = deps.clock.now()
     with deps.unit_of_work() as session:
         position = open_position_for(session, exchange, symbol)
         active = position is not None and position.status == PositionStatus.ACTIVE
         if active:
             assert position is not None
             reactions = _applicable(session, held, position.id)
+            first = _decide_first(session, deps, held, position, reactions, window, now)
     if position is None or not active:
         bands.publish(deps.redis, exchange, symbol, trailing.BAND_COMPONENT, None)
         return PriceTaskResult(position.id if position else None, window)
-    now = deps.clock.now()
     failures: list[errors.ExchangeFailure] = []
     closed = False
     with bind_correlation(position.correlation_id, position_id=position.id):
@@ -227,13 +236,37 @@ def react_locked(
             if index:
                 held.extend()  # the lock was just taken for the first one
             try:
-                closed = react(deps, held, position, window, now) or closed
+                if index == 0 and first is not None:  # decided in the first transaction
+                    closed = first() or closed
+                else:
+                    closed = react(deps, held, position, window, now) or closed
             except errors.Retryable as exc:  # the other reactions still run; the task retries
                 log.warning("price reaction %s failed for %s: %s", react.__module__, symbol, exc)
                 failures.append(exc)
     if failures:
         raise failures[0]
     return PriceTaskResult(position.id, window, closed=closed)
+
+
+def _decide_first(
+    session: Session,
+    deps: Deps,
+    held: HeldLock,
+    position: Position,
+    reactions: list[Reaction],
+    window: TickWindow,
+    now: datetime,
+) -> Callable[[], bool] | None:
+    """The first reaction's decision in the run's first transaction, if it has that form
+    and no dead run's intents wait (resolving them comes first); its second half, called
+    after the commit. None: the reaction runs as usual, in transactions of its own."""
+    decide_in = FIRST_IN_RUN_TRANSACTION.get(reactions[0]) if reactions else None
+    if decide_in is None or held.dead_run is not False:
+        return None
+    try:
+        return decide_in(session, deps, held, position, window, now)
+    except errors.Retryable:  # before any write (the venue's rules): as usual, then
+        return None
 
 
 def _applicable(session: Session, held: HeldLock, position_id: int) -> list[Reaction]:

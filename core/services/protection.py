@@ -274,7 +274,7 @@ def protect_locked(deps: Deps, held: HeldLock, position_id: int) -> PositionResu
     decision = _decide(guarded, on_exchange, orders, mark, now, params, rules)
     if not needs_action(decision, guarded):
         return PositionResult(outcome=Outcome.HEALTHY)
-    repair = Repair(deps, held, guarded, on_exchange, rules, params, now)
+    repair = Repair(deps, held, guarded, on_exchange, now)
     ctx = guarded.ctx
     with bind_correlation(ctx.correlation_id, position_id=ctx.position_id):
         return repair.run(decision, {o.id: o for o in orders})

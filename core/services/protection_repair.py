@@ -25,18 +25,24 @@ from core.domain.protection import (
     ProtectedPosition,
     ProtectionActionKind,
     ProtectionDecision,
-    ProtectionParams,
     StopOwner,
 )
 from core.domain.sides import Side
-from core.domain.sizing import MarketRules
-from core.events import EventContext, EventType, Severity, record
+from core.events import EventContext, EventType, record
 from core.exchange import errors
 from core.exchange.types import OrderSnapshot, PositionSnapshot
 from core.locks import HeldLock
 from core.services import executor
 from core.services.deps import Deps
-from core.services.executor import Executor, OrderIntent, Sent, status_of
+from core.services.executor import (
+    Cancelled,
+    Executor,
+    OldOrder,
+    OrderIntent,
+    Replacement,
+    Sent,
+    status_of,
+)
 from core.services.positions import update as update_position
 
 K = ProtectionActionKind
@@ -136,20 +142,14 @@ class Repair:
         held: HeldLock,
         guarded: Guarded,
         on_exchange: PositionSnapshot,
-        rules: MarketRules | None,
-        params: ProtectionParams,
         now: datetime,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.deps = deps
-        self.ex = deps.exchange
         self.held = held
         self.g = guarded
         self.on_exchange = on_exchange
-        self.rules = rules
-        self.params = params
         self.now = now
-        self.sleep = sleep
         self.executor = Executor.of(deps, sleep=sleep)
         self.result = PositionResult()
 
@@ -160,17 +160,21 @@ class Repair:
                 self._take_over(session, actions[K.TAKE_OVER_FROM_TRAILING].reason)
             if K.PLACE_STOP in actions:
                 self._detected(session, decision, actions[K.PLACE_STOP].reason, orders)
+        surplus = actions.get(K.CANCEL_SURPLUS)
+        old = _old_orders(surplus.order_ids if surplus is not None else (), orders)
         if K.PLACE_STOP in actions:
             place = actions[K.PLACE_STOP]
             assert place.price is not None and place.quantity is not None
-            placed = self._place(place.price, place.quantity)
+            replaced = self._place(place.price, place.quantity, old)
             alert = actions.get(K.ALERT_UNPROTECTED)
             if alert is not None:
-                self._alert(alert.duration, restored=placed)
-            if not placed:
+                self._alert(alert.duration, restored=replaced is not None)
+            if replaced is None:
                 return self.result  # never cancel a partial stop without its replacement
-        if K.CANCEL_SURPLUS in actions:
-            self._cancel_surplus(actions[K.CANCEL_SURPLUS].order_ids, orders)
+            self._report_cancels(replaced.cancels, orders)
+        elif old:
+            self.held.extend()
+            self._report_cancels(self.executor.cancel_each(self.g.symbol, old), orders)
         if decision.protected and self.g.unprotected_since is not None:
             with self.deps.unit_of_work() as session:
                 self._write(session, unprotected_since=None)
@@ -188,7 +192,6 @@ class Repair:
         record(
             session,
             EventType.TRAILING_STOP_TAKEN_OVER,
-            severity=Severity.WARNING,
             ctx=self.g.ctx,
             reason=reason,
             heartbeat_at=self.g.heartbeat_at,
@@ -213,7 +216,6 @@ class Repair:
         record(
             session,
             EventType.MISSING_STOP_DETECTED,
-            severity=Severity.WARNING,
             ctx=self.g.ctx,
             reason=reason,
             quantity=self.on_exchange.quantity,
@@ -224,13 +226,16 @@ class Repair:
         if decision.unprotected_since != self.g.unprotected_since:
             self._write(session, unprotected_since=decision.unprotected_since)
 
-    def _place(self, price: Decimal, quantity: Decimal) -> bool:
+    def _place(
+        self, price: Decimal, quantity: Decimal, old: tuple[OldOrder, ...]
+    ) -> Replacement | None:
+        """The full stop placed, then the stops it replaces cancelled (make before break);
+        None, with the failure recorded, if the new stop could not be placed."""
         try:
-            sent = self._send_stop(price, quantity)
+            replaced = self._replace_stop(price, quantity, old)
         except errors.ExchangeFailure as exc:
             self.deps.record_alone(
                 EventType.PROTECTION_STOP_FAILED,
-                severity=Severity.ERROR,
                 ctx=self.g.ctx,
                 error=str(exc),
                 code=exc.code,
@@ -239,7 +244,8 @@ class Repair:
             )
             self.result.failed = True
             self.result.outcome = Outcome.FAILED
-            return False
+            return None
+        sent = replaced.new
         stop_price = sent.trigger_price or price
         with self.deps.unit_of_work() as session:
             executor.record(session, sent.intent, OrderStatus.OPEN, sent.order)
@@ -256,13 +262,18 @@ class Repair:
             )
             self._write(session, stop_price=stop_price, unprotected_since=None)
         self.result.stop_placed = True
-        return True
+        return replaced
 
-    def _send_stop(self, price: Decimal, quantity: Decimal) -> Sent:
-        """Place the stop; a lost answer is looked up by client id before any resend."""
+    def _replace_stop(
+        self, price: Decimal, quantity: Decimal, old: tuple[OldOrder, ...]
+    ) -> Replacement:
+        """The executor's replacement; a stop whose send was interrupted and is live after
+        all is the new stop (only the break step is left). A lost answer is looked up by
+        client id before any resend."""
         found = self._interrupted_intent()
         if found is not None:
-            return found
+            self.held.extend()
+            return Replacement(found, self.executor.cancel_each(self.g.symbol, old))
         with self.deps.unit_of_work() as session:
             position = session.get(Position, self.g.position_id)
             assert position is not None
@@ -274,8 +285,10 @@ class Repair:
             intent = self._intent(position, quantity, price, seq or 0)
             executor.record(session, intent)
         try:
-            self.held.extend()
-            return self.executor.place_stop(intent, attempts=self.deps.settings.stop_place_attempts)
+            self.held.extend()  # a full TTL for the replacement: the send and the cancels
+            return self.executor.replace_stop(
+                intent, old, attempts=self.deps.settings.stop_place_attempts
+            )
         except errors.ExchangeFailure:
             with self.deps.unit_of_work() as session:
                 executor.record(session, intent, OrderStatus.REJECTED)
@@ -329,7 +342,6 @@ class Repair:
     def _alert(self, duration: timedelta | None, *, restored: bool) -> None:
         self.deps.record_alone(
             EventType.POSITION_UNPROTECTED_ALERT,
-            severity=Severity.CRITICAL,
             ctx=self.g.ctx,
             unprotected_seconds=duration.total_seconds() if duration else None,
             unprotected_since=self.g.unprotected_since,
@@ -337,37 +349,49 @@ class Repair:
         )
         self.result.alerted = True
 
-    def _cancel_surplus(self, order_ids: tuple[str, ...], orders: dict[str, OrderSnapshot]) -> None:
-        for order_id in order_ids:
-            order = orders.get(order_id)
-            conditional = order.conditional if order is not None else True
-            client_id = order.client_id if order is not None else None
-            try:
-                self.held.extend()
-                cancelled = self.executor.cancel(self.g.symbol, order_id, conditional=conditional)
-            except errors.ExchangeFailure as exc:
+    def _report_cancels(
+        self, cancels: tuple[Cancelled, ...], orders: dict[str, OrderSnapshot]
+    ) -> None:
+        """One event per surplus stop the repair cancelled (or failed to cancel)."""
+        for done in cancels:
+            order_id = done.order.exchange_id
+            order = orders.get(order_id) if order_id is not None else None
+            if done.failure is not None:
                 self.deps.record_alone(
                     EventType.EXCHANGE_ERROR,
-                    severity=Severity.WARNING,
                     ctx=self.g.ctx,
-                    order_id=client_id,
+                    order_id=done.order.client_id,
                     exchange_order_id=order_id,
                     operation="cancel_surplus_stop",
-                    error=str(exc),
+                    error=str(done.failure),
                 )
                 continue
             self.deps.record_alone(
                 EventType.SURPLUS_STOP_CANCELLED,
                 ctx=self.g.ctx,
-                order_id=client_id,
+                order_id=done.order.client_id,
                 exchange_order_id=order_id,
-                already_gone=not cancelled,
+                already_gone=done.gone_before,
                 quantity=order.amount if order is not None else None,
             )
-            self.result.surplus_cancelled += cancelled
+            self.result.surplus_cancelled += not done.gone_before
 
     def _write(self, session: Session, **values: object) -> None:
         """A fenced write to the position: refused if a newer lock holder wrote it."""
         position = session.get(Position, self.g.position_id, populate_existing=True)
         assert position is not None
         update_position(session, position, self.held.token, **values)
+
+
+def _old_orders(
+    order_ids: tuple[str, ...], orders: dict[str, OrderSnapshot]
+) -> tuple[OldOrder, ...]:
+    """The surplus stops (by exchange id) a repair removes, as the executor cancels them."""
+    return tuple(
+        OldOrder(
+            orders[oid].client_id if oid in orders else None,
+            oid,
+            orders[oid].conditional if oid in orders else True,
+        )
+        for oid in order_ids
+    )

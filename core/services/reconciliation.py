@@ -98,18 +98,7 @@ def _db_positions(session: Session, exchange: str, recent: datetime) -> list[DbP
             ),
         )
     ).all()
-    return [
-        DbPosition(
-            id=p.id,
-            exchange=p.exchange,
-            symbol=p.symbol,
-            side=Side(p.side),
-            quantity=p.quantity,
-            status=PositionStatus(p.status),
-            updated_at=p.updated_at,
-        )
-        for p in rows
-    ]
+    return [DbPosition.of(p) for p in rows]
 
 
 def _step_sizes(deps: Deps, symbols: set[str]) -> dict[str, Decimal]:
@@ -250,7 +239,6 @@ def _close_phantom(deps: Deps, action: ReconAction) -> str:
     ctx = _position_ctx(deps, int(db.id))
     deps.record_alone(
         EventType.PHANTOM_POSITION_DETECTED,
-        severity=Severity.WARNING,
         ctx=ctx,
         status=db.status,
         quantity=db.quantity,
@@ -301,7 +289,6 @@ def _adopt_missing(deps: Deps, action: ReconAction) -> str:
             record(
                 session,
                 EventType.MISSING_POSITION_ADDED,
-                severity=Severity.WARNING,
                 ctx=context(position),
                 reason=action.reason,
                 **_exchange_data(current),
@@ -330,7 +317,6 @@ def _correct_quantity(deps: Deps, action: ReconAction) -> str:
             record(
                 session,
                 EventType.QUANTITY_MISMATCH,
-                severity=Severity.WARNING,
                 ctx=context(position),
                 db_quantity=position.quantity,
                 exchange_quantity=current.quantity,
@@ -345,7 +331,6 @@ def _side_mismatch(deps: Deps, action: ReconAction) -> str:
     assert db is not None
     deps.record_alone(
         EventType.SIDE_MISMATCH,
-        severity=Severity.CRITICAL,
         ctx=_position_ctx(deps, int(db.id)),
         db_side=db.side,
         db_quantity=db.quantity,
@@ -358,7 +343,6 @@ def _side_mismatch(deps: Deps, action: ReconAction) -> str:
 def _duplicate(deps: Deps, action: ReconAction) -> str:
     deps.record_alone(
         EventType.DUPLICATE_POSITION_DETECTED,
-        severity=Severity.CRITICAL,
         ctx=_ctx(deps, action),
         reason=action.reason,
     )

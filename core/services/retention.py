@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 
 from core.db.session import unit_of_work
+from core.services.deps import UnitOfWork
 
 _DELETE_BATCH = text(
     """
@@ -39,13 +40,14 @@ def purge_events(
     keep_critical_days: int,
     batch: int = 10_000,
     max_batches: int = 100,
+    uow: UnitOfWork = unit_of_work,
 ) -> RetentionResult:
     """Delete events older than ``keep_days`` (critical: ``keep_critical_days``)."""
     cutoff = now - timedelta(days=keep_days)
     critical_cutoff = now - timedelta(days=max(keep_days, keep_critical_days))
     deleted = batches = 0
     while batches < max_batches:
-        with unit_of_work() as session:
+        with uow() as session:
             result = session.execute(
                 _DELETE_BATCH,
                 {"cutoff": cutoff, "critical_cutoff": critical_cutoff, "batch": batch},

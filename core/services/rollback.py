@@ -39,6 +39,26 @@ if TYPE_CHECKING:
 T = PositionTrigger
 
 
+def record_order_refused(
+    session: Session,
+    event: EventType,
+    position: Position,
+    intent: OrderIntent,
+    error: errors.ExchangeFailure,
+) -> None:
+    """An order of the opening the venue refused: which one, and the venue's words and code
+    (the entry's refusal and the stop's are read side by side in an incident)."""
+    record(
+        session,
+        event,
+        severity=Severity.ERROR,
+        ctx=context(position),
+        order_id=intent.client_id,
+        error=str(error),
+        code=error.code,
+    )
+
+
 class RollbackSteps:
     """The ``closing`` (rollback) step of an opening; mixed into ``Opening``."""
 
@@ -63,19 +83,10 @@ class RollbackSteps:
         error: errors.ExchangeFailure,
     ) -> None:
         executor.record(session, intent, OrderStatus.REJECTED)
-        record(
-            session,
-            EventType.STOP_LOSS_FAILED,
-            severity=Severity.ERROR,
-            ctx=context(position),
-            order_id=intent.client_id,
-            error=str(error),
-            code=error.code,
-        )
+        record_order_refused(session, EventType.STOP_LOSS_FAILED, position, intent, error)
         record(
             session,
             EventType.POSITION_ROLLBACK_STARTED,
-            severity=Severity.WARNING,
             ctx=context(position),
             reason="stop could not be placed",
         )
@@ -146,7 +157,6 @@ class RollbackSteps:
         record(
             session,
             EventType.ROLLBACK_FAILED,
-            severity=Severity.CRITICAL,
             ctx=context(position),
             error=str(close_error) if close_error else "still open",
         )
@@ -174,7 +184,6 @@ class RollbackSteps:
             record(
                 session,
                 EventType.CRITICAL_ERROR,
-                severity=Severity.CRITICAL,
                 ctx=context(position),
                 reason="position open without stop",
                 error=str(exc),
@@ -187,7 +196,6 @@ class RollbackSteps:
         record(
             session,
             EventType.EMERGENCY_STOP_PLACED,
-            severity=Severity.CRITICAL,
             ctx=context(position),
             order_id=intent.client_id,
             stop_price=sent.trigger_price,

@@ -36,6 +36,7 @@ from core.domain.signals import ParseResult, Rejection, SignalParams
 from core.domain.signals import Signal as ParsedSignal
 from core.domain.waves import WaveKey, WaveParams, is_late, wave_deadline, wave_key
 from core.events import EventContext, EventType, Severity, record
+from core.services.deps import UnitOfWork
 from core.venues import configured_venues
 
 
@@ -70,7 +71,12 @@ def signal_params(settings: Settings) -> SignalParams:
 
 
 def store_frame(
-    result: ParseResult, *, now: datetime, params: WaveParams, ingest: str | None = None
+    result: ParseResult,
+    *,
+    now: datetime,
+    params: WaveParams,
+    ingest: str | None = None,
+    uow: UnitOfWork = unit_of_work,
 ) -> FrameReport:
     """Commit a parsed frame: rejections as events, valid signals as rows in their waves.
 
@@ -78,7 +84,7 @@ def store_frame(
     wait for the database). ``ingest`` names the receiving process in the events.
     """
     report = FrameReport()
-    with unit_of_work() as session:
+    with uow() as session:
         for rejection in result.rejections:
             _record_rejection(session, rejection, ingest)
             report.rejected += 1
@@ -93,7 +99,6 @@ def _record_rejection(session: Session, rejection: Rejection, ingest: str | None
     record(
         session,
         EventType.SIGNAL_REJECTED,
-        severity=Severity.WARNING,
         reason=rejection.reason,
         detail=rejection.detail,
         signal_id=rejection.signal_id,
@@ -150,7 +155,6 @@ def _store_signal(
         record(
             session,
             EventType.SIGNAL_EXPIRED,
-            severity=Severity.WARNING,
             ctx=ctx,
             signal_id=parsed.id,
             wave_id=wave_id,
@@ -181,12 +185,7 @@ def _insert_signal(
         insert(Signal)
         .values(
             signal_id=parsed.id,
-            exchange=parsed.exchange.value,
-            symbol=parsed.symbol,
-            action=parsed.action.value,
-            score_week=parsed.score_week,
-            score_month=parsed.score_month,
-            signal_ts=parsed.timestamp,
+            **_content(parsed),
             received_at=now,
             status="received",
             correlation_id=correlation_id,
@@ -226,14 +225,7 @@ def _join_wave(
 
 def _record_duplicate(session: Session, parsed: ParsedSignal, ingest: str | None) -> None:
     first = session.scalars(select(Signal).where(Signal.signal_id == parsed.id)).one()
-    differs = (
-        first.exchange != parsed.exchange.value
-        or first.symbol != parsed.symbol
-        or first.action != parsed.action.value
-        or first.score_week != parsed.score_week
-        or first.score_month != parsed.score_month
-        or first.signal_ts != parsed.timestamp
-    )
+    differs = any(getattr(first, column) != value for column, value in _content(parsed).items())
     record(
         session,
         # a resend of the same signal is routine; the same id with other content is a
@@ -249,6 +241,19 @@ def _record_duplicate(session: Session, parsed: ParsedSignal, ingest: str | None
         content_differs=differs,
         ingest=ingest,
     )
+
+
+def _content(parsed: ParsedSignal) -> dict[str, Any]:
+    """What a signal says, as the columns of its row: stored from the first copy, compared
+    with every later copy of the same id (a copy that differs is a producer bug)."""
+    return {
+        "exchange": parsed.exchange.value,
+        "symbol": parsed.symbol,
+        "action": parsed.action.value,
+        "score_week": parsed.score_week,
+        "score_month": parsed.score_month,
+        "signal_ts": parsed.timestamp,
+    }
 
 
 def _raw(parsed: ParsedSignal) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from datetime import datetime
 from core import locks
 from core.domain.orders import ExchangeOrder, ExchangePosition
 from core.domain.sides import Side
-from core.events import EventType, Severity, record
+from core.events import EventType, record
 from core.exchange.client_ids import of_position, parse_client_id
 from core.exchange.errors import ExchangeFailure
 from core.exchange.types import OrderSnapshot, PositionSnapshot
@@ -81,7 +81,6 @@ def take_or_record(deps: Deps, guardian: str, *, with_orders: bool = True) -> Ex
             record(
                 session,
                 EventType.EXCHANGE_ERROR,
-                severity=Severity.WARNING,
                 exchange=deps.exchange_name,
                 guardian=guardian,
                 operation="snapshot",

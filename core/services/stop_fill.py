@@ -17,7 +17,6 @@ import logging
 from sqlalchemy import select
 
 from core.db.models import Order
-from core.db.session import unit_of_work
 from core.exchange import errors
 from core.services.deps import Deps
 
@@ -34,7 +33,7 @@ def closed_by_own_stop(deps: Deps, position_id: int, symbol: str) -> bool:
     its next cycle instead of settling it as a phantom. An id the venue never heard of is
     an answer (not filled); so is any other refusal, logged.
     """
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         client_ids = session.scalars(
             select(Order.client_order_id).where(
                 Order.position_id == position_id,
@@ -67,14 +66,14 @@ def external_close_reason(deps: Deps, position_id: int, symbol: str) -> str:
     return "stop_triggered" if closed_by_own_stop(deps, position_id, symbol) else "phantom"
 
 
-def ensure_stop_triggered_event(position_id: int) -> None:
+def ensure_stop_triggered_event(deps: Deps, position_id: int) -> None:
     """Record ``stop_triggered`` for a settled stop fill if the ingest could not (its write
     met a database outage): the position's timeline still shows what closed it."""
     from core.db.models import Event, Position
     from core.events import EventType, record
     from core.services.positions import context
 
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         seen = session.scalar(
             select(Event.id).where(
                 Event.position_id == position_id, Event.type == EventType.STOP_TRIGGERED.value

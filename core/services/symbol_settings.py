@@ -54,7 +54,7 @@ from core.exchange import errors
 from core.venues import configured_venues
 
 if TYPE_CHECKING:
-    from core.services.deps import Deps
+    from core.services.deps import Deps, UnitOfWork
 
 VERSION_KEY = "vigil:symbol_settings:version"
 CHANNEL = "vigil:symbol_settings"
@@ -202,25 +202,42 @@ def _plain(value: Decimal) -> str:
 
 
 def set_values(
-    client: redis.Redis, exchange: str, symbol: str, values: dict[str, Value], by: str
+    client: redis.Redis,
+    exchange: str,
+    symbol: str,
+    values: dict[str, Value],
+    by: str,
+    uow: UnitOfWork = unit_of_work,
 ) -> Change:
     """Store ``values`` for (exchange, symbol), record the change, announce it."""
-    return _change(client, exchange, symbol, by, lambda old: {**old, **values})
+    return _change(client, exchange, symbol, by, lambda old: {**old, **values}, uow)
 
 
 def unset_values(
-    client: redis.Redis, exchange: str, symbol: str, keys: list[str] | None, by: str
+    client: redis.Redis,
+    exchange: str,
+    symbol: str,
+    keys: list[str] | None,
+    by: str,
+    uow: UnitOfWork = unit_of_work,
 ) -> Change:
     """Remove ``keys`` (None: every key) from (exchange, symbol)."""
     drop = set(KEYS) if keys is None else set(keys)
     return _change(
-        client, exchange, symbol, by, lambda old: {k: v for k, v in old.items() if k not in drop}
+        client,
+        exchange,
+        symbol,
+        by,
+        lambda old: {k: v for k, v in old.items() if k not in drop},
+        uow,
     )
 
 
-def _change(client: redis.Redis, exchange: str, symbol: str, by: str, edit: Any) -> Change:
+def _change(
+    client: redis.Redis, exchange: str, symbol: str, by: str, edit: Any, uow: UnitOfWork
+) -> Change:
     symbol = normalise_symbol(symbol)
-    with unit_of_work() as session:
+    with uow() as session:
         row = session.scalars(
             select(SymbolSetting)
             .where(SymbolSetting.exchange == exchange, SymbolSetting.symbol == symbol)
@@ -267,9 +284,9 @@ def announce(client: redis.Redis, exchange: str, symbol: str) -> None:
         pass
 
 
-def show(exchange: str | None = None) -> list[dict[str, Any]]:
+def show(exchange: str | None = None, uow: UnitOfWork = unit_of_work) -> list[dict[str, Any]]:
     """Every stored row (of one venue, or all), venue defaults first."""
-    with unit_of_work() as session:
+    with uow() as session:
         table = _read_table(session)
     rows = [
         {"exchange": ex, "symbol": sym, "values": _jsonable(values)}

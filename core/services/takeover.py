@@ -42,10 +42,14 @@ _GONE_STATUS = {"canceled": "cancelled", "expired": "expired", "rejected": "reje
 
 def after_dead_run(deps: Deps, held: HeldLock, position: Position) -> bool:
     """Resolve a dead predecessor's intents on this symbol, once; True if one was adopted."""
-    if not dead_run_pending(deps.redis, held.key):
+    pending = held.dead_run  # asked when the lock was taken (``symbol_lock``)
+    if pending is None:
+        pending = dead_run_pending(deps.redis, held.key)
+    if not pending:
         return False
     adopted = resolve_intents(deps, held, position.id, position.symbol)
     clear_dead_run(deps.redis, held.key)
+    held.dead_run = False
     return adopted
 
 

@@ -32,14 +32,16 @@ transactions; exchange calls happen between transactions, never inside one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.db.models import Order, Position
+from core.db.models import Order, Position, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.orders import STOP_PURPOSES, OrderStatus, covers, stops_for
@@ -47,18 +49,17 @@ from core.domain.protection import StopOwner
 from core.domain.sides import Side
 from core.domain.trailing import (
     PriceWindow,
-    TrailingAction,
     TrailingDecision,
     TrailingState,
     band,
     decide,
 )
-from core.events import EventType, Severity, record
+from core.events import EventType, record
 from core.exchange import errors
 from core.exchange.client_ids import client_order_id, parse_client_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, fenced_update
-from core.services import bands, executor, symbol_settings
+from core.services import bands, executor, symbol_settings, trailing_events
 from core.services.closing import (
     StopFillNotVisible,
     record_stop_triggered,
@@ -74,9 +75,21 @@ from core.services.executor import (
     status_of,
 )
 from core.services.positions import context, set_order_status
-from core.services.trailing_state import load_active, state_of, store, trailing_params
+from core.services.trailing_state import (
+    active_row,
+    load_active,
+    state_of,
+    store,
+    trailing_params,
+)
 
-__all__ = ["StopFillNotVisible", "react", "settle_stop_triggered", "trailing_params"]
+__all__ = [
+    "StopFillNotVisible",
+    "decide_in",
+    "react",
+    "settle_stop_triggered",
+    "trailing_params",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +109,28 @@ def react(
     Moves the stop, never closes the position: returns False.
     """
     trailer = _Trailer(deps, held, position.id, now)
-    trailer.advance(window)
-    found = trailer.band()
-    bands.publish(deps.redis, position.exchange, position.symbol, BAND_COMPONENT, found)
-    return False
+    with unit_of_work() as session:
+        step = trailer.decide(session, load_active(session, position.id), window)
+    return trailer.finish(step, window, position)
+
+
+def decide_in(
+    session: Session,
+    deps: Deps,
+    held: HeldLock,
+    position: Position,
+    window: PriceWindow,
+    now: datetime,
+) -> Callable[[], bool]:
+    """``react``'s first transaction done in the caller's (the price run's first, which
+    loaded ``position`` in it): the decision, its events and the move's intent are written
+    there. The caller commits, then calls the second half this returns (the orders, their
+    outcome, the band), so the intent is still durable before the order can exist. Saves
+    a transaction and a second read of the position per run.
+    """
+    trailer = _Trailer(deps, held, position.id, now)
+    step = trailer.decide(session, active_row(session, position), window)
+    return lambda: trailer.finish(step, window, position)
 
 
 @dataclass(frozen=True)
@@ -110,12 +141,20 @@ class _Intent:
     old: tuple[tuple[str, str | None], ...] = ()
 
 
+class _Step(NamedTuple):
+    """A decision that sends, and its intent (None: protection owns the stop)."""
+
+    decision: TrailingDecision
+    intent: _Intent | None
+
+
 class _Trailer:
     """One decision for one position, under the symbol lock held by the caller.
 
-    Transactions of a move: (1) load, decide, heartbeat, intent (and the old stops); the new
-    stop is sent, then the old ones cancelled; (2) accepted: ledger, state, position's stop,
-    events. A decision without an order is transaction (1) only.
+    Transactions of a move: (1) load, decide, heartbeat, intent (and the old stops), in
+    ``decide`` (the price run's first transaction, see ``decide_in``); the new stop is sent,
+    then the old ones cancelled; (2) accepted: ledger, state, position's stop, events. A
+    decision without an order is transaction (1) only.
     """
 
     # the position as loaded by ``advance`` (read-only for the rest of the decision)
@@ -140,86 +179,64 @@ class _Trailer:
             return None
         return band(self.persisted, self.params, self.now, self.tick)
 
-    def advance(self, window: PriceWindow) -> None:
-        with unit_of_work() as session:
-            loaded = load_active(session, self.position_id)
-            if loaded is None:
-                return
-            position, row = loaded
-            self.symbol = position.symbol
-            self.params = trailing_params(
-                symbol_settings.effective(
-                    self.deps.settings, self.deps.redis, position.exchange, position.symbol
-                )
+    def decide(
+        self,
+        session: Session,
+        loaded: tuple[Position, TrailingStop] | None,
+        window: PriceWindow,
+    ) -> _Step | None:
+        """Transaction (1) in ``session``: None when nothing is left to send."""
+        if loaded is None:
+            return None
+        position, row = loaded
+        self.symbol = position.symbol
+        self.tick = self.ex.rules(position.symbol).tick_size  # before any write
+        self.params = trailing_params(
+            symbol_settings.effective(
+                self.deps.settings, self.deps.redis, position.exchange, position.symbol
             )
-            self.side = Side(position.side)
-            self.quantity = position.quantity
-            self.tick = self.ex.rules(position.symbol).tick_size
-            current = state_of(row, position)
-            self.persisted = current
-            decision = decide(current, window, self.now, self.params, self.tick)
-            if not decision.send:
-                # trailing is watching this position (a move writes it with its outcome,
-                # ``_accepted`` or ``_failed``: not here, an UPDATE of its own)
-                row.heartbeat_at = self.now
-                log.debug(
-                    "trailing %s: %s (window %s..%s last %s, stop %s, ticks %s)",
-                    self.symbol,
-                    decision.reason,
-                    window.low,
-                    window.high,
-                    window.last,
-                    current.stop_price,
-                    getattr(window, "ticks", None),
-                )
-                store(row, decision.state)
-                self.persisted = decision.state
-                for action in decision.events:
-                    self._record_event(session, position, decision, action, window)
-                return
-            owned = row.owner == StopOwner.TRAILING
-            intent = self._intent(session, position, decision) if owned else None
+        )
+        self.side = Side(position.side)
+        self.quantity = position.quantity
+        current = state_of(row, position)
+        self.persisted = current
+        decision = decide(current, window, self.now, self.params, self.tick)
+        if not decision.send:
+            # trailing is watching this position (a move writes it with its outcome,
+            # ``_accepted`` or ``_failed``: not here, an UPDATE of its own)
+            row.heartbeat_at = self.now
+            log.debug(
+                "trailing %s: %s (window %s..%s last %s, stop %s, ticks %s)",
+                self.symbol,
+                decision.reason,
+                window.low,
+                window.high,
+                window.last,
+                current.stop_price,
+                getattr(window, "ticks", None),
+            )
+            store(row, decision.state)
+            self.persisted = decision.state
+            trailing_events.record_decision(session, position, decision, window)
+            return None
+        owned = row.owner == StopOwner.TRAILING
+        return _Step(decision, self._intent(session, position, decision) if owned else None)
+
+    def finish(self, step: _Step | None, window: PriceWindow, position: Position) -> bool:
+        """After transaction (1): the move, if any; then the band from the state written."""
+        if step is not None:
+            self._carry_out(step, window)
+        found = self.band()
+        bands.publish(self.deps.redis, position.exchange, position.symbol, BAND_COMPONENT, found)
+        return False
+
+    def _carry_out(self, step: _Step, window: PriceWindow) -> None:
+        decision, intent = step
         if intent is None:
             if not self._reclaim(decision):
                 return
-            with unit_of_work() as session:
-                loaded = load_active(session, self.position_id)
-                assert loaded is not None
-                intent = self._intent(session, loaded[0], decision)
+            intent = self._next_intent(decision)
         self._move(decision, window, intent)
-
-    def _record_event(
-        self,
-        session: Session,
-        position: Position,
-        decision: TrailingDecision,
-        action: TrailingAction,
-        window: PriceWindow,
-    ) -> None:
-        state = decision.state
-        ctx = context(position)
-        if action is TrailingAction.ACTIVATE:
-            record(
-                session,
-                EventType.TRAILING_STOP_ACTIVATED,
-                ctx=ctx,
-                activation_price=state.activation_price,
-                highest_price=state.highest_price,
-                lowest_price=state.lowest_price,
-                last_price=window.last,
-                reason=decision.reason,
-            )
-        elif action is TrailingAction.BREAKEVEN:
-            record(session, EventType.TRAILING_STOP_BREAKEVEN, ctx=ctx, reason=decision.reason)
-        elif action is TrailingAction.DEFERRED:
-            record(
-                session,
-                EventType.TRAILING_STOP_RATE_LIMITED,
-                ctx=ctx,
-                stop_price=decision.old_stop,
-                wanted_stop=state.pending_stop,
-                retry_at=decision.retry_at,
-            )
 
     # --- ownership ------------------------------------------------------------------------
 
@@ -299,7 +316,7 @@ class _Trailer:
             if found.is_filled:
                 self._stop_already_filled(intent.client_id, found)
                 return
-            intent = self._next_intent(intent.client_id, found, decision)
+            intent = self._next_intent(decision, gone=(intent.client_id, status_of(found)))
         old = old_orders(intent.old)
         self.held.extend()  # a full TTL for the move: send, a lookup, the old stops' cancel
         if stop is not None:  # live already: only the break step is left
@@ -330,11 +347,13 @@ class _Trailer:
         )
 
     def _next_intent(
-        self, client_id: str, order: OrderSnapshot, decision: TrailingDecision
+        self, decision: TrailingDecision, gone: tuple[str, OrderStatus] | None = None
     ) -> _Intent:
-        """The earlier intent's order is gone (cancelled, expired): close it, take a new seq."""
+        """The move's intent in a transaction of its own: after a reclaim, or once an earlier
+        intent's order is gone (``gone``: its client id and status, closed first)."""
         with unit_of_work() as session:
-            set_order_status(session, client_id, status_of(order))
+            if gone is not None:
+                set_order_status(session, *gone)
             loaded = load_active(session, self.position_id)
             assert loaded is not None
             return self._intent(session, loaded[0], decision)
@@ -356,7 +375,7 @@ class _Trailer:
         stop up by its client id and adopts it; an old stop already cancelled then counts as
         gone.
         """
-        stop, client_id = replaced.new.order, replaced.new.intent.client_id
+        stop = replaced.new.order
         live_price = replaced.new.trigger_price or decision.new_stop
         state = replace(decision.state, stop_price=live_price)
         tick_at = getattr(window, "first_tick_at", None)
@@ -370,38 +389,11 @@ class _Trailer:
             row.heartbeat_at = self.now
             # fenced, and only this write (the ORM object is not touched: no second UPDATE)
             fenced_update(session, position.id, self.held.token, stop_price=live_price)
-            for action in decision.events:
-                if action is not TrailingAction.MOVE_STOP:
-                    self._record_event(session, position, decision, action, window)
-            record(
-                session,
-                EventType.TRAILING_STOP_UPDATED,
-                ctx=context(position),
-                order_id=client_id,
-                exchange_order_id=stop.id,
-                old_stop=decision.old_stop,
-                new_stop=live_price,
-                update_count=state.update_count,
-                highest_price=state.highest_price,
-                lowest_price=state.lowest_price,
-                last_price=window.last,
-                tick_at=tick_at,
-            )
+            trailing_events.record_decision(session, position, decision, window)
+            trailing_events.moved(session, position, decision, replaced, window, live_price)
             for c in replaced.cancels:
                 if c.failure is None and c.order.client_id is not None:
                     set_order_status(session, c.order.client_id, OrderStatus.CANCELLED)
-                elif c.failure is not None:
-                    record(
-                        session,
-                        EventType.TRAILING_OLD_STOP_CANCEL_FAILED,
-                        severity=Severity.WARNING,
-                        ctx=context(position),
-                        order_id=c.order.client_id,
-                        exchange_order_id=c.exchange_id,
-                        kept_stop=client_id,
-                        error=str(c.failure),
-                        code=c.failure.code,
-                    )
         self.persisted = state
         if tick_at is not None:
             _observe_tick_to_order((self.deps.clock.now() - tick_at).total_seconds())
@@ -428,26 +420,8 @@ class _Trailer:
             row.pending_stop = decision.new_stop
             row.heartbeat_at = self.now
             self.persisted = state_of(row, position)
-            if isinstance(failure, errors.RateLimited):
-                record(
-                    session,
-                    EventType.API_RATE_LIMIT_HIT,
-                    severity=Severity.WARNING,
-                    ctx=context(position),
-                    error=str(failure),
-                )
-            record(
-                session,
-                EventType.TRAILING_STOP_UPDATE_FAILED,
-                severity=Severity.WARNING if failure is None else Severity.ERROR,
-                ctx=context(position),
-                stage=stage,
-                stop_price=decision.old_stop,
-                wanted_stop=decision.new_stop,
-                reason=reason or type(failure).__name__,
-                error=str(failure) if failure is not None else None,
-                code=failure.code if failure is not None else None,
-                owner=row.owner,
+            trailing_events.failed(
+                session, position, decision, failure, stage=stage, reason=reason, owner=row.owner
             )
 
     def _stop_already_filled(self, client_id: str, order: OrderSnapshot) -> None:

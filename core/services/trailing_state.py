@@ -92,6 +92,15 @@ def load_active(session: Session, position_id: int) -> tuple[Position, TrailingS
     return position, row
 
 
+def active_row(session: Session, position: Position) -> tuple[Position, TrailingStop] | None:
+    """``load_active`` for a position already loaded in ``session``'s transaction: only its
+    trailing row is read."""
+    if position.status != PositionStatus.ACTIVE or position.entry_price is None:
+        return None
+    row = session.get(TrailingStop, position.id)
+    return None if row is None else (position, row)
+
+
 def start_trailing(
     session: Session, position: Position, settings: Settings, now: datetime
 ) -> TrailingStop:

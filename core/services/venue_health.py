@@ -15,14 +15,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from core.exchange.errors import ExchangeFailure
 from core.services.deps import deps_for
 from core.services.health import (
-    FAIL,
-    OK,
     Component,
     ExchangeReads,
-    _first_line,
+    exchange_component,
     unprotected_positions,
 )
 from core.venues import configured_venues
@@ -50,14 +47,8 @@ def other_venue_checks(checker: HealthChecker) -> dict[str, Callable[[], Compone
         if venue == own:
             continue
         reads = venue_reads(venue, checker.settings.health_cache_seconds)
-        checks[f"exchange:{venue}"] = partial(_exchange, reads)
-        checks[f"unprotected_positions:{venue}"] = partial(unprotected_positions, venue, reads)
+        checks[f"exchange:{venue}"] = partial(exchange_component, reads)
+        checks[f"unprotected_positions:{venue}"] = partial(
+            unprotected_positions, venue, reads, checker.uow
+        )
     return checks
-
-
-def _exchange(reads: ExchangeReads) -> Component:
-    try:
-        orders = reads.orders()
-    except ExchangeFailure as exc:
-        return Component(FAIL, {"error": f"{type(exc).__name__}: {_first_line(exc)}"})
-    return Component(OK, {"open_orders": len(orders)})

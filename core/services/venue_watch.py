@@ -38,13 +38,7 @@ def note_failure(deps: Deps, failure: BaseException) -> halts.HaltResult | None:
     now = deps.clock.now()
     venue = deps.exchange_name
     if isinstance(failure, errors.AuthenticationFailed):
-        return halts.halt(
-            f"{venue} refused the API key: {failure}",
-            ENGINE,
-            now=now,
-            source=HaltSource.AUTH,
-            scope=venue,
-        )
+        return _halt_venue(deps, f"{venue} refused the API key: {failure}", now, HaltSource.AUTH)
     if isinstance(failure, errors.VenueMaintenance):
         return _pause(deps, f"{venue} is in maintenance: {failure}", now)
     if isinstance(failure, errors.VenueUnavailable):
@@ -63,12 +57,18 @@ def note_answer(deps: Deps) -> list[halts.HaltState]:
         now=deps.clock.now(),
         sources=(HaltSource.MAINTENANCE,),
         scope=deps.exchange_name,
+        uow=deps.uow,
     )
 
 
 def _pause(deps: Deps, reason: str, now: datetime) -> halts.HaltResult:
+    return _halt_venue(deps, reason, now, HaltSource.MAINTENANCE)
+
+
+def _halt_venue(deps: Deps, reason: str, now: datetime, source: HaltSource) -> halts.HaltResult:
+    """The engine's halt of this venue's openings (made once; found if already in force)."""
     return halts.halt(
-        reason, ENGINE, now=now, source=HaltSource.MAINTENANCE, scope=deps.exchange_name
+        reason, ENGINE, now=now, source=source, scope=deps.exchange_name, uow=deps.uow
     )
 
 

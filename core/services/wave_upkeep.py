@@ -26,10 +26,10 @@ from core.domain.positions import NON_TERMINAL, PositionStatus
 from core.domain.signals import Action, Exchange
 from core.domain.signals import Signal as DomainSignal
 from core.domain.waves import OpenPositionInfo, WaveParams, WaveSelection
-from core.events import EventContext, EventType, Severity, record, record_alone
+from core.events import EventContext, EventType, Severity, record
 from core.exchange import errors
 from core.services import halts, venue_watch
-from core.services.deps import Deps
+from core.services.deps import Deps, UnitOfWork, record_alone_through
 from core.services.opening_blocks import paused_key
 
 OPENINGS_PAUSED = "openings_paused"
@@ -72,6 +72,13 @@ def last_progress(wave: Wave) -> datetime:
     return moment
 
 
+def stalled(wave: Wave, now: datetime, settings: Settings) -> bool:
+    """A wave in ``processing`` with no progress for ``wave_stall_seconds``: its processing
+    died, and the next delivery (or beat's dispatch) resumes it."""
+    stall = timedelta(seconds=settings.wave_stall_seconds)
+    return wave.status == "processing" and last_progress(wave) <= now - stall
+
+
 def expire_waves(
     session: Session, now: datetime, max_delay: float, *, wave_id: int | None = None
 ) -> list[int]:
@@ -93,7 +100,6 @@ def expire_waves(
         record(
             session,
             EventType.WAVE_EXPIRED,
-            severity=Severity.WARNING,
             exchange=exchange,
             wave_id=wid,
             deadline=deadline,
@@ -112,7 +118,6 @@ def expire_received(session: Session, wave_id: int, reason: str) -> int:
         record(
             session,
             EventType.SIGNAL_EXPIRED,
-            severity=Severity.WARNING,
             ctx=signal_context(row),
             signal_id=row.signal_id,
             wave_id=wave_id,
@@ -127,16 +132,10 @@ class DueWaves:
     next_deadline: datetime | None  # of the earliest open wave not due yet
 
 
-def due_waves(exchange: str, now: datetime) -> DueWaves:
+def due_waves(exchange: str, now: datetime, uow: UnitOfWork = unit_of_work) -> DueWaves:
     """Open waves of ``exchange`` whose deadline has passed, and the next deadline."""
-    with unit_of_work() as session:
-        due = list(
-            session.scalars(
-                select(Wave.id)
-                .where(Wave.exchange == exchange, Wave.status == "open", Wave.deadline <= now)
-                .order_by(Wave.deadline)
-            )
-        )
+    with uow() as session:
+        due = _wave_ids(session, exchange, "open", Wave.deadline <= now, Wave.deadline)
         upcoming = session.scalar(
             select(func.min(Wave.deadline)).where(
                 Wave.exchange == exchange, Wave.status == "open", Wave.deadline > now
@@ -145,18 +144,22 @@ def due_waves(exchange: str, now: datetime) -> DueWaves:
     return DueWaves(due, upcoming)
 
 
-def wave_exists(exchange: str, window_start: datetime) -> bool:
-    with unit_of_work() as session:
+def wave_exists(exchange: str, window_start: datetime, uow: UnitOfWork = unit_of_work) -> bool:
+    with uow() as session:
         found = session.scalar(
             select(Wave.id).where(Wave.exchange == exchange, Wave.window_start == window_start)
         )
     return found is not None
 
 
-def record_wave_not_found(exchange: str, window_start: datetime, window_end: datetime) -> None:
+def record_wave_not_found(
+    exchange: str, window_start: datetime, window_end: datetime, uow: UnitOfWork = unit_of_work
+) -> None:
     """A window closed without a single signal: the signal service may be silent."""
-    record_alone(
+    record_alone_through(
+        uow,
         EventType.WAVE_NOT_FOUND,
+        severity=Severity.INFO,
         exchange=exchange,
         window_start=window_start,
         window_end=window_end,
@@ -226,7 +229,6 @@ def give_up(session: Session, wave: Wave, now: datetime) -> None:
             record(
                 session,
                 EventType.SIGNAL_FAILED,
-                severity=Severity.WARNING,
                 ctx=signal_context(row),
                 signal_id=row.signal_id,
                 reason=row.outcome_reason,
@@ -237,7 +239,6 @@ def give_up(session: Session, wave: Wave, now: datetime) -> None:
     record(
         session,
         EventType.TASK_GAVE_UP,
-        severity=Severity.ERROR,
         exchange=wave.exchange,
         wave_id=wave.id,
         attempts=wave.attempts,
@@ -246,7 +247,6 @@ def give_up(session: Session, wave: Wave, now: datetime) -> None:
     record(
         session,
         EventType.WAVE_COMPLETED,
-        severity=Severity.WARNING,
         exchange=wave.exchange,
         wave_id=wave.id,
         gave_up=True,

@@ -59,7 +59,7 @@ from core.domain.waves import (
 from core.events import EventType, Severity, jsonable_fields, record
 from core.services import symbol_settings
 from core.services.deps import Deps
-from core.services.positions import NewPosition, create_position
+from core.services.positions import NewPosition, create_position, record_signal_outcome
 from core.services.wave_upkeep import (
     HALTED,
     HALTED_DETAIL,
@@ -79,6 +79,7 @@ from core.services.wave_upkeep import (
     opening_blocked,
     record_wave_not_found,
     signal_context,
+    stalled,
     wave_exists,
     wave_members,
     wave_params,
@@ -142,7 +143,6 @@ def process_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
             record(
                 session,
                 EventType.WAVE_NOT_FOUND,
-                severity=Severity.WARNING,
                 exchange=deps.exchange_name,
                 wave_id=wave_id,
                 reason="no such wave",
@@ -171,12 +171,11 @@ def process_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
 def _already_claimed(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     """Another delivery claimed (or finished, or expired) the wave; resume it if stalled."""
     now = deps.clock.now()
-    stall = timedelta(seconds=deps.settings.wave_stall_seconds)
     with deps.unit_of_work() as session:
         wave = session.get(Wave, wave_id)
         assert wave is not None
-        stalled = wave.status == "processing" and last_progress(wave) <= now - stall
-        if not stalled:
+        resumable = stalled(wave, now, deps.settings)
+        if not resumable:
             record(
                 session,
                 EventType.WAVE_DUPLICATE_DETECTED,
@@ -185,7 +184,7 @@ def _already_claimed(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
                 status=wave.status,
                 claimed_at=wave.claimed_at,
             )
-    if stalled:
+    if resumable:
         return resume_wave(deps, wave_id, launch)
     # An earlier delivery may have died between the claim and its first advance: advancing
     # is idempotent, so a duplicate delivery makes sure the wave is moving.
@@ -283,7 +282,6 @@ def _record_selection(
         record(
             session,
             EventType.RISK_LIMITS_EXCEEDED,
-            severity=Severity.WARNING,
             exchange=wave.exchange,
             wave_id=wave_id,
             signals_held_back=limited,
@@ -403,7 +401,7 @@ def _complete(
         if state is MemberState.UNSTARTED:
             filter_signal(session, row, reason, detail)
         elif position is not None and row.status == "selected":
-            _settle(session, row, position, state)
+            _settle(session, position, state)
     late = expire_received(session, wave.id, "arrived after its wave was selected")
     counts = Counter(str(s) for s in states)
     stats = {
@@ -420,6 +418,7 @@ def _complete(
     record(
         session,
         EventType.WAVE_COMPLETED,
+        severity=Severity.INFO,
         exchange=wave.exchange,
         wave_id=wave.id,
         target=selection.get("target", 0),
@@ -436,21 +435,13 @@ def _complete(
     )
 
 
-def _settle(session: Session, row: Signal, position: Position, state: MemberState) -> None:
+def _settle(session: Session, position: Position, state: MemberState) -> None:
     """A finished candidate whose opening left the signal without an outcome (e.g. an open
     that ended on an emergency stop) gets it from its position."""
-    opened = state is MemberState.OPENED
-    row.status = "opened" if opened else "failed"
-    row.outcome_reason = None if opened else f"position {position.status}"
-    record(
-        session,
-        EventType.SIGNAL_EXECUTED if opened else EventType.SIGNAL_FAILED,
-        severity=Severity.INFO if opened else Severity.WARNING,
-        ctx=signal_context(row),
-        position_id=position.id,
-        signal_id=row.signal_id,
-        reason=row.outcome_reason,
-    )
+    if state is MemberState.OPENED:
+        record_signal_outcome(session, position, "opened", None)
+    else:
+        record_signal_outcome(session, position, "failed", f"position {position.status}")
 
 
 # --- resume, expiry, dispatch ---------------------------------------------------------------
@@ -459,10 +450,9 @@ def _settle(session: Session, row: Signal, position: Position, state: MemberStat
 def resume_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
     """Pick a stalled wave up again: relaunch lost openings, then advance."""
     now = deps.clock.now()
-    stall = timedelta(seconds=deps.settings.wave_stall_seconds)
     with deps.unit_of_work() as session:
         wave = session.get(Wave, wave_id, with_for_update=True, populate_existing=True)
-        if wave is None or wave.status != "processing" or last_progress(wave) > now - stall:
+        if wave is None or not stalled(wave, now, deps.settings):
             return WaveReport(wave_id, WaveOutcome.DUPLICATE)
         wave.attempts += 1
         if wave.attempts > deps.settings.task_max_attempts:
@@ -479,7 +469,6 @@ def resume_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
         record(
             session,
             EventType.WAVE_RESUMED,
-            severity=Severity.WARNING,
             exchange=wave.exchange,
             wave_id=wave_id,
             attempt=wave.attempts,

@@ -37,7 +37,7 @@ from core.db.models import Position
 from core.domain.positions import NON_TERMINAL, PositionStatus
 from core.domain.reconciliation import RECON_INTERMEDIATE
 from core.domain.zombies import ZombieParams, ZombieReport, ZombieVerdict, classify_orders
-from core.events import EventType, Severity, record
+from core.events import EventType, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.locks import HeldLock, LockLost, LockNotAcquired
@@ -175,7 +175,6 @@ def _record_detected(deps: Deps, report: ZombieCleanupReport) -> None:
         record(
             session,
             EventType.ZOMBIE_ORDERS_DETECTED,
-            severity=Severity.WARNING,
             exchange=deps.exchange_name,
             count=report.detected,
             dry_run=report.dry_run,
@@ -186,7 +185,6 @@ def _record_detected(deps: Deps, report: ZombieCleanupReport) -> None:
             record(
                 session,
                 EventType.ZOMBIE_ALERT,
-                severity=Severity.CRITICAL,
                 exchange=deps.exchange_name,
                 count=report.detected,
                 threshold=threshold,
@@ -217,14 +215,8 @@ def _clean_symbol(
         report.deferred += len(found)
     except errors.ExchangeFailure as exc:  # the re-check read failed: leave it to next cycle
         report.deferred += len(found)
-        deps.record_alone(
-            EventType.EXCHANGE_ERROR,
-            severity=Severity.WARNING,
-            exchange=deps.exchange_name,
-            symbol=symbol,
-            guardian=GUARDIAN,
-            operation="re-check",
-            error=str(exc),
+        deps.record_failure_warning(
+            EventType.EXCHANGE_ERROR, exc, symbol=symbol, guardian=GUARDIAN, operation="re-check"
         )
 
 
@@ -272,7 +264,6 @@ def _cancel(
             record(
                 session,
                 EventType.ZOMBIE_ORDER_CANCEL_FAILED,
-                severity=Severity.ERROR,
                 error=str(error),
                 attempts=attempt + 1,
                 **common,

@@ -37,7 +37,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.clock import SYSTEM_CLOCK
 from core.config import Settings, get_settings, load_settings
-from core.db import session as db_session
 from core.db.models import Event, Heartbeat, Position, Signal, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE
@@ -68,7 +67,9 @@ from shell.harness.demo import (
     _cancel_stop_by_hand,
     _close_by_hand,
     _price,
+    ports_of_its_own,
     status_of,
+    use_storage,
 )
 from shell.harness.protection_monitor import MonitorReport, ProtectionMonitor
 from shell.runtime.embedded import free_port
@@ -640,12 +641,7 @@ def _environment(base: Settings, exchange: str) -> dict[str, str]:
     env.update(
         VIGIL_PAPER_DIALECT="binance" if exchange == "both" else exchange,
         VIGIL_HOME=str(base.home_dir / "chaos"),
-        VIGIL_EMBEDDED_PG_PORT=str(free_port()),
-        VIGIL_EMBEDDED_REDIS_PORT=str(free_port()),
-        VIGIL_FLOWER_PORT=str(free_port()),
-        VIGIL_API_PORT=str(free_port()),
-        VIGIL_SIGNAL_SIM_PORT=str(free_port()),
-        VIGIL_EXCHANGE_URL=f"http://127.0.0.1:{free_port()}",
+        **ports_of_its_own(),
     )
     return env
 
@@ -692,10 +688,7 @@ def run_chaos(
         say("phase: starting PostgreSQL, Redis and the processes")
         endpoints = stack.start_storage()
         stack.migrate()
-        os.environ["VIGIL_DATABASE_URL"] = endpoints.database_url
-        os.environ["VIGIL_REDIS_URL"] = endpoints.redis_url
-        get_settings.cache_clear()
-        db_session.configure(endpoints.database_url)
+        use_storage(endpoints)
         sup = stack.start_processes()
         sup.install_signal_handlers()  # SIGTERM stops every child, not only the harness
         stack.wait_for_worker()

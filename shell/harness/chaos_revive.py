@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
+from shell.runtime.background import BackgroundThread
+
 
 class Chaos(Protocol):
     """What the reviver needs of the chaos run (``shell.harness.chaos.Chaos`` is one)."""
@@ -23,23 +25,17 @@ class Chaos(Protocol):
     def say(self, line: str) -> None: ...
 
 
-class Reviver:
+class Reviver(BackgroundThread):
     """A thread that starts every exited child of the chaos stack again, once a second."""
 
     def __init__(self, chaos: Chaos, interval: float = 1.0) -> None:
+        super().__init__("chaos-reviver")
         self.chaos = chaos
         self.interval = interval
         self.revived: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="chaos-reviver", daemon=True)
-
-    def start(self) -> Reviver:
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
+        self._signal_stop(join_timeout=30)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -48,7 +48,7 @@ from shell.harness.protection_monitor import MonitorReport, ProtectionMonitor
 from shell.harness.run_report import RunFigures, collect
 from shell.runtime.embedded import free_port
 from shell.runtime.halt_watch import openings_line
-from shell.runtime.stack import Stack, StackOptions
+from shell.runtime.stack import Endpoints, Stack, StackOptions
 
 # Shortened thresholds: minutes of real time show hours of a position's life.
 DEMO_SETTINGS = {
@@ -77,6 +77,28 @@ DEMO_SETTINGS = {
     "VIGIL_AGED_MAX_LOSS_PERCENT": "3",
     "VIGIL_INTERMEDIATE_STATE_GRACE_SECONDS": "15",
 }
+
+
+def ports_of_its_own() -> dict[str, str]:
+    """Free ports for every server of a harness's stack, so it runs beside a ``vigil up``."""
+    return {
+        "VIGIL_EMBEDDED_PG_PORT": str(free_port()),
+        "VIGIL_EMBEDDED_REDIS_PORT": str(free_port()),
+        "VIGIL_FLOWER_PORT": str(free_port()),
+        "VIGIL_API_PORT": str(free_port()),
+        "VIGIL_SIGNAL_SIM_PORT": str(free_port()),
+        "VIGIL_EXCHANGE_URL": f"http://127.0.0.1:{free_port()}",
+    }
+
+
+def use_storage(endpoints: Endpoints) -> None:
+    """From now on this process, and every child the stack starts, uses the harness's own
+    PostgreSQL and Redis (never an operator's, whatever the environment said)."""
+    os.environ["VIGIL_DATABASE_URL"] = endpoints.database_url
+    os.environ["VIGIL_REDIS_URL"] = endpoints.redis_url
+    get_settings.cache_clear()
+    db_session.configure(endpoints.database_url)
+
 
 WAVE_ONE = [
     ("BTCUSDT", "BUY", 82),
@@ -354,12 +376,7 @@ def run_demo(
     env.update(
         VIGIL_PAPER_DIALECT=venues[0],
         VIGIL_HOME=str(home),
-        VIGIL_EMBEDDED_PG_PORT=str(free_port()),
-        VIGIL_EMBEDDED_REDIS_PORT=str(free_port()),
-        VIGIL_FLOWER_PORT=str(free_port()),
-        VIGIL_API_PORT=str(free_port()),
-        VIGIL_SIGNAL_SIM_PORT=str(free_port()),
-        VIGIL_EXCHANGE_URL=f"http://127.0.0.1:{free_port()}",
+        **ports_of_its_own(),
         VIGIL_SIGNAL_TOKEN=os.environ.get("VIGIL_SIGNAL_TOKEN") or "demo-token",
     )
     for name in ("VIGIL_DATABASE_URL", "VIGIL_REDIS_URL"):
@@ -384,10 +401,7 @@ def run_demo(
         with console.status("starting PostgreSQL and Redis"):
             endpoints = stack.start_storage()
             stack.migrate()
-        os.environ["VIGIL_DATABASE_URL"] = endpoints.database_url
-        os.environ["VIGIL_REDIS_URL"] = endpoints.redis_url
-        get_settings.cache_clear()
-        db_session.configure(endpoints.database_url)
+        use_storage(endpoints)
         with console.status("starting the paper exchange, signal source, ingest, workers, beat"):
             sup = stack.start_processes()
             stack.wait_for_worker()

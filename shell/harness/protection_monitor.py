@@ -14,7 +14,6 @@ states the interval so the figure is read with it.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 from core.domain.orders import covers, stops_for
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.errors import ExchangeFailure
+from shell.runtime.background import BackgroundThread
 
 
 @dataclass
@@ -64,7 +64,7 @@ class MonitorReport:
         return max(spans, default=0.0)
 
 
-class ProtectionMonitor:
+class ProtectionMonitor(BackgroundThread):
     """Run with ``start()``; ``stop()`` returns the report.
 
     ``status_of(symbol)`` tells the engine's view of the symbol's position (a status string or
@@ -81,22 +81,16 @@ class ProtectionMonitor:
             {"pending_entry", "entry_placed", "pending_sl", "closing"}
         ),
     ) -> None:
+        super().__init__("protection-monitor")
         self.adapter = adapter
         self.status_of = status_of
         self.interval = interval
         self.opening_statuses = opening_statuses
         self.report = MonitorReport(interval=interval, samples=0, failed_samples=0)
         self._open: dict[str, Gap] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="protection-monitor", daemon=True)
-
-    def start(self) -> ProtectionMonitor:
-        self._thread.start()
-        return self
 
     def stop(self) -> MonitorReport:
-        self._stop.set()
-        self._thread.join(timeout=10)
+        self._signal_stop(join_timeout=10)
         now = time.monotonic()
         for gap in self._open.values():
             gap.ended = now

@@ -80,6 +80,33 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> Non
         proc.wait(5)
 
 
+class _ServerProcess:
+    """An embedded server's process: checked before it starts; signalled, waited for and
+    forgotten when it ends."""
+
+    port: int
+    proc: subprocess.Popen[bytes] | None
+
+    def _check_can_start(self, server: str, port_setting: str) -> None:
+        """Its package is installed and its port free; else one line saying what to change."""
+        require_embedded(server)
+        if port_in_use(self.port):
+            _, url_setting = EMBEDDED_PACKAGES[server]
+            raise EmbeddedServerError(
+                f"port {self.port} is in use: another {server} (or a previous vigil) runs "
+                f"there; stop it or set {port_setting} / VIGIL_{url_setting}_URL"
+            )
+
+    def _end(self, sig: int, timeout: float) -> None:
+        _stop(self.proc, sig, timeout)
+        self.proc = None
+
+    def kill(self) -> None:
+        """Crash the server (chaos tests): the next start recovers from its log on disk
+        (PostgreSQL's WAL, Redis's append-only file)."""
+        self._end(signal.SIGKILL, 5)
+
+
 # --- PostgreSQL ----------------------------------------------------------------------------
 
 
@@ -146,7 +173,7 @@ def _is_postmaster(pid: int) -> bool:
 
 
 @dataclass
-class EmbeddedPostgres:
+class EmbeddedPostgres(_ServerProcess):
     """A PostgreSQL server on 127.0.0.1:port with its data in ``data_dir``."""
 
     data_dir: Path
@@ -159,12 +186,7 @@ class EmbeddedPostgres:
         return self.data_dir.parent / "postgres.log"
 
     def start(self, timeout: float = 60.0) -> None:
-        require_embedded("PostgreSQL")
-        if port_in_use(self.port):
-            raise EmbeddedServerError(
-                f"port {self.port} is in use: another PostgreSQL (or a previous vigil) runs "
-                "there; stop it or set VIGIL_EMBEDDED_PG_PORT / VIGIL_DATABASE_URL"
-            )
+        self._check_can_start("PostgreSQL", "VIGIL_EMBEDDED_PG_PORT")
         user, uid, gid = _pg_user()
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         if uid is not None:
@@ -288,13 +310,7 @@ class EmbeddedPostgres:
 
     def stop(self, timeout: float = 20.0) -> None:
         # SIGINT is PostgreSQL's "fast" shutdown: roll back sessions, checkpoint, exit
-        _stop(self.proc, signal.SIGINT, timeout)
-        self.proc = None
-
-    def kill(self) -> None:
-        """Crash the server (chaos tests): the next start recovers from the WAL."""
-        _stop(self.proc, signal.SIGKILL, 5)
-        self.proc = None
+        self._end(signal.SIGINT, timeout)
 
 
 # --- Redis ---------------------------------------------------------------------------------
@@ -308,7 +324,7 @@ def _redis_server_binary() -> Path:
 
 
 @dataclass
-class EmbeddedRedis:
+class EmbeddedRedis(_ServerProcess):
     """A Redis server on 127.0.0.1:port, append-only file in ``data_dir``, never evicting."""
 
     data_dir: Path
@@ -321,12 +337,7 @@ class EmbeddedRedis:
         return self.data_dir / "redis.log"
 
     def start(self, timeout: float = 30.0) -> None:
-        require_embedded("Redis")
-        if port_in_use(self.port):
-            raise EmbeddedServerError(
-                f"port {self.port} is in use: another Redis (or a previous vigil) runs there; "
-                "stop it or set VIGIL_EMBEDDED_REDIS_PORT / VIGIL_REDIS_URL"
-            )
+        self._check_can_start("Redis", "VIGIL_EMBEDDED_REDIS_PORT")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(_redis_server_binary()),
@@ -353,9 +364,4 @@ class EmbeddedRedis:
         _wait_for_port(self.port, self.proc, timeout, self.log_path)
 
     def stop(self, timeout: float = 10.0) -> None:
-        _stop(self.proc, signal.SIGTERM, timeout)
-        self.proc = None
-
-    def kill(self) -> None:
-        _stop(self.proc, signal.SIGKILL, 5)
-        self.proc = None
+        self._end(signal.SIGTERM, timeout)

@@ -8,12 +8,12 @@ openings are stopped (by `vigil halt`, a close-all, or a refused key), without q
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.services import halts
+from shell.runtime.background import BackgroundThread
 
 
 def describe(current: Sequence[halts.HaltState]) -> str:
@@ -37,21 +37,16 @@ def openings_line() -> str:
         return "unknown (database unreachable)"
 
 
-class HaltWatch:
+class HaltWatch(BackgroundThread):
     """Print a line each time the halt state changes, from a daemon thread."""
 
     def __init__(self, emit: Callable[[str], None], interval: float = 2.0) -> None:
+        super().__init__("halt-watch")
         self.emit = emit
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="halt-watch", daemon=True)
-
-    def start(self) -> HaltWatch:
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self._signal_stop()
 
     def _run(self) -> None:
         last: str | None = None

@@ -238,19 +238,13 @@ class Stack:
         sup.spawn("beat", [*py, "beat"])
         self._start_signal_path(sup, py)
         if opts.flower:
-            if port_in_use(settings.flower_port):
-                raise StartupError(
-                    f"port {settings.flower_port} for Flower is in use; set VIGIL_FLOWER_PORT"
-                )
-            sup.spawn("flower", [*py, "flower"])
-            self.endpoints.flower_url = f"http://127.0.0.1:{settings.flower_port}"
+            self.endpoints.flower_url = _spawn_listening(
+                sup, "flower", [*py, "flower"], settings.flower_port, "Flower", "VIGIL_FLOWER_PORT"
+            )
         if opts.api:
-            if port_in_use(settings.api_port):
-                raise StartupError(
-                    f"port {settings.api_port} for the API is in use; set VIGIL_API_PORT"
-                )
-            sup.spawn("api", [*py, "api"])
-            self.endpoints.api_url = f"http://127.0.0.1:{settings.api_port}"
+            self.endpoints.api_url = _spawn_listening(
+                sup, "api", [*py, "api"], settings.api_port, "the API", "VIGIL_API_PORT"
+            )
         return sup
 
     def venues(self) -> list[VenueConfig]:
@@ -375,3 +369,17 @@ class Stack:
             forget_pids(self.home)
             self._home_lock.release()
             self._home_lock = None
+
+
+def _spawn_listening(
+    sup: Supervisor, name: str, argv: list[str], port: int, what: str, setting: str
+) -> str:
+    """Spawn a child that serves HTTP on ``port``; its local URL.
+
+    A port already taken stops the start with one line naming the setting that moves it,
+    rather than a child that dies at bind time and is restarted in a loop.
+    """
+    if port_in_use(port):
+        raise StartupError(f"port {port} for {what} is in use; set {setting}")
+    sup.spawn(name, argv)
+    return f"http://127.0.0.1:{port}"

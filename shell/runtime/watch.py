@@ -111,25 +111,19 @@ class StackWatch:
 
 
 def _record(session: Session, note: Note, supervisor: Supervisor) -> None:
+    """A restart is a warning; a crash loop (no more restarts) is critical and says its window."""
     if note.kind == "crash_loop":
-        policy = supervisor.policy
-        record(
-            session,
-            EventType.PROCESS_CRASH_LOOP,
-            severity=Severity.CRITICAL,
-            component="vigil-up",
-            process=note.name,
-            exit_code=note.exit_code,
-            restarts=note.restarts,
-            window_seconds=policy.crash_loop_window,
-        )
-        return
+        event, severity = EventType.PROCESS_CRASH_LOOP, Severity.CRITICAL
+        extra: dict[str, Any] = {"window_seconds": supervisor.policy.crash_loop_window}
+    else:
+        event, severity, extra = EventType.PROCESS_RESTARTED, Severity.WARNING, {}
     record(
         session,
-        EventType.PROCESS_RESTARTED,
-        severity=Severity.WARNING,
+        event,
+        severity=severity,
         component="vigil-up",
         process=note.name,
         exit_code=note.exit_code,
         restarts=note.restarts,
+        **extra,
     )

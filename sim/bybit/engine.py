@@ -1,8 +1,9 @@
 """The Bybit v5 linear account of the paper exchange (UTA, USDT perpetuals).
 
 Reuses the Binance dialect's parts where they fit: the market table and its filters
-(`sim.markets`), the price book (`sim.prices`), the fee/balance config (`EngineConfig`) and
-the fill arithmetic (`sim.matching.apply_fill`). What is Bybit's own lives here:
+(`sim.markets`), the price book (`sim.prices`), the fee/balance config and the account
+arithmetic (`sim.account`: fees, margin, taker price) and the fill arithmetic
+(`sim.matching.apply_fill`). What is Bybit's own lives here:
 
 * **one order book** for regular and conditional orders, UUID order ids, `orderLinkId`
   unique across *all* orders of the account (not only open ones, unlike Binance);
@@ -28,9 +29,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any, TypeVar
 
+from sim.account import (
+    EngineConfig,
+    MarginAccount,
+    capped_by_limit,
+    crosses,
+    partial_quantity,
+)
 from sim.bybit import errors
 from sim.bybit.records import (
     ENGINE_SIDE,
@@ -43,7 +51,7 @@ from sim.bybit.records import (
     opposite,
 )
 from sim.markets import Market
-from sim.matching import EngineConfig, apply_fill, now_ms
+from sim.matching import apply_fill, now_ms
 from sim.orders import ZERO, fmt
 from sim.prices import PriceBook
 
@@ -93,7 +101,7 @@ class OrderIntent:
     trigger_by: str = "LastPrice"
 
 
-class BybitEngine:
+class BybitEngine(MarginAccount):
     """Account state and order book of one Bybit UTA account (linear USDT contracts)."""
 
     def __init__(
@@ -127,9 +135,6 @@ class BybitEngine:
         if market is None:
             raise errors.SYMBOL_INVALID
         return market
-
-    def mark(self, symbol: str) -> Decimal:
-        return self.prices.prices[symbol]
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -172,24 +177,13 @@ class BybitEngine:
             return ZERO
         return max(ZERO, qty - self.reducible(pos, side, visible_only=False))
 
-    def unrealized(self, pos: BybitPosition) -> Decimal:
-        return pos.amount * (self.mark(pos.symbol) - pos.entry_price) if pos.amount else ZERO
-
-    def position_margin(self, pos: BybitPosition) -> Decimal:
-        return abs(pos.amount) * self.mark(pos.symbol) / pos.leverage
-
     def order_margin(self) -> Decimal:
+        """Resting limit orders that are not reduce-only hold margin (conditional ones none)."""
         total = ZERO
         for order in self.open_orders():
             if order.order_type == "Limit" and not order.reduce_only and not order.is_conditional:
                 total += order.leaves * order.price / self.leverage.get(order.symbol, 20)
         return total
-
-    def available(self) -> Decimal:
-        live = list(self.positions.values())
-        upnl = sum((self.unrealized(p) for p in live), ZERO)
-        used = sum((self.position_margin(p) for p in live), ZERO)
-        return self.wallet + upnl - used - self.order_margin()
 
     def open_orders(self, symbol: str | None = None) -> list[BybitOrder]:
         return [
@@ -234,8 +228,7 @@ class BybitEngine:
             raise errors.REDUCTION_ONLY_CONTRACT
         if it.qty * price < market.min_notional:
             raise errors.below_min_value(market.min_notional)
-        needed = opening * price / pos.leverage + opening * price * self.config.taker_fee
-        if needed > self.available():
+        if not self.affords(opening, price, pos.leverage):
             raise errors.BALANCE
 
     # -- placement --------------------------------------------------------------------
@@ -325,23 +318,18 @@ class BybitEngine:
         return order
 
     def _taker_price(self, symbol: str, side: str) -> Decimal:
-        mark = self.mark(symbol)
-        direction = Decimal(1) if side == "Buy" else Decimal(-1)
-        return self.prices.round(
-            symbol, mark + mark * self.config.slippage_bps / Decimal(10000) * direction
-        )
+        return self.config.taker_price(self.prices, symbol, buying=side == "Buy")
 
     def _marketable(self, order: BybitOrder) -> bool:
         if order.order_type != "Limit":
             return True
-        mark = self.mark(order.symbol)
-        return order.price >= mark if order.side == "Buy" else order.price <= mark
+        return crosses(order.price, self.mark(order.symbol), buying=order.side == "Buy")
 
     def _fill_price(self, order: BybitOrder) -> Decimal:
         taker = self._taker_price(order.symbol, order.side)
         if order.order_type != "Limit":
             return taker
-        return min(taker, order.price) if order.side == "Buy" else max(taker, order.price)
+        return capped_by_limit(taker, order.price, buying=order.side == "Buy")
 
     # -- execution --------------------------------------------------------------------
 
@@ -361,7 +349,7 @@ class BybitEngine:
                 order.qty = order.cum_qty + qty  # Bybit trims a reduce-only qty to the position
         if fraction is not None:
             step = self.market(order.symbol).step_size
-            qty = (qty * fraction / step).to_integral_value(rounding=ROUND_DOWN) * step
+            qty = partial_quantity(qty, fraction, step)
         if qty > 0:
             self._fill(order, pos, qty, price, maker)
         if order.cum_qty >= order.qty:
@@ -378,8 +366,7 @@ class BybitEngine:
         self, order: BybitOrder, pos: BybitPosition, qty: Decimal, price: Decimal, maker: bool
     ) -> None:
         ts = now_ms()
-        rate = self.config.maker_fee if maker else self.config.taker_fee
-        fee = (qty * price * rate).quantize(Decimal("0.00000001"))
+        rate, fee = self.config.fee(qty, price, maker=maker)
         before = pos.amount
         closed = min(qty, self.reducible(pos, order.side, visible_only=False))
         pnl = apply_fill(pos, ENGINE_SIDE[order.side], qty, price, ts)

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from core.db.models import Position
 from core.db.session import new_session
+from core.dead_runs import dead_key, run_key, start_run
 from core.locks import (
     LockLost,
     LockNotAcquired,
@@ -209,3 +210,35 @@ def test_a_lazy_holder_that_lost_its_lock_gets_no_token(redis_client, tokens):
         with new_session() as s, pytest.raises(LockLost):
             held.draw_token(s)
         assert held.drawn_token is None
+
+
+def test_a_holder_learns_with_the_lock_whether_its_predecessor_died(redis_client, tokens):
+    """The lock, the run marker and the dead-run question are one script: a run that ended
+    leaves no marker behind (nothing flagged), one that never ended is flagged to the next."""
+    key = "vigil:lock:binance:SOLUSDT"
+    with symbol_lock(redis_client, "binance", "SOLUSDT", token_source=tokens) as held:
+        assert held.dead_run is False
+        assert redis_client.get(run_key(key)).decode() == held.owner
+    assert redis_client.get(run_key(key)) is None  # ended with the release
+    assert redis_client.get(key) is None
+    start_run(redis_client, key, "a-run-that-was-killed")  # its marker, never ended
+    with symbol_lock(redis_client, "binance", "SOLUSDT", token_source=tokens) as held:
+        assert held.dead_run is True
+        assert redis_client.get(dead_key(key)).decode() == "a-run-that-was-killed"
+    with symbol_lock(redis_client, "binance", "SOLUSDT", token_source=tokens) as held:
+        assert held.dead_run is True  # still pending: only the price path resolves it
+
+
+def test_a_busy_lock_leaves_the_holders_run_marker_alone(redis_client, tokens):
+    key = "vigil:lock:binance:XRPUSDT"
+    with symbol_lock(redis_client, "binance", "XRPUSDT", token_source=tokens) as held:
+        with pytest.raises(LockNotAcquired):
+            acquire(
+                redis_client,
+                "binance",
+                "XRPUSDT",
+                token_source=tokens,
+                blocking_timeout=0.05,
+                mark_run=True,
+            )
+        assert redis_client.get(run_key(key)).decode() == held.owner

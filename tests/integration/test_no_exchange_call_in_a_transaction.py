@@ -24,6 +24,7 @@ from core.db.session import get_engine, unit_of_work
 from core.exchange.errors import Retryable
 from core.services.closing import close_position, settle_external_close
 from core.services.deps import Deps
+from core.services.invariants import check_invariants
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
 from core.services.protection import check_protection
@@ -158,4 +159,15 @@ def test_the_guardians_call_the_exchange_only_between_transactions(sim, guarded)
     assert status(protected) == "closed"
     recover_interrupted(deps, 0)
     assert {"positions", "open_orders", "create_stop", "cancel_order"} <= set(venue.calls)
+    assert venue.inside_transaction == []
+
+
+def test_the_invariant_check_reads_the_exchange_between_transactions(sim, guarded):
+    deps, venue = guarded
+    pid = new_position()
+    assert open_position(deps, pid) is OpenOutcome.ACTIVE
+    venue.calls.clear()
+    report = check_invariants(deps)
+    assert report.errors == () and report.positions_checked == 1
+    assert {"positions", "open_orders"} <= set(venue.calls)
     assert venue.inside_transaction == []

@@ -78,3 +78,26 @@ def test_a_late_fill_after_a_cancel_is_kept(pid):
 def set_order_status_in_own_transaction(status: str) -> None:
     with unit_of_work() as s:
         set_order_status(s, "v1-ab-s0", status)
+
+
+def test_a_status_move_is_written_when_the_state_machine_allows_it(pid):
+    write(pid, "open")
+    set_order_status_in_own_transaction("cancelled")
+    assert stored().status == "cancelled"
+    assert refusals() == []
+
+
+def test_a_status_move_the_state_machine_refuses_keeps_the_row_and_is_recorded(pid):
+    write(pid, "filled", "0.01")
+    set_order_status_in_own_transaction("cancelled")
+    assert stored().status == "filled" and stored().filled_quantity == Decimal("0.01")
+    [refused] = refusals()
+    assert (refused.data["from_status"], refused.data["to_status"]) == ("filled", "cancelled")
+    assert refused.position_id == pid
+
+
+def test_a_status_move_of_an_unknown_order_changes_nothing(pid):
+    set_order_status_in_own_transaction("cancelled")
+    with unit_of_work() as s:
+        assert s.scalars(select(Order)).all() == []
+    assert refusals() == []

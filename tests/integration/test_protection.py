@@ -200,6 +200,37 @@ def test_a_partial_stop_is_replaced_make_before_break(sim, deps):
     assert "surplus_stop_cancelled" in event_types(pid)
 
 
+def test_a_partial_stop_stays_when_its_replacement_cannot_be_placed(sim, deps):
+    pid = opened(deps, "ETHUSDT")
+    quantity = exchange_quantity(sim, "ETHUSDT")
+    cancel_stops_by_hand(deps, sim, "ETHUSDT")
+    half = (quantity / 2).quantize(Decimal("0.001"))
+    sim.admin(
+        "POST",
+        "/_sim/order",
+        {
+            "symbol": "ETHUSDT",
+            "side": "SELL",
+            "type": "STOP_MARKET",
+            "triggerPrice": "2800",
+            "quantity": str(half),
+            "reduceOnly": True,
+        },
+    )
+    sim.fault("algoOrder", "http_error", method="POST", count=50)
+    before = sim.requests()["next"]
+
+    report = check_protection(deps)
+
+    assert report.stops_placed == 0 and report.surplus_cancelled == 0 and report.failed == 1
+    [stop] = live_stops(sim, "ETHUSDT")
+    assert Decimal(stop["quantity"]) == half
+    deletes = [r for r in sim.requests(before)["requests"] if r["method"] == "DELETE"]
+    assert deletes == []
+    assert "protection_stop_failed" in event_types(pid)
+    assert "surplus_stop_cancelled" not in event_types(pid)
+
+
 def test_a_stop_that_would_trigger_at_once_is_moved_beyond_the_mark(sim, deps):
     pid = opened(deps)
     stop_price = position(pid).stop_price
