@@ -17,4 +17,5 @@ pytest_plugins = [
     "tests.fixtures.sim",
     "tests.fixtures.engine",
     "tests.fixtures.venue",
+    "tests.fixtures.demo",
 ]

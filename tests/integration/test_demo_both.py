@@ -1,28 +1,23 @@
 """`vigil demo --exchange both`: one deployment trading Binance and Bybit at once (two paper
-exchanges, one signal stream), the scenario played on each venue, each venue audited."""
+exchanges, one signal stream), the scenario played on each venue, each venue audited.
 
-import os
+The run is the session's ``two_venue_demo`` (tests/fixtures/demo.py), which logs JSON so that
+test_demo_json_logs.py judges its logs (the console report judged here is the same either
+way), and whose Bybit part test_demo_bybit.py judges.
+"""
+
 import re
-import subprocess
-import sys
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
 
-def test_the_demo_on_both_venues_runs_every_scenario_on_each_and_each_audit_is_clean(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
-    env["VIGIL_HOME"] = str(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "shell.cli", "demo", "--duration", "60", "--exchange", "both"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=500,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-5000:]
+def test_the_demo_on_both_venues_runs_every_scenario_on_each_and_each_audit_is_clean(
+    two_venue_demo,
+):
+    out = two_venue_demo.out
+    assert two_venue_demo.returncode == 0, out[-5000:]
     for venue in ("binance", "bybit"):
         assert f"{venue}: diagnose: every invariant holds" in out, venue
         assert f"paper, {venue} dialect" in out, venue
@@ -35,4 +30,4 @@ def test_the_demo_on_both_venues_runs_every_scenario_on_each_and_each_audit_is_c
         ):
             assert re.search(rf"{venue}: .*{scenario}", out), (venue, scenario)
     assert "Traceback" not in out
-    assert not list(tmp_path.glob("demo/postgres/data/postmaster.pid"))  # nothing left running
+    assert not two_venue_demo.left_running  # nothing left running
