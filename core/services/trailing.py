@@ -42,7 +42,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db.models import Order, Position, TrailingStop
-from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.domain.orders import STOP_PURPOSES, OrderStatus, covers, stops_for
 from core.domain.protection import StopOwner
@@ -109,7 +108,7 @@ def react(
     Moves the stop, never closes the position: returns False.
     """
     trailer = _Trailer(deps, held, position.id, now)
-    with unit_of_work() as session:
+    with deps.unit_of_work() as session:
         step = trailer.decide(session, load_active(session, position.id), window)
     return trailer.finish(step, window, position)
 
@@ -252,7 +251,7 @@ class _Trailer:
         if not any(covers(o, self.quantity) for o in live):
             self._failed(decision, None, stage="reclaim", reason="protection owns the stop")
             return False
-        with unit_of_work() as session:
+        with self.deps.unit_of_work() as session:
             loaded = load_active(session, self.position_id)
             if loaded is None:
                 return False
@@ -351,7 +350,7 @@ class _Trailer:
     ) -> _Intent:
         """The move's intent in a transaction of its own: after a reclaim, or once an earlier
         intent's order is gone (``gone``: its client id and status, closed first)."""
-        with unit_of_work() as session:
+        with self.deps.unit_of_work() as session:
             if gone is not None:
                 set_order_status(session, *gone)
             loaded = load_active(session, self.position_id)
@@ -379,7 +378,7 @@ class _Trailer:
         live_price = replaced.new.trigger_price or decision.new_stop
         state = replace(decision.state, stop_price=live_price)
         tick_at = getattr(window, "first_tick_at", None)
-        with unit_of_work() as session:
+        with self.deps.unit_of_work() as session:
             loaded = load_active(session, self.position_id)
             if loaded is None:
                 return  # closed meanwhile (not under the lock; kept for safety)
@@ -409,7 +408,7 @@ class _Trailer:
         reason: str | None = None,
     ) -> None:
         """The old stop stays. Back off like a sent move would: next try after the interval."""
-        with unit_of_work() as session:
+        with self.deps.unit_of_work() as session:
             loaded = load_active(session, self.position_id)
             if loaded is None:
                 return
@@ -426,7 +425,7 @@ class _Trailer:
 
     def _stop_already_filled(self, client_id: str, order: OrderSnapshot) -> None:
         """A stop of this move fired before we saw it: the close path settles the position."""
-        with unit_of_work() as session:
+        with self.deps.unit_of_work() as session:
             position = session.get(Position, self.position_id)
             assert position is not None
             record_stop_triggered(
