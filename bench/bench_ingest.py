@@ -87,7 +87,7 @@ def publish_bands(redis_url: str, watched: int) -> None:
 
 @contextlib.contextmanager
 def embedded_redis(home: Path) -> Iterator[str]:
-    from core.config import embedded_redis_url
+    from core.endpoints import embedded_redis_url
     from shell.runtime.embedded import EmbeddedRedis, free_port
 
     server = EmbeddedRedis(home / "redis", free_port(), persist=False)

@@ -80,17 +80,12 @@ from tto_results import Result, summary
 from worker_cost import idle_rate, measure_sweep, moves_since, tree_cpu
 
 from core.clock import SYSTEM_CLOCK
-from core.config import (
-    Settings,
-    embedded_database_url,
-    embedded_redis_url,
-    get_settings,
-    load_settings,
-)
+from core.config import Settings, get_settings, load_settings
 from core.db import migrate
 from core.db import session as db_session
 from core.db.models import Position, TrailingStop
 from core.db.session import unit_of_work
+from core.endpoints import embedded_database_url, embedded_redis_url
 from core.exchange.factory import build_pro_exchange
 from core.ingest.prices import PriceStream
 from core.services import bands, price_path

@@ -28,10 +28,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from core.clock import SYSTEM_CLOCK
-from core.config import embedded_database_url, embedded_redis_url, get_settings, load_settings
+from core.config import get_settings, load_settings
 from core.db import migrate
 from core.db import session as db_session
 from core.db.session import unit_of_work
+from core.endpoints import embedded_database_url, embedded_redis_url
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.factory import build_exchange
 from core.services.deps import Deps

@@ -231,7 +231,7 @@ def store() -> MetricsStore:
     global _store
     with _lock:
         if _store is None:
-            from core.config import resolve_redis_url
+            from core.endpoints import resolve_redis_url
 
             _store = MetricsStore(
                 redis.Redis.from_url(

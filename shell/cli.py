@@ -507,8 +507,8 @@ def ingest(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: the newest)."""
-    from core.config import resolve_database_url
     from core.db import migrate
+    from core.endpoints import resolve_database_url
     from shell.runtime.stack import StartupError, check_database
 
     url = resolve_database_url(settings_or_exit())
@@ -523,8 +523,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
     """Revert migrations down to REVISION (`base` removes every table)."""
-    from core.config import resolve_database_url
     from core.db import migrate
+    from core.endpoints import resolve_database_url
 
     url = resolve_database_url(settings_or_exit())
     migrate.downgrade(url, revision)
@@ -534,8 +534,8 @@ def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
 @db_app.command("current")
 def db_current() -> None:
     """Show the schema's revision and the code's newest one."""
-    from core.config import resolve_database_url
     from core.db import migrate
+    from core.endpoints import resolve_database_url
 
     url = resolve_database_url(settings_or_exit())
     console.print(f"database: {migrate.current_revision(url)}  code: {migrate.head_revision(url)}")

@@ -97,7 +97,7 @@ def storage_errors_exit() -> Iterator[None]:
 
 def check_broker() -> None:
     """Fail in a second, not after Celery's connection retries, when Redis is not there."""
-    from core.config import resolve_redis_url
+    from core.endpoints import resolve_redis_url
     from shell.runtime.stack import StartupError, check_redis
 
     try:

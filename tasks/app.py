@@ -16,7 +16,8 @@ from celery.signals import worker_process_init, worker_ready
 from kombu import Queue
 
 from core import task_names as names
-from core.config import Settings, get_settings, resolve_redis_url
+from core.config import Settings, get_settings
+from core.endpoints import resolve_redis_url
 from core.logging import install_celery_logging
 from core.metrics import install_task_metrics
 from core.queues import QUEUES as CORE_QUEUES

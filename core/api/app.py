@@ -65,8 +65,9 @@ from core.api.queries import (
 from core.api.task_args import BadTaskArguments
 from core.api.task_names import AmbiguousTask, UnknownTask, resolve_task_name
 from core.clock import SYSTEM_CLOCK, Clock
-from core.config import Settings, resolve_redis_url
+from core.config import Settings
 from core.db.session import new_session
+from core.endpoints import resolve_redis_url
 from core.metrics import MetricsStore, RedisCollector
 from core.queues import QUEUES, QueueCollector, venue_queues
 from core.services.deps import Deps, get_deps

@@ -35,7 +35,7 @@ def configure(url: str) -> None:
 
 def database_url() -> str:
     if _url is None:
-        from core.config import resolve_database_url
+        from core.endpoints import resolve_database_url
 
         configure(resolve_database_url())
     assert _url is not None

@@ -53,9 +53,10 @@ import redis
 import redis.asyncio as aioredis
 
 from core import task_names as names
-from core.config import Settings, exchange_client_options, resolve_redis_url
+from core.config import Settings
 from core.domain.bands import PriceBand
 from core.domain.orders import STOP_PURPOSES
+from core.endpoints import exchange_client_options, resolve_redis_url
 from core.exchange.client_ids import parse_client_id
 from core.exchange.errors import AuthenticationFailed, classify
 from core.exchange.factory import build_pro_exchange

@@ -24,7 +24,8 @@ import redis
 from aiohttp import web
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.config import Settings, resolve_redis_url
+from core.config import Settings
+from core.endpoints import resolve_redis_url
 from core.logging import redact
 from core.services.deps import Deps, exchange_name, get_deps
 from core.services.health import ExchangeReads, HealthChecker, WorkerPing

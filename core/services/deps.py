@@ -17,8 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.config import Settings, exchange_client_options, get_settings, resolve_redis_url
+from core.config import Settings, get_settings
 from core.db.session import new_session, unit_of_work
+from core.endpoints import exchange_client_options, resolve_redis_url
 from core.events import EventType, Severity, record
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.dialect import DialectOptions

@@ -21,15 +21,10 @@ import redis
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.exc import OperationalError
 
-from core.config import (
-    Settings,
-    SettingsError,
-    embedded_database_url,
-    embedded_redis_url,
-    normalise_database_url,
-)
+from core.config import Settings, SettingsError
 from core.db import migrate
 from core.domain.restarts import RestartPolicy
+from core.endpoints import embedded_database_url, embedded_redis_url, normalise_database_url
 from core.venues import VenueConfig, check_venues, default_venue
 from shell.runtime.embedded import (
     EmbeddedPostgres,

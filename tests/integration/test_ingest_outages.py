@@ -20,9 +20,10 @@ import redis
 from sqlalchemy import select
 
 from core.clock import SYSTEM_CLOCK
-from core.config import embedded_redis_url, get_settings, load_settings
+from core.config import get_settings, load_settings
 from core.db.models import Event, Heartbeat
 from core.db.session import unit_of_work
+from core.endpoints import embedded_redis_url
 from core.exchange.adapter import ExchangeAdapter
 from core.exchange.factory import build_exchange
 from core.services import bands, price_path

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from core.config import embedded_database_url, load_settings
+from core.config import load_settings
 from core.db.models import Event, Heartbeat, Signal, Wave
 from core.db.session import unit_of_work
+from core.endpoints import embedded_database_url
 from core.ingest.context import PROCESS_WAVE_TASK, IngestContext
 from core.ingest.process import BackgroundIngest
 from core.ingest.signal_client import SignalClient

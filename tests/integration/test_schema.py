@@ -147,7 +147,7 @@ def test_the_engine_queries_have_their_indexes(database_url):
 
 def test_migrations_round_trip(postgres_server):
     postgres_server.create_database("vigil_roundtrip")
-    from core.config import embedded_database_url
+    from core.endpoints import embedded_database_url
 
     url = embedded_database_url(postgres_server.port, "vigil_roundtrip")
     migrate.upgrade(url)
@@ -163,7 +163,7 @@ def test_migrations_round_trip(postgres_server):
 
 def test_ensure_current_refuses_an_unmigrated_database(postgres_server):
     postgres_server.create_database("vigil_empty")
-    from core.config import embedded_database_url
+    from core.endpoints import embedded_database_url
 
     with pytest.raises(migrate.SchemaNotCurrent, match="vigil db upgrade"):
         migrate.ensure_current(embedded_database_url(postgres_server.port, "vigil_empty"))

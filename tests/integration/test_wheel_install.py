@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from core.config import embedded_database_url
 from core.db import migrate
+from core.endpoints import embedded_database_url
 from shell.runtime.embedded import EmbeddedPostgres
 
 pytestmark = pytest.mark.integration
