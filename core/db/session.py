@@ -14,6 +14,7 @@ threshold, failed the next caller's statement.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,6 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 _engine: Engine | None = None
 _factory: sessionmaker[Session] | None = None
 _url: str | None = None
+# Several threads of one process may ask for the first session at once (a price batch's runs
+# right after the fork): one builds the engine, the others wait for it, so no pool is built
+# twice and no thread sees the engine without its session factory.
+_building = threading.RLock()
 
 
 def configure(url: str) -> None:
@@ -43,32 +48,39 @@ def database_url() -> str:
 
 
 def get_engine() -> Engine:
+    return _engine_and_factory()[0]
+
+
+def _engine_and_factory() -> tuple[Engine, sessionmaker[Session]]:
     global _engine, _factory
-    if _engine is None:
-        _engine = create_engine(
-            database_url(),
-            pool_pre_ping=True,
-            pool_size=5,
-            max_overflow=5,
-            pool_recycle=1800,
-        )
-        _factory = sessionmaker(bind=_engine, expire_on_commit=False)
-    return _engine
+    engine, factory = _engine, _factory
+    if engine is not None and factory is not None:
+        return engine, factory
+    with _building:
+        if _engine is None or _factory is None:
+            engine = create_engine(
+                database_url(),
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=5,
+                pool_recycle=1800,
+            )
+            _engine, _factory = engine, sessionmaker(bind=engine, expire_on_commit=False)
+        return _engine, _factory
 
 
 def reset_engine() -> None:
     """Drop this process's pool (after fork, or when the database URL changes)."""
     global _engine, _factory
-    if _engine is not None:
-        _engine.dispose(close=False)
-    _engine = None
-    _factory = None
+    with _building:
+        if _engine is not None:
+            _engine.dispose(close=False)
+        _engine = None
+        _factory = None
 
 
 def new_session() -> Session:
-    get_engine()
-    assert _factory is not None
-    return _factory()
+    return _engine_and_factory()[1]()
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,6 +36,7 @@ from core.exchange import errors
 from core.locks import LockLost, LockNotAcquired
 from core.services.deps import Deps, build_adapter, deps_for, venue_settings
 from core.services.price_path import PriceTaskResult
+from core.services.tick_window import release_pending
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,22 @@ class BatchReport:
 
     def as_dict(self) -> dict[str, object]:
         return {"ran": self.ran, "retried": self.retried, "failed": sorted(self.failed)}
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How one symbol's handling ended, as its thread saw it."""
+
+    retried: bool = False
+    failed: BaseException | None = None
+
+
+def _release_flag(exchange: str, symbol: str) -> None:
+    """Free the symbol for the next tick when its run could not even start."""
+    try:
+        release_pending(deps_for(exchange).redis, exchange, symbol)
+    except Exception as exc:  # the flag then expires after VIGIL_PRICE_PENDING_TTL
+        log.warning("pending flag of %s not released: %s", symbol, exc)
 
 
 class _ThreadDeps(threading.local):
@@ -124,27 +141,38 @@ def on_prices(
         return report
     pool = _executor(threads)
 
-    def run(symbol: str) -> PriceTaskResult:
-        return run_one(deps_in_thread(exchange), symbol)
-
-    futures: list[tuple[str, Future[PriceTaskResult]]] = [
-        (symbol, pool.submit(run, symbol)) for symbol in unique
-    ]
-    for symbol, future in futures:
+    def run(symbol: str) -> _Outcome:
+        """One symbol's whole handling in its thread, retry included, so the waiting thread
+        only collects: an interruption of the wait (a soft time limit) cannot drop a retry."""
         try:
-            future.result()
+            try:
+                deps = deps_in_thread(exchange)
+            except RETRYABLE:
+                raise
+            except Exception:  # before the run: its flag is still the tick's, held
+                _release_flag(exchange, symbol)
+                raise
+            run_one(deps, symbol)
         except RETRYABLE as exc:
             log.info("price run for %s retries on its own: %s", symbol, exc)
             try:
                 retry_later(symbol)
             except Exception as queue_exc:  # its flag expires: the next tick queues it
                 log.warning("retry of %s not queued: %s", symbol, queue_exc)
-                report.failed[symbol] = queue_exc
-                continue
-            report.retried.append(symbol)
+                return _Outcome(failed=queue_exc)
+            return _Outcome(retried=True)
         except Exception as exc:
             log.exception("price run for %s failed", symbol)
-            report.failed[symbol] = exc
+            return _Outcome(failed=exc)
+        return _Outcome()
+
+    futures = [(symbol, pool.submit(run, symbol)) for symbol in unique]
+    for symbol, future in futures:
+        outcome = future.result()  # an interruption here is the task's, not a symbol's
+        if outcome.failed is not None:
+            report.failed[symbol] = outcome.failed
+        elif outcome.retried:
+            report.retried.append(symbol)
         else:
             report.ran.append(symbol)
     return report

@@ -60,3 +60,31 @@ def test_a_retry_that_cannot_be_queued_is_reported_failed():
 
     report = price_batch.on_prices("binance", ["A"], run_one, broker_down, 8)
     assert report.retried == [] and list(report.failed) == ["A"]
+
+
+def test_a_retry_is_queued_by_the_runs_own_thread_so_an_interrupted_wait_cannot_drop_it():
+    """A soft time limit interrupts the task's waiting thread only; the runs go on and each
+    must still hand its retry on. The retry is queued from the run's thread, before the wait
+    collects it."""
+    queued_from = []
+
+    def run_one(deps, symbol):
+        raise LockNotAcquired("held")
+
+    def retry_later(symbol):
+        queued_from.append(threading.current_thread() is threading.main_thread())
+
+    report = price_batch.on_prices("binance", ["A", "B"], run_one, retry_later, 8)
+    assert sorted(report.retried) == ["A", "B"] and queued_from == [False, False]
+
+
+def test_a_run_that_cannot_start_frees_its_symbol_for_the_next_tick(monkeypatch):
+    def no_client(venue):
+        raise ValueError("markets missing")
+
+    freed = []
+    monkeypatch.setattr(price_batch, "deps_in_thread", no_client)
+    monkeypatch.setattr(price_batch, "_release_flag", lambda ex, symbol: freed.append(symbol))
+    ran = []
+    report = price_batch.on_prices("binance", ["A"], lambda d, s: ran.append(s), print, 8)
+    assert freed == ["A"] and ran == [] and list(report.failed) == ["A"]
