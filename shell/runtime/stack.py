@@ -81,11 +81,25 @@ def check_database(url: str, timeout: int = 5) -> None:
         engine.dispose()
 
 
-def check_redis(url: str, timeout: float = 5) -> None:
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
-    except redis.RedisError as exc:
-        raise StartupError(f"Redis unreachable at {_redact(url)}: {exc}") from None
+def check_redis(url: str, timeout: float = 5, loading_wait: float = 120) -> None:
+    """Redis answers a ping, waiting while it loads its dataset after a restart.
+
+    Why wait: a Redis started again on a large append-only file accepts connections and
+    answers ``LOADING`` until the file is read; it is alive, not unreachable, and refusing
+    to start then would turn every restart of a busy deployment into a failed one.
+    """
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    deadline = time.monotonic() + loading_wait
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.exceptions.BusyLoadingError as exc:
+            if time.monotonic() >= deadline:
+                raise StartupError(f"Redis at {_redact(url)} still loading: {exc}") from None
+            time.sleep(0.2)
+        except redis.RedisError as exc:
+            raise StartupError(f"Redis unreachable at {_redact(url)}: {exc}") from None
 
 
 def _redact(url: str) -> str:
