@@ -22,6 +22,7 @@ seeded with the markets the process already loaded; PostgreSQL and Redis pools a
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -166,7 +167,11 @@ def on_prices(
             return _Outcome(failed=exc)
         return _Outcome()
 
-    futures = [(symbol, pool.submit(run, symbol)) for symbol in unique]
+    # each run in a copy of this context, so its log lines name the task (one copy per run:
+    # a context cannot be entered by two threads at once)
+    futures = [
+        (symbol, pool.submit(contextvars.copy_context().run, run, symbol)) for symbol in unique
+    ]
     for symbol, future in futures:
         outcome = future.result()  # an interruption here is the task's, not a symbol's
         if outcome.failed is not None:

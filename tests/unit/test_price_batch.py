@@ -88,3 +88,24 @@ def test_a_run_that_cannot_start_frees_its_symbol_for_the_next_tick(monkeypatch)
     ran = []
     report = price_batch.on_prices("binance", ["A"], lambda d, s: ran.append(s), print, 8)
     assert freed == ["A"] and ran == [] and list(report.failed) == ["A"]
+
+
+def test_a_runs_log_lines_name_the_batch_task():
+    import logging
+
+    from core.logging import CorrelationFilter, bind_task, unbind_task
+
+    seen = []
+
+    def run_one(deps, symbol):
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, "moved", None, None)
+        CorrelationFilter().filter(record)
+        seen.append((record.task_id, record.task_name))
+        return PriceTaskResult(None, None)
+
+    token = bind_task("task-1", "vigil.stops.on_prices")
+    try:
+        price_batch.on_prices("binance", ["A", "B"], run_one, lambda s: None, 8)
+    finally:
+        unbind_task(token)
+    assert seen == [("task-1", "vigil.stops.on_prices")] * 2
