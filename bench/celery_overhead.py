@@ -1,0 +1,110 @@
+"""Celery's own CPU per task on a ``stops`` worker: an empty task, counted over the process tree.
+
+``python bench/celery_overhead.py [--tasks 2000] [--compare REF] [--profile]``
+
+What a price task costs before its first line runs and after its last: the worker's main
+process reads the message and hands it to a pool process, which runs the task's wrappers,
+sends its monitoring events and acknowledges the message. Measured with the ping task (it does
+nothing) sent without a result, the way the ingest sends price tasks, as the CPU the worker's
+process tree spent from the first send until the queue is drained, per task. With
+``--compare REF`` the same is measured on the workers of a git revision in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+from common import ROOT, code_env, export_revision, machine, wait_until
+from worker_cost import tree_cpu
+
+from core.config import get_settings, load_settings
+from core.db import migrate
+from core.db import session as db_session
+from core.endpoints import embedded_database_url, embedded_redis_url
+from shell.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+
+def measure(code: Path, home: Path, tasks: int, tag: str, profile: bool = False) -> float:
+    """CPU milliseconds per empty task of a 2-process ``stops`` worker running ``code``."""
+    from tasks.app import create_app
+
+    env = code_env(dict(os.environ, VIGIL_LOG_LEVEL="WARNING"), code)
+    log = (home / f"worker-{tag}.log").open("ab")
+    argv = [sys.executable, "-m", "shell.cli", "worker", "--queues", "stops", "--name", tag]
+    pool = ["--pool", "prefork", "--concurrency", "2"]
+    if profile:  # a solo worker under cProfile timed by CPU: where an empty task's CPU goes
+        profiler = [str(Path(__file__).with_name("cpu_profile.py")), str(home / f"{tag}.prof")]
+        argv = [sys.executable, *profiler, *argv[1:]]
+        pool = ["--pool", "solo"]
+    worker = subprocess.Popen(
+        [*argv, *pool],
+        env=env,
+        cwd=code,
+        start_new_session=True,
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        app = create_app(load_settings())
+        app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=False).get(timeout=90)
+        rds = redis.Redis.from_url(str(get_settings().redis_url))
+        time.sleep(2.0)  # the start-up's own tasks and connections settle
+        before = tree_cpu(worker.pid)
+        for _ in range(tasks):
+            app.send_task("vigil.maintenance.ping", queue="stops", ignore_result=True)
+        wait_until(lambda: rds.llen("stops") == 0, 300, "drain")
+        time.sleep(1.0)  # the last tasks finish
+        return (tree_cpu(worker.pid) - before) * 1000 / tasks
+    finally:
+        worker.terminate()  # warm shutdown: a profile is written
+        worker.wait(60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--compare", metavar="REF")
+    parser.add_argument("--profile", action="store_true", help="profile a solo worker; keep it")
+    args = parser.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="vigil-bench-celery-"))
+    pg = EmbeddedPostgres(home / "pg" / "data", free_port())
+    rds = EmbeddedRedis(home / "redis", free_port(), persist=False)
+    pg.start()
+    rds.start()
+    try:
+        pg.create_database("vigil_bench")
+        db_url = embedded_database_url(pg.port, "vigil_bench")
+        migrate.upgrade(db_url)
+        os.environ.update(
+            VIGIL_DATABASE_URL=db_url,
+            VIGIL_REDIS_URL=embedded_redis_url(rds.port),
+            VIGIL_HOME=str(home),
+        )
+        get_settings.cache_clear()
+        db_session.configure(db_url)
+        print(machine(), flush=True)
+        variants = [("working tree", ROOT)]
+        if args.compare:
+            variants.insert(0, (args.compare, export_revision(args.compare, home / "ref")))
+        for name, code in variants:
+            per_task = measure(code, home, args.tasks, name.replace(" ", "-"), args.profile)
+            print(f"[{name}] stops worker CPU per empty task: {per_task:.2f} ms", flush=True)
+    finally:
+        rds.stop()
+        pg.stop()
+        if args.profile:
+            print(f"profiles in {home} (python -m pstats <file>)")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
