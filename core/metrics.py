@@ -11,7 +11,8 @@ and the sample dropped.
 
 A task's updates are held until it ends and written together with its own count and
 duration (one round trip per task instead of one per update); updates outside a task are
-written at once.
+written at once. The threads of a price batch hand theirs to the task's thread
+(``held_for_hand_over``, ``hand_over``), so a batch is one round trip too.
 
 Instruments written here (by any process):
 - ``vigil_tasks_total{task, outcome}`` and ``vigil_task_duration_seconds{task}``: Celery
@@ -30,6 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -289,6 +291,31 @@ def _end_batch() -> None:
         return
     writes, _batch.writes = _batch.writes, []
     _safely("task metrics", lambda: store().write(writes))
+
+
+@contextmanager
+def held_for_hand_over() -> Iterator[list[Write]]:
+    """This thread's updates during the block, held in the list it yields instead of written:
+    a thread that works for a task (a price batch's run) hands them to the task's thread
+    (``hand_over``), so they go out with the task's own, in its one round trip."""
+    depth, writes = _batch.depth, _batch.writes
+    _batch.depth, _batch.writes = 1, []
+    held = _batch.writes
+    try:
+        yield held
+    finally:
+        _batch.depth, _batch.writes = depth, writes
+
+
+def hand_over(writes: Sequence[Write]) -> None:
+    """Updates another thread held for this one (``held_for_hand_over``): with this task's
+    own when a task is running here, else written now."""
+    if not writes:
+        return
+    if _batch.depth:
+        _batch.writes.extend(writes)
+        return
+    _safely("handed-over metrics", lambda: store().write(list(writes)))
 
 
 def observe_tick_to_order(seconds: float) -> None:

@@ -72,3 +72,38 @@ def test_a_nested_task_does_not_flush_its_callers_updates_early(redis_client, si
 def test_updates_outside_any_task_are_written_at_once(redis_client, signals):
     metrics.observe_lock_wait(0.001, acquired=True)
     assert _lock_waits(redis_client) == 1
+
+
+def test_a_price_batchs_runs_hand_their_updates_to_the_task_for_its_one_write(
+    redis_client, signals
+):
+    """The runs of a batch are threads of the task: their updates wait for the task's end."""
+    from core.services import price_batch
+    from core.services.price_path import PriceTaskResult
+
+    def run_one(deps: Any, symbol: str) -> PriceTaskResult:
+        metrics.observe_lock_wait(0.001, acquired=True)
+        metrics.observe_tick_to_order(0.02)
+        return PriceTaskResult(None, None)
+
+    original = price_batch.deps_in_thread
+    price_batch.deps_in_thread = lambda venue: None  # type: ignore[assignment,return-value]
+    try:
+        signals.task_prerun.send(task_id="batch")
+        report = price_batch.on_prices("binance", ["A", "B", "C"], run_one, lambda s: None, 8)
+        assert sorted(report.ran) == ["A", "B", "C"]
+        assert _lock_waits(redis_client) == 0  # nothing written by the runs' threads
+        signals.task_postrun.send(task_id="batch", task=_Task(), state="SUCCESS")
+    finally:
+        price_batch.deps_in_thread = original  # type: ignore[assignment]
+    assert _lock_waits(redis_client) == 3
+    store = metrics.MetricsStore(redis_client)
+    assert store.histogram_values(metrics.TICK_TO_ORDER)[()][2] == 3
+
+
+def test_updates_handed_over_outside_a_task_are_written_at_once(redis_client, signals):
+    with metrics.held_for_hand_over() as held:
+        metrics.observe_lock_wait(0.001, acquired=True)
+    assert _lock_waits(redis_client) == 0 and len(held) == 1
+    metrics.hand_over(held)
+    assert _lock_waits(redis_client) == 1
