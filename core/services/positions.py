@@ -182,6 +182,24 @@ def record_order(
     fill, records ``order_status_move_refused``, and returns the status kept.
     """
     position_id = position.id if isinstance(position, Position) else position
+    row = {
+        "position_id": position_id,
+        "exchange": exchange,
+        "symbol": symbol,
+        "client_order_id": client_order_id,
+        "purpose": purpose,
+        "side": side,
+        "order_type": order_type,
+        "quantity": quantity,
+        "status": OrderStatus(status).value,
+        "exchange_order_id": exchange_order_id,
+        "trigger_price": trigger_price,
+        "reduce_only": reduce_only,
+        "filled_quantity": filled_quantity or Decimal(0),
+        "average_price": average_price,
+    }
+    if _written_in_one_statement(session, row):
+        return OrderStatus(status)
     stored = session.execute(
         select(Order.status, Order.filled_quantity)
         .where(Order.client_order_id == client_order_id)
@@ -189,29 +207,62 @@ def record_order(
     ).one_or_none()
     kept = next_order_status(stored.status if stored is not None else None, status)
     if stored is not None and kept != status:  # backwards: keep what is stored, say so
-        filled_quantity = stored.filled_quantity
+        row["filled_quantity"] = stored.filled_quantity
         where = {"exchange": exchange, "symbol": symbol, "position_id": position_id}
         _refused(session, client_order_id, stored.status, status, where)
-    _upsert_order(
-        session,
+    _upsert_order(session, {**row, "status": kept.value})
+    return kept
+
+
+def _written_in_one_statement(session: Session, row: dict[str, Any]) -> bool:
+    """The usual cases of ``record_order`` in one statement: a new intent is inserted (an
+    intent's client id is fresh), a known row moved where the state machine allows (the
+    UPDATE's WHERE admits only those statuses). False: neither applied (a row that is missing
+    for an update, or present for an insert, or a refused move): the caller decides on the
+    locked row, as for any other case."""
+    new = OrderStatus(row["status"])
+    if new is OrderStatus.INTENT:
+        inserted = session.execute(_insert_new_statement(), row)
+        return bool(inserted.rowcount)  # type: ignore[attr-defined]
+    moved = session.execute(
+        _order_move_statement(),
         {
-            "position_id": position_id,
-            "exchange": exchange,
-            "symbol": symbol,
-            "client_order_id": client_order_id,
-            "purpose": purpose,
-            "side": side,
-            "order_type": order_type,
-            "quantity": quantity,
-            "status": kept.value,
-            "exchange_order_id": exchange_order_id,
-            "trigger_price": trigger_price,
-            "reduce_only": reduce_only,
-            "filled_quantity": filled_quantity or Decimal(0),
-            "average_price": average_price,
+            "moved_cid": row["client_order_id"],
+            "moved_from": _moves_to(new),
+            "moved_status": new.value,
+            "moved_filled": row["filled_quantity"],
+            "moved_eid": row["exchange_order_id"],
+            "moved_average": row["average_price"],
         },
     )
-    return kept
+    return bool(moved.rowcount)  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _insert_new_statement() -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of a ledger row, built once."""
+    table: Table = Order.__table__  # type: ignore[assignment]
+    return insert(table).on_conflict_do_nothing(index_elements=["client_order_id"])
+
+
+@functools.cache
+def _order_move_statement() -> Any:
+    """What the upsert changes on an existing row (status, fill; an exchange id or average
+    price only when known), for a row whose status may move there, built once."""
+    table: Table = Order.__table__  # type: ignore[assignment]
+    return (
+        sql_update(table)
+        .where(
+            table.c.client_order_id == bindparam("moved_cid"),
+            table.c.status.in_(bindparam("moved_from", expanding=True)),
+        )
+        .values(
+            status=bindparam("moved_status"),
+            filled_quantity=bindparam("moved_filled"),
+            exchange_order_id=func.coalesce(bindparam("moved_eid"), table.c.exchange_order_id),
+            average_price=func.coalesce(bindparam("moved_average"), table.c.average_price),
+        )
+    )
 
 
 def _refused(

@@ -79,6 +79,7 @@ from core.services.trailing_state import (
     load_active,
     state_of,
     store,
+    store_if_active,
     trailing_params,
 )
 
@@ -156,7 +157,8 @@ class _Trailer:
     decision without an order is transaction (1) only.
     """
 
-    # the position as loaded by ``advance`` (read-only for the rest of the decision)
+    # the position as loaded by ``decide`` (read-only for the rest of the decision)
+    position: Position
     symbol: str
     side: Side
     quantity: Decimal
@@ -188,6 +190,7 @@ class _Trailer:
         if loaded is None:
             return None
         position, row = loaded
+        self.position = position
         self.symbol = position.symbol
         self.tick = self.ex.rules(position.symbol).tick_size  # before any write
         self.params = trailing_params(
@@ -378,14 +381,11 @@ class _Trailer:
         live_price = replaced.new.trigger_price or decision.new_stop
         state = replace(decision.state, stop_price=live_price)
         tick_at = getattr(window, "first_tick_at", None)
+        position = self.position  # its id, venue, symbol and correlation id: fixed for life
         with self.deps.unit_of_work() as session:
-            loaded = load_active(session, self.position_id)
-            if loaded is None:
+            if not store_if_active(session, position.id, state, self.now):
                 return  # closed meanwhile (not under the lock; kept for safety)
-            position, row = loaded
             executor.record(session, replaced.new.intent, OrderStatus.OPEN, stop)
-            store(row, state)
-            row.heartbeat_at = self.now
             # fenced, and only this write (the ORM object is not touched: no second UPDATE)
             fenced_update(session, position.id, self.held.token, stop_price=live_price)
             trailing_events.record_decision(session, position, decision, window)

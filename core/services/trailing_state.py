@@ -7,10 +7,12 @@ the row, and the price path, which reads it, need not load the move's machinery.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from core.config import Settings
@@ -74,6 +76,63 @@ def store(row: TrailingStop, state: TrailingState) -> None:
     row.update_count = state.update_count
     row.last_update_at = state.last_update_at
     row.pending_stop = state.pending_stop
+
+
+def store_if_active(
+    session: Session, position_id: int, state: TrailingState, heartbeat_at: datetime
+) -> bool:
+    """``store`` (and the heartbeat) as one UPDATE of the row, only while the position is
+    active: what ``load_active`` then ``store`` did, without loading either (a statement and
+    the ORM's bookkeeping fewer). False: not active any more, nothing written."""
+    written = session.execute(
+        _store_if_active_statement(),
+        {
+            "stored_id": position_id,
+            "new_state": "active" if state.activated else "inactive",
+            "new_activated_at": state.activated_at,
+            "new_highest": state.highest_price,
+            "new_lowest": state.lowest_price,
+            "new_stop": state.stop_price,
+            "new_breakeven": state.breakeven_triggered,
+            "new_count": state.update_count,
+            "new_last_update": state.last_update_at,
+            "new_pending": state.pending_stop,
+            "new_heartbeat": heartbeat_at,
+        },
+    )
+    return bool(written.rowcount)  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _store_if_active_statement() -> Any:
+    """The UPDATE behind ``store_if_active``, built once (values bound at execution)."""
+    rows: Table = TrailingStop.__table__  # type: ignore[assignment]
+    positions: Table = Position.__table__  # type: ignore[assignment]
+    active = (
+        select(positions.c.id)
+        .where(
+            positions.c.id == bindparam("stored_id"),
+            positions.c.status == PositionStatus.ACTIVE.value,
+            positions.c.entry_price.is_not(None),
+        )
+        .exists()
+    )
+    return (
+        update(rows)
+        .where(rows.c.position_id == bindparam("stored_id"), active)
+        .values(
+            state=bindparam("new_state"),
+            activated_at=bindparam("new_activated_at"),
+            highest_price=bindparam("new_highest"),
+            lowest_price=bindparam("new_lowest"),
+            current_stop=bindparam("new_stop"),
+            breakeven_done=bindparam("new_breakeven"),
+            update_count=bindparam("new_count"),
+            last_update_at=bindparam("new_last_update"),
+            pending_stop=bindparam("new_pending"),
+            heartbeat_at=bindparam("new_heartbeat"),
+        )
+    )
 
 
 def load_active(session: Session, position_id: int) -> tuple[Position, TrailingStop] | None:

@@ -1,0 +1,126 @@
+"""What one stop move costs in round trips, counted on the real stores: SQL statements sent to
+PostgreSQL and commands run by Redis, for a run of the price path that moves a live stop.
+
+Each budget is what the move needs (the fencing token with the position, the decision and its
+intent, the accepted state, the ledger's rows, the events; the window, the lock, the band),
+so a change that adds a round trip to every move fails here, not only in a benchmark."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import event, func, select
+
+from core.db.models import Event, TrailingStop
+from core.db.session import get_engine, unit_of_work
+from core.redis_scripts import run_script
+from core.services import price_path
+from core.services.opening import OpenOutcome, open_position
+from core.services.positions import NewPosition, create_position
+from core.services.tick_window import TICK_SCRIPT, pending_key, window_key
+
+pytestmark = pytest.mark.integration
+EX = "binance"
+SYMBOL = "BTCUSDT"
+
+
+@contextmanager
+def counted_statements() -> Iterator[list[str]]:
+    """Every SQL statement this process sends to PostgreSQL during the block."""
+    sent: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement.split(None, 1)[0].upper())
+
+    def commit(_conn: Any) -> None:
+        sent.append("COMMIT")
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", count)
+    event.listen(engine, "commit", commit)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+        event.remove(engine, "commit", commit)
+
+
+@contextmanager
+def counted_round_trips(monkeypatch: Any) -> Iterator[list[str]]:
+    """Every request this process sends to Redis during the block (a pipeline is one), from
+    any client and thread: the run's own, the metrics', the leases'."""
+    sent: list[str] = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def send(self: Any, command: Any, check_health: bool = True) -> None:
+        first = command[0] if isinstance(command, list) else command
+        sent.append(bytes(first)[:60].decode(errors="replace").split("\r\n")[2])
+        original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", send)
+    try:
+        yield sent
+    finally:
+        monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", original)
+
+
+def tick_leaves_band(client: Any, price: Decimal) -> None:
+    """What the ingest does for a tick outside the band: the window grows, the flag is set."""
+    ms = int(__import__("time").time() * 1000)
+    keys = (window_key(EX, SYMBOL), pending_key(EX, SYMBOL))
+    run_script(client, TICK_SCRIPT, 2, *keys, str(price), ms, 30_000)
+
+
+def moves(pid: int) -> int:
+    with unit_of_work() as s:
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(Event)
+                .where(Event.position_id == pid, Event.type == "trailing_stop_updated")
+            )
+            or 0
+        )
+
+
+@pytest.fixture
+def trailing_position(sim, make_deps, redis_client):
+    deps = make_deps(trailing_min_update_interval=0)
+    sim.set_price(SYMBOL, "60000")
+    with unit_of_work() as s:
+        pid = create_position(s, NewPosition(EX, SYMBOL, "long")).id
+    assert open_position(deps, pid) is OpenOutcome.ACTIVE
+    price_path.on_price(deps, EX, SYMBOL)  # the first run: the band, the venue's rules
+    return deps, pid
+
+
+def test_a_stop_move_is_two_transactions_of_few_statements(sim, trailing_position, redis_client):
+    deps, pid = trailing_position
+    sim.set_price(SYMBOL, "61800")
+    tick_leaves_band(redis_client, Decimal("61800"))
+    with counted_statements() as sent:
+        price_path.on_price(deps, EX, SYMBOL)
+    assert moves(pid) == 1
+    with unit_of_work() as s:
+        assert s.get(TrailingStop, pid).highest_price == Decimal("61800")
+    assert sent.count("COMMIT") == 2, sent  # the decision with its intent; the accepted move
+    # the first: the position, the token, the trailing row, the stops, the intent; the second:
+    # the trailing row, the new stop open, the fenced stop price, the event, the old stop
+    assert len(sent) <= 12, sent
+
+
+def test_a_stop_move_is_few_redis_round_trips(sim, trailing_position, redis_client, monkeypatch):
+    deps, pid = trailing_position
+    sim.set_price(SYMBOL, "61800")
+    tick_leaves_band(redis_client, Decimal("61800"))
+    with counted_round_trips(monkeypatch) as sent:
+        price_path.on_price(deps, EX, SYMBOL)
+    assert moves(pid) == 1
+    # the window, the lock, the symbol's settings, the move's extend, the band, the release,
+    # the window's end; outside a task the lock wait and tick-to-order metrics go at once
+    assert len(sent) <= 10, sent
