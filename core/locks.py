@@ -116,6 +116,12 @@ class HeldLock:
             self._drawn(int(row[0]))
         return (self.token, *row[1:])
 
+    def accept_token(self, token: int) -> None:
+        """A token the holder drew itself in a statement of its own making (the price run's
+        first, with the position), while holding the lock; kept unless one is drawn already."""
+        if self.drawn_token is None:
+            self._drawn(token)
+
     def _drawn(self, token: int) -> None:
         self.check()  # a holder that lost the lock before drawing must not get a newer token
         self.drawn_token = token

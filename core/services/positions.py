@@ -55,14 +55,19 @@ def context(position: Position) -> EventContext:
     )
 
 
+def open_position_criteria(exchange: str, symbol: str) -> tuple[Any, ...]:
+    """The WHERE of the one non-terminal position for (exchange, symbol)."""
+    return (
+        Position.exchange == exchange,
+        Position.symbol == symbol,
+        Position.status.in_([s.value for s in NON_TERMINAL]),
+    )
+
+
 def open_position_for(session: Session, exchange: str, symbol: str) -> Position | None:
     """The one non-terminal position for (exchange, symbol), if any."""
     return session.scalars(
-        select(Position).where(
-            Position.exchange == exchange,
-            Position.symbol == symbol,
-            Position.status.in_([s.value for s in NON_TERMINAL]),
-        )
+        select(Position).where(*open_position_criteria(exchange, symbol))
     ).one_or_none()
 
 

@@ -33,26 +33,27 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import exists
+from sqlalchemy import case, exists, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from core.db.models import AgedPosition, Position
+from core.db.models import AgedPosition, Position, TrailingStop
 from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
 from core.domain.trailing import PriceWindow
 from core.exchange import errors
 from core.lock_watchdog import renewing
-from core.locks import HeldLock, LockLost, LockNotAcquired
+from core.locks import NEXT_FENCE_TOKEN, HeldLock, LockLost, LockNotAcquired
 from core.logging import bind_correlation
 from core.services import aged, bands, takeover, trailing
 from core.services.closing import lock_for, sweep_after_close
 from core.services.deps import Deps
-from core.services.positions import open_position_for
+from core.services.positions import open_position_criteria
 from core.services.tick_window import (
     TICK_SCRIPT,
     RunEnd,
@@ -104,6 +105,10 @@ DecideIn = Callable[[Session, Deps, HeldLock, Position, PriceWindow, datetime], 
 FIRST_IN_RUN_TRANSACTION: dict[Reaction, DecideIn] = {trailing.react: trailing.decide_in}
 """Reactions that, when first, decide in the run's first transaction (the one that found
 the position and drew the fencing token) instead of one of their own."""
+
+PRELOADED = (TrailingStop,)
+"""The first reaction's row (by position id), read with the position in the run's first
+statement: ``trailing.decide_in`` then finds it in the session (no statement of its own)."""
 
 
 @dataclass(frozen=True)
@@ -219,11 +224,11 @@ def react_locked(
     """
     now = deps.clock.now()
     with deps.unit_of_work() as session:
-        position = open_position_for(session, exchange, symbol)
+        # the preloaded rows are held here: the session's identity map keeps them only weakly
+        position, reactions, _preloaded = _load_run(session, held, exchange, symbol)
         active = position is not None and position.status == PositionStatus.ACTIVE
         if active:
             assert position is not None
-            reactions = _applicable(session, held, position.id)
             first = _decide_first(session, deps, held, position, reactions, window, now)
     if position is None or not active:
         bands.publish(deps.redis, exchange, symbol, trailing.BAND_COMPONENT, None)
@@ -269,15 +274,35 @@ def _decide_first(
         return None
 
 
-def _applicable(session: Session, held: HeldLock, position_id: int) -> list[Reaction]:
-    """The reactions whose row this position has (see ``REACTIONS``), asked in the statement
-    that draws the lock's fencing token (in this transaction, not one of its own)."""
+def _load_run(
+    session: Session, held: HeldLock, exchange: str, symbol: str
+) -> tuple[Position | None, list[Reaction], tuple[Any, ...]]:
+    """The symbol's open position and the reactions whose row it has (see ``REACTIONS``), in
+    one statement that also draws the lock's fencing token when the position is active
+    (``CASE``: no token for a run that will write nothing) and loads ``PRELOADED``'s rows
+    into the session, so the first reaction reads them without a statement of its own (the
+    caller holds them for the transaction)."""
     needed = [(react, needs) for react, needs in REACTIONS if needs is not None]
-    _, *present = held.draw_token(
-        session, *(exists().where(needs.position_id == position_id) for _, needs in needed)
-    )
-    missing = {react for (react, _), found in zip(needed, present, strict=True) if not found}
-    return [react for react, _ in REACTIONS if react not in missing]
+    found = session.execute(
+        select(
+            Position,
+            *PRELOADED,
+            case((Position.status == PositionStatus.ACTIVE.value, NEXT_FENCE_TOKEN)),
+            *(exists().where(needs.position_id == Position.id) for _, needs in needed),
+        )
+        .select_from(Position)
+        .outerjoin(TrailingStop, TrailingStop.position_id == Position.id)
+        .where(*open_position_criteria(exchange, symbol))
+    ).one_or_none()
+    if found is None:
+        return None, [], ()
+    position, token = found[0], found[1 + len(PRELOADED)]
+    present = found[2 + len(PRELOADED) :]
+    if token is not None:
+        held.accept_token(int(token))
+    missing = {react for (react, _), has in zip(needed, present, strict=True) if not has}
+    preloaded = tuple(found[1 : 1 + len(PRELOADED)])
+    return position, [react for react, _ in REACTIONS if react not in missing], preloaded
 
 
 def _rerun_at(deps: Deps, band: PriceBand | None, now: datetime) -> datetime | None:
