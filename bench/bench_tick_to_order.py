@@ -77,7 +77,7 @@ from common import (
 from sqlalchemy import select, text
 from tto_exchange import SimProcess, latencies, max_algo_id
 from tto_results import Result, summary
-from worker_cost import idle_rate, measure_sweep, moves_since, tree_cpu
+from worker_cost import idle_rate, measure_sweep, moves_since, own_cpu, tree_cpu
 
 from core.clock import SYSTEM_CLOCK
 from core.config import Settings, get_settings, load_settings
@@ -275,6 +275,7 @@ def run_scenario(
         ticks0, outside0, queued0 = stats.ticks, stats.outside, stats.enqueued
         cpu0 = psutil.Process().cpu_times()
         worker_cpu0 = tree_cpu(worker.pid)
+        worker_main0 = own_cpu(worker.pid)
         t0 = time.time()
         time.sleep(args.seconds)
         t1 = time.time()
@@ -288,6 +289,7 @@ def run_scenario(
         wait_until(lambda: rds.llen("stops") == 0 and rds.llen("orders") == 0, 120, "drain")
         time.sleep(1.0)  # the last tasks finish
         worker_cpu = tree_cpu(worker.pid) - worker_cpu0
+        worker_main = own_cpu(worker.pid) - worker_main0
         worker_span = time.time() - t0
         worker_moves = moves_since(datetime.fromtimestamp(t0, UTC))
         elapsed = t1 - t0
@@ -318,6 +320,7 @@ def run_scenario(
             worker_moves,
             idle_cpu * worker_span,
             sweep,
+            worker_main,
         )
     finally:
         if ingest is not None:

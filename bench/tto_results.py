@@ -25,6 +25,9 @@ class Result:
     worker_moves: int  # stop moves recorded over the same span
     worker_idle_s: float  # what the worker spends idle over that span (measured before)
     sweep: SweepCost | None
+    # of worker_cpu_s, the worker's main process (Celery's consumer: it reads each message,
+    # hands it to a pool process, acknowledges it); the rest is the pool processes'
+    worker_main_cpu_s: float = 0.0
 
     @property
     def cpu_per_move_ms(self) -> float:
@@ -61,7 +64,9 @@ class Result:
             f"\n    stops worker CPU {self.cpu_per_move_ms:.1f} ms per move "
             f"({self.worker_cpu_s:.2f} s / {self.worker_moves} moves; "
             f"{self.net_cpu_per_move_ms:.1f} ms without the idle worker's "
-            f"{self.worker_idle_s:.2f} s){sweep}"
+            f"{self.worker_idle_s:.2f} s; main process "
+            f"{self.worker_main_cpu_s * 1000 / max(1, self.worker_moves):.1f} ms per move)"
+            f"{sweep}"
             + "\n    slowest moves (s into window: ms): "
             + ", ".join(
                 f"{at:.1f}: {ms:.0f}" for at, ms in sorted(self.samples, key=lambda x: -x[1])[:5]

@@ -35,6 +35,12 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def own_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` alone (a worker's main process)."""
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def idle_rate(pid: int, seconds: float) -> float:
     """CPU seconds per second the worker tree spends with nothing queued."""
     before = tree_cpu(pid)
