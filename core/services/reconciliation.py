@@ -46,7 +46,7 @@ from core.events import EventContext, EventType, Severity, record
 from core.exchange import errors
 from core.locks import LockLost, LockNotAcquired, StaleFence
 from core.services import protection, snapshot, zombies
-from core.services.closing import close_position, settle_external_close
+from core.services.closing import Exit, close_position, settle_external_close
 from core.services.deps import Deps
 from core.services.opening import Opening, open_position
 from core.services.positions import NewPosition, context, create_position, open_position_for
@@ -255,9 +255,7 @@ def _close_phantom(deps: Deps, action: ReconAction) -> str:
             EventType.PHANTOM_POSITION_CLOSED if reason == "phantom" else EventType.STOP_TRIGGERED,
             ctx=ctx,
             source="reconciliation",
-            exit_price=position.exit_price,
-            realized_pnl=position.realized_pnl,
-            exit_known=position.exit_price is not None,
+            **Exit.of(position).reported(),
         )
     return "done"
 

@@ -37,6 +37,7 @@ from core.domain.signals import Signal as ParsedSignal
 from core.domain.waves import WaveKey, WaveParams, is_late, wave_deadline, wave_key
 from core.events import EventContext, EventType, Severity, record
 from core.services.deps import UnitOfWork
+from core.services.signal_outcomes import set_outcome
 from core.venues import configured_venues
 
 
@@ -131,12 +132,9 @@ def _store_signal(
     if created:
         report.new_waves.append((exchange, wave_id))
         _record_new_wave(session, exchange, wave_id, key, params, parsed.id)
-    status, reason = "received", None
-    if wave_status != "open":
-        status, reason = "expired", f"arrived after its wave was {wave_status}"
     row = session.get(Signal, row_id)
     assert row is not None
-    row.wave_id, row.status, row.outcome_reason = wave_id, status, reason
+    row.wave_id = wave_id
     record(
         session,
         EventType.SIGNAL_RECEIVED,
@@ -151,16 +149,10 @@ def _store_signal(
         ignored_fields=list(parsed.ignored_fields),
         ingest=ingest,
     )
-    if status == "expired":
-        record(
-            session,
-            EventType.SIGNAL_EXPIRED,
-            ctx=ctx,
-            signal_id=parsed.id,
-            wave_id=wave_id,
-            reason=reason,
-        )
-    return StoredSignal(row_id, parsed.id, exchange, correlation_id, wave_id, status)
+    if wave_status != "open":
+        why = f"arrived after its wave was {wave_status}"
+        set_outcome(session, row, "expired", why, wave_id=wave_id, reason=why)
+    return StoredSignal(row_id, parsed.id, exchange, correlation_id, wave_id, row.status)
 
 
 def _record_new_wave(

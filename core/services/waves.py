@@ -60,6 +60,7 @@ from core.events import EventType, Severity, jsonable_fields, record
 from core.services import symbol_settings
 from core.services.deps import Deps
 from core.services.positions import NewPosition, create_position, record_signal_outcome
+from core.services.signal_outcomes import filter_signal, set_outcome
 from core.services.wave_upkeep import (
     HALTED,
     HALTED_DETAIL,
@@ -72,13 +73,11 @@ from core.services.wave_upkeep import (
     due_waves,
     expire_received,
     expire_waves,
-    filter_signal,
     give_up,
     last_progress,
     open_position_infos,
     opening_blocked,
     record_wave_not_found,
-    signal_context,
     stalled,
     wave_exists,
     wave_members,
@@ -232,15 +231,8 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
             filter_signal(session, by_id[filtered.signal.id], str(filtered.reason), filtered.detail)
         candidates = [by_id[s.id] for s in selection.to_open]
         for rank, row in enumerate(candidates):
-            row.status = "selected"
-            record(
-                session,
-                EventType.SIGNAL_SELECTED,
-                ctx=signal_context(row),
-                signal_id=row.signal_id,
-                wave_id=wave_id,
-                rank=rank,
-                target=selection.target,
+            set_outcome(
+                session, row, "selected", None, wave_id=wave_id, rank=rank, target=selection.target
             )
         held_back = len(rows) if halted else 0
         _record_selection(
