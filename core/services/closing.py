@@ -106,7 +106,7 @@ def finish(
     ).rowcount  # type: ignore[attr-defined]
     if removed_aged:
         record(session, EventType.AGED_POSITION_REMOVED, ctx=context(position), reason=reason)
-    closed = {"closed_at": now, "close_reason": reason[:40], **exit_.columns()}
+    closed: dict[str, Any] = {"closed_at": now, "close_reason": reason[:40], **exit_.columns()}
     transition(session, position, trigger, token, reason=reason, **closed)
     record(
         session, EventType.POSITION_CLOSED, ctx=context(position), reason=reason, **exit_.reported()
