@@ -312,12 +312,7 @@ def _book_row(
     started = p.opened_at or p.created_at
     extreme = p.highest_price if p.side == "long" else p.lowest_price
     return BookRow(
-        id=p.id,
-        exchange=p.exchange,
-        symbol=p.symbol,
-        side=p.side,
-        status=p.status,
-        quantity=p.quantity,
+        **p.facts(),
         entry=p.entry_price,
         mark=mark,
         pnl=book.unrealised_pnl(p.side, p.quantity, p.entry_price, mark),
