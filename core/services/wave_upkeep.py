@@ -50,6 +50,11 @@ def domain_signal(row: Signal) -> DomainSignal:
     )
 
 
+def about(wave: Wave) -> dict[str, Any]:
+    """What every event of a wave says of it: its venue and its id."""
+    return {"exchange": wave.exchange, "wave_id": wave.id}
+
+
 def last_progress(wave: Wave) -> datetime:
     moment = wave.progress_at or wave.claimed_at or wave.created_at
     assert moment is not None
@@ -209,16 +214,14 @@ def give_up(session: Session, wave: Wave, now: datetime) -> None:
     record(
         session,
         EventType.TASK_GAVE_UP,
-        exchange=wave.exchange,
-        wave_id=wave.id,
+        **about(wave),
         attempts=wave.attempts,
         reason="wave resumed too often; openings in flight are left to recovery",
     )
     record(
         session,
         EventType.WAVE_COMPLETED,
-        exchange=wave.exchange,
-        wave_id=wave.id,
+        **about(wave),
         gave_up=True,
     )
 

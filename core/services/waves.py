@@ -66,6 +66,7 @@ from core.services.wave_upkeep import (
     HALTED_DETAIL,
     DispatchReport,
     DueWaves,
+    about,
     all_halted,
     balance_unless_halted,
     dispatch_due_waves,
@@ -178,8 +179,7 @@ def _already_claimed(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
             record(
                 session,
                 EventType.WAVE_DUPLICATE_DETECTED,
-                exchange=wave.exchange,
-                wave_id=wave_id,
+                **about(wave),
                 status=wave.status,
                 claimed_at=wave.claimed_at,
             )
@@ -266,7 +266,6 @@ def _record_selection(
 ) -> None:
     """The selection on the wave row (never recomputed) and its events; ``halted``: how
     many signals a halt held back."""
-    wave_id = wave.id
     reasons = Counter(str(f.reason) for f in selection.filtered)
     reasons.update({HALTED: halted} if halted else {})
     limited = {r: n for r, n in reasons.items() if r in RISK_LIMITS}
@@ -274,8 +273,7 @@ def _record_selection(
         record(
             session,
             EventType.RISK_LIMITS_EXCEEDED,
-            exchange=wave.exchange,
-            wave_id=wave_id,
+            **about(wave),
             signals_held_back=limited,
             open_positions=len(open_now),
             max_open_positions=params.max_open_positions,
@@ -292,8 +290,7 @@ def _record_selection(
     record(
         session,
         EventType.WAVE_STARTED,
-        exchange=wave.exchange,
-        wave_id=wave_id,
+        **about(wave),
         window_start=wave.window_start,
         signals=signals,
         candidates=len(candidates),
@@ -411,8 +408,7 @@ def _complete(
         session,
         EventType.WAVE_COMPLETED,
         severity=Severity.INFO,
-        exchange=wave.exchange,
-        wave_id=wave.id,
+        **about(wave),
         target=selection.get("target", 0),
         candidates=len(members),
         signals=stats.get("signals", 0),
@@ -461,8 +457,7 @@ def resume_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
         record(
             session,
             EventType.WAVE_RESUMED,
-            exchange=wave.exchange,
-            wave_id=wave_id,
+            **about(wave),
             attempt=wave.attempts,
             idle_seconds=(now - last_progress(wave)).total_seconds(),
             relaunched=lost,
