@@ -20,7 +20,7 @@ selection or marked late, never silently in between.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -37,7 +37,7 @@ from core.domain.signals import Signal as ParsedSignal
 from core.domain.waves import WaveKey, WaveParams, is_late, wave_deadline, wave_key
 from core.events import EventContext, EventType, Severity, record
 from core.services.deps import UnitOfWork
-from core.services.signal_outcomes import set_outcome
+from core.services.signal_outcomes import set_outcome, signal_context
 from core.venues import configured_venues
 
 
@@ -97,15 +97,7 @@ def store_frame(
 
 
 def _record_rejection(session: Session, rejection: Rejection, ingest: str | None) -> None:
-    record(
-        session,
-        EventType.SIGNAL_REJECTED,
-        reason=rejection.reason,
-        detail=rejection.detail,
-        signal_id=rejection.signal_id,
-        raw_excerpt=rejection.raw_excerpt,
-        ingest=ingest,
-    )
+    record(session, EventType.SIGNAL_REJECTED, ingest=ingest, **asdict(rejection))
 
 
 def _store_signal(
@@ -140,10 +132,7 @@ def _store_signal(
         EventType.SIGNAL_RECEIVED,
         ctx=ctx,
         signal_id=parsed.id,
-        action=parsed.action,
-        score_week=parsed.score_week,
-        score_month=parsed.score_month,
-        signal_ts=parsed.timestamp,
+        **_content(parsed),
         wave_id=wave_id,
         late=is_late(parsed, now, params),
         ignored_fields=list(parsed.ignored_fields),
@@ -224,9 +213,7 @@ def _record_duplicate(session: Session, parsed: ParsedSignal, ingest: str | None
         # producer bug worth a look
         EventType.SIGNAL_DUPLICATE,
         severity=Severity.WARNING if differs else Severity.INFO,
-        exchange=first.exchange,
-        symbol=first.symbol,
-        correlation_id=first.correlation_id,
+        ctx=signal_context(first),
         signal_id=parsed.id,
         first_received_at=first.received_at,
         first_status=first.status,
