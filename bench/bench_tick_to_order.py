@@ -141,7 +141,7 @@ def ingest_batch(args: argparse.Namespace, code: Path) -> int:
     before ``vigil.stops.on_prices`` understands) for ``--compare``'s side, the option or
     the setting's default for the working tree's."""
     if code != ROOT:
-        return 1
+        return args.ref_price_task_batch
     return args.price_task_batch or get_settings().price_task_batch
 
 
@@ -379,7 +379,14 @@ def main() -> None:
         type=int,
         default=0,
         help="symbols of a frame per price task on the working tree's side (default: the"
-        " setting's; 1: one task per symbol); --compare's side always 1",
+        " setting's; 1: one task per symbol); --compare's side: --ref-price-task-batch",
+    )
+    parser.add_argument(
+        "--ref-price-task-batch",
+        type=int,
+        default=1,
+        help="symbols per price task on --compare's side (default 1: one task per symbol, which"
+        " every revision understands; more only for a revision with vigil.stops.on_prices)",
     )
     parser.add_argument("--profile-worker", action="store_true", help="CPU-profile a solo worker")
     parser.add_argument(
