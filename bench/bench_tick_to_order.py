@@ -137,9 +137,9 @@ class Ingest:
 
 
 def ingest_batch(args: argparse.Namespace, code: Path) -> int:
-    """Symbols per price task the ingest queues: 1 (one task per symbol, what a revision
-    before ``vigil.stops.on_prices`` understands) for ``--compare``'s side, the option or
-    the setting's default for the working tree's."""
+    """Symbols per price task the ingest queues: ``--ref-price-task-batch`` for ``--compare``'s
+    side (1 by default: one task per symbol, what a revision before ``vigil.stops.on_prices``
+    understands), the option or the setting's default for the working tree's."""
     if code != ROOT:
         return args.ref_price_task_batch
     return args.price_task_batch or get_settings().price_task_batch

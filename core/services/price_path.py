@@ -283,17 +283,15 @@ def _load_run(
     into the session, so the first reaction reads them without a statement of its own (the
     caller holds them for the transaction)."""
     needed = [(react, needs) for react, needs in REACTIONS if needs is not None]
-    found = session.execute(
-        select(
-            Position,
-            *PRELOADED,
-            case((Position.status == PositionStatus.ACTIVE.value, NEXT_FENCE_TOKEN)),
-            *(exists().where(needs.position_id == Position.id) for _, needs in needed),
-        )
-        .select_from(Position)
-        .outerjoin(TrailingStop, TrailingStop.position_id == Position.id)
-        .where(*open_position_criteria(exchange, symbol))
-    ).one_or_none()
+    query = select(
+        Position,
+        *PRELOADED,
+        case((Position.status == PositionStatus.ACTIVE.value, NEXT_FENCE_TOKEN)),
+        *(exists().where(needs.position_id == Position.id) for _, needs in needed),
+    ).select_from(Position)
+    for row in PRELOADED:
+        query = query.outerjoin(row, row.position_id == Position.id)
+    found = session.execute(query.where(*open_position_criteria(exchange, symbol))).one_or_none()
     if found is None:
         return None, [], ()
     position, token = found[0], found[1 + len(PRELOADED)]
