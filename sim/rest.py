@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sim import errors
+from sim import errors, views
 from sim.errors import SimError
 from sim.faults import FaultPlan
 from sim.matching import now_ms
@@ -218,8 +218,10 @@ def depth(ctx: Ctx) -> Any:
 
 def account(ctx: Ctx) -> Any:
     engine = ctx.state.engine
-    asset = engine.account_assets()
-    positions = [engine.position_risk(p, 3) for p in engine.positions.values() if p.amount != 0]
+    asset = views.account_assets(engine)
+    positions = [
+        views.position_risk(engine, p, 3) for p in engine.positions.values() if p.amount != 0
+    ]
     return {
         "totalInitialMargin": asset["initialMargin"],
         "totalMaintMargin": asset["maintMargin"],
@@ -244,7 +246,7 @@ def account(ctx: Ctx) -> Any:
 
 
 def balance(ctx: Ctx) -> Any:
-    asset = ctx.state.engine.account_assets()
+    asset = views.account_assets(ctx.state.engine)
     return [
         {
             "accountAlias": "SgsR",
@@ -269,7 +271,7 @@ def _position_risk(ctx: Ctx, version: int) -> Any:
         pos = engine.position(name)
         if version == 3 and not pos.amount and not engine.open_orders(name) and not symbol:
             continue  # v3 lists only symbols with a position or open orders
-        rows.append(engine.position_risk(pos, version))
+        rows.append(views.position_risk(engine, pos, version))
     return rows
 
 
