@@ -19,11 +19,10 @@ no locking is needed; `publish` receives user-data events for the WebSocket laye
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from sim import errors
+from sim import errors, views
 from sim.account import (
     EngineConfig,
     MarginAccount,
@@ -42,18 +41,14 @@ from sim.orders import (
     OrderRequest,
     Position,
     fmt,
+    now_ms,
 )
 from sim.prices import PriceBook
 
 Event = dict[str, object]
-MAINT_MARGIN_RATE = Decimal("0.004")
 ORDER_ID_BASE = 4_000_000_000
 ALGO_ID_BASE = 2_000_000
 TRADE_ID_BASE = 900_000_000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _sign(side: str) -> Decimal:
@@ -568,82 +563,6 @@ class Engine(MarginAccount):
         self._execute(order, self.mark(symbol))
         return order
 
-    # -- views ----------------------------------------------------------------------
-
-    def position_risk(self, pos: Position, version: int) -> dict[str, object]:
-        mark = self.mark(pos.symbol)
-        notional = pos.amount * mark
-        initial = abs(notional) / pos.leverage
-        row: dict[str, object] = {
-            "symbol": pos.symbol,
-            "positionSide": "BOTH",
-            "positionAmt": fmt(pos.amount),
-            "entryPrice": fmt(pos.entry_price),
-            "breakEvenPrice": fmt(self._break_even(pos)),
-            "markPrice": fmt(mark),
-            "unRealizedProfit": fmt(self.unrealized(pos)),
-            "liquidationPrice": fmt(self._liquidation(pos)),
-            "isolatedMargin": fmt(initial if pos.margin_type == "isolated" else ZERO),
-            "notional": fmt(notional),
-            "isolatedWallet": fmt(initial if pos.margin_type == "isolated" else ZERO),
-            "updateTime": pos.update_time,
-        }
-        if version == 2:
-            row.update(
-                marginType=pos.margin_type,
-                isAutoAddMargin="false",
-                leverage=str(pos.leverage),
-                maxNotionalValue="1000000",
-            )
-        else:
-            row.update(
-                marginAsset="USDT",
-                initialMargin=fmt(initial),
-                maintMargin=fmt(abs(notional) * MAINT_MARGIN_RATE),
-                positionInitialMargin=fmt(initial),
-                openOrderInitialMargin="0",
-                adl=0,
-                bidNotional="0",
-                askNotional="0",
-            )
-        return row
-
-    def _break_even(self, pos: Position) -> Decimal:
-        if not pos.amount:
-            return ZERO
-        fee = pos.entry_price * self.config.taker_fee * 2
-        return pos.entry_price + fee if pos.amount > 0 else pos.entry_price - fee
-
-    @staticmethod
-    def _liquidation(pos: Position) -> Decimal:
-        if not pos.amount:
-            return ZERO
-        margin = Decimal(1) / pos.leverage - MAINT_MARGIN_RATE
-        factor = 1 - margin if pos.amount > 0 else 1 + margin
-        return (pos.entry_price * factor).quantize(Decimal("0.00000001"))
-
-    def account_assets(self) -> dict[str, object]:
-        upnl = sum((self.unrealized(p) for p in self.positions.values()), ZERO)
-        initial = sum((self.position_margin(p) for p in self.positions.values()), ZERO)
-        order_margin = self.order_margin()
-        available = self.available()
-        return {
-            "asset": "USDT",
-            "walletBalance": fmt(self.wallet),
-            "unrealizedProfit": fmt(upnl),
-            "marginBalance": fmt(self.wallet + upnl),
-            "maintMargin": fmt(initial * MAINT_MARGIN_RATE * 20),
-            "initialMargin": fmt(initial + order_margin),
-            "positionInitialMargin": fmt(initial),
-            "openOrderInitialMargin": fmt(order_margin),
-            "crossWalletBalance": fmt(self.wallet),
-            "crossUnPnl": fmt(upnl),
-            "availableBalance": fmt(available),
-            "maxWithdrawAmount": fmt(max(ZERO, available)),
-            "marginAvailable": True,
-            "updateTime": now_ms(),
-        }
-
     # -- events ---------------------------------------------------------------------
 
     def _order_event(self, order: Order, execution: str, fill: Fill | None = None) -> Event:
@@ -673,7 +592,7 @@ class Engine(MarginAccount):
                         "s": symbol,
                         "pa": fmt(pos.amount),
                         "ep": fmt(pos.entry_price),
-                        "bep": fmt(self._break_even(pos)),
+                        "bep": fmt(views.break_even(self, pos)),
                         "cr": "0",
                         "up": fmt(self.unrealized(pos)),
                         "mt": pos.margin_type,
