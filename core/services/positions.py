@@ -230,15 +230,13 @@ def _written_in_one_statement(session: Session, row: dict[str, Any]) -> bool:
     if new is OrderStatus.INTENT:
         inserted = session.execute(_insert_new_statement(), row)
         return bool(inserted.rowcount)  # type: ignore[attr-defined]
+    columns = (*_REPLACED_ON_CONFLICT, *_KEPT_UNLESS_KNOWN)
     moved = session.execute(
         _order_move_statement(),
         {
             "moved_cid": row["client_order_id"],
             "moved_from": _moves_to(new),
-            "moved_status": new.value,
-            "moved_filled": row["filled_quantity"],
-            "moved_eid": row["exchange_order_id"],
-            "moved_average": row["average_price"],
+            **{f"moved_{k}": row[k] for k in columns},
         },
     )
     return bool(moved.rowcount)  # type: ignore[attr-defined]
@@ -251,23 +249,27 @@ def _insert_new_statement() -> Any:
     return insert(table).on_conflict_do_nothing(index_elements=["client_order_id"])
 
 
+_REPLACED_ON_CONFLICT = ("status", "filled_quantity")
+"""What a later write of a ledger row replaces."""
+_KEPT_UNLESS_KNOWN = ("exchange_order_id", "average_price", "trigger_price")
+"""What a later write replaces only with a known value (None never erases a fact)."""
+
+
 @functools.cache
 def _order_move_statement() -> Any:
-    """What the upsert changes on an existing row (status, fill; an exchange id or average
-    price only when known), for a row whose status may move there, built once."""
+    """What the upsert changes on an existing row (``_REPLACED_ON_CONFLICT``, and
+    ``_KEPT_UNLESS_KNOWN`` when given), for a row whose status may move there, built once."""
     table: Table = Order.__table__  # type: ignore[assignment]
+    values: dict[str, Any] = {k: bindparam(f"moved_{k}") for k in _REPLACED_ON_CONFLICT}
+    for keep in _KEPT_UNLESS_KNOWN:
+        values[keep] = func.coalesce(bindparam(f"moved_{keep}"), table.c[keep])
     return (
         sql_update(table)
         .where(
             table.c.client_order_id == bindparam("moved_cid"),
             table.c.status.in_(bindparam("moved_from", expanding=True)),
         )
-        .values(
-            status=bindparam("moved_status"),
-            filled_quantity=bindparam("moved_filled"),
-            exchange_order_id=func.coalesce(bindparam("moved_eid"), table.c.exchange_order_id),
-            average_price=func.coalesce(bindparam("moved_average"), table.c.average_price),
-        )
+        .values(**values)
     )
 
 
@@ -301,8 +303,8 @@ def _upsert_statement() -> Any:
     table: Table = Order.__table__  # type: ignore[assignment]
     stmt = insert(table)
     excluded = stmt.excluded
-    changing: dict[str, Any] = {k: excluded[k] for k in ("status", "filled_quantity")}
-    for keep in ("exchange_order_id", "average_price", "trigger_price"):  # None never erases
+    changing: dict[str, Any] = {k: excluded[k] for k in _REPLACED_ON_CONFLICT}
+    for keep in _KEPT_UNLESS_KNOWN:  # None never erases
         changing[keep] = func.coalesce(excluded[keep], table.c[keep])
     return stmt.on_conflict_do_update(index_elements=["client_order_id"], set_=changing)
 
