@@ -299,16 +299,21 @@ def test_a_refused_connection_is_a_network_error():
     assert isinstance(failure, errors.OutcomeUnknown)
 
 
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
 @pytest.mark.parametrize("kind", list(SESSIONS))
-def test_a_post_the_venue_hung_up_on_is_never_sent_twice(venue, kind):
+def test_a_call_the_venue_hung_up_on_is_never_sent_twice(venue, kind, method):
+    """The create (or cancel) may have been done: it fails as a NetworkError (an unknown
+    outcome to the engine) and is not sent again, on a reused connection or a new one."""
     exchange = client(kind)
-    exchange.fetch(venue.url + "/echo", "GET")  # a pooled keep-alive connection to reuse
-    venue.seen.clear()
-    status, (cls, _) = outcome(
-        lambda: exchange.fetch(venue.url + "/hang-up", "POST", dict(POST_HEADERS), "a=1")
-    )
-    assert status == "raised" and cls is ccxt.NetworkError
-    assert [(m, p) for m, p, _, _ in venue.seen] == [("POST", "/hang-up")]
+    for reused in (True, False):
+        if reused:
+            exchange.fetch(venue.url + "/echo", "GET")  # a pooled keep-alive connection
+        venue.seen.clear()
+        status, (cls, _) = outcome(
+            lambda: exchange.fetch(venue.url + "/hang-up", method, dict(POST_HEADERS), "a=1")
+        )
+        assert status == "raised" and cls is ccxt.NetworkError
+        assert [(m, p) for m, p, _, _ in venue.seen] == [(method, "/hang-up")]
     # and the session is still usable afterwards
     assert exchange.fetch(venue.url + "/echo", "GET") == {"ok": True, "body": ""}
 
@@ -366,3 +371,76 @@ def test_the_sync_client_gets_a_lean_session_and_the_async_one_keeps_its_own():
     async_client = build_exchange("paper", url="http://127.0.0.1:1", async_mode=True)
     assert not isinstance(getattr(async_client, "session", None), LeanSession)
     assert install(sync) is sync and isinstance(sync.session, LeanSession)
+
+
+# --- TLS: verified unless ccxt says verify=False ----------------------------------------------
+
+
+def _self_signed(directory: Any) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 that no CA in the bundle signed."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def tls_venue(tmp_path: Any) -> Iterator[VenueServer]:
+    import ssl
+
+    server = VenueServer()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*_self_signed(tmp_path))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_unverifiable_certificate_fails_unless_verification_is_off(tls_venue):
+    url = f"https://127.0.0.1:{tls_venue.server_address[1]}/echo"
+    verified = both(tls_venue, lambda ex: ex.fetch(url, "GET"))
+    assert verified["lean"] == verified["requests"]
+    assert verified["lean"][0] == "raised" and verified["lean"][1][0] is ccxt.NetworkError
+    assert tls_venue.seen == []  # nothing was sent over the unverified connection
+
+    def unverified(exchange: Any) -> Any:
+        exchange.verify = False
+        return exchange.fetch(url, "POST", dict(POST_HEADERS), "a=1")
+
+    with pytest.warns(Warning):  # urllib3's InsecureRequestWarning, as with requests
+        plain = both(tls_venue, unverified)
+    assert plain["lean"] == plain["requests"] == ("ok", {"ok": True, "body": "a=1"})
