@@ -169,12 +169,9 @@ def _close_all(venues: Deps | list[Deps], *, yes: bool, dry_run: bool) -> None:
 
 
 def _print_targets(targets: Sequence[CloseTarget], title: str) -> None:
-    table = Table(title=f"{title}: {len(targets)} position(s)")
-    for column in ("id", "venue", "symbol", "side", "status", "quantity", "entry"):
-        table.add_column(column)
-    for t in targets:
-        d = t.as_dict()
-        table.add_row(
+    columns = ("id", "venue", "symbol", "side", "status", "quantity", "entry")
+    rows = [
+        (
             str(d["position_id"]),
             d["exchange"],
             d["symbol"],
@@ -183,16 +180,15 @@ def _print_targets(targets: Sequence[CloseTarget], title: str) -> None:
             d["quantity"],
             d["entry_price"] or "-",
         )
-    console.print(table)
+        for d in (t.as_dict() for t in targets)
+    ]
+    _print_table(f"{title}: {len(targets)} position(s)", columns, rows)
 
 
 def _print_results(results: Sequence[CloseResult]) -> None:
-    table = Table(title="closed by hand")
-    for column in ("id", "symbol", "status", "exit", "realized PnL", "error"):
-        table.add_column(column)
-    for r in results:
-        d = r.as_dict()
-        table.add_row(
+    columns = ("id", "symbol", "status", "exit", "realized PnL", "error")
+    rows = [
+        (
             str(d["position_id"]),
             d["symbol"],
             d["status"],
@@ -200,6 +196,17 @@ def _print_results(results: Sequence[CloseResult]) -> None:
             d["realized_pnl"] or "-",
             d["error"] or "",
         )
+        for d in (r.as_dict() for r in results)
+    ]
+    _print_table("closed by hand", columns, rows)
+
+
+def _print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

@@ -75,6 +75,11 @@ def needs_token(handler: Handler) -> Handler:
     return guarded
 
 
+def requested_by(request: web.Request) -> str:
+    """Who a state change is recorded as made by: the API and the caller's address."""
+    return f"api:{request.remote or '?'}"
+
+
 def authorized(request: web.Request, settings: Settings) -> web.Response | None:
     """None when the bearer token matches; else the refusal to send."""
     if settings.api_token is None or not settings.api_token.get_secret_value():

@@ -28,7 +28,13 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.api.context import CONTEXT, error_response, json_object_body, needs_token
+from core.api.context import (
+    CONTEXT,
+    error_response,
+    json_object_body,
+    needs_token,
+    requested_by,
+)
 from core.domain.halts import HaltSource
 from core.domain.positions import TERMINAL, PositionStatus
 from core.services import halts, manual_close
@@ -69,10 +75,6 @@ def register(app: web.Application, deps_factory: Callable[[], Deps]) -> None:
     app.router.add_post("/close-all", close_all_route)
 
 
-def _who(request: web.Request) -> str:
-    return f"api:{request.remote or '?'}"
-
-
 async def halt_state_route(request: web.Request) -> web.Response:
     """The halts in force: ``{"halted": bool, "halts": [...]}``."""
     current = await asyncio.to_thread(halts.current)
@@ -89,7 +91,7 @@ async def halt_route(request: web.Request) -> web.Response:
     reason = body.get("reason", "halted through the API")
     if not isinstance(reason, str) or not reason.strip():
         return error_response("reason must be a non-empty string")
-    result = await asyncio.to_thread(halts.halt, reason, _who(request), now=ctx.clock.now())
+    result = await asyncio.to_thread(halts.halt, reason, requested_by(request), now=ctx.clock.now())
     return web.json_response(
         {"halted": True, "created": result.created, "halt": result.halt.as_dict()}
     )
@@ -99,7 +101,7 @@ async def halt_route(request: web.Request) -> web.Response:
 async def resume_route(request: web.Request) -> web.Response:
     """Lift every halt in force. Needs the bearer token."""
     ctx = request.app[CONTEXT]
-    lifted = await asyncio.to_thread(halts.resume, _who(request), now=ctx.clock.now())
+    lifted = await asyncio.to_thread(halts.resume, requested_by(request), now=ctx.clock.now())
     return web.json_response({"halted": False, "resumed": [h.as_dict() for h in lifted]})
 
 
@@ -141,7 +143,7 @@ async def close_all_route(request: web.Request) -> web.Response:
     if request.query.get("dry_run", "").lower() in ("1", "true", "yes"):
         targets = [target for deps in venues for target in await asyncio.to_thread(_targets, deps)]
         return web.json_response({"dry_run": True, "positions": [t.as_dict() for t in targets]})
-    report = await asyncio.to_thread(manual_close.close_every_venue, venues, _who(request))
+    report = await asyncio.to_thread(manual_close.close_every_venue, venues, requested_by(request))
     return web.json_response(report.as_dict(), status=200 if report.all_closed else 502)
 
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from enum import Enum
 from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from core.db.models import Event, Position
+from core.events import jsonable
 
 MAX_LIMIT = 1000
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -142,20 +141,6 @@ def list_positions(session: Session, f: PositionFilter) -> list[Position]:
     if f.correlation_id:
         stmt = stmt.where(Position.correlation_id == f.correlation_id)
     return list(session.scalars(stmt.order_by(Position.id.desc()).limit(f.limit)))
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 EVENT_FIELDS = (

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from core.api.context import error_response, needs_token
+from core.api.context import error_response, needs_token, requested_by
 from core.api.control import DEPS
 from core.domain.symbol_settings import (
     SymbolSettingError,
@@ -37,10 +37,6 @@ def register(app: web.Application) -> None:
     app.router.add_get("/settings/symbols", show_route)
     app.router.add_put("/settings/symbols/{symbol}", set_route)
     app.router.add_delete("/settings/symbols/{symbol}", unset_route)
-
-
-def _who(request: web.Request) -> str:
-    return f"api:{request.remote or '?'}"
 
 
 async def show_route(request: web.Request) -> web.Response:
@@ -78,7 +74,7 @@ async def set_route(request: web.Request) -> web.Response:
     except SymbolSettingError as exc:
         return error_response(str(exc))
     change = await asyncio.to_thread(
-        store.set_values, deps.redis, venue, symbol, values, _who(request), deps.uow
+        store.set_values, deps.redis, venue, symbol, values, requested_by(request), deps.uow
     )
     return web.json_response(change.as_dict())
 
@@ -97,6 +93,6 @@ async def unset_route(request: web.Request) -> web.Response:
     except SymbolSettingError as exc:
         return error_response(str(exc))
     change = await asyncio.to_thread(
-        store.unset_values, deps.redis, venue, symbol, keys, _who(request), deps.uow
+        store.unset_values, deps.redis, venue, symbol, keys, requested_by(request), deps.uow
     )
     return web.json_response(change.as_dict())

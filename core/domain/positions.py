@@ -7,9 +7,10 @@ Why a table: the old bot let any code path write any status, which is how positi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 
 class PositionStatus(StrEnum):
@@ -110,3 +111,7 @@ class PositionFacts:
     side: str
     status: str
     quantity: Decimal
+
+    def facts(self) -> dict[str, Any]:
+        """These fields by name: what a view built from another view carries over."""
+        return {f.name: getattr(self, f.name) for f in fields(PositionFacts)}

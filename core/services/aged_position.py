@@ -194,15 +194,8 @@ def _detect(
     mark: Decimal | None,
     now: datetime,
 ) -> AgedPosition:
-    row = AgedPosition(
-        position_id=position.id,
-        phase=decision.phase.value,
-        target_price=_stored(decision.target_price),
-        accepted_loss_percent=_stored(decision.accepted_loss_pct),
-        detected_at=now,
-        updated_at=now,
-        close_attempts=0,
-    )
+    row = AgedPosition(position_id=position.id, detected_at=now, close_attempts=0)
+    _store_terms(row, decision, now)
     session.add(row)
     record(
         session,
@@ -244,10 +237,15 @@ def _follow(
             mark_price=mark,
         )
     if decision.transition is not None or target != row.target_price:
-        row.phase = decision.phase.value
-        row.target_price = target
-        row.accepted_loss_percent = _stored(decision.accepted_loss_pct)
-        row.updated_at = now
+        _store_terms(row, decision, now)
+
+
+def _store_terms(row: AgedPosition, decision: AgedDecision, now: datetime) -> None:
+    """The decision's phase, target and accepted loss on the aged row, at stored precision."""
+    row.phase = decision.phase.value
+    row.target_price = _stored(decision.target_price)
+    row.accepted_loss_percent = _stored(decision.accepted_loss_pct)
+    row.updated_at = now
 
 
 def _store_transition(

@@ -47,6 +47,20 @@ class Exit:
     realized_pnl: Decimal | None
     fees: Decimal | None
 
+    @classmethod
+    def of(cls, position: Position) -> Exit:
+        """The exit a finished position has on record."""
+        return cls(position.exit_price, position.realized_pnl, position.fees)
+
+    def columns(self) -> dict[str, Decimal | None]:
+        """The exit as the position row stores it."""
+        return {"exit_price": self.price, "realized_pnl": self.realized_pnl, "fees": self.fees}
+
+    def reported(self) -> dict[str, Any]:
+        """What every close event says of the exit; unknown when the trades did not tell."""
+        known = self.price is not None
+        return {"exit_price": self.price, "realized_pnl": self.realized_pnl, "exit_known": known}
+
 
 def realized_pnl(side: Side, entry: Decimal, exit_price: Decimal, quantity: Decimal) -> Decimal:
     direction = Decimal(1) if side is Side.LONG else Decimal(-1)
@@ -92,26 +106,10 @@ def finish(
     ).rowcount  # type: ignore[attr-defined]
     if removed_aged:
         record(session, EventType.AGED_POSITION_REMOVED, ctx=context(position), reason=reason)
-    transition(
-        session,
-        position,
-        trigger,
-        token,
-        reason=reason,
-        exit_price=exit_.price,
-        realized_pnl=exit_.realized_pnl,
-        fees=exit_.fees,
-        closed_at=now,
-        close_reason=reason[:40],
-    )
+    closed: dict[str, Any] = {"closed_at": now, "close_reason": reason[:40], **exit_.columns()}
+    transition(session, position, trigger, token, reason=reason, **closed)
     record(
-        session,
-        EventType.POSITION_CLOSED,
-        ctx=context(position),
-        reason=reason,
-        exit_price=exit_.price,
-        realized_pnl=exit_.realized_pnl,
-        exit_known=exit_.price is not None,
+        session, EventType.POSITION_CLOSED, ctx=context(position), reason=reason, **exit_.reported()
     )
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +39,7 @@ from core.logging import redact
 from core.services import halts
 from core.services.deps import Deps, UnitOfWork, record_alone_through
 from core.services.invariants import find_unprotected, load_open_rows
+from core.services.throttled_read import ThrottledRead
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +86,14 @@ class ExchangeReads:
 
     def __init__(self, deps_factory: Callable[[], Deps], ttl: float) -> None:
         self.deps_factory = deps_factory
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._at: float | None = None
-        self._orders: list[ExchangeOrder] = []
-        self._error: ExchangeFailure | None = None
-        self._read_at = 0.0
+        self._read: ThrottledRead[list[ExchangeOrder]] = ThrottledRead(self._open_orders, ttl, [])
+
+    @property
+    def ttl(self) -> float:
+        return self._read.ttl
+
+    def _open_orders(self) -> list[ExchangeOrder]:
+        return [o.to_domain() for o in self.deps_factory().exchange.open_orders()]
 
     def orders(self) -> list[ExchangeOrder]:
         """Raises the ExchangeFailure of the last read if it failed."""
@@ -101,21 +102,10 @@ class ExchangeReads:
     def orders_read_at(self) -> tuple[list[ExchangeOrder], float]:
         """The orders and the wall-clock time (epoch s) they were read: a position that
         became active after that read cannot be judged by them (the console's book)."""
-        with self._lock:
-            if self._at is None or time.monotonic() - self._at > self.ttl:
-                try:
-                    started = time.time()
-                    self._orders = [
-                        o.to_domain() for o in self.deps_factory().exchange.open_orders()
-                    ]
-                    self._error = None
-                    self._read_at = started
-                except ExchangeFailure as exc:
-                    self._error = exc
-                self._at = time.monotonic()
-            if self._error is not None:
-                raise self._error
-            return self._orders, self._read_at
+        reading = self._read.latest()
+        if reading.error is not None:
+            raise reading.error
+        return reading.value, reading.read_at
 
 
 class HealthChecker:

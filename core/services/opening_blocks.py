@@ -16,6 +16,7 @@ from core.db.models import Position, Signal
 from core.domain.positions import PositionTrigger
 from core.events import EventType, record
 from core.services.positions import context, transition
+from core.services.signal_outcomes import filter_signal
 
 
 def paused_key(exchange: str) -> str:
@@ -24,20 +25,11 @@ def paused_key(exchange: str) -> str:
 
 def filter_halted(session: Session, position: Position, token: int) -> None:
     """Nothing was sent: the opening fails and its signal is filtered ``halted``."""
-    why = "halted: openings halted before the entry was sent"
-    transition(session, position, PositionTrigger.ENTRY_REJECTED, token, reason=why)
+    detail = "openings halted before the entry was sent"
+    transition(session, position, PositionTrigger.ENTRY_REJECTED, token, reason=f"halted: {detail}")
     signal = session.get(Signal, position.signal_id) if position.signal_id else None
     if signal is not None:
-        signal.status, signal.outcome_reason = "filtered", why
-        record(
-            session,
-            EventType.SIGNAL_FILTERED,
-            ctx=context(position),
-            signal_id=signal.signal_id,
-            wave_id=signal.wave_id,
-            reason="halted",
-            detail=why,
-        )
+        filter_signal(session, signal, "halted", detail, ctx=context(position))
 
 
 def pause_openings(

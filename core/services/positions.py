@@ -31,6 +31,7 @@ from core.domain.positions import (
 )
 from core.events import EventContext, EventType, Severity, record
 from core.locks import fenced_update
+from core.services.signal_outcomes import set_outcome
 
 
 @dataclass(frozen=True)
@@ -316,13 +317,4 @@ def record_signal_outcome(
     signal = session.get(Signal, position.signal_id)
     if signal is None:
         return
-    signal.status = status
-    signal.outcome_reason = reason
-    record(
-        session,
-        EventType.SIGNAL_EXECUTED if status == "opened" else EventType.SIGNAL_FAILED,
-        severity=Severity.INFO if status == "opened" else Severity.WARNING,
-        ctx=context(position),
-        signal_id=signal.signal_id,
-        reason=reason,
-    )
+    set_outcome(session, signal, status, reason, ctx=context(position), reason=reason)

@@ -28,7 +28,8 @@ path cancels the position's own orders, this catches anything else left there.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -44,9 +45,9 @@ from core.domain.reconciliation import DbPosition, ReconAction, ReconKind, Recon
 from core.domain.sides import Side
 from core.events import EventContext, EventType, Severity, record
 from core.exchange import errors
-from core.locks import LockLost, LockNotAcquired, StaleFence
+from core.locks import HeldLock, LockLost, LockNotAcquired, StaleFence
 from core.services import protection, snapshot, zombies
-from core.services.closing import close_position, settle_external_close
+from core.services.closing import Exit, close_position, settle_external_close
 from core.services.deps import Deps
 from core.services.opening import Opening, open_position
 from core.services.positions import NewPosition, context, create_position, open_position_for
@@ -230,6 +231,16 @@ def _fresh_position(deps: Deps, symbol: str, side: Side | None = None) -> Exchan
     return None
 
 
+@contextmanager
+def _rechecked(
+    deps: Deps, symbol: str, side: Side
+) -> Iterator[tuple[HeldLock, ExchangePosition | None]]:
+    """The symbol's lock, and the exchange's position on it read again once the lock is
+    held: a repair acts on what the exchange has now, not on what the cycle's reading saw."""
+    with snapshot.guardian_lock(deps, symbol) as held:
+        yield held, _fresh_position(deps, symbol, side)
+
+
 # --- handlers: each returns "done" when it changed (or flagged) something ---------------------
 
 
@@ -255,9 +266,7 @@ def _close_phantom(deps: Deps, action: ReconAction) -> str:
             EventType.PHANTOM_POSITION_CLOSED if reason == "phantom" else EventType.STOP_TRIGGERED,
             ctx=ctx,
             source="reconciliation",
-            exit_price=position.exit_price,
-            realized_pnl=position.realized_pnl,
-            exit_known=position.exit_price is not None,
+            **Exit.of(position).reported(),
         )
     return "done"
 
@@ -265,8 +274,7 @@ def _close_phantom(deps: Deps, action: ReconAction) -> str:
 def _adopt_missing(deps: Deps, action: ReconAction) -> str:
     seen = action.exchange_position
     assert seen is not None
-    with snapshot.guardian_lock(deps, action.symbol) as held:
-        current = _fresh_position(deps, action.symbol, seen.side)
+    with _rechecked(deps, action.symbol, seen.side) as (held, current):
         if current is None or current.position_idx != seen.position_idx:
             return "gone"
         with deps.unit_of_work() as session:
@@ -302,8 +310,7 @@ def _adopt_missing(deps: Deps, action: ReconAction) -> str:
 def _correct_quantity(deps: Deps, action: ReconAction) -> str:
     db = action.db_position
     assert db is not None
-    with snapshot.guardian_lock(deps, action.symbol) as held:
-        current = _fresh_position(deps, action.symbol, db.side)
+    with _rechecked(deps, action.symbol, db.side) as (held, current):
         if current is None:
             return "gone"  # a phantom now: the next cycle settles it
         tolerance = _step_sizes(deps, {action.symbol}).get(action.symbol, Decimal(0))

@@ -20,7 +20,7 @@ selection or marked late, never silently in between.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -37,6 +37,7 @@ from core.domain.signals import Signal as ParsedSignal
 from core.domain.waves import WaveKey, WaveParams, is_late, wave_deadline, wave_key
 from core.events import EventContext, EventType, Severity, record
 from core.services.deps import UnitOfWork
+from core.services.signal_outcomes import set_outcome, signal_context
 from core.venues import configured_venues
 
 
@@ -96,15 +97,7 @@ def store_frame(
 
 
 def _record_rejection(session: Session, rejection: Rejection, ingest: str | None) -> None:
-    record(
-        session,
-        EventType.SIGNAL_REJECTED,
-        reason=rejection.reason,
-        detail=rejection.detail,
-        signal_id=rejection.signal_id,
-        raw_excerpt=rejection.raw_excerpt,
-        ingest=ingest,
-    )
+    record(session, EventType.SIGNAL_REJECTED, ingest=ingest, **asdict(rejection))
 
 
 def _store_signal(
@@ -131,36 +124,24 @@ def _store_signal(
     if created:
         report.new_waves.append((exchange, wave_id))
         _record_new_wave(session, exchange, wave_id, key, params, parsed.id)
-    status, reason = "received", None
-    if wave_status != "open":
-        status, reason = "expired", f"arrived after its wave was {wave_status}"
     row = session.get(Signal, row_id)
     assert row is not None
-    row.wave_id, row.status, row.outcome_reason = wave_id, status, reason
+    row.wave_id = wave_id
     record(
         session,
         EventType.SIGNAL_RECEIVED,
         ctx=ctx,
         signal_id=parsed.id,
-        action=parsed.action,
-        score_week=parsed.score_week,
-        score_month=parsed.score_month,
-        signal_ts=parsed.timestamp,
+        **_content(parsed),
         wave_id=wave_id,
         late=is_late(parsed, now, params),
         ignored_fields=list(parsed.ignored_fields),
         ingest=ingest,
     )
-    if status == "expired":
-        record(
-            session,
-            EventType.SIGNAL_EXPIRED,
-            ctx=ctx,
-            signal_id=parsed.id,
-            wave_id=wave_id,
-            reason=reason,
-        )
-    return StoredSignal(row_id, parsed.id, exchange, correlation_id, wave_id, status)
+    if wave_status != "open":
+        why = f"arrived after its wave was {wave_status}"
+        set_outcome(session, row, "expired", why, wave_id=wave_id, reason=why)
+    return StoredSignal(row_id, parsed.id, exchange, correlation_id, wave_id, row.status)
 
 
 def _record_new_wave(
@@ -232,9 +213,7 @@ def _record_duplicate(session: Session, parsed: ParsedSignal, ingest: str | None
         # producer bug worth a look
         EventType.SIGNAL_DUPLICATE,
         severity=Severity.WARNING if differs else Severity.INFO,
-        exchange=first.exchange,
-        symbol=first.symbol,
-        correlation_id=first.correlation_id,
+        ctx=signal_context(first),
         signal_id=parsed.id,
         first_received_at=first.received_at,
         first_status=first.status,

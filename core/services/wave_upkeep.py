@@ -26,11 +26,12 @@ from core.domain.positions import NON_TERMINAL, PositionStatus
 from core.domain.signals import Action, Exchange
 from core.domain.signals import Signal as DomainSignal
 from core.domain.waves import OpenPositionInfo, WaveParams, WaveSelection
-from core.events import EventContext, EventType, Severity, record
+from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.services import halts, venue_watch
 from core.services.deps import Deps, UnitOfWork, record_alone_through
 from core.services.opening_blocks import paused_key
+from core.services.signal_outcomes import filter_signal, set_outcome
 
 OPENINGS_PAUSED = "openings_paused"
 HALTED = "halted"
@@ -49,21 +50,9 @@ def domain_signal(row: Signal) -> DomainSignal:
     )
 
 
-def signal_context(row: Signal) -> EventContext:
-    return EventContext(exchange=row.exchange, symbol=row.symbol, correlation_id=row.correlation_id)
-
-
-def filter_signal(session: Session, row: Signal, reason: str, detail: str) -> None:
-    row.status, row.outcome_reason = "filtered", f"{reason}: {detail}"
-    record(
-        session,
-        EventType.SIGNAL_FILTERED,
-        ctx=signal_context(row),
-        signal_id=row.signal_id,
-        wave_id=row.wave_id,
-        reason=reason,
-        detail=detail,
-    )
+def about(wave: Wave) -> dict[str, Any]:
+    """What every event of a wave says of it: its venue and its id."""
+    return {"exchange": wave.exchange, "wave_id": wave.id}
 
 
 def last_progress(wave: Wave) -> datetime:
@@ -114,15 +103,7 @@ def expire_received(session: Session, wave_id: int, reason: str) -> int:
         select(Signal).where(Signal.wave_id == wave_id, Signal.status == "received")
     ).all()
     for row in rows:
-        row.status, row.outcome_reason = "expired", reason
-        record(
-            session,
-            EventType.SIGNAL_EXPIRED,
-            ctx=signal_context(row),
-            signal_id=row.signal_id,
-            wave_id=wave_id,
-            reason=reason,
-        )
+        set_outcome(session, row, "expired", reason, wave_id=wave_id, reason=reason)
     return len(rows)
 
 
@@ -225,30 +206,22 @@ def give_up(session: Session, wave: Wave, now: datetime) -> None:
     members, _ = wave_members(session, wave)
     for row, position in members:
         if position is None and row.status == "selected":
-            row.status, row.outcome_reason = "failed", "wave processing gave up"
-            record(
-                session,
-                EventType.SIGNAL_FAILED,
-                ctx=signal_context(row),
-                signal_id=row.signal_id,
-                reason=row.outcome_reason,
-            )
+            why = "wave processing gave up"
+            set_outcome(session, row, "failed", why, reason=why)
     late = expire_received(session, wave.id, "its wave gave up")
     wave.status, wave.processed_at = "completed", now
     wave.stats = {**(wave.stats or {}), "gave_up": True, "late": late}
     record(
         session,
         EventType.TASK_GAVE_UP,
-        exchange=wave.exchange,
-        wave_id=wave.id,
+        **about(wave),
         attempts=wave.attempts,
         reason="wave resumed too often; openings in flight are left to recovery",
     )
     record(
         session,
         EventType.WAVE_COMPLETED,
-        exchange=wave.exchange,
-        wave_id=wave.id,
+        **about(wave),
         gave_up=True,
     )
 

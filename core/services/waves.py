@@ -60,11 +60,13 @@ from core.events import EventType, Severity, jsonable_fields, record
 from core.services import symbol_settings
 from core.services.deps import Deps
 from core.services.positions import NewPosition, create_position, record_signal_outcome
+from core.services.signal_outcomes import filter_signal, set_outcome
 from core.services.wave_upkeep import (
     HALTED,
     HALTED_DETAIL,
     DispatchReport,
     DueWaves,
+    about,
     all_halted,
     balance_unless_halted,
     dispatch_due_waves,
@@ -72,13 +74,11 @@ from core.services.wave_upkeep import (
     due_waves,
     expire_received,
     expire_waves,
-    filter_signal,
     give_up,
     last_progress,
     open_position_infos,
     opening_blocked,
     record_wave_not_found,
-    signal_context,
     stalled,
     wave_exists,
     wave_members,
@@ -179,8 +179,7 @@ def _already_claimed(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
             record(
                 session,
                 EventType.WAVE_DUPLICATE_DETECTED,
-                exchange=wave.exchange,
-                wave_id=wave_id,
+                **about(wave),
                 status=wave.status,
                 claimed_at=wave.claimed_at,
             )
@@ -232,15 +231,8 @@ def claim_and_select(deps: Deps, wave_id: int) -> bool:
             filter_signal(session, by_id[filtered.signal.id], str(filtered.reason), filtered.detail)
         candidates = [by_id[s.id] for s in selection.to_open]
         for rank, row in enumerate(candidates):
-            row.status = "selected"
-            record(
-                session,
-                EventType.SIGNAL_SELECTED,
-                ctx=signal_context(row),
-                signal_id=row.signal_id,
-                wave_id=wave_id,
-                rank=rank,
-                target=selection.target,
+            set_outcome(
+                session, row, "selected", None, wave_id=wave_id, rank=rank, target=selection.target
             )
         held_back = len(rows) if halted else 0
         _record_selection(
@@ -274,7 +266,6 @@ def _record_selection(
 ) -> None:
     """The selection on the wave row (never recomputed) and its events; ``halted``: how
     many signals a halt held back."""
-    wave_id = wave.id
     reasons = Counter(str(f.reason) for f in selection.filtered)
     reasons.update({HALTED: halted} if halted else {})
     limited = {r: n for r, n in reasons.items() if r in RISK_LIMITS}
@@ -282,8 +273,7 @@ def _record_selection(
         record(
             session,
             EventType.RISK_LIMITS_EXCEEDED,
-            exchange=wave.exchange,
-            wave_id=wave_id,
+            **about(wave),
             signals_held_back=limited,
             open_positions=len(open_now),
             max_open_positions=params.max_open_positions,
@@ -300,8 +290,7 @@ def _record_selection(
     record(
         session,
         EventType.WAVE_STARTED,
-        exchange=wave.exchange,
-        wave_id=wave_id,
+        **about(wave),
         window_start=wave.window_start,
         signals=signals,
         candidates=len(candidates),
@@ -419,8 +408,7 @@ def _complete(
         session,
         EventType.WAVE_COMPLETED,
         severity=Severity.INFO,
-        exchange=wave.exchange,
-        wave_id=wave.id,
+        **about(wave),
         target=selection.get("target", 0),
         candidates=len(members),
         signals=stats.get("signals", 0),
@@ -469,8 +457,7 @@ def resume_wave(deps: Deps, wave_id: int, launch: Launch) -> WaveReport:
         record(
             session,
             EventType.WAVE_RESUMED,
-            exchange=wave.exchange,
-            wave_id=wave_id,
+            **about(wave),
             attempt=wave.attempts,
             idle_seconds=(now - last_progress(wave)).total_seconds(),
             relaunched=lost,

@@ -171,25 +171,22 @@ def _describe(verdict: ZombieVerdict) -> dict[str, Any]:
 
 def _record_detected(deps: Deps, report: ZombieCleanupReport) -> None:
     threshold = deps.settings.zombie_alert_threshold
+    # what the detection and its alert both say: where, how many, and why
+    found: dict[str, Any] = {
+        "exchange": deps.exchange_name,
+        "count": report.detected,
+        "by_reason": report.by_reason,
+    }
     with deps.unit_of_work() as session:
         record(
             session,
             EventType.ZOMBIE_ORDERS_DETECTED,
-            exchange=deps.exchange_name,
-            count=report.detected,
             dry_run=report.dry_run,
-            by_reason=report.by_reason,
             orders=report.zombies,
+            **found,
         )
         if report.detected > threshold:
-            record(
-                session,
-                EventType.ZOMBIE_ALERT,
-                exchange=deps.exchange_name,
-                count=report.detected,
-                threshold=threshold,
-                by_reason=report.by_reason,
-            )
+            record(session, EventType.ZOMBIE_ALERT, threshold=threshold, **found)
 
 
 def _clean_symbol(

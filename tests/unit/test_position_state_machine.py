@@ -90,3 +90,25 @@ def test_intermediate_statuses_are_non_terminal_and_records_start_only_at_initia
     assert INTERMEDIATE <= NON_TERMINAL
     assert INITIAL <= NON_TERMINAL
     assert S.ACTIVE not in INITIAL
+
+
+def test_a_views_facts_are_the_shared_fields_only():
+    """A view built from another view carries the position facts over, and nothing else."""
+    from dataclasses import dataclass
+    from decimal import Decimal
+
+    from core.domain.positions import PositionFacts
+
+    @dataclass(frozen=True)
+    class Wide(PositionFacts):
+        note: str
+
+    wide = Wide(7, "binance", "BTCUSDT", "long", "active", Decimal("0.5"), note="x")
+    assert wide.facts() == {
+        "id": 7,
+        "exchange": "binance",
+        "symbol": "BTCUSDT",
+        "side": "long",
+        "status": "active",
+        "quantity": Decimal("0.5"),
+    }

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from core.exchange.errors import ExchangeFailure
 from core.services.deps import Deps
 from core.services.health import ExchangeReads
 from core.services.invariants import POSITION_FACT_COLUMNS
+from core.services.throttled_read import ThrottledRead
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +47,8 @@ class MarketView:
 
     def __init__(self, deps_factory: Callable[[], Deps], ttl: float) -> None:
         self.deps_factory = deps_factory
-        self.ttl = ttl
+        self._marks: ThrottledRead[dict[str, Decimal]] = ThrottledRead(self._read_marks, ttl, {})
         self._lock = threading.Lock()
-        self._at: float | None = None
-        self._marks: dict[str, Decimal] = {}
         self._places: dict[str, tuple[int | None, int | None]] = {}
 
     def warm(self) -> None:
@@ -62,14 +60,14 @@ class MarketView:
 
     def marks(self) -> dict[str, Decimal]:
         """Last good marks; an exchange failure keeps the previous ones (shown with their age)."""
-        with self._lock:
-            if self._at is None or time.monotonic() - self._at > self.ttl:
-                self._at = time.monotonic()
-                try:
-                    self._marks = self.deps_factory().exchange.mark_prices()
-                except ExchangeFailure as exc:
-                    log.warning("console: mark prices unavailable: %s", exc)
-            return self._marks
+        return self._marks.latest().value
+
+    def _read_marks(self) -> dict[str, Decimal]:
+        try:
+            return self.deps_factory().exchange.mark_prices()
+        except ExchangeFailure as exc:
+            log.warning("console: mark prices unavailable: %s", exc)
+            raise
 
     def places(self, symbol: str) -> tuple[int | None, int | None]:
         """(price places, quantity places) from the market's tick and step sizes."""
@@ -314,12 +312,7 @@ def _book_row(
     started = p.opened_at or p.created_at
     extreme = p.highest_price if p.side == "long" else p.lowest_price
     return BookRow(
-        id=p.id,
-        exchange=p.exchange,
-        symbol=p.symbol,
-        side=p.side,
-        status=p.status,
-        quantity=p.quantity,
+        **p.facts(),
         entry=p.entry_price,
         mark=mark,
         pnl=book.unrealised_pnl(p.side, p.quantity, p.entry_price, mark),
