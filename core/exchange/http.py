@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 from requests import exceptions as rex
@@ -113,8 +113,7 @@ class LeanResponse:
         """Nothing to free: the body was read and the connection went back to its pool."""
 
 
-def _pool_key(url: str, verify: bool) -> tuple[str, str, int | None, bool]:
-    parts = urlsplit(url)
+def _pool_key(parts: SplitResult, verify: bool) -> tuple[str, str, int | None, bool]:
     return parts.scheme.lower(), parts.hostname or "", parts.port, verify
 
 
@@ -163,8 +162,7 @@ def _set_content_length(headers: CaseInsensitiveDict[Any], method: str, body: by
         headers["Content-Length"] = "0"
 
 
-def _path_url(url: str) -> str:
-    parts = urlsplit(url)
+def _path_url(parts: SplitResult) -> str:
     path = parts.path or "/"
     return f"{path}?{parts.query}" if parts.query else path
 
@@ -233,8 +231,8 @@ class LeanSession:
         scheme, _, rest = url.partition("://")
         return scheme.lower() not in ("http", "https") or not rest.isascii()
 
-    def _pool(self, url: str, verify: bool) -> HTTPConnectionPool:
-        key = _pool_key(url, verify)
+    def _pool(self, parts: SplitResult, verify: bool) -> HTTPConnectionPool:
+        key = _pool_key(parts, verify)
         pool = self._pools.get(key)
         if pool is None:
             with self._pools_lock:
@@ -253,13 +251,14 @@ class LeanSession:
         verify: bool,
     ) -> LeanResponse:
         try:
-            pool = self._pool(url, verify)
-        except u3.LocationValueError as exc:
+            parts = urlsplit(url)
+            pool = self._pool(parts, verify)
+        except ValueError as exc:  # a bad port or host, as requests' InvalidURL
             raise rex.InvalidURL(exc) from exc
         try:
             raw = pool.urlopen(
                 method,
-                _path_url(url),
+                _path_url(parts),
                 body=body,
                 headers=headers,
                 redirect=False,

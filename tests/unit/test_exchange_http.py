@@ -299,6 +299,13 @@ def test_a_refused_connection_is_a_network_error():
     assert isinstance(failure, errors.OutcomeUnknown)
 
 
+def test_a_malformed_url_fails_as_with_requests():
+    url = "http://127.0.0.1:99999/fapi/v1/order"
+    results = {kind: outcome(lambda k=kind: client(k).fetch(url, "GET")) for kind in SESSIONS}
+    assert results["lean"] == results["requests"]
+    assert results["lean"][1][0] is ccxt.ExchangeError
+
+
 @pytest.mark.parametrize("method", ["POST", "DELETE"])
 @pytest.mark.parametrize("kind", list(SESSIONS))
 def test_a_call_the_venue_hung_up_on_is_never_sent_twice(venue, kind, method):
