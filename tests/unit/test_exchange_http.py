@@ -62,10 +62,6 @@ class Venue(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_DELETE = do_PUT = _handle
 
-    def finish(self) -> None:
-        super().finish()
-        self.server.closed.set()
-
 
 def _echo(h: Venue, body: bytes) -> None:
     h._answer(200, json.dumps({"ok": True, "body": body.decode()}).encode())
@@ -85,6 +81,7 @@ def _hang_up(h: Venue, _: bytes) -> None:
 
 
 def _close_after(h: Venue, _: bytes) -> None:
+    h.server.hung_up_on.append(h.client_address)
     h._answer(200, b'{"first":true}')
     h.close_connection = True  # keep-alive was not refused, yet the socket goes
 
@@ -133,7 +130,16 @@ class VenueServer(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Venue)
         self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
-        self.closed = threading.Event()
+        self.closed_peers: list[Any] = []
+        self.hung_up_on: list[Any] = []  # the peers /close-after closed the connection of
+
+    def shutdown_request(self, request: Any) -> None:
+        try:
+            peer = request.getpeername()
+        except OSError:  # a TLS handshake the client refused
+            peer = None
+        super().shutdown_request(request)
+        self.closed_peers.append(peer)  # its socket is closed now, not just its handler done
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that gave up (the read timeout) leaves a broken pipe behind
@@ -156,7 +162,8 @@ def venue() -> Iterator[VenueServer]:
 @pytest.fixture(autouse=True)
 def _fresh(venue: VenueServer) -> None:
     venue.seen.clear()
-    venue.closed.clear()
+    venue.closed_peers.clear()
+    venue.hung_up_on.clear()
 
 
 def _requests_session() -> requests.Session:
@@ -329,7 +336,10 @@ def test_a_call_the_venue_hung_up_on_is_never_sent_twice(venue, kind, method):
 def test_a_keep_alive_connection_the_venue_closed_is_replaced_before_sending(venue, kind):
     exchange = client(kind)
     assert exchange.fetch(venue.url + "/close-after", "GET") == {"first": True}
-    assert venue.closed.wait(5)  # the server has closed the idle connection
+    deadline = time.monotonic() + 5
+    while venue.hung_up_on[0] not in venue.closed_peers:  # until the server closed it
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     venue.seen.clear()
     assert exchange.fetch(venue.url + "/echo", "POST", dict(POST_HEADERS), "a=1") == {
         "ok": True,
