@@ -1,10 +1,12 @@
-"""Operator commands: ``vigil task``, ``diagnose``, ``cleanup``, ``events``,
-``reproduce-duplicates`` and ``api``.
+"""Operator commands: ``vigil task`` and ``api`` here (the two that hand work to the
+workers through the broker), and the registration of the others in their order: ``task``,
+``diagnose``, ``cleanup`` (shell/cli_checks.py), ``events`` (shell/cli_events.py),
+``reproduce-duplicates`` (shell/cli_checks.py) and ``api``.
 
 They work against a running system: with ``VIGIL_DATABASE_URL`` / ``VIGIL_REDIS_URL`` set,
 or, unset, against the embedded servers a ``vigil up`` on this machine started (same
-``VIGIL_HOME`` defaults). Like shell/cli.py this is the shell: Celery is imported inside the
-commands that need it, never by the engine.
+``VIGIL_HOME`` defaults; shell/cli_running.py reaches them). Like shell/cli.py this is the
+shell: Celery is imported inside the commands that need it, never by the engine.
 
 Exit codes: 0 success (diagnose: clean), 1 the command's answer is "no" (violations found, a
 task failed, duplicates seen), 2 the command could not run (bad setting, storage or exchange

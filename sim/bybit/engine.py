@@ -12,9 +12,8 @@ arithmetic (`sim.account`: fees, margin, taker price) and the fill arithmetic
 * **position visibility**: a position that went from flat to open appears in the position
   list only `position_delay_ms` after the fill, and until then reduce-only orders (a stop
   placed right after the entry) are refused with 110017, as on Bybit;
-* **conditional orders and position TP/SL** (what waits for a trigger: placement,
-  firing on the mark, `/v5/position/trading-stop`) are ``ConditionalOrders``, mixed in
-  from ``sim/bybit/conditional.py``.
+* **conditional orders and position TP/SL** (what waits for a trigger) are
+  ``ConditionalOrders``, mixed in from ``sim/bybit/conditional.py``.
 
 What the account shows (order queries, position and wallet rows) is read by
 ``sim/bybit/views.py``. Synchronous, run on the server's event loop; `publish(topic, rows)`
@@ -340,8 +339,6 @@ class BybitEngine(ConditionalOrders, MarginAccount):
 
     def _publish_order(self, order: BybitOrder) -> None:
         self.publish("order", [order.to_ws()])
-
-    # -- triggers ---------------------------------------------------------------------
 
     def on_prices(self, symbols: Iterable[str]) -> None:
         """Fire crossed conditional orders and fill crossed resting limits."""
