@@ -18,8 +18,8 @@ from aiohttp import web
 from sim import admin, errors
 from sim.admin import _body, _decimal, _positive, _side, _symbol, _wrap
 from sim.bybit import views
-from sim.bybit.engine import BybitEngine, OrderIntent
-from sim.bybit.records import FALLING, RISING
+from sim.bybit.engine import BybitEngine
+from sim.bybit.records import FALLING, RISING, OrderIntent
 from sim.bybit.state import BybitState
 from sim.matching import now_ms
 from sim.orders import fmt

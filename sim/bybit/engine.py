@@ -9,17 +9,11 @@ arithmetic (`sim.account`: fees, margin, taker price) and the fill arithmetic
   unique across *all* orders of the account (not only open ones, unlike Binance);
 * **position modes**: one-way (`positionIdx` 0) and hedge (1 = long slot, 2 = short slot);
   an order whose `positionIdx` does not fit the mode is refused (10001);
-* **conditional orders** carry `triggerDirection` (1 rising, 2 falling) and `triggerBy`;
-  one whose trigger is already crossed is refused (110092/110093); they wait `Untriggered`,
-  fire on the mark price, run as market orders under the same id and end `Filled`, or
-  `Deactivated` when cancelled or when a reduce-only one finds nothing to reduce;
 * **position visibility**: a position that went from flat to open appears in the position
   list only `position_delay_ms` after the fill, and until then reduce-only orders (a stop
   placed right after the entry) are refused with 110017, as on Bybit;
-* **position TP/SL** (`/v5/position/trading-stop`, Full mode): a `StopLoss`/`TakeProfit`
-  order with quantity 0 that closes the whole slot and goes away with the position;
-* reduce-only conditional orders are *not* cancelled when their position goes flat (the
-  engine's zombie cleaner must remove them), at most `max_stop_orders` per symbol (110009).
+* **conditional orders and position TP/SL** (what waits for a trigger) are
+  ``ConditionalOrders``, mixed in from ``sim/bybit/conditional.py``.
 
 What the account shows (order queries, position and wallet rows) is read by
 ``sim/bybit/views.py``. Synchronous, run on the server's event loop; `publish(topic, rows)`
@@ -29,7 +23,6 @@ feeds the private WebSocket topics (`order`, `execution`, `position`, `wallet`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from decimal import Decimal
 
 from sim.account import (
@@ -40,65 +33,27 @@ from sim.account import (
     partial_quantity,
 )
 from sim.bybit import errors, views
+from sim.bybit.conditional import TRIGGER_BY, ConditionalOrders
 from sim.bybit.records import (
     ENGINE_SIDE,
-    FALLING,
-    RISING,
     BybitOrder,
     BybitPosition,
     Execution,
+    OrderIntent,
     bybit_id,
-    opposite,
 )
+from sim.bybit.settings import BybitSettings
 from sim.markets import Market
 from sim.matching import apply_fill, now_ms
 from sim.orders import ZERO
 from sim.prices import PriceBook
 
 Publish = Callable[[str, list[dict[str, object]]], None]
-TRIGGER_BY = frozenset({"LastPrice", "MarkPrice", "IndexPrice"})
 ORDER_NAMESPACE, EXEC_NAMESPACE = 0xB1B1, 0xE1E1
 MARGIN_MODES = frozenset({"REGULAR_MARGIN", "ISOLATED_MARGIN", "PORTFOLIO_MARGIN"})
 
 
-@dataclass
-class BybitSettings:
-    """Knobs of the Bybit dialect (admin `POST /_sim/config` changes them at runtime)."""
-
-    #: How long a freshly opened position stays out of the position list (0: at once).
-    position_delay_ms: int = 200
-    #: Order endpoints (create/amend/cancel/cancel-all/trading-stop) per second per UID,
-    #: each endpoint counted on its own, as Bybit does; None switches the limit off.
-    order_rate_limit: int | None = 10
-    #: Closed orders `/v5/order/realtime` still returns by id (the rest: order history).
-    realtime_closed_window: int = 500
-    #: Send `retCode` as a string ("0", "10006"): some Bybit gateways did, and the old bot
-    #: broke on it; off by default (v5 sends numbers).
-    retcode_as_string: bool = False
-    #: Untriggered conditional orders allowed per symbol.
-    max_stop_orders: int = 10
-
-
-@dataclass
-class OrderIntent:
-    """A validated `/v5/order/create` request (or an admin order)."""
-
-    symbol: str
-    side: str  # Buy / Sell
-    order_type: str  # Market / Limit
-    qty: Decimal
-    position_idx: int = 0
-    price: Decimal | None = None
-    link_id: str = ""
-    time_in_force: str = "GTC"
-    reduce_only: bool = False
-    close_on_trigger: bool = False
-    trigger_price: Decimal | None = None
-    trigger_direction: int = 0
-    trigger_by: str = "LastPrice"
-
-
-class BybitEngine(MarginAccount):
+class BybitEngine(ConditionalOrders, MarginAccount):
     """Account state and order book of one Bybit UTA account (linear USDT contracts)."""
 
     def __init__(
@@ -203,13 +158,6 @@ class BybitEngine(MarginAccount):
         if price <= 0 or price % market.tick_size != 0:
             raise errors.PRICE_TICK
 
-    def _check_trigger(self, symbol: str, direction: int, trigger: Decimal) -> None:
-        mark = self.mark(symbol)
-        if direction == RISING and trigger <= mark:
-            raise errors.would_trigger(True, trigger, mark)
-        if direction == FALLING and trigger >= mark:
-            raise errors.would_trigger(False, trigger, mark)
-
     def _check_reducible(self, pos: BybitPosition, side: str) -> None:
         if self.reducible(pos, side, visible_only=True) > 0:
             return
@@ -260,27 +208,6 @@ class BybitEngine(MarginAccount):
             return order
         if not defer_fill:
             self._execute(order, self._fill_price(order), fraction=fill_fraction)
-        return order
-
-    def _place_conditional(self, market: Market, it: OrderIntent, pos: BybitPosition) -> BybitOrder:
-        assert it.trigger_price is not None
-        if it.trigger_direction not in (RISING, FALLING):
-            raise errors.TRIGGER_DIRECTION
-        if it.trigger_by not in TRIGGER_BY:
-            raise errors.TRIGGER_BY
-        self.validate_price(market, it.trigger_price)
-        self._check_trigger(it.symbol, it.trigger_direction, it.trigger_price)
-        if self._reduces(it, pos):
-            self._check_reducible(pos, it.side)
-        elif not market.trading:
-            raise errors.REDUCTION_ONLY_CONTRACT
-        elif it.qty * it.trigger_price < market.min_notional:
-            raise errors.below_min_value(market.min_notional)
-        waiting = [o for o in self.open_orders(it.symbol) if o.stop_order_type == "Stop"]
-        if len(waiting) >= self.settings.max_stop_orders:
-            raise errors.TOO_MANY_STOPS
-        order = self._record(it, stop_order_type="Stop", status="Untriggered")
-        self._publish_order(order)
         return order
 
     def _record(
@@ -413,8 +340,6 @@ class BybitEngine(MarginAccount):
     def _publish_order(self, order: BybitOrder) -> None:
         self.publish("order", [order.to_ws()])
 
-    # -- triggers ---------------------------------------------------------------------
-
     def on_prices(self, symbols: Iterable[str]) -> None:
         """Fire crossed conditional orders and fill crossed resting limits."""
         moved = set(symbols)
@@ -424,34 +349,10 @@ class BybitEngine(MarginAccount):
             if order.symbol not in moved or not order.is_open:
                 continue
             if order.status == "Untriggered":
-                mark = self.mark(order.symbol)
-                crossed = (
-                    mark >= order.trigger_price
-                    if order.trigger_direction == RISING
-                    else mark <= order.trigger_price
-                )
-                if crossed:
+                if self._crossed(order):
                     self._trigger(order)
             elif order.order_type == "Limit" and self._marketable(order):
                 self._execute(order, order.price, maker=True)
-
-    def _trigger(self, order: BybitOrder) -> None:
-        order.status = "Triggered"
-        order.updated = now_ms()
-        self._publish_order(order)
-        pos = self.slot(order.symbol, order.position_idx)
-        if order.is_tpsl:
-            order.qty = self.reducible(pos, order.side, visible_only=False)
-        elif self._reduces(order, pos):
-            order.qty = min(order.qty, self.reducible(pos, order.side, visible_only=False))
-        if order.qty <= 0:
-            order.status = "Deactivated"
-            order.cancel_type = "CancelByReduceOnly"
-            order.updated = now_ms()
-            self._finalize(order)
-            self._publish_order(order)
-            return
-        self._execute(order, self._taker_price(order.symbol, order.side))
 
     # -- amend / cancel ---------------------------------------------------------------
 
@@ -569,76 +470,6 @@ class BybitEngine(MarginAccount):
             raise errors.MARGIN_MODE_FAILED
         self.margin_mode = mode
         return []
-
-    def trading_stop(
-        self,
-        symbol: str,
-        idx: int,
-        *,
-        take_profit: Decimal | None,
-        stop_loss: Decimal | None,
-        tp_trigger_by: str,
-        sl_trigger_by: str,
-    ) -> None:
-        """`/v5/position/trading-stop` (Full mode): set, move or clear ("0") TP/SL."""
-        market = self.market(symbol)
-        self.check_idx(idx)
-        pos = self.slot(symbol, idx)
-        if not pos.visible(now_ms()):
-            raise errors.ZERO_POSITION_TPSL
-        long = pos.amount > 0
-        for kind, price, trigger_by in (
-            ("StopLoss", stop_loss, sl_trigger_by),
-            ("TakeProfit", take_profit, tp_trigger_by),
-        ):
-            if price is None:
-                continue
-            existing = self.tpsl_order(pos, kind)
-            if price == 0:
-                if existing is not None:
-                    self._cancel(existing, "CancelByUser")
-                continue
-            if trigger_by not in TRIGGER_BY:
-                raise errors.TRIGGER_BY
-            self.validate_price(market, price)
-            rising = (kind == "StopLoss") != long
-            try:
-                self._check_trigger(symbol, RISING if rising else FALLING, price)
-            except errors.BybitError:
-                raise errors.stop_loss_side(pos.side, price, self.mark(symbol)) from None
-            if existing is not None:
-                existing.trigger_price, existing.trigger_by = price, trigger_by
-                existing.updated = now_ms()
-                self._publish_order(existing)
-                continue
-            intent = OrderIntent(
-                symbol=symbol,
-                side=opposite(pos.side),
-                order_type="Market",
-                qty=ZERO,
-                position_idx=idx,
-                reduce_only=True,
-                close_on_trigger=True,
-                trigger_price=price,
-                trigger_direction=RISING if rising else FALLING,
-                trigger_by=trigger_by,
-            )
-            order = self._record(intent, stop_order_type=kind, status="Untriggered")
-            order.tpsl_mode = "Full"
-            self._publish_order(order)
-
-    def tpsl_order(self, pos: BybitPosition, kind: str) -> BybitOrder | None:
-        for order in self.open_orders(pos.symbol):
-            if order.stop_order_type == kind and order.position_idx == pos.position_idx:
-                return order
-        return None
-
-    def _clear_tpsl(self, pos: BybitPosition) -> None:
-        """Position-level TP/SL belong to the position: they go when it goes."""
-        for kind in ("StopLoss", "TakeProfit"):
-            order = self.tpsl_order(pos, kind)
-            if order is not None and order.status == "Untriggered":
-                self._cancel(order, "CancelByTpSlTsClear")
 
     # -- admin ("by hand") ------------------------------------------------------------
 

@@ -20,9 +20,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from sim.bybit import errors, views
-from sim.bybit.engine import OrderIntent
 from sim.bybit.market_data import instrument_row, instrument_status, ticker_row
-from sim.bybit.records import BybitOrder
+from sim.bybit.records import BybitOrder, OrderIntent
 from sim.bybit.state import BybitState
 from sim.faults import FaultPlan
 from sim.matching import now_ms
