@@ -4,7 +4,8 @@ Real processes: the project's Celery worker (tests/integration/broker_loss_worke
 2 slots) and an embedded Redis with its append-only file. Each loss: the worker runs one
 ``acks_late`` task held open (an unacknowledged message, a free slot), Redis stops, stays down
 2 s and starts again; three tasks are sent, then the held one is released. A worker that exits
-(or logs Celery's "Unrecoverable error") is counted and started again, as `vigil up` would.
+(or logs Celery's "Unrecoverable error") is let finish its running task, counted and started
+again, as `vigil up` would.
 Prints the losses, the exits, the worker processes used, the tasks sent and run, and what is
 left queued or unacknowledged in Redis (unacknowledged: waiting for the visibility timeout).
 
@@ -14,6 +15,7 @@ left queued or unacknowledged in Redis (unacknowledged: waiting for the visibili
 from __future__ import annotations
 
 import argparse
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -89,6 +91,11 @@ def _one_loss(app, broker: EmbeddedRedis, worker: Worker, held: str, sent: set[s
     broker.start()
     if not _watch_for_exit(worker):
         return False
+    worker.release_held()  # an ending worker finishes its running task first (warm shutdown)
+    try:
+        worker.proc.wait(EXIT_WATCH_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
     worker.stop()
     return True
 
