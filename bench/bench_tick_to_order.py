@@ -56,6 +56,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -234,89 +235,35 @@ def run_scenario(
     worker = settler = None
     ingest = None
     try:
-        sim.admin("POST", "/_sim/reset", {"balance": "1000000000"})
         name, code = variant
-        settings = base.model_copy(
-            update={"exchange_url": sim.url, "price_task_batch": ingest_batch(args, code)}
-        )
-        rds = redis.Redis.from_url(str(settings.redis_url))
-        rds.flushall()
-        with unit_of_work() as s:
-            s.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
-        deps = Deps(settings, build_adapter(settings), rds, SYSTEM_CLOCK)
-        symbols = [f"SIM{i:03d}USDT" for i in range(n)]
-        started = time.perf_counter()
-        ids = open_positions(settings, rds, symbols)
-        print(f"  opened {len(ids)} positions in {time.perf_counter() - started:.1f} s", flush=True)
-
+        settings, rds, deps, symbols = fresh_book(sim, n, args, base, code)
+        ids = open_book(settings, rds, symbols)
         env = worker_env(settings, home, args)
         tag = f"{n}x{rate:g}-{'ref' if code != ROOT else 'wt'}"
         worker = start_worker(env, args, f"stops{tag}", home, code)
         settler = start_worker(env, args, f"orders{tag}", home, code, queues="orders")
         ingest = Ingest(settings)
         send = celery_sender(settings)
-        price_path.sweep(deps, lambda ex, sym: send("vigil.stops.on_price", (ex, sym)))
-        wait_until(
-            lambda: all(bands.components(rds, "binance", s) for s in symbols), 120, "bands", 0.2
-        )
-        for symbol in symbols:  # +2 %: every trailing stop activates (warm-up, not measured)
-            sim.admin("POST", "/_sim/price", {"symbol": symbol, "price": "10.2"})
-        wait_until(lambda: active_trailing(ids) >= len(ids) * 0.98, 180, "activation", 0.2)
-        wait_until(lambda: rds.llen("stops") == 0, 120, "the queue to drain")
-        time.sleep(1.0)  # the last activation's tasks finish
+        activate_every_stop(sim, deps, rds, send, symbols, ids)
         sweep = measure_sweep(send, rds, worker.pid, ids) if args.sweep else None
         idle_cpu = idle_rate(worker.pid, 3.0)  # what the worker spends doing nothing
         sim.admin("POST", "/_sim/volatility", {"volatility": args.volatility, "drift": 0})
-
-        log_from = sim.admin("GET", "/_sim/requests?since=999999999")["next"]
-        algo_from = max_algo_id(sim)
-        stats = ingest.stream.stats if ingest.stream else None
-        assert stats is not None
-        ticks0, outside0, queued0 = stats.ticks, stats.outside, stats.enqueued
-        cpu0 = psutil.Process().cpu_times()
-        worker_cpu0 = tree_cpu(worker.pid)
-        t0 = time.time()
-        time.sleep(args.seconds)
-        t1 = time.time()
-        cpu1 = psutil.Process().cpu_times()
-        ticks, outside, queued = (
-            stats.ticks - ticks0,
-            stats.outside - outside0,
-            stats.enqueued - queued0,
-        )
-        sim.admin("POST", "/_sim/volatility", {"volatility": 0, "drift": 0})
-        wait_until(lambda: rds.llen("stops") == 0 and rds.llen("orders") == 0, 120, "drain")
-        time.sleep(1.0)  # the last tasks finish
-        worker_cpu = tree_cpu(worker.pid) - worker_cpu0
-        worker_span = time.time() - t0
-        worker_moves = moves_since(datetime.fromtimestamp(t0, UTC))
-        elapsed = t1 - t0
-        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed
-        with unit_of_work() as s:
-            closed = int(
-                s.scalar(
-                    select(text("count(*)"))
-                    .select_from(Position)
-                    .where(Position.status == "closed")
-                )
-                or 0
-            )
-        lat = latencies(sim, log_from, algo_from, t0, t1)
+        window = measure_window(sim, ingest, rds, worker.pid, args.seconds)
         return Result(
             name,
             n,
             rate,
-            elapsed,
-            ticks / elapsed,
-            outside / elapsed,
-            queued / max(1, ticks),
-            cpu,
-            len(lat),
-            closed,
-            lat,
-            worker_cpu,
-            worker_moves,
-            idle_cpu * worker_span,
+            window.elapsed,
+            window.ticks / window.elapsed,
+            window.outside / window.elapsed,
+            window.queued / max(1, window.ticks),
+            window.ingest_cpu,
+            len(window.latencies),
+            closed_positions(),
+            window.latencies,
+            window.worker_cpu,
+            window.worker_moves,
+            idle_cpu * window.worker_span,
             sweep,
         )
     finally:
@@ -326,6 +273,106 @@ def run_scenario(
             if proc is not None:
                 stop_worker(proc)
         sim.stop()
+
+
+def fresh_book(
+    sim: SimProcess, n: int, args: argparse.Namespace, base: Settings, code: Path
+) -> tuple[Settings, redis.Redis, Deps, list[str]]:
+    """An empty exchange, Redis and database; the ``n`` symbols to trade."""
+    sim.admin("POST", "/_sim/reset", {"balance": "1000000000"})
+    settings = base.model_copy(
+        update={"exchange_url": sim.url, "price_task_batch": ingest_batch(args, code)}
+    )
+    rds = redis.Redis.from_url(str(settings.redis_url))
+    rds.flushall()
+    with unit_of_work() as s:
+        s.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
+    deps = Deps(settings, build_adapter(settings), rds, SYSTEM_CLOCK)
+    return settings, rds, deps, [f"SIM{i:03d}USDT" for i in range(n)]
+
+
+def open_book(settings: Settings, rds: redis.Redis, symbols: list[str]) -> list[int]:
+    """A long position opened for real on every symbol; the ids of those that opened."""
+    started = time.perf_counter()
+    ids = open_positions(settings, rds, symbols)
+    print(f"  opened {len(ids)} positions in {time.perf_counter() - started:.1f} s", flush=True)
+    return ids
+
+
+def activate_every_stop(
+    sim: SimProcess,
+    deps: Deps,
+    rds: redis.Redis,
+    send: Any,
+    symbols: list[str],
+    ids: list[int],
+) -> None:
+    """The warm-up, not measured: bands published, every price +2 % so every trailing stop
+    activates, the queue drained."""
+    price_path.sweep(deps, lambda ex, sym: send("vigil.stops.on_price", (ex, sym)))
+    wait_until(lambda: all(bands.components(rds, "binance", s) for s in symbols), 120, "bands", 0.2)
+    for symbol in symbols:
+        sim.admin("POST", "/_sim/price", {"symbol": symbol, "price": "10.2"})
+    wait_until(lambda: active_trailing(ids) >= len(ids) * 0.98, 180, "activation", 0.2)
+    wait_until(lambda: rds.llen("stops") == 0, 120, "the queue to drain")
+    time.sleep(1.0)  # the last activation's tasks finish
+
+
+@dataclass
+class Window:
+    """What one measured window of random-walking prices cost and how fast it moved stops."""
+
+    elapsed: float
+    ticks: int
+    outside: int
+    queued: int
+    ingest_cpu: float  # this process's CPU share (the ingest component)
+    worker_cpu: float  # the stops worker's CPU seconds from the start to the drain
+    worker_span: float
+    worker_moves: int
+    latencies: list[tuple[float, float]]
+
+
+def measure_window(
+    sim: SimProcess, ingest: Ingest, rds: redis.Redis, worker_pid: int, seconds: float
+) -> Window:
+    """Let the prices walk for ``seconds``, then calm them and wait for the queues to drain."""
+    log_from = sim.admin("GET", "/_sim/requests?since=999999999")["next"]
+    algo_from = max_algo_id(sim)
+    stats = ingest.stream.stats if ingest.stream else None
+    assert stats is not None
+    ticks0, outside0, queued0 = stats.ticks, stats.outside, stats.enqueued
+    cpu0 = psutil.Process().cpu_times()
+    worker_cpu0 = tree_cpu(worker_pid)
+    t0 = time.time()
+    time.sleep(seconds)
+    t1 = time.time()
+    cpu1 = psutil.Process().cpu_times()
+    ticks, outside, queued = (
+        stats.ticks - ticks0,
+        stats.outside - outside0,
+        stats.enqueued - queued0,
+    )
+    sim.admin("POST", "/_sim/volatility", {"volatility": 0, "drift": 0})
+    wait_until(lambda: rds.llen("stops") == 0 and rds.llen("orders") == 0, 120, "drain")
+    time.sleep(1.0)  # the last tasks finish
+    worker_cpu = tree_cpu(worker_pid) - worker_cpu0
+    worker_span = time.time() - t0
+    worker_moves = moves_since(datetime.fromtimestamp(t0, UTC))
+    elapsed = t1 - t0
+    cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / elapsed
+    lat = latencies(sim, log_from, algo_from, t0, t1)
+    return Window(elapsed, ticks, outside, queued, cpu, worker_cpu, worker_span, worker_moves, lat)
+
+
+def closed_positions() -> int:
+    with unit_of_work() as s:
+        return int(
+            s.scalar(
+                select(text("count(*)")).select_from(Position).where(Position.status == "closed")
+            )
+            or 0
+        )
 
 
 def noop_round_trip(
@@ -359,10 +406,7 @@ def noop_round_trip(
         stop_worker(worker)
 
 
-def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--serve-sim":
-        serve_sim(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
-        return
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--positions", default="100,500", help="comma-separated sizes")
     parser.add_argument("--rates", default="1,10", help="feed rates per symbol, Hz")
@@ -384,7 +428,14 @@ def main() -> None:
     )
     parser.add_argument("--compare", metavar="REF", help="also measure the workers of REF")
     parser.add_argument("--rounds", type=int, default=1, help="runs per variant and scenario")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-sim":
+        serve_sim(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
+        return
+    args = parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="vigil-bench-tto-"))
     pg = EmbeddedPostgres(home / "pg" / "data", free_port())

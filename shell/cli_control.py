@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from shell.cli_ops import _deps, _settings, _storage_errors
 from shell.cli_output import fail
+from shell.cli_running import current_deps, current_settings, storage_errors
 
 if TYPE_CHECKING:
     from core.services.deps import Deps
@@ -47,8 +47,8 @@ def halt(
     from core.clock import SYSTEM_CLOCK
     from core.services import halts
 
-    _settings()
-    with _storage_errors():
+    current_settings()
+    with storage_errors():
         result = halts.halt(reason, _who(), now=SYSTEM_CLOCK.now())
     h = result.halt
     state = "halted" if result.created else "already halted"
@@ -64,8 +64,8 @@ def resume() -> None:
     from core.clock import SYSTEM_CLOCK
     from core.services import halts
 
-    _settings()
-    with _storage_errors():
+    current_settings()
+    with storage_errors():
         lifted = halts.resume(_who(), now=SYSTEM_CLOCK.now())
     if not lifted:
         console.print("not halted; nothing to resume")
@@ -98,8 +98,8 @@ def close(
     """Close a position at market now (reason `manual`), or all of them with --all."""
     if all_ == (symbol is not None):
         raise fail("give a SYMBOL or --all (not both)")
-    with _storage_errors():
-        deps = _deps()
+    with storage_errors():
+        deps = current_deps()
         venue = exchange.lower() if exchange else deps.exchange_name
         if venue != deps.exchange_name:
             from core.services.deps import VenueNotConfigured, deps_for

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from shell.cli_control import _who
-from shell.cli_ops import _deps, _settings, _storage_errors
 from shell.cli_output import fail
+from shell.cli_running import current_deps, current_settings, storage_errors
 
 console = Console()
 settings_app = typer.Typer(
@@ -39,9 +39,9 @@ def show(
     from core.services import symbol_settings as store
     from core.services.deps import exchange_name
 
-    settings = _settings()
+    settings = current_settings()
     venue = exchange or exchange_name(settings)
-    with _storage_errors():
+    with storage_errors():
         rows = store.show(venue)
     wanted = {"*", symbol.upper()} if symbol else None
     table = Table("exchange", "symbol", "overrides")
@@ -58,8 +58,8 @@ def _show_effective(venue: str, symbol: str) -> None:
     from core.domain.symbol_settings import KEYS
     from core.services import symbol_settings as store
 
-    deps = _deps()
-    with _storage_errors():
+    deps = current_deps()
+    with storage_errors():
         found = store.overrides(deps.redis, venue, symbol)
         disabled = store.disabled_among(deps.settings, deps.redis, venue, [symbol])
     effective = store.apply(deps.settings, found)
@@ -82,8 +82,8 @@ def set_(
 
     try:
         values = parse_assignments(assignments)
-        deps = _deps()
-        with _storage_errors():
+        deps = current_deps()
+        with storage_errors():
             venue, target = store.check_target(deps, exchange, symbol)
             change = store.set_values(deps.redis, venue, target, values, _who())
     except SymbolSettingError as exc:
@@ -102,12 +102,12 @@ def unset(
     from core.services import symbol_settings as store
     from core.services.deps import exchange_name
 
-    settings = _settings()
+    settings = current_settings()
     try:
         chosen = parse_keys(keys) if keys else None
         venue = store.check_venue(settings, exchange or exchange_name(settings))
-        deps = _deps()
-        with _storage_errors():
+        deps = current_deps()
+        with storage_errors():
             change = store.unset_values(deps.redis, venue, normalise_symbol(symbol), chosen, _who())
     except SymbolSettingError as exc:
         raise fail(str(exc)) from None

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sim import errors
+from sim import errors, views
 from sim.errors import SimError
 from sim.faults import parse_rule
 from sim.orders import OrderRequest, fmt
@@ -258,7 +258,7 @@ def _prices(state: SimState) -> dict[str, str]:
 
 def _positions(state: SimState) -> list[dict[str, Any]]:
     engine = state.engine
-    return [engine.position_risk(p, 2) for p in engine.positions.values() if p.amount]
+    return [views.position_risk(engine, p, 2) for p in engine.positions.values() if p.amount]
 
 
 async def get_state(request: web.Request, state: SimState) -> Any:

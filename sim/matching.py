@@ -5,9 +5,9 @@ Semantics follow Binance USD-M where they matter to a risk engine:
 * MARKET orders fill at once at mark price +/- slippage, taker fee; LIMIT orders rest and
   fill at their price when the mark price crosses it, maker fee (marketable LIMIT orders
   fill at once as taker at the better of limit and mark).
-* Conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET) live in the separate algo book,
-  trigger on the mark price and then execute as MARKET orders. One that would trigger at
-  once is refused with -2021.
+* Conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET) live in the separate algo book
+  (sim/algo_book.py), trigger on the mark price and then execute as MARKET orders. One
+  that would trigger at once is refused with -2021.
 * `reduceOnly` never opens or increases a position (-2022 at placement for plain orders;
   a triggered reduce-only or closePosition algo order with nothing to reduce expires).
 * Conditional orders are NOT cancelled when their position goes to zero; they stay open
@@ -19,11 +19,10 @@ no locking is needed; `publish` receives user-data events for the WebSocket laye
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from decimal import Decimal
 
-from sim import errors
+from sim import errors, views
 from sim.account import (
     EngineConfig,
     MarginAccount,
@@ -31,37 +30,35 @@ from sim.account import (
     crosses,
     partial_quantity,
 )
+from sim.algo_book import ALGO_ID_BASE, AlgoBook, Event
 from sim.errors import SimError
 from sim.markets import Market
 from sim.orders import (
     ZERO,
-    AlgoOrder,
     Fill,
     Ledger,
     Order,
     OrderRequest,
     Position,
     fmt,
+    now_ms,
 )
 from sim.prices import PriceBook
 
-Event = dict[str, object]
-MAINT_MARGIN_RATE = Decimal("0.004")
 ORDER_ID_BASE = 4_000_000_000
-ALGO_ID_BASE = 2_000_000
 TRADE_ID_BASE = 900_000_000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _sign(side: str) -> Decimal:
     return Decimal(1) if side == "BUY" else Decimal(-1)
 
 
-class Engine(MarginAccount):
-    """Account state plus order books; every state change publishes user-data events."""
+class Engine(AlgoBook, MarginAccount):
+    """Account state plus order books; every state change publishes user-data events.
+
+    The plain orders and the account are here; the algo book (conditional orders) is
+    ``AlgoBook`` (sim/algo_book.py).
+    """
 
     def __init__(
         self,
@@ -307,130 +304,16 @@ class Engine(MarginAccount):
             return
         self._execute(order, self._taker_price(_as_request(order)), fraction=fraction)
 
-    # -- algo (conditional) orders --------------------------------------------------
-
-    def place_algo(self, req: OrderRequest) -> AlgoOrder:
-        market = self.market(req.symbol)
-        self._check_position_side(req)
-        if req.type not in ("STOP_MARKET", "TAKE_PROFIT_MARKET"):
-            raise errors.BAD_ORDER_TYPE
-        if req.trigger_price is None:
-            raise errors.missing("triggerPrice")
-        self.validate_price(market, req.trigger_price)
-        self._check_algo_quantity(market, req)
-        if req.client_id:
-            self._check_client_id(req.client_id)
-        if req.close_position and self._has_close_position(req):
-            raise errors.CLOSE_POSITION_EXISTS
-        if self._triggered(req.type, req.side, req.trigger_price, self.mark(req.symbol)):
-            raise errors.WOULD_TRIGGER
-        if not market.trading and not (req.reduce_only or req.close_position):
-            raise errors.NOT_TRADING
-        self._next_algo += 1
-        ts = now_ms()
-        algo = AlgoOrder(
-            algo_id=self._next_algo,
-            client_algo_id=req.client_id or f"sim-algo-{self._next_algo}",
-            symbol=req.symbol,
-            side=req.side,
-            order_type=req.type,
-            quantity=ZERO if req.close_position else req.quantity,
-            trigger_price=req.trigger_price,
-            create_time=ts,
-            update_time=ts,
-            reduce_only=req.reduce_only,
-            close_position=req.close_position,
-            working_type=req.working_type,
-            time_in_force=req.time_in_force,
-            price_protect=req.price_protect,
-        )
-        self.ledger.algo_orders[algo.algo_id] = algo
-        self.publish(self._algo_event(algo))
-        return algo
-
-    def _check_algo_quantity(self, market: Market, req: OrderRequest) -> None:
-        if req.close_position:
-            if req.quantity:
-                raise errors.not_required("quantity")
-            if req.reduce_only:
-                raise errors.not_required("reduceOnly")
-            return
-        self.validate_quantity(market, req.quantity, market_order=True)
-        notional = req.quantity * req.trigger_price if req.trigger_price else ZERO
-        if not req.reduce_only and notional < market.min_notional:
-            raise errors.min_notional(market.min_notional)
-
-    def _has_close_position(self, req: OrderRequest) -> bool:
-        return any(
-            a.is_open
-            and a.close_position
-            and a.symbol == req.symbol
-            and a.side == req.side
-            and a.order_type == req.type
-            for a in self.ledger.algo_orders.values()
-        )
-
-    @staticmethod
-    def _triggered(order_type: str, side: str, trigger: Decimal, mark: Decimal) -> bool:
-        # STOP: sell when price falls to the trigger, buy when it rises to it.
-        # TAKE_PROFIT: the opposite directions.
-        rising = (order_type == "STOP_MARKET") == (side == "BUY")
-        return mark >= trigger if rising else mark <= trigger
-
     def on_prices(self, symbols: list[str]) -> None:
         """Evaluate triggers and resting limit orders after a price change."""
         if not symbols:
             return
         moved = set(symbols)
-        for algo in list(self.ledger.algo_orders.values()):
-            if algo.is_open and algo.symbol in moved:
-                mark = self.mark(algo.symbol)
-                if self._triggered(algo.order_type, algo.side, algo.trigger_price, mark):
-                    self._trigger(algo)
+        self.fire_triggered(moved)
         for order in list(self.ledger.orders.values()):
             if order.is_open and order.type == "LIMIT" and order.symbol in moved:
                 if self._marketable(_as_request(order)):
                     self._execute(order, order.price, maker=True)
-
-    def _trigger(self, algo: AlgoOrder) -> None:
-        ts = now_ms()
-        algo.trigger_time = ts
-        algo.update_time = ts
-        qty = self._algo_execution_quantity(algo)
-        if qty <= 0:
-            algo.status = "EXPIRED"
-            algo.reject_reason = "Reduce Only reject"
-            self.publish(self._algo_event(algo))
-            return
-        algo.status = "TRIGGERED"
-        self.publish(self._algo_event(algo))
-        req = OrderRequest(
-            symbol=algo.symbol,
-            side=algo.side,
-            type="MARKET",
-            quantity=qty,
-            trigger_price=algo.trigger_price,
-            reduce_only=algo.reduce_only or algo.close_position,
-            close_position=algo.close_position,
-            working_type=algo.working_type,
-            client_id=f"{algo.client_algo_id}"[:36],
-        )
-        order = self._record_order(req, orig_type=algo.order_type)
-        self.publish(self._order_event(order, "NEW"))
-        self._execute(order, self._taker_price(req))
-        algo.actual_order_id = order.order_id
-        algo.fill_price = order.avg_price
-        algo.fill_qty = order.executed_qty
-        algo.status = "FINISHED"
-        algo.update_time = now_ms()
-        self.publish(self._algo_event(algo))
-
-    def _algo_execution_quantity(self, algo: AlgoOrder) -> Decimal:
-        if algo.close_position:
-            return self.reducible(algo.symbol, algo.side)
-        if algo.reduce_only:
-            return min(algo.quantity, self.reducible(algo.symbol, algo.side))
-        return algo.quantity
 
     # -- cancel / query -------------------------------------------------------------
 
@@ -444,17 +327,6 @@ class Engine(MarginAccount):
         for order in reversed(list(self.ledger.orders.values())):
             if order.symbol == symbol and order.client_id == client_id:
                 return order
-        raise errors.QUERY_UNKNOWN
-
-    def find_algo(self, algo_id: int | None, client_id: str | None) -> AlgoOrder:
-        if algo_id is not None:
-            algo = self.ledger.algo_orders.get(algo_id)
-            if algo is not None:
-                return algo
-            raise errors.QUERY_UNKNOWN
-        for algo in reversed(list(self.ledger.algo_orders.values())):
-            if algo.client_algo_id == client_id:
-                return algo
         raise errors.QUERY_UNKNOWN
 
     def cancel_order(self, symbol: str, order_id: int | None, client_id: str | None) -> Order:
@@ -471,18 +343,6 @@ class Engine(MarginAccount):
         self.publish(self._order_event(order, "CANCELED"))
         return order
 
-    def cancel_algo(self, algo_id: int | None, client_id: str | None) -> AlgoOrder:
-        try:
-            algo = self.find_algo(algo_id, client_id)
-        except SimError as exc:
-            raise errors.CANCEL_UNKNOWN from exc
-        if not algo.is_open:
-            raise errors.CANCEL_UNKNOWN
-        algo.status = "CANCELED"
-        algo.update_time = now_ms()
-        self.publish(self._algo_event(algo))
-        return algo
-
     def cancel_all(self, symbol: str) -> int:
         self.market(symbol)
         open_ids = [o.order_id for o in self.open_orders(symbol)]
@@ -490,25 +350,11 @@ class Engine(MarginAccount):
             self.cancel_order(symbol, order_id, None)
         return len(open_ids)
 
-    def cancel_all_algo(self, symbol: str) -> int:
-        self.market(symbol)
-        open_ids = [a.algo_id for a in self.open_algo_orders(symbol)]
-        for algo_id in open_ids:
-            self.cancel_algo(algo_id, None)
-        return len(open_ids)
-
     def open_orders(self, symbol: str | None) -> list[Order]:
         return [
             o
             for o in self.ledger.orders.values()
             if o.is_open and (symbol is None or o.symbol == symbol)
-        ]
-
-    def open_algo_orders(self, symbol: str | None) -> list[AlgoOrder]:
-        return [
-            a
-            for a in self.ledger.algo_orders.values()
-            if a.is_open and (symbol is None or a.symbol == symbol)
         ]
 
     # -- account settings -----------------------------------------------------------
@@ -568,82 +414,6 @@ class Engine(MarginAccount):
         self._execute(order, self.mark(symbol))
         return order
 
-    # -- views ----------------------------------------------------------------------
-
-    def position_risk(self, pos: Position, version: int) -> dict[str, object]:
-        mark = self.mark(pos.symbol)
-        notional = pos.amount * mark
-        initial = abs(notional) / pos.leverage
-        row: dict[str, object] = {
-            "symbol": pos.symbol,
-            "positionSide": "BOTH",
-            "positionAmt": fmt(pos.amount),
-            "entryPrice": fmt(pos.entry_price),
-            "breakEvenPrice": fmt(self._break_even(pos)),
-            "markPrice": fmt(mark),
-            "unRealizedProfit": fmt(self.unrealized(pos)),
-            "liquidationPrice": fmt(self._liquidation(pos)),
-            "isolatedMargin": fmt(initial if pos.margin_type == "isolated" else ZERO),
-            "notional": fmt(notional),
-            "isolatedWallet": fmt(initial if pos.margin_type == "isolated" else ZERO),
-            "updateTime": pos.update_time,
-        }
-        if version == 2:
-            row.update(
-                marginType=pos.margin_type,
-                isAutoAddMargin="false",
-                leverage=str(pos.leverage),
-                maxNotionalValue="1000000",
-            )
-        else:
-            row.update(
-                marginAsset="USDT",
-                initialMargin=fmt(initial),
-                maintMargin=fmt(abs(notional) * MAINT_MARGIN_RATE),
-                positionInitialMargin=fmt(initial),
-                openOrderInitialMargin="0",
-                adl=0,
-                bidNotional="0",
-                askNotional="0",
-            )
-        return row
-
-    def _break_even(self, pos: Position) -> Decimal:
-        if not pos.amount:
-            return ZERO
-        fee = pos.entry_price * self.config.taker_fee * 2
-        return pos.entry_price + fee if pos.amount > 0 else pos.entry_price - fee
-
-    @staticmethod
-    def _liquidation(pos: Position) -> Decimal:
-        if not pos.amount:
-            return ZERO
-        margin = Decimal(1) / pos.leverage - MAINT_MARGIN_RATE
-        factor = 1 - margin if pos.amount > 0 else 1 + margin
-        return (pos.entry_price * factor).quantize(Decimal("0.00000001"))
-
-    def account_assets(self) -> dict[str, object]:
-        upnl = sum((self.unrealized(p) for p in self.positions.values()), ZERO)
-        initial = sum((self.position_margin(p) for p in self.positions.values()), ZERO)
-        order_margin = self.order_margin()
-        available = self.available()
-        return {
-            "asset": "USDT",
-            "walletBalance": fmt(self.wallet),
-            "unrealizedProfit": fmt(upnl),
-            "marginBalance": fmt(self.wallet + upnl),
-            "maintMargin": fmt(initial * MAINT_MARGIN_RATE * 20),
-            "initialMargin": fmt(initial + order_margin),
-            "positionInitialMargin": fmt(initial),
-            "openOrderInitialMargin": fmt(order_margin),
-            "crossWalletBalance": fmt(self.wallet),
-            "crossUnPnl": fmt(upnl),
-            "availableBalance": fmt(available),
-            "maxWithdrawAmount": fmt(max(ZERO, available)),
-            "marginAvailable": True,
-            "updateTime": now_ms(),
-        }
-
     # -- events ---------------------------------------------------------------------
 
     def _order_event(self, order: Order, execution: str, fill: Fill | None = None) -> Event:
@@ -654,10 +424,6 @@ class Engine(MarginAccount):
             "T": ts,
             "o": order.to_event(execution, fill, ts),
         }
-
-    def _algo_event(self, algo: AlgoOrder) -> Event:
-        ts = now_ms()
-        return {"e": "ALGO_UPDATE", "T": ts, "E": ts, "o": algo.to_event()}
 
     def _account_event(self, symbol: str, ts: int) -> Event:
         pos = self.position(symbol)
@@ -673,7 +439,7 @@ class Engine(MarginAccount):
                         "s": symbol,
                         "pa": fmt(pos.amount),
                         "ep": fmt(pos.entry_price),
-                        "bep": fmt(self._break_even(pos)),
+                        "bep": fmt(views.break_even(self, pos)),
                         "cr": "0",
                         "up": fmt(self.unrealized(pos)),
                         "mt": pos.margin_type,

@@ -9,6 +9,7 @@ stream pushes. Field names and status strings are the ones ccxt's parsers read.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -19,6 +20,11 @@ CONDITIONAL_TYPES = frozenset(
     {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
 )
 PLAIN_TYPES = frozenset({"MARKET", "LIMIT"})
+
+
+def now_ms() -> int:
+    """The venue's clock: milliseconds since the epoch, as its timestamps are."""
+    return int(time.time() * 1000)
 
 
 def fmt(value: Decimal) -> str:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sim import errors
+from sim import errors, market_data, views
 from sim.errors import SimError
 from sim.faults import FaultPlan
-from sim.matching import now_ms
 from sim.orders import CONDITIONAL_TYPES, OrderRequest, fmt
 from sim.state import SimState
 
@@ -78,148 +77,15 @@ class Ctx:
 Handler = Callable[[Ctx], Any]
 
 
-# -- market data ------------------------------------------------------------------------
-
-
-def ping(ctx: Ctx) -> Any:
-    return {}
-
-
-def server_time(ctx: Ctx) -> Any:
-    return {"serverTime": now_ms()}
-
-
-def exchange_info(ctx: Ctx) -> Any:
-    return {
-        "timezone": "UTC",
-        "serverTime": now_ms(),
-        "futuresType": "U_MARGINED",
-        "rateLimits": [
-            {
-                "rateLimitType": "REQUEST_WEIGHT",
-                "interval": "MINUTE",
-                "intervalNum": 1,
-                "limit": 2400,
-            },
-            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
-            {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
-        ],
-        "exchangeFilters": [],
-        "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
-        "symbols": [m.exchange_info() for m in ctx.state.markets.values()],
-    }
-
-
-def _symbols_or_all(ctx: Ctx) -> list[str]:
-    symbol = ctx.optional_symbol()
-    return [symbol] if symbol else list(ctx.state.markets)
-
-
-def _next_funding(now: int) -> int:
-    eight_hours = 8 * 3600 * 1000
-    return (now // eight_hours + 1) * eight_hours
-
-
-def _premium(ctx: Ctx, symbol: str) -> dict[str, Any]:
-    mark = ctx.state.prices.prices[symbol]
-    now = now_ms()
-    return {
-        "symbol": symbol,
-        "markPrice": fmt(mark),
-        "indexPrice": fmt(mark),
-        "estimatedSettlePrice": fmt(mark),
-        "lastFundingRate": "0.00010000",
-        "interestRate": "0.00010000",
-        "nextFundingTime": _next_funding(now),
-        "time": now,
-    }
-
-
-def premium_index(ctx: Ctx) -> Any:
-    rows = [_premium(ctx, s) for s in _symbols_or_all(ctx)]
-    return rows[0] if ctx.params.get("symbol") else rows
-
-
-def _ticker(ctx: Ctx, symbol: str) -> dict[str, Any]:
-    market = ctx.state.markets[symbol]
-    last = ctx.state.prices.prices[symbol]
-    now = now_ms()
-    change = last - market.price
-    return {
-        "symbol": symbol,
-        "priceChange": fmt(change),
-        "priceChangePercent": fmt((change / market.price * 100).quantize(Decimal("0.001"))),
-        "weightedAvgPrice": fmt(last),
-        "lastPrice": fmt(last),
-        "lastQty": fmt(market.min_qty),
-        "openPrice": fmt(market.price),
-        "highPrice": fmt(max(last, market.price)),
-        "lowPrice": fmt(min(last, market.price)),
-        "volume": "0",
-        "quoteVolume": "0",
-        "openTime": now - 86_400_000,
-        "closeTime": now,
-        "firstId": 0,
-        "lastId": 0,
-        "count": 0,
-    }
-
-
-def ticker_24hr(ctx: Ctx) -> Any:
-    rows = [_ticker(ctx, s) for s in _symbols_or_all(ctx)]
-    return rows[0] if ctx.params.get("symbol") else rows
-
-
-def ticker_price(ctx: Ctx) -> Any:
-    now = now_ms()
-    rows = [
-        {"symbol": s, "price": fmt(ctx.state.prices.prices[s]), "time": now}
-        for s in _symbols_or_all(ctx)
-    ]
-    return rows[0] if ctx.params.get("symbol") else rows
-
-
-def book_ticker(ctx: Ctx) -> Any:
-    now = now_ms()
-    rows = []
-    for symbol in _symbols_or_all(ctx):
-        mark = ctx.state.prices.prices[symbol]
-        tick = ctx.state.markets[symbol].tick_size
-        rows.append(
-            {
-                "symbol": symbol,
-                "bidPrice": fmt(mark - tick),
-                "bidQty": "1000",
-                "askPrice": fmt(mark + tick),
-                "askQty": "1000",
-                "time": now,
-            }
-        )
-    return rows[0] if ctx.params.get("symbol") else rows
-
-
-def depth(ctx: Ctx) -> Any:
-    symbol = ctx.symbol()
-    mark = ctx.state.prices.prices[symbol]
-    tick = ctx.state.markets[symbol].tick_size
-    levels = min(ctx.integer("limit") or 20, 100)
-    now = now_ms()
-    return {
-        "lastUpdateId": now,
-        "E": now,
-        "T": now,
-        "bids": [[fmt(mark - tick * (i + 1)), "1000"] for i in range(levels)],
-        "asks": [[fmt(mark + tick * (i + 1)), "1000"] for i in range(levels)],
-    }
-
-
 # -- account ----------------------------------------------------------------------------
 
 
 def account(ctx: Ctx) -> Any:
     engine = ctx.state.engine
-    asset = engine.account_assets()
-    positions = [engine.position_risk(p, 3) for p in engine.positions.values() if p.amount != 0]
+    asset = views.account_assets(engine)
+    positions = [
+        views.position_risk(engine, p, 3) for p in engine.positions.values() if p.amount != 0
+    ]
     return {
         "totalInitialMargin": asset["initialMargin"],
         "totalMaintMargin": asset["maintMargin"],
@@ -244,7 +110,7 @@ def account(ctx: Ctx) -> Any:
 
 
 def balance(ctx: Ctx) -> Any:
-    asset = ctx.state.engine.account_assets()
+    asset = views.account_assets(ctx.state.engine)
     return [
         {
             "accountAlias": "SgsR",
@@ -269,7 +135,7 @@ def _position_risk(ctx: Ctx, version: int) -> Any:
         pos = engine.position(name)
         if version == 3 and not pos.amount and not engine.open_orders(name) and not symbol:
             continue  # v3 lists only symbols with a position or open orders
-        rows.append(engine.position_risk(pos, version))
+        rows.append(views.position_risk(engine, pos, version))
     return rows
 
 
@@ -283,7 +149,7 @@ def position_risk_v3(ctx: Ctx) -> Any:
 
 def leverage_bracket(ctx: Ctx) -> Any:
     rows = []
-    for symbol in _symbols_or_all(ctx):
+    for symbol in market_data.symbols_or_all(ctx):
         market = ctx.state.markets[symbol]
         rows.append(
             {
@@ -565,15 +431,15 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/fapi/v1/ping", ping, PUBLIC),
-    Route("GET", "/fapi/v1/time", server_time, PUBLIC),
-    Route("GET", "/fapi/v1/exchangeInfo", exchange_info, PUBLIC),
-    Route("GET", "/fapi/v1/premiumIndex", premium_index, PUBLIC),
-    Route("GET", "/fapi/v1/ticker/24hr", ticker_24hr, PUBLIC),
-    Route("GET", "/fapi/v1/ticker/price", ticker_price, PUBLIC),
-    Route("GET", "/fapi/v2/ticker/price", ticker_price, PUBLIC),
-    Route("GET", "/fapi/v1/ticker/bookTicker", book_ticker, PUBLIC),
-    Route("GET", "/fapi/v1/depth", depth, PUBLIC),
+    Route("GET", "/fapi/v1/ping", market_data.ping, PUBLIC),
+    Route("GET", "/fapi/v1/time", market_data.server_time, PUBLIC),
+    Route("GET", "/fapi/v1/exchangeInfo", market_data.exchange_info, PUBLIC),
+    Route("GET", "/fapi/v1/premiumIndex", market_data.premium_index, PUBLIC),
+    Route("GET", "/fapi/v1/ticker/24hr", market_data.ticker_24hr, PUBLIC),
+    Route("GET", "/fapi/v1/ticker/price", market_data.ticker_price, PUBLIC),
+    Route("GET", "/fapi/v2/ticker/price", market_data.ticker_price, PUBLIC),
+    Route("GET", "/fapi/v1/ticker/bookTicker", market_data.book_ticker, PUBLIC),
+    Route("GET", "/fapi/v1/depth", market_data.depth, PUBLIC),
     Route("GET", "/fapi/v2/account", account, SIGNED),
     Route("GET", "/fapi/v3/account", account, SIGNED),
     Route("GET", "/fapi/v2/balance", balance, SIGNED),

@@ -111,13 +111,13 @@ async def close_route(request: web.Request) -> web.Response:
     finished or on another venue, 502 the venue did not close it (it keeps its stop).
     Needs the bearer token."""
     position_id = int(request.match_info["position_id"])
+    deps = request.app[DEPS]()
     try:
-        before = await asyncio.to_thread(manual_close.target, position_id)
+        before = await asyncio.to_thread(manual_close.target, position_id, deps.unit_of_work)
     except manual_close.PositionNotFound as exc:
         return error_response(str(exc), 404)
     if PositionStatus(before.status) in TERMINAL:
         return error_response(f"position {position_id} is already {before.status}", 409)
-    deps = request.app[DEPS]()
     if before.exchange != deps.exchange_name:
         from core.services.deps import VenueNotConfigured, deps_for
 

@@ -185,12 +185,13 @@ def record(
     *,
     quantity: Decimal | None = None,
     exchange_order_id: str | None = None,
-) -> None:
-    """The intent's ledger row, upserted by client id (through the order state machine)."""
+) -> OrderStatus:
+    """The intent's ledger row, upserted by client id (through the order state machine);
+    returns the status the ledger kept (the stored one when the move was refused)."""
     trigger = intent.trigger_price
     if order is not None and order.trigger_price is not None:
         trigger = order.trigger_price
-    record_order(
+    return record_order(
         session,
         intent.position_id,
         exchange=intent.exchange,

@@ -25,7 +25,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db.models import Position
-from core.db.session import unit_of_work
 from core.domain.positions import INTERMEDIATE, NON_TERMINAL, TERMINAL, PositionStatus
 from core.events import jsonable_fields
 from core.exchange import errors
@@ -109,11 +108,12 @@ def open_targets(session: Session, exchange: str, symbol: str | None = None) -> 
     return [CloseTarget.of(p) for p in session.scalars(query)]
 
 
-def target(position_id: int, uow: UnitOfWork = unit_of_work) -> CloseTarget:
+def target(position_id: int, uow: UnitOfWork) -> CloseTarget:
     """The position by id, whatever its status; PositionNotFound if there is none.
 
-    Callers that do not know the position's venue yet (the API, before it picks the venue's
-    Deps) use the default transactions; a service passes its Deps' ``unit_of_work``."""
+    The caller hands its transactions in (a Deps' ``unit_of_work``): every venue's Deps
+    reaches the one database, so a caller that does not know the position's venue yet (the
+    API, before it picks that venue's Deps) passes its default venue's."""
     with uow() as session:
         position = session.get(Position, position_id)
         if position is None:

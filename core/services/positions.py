@@ -229,7 +229,9 @@ def _refused(
 
 
 def _upsert_order(session: Session, values: dict[str, Any]) -> None:
-    """Insert or update by client id; a later None never erases a known exchange id or price."""
+    """Insert or update by client id; a later None never erases a known exchange id or price
+    (the trigger price included: a stop moved beyond the mark, or adopted after a dead run,
+    keeps the price the venue holds)."""
     session.execute(_upsert_statement(), values)
 
 
@@ -244,7 +246,7 @@ def _upsert_statement() -> Any:
     stmt = insert(table)
     excluded = stmt.excluded
     changing: dict[str, Any] = {k: excluded[k] for k in ("status", "filled_quantity")}
-    for keep in ("exchange_order_id", "average_price"):  # a later None never erases a fact
+    for keep in ("exchange_order_id", "average_price", "trigger_price"):  # None never erases
         changing[keep] = func.coalesce(excluded[keep], table.c[keep])
     return stmt.on_conflict_do_update(index_elements=["client_order_id"], set_=changing)
 

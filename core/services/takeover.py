@@ -6,9 +6,10 @@ the old one. Trailing's next *move* would adopt it, but if the price turns no mo
 and the two stops outlive the takeover. So the first price run on a symbol whose previous
 lock holder died (``core.dead_runs``) resolves that run's intents before anything else:
 
-- the intent's stop is live: it becomes the position's stop (ledger ``open``, trailing row,
-  the position's ``stop_price``, fenced) and every other open stop of the position is
-  cancelled: make before break, finished by the new holder;
+- the intent's stop is live: it becomes the position's stop (ledger ``open`` through the
+  order state machine, trailing row, the position's ``stop_price``, fenced) and every other
+  open stop of the position is cancelled: make before break, finished by the new holder. A
+  ledger row another path ended meanwhile (filled, cancelled) is not moved back;
 - it filled: the settle path owns it (the user-data stream, reconciliation);
 - it was cancelled or expired: the ledger says so;
 - the exchange never heard of it: it stays an intent; trailing's next move sends that same
@@ -20,20 +21,21 @@ from __future__ import annotations
 import logging
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db.models import Order, Position, TrailingStop
 from core.dead_runs import clear_dead_run, dead_run_pending
-from core.domain.orders import STOP_PURPOSES
+from core.domain.orders import STOP_PURPOSES, OrderStatus
 from core.events import EventType, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, fenced_update
 from core.services.deps import Deps
-from core.services.executor import Executor, old_orders
-from core.services.positions import context, set_order_status
+from core.services.executor import Executor, OrderIntent, old_orders
+from core.services.executor import record as record_in_ledger
+from core.services.positions import context, order_row, set_order_status
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +99,9 @@ def resolve_intents(deps: Deps, held: HeldLock, position_id: int, symbol: str) -
     with deps.unit_of_work() as session:
         for client_id, status in gone.items():
             _set_status(session, client_id, status)
-        if live is not None:
-            _adopt(session, held, position_id, live[0], live[1], cancelled)
-    return live is not None
+        if live is None:
+            return False
+        return _adopt(session, held, position_id, live[0], live[1], cancelled)
 
 
 def _cancel_others(deps: Deps, symbol: str, others: list[tuple[str, str | None]]) -> list[str]:
@@ -126,25 +128,45 @@ def _adopt(
     client_id: str,
     order: OrderSnapshot,
     cancelled: list[str],
-) -> None:
-    position = session.get(Position, position_id, populate_existing=True)
-    if position is None:
-        return
-    trigger: Decimal | None = order.trigger_price
-    session.execute(
-        update(Order)
-        .where(Order.client_order_id == client_id)
-        .values(status="open", exchange_order_id=order.id, trigger_price=trigger)
-    )
+) -> bool:
+    """Make the dead run's live stop the position's stop; False if the ledger refused it.
+
+    The ledger row moves to ``open`` through the order state machine (the executor's ``record``),
+    with the venue's id and trigger price: a row another path has meanwhile ended (the stop
+    filled, or was cancelled) is not moved back, the refusal is recorded, and nothing of the
+    position changes.
+    """
     for other in cancelled:
         _set_status(session, other, "cancelled")
+    position = session.get(Position, position_id, populate_existing=True)
+    row = order_row(session, client_id)
+    if position is None or row is None:
+        return False
+    kept = record_in_ledger(session, OrderIntent.from_ledger(row), OrderStatus.OPEN, order)
+    if kept is not OrderStatus.OPEN:
+        log.warning("stop %s of a dead run not adopted: the ledger has it %s", client_id, kept)
+        return False
+    _take_stop(session, held, position, client_id, order, cancelled)
+    return True
+
+
+def _take_stop(
+    session: Session,
+    held: HeldLock,
+    position: Position,
+    client_id: str,
+    order: OrderSnapshot,
+    cancelled: list[str],
+) -> None:
+    """The adopted stop's price on the position and its trailing row, with the event."""
+    trigger: Decimal | None = order.trigger_price
     old_stop = position.stop_price
-    row = session.get(TrailingStop, position_id)
+    row = session.get(TrailingStop, position.id)
     if row is not None and trigger is not None:
         row.current_stop = trigger
         row.update_count = (row.update_count or 0) + 1
     if trigger is not None:
-        fenced_update(session, position_id, held.token, stop_price=trigger)
+        fenced_update(session, position.id, held.token, stop_price=trigger)
     record(
         session,
         EventType.TRAILING_STOP_UPDATED,

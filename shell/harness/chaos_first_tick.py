@@ -22,7 +22,7 @@ from core.db.session import unit_of_work
 from core.domain.positions import TERMINAL
 
 if TYPE_CHECKING:
-    from shell.harness.chaos import Chaos
+    from shell.harness.chaos_faults import Chaos
 
 FRESH = timedelta(seconds=20)  # "right after activation"
 

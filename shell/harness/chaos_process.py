@@ -40,7 +40,7 @@ from shell.runtime.leftovers import is_alive
 from shell.runtime.stack import Stack
 
 if TYPE_CHECKING:
-    from shell.harness.chaos import Chaos
+    from shell.harness.chaos_faults import Chaos
 
 PROCESS_FAULT_KINDS = ("stack_kill", "redis_outage", "postgres_outage", "ingest_loop_fault")
 INGEST_LOOPS = ("mark_prices", "user_data", "bands", "waves", "heartbeat", "signals")

@@ -17,7 +17,7 @@ from shell.runtime.background import BackgroundThread
 
 
 class Chaos(Protocol):
-    """What the reviver needs of the chaos run (``shell.harness.chaos.Chaos`` is one)."""
+    """What the reviver needs of the chaos run (``shell.harness.chaos_faults.Chaos`` is one)."""
 
     process_lock: threading.Lock
     stack: Any

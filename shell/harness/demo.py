@@ -365,26 +365,7 @@ def run_demo(
     if exchange not in CHOICES:
         raise ValueError(f"exchange must be one of {CHOICES}, not {exchange!r}")
     venues = list(EXCHANGES) if exchange == "both" else [exchange]
-    home = base.home_dir / "demo"
-    shutil.rmtree(home, ignore_errors=True)
-    env = dict(DEMO_SETTINGS)
-    if len(venues) > 1:  # the second venue's own paper exchange, on a port of its own
-        env["VIGIL_EXCHANGES"] = ",".join(venues)
-        env[f"VIGIL_{venues[1].upper()}_EXCHANGE_URL"] = f"http://127.0.0.1:{free_port()}"
-    else:
-        os.environ.pop("VIGIL_EXCHANGES", None)
-    env.update(
-        VIGIL_PAPER_DIALECT=venues[0],
-        VIGIL_HOME=str(home),
-        **ports_of_its_own(),
-        VIGIL_SIGNAL_TOKEN=os.environ.get("VIGIL_SIGNAL_TOKEN") or "demo-token",
-    )
-    for name in ("VIGIL_DATABASE_URL", "VIGIL_REDIS_URL"):
-        os.environ.pop(name, None)  # the demo always runs on its own embedded storage
-    os.environ.update(env)
-    get_settings.cache_clear()  # anything that read settings before now saw the user's
-    logging.getLogger().setLevel(logging.WARNING)  # the live view is the demo's output
-    settings = load_settings()
+    settings = _settings_of_its_own(base, venues)
     stack = Stack(
         settings,
         StackOptions(
@@ -419,6 +400,31 @@ def run_demo(
         return _drive(systems, duration, console)
     finally:
         stack.stop()
+
+
+def _settings_of_its_own(base: Settings, venues: list[str]) -> Settings:
+    """The demo's settings: its own home, ports and embedded storage (the second venue's
+    paper exchange on a port of its own); the live view is its only output."""
+    home = base.home_dir / "demo"
+    shutil.rmtree(home, ignore_errors=True)
+    env = dict(DEMO_SETTINGS)
+    if len(venues) > 1:
+        env["VIGIL_EXCHANGES"] = ",".join(venues)
+        env[f"VIGIL_{venues[1].upper()}_EXCHANGE_URL"] = f"http://127.0.0.1:{free_port()}"
+    else:
+        os.environ.pop("VIGIL_EXCHANGES", None)
+    env.update(
+        VIGIL_PAPER_DIALECT=venues[0],
+        VIGIL_HOME=str(home),
+        **ports_of_its_own(),
+        VIGIL_SIGNAL_TOKEN=os.environ.get("VIGIL_SIGNAL_TOKEN") or "demo-token",
+    )
+    for name in ("VIGIL_DATABASE_URL", "VIGIL_REDIS_URL"):
+        os.environ.pop(name, None)  # the demo always runs on its own embedded storage
+    os.environ.update(env)
+    get_settings.cache_clear()  # anything that read settings before now saw the user's
+    logging.getLogger().setLevel(logging.WARNING)  # the live view is the demo's output
+    return load_settings()
 
 
 def _print_where(console: Console, stack: Stack) -> None:

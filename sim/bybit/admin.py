@@ -17,8 +17,9 @@ from aiohttp import web
 
 from sim import admin, errors
 from sim.admin import _body, _decimal, _positive, _side, _symbol, _wrap
-from sim.bybit.engine import BybitEngine, OrderIntent
-from sim.bybit.records import FALLING, RISING
+from sim.bybit import views
+from sim.bybit.engine import BybitEngine
+from sim.bybit.records import FALLING, RISING, OrderIntent
 from sim.bybit.state import BybitState
 from sim.matching import now_ms
 from sim.orders import fmt
@@ -137,7 +138,7 @@ def _positions(engine: BybitEngine) -> list[dict[str, Any]]:
     rows = []
     for pos in engine.positions.values():
         if pos.amount:
-            row = engine.position_row(pos, ws=True)
+            row = views.position_row(engine, pos, ws=True)
             row["visible"] = pos.visible(now)
             rows.append(row)
     return rows

@@ -9,28 +9,21 @@ arithmetic (`sim.account`: fees, margin, taker price) and the fill arithmetic
   unique across *all* orders of the account (not only open ones, unlike Binance);
 * **position modes**: one-way (`positionIdx` 0) and hedge (1 = long slot, 2 = short slot);
   an order whose `positionIdx` does not fit the mode is refused (10001);
-* **conditional orders** carry `triggerDirection` (1 rising, 2 falling) and `triggerBy`;
-  one whose trigger is already crossed is refused (110092/110093); they wait `Untriggered`,
-  fire on the mark price, run as market orders under the same id and end `Filled`, or
-  `Deactivated` when cancelled or when a reduce-only one finds nothing to reduce;
 * **position visibility**: a position that went from flat to open appears in the position
   list only `position_delay_ms` after the fill, and until then reduce-only orders (a stop
   placed right after the entry) are refused with 110017, as on Bybit;
-* **position TP/SL** (`/v5/position/trading-stop`, Full mode): a `StopLoss`/`TakeProfit`
-  order with quantity 0 that closes the whole slot and goes away with the position;
-* reduce-only conditional orders are *not* cancelled when their position goes flat (the
-  engine's zombie cleaner must remove them), at most `max_stop_orders` per symbol (110009).
+* **conditional orders and position TP/SL** (what waits for a trigger) are
+  ``ConditionalOrders``, mixed in from ``sim/bybit/conditional.py``.
 
-Synchronous, run on the server's event loop; `publish(topic, rows)` feeds the private
-WebSocket topics (`order`, `execution`, `position`, `wallet`).
+What the account shows (order queries, position and wallet rows) is read by
+``sim/bybit/views.py``. Synchronous, run on the server's event loop; `publish(topic, rows)`
+feeds the private WebSocket topics (`order`, `execution`, `position`, `wallet`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, TypeVar
 
 from sim.account import (
     EngineConfig,
@@ -39,69 +32,28 @@ from sim.account import (
     crosses,
     partial_quantity,
 )
-from sim.bybit import errors
+from sim.bybit import errors, views
+from sim.bybit.conditional import TRIGGER_BY, ConditionalOrders
 from sim.bybit.records import (
     ENGINE_SIDE,
-    FALLING,
-    RISING,
     BybitOrder,
     BybitPosition,
     Execution,
+    OrderIntent,
     bybit_id,
-    opposite,
 )
+from sim.bybit.settings import BybitSettings
 from sim.markets import Market
 from sim.matching import apply_fill, now_ms
-from sim.orders import ZERO, fmt
+from sim.orders import ZERO
 from sim.prices import PriceBook
 
-R = TypeVar("R", bound=Any)
-
 Publish = Callable[[str, list[dict[str, object]]], None]
-MAINT_MARGIN_RATE = Decimal("0.005")
-TRIGGER_BY = frozenset({"LastPrice", "MarkPrice", "IndexPrice"})
 ORDER_NAMESPACE, EXEC_NAMESPACE = 0xB1B1, 0xE1E1
 MARGIN_MODES = frozenset({"REGULAR_MARGIN", "ISOLATED_MARGIN", "PORTFOLIO_MARGIN"})
 
 
-@dataclass
-class BybitSettings:
-    """Knobs of the Bybit dialect (admin `POST /_sim/config` changes them at runtime)."""
-
-    #: How long a freshly opened position stays out of the position list (0: at once).
-    position_delay_ms: int = 200
-    #: Order endpoints (create/amend/cancel/cancel-all/trading-stop) per second per UID,
-    #: each endpoint counted on its own, as Bybit does; None switches the limit off.
-    order_rate_limit: int | None = 10
-    #: Closed orders `/v5/order/realtime` still returns by id (the rest: order history).
-    realtime_closed_window: int = 500
-    #: Send `retCode` as a string ("0", "10006"): some Bybit gateways did, and the old bot
-    #: broke on it; off by default (v5 sends numbers).
-    retcode_as_string: bool = False
-    #: Untriggered conditional orders allowed per symbol.
-    max_stop_orders: int = 10
-
-
-@dataclass
-class OrderIntent:
-    """A validated `/v5/order/create` request (or an admin order)."""
-
-    symbol: str
-    side: str  # Buy / Sell
-    order_type: str  # Market / Limit
-    qty: Decimal
-    position_idx: int = 0
-    price: Decimal | None = None
-    link_id: str = ""
-    time_in_force: str = "GTC"
-    reduce_only: bool = False
-    close_on_trigger: bool = False
-    trigger_price: Decimal | None = None
-    trigger_direction: int = 0
-    trigger_by: str = "LastPrice"
-
-
-class BybitEngine(MarginAccount):
+class BybitEngine(ConditionalOrders, MarginAccount):
     """Account state and order book of one Bybit UTA account (linear USDT contracts)."""
 
     def __init__(
@@ -206,13 +158,6 @@ class BybitEngine(MarginAccount):
         if price <= 0 or price % market.tick_size != 0:
             raise errors.PRICE_TICK
 
-    def _check_trigger(self, symbol: str, direction: int, trigger: Decimal) -> None:
-        mark = self.mark(symbol)
-        if direction == RISING and trigger <= mark:
-            raise errors.would_trigger(True, trigger, mark)
-        if direction == FALLING and trigger >= mark:
-            raise errors.would_trigger(False, trigger, mark)
-
     def _check_reducible(self, pos: BybitPosition, side: str) -> None:
         if self.reducible(pos, side, visible_only=True) > 0:
             return
@@ -263,27 +208,6 @@ class BybitEngine(MarginAccount):
             return order
         if not defer_fill:
             self._execute(order, self._fill_price(order), fraction=fill_fraction)
-        return order
-
-    def _place_conditional(self, market: Market, it: OrderIntent, pos: BybitPosition) -> BybitOrder:
-        assert it.trigger_price is not None
-        if it.trigger_direction not in (RISING, FALLING):
-            raise errors.TRIGGER_DIRECTION
-        if it.trigger_by not in TRIGGER_BY:
-            raise errors.TRIGGER_BY
-        self.validate_price(market, it.trigger_price)
-        self._check_trigger(it.symbol, it.trigger_direction, it.trigger_price)
-        if self._reduces(it, pos):
-            self._check_reducible(pos, it.side)
-        elif not market.trading:
-            raise errors.REDUCTION_ONLY_CONTRACT
-        elif it.qty * it.trigger_price < market.min_notional:
-            raise errors.below_min_value(market.min_notional)
-        waiting = [o for o in self.open_orders(it.symbol) if o.stop_order_type == "Stop"]
-        if len(waiting) >= self.settings.max_stop_orders:
-            raise errors.TOO_MANY_STOPS
-        order = self._record(it, stop_order_type="Stop", status="Untriggered")
-        self._publish_order(order)
         return order
 
     def _record(
@@ -400,8 +324,8 @@ class BybitEngine(MarginAccount):
         if pos.amount == 0:
             self._clear_tpsl(pos)
         self.publish("execution", [execution.to_ws()])
-        self.publish("position", [self.position_row(pos, ws=True)])
-        self.publish("wallet", [self.wallet_row()])
+        self.publish("position", [views.position_row(self, pos, ws=True)])
+        self.publish("wallet", [views.wallet_row(self)])
 
     def fill_deferred(self, order_id: str, fraction: Decimal | None = None) -> None:
         """Complete a market order that a delayed-fill fault left `New`."""
@@ -416,8 +340,6 @@ class BybitEngine(MarginAccount):
     def _publish_order(self, order: BybitOrder) -> None:
         self.publish("order", [order.to_ws()])
 
-    # -- triggers ---------------------------------------------------------------------
-
     def on_prices(self, symbols: Iterable[str]) -> None:
         """Fire crossed conditional orders and fill crossed resting limits."""
         moved = set(symbols)
@@ -427,34 +349,10 @@ class BybitEngine(MarginAccount):
             if order.symbol not in moved or not order.is_open:
                 continue
             if order.status == "Untriggered":
-                mark = self.mark(order.symbol)
-                crossed = (
-                    mark >= order.trigger_price
-                    if order.trigger_direction == RISING
-                    else mark <= order.trigger_price
-                )
-                if crossed:
+                if self._crossed(order):
                     self._trigger(order)
             elif order.order_type == "Limit" and self._marketable(order):
                 self._execute(order, order.price, maker=True)
-
-    def _trigger(self, order: BybitOrder) -> None:
-        order.status = "Triggered"
-        order.updated = now_ms()
-        self._publish_order(order)
-        pos = self.slot(order.symbol, order.position_idx)
-        if order.is_tpsl:
-            order.qty = self.reducible(pos, order.side, visible_only=False)
-        elif self._reduces(order, pos):
-            order.qty = min(order.qty, self.reducible(pos, order.side, visible_only=False))
-        if order.qty <= 0:
-            order.status = "Deactivated"
-            order.cancel_type = "CancelByReduceOnly"
-            order.updated = now_ms()
-            self._finalize(order)
-            self._publish_order(order)
-            return
-        self._execute(order, self._taker_price(order.symbol, order.side))
 
     # -- amend / cancel ---------------------------------------------------------------
 
@@ -527,73 +425,11 @@ class BybitEngine(MarginAccount):
         cancelled = [
             o
             for o in self.open_orders(symbol)
-            if o.status != "Triggered" and matches_filter(o, order_filter)
+            if o.status != "Triggered" and views.matches_filter(o, order_filter)
         ]
         for order in cancelled:
             self._cancel(order, "CancelByUser")
         return cancelled
-
-    # -- queries ----------------------------------------------------------------------
-
-    def realtime(
-        self,
-        symbols: set[str] | None,
-        *,
-        order_id: str | None,
-        link_id: str | None,
-        order_filter: str | None,
-        open_only: int,
-    ) -> list[BybitOrder]:
-        """`/v5/order/realtime`: open orders, or by id also the most recent closed ones."""
-        recent = set(self.closed[-self.settings.realtime_closed_window :])
-        if order_id or link_id:
-            order = self.orders.get(order_id) if order_id else self.by_link.get(link_id or "")
-            found = [order] if order is not None else []
-            rows = [o for o in found if o.is_open or o.order_id in recent]
-        elif open_only == 0:
-            rows = [o for o in self.orders.values() if o.is_open]
-        else:
-            rows = [self.orders[i] for i in recent]
-        return _newest_first(
-            o for o in rows if _asked_for(o, symbols) and matches_filter(o, order_filter)
-        )
-
-    def history(
-        self,
-        symbols: set[str] | None,
-        *,
-        order_id: str | None,
-        link_id: str | None,
-        order_filter: str | None,
-        order_status: str | None,
-        start: int,
-        end: int,
-    ) -> list[BybitOrder]:
-        """`/v5/order/history`: final orders (any age), newest first."""
-        return _newest_first(
-            o
-            for o in self.orders.values()
-            if not o.is_open
-            and _asked_for(o, symbols, order_id, link_id)
-            and (not order_status or o.status == order_status)
-            and start <= o.created <= end
-            and matches_filter(o, order_filter)
-        )
-
-    def fills(
-        self,
-        symbols: set[str] | None,
-        *,
-        order_id: str | None,
-        link_id: str | None,
-        start: int,
-        end: int,
-    ) -> list[Execution]:
-        return _newest_first(
-            e
-            for e in self.executions
-            if _asked_for(e.order, symbols, order_id, link_id) and start <= e.time <= end
-        )
 
     # -- position settings ------------------------------------------------------------
 
@@ -635,76 +471,6 @@ class BybitEngine(MarginAccount):
         self.margin_mode = mode
         return []
 
-    def trading_stop(
-        self,
-        symbol: str,
-        idx: int,
-        *,
-        take_profit: Decimal | None,
-        stop_loss: Decimal | None,
-        tp_trigger_by: str,
-        sl_trigger_by: str,
-    ) -> None:
-        """`/v5/position/trading-stop` (Full mode): set, move or clear ("0") TP/SL."""
-        market = self.market(symbol)
-        self.check_idx(idx)
-        pos = self.slot(symbol, idx)
-        if not pos.visible(now_ms()):
-            raise errors.ZERO_POSITION_TPSL
-        long = pos.amount > 0
-        for kind, price, trigger_by in (
-            ("StopLoss", stop_loss, sl_trigger_by),
-            ("TakeProfit", take_profit, tp_trigger_by),
-        ):
-            if price is None:
-                continue
-            existing = self.tpsl_order(pos, kind)
-            if price == 0:
-                if existing is not None:
-                    self._cancel(existing, "CancelByUser")
-                continue
-            if trigger_by not in TRIGGER_BY:
-                raise errors.TRIGGER_BY
-            self.validate_price(market, price)
-            rising = (kind == "StopLoss") != long
-            try:
-                self._check_trigger(symbol, RISING if rising else FALLING, price)
-            except errors.BybitError:
-                raise errors.stop_loss_side(pos.side, price, self.mark(symbol)) from None
-            if existing is not None:
-                existing.trigger_price, existing.trigger_by = price, trigger_by
-                existing.updated = now_ms()
-                self._publish_order(existing)
-                continue
-            intent = OrderIntent(
-                symbol=symbol,
-                side=opposite(pos.side),
-                order_type="Market",
-                qty=ZERO,
-                position_idx=idx,
-                reduce_only=True,
-                close_on_trigger=True,
-                trigger_price=price,
-                trigger_direction=RISING if rising else FALLING,
-                trigger_by=trigger_by,
-            )
-            order = self._record(intent, stop_order_type=kind, status="Untriggered")
-            order.tpsl_mode = "Full"
-            self._publish_order(order)
-
-    def tpsl_order(self, pos: BybitPosition, kind: str) -> BybitOrder | None:
-        for order in self.open_orders(pos.symbol):
-            if order.stop_order_type == kind and order.position_idx == pos.position_idx:
-                return order
-        return None
-
-    def _clear_tpsl(self, pos: BybitPosition) -> None:
-        """Position-level TP/SL belong to the position: they go when it goes."""
-        for kind in ("StopLoss", "TakeProfit"):
-            order = self.tpsl_order(pos, kind)
-            if order is not None and order.status == "Untriggered":
-                self._cancel(order, "CancelByTpSlTsClear")
-
     # -- admin ("by hand") ------------------------------------------------------------
 
     def force_fill(self, symbol: str, side: str, qty: Decimal, idx: int) -> BybitOrder:
@@ -732,139 +498,3 @@ class BybitEngine(MarginAccount):
             self._execute(order, self.mark(symbol))
             done.append(order)
         return done
-
-    # -- views ------------------------------------------------------------------------
-
-    def position_row(self, pos: BybitPosition, *, ws: bool = False) -> dict[str, object]:
-        """A `/v5/position/list` row; a position not yet visible reads as flat."""
-        shown = pos.amount if ws or pos.visible(now_ms()) else ZERO
-        mark = self.mark(pos.symbol)
-        size = abs(shown)
-        entry = pos.entry_price if shown else ZERO
-        initial = size * mark / pos.leverage
-        stop = self.tpsl_order(pos, "StopLoss")
-        take = self.tpsl_order(pos, "TakeProfit")
-        row: dict[str, object] = {
-            "positionIdx": pos.position_idx,
-            "riskId": 1,
-            "riskLimitValue": "2000000",
-            "symbol": pos.symbol,
-            "side": ("Buy" if shown > 0 else "Sell") if shown else "",
-            "size": fmt(size),
-            "avgPrice": fmt(entry),
-            "positionValue": fmt(size * entry),
-            "tradeMode": 1 if self.margin_mode == "ISOLATED_MARGIN" else 0,
-            "positionStatus": "Normal",
-            "autoAddMargin": 0,
-            "adlRankIndicator": 2 if size else 0,
-            "leverage": str(pos.leverage),
-            "positionBalance": fmt(initial),
-            "markPrice": fmt(mark),
-            "liqPrice": "",
-            "bustPrice": "",
-            "positionMM": fmt(size * mark * MAINT_MARGIN_RATE),
-            "positionIM": fmt(initial),
-            "tpslMode": "Full",
-            "takeProfit": fmt(take.trigger_price) if take else "0",
-            "stopLoss": fmt(stop.trigger_price) if stop else "0",
-            "trailingStop": "0",
-            "unrealisedPnl": fmt(shown * (mark - entry)) if shown else "0",
-            "curRealisedPnl": fmt(pos.cur_realised),
-            "cumRealisedPnl": fmt(pos.cum_realised),
-            "seq": self._seq,
-            "isReduceOnly": False,
-            "mmrSysUpdatedTime": "",
-            "leverageSysUpdatedTime": "",
-            "sessionAvgPrice": "",
-            "createdTime": str(pos.created_time),
-            "updatedTime": str(pos.update_time),
-        }
-        if ws:
-            row["category"] = "linear"
-            row["entryPrice"] = fmt(entry)
-        return row
-
-    def position_rows(self, symbols: set[str] | None) -> list[dict[str, object]]:
-        """By symbol every slot (flat ones too); account-wide only open, visible ones."""
-        if symbols is not None:
-            return [self.position_row(p) for s in sorted(symbols) for p in self.slots(s)]
-        now = now_ms()
-        live = [p for p in self.positions.values() if p.visible(now)]
-        return [self.position_row(p) for p in sorted(live, key=lambda p: p.update_time)]
-
-    def wallet_row(self) -> dict[str, object]:
-        live = list(self.positions.values())
-        upnl = sum((self.unrealized(p) for p in live), ZERO)
-        position_im = sum((self.position_margin(p) for p in live), ZERO)
-        order_im = self.order_margin()
-        maint = sum((abs(p.amount) * self.mark(p.symbol) for p in live), ZERO) * MAINT_MARGIN_RATE
-        equity = self.wallet + upnl
-        available = equity - position_im - order_im
-        cum = sum((p.cum_realised for p in live), ZERO)
-        coin = {
-            "coin": "USDT",
-            "equity": fmt(equity),
-            "usdValue": fmt(equity),
-            "walletBalance": fmt(self.wallet),
-            "free": "",
-            "locked": "0",
-            "spotHedgingQty": "0",
-            "borrowAmount": "0",
-            "availableToWithdraw": "",  # deprecated in UTA 2.0: Bybit sends ""
-            "availableToBorrow": "",
-            "accruedInterest": "0",
-            "totalOrderIM": fmt(order_im),
-            "totalPositionIM": fmt(position_im),
-            "totalPositionMM": fmt(maint),
-            "unrealisedPnl": fmt(upnl),
-            "cumRealisedPnl": fmt(cum),
-            "bonus": "0",
-            "marginCollateral": True,
-            "collateralSwitch": True,
-        }
-        im_rate = (position_im + order_im) / equity if equity else ZERO
-        return {
-            "accountType": "UNIFIED",
-            "totalEquity": fmt(equity),
-            "accountIMRate": fmt(im_rate.quantize(Decimal("0.0001"))),
-            "totalMarginBalance": fmt(equity),
-            "totalInitialMargin": fmt(position_im + order_im),
-            "totalAvailableBalance": fmt(available),
-            "accountMMRate": fmt((maint / equity).quantize(Decimal("0.0001")) if equity else ZERO),
-            "totalPerpUPL": fmt(upnl),
-            "totalWalletBalance": fmt(self.wallet),
-            "accountLTV": "0",
-            "totalMaintenanceMargin": fmt(maint),
-            "coin": [coin],
-        }
-
-
-def matches_filter(order: BybitOrder, order_filter: str | None) -> bool:
-    """`orderFilter`: Order (plain), StopOrder (conditional), tpslOrder; none: all kinds."""
-    if order_filter == "Order":
-        return not order.is_conditional
-    if order_filter == "StopOrder":
-        return order.stop_order_type == "Stop"
-    if order_filter == "tpslOrder":
-        return order.is_tpsl
-    return True
-
-
-def _asked_for(
-    order: BybitOrder,
-    symbols: set[str] | None,
-    order_id: str | None = None,
-    link_id: str | None = None,
-) -> bool:
-    """The order is on one of ``symbols`` and has the ids a list query asks for (None or
-    empty: any)."""
-    return (
-        (symbols is None or order.symbol in symbols)
-        and (not order_id or order.order_id == order_id)
-        and (not link_id or order.link_id == link_id)
-    )
-
-
-def _newest_first(rows: Iterable[R]) -> list[R]:
-    """What the list endpoints answer: newest first, by sequence."""
-    return sorted(rows, key=lambda row: row.seq, reverse=True)

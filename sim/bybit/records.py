@@ -33,6 +33,25 @@ def opposite(side: str) -> str:
 
 
 @dataclass
+class OrderIntent:
+    """A validated `/v5/order/create` request (or an admin order)."""
+
+    symbol: str
+    side: str  # Buy / Sell
+    order_type: str  # Market / Limit
+    qty: Decimal
+    position_idx: int = 0
+    price: Decimal | None = None
+    link_id: str = ""
+    time_in_force: str = "GTC"
+    reduce_only: bool = False
+    close_on_trigger: bool = False
+    trigger_price: Decimal | None = None
+    trigger_direction: int = 0
+    trigger_by: str = "LastPrice"
+
+
+@dataclass
 class BybitOrder:
     seq: int
     order_id: str

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from sim.bybit import errors
-from sim.bybit.engine import OrderIntent
+from sim.bybit import errors, views
 from sim.bybit.market_data import instrument_row, instrument_status, ticker_row
-from sim.bybit.records import BybitOrder
+from sim.bybit.records import BybitOrder, OrderIntent
 from sim.bybit.state import BybitState
 from sim.faults import FaultPlan
 from sim.matching import now_ms
@@ -241,7 +240,7 @@ def coin_info(call: Call) -> Any:
 def wallet_balance(call: Call) -> Any:
     if call.text("accountType", required=True) != "UNIFIED":
         raise errors.params("accountType only support UNIFIED")
-    return {"list": [call.state.engine.wallet_row()]}
+    return {"list": [views.wallet_row(call.state.engine)]}
 
 
 # -- positions -----------------------------------------------------------------------------
@@ -250,7 +249,7 @@ def wallet_balance(call: Call) -> Any:
 def position_list(call: Call) -> Any:
     if call.other_category():
         return {"category": call.params["category"], "list": [], "nextPageCursor": ""}
-    rows = call.state.engine.position_rows(call.scope(required=True))
+    rows = views.position_rows(call.state.engine, call.scope(required=True))
     chunk, cursor = page_by_offset(rows, call.limit(20, 200), call.text("cursor"))
     return {"category": "linear", "list": chunk, "nextPageCursor": cursor}
 
@@ -400,7 +399,8 @@ def open_orders(call: Call) -> Any:
     """`/v5/order/realtime`: open orders (all kinds unless `orderFilter`), 50 a page."""
     if call.other_category():
         return {"category": call.params["category"], "list": [], "nextPageCursor": ""}
-    rows = call.state.engine.realtime(
+    rows = views.realtime(
+        call.state.engine,
         call.scope(required=True),
         order_id=call.text("orderId"),
         link_id=call.text("orderLinkId"),
@@ -413,7 +413,8 @@ def open_orders(call: Call) -> Any:
 def order_history(call: Call) -> Any:
     call.linear()
     start, end = call.window()
-    rows = call.state.engine.history(
+    rows = views.history(
+        call.state.engine,
         call.scope(required=False),
         order_id=call.text("orderId"),
         link_id=call.text("orderLinkId"),
@@ -431,7 +432,8 @@ def executions(call: Call) -> Any:
     if exec_type not in (None, "Trade"):
         return {"category": "linear", "list": [], "nextPageCursor": ""}
     start, end = call.window()
-    rows = call.state.engine.fills(
+    rows = views.fills(
+        call.state.engine,
         call.scope(required=False),
         order_id=call.text("orderId"),
         link_id=call.text("orderLinkId"),

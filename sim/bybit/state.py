@@ -16,7 +16,8 @@ from decimal import Decimal
 
 from sim.auth import KeyPair
 from sim.bybit.auth import BybitAuth
-from sim.bybit.engine import BybitEngine, BybitSettings, Publish
+from sim.bybit.engine import BybitEngine, Publish
+from sim.bybit.settings import BybitSettings
 from sim.state import SimOptions, SimState
 
 

@@ -22,19 +22,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from bench.chromium import CHROMIUM, CHROMIUM_ARGS  # Debian's Chromium, its launch flags
 from core import metrics
 from core.api.app import create_app
 from shell.runtime.embedded import free_port
 
-DEBIAN_CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 HOW_TO_ENABLE = (
     "browser tests need Chromium and Playwright: apt-get install -y chromium && "
     "pip install -e '.[test]' (or set VIGIL_CHROMIUM to a Chromium binary)"
@@ -42,14 +34,14 @@ HOW_TO_ENABLE = (
 
 
 def chromium_path() -> str | None:
-    for candidate in (os.environ.get("VIGIL_CHROMIUM"), DEBIAN_CHROMIUM, shutil.which("chromium")):
+    for candidate in (os.environ.get("VIGIL_CHROMIUM"), CHROMIUM, shutil.which("chromium")):
         if candidate and Path(candidate).exists():
             return candidate
     return None
 
 
 def browser_expected() -> bool:
-    return bool(os.environ.get("CI")) or Path(DEBIAN_CHROMIUM).exists()
+    return bool(os.environ.get("CI")) or Path(CHROMIUM).exists()
 
 
 def _unavailable(reason: str) -> None:

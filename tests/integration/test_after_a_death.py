@@ -15,8 +15,6 @@ deadlines; each test prints what it measured (``-s`` shows it):
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from decimal import Decimal
 
@@ -29,6 +27,7 @@ from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
 from core.services import bands, price_path
 from core.services.positions import NewPosition, create_position
+from tests.fixtures.processes import Processes, stop_process
 from tests.integration.test_price_path import (
     EX,
     StreamThread,
@@ -58,31 +57,14 @@ def poll_until(probe, deadline_s: float, step: float = 0.05):
 class Workers:
     """Celery workers as the supervisor runs them: own process group, SIGKILL-able."""
 
-    def __init__(self, env, logs):
-        self.env = env
-        self.logs = logs
-        self.procs = []
+    def __init__(self, processes: Processes):
+        self.processes = processes
 
     def start(self, name, queues="stops,orders,maintenance"):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shell.cli", "worker", "--queues", queues]
-            + ["--pool", "solo", "--name", name],
-            env=self.env,
-            stdout=(self.logs / f"{name}.log").open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.procs.append(proc)
-        return proc
+        return self.processes.worker("--queues", queues, "--pool", "solo", "--name", name)
 
     def kill(self, proc):
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-    def stop_all(self):
-        for proc in self.procs:
-            if proc.poll() is None:
-                self.kill(proc)
+        stop_process(proc, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -102,9 +84,8 @@ def workers(sim, clean_db, redis_url, tmp_path):
         VIGIL_EXCHANGE_TIMEOUT_MS="10000",
         VIGIL_ENTRY_FILL_TIMEOUT="10",
     )
-    pool = Workers(env, tmp_path)
-    yield pool
-    pool.stop_all()
+    with Processes(env, stop_signal=signal.SIGKILL, log_dir=tmp_path) as processes:
+        yield Workers(processes)
 
 
 def stream_is_live(redis_client):

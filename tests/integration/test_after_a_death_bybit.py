@@ -12,6 +12,7 @@ the outages. The bounds are docs/reliability.md's; each test prints what it meas
 """
 
 import os
+import signal
 import time
 from decimal import Decimal
 
@@ -19,6 +20,7 @@ import pytest
 
 from core.config import get_settings, load_settings
 from core.services import bands
+from tests.fixtures.processes import Processes
 from tests.integration.test_after_a_death import (
     Workers,
     _closed_or_none,
@@ -63,9 +65,8 @@ def workers(bybit_sim, clean_db, redis_url, tmp_path):
         VIGIL_EXCHANGE_TIMEOUT_MS="10000",
         VIGIL_ENTRY_FILL_TIMEOUT="10",
     )
-    pool = Workers(env, tmp_path)
-    yield pool
-    pool.stop_all()
+    with Processes(env, stop_signal=signal.SIGKILL, log_dir=tmp_path) as processes:
+        yield Workers(processes)
 
 
 @pytest.fixture

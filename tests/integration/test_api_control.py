@@ -5,6 +5,7 @@ halt as ``/health`` and ``/metrics`` show it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -110,6 +111,32 @@ def test_close_one_position_by_api_and_an_unknown_one_is_404(api, paper_venue):
     assert served.request("POST", "/positions/999999/close", headers=AUTH)[0] == 404
     assert served.request("POST", "/positions/abc/close", headers=AUTH)[0] == 404
     assert halts.current() == []
+
+
+def test_the_close_route_looks_the_position_up_through_its_deps_transactions(
+    paper_venue, redis_client
+):
+    """No global default: the route hands the service the unit of work of the Deps it has."""
+    opened_through: list[str] = []
+
+    def counted_unit_of_work():
+        opened_through.append("deps")
+        return unit_of_work()
+
+    made = paper_venue.make_deps(health_cache_seconds=0, api_token=TOKEN)
+    deps = replace(made, uow=counted_unit_of_work)
+    app = create_app(
+        deps.settings,
+        deps_factory=lambda: deps,
+        redis_client=redis_client,
+        worker_ping=lambda timeout: ["worker1@host"],
+    )
+    served = Served(app)
+    try:
+        assert served.request("POST", "/positions/999999/close", headers=AUTH)[0] == 404
+    finally:
+        served.stop()
+    assert opened_through == ["deps"]
 
 
 def test_close_all_by_api_halts_first_and_closes_everything(api, paper_venue):

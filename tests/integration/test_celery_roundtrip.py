@@ -1,9 +1,6 @@
 """A real worker process on the real broker runs the heartbeat task and writes its row."""
 
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -11,23 +8,15 @@ from sqlalchemy import select
 
 from core.db.models import Heartbeat
 from core.db.session import new_session
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def worker(clean_db, redis_url, tmp_path):
-    env = dict(os.environ, VIGIL_HOME=str(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "t1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(30)
+    with Processes(dict(os.environ, VIGIL_HOME=str(tmp_path))) as processes:
+        yield processes.worker("--pool", "solo", "--name", "t1")
 
 
 def test_heartbeat_task_round_trips_through_broker_worker_and_database(worker):

@@ -2,9 +2,6 @@
 Celery signals count it into the metrics the API serves."""
 
 import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,6 +11,7 @@ from typer.testing import CliRunner
 from core.config import get_settings
 from core.metrics import TASKS, MetricsStore
 from shell.cli import app
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 
@@ -21,16 +19,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def worker(database_url, redis_url, tmp_path_factory):
     env = dict(os.environ, VIGIL_HOME=str(tmp_path_factory.mktemp("task-worker")))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "cli-task"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(30)
+    with Processes(env) as processes:
+        yield processes.worker("--pool", "solo", "--name", "cli-task")
 
 
 @pytest.fixture

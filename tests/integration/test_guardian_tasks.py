@@ -3,9 +3,7 @@ beat from settings, run by a real worker against the paper exchange, reconciliat
 worker start."""
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -18,6 +16,7 @@ from core.db.models import Position
 from core.db.session import unit_of_work
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 
@@ -53,31 +52,16 @@ def test_beat_runs_each_guardian_at_its_configured_interval():
 def worker(sim, clean_db, redis_url, tmp_path) -> Iterator[Callable[[], subprocess.Popen]]:
     """A real worker; started after the test has prepared the exchange (it reconciles at
     start)."""
-    procs: list[subprocess.Popen] = []
-
-    def start() -> subprocess.Popen:
-        env = dict(
-            os.environ,
-            VIGIL_HOME=str(tmp_path),
-            VIGIL_EXCHANGE="paper",
-            VIGIL_EXCHANGE_URL=sim.url,
-            VIGIL_POSITION_SIZE_USDT="200",
-            VIGIL_ENTRY_FILL_TIMEOUT="2",
-        )
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "guardian"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+    env = dict(
+        os.environ,
+        VIGIL_HOME=str(tmp_path),
+        VIGIL_EXCHANGE="paper",
+        VIGIL_EXCHANGE_URL=sim.url,
+        VIGIL_POSITION_SIZE_USDT="200",
+        VIGIL_ENTRY_FILL_TIMEOUT="2",
+    )
+    with Processes(env) as processes:
+        yield lambda: processes.worker("--pool", "solo", "--name", "guardian")
 
 
 def wait_for(probe, timeout=60.0):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from decimal import Decimal
 
@@ -32,6 +30,7 @@ from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
 from shell.runtime.embedded import EmbeddedRedis, free_port
 from tests.fixtures.engine import FAST
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 EX = "binance"
@@ -77,25 +76,8 @@ def processes(sim, clean_db, own_redis, tmp_path):
         VIGIL_HEARTBEAT_INTERVAL="1",
     )
     env.pop("VIGIL_SIGNAL_URL", None)
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*argv: str) -> subprocess.Popen[bytes]:
-        log = (tmp_path / f"{argv[0]}.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shell.cli", *argv],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    with Processes(env, stop_signal=signal.SIGKILL, log_dir=tmp_path) as processes:
+        yield processes.start
 
 
 def make_deps(sim, url) -> Deps:

@@ -10,9 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -37,6 +34,7 @@ from core.services.protection import check_protection
 from core.services.signals import store_frame
 from core.services.waves import wave_params
 from shell.cli import app
+from tests.fixtures.processes import Processes
 from tests.fixtures.venue import PaperVenue
 from tests.integration.test_engine_venues import move_to
 
@@ -401,17 +399,8 @@ def test_a_venue_unavailable_for_too_long_pauses_openings_until_it_answers(paper
 @pytest.fixture
 def worker(vigil, tmp_path):
     """A worker process on the test broker, configured like the CLI (``vigil`` sets the env)."""
-    env = dict(os.environ, VIGIL_HOME=str(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "ctl"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(30)
+    with Processes(dict(os.environ, VIGIL_HOME=str(tmp_path))) as processes:
+        yield processes.worker("--pool", "solo", "--name", "ctl")
 
 
 def test_halt_resume_and_close_tasks_run_on_a_worker(paper_venue, worker):

@@ -13,7 +13,7 @@ from core.services.positions import NewPosition, create_position, record_order, 
 pytestmark = pytest.mark.integration
 
 
-def write(pid: int, status: str, filled: str = "0") -> str:
+def write(pid: int, status: str, filled: str = "0", trigger: str | None = None) -> str:
     with unit_of_work() as s:
         return record_order(
             s,
@@ -27,6 +27,7 @@ def write(pid: int, status: str, filled: str = "0") -> str:
             quantity=Decimal("0.01"),
             status=status,
             filled_quantity=Decimal(filled),
+            trigger_price=Decimal(trigger) if trigger is not None else None,
         )
 
 
@@ -101,3 +102,13 @@ def test_a_status_move_of_an_unknown_order_changes_nothing(pid):
     with unit_of_work() as s:
         assert s.scalars(select(Order)).all() == []
     assert refusals() == []
+
+
+def test_the_trigger_price_the_venue_reports_replaces_the_intended_one_and_none_keeps_it(pid):
+    write(pid, "intent", trigger="59500")
+    write(pid, "open", trigger="59410")  # the venue holds the stop moved beyond the mark
+    assert stored().trigger_price == Decimal("59410")
+
+    write(pid, "open")  # an answer without a price erases nothing
+
+    assert stored().trigger_price == Decimal("59410")

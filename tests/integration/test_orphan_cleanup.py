@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,6 +30,7 @@ from core.services.deps import Deps
 from core.services.opening import OpenOutcome, open_position
 from core.services.orphans import clean_orphans
 from core.services.positions import NewPosition, create_position
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 
@@ -269,23 +267,8 @@ def test_tasks_are_registered_on_the_maintenance_queue_and_scheduled(redis_url):
 @pytest.fixture
 def worker(sim, clean_db, redis_url, tmp_path):
     env = dict(os.environ, VIGIL_HOME=str(tmp_path), VIGIL_EXCHANGE_URL=sim.url)
-    started = []
-
-    def start() -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "orphans"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
+    with Processes(env) as processes:
+        yield lambda: processes.worker("--pool", "solo", "--name", "orphans")
 
 
 def test_a_starting_worker_cleans_orphans_left_by_an_earlier_life(deps, worker):

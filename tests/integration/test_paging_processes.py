@@ -13,15 +13,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shell.runtime.embedded import free_port
+from tests.fixtures.processes import start_vigil, stop_process
 from tests.integration.test_paging import Inbox
 
 pytestmark = pytest.mark.integration
@@ -37,20 +38,11 @@ FAST = {
 
 
 def _spawn(args: list[str], env: dict[str, str], log_dir: str) -> subprocess.Popen:
-    log = open(os.path.join(log_dir, f"{args[0]}.log"), "ab")  # noqa: SIM115 - child owns it
-    return subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", *args],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    return start_vigil(args, env, Path(log_dir) / f"{args[0]}.log")
 
 
 def _kill(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    stop_process(proc, signal.SIGKILL)
 
 
 def _wait(probe: Callable[[], Any], timeout: float, what: str) -> Any:

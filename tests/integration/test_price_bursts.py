@@ -15,8 +15,6 @@ import base64
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -36,6 +34,7 @@ from core.services import bands, price_path
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
 from tasks.sender import celery_sender
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 EX = "binance"
@@ -119,17 +118,10 @@ def one_process_worker(sim, clean_db, redis_url, tmp_path):
         VIGIL_TRAILING_MIN_UPDATE_INTERVAL="0",
         VIGIL_EXCHANGE_TIMEOUT_MS="10000",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", "worker", "--queues", "stops", "--name", "burst"]
-        + ["--pool", "prefork", "--concurrency", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    yield proc
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
+    with Processes(env, stop_signal=signal.SIGKILL) as processes:
+        yield processes.worker(
+            *("--queues", "stops", "--name", "burst", "--pool", "prefork", "--concurrency", "1")
+        )
 
 
 def wait_for(probe, timeout=60.0, what="condition"):

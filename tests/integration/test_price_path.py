@@ -4,8 +4,6 @@ price stream on the paper exchange's WebSocket, and the whole loop through a wor
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ from core.services import bands, price_path
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
 from tasks.sender import celery_sender
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 EX = "binance"
@@ -229,25 +228,12 @@ def start_worker(sim, clean_db, redis_url, tmp_path):
         VIGIL_TRAILING_MIN_UPDATE_INTERVAL="0",
         VIGIL_EXCHANGE_TIMEOUT_MS="10000",
     )
-    started = []
+    with Processes(env, stop_signal=signal.SIGKILL) as processes:
 
-    def start(name="trail"):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shell.cli", "worker", "--queues", "stops,orders"]
-            + ["--pool", "solo", "--name", name],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc
+        def start(name="trail"):
+            return processes.worker("--queues", "stops,orders", "--pool", "solo", "--name", name)
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        yield start
 
 
 def send_task(name, *args):

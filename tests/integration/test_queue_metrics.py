@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 
@@ -19,6 +16,7 @@ from core.clock import ManualClock
 from core.config import get_settings
 from core.queues import SENT_AT_HEADER, QueueCollector, read_queue
 from tasks import publish
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 
@@ -108,17 +106,8 @@ def test_an_automatic_sender_never_subscribes_to_results(redis_client, celery, b
 
 @pytest.fixture
 def worker(clean_db, redis_url, tmp_path):
-    env = dict(os.environ, VIGIL_HOME=str(tmp_path))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "results"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(30)
+    with Processes(dict(os.environ, VIGIL_HOME=str(tmp_path))) as processes:
+        yield processes.worker("--pool", "solo", "--name", "results")
 
 
 def test_a_task_sent_like_celery_call_keeps_its_result(worker, celery, by_hand):
@@ -131,22 +120,13 @@ def test_a_task_sent_like_celery_call_keeps_its_result(worker, celery, by_hand):
 
 def test_beat_sends_its_tasks_without_asking_for_results(redis_client, redis_url, tmp_path):
     env = dict(os.environ, VIGIL_HOME=str(tmp_path), VIGIL_HEARTBEAT_INTERVAL="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", "beat"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with Processes(env) as processes:
+        processes.start("beat")
         raw = None
         deadline = time.monotonic() + 90
         while raw is None and time.monotonic() < deadline:  # no worker: the message waits
             raw = redis_client.rpop("maintenance")
             time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
     assert raw is not None, "beat sent nothing within 90 s"
     message = json.loads(raw)
     assert message["headers"]["task"] == "vigil.maintenance.heartbeat"

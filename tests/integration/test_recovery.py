@@ -3,8 +3,6 @@ unprotected."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -19,6 +17,7 @@ from core.exchange.client_ids import client_order_id
 from core.locks import symbol_lock
 from core.services.positions import NewPosition, create_position
 from core.services.recovery import recover_interrupted
+from tests.fixtures.processes import Processes, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -135,25 +134,10 @@ def worker_env(sim, clean_db, redis_url, tmp_path):
 
 def test_worker_killed_between_entry_and_stop_leaves_the_position_protected(sim, deps, worker_env):
     sim.fault("algoOrder", "latency", method="POST", latency_ms=3000, count=1)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shell.cli",
-            "worker",
-            "--queues",
-            "orders,maintenance",
-            "--concurrency",
-            "1",
-            "--name",
-            "victim",
-        ],
-        env=worker_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with Processes(worker_env, stop_signal=signal.SIGKILL) as processes:
+        worker = processes.worker(
+            *("--queues", "orders,maintenance", "--concurrency", "1", "--name", "victim")
+        )
         with unit_of_work() as s:
             pid = create_position(s, NewPosition("binance", "BTCUSDT", "long")).id
         from core.config import get_settings
@@ -165,11 +149,7 @@ def test_worker_killed_between_entry_and_stop_leaves_the_position_protected(sim,
             assert time.monotonic() < deadline, f"never reached pending_sl: {status_of(pid)}"
             time.sleep(0.05)
         time.sleep(0.3)  # the stop request is in flight now
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(10)
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGKILL)
+        stop_process(worker, signal.SIGKILL)
     assert status_of(pid) == "pending_sl"
     recover_interrupted(deps, min_age_seconds=0)
     assert status_of(pid) == "active"

@@ -11,6 +11,7 @@ import urllib.request
 import pytest
 
 from shell.runtime.embedded import free_port
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 
@@ -94,17 +95,12 @@ def test_a_task_sent_through_flower_with_bad_arguments_is_refused_by_the_task_la
     flower, clean_db, redis_url, tmp_path
 ):
     import json
-    import signal
 
     from core.config import get_settings
     from tasks.app import create_app
 
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "flower1"],
-        env=dict(os.environ, VIGIL_HOME=str(tmp_path)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
+    with Processes(dict(os.environ, VIGIL_HOME=str(tmp_path))) as processes:
+        processes.worker("--pool", "solo", "--name", "flower1")
         req = urllib.request.Request(  # noqa: S310 - loopback
             flower + "api/task/async-apply/vigil.orders.open_position",
             data=json.dumps(
@@ -125,6 +121,3 @@ def test_a_task_sent_through_flower_with_bad_arguments_is_refused_by_the_task_la
             refused.value
         )
         assert result.state == "FAILURE"  # refused once, not retried
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(30)

@@ -17,7 +17,13 @@ from core.exchange.client_ids import client_order_id
 from core.locks import lock_key
 from core.services import price_path
 from core.services.opening import OpenOutcome, open_position
-from core.services.positions import NewPosition, create_position, record_order
+from core.services.positions import (
+    NewPosition,
+    create_position,
+    order_row,
+    record_order,
+    set_order_status,
+)
 
 pytestmark = pytest.mark.integration
 EX = "binance"
@@ -30,8 +36,9 @@ def opened(deps, symbol="BTCUSDT") -> int:
     return pid
 
 
-def dead_move(deps, pid, trigger: Decimal, *, sent: bool) -> str:
-    """What a run killed mid-move leaves: its intent, maybe its stop, its run marker."""
+def dead_move(deps, pid, trigger: Decimal, *, sent: bool, sent_at: Decimal | None = None) -> str:
+    """What a run killed mid-move leaves: its intent, maybe its stop (at ``sent_at`` when
+    the send moved it beyond the mark), its run marker."""
     with unit_of_work() as s:
         position = s.get(Position, pid)
         cid = client_order_id(pid, position.correlation_id, "stop", 1)
@@ -51,7 +58,7 @@ def dead_move(deps, pid, trigger: Decimal, *, sent: bool) -> str:
         )
         quantity, symbol = position.quantity, position.symbol
     if sent:
-        deps.exchange.create_stop(symbol, "sell", quantity, trigger, cid)
+        deps.exchange.create_stop(symbol, "sell", quantity, sent_at or trigger, cid)
     start_run(deps.redis, lock_key(EX, symbol), "a-run-that-was-killed")
     return cid
 
@@ -115,3 +122,51 @@ def test_a_run_that_ended_normally_leaves_no_dead_run_mark(sim, deps):
     price_path.on_price(deps, EX, "BTCUSDT")
     assert not dead_run_pending(deps.redis, lock_key(EX, "BTCUSDT"))
     assert not deps.redis.exists(lock_key(EX, "BTCUSDT") + ":run")
+
+
+def test_the_adopted_row_keeps_the_trigger_price_the_venue_holds(sim, deps):
+    sim.set_price("BTCUSDT", "60000")
+    pid = opened(deps)
+    cid = dead_move(deps, pid, Decimal("59500"), sent=True, sent_at=Decimal("59400"))
+
+    price_path.on_price(deps, EX, "BTCUSDT")
+
+    assert live_triggers(sim) == [Decimal("59400")]
+    with unit_of_work() as s:
+        row = order_row(s, cid)
+        assert row.status == "open" and row.exchange_order_id is not None
+        assert row.trigger_price == Decimal("59400")  # not the 59500 the intent recorded
+        assert s.get(Position, pid).stop_price == Decimal("59400")
+
+
+def test_a_row_another_path_ended_meanwhile_is_not_moved_back_and_nothing_is_adopted(
+    sim, deps, monkeypatch
+):
+    """The dead run's stop fires between its lookup and the adoption; the fill reaches the
+    ledger first (the user-data stream). The adoption must not make it ``open`` again."""
+    sim.set_price("BTCUSDT", "60000")
+    pid = opened(deps)
+    with unit_of_work() as s:
+        old_stop = s.get(Position, pid).stop_price
+    cid = dead_move(deps, pid, Decimal("59500"), sent=True)
+    lookup = deps.exchange.fetch_order
+
+    def lookup_then_the_fill_arrives(symbol, client_id, **kwargs):
+        found = lookup(symbol, client_id, **kwargs)
+        if client_id == cid:
+            with unit_of_work() as s:
+                set_order_status(s, cid, "filled")
+        return found
+
+    monkeypatch.setattr(deps.exchange, "fetch_order", lookup_then_the_fill_arrives)
+
+    price_path.on_price(deps, EX, "BTCUSDT")
+
+    with unit_of_work() as s:
+        assert order_row(s, cid).status == "filled"
+        assert s.get(Position, pid).stop_price == old_stop
+        assert s.get(TrailingStop, pid).current_stop == old_stop
+        events = list(s.scalars(select(Event).where(Event.order_id == cid)))
+    refused = [e for e in events if e.type == "order_status_move_refused"]
+    assert [(e.data["from_status"], e.data["to_status"]) for e in refused] == [("filled", "open")]
+    assert not [e for e in events if e.type == "trailing_stop_updated"]

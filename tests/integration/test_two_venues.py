@@ -17,6 +17,7 @@ from core.db.models import Position
 from core.db.session import unit_of_work
 from core.services.deps import reset_deps
 from core.services.positions import NewPosition, create_position
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 
@@ -42,17 +43,8 @@ def two_venue_env(sim, bybit_sim, clean_db, redis_url, tmp_path, monkeypatch):
 
 @pytest.fixture
 def worker(two_venue_env):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", "--name", "both"],
-        env=two_venue_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    yield proc
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    with Processes(two_venue_env, stop_signal=signal.SIGKILL) as processes:
+        yield processes.worker("--pool", "solo", "--name", "both")
 
 
 def test_one_worker_opens_and_guards_each_position_on_its_own_venue(

@@ -18,6 +18,7 @@ from core.db.models import Position
 from core.db.session import unit_of_work
 from core.services.deps import reset_deps
 from core.services.positions import NewPosition, create_position
+from tests.fixtures.processes import Processes
 from tests.integration.test_two_venues import two_venue_env  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.integration
@@ -33,24 +34,8 @@ def venue_env(two_venue_env, monkeypatch) -> dict[str, str]:  # noqa: F811
 
 @pytest.fixture
 def start_worker(venue_env) -> Iterator[object]:
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shell.cli", "worker", "--pool", "solo", *args],
-            env=venue_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    with Processes(venue_env, stop_signal=signal.SIGKILL) as processes:
+        yield lambda *args: processes.worker("--pool", "solo", *args)
 
 
 def _status(position_id: int) -> str:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -22,6 +21,7 @@ from core.db.models import Event, Position, Signal, Wave
 from core.db.session import unit_of_work
 from core.ingest.context import PROCESS_WAVE_TASK, IngestContext
 from core.ingest.process import BackgroundIngest
+from tests.fixtures.processes import Processes
 
 pytestmark = pytest.mark.integration
 
@@ -48,40 +48,21 @@ def wait_until(predicate, timeout: float = 60.0, what: str = "") -> Any:
 @pytest.fixture
 def start_worker(sim, clean_db, redis_url, tmp_path):
     """Start a Celery worker subprocess (its own process group, so a kill takes its pool)."""
-    started: list[subprocess.Popen] = []
+    env = {
+        **os.environ,
+        "VIGIL_HOME": str(tmp_path),
+        "VIGIL_EXCHANGE": "paper",
+        "VIGIL_EXCHANGE_URL": sim.url,
+        "VIGIL_EXCHANGE_TIMEOUT_MS": "20000",
+        **WAVE_ENV,
+    }
+    with Processes(env) as processes:
 
-    def start(name: str, **env_overrides: str) -> subprocess.Popen:
-        env = {
-            **os.environ,
-            "VIGIL_HOME": str(tmp_path),
-            "VIGIL_EXCHANGE": "paper",
-            "VIGIL_EXCHANGE_URL": sim.url,
-            "VIGIL_EXCHANGE_TIMEOUT_MS": "20000",
-            **WAVE_ENV,
-            **env_overrides,
-        }
-        argv = [sys.executable, "-m", "shell.cli", "worker", "--name", name]
-        argv += ["--queues", "signals,orders,maintenance", "--concurrency", "4"]
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        started.append(proc)
-        return proc
+        def start(name: str, **env_overrides: str) -> subprocess.Popen:
+            queues = ("--queues", "signals,orders,maintenance", "--concurrency", "4")
+            return processes.worker("--name", name, *queues, **env_overrides)
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in started:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        yield start
 
 
 @pytest.fixture
