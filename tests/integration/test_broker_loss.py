@@ -9,7 +9,6 @@ tasks sent after Redis is back, acknowledges the one it held, and no message is 
 """
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from core.config import get_settings
 from core.endpoints import embedded_redis_url
 from shell.runtime.embedded import EmbeddedRedis, free_port
 from tasks.app import create_app
+from tests.fixtures.processes import stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,9 @@ OUTAGE_SECONDS = 2
 
 
 class Worker:
-    """The worker process, what it recorded and its log."""
+    """The worker process, what it recorded and its log. Not ``Processes.worker``: that runs
+    `vigil worker`, whose tasks cannot be held open on purpose; this is the same app with one
+    task of its own (broker_loss_worker.py)."""
 
     def __init__(self, tmp_path: Path, redis_url: str) -> None:
         self.records = tmp_path / "runs.txt"
@@ -75,13 +77,7 @@ class Worker:
 
     def stop(self) -> None:
         self.release_held()
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_process(self.proc)
 
 
 @pytest.fixture
