@@ -1,5 +1,5 @@
 """A worker rides through a Redis restart while it holds an unacknowledged message (real
-processes: the project's Celery worker, an embedded Redis stopped and started again).
+processes: the project's Celery worker, an embedded Redis stopped or killed, started again).
 
 The loss that used to end the worker: a running ``acks_late`` task (an unacknowledged message)
 and a free pool slot (a BRPOP in flight) when Redis goes away. kombu 5.7.0 then failed restoring
@@ -105,8 +105,9 @@ def producer(broker: EmbeddedRedis):  # noqa: ANN201
     app.close()
 
 
+@pytest.mark.parametrize("ending", ["stop", "kill"])  # SIGTERM, or SIGKILL as a crash
 def test_the_worker_survives_a_redis_restart_while_holding_an_unacked_message(
-    broker, worker, producer
+    broker, worker, producer, ending
 ):
     def send(token: str) -> None:
         producer.send_task(TASK_NAME, args=[token], queue=QUEUE)
@@ -116,7 +117,7 @@ def test_the_worker_survives_a_redis_restart_while_holding_an_unacked_message(
     send("held")  # runs until released: an unacknowledged message, and a free pool slot
     worker.wait_for("the held task starts", lambda started: "held" in started, ".started")
 
-    broker.stop()
+    getattr(broker, ending)()
     time.sleep(OUTAGE_SECONDS)
     broker.start()
 
