@@ -1,0 +1,46 @@
+"""The project's Celery worker (tasks.app, as `vigil worker` runs it) with one task of its own.
+
+Used by test_broker_loss.py: ``python -m tests.integration.broker_loss_worker QUEUE NAME``.
+The task records that it started and that it ran in files named by ``BROKER_LOSS_RECORDS``
+(appending the token: running twice is harmless), and a token starting with ``held`` waits for
+the file ``<records>.release`` first, so the test decides when the worker holds an
+unacknowledged message (a running ``acks_late`` task) and when it lets it go.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from tasks.app import app
+
+RECORDS = Path(os.environ["BROKER_LOSS_RECORDS"])
+TASK_NAME = "tests.broker_loss.record"
+HOLD_LIMIT_SECONDS = 120
+
+
+def _append(path: Path, token: str) -> None:
+    with path.open("a") as out:
+        out.write(token + "\n")
+
+
+@app.task(name=TASK_NAME, acks_late=True)
+def record(token: str) -> str:
+    _append(RECORDS.with_suffix(".started"), token)
+    if token.startswith("held"):
+        release = RECORDS.with_suffix(".release")
+        deadline = time.monotonic() + HOLD_LIMIT_SECONDS
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    _append(RECORDS, token)
+    return token
+
+
+if __name__ == "__main__":
+    queue, name = sys.argv[1], sys.argv[2]
+    app.worker_main(
+        ["worker", "-Q", queue, "-c", "2", "-n", f"{name}@%h", "-P", "prefork"]
+        + ["--loglevel", "INFO", "-E"]
+    )
