@@ -228,7 +228,6 @@ class _Trailer:
         """After transaction (1): the move, if any; then the band from the state written."""
         if step is not None:
             self._carry_out(step, window)
-        self._send_step(sent=False)  # moved nothing (or done): the batch's gate need not wait
         found = self.band()
         bands.publish(self.deps.redis, position.exchange, position.symbol, BAND_COMPONENT, found)
         return False
@@ -322,26 +321,16 @@ class _Trailer:
             intent = self._next_intent(decision, gone=(intent.client_id, status_of(found)))
         old = old_orders(intent.old)
         self.held.extend()  # a full TTL for the move: send, a lookup, the old stops' cancel
-        if stop is None:
+        if stop is not None:  # live already: only the break step is left
+            replaced = Replacement(stop, self.executor.cancel_each(self.symbol, old))
+        else:
             try:
-                stop = self.executor.place_stop(self._order(intent.client_id, decision.new_stop))
+                new = self._order(intent.client_id, decision.new_stop)
+                replaced = self.executor.replace_stop(new, old)
             except errors.ExchangeFailure as exc:  # the old stop stays
-                self._send_step(sent=False)
                 self._failed(decision, exc, stage="place")
                 return
-        self._send_step(sent=True)  # make, then (a batch's other sends first) break
-        replaced = Replacement(stop, self.executor.cancel_each(self.symbol, old))
         self._accepted(decision, replaced, window)
-
-    def _send_step(self, *, sent: bool) -> None:
-        """Tell a price batch's gate this run's send is over (``Deps.send_step``)."""
-        step = self.deps.send_step
-        if step is None:
-            return
-        if sent:
-            step.sent()
-        else:
-            step.skipped()
 
     def _order(self, client_id: str, price: Decimal | None) -> OrderIntent:
         """The stop-market intent behind one of this position's stop client ids."""
