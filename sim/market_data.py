@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sim.orders import fmt, now_ms
 
 if TYPE_CHECKING:
-    from sim.rest import Ctx
+    from sim.rest_context import Ctx
 
 
 def ping(ctx: Ctx) -> Any:
