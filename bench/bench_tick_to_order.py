@@ -47,12 +47,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +66,7 @@ from common import (
     ROOT,
     TABLES,
     code_env,
+    embedded_stores,
     export_revision,
     machine,
     pct,
@@ -82,18 +81,14 @@ from worker_cost import idle_rate, measure_sweep, moves_since, own_cpu, tree_cpu
 
 from core.clock import SYSTEM_CLOCK
 from core.config import Settings, get_settings, load_settings
-from core.db import migrate
-from core.db import session as db_session
 from core.db.models import Position, TrailingStop
 from core.db.session import unit_of_work
-from core.endpoints import embedded_database_url, embedded_redis_url
 from core.exchange.factory import build_pro_exchange
 from core.ingest.prices import PriceStream
 from core.services import bands, price_path
 from core.services.deps import Deps, build_adapter
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
-from shell.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tasks.sender import celery_sender
 
 # --- the ingest component in a thread --------------------------------------------------------
@@ -459,24 +454,13 @@ def main() -> None:
         return
     args = parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="vigil-bench-tto-"))
-    pg = EmbeddedPostgres(home / "pg" / "data", free_port())
-    rds = EmbeddedRedis(home / "redis", free_port(), persist=False)
-    pg.start()
-    rds.start()
-    try:
-        pg.create_database("vigil_bench")
-        db_url = embedded_database_url(pg.port, "vigil_bench")
-        migrate.upgrade(db_url)
-        os.environ.update(
-            VIGIL_DATABASE_URL=db_url,
-            VIGIL_REDIS_URL=embedded_redis_url(rds.port),
-            VIGIL_HOME=str(home),
-            VIGIL_POSITION_SIZE_USDT="20",
-            VIGIL_TRAILING_MIN_UPDATE_INTERVAL=str(args.min_update_interval),
-        )
-        get_settings.cache_clear()
-        db_session.configure(db_url)
+    with embedded_stores(
+        "vigil-bench-tto-",
+        keep_home=args.profile_worker,
+        VIGIL_POSITION_SIZE_USDT="20",
+        VIGIL_TRAILING_MIN_UPDATE_INTERVAL=str(args.min_update_interval),
+    ) as stores:
+        home = stores.home
         base = load_settings()
         print(machine(), flush=True)
         print(
@@ -508,11 +492,6 @@ def main() -> None:
             )
         if args.profile_worker:
             print(f"worker profiles in {home} (python -m pstats <file>)")
-    finally:
-        rds.stop()
-        pg.stop()
-        if not args.profile_worker:
-            shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import redis
-from common import ROOT, code_env, export_revision, machine, wait_until
+from common import ROOT, code_env, embedded_stores, export_revision, machine, wait_until
 from worker_cost import tree_cpu
 
 from core.config import get_settings, load_settings
-from core.db import migrate
-from core.db import session as db_session
-from core.endpoints import embedded_database_url, embedded_redis_url
-from shell.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 
 def measure(code: Path, home: Path, tasks: int, tag: str, profile: bool = False) -> float:
@@ -74,36 +68,16 @@ def main() -> None:
     parser.add_argument("--compare", metavar="REF")
     parser.add_argument("--profile", action="store_true", help="profile a solo worker; keep it")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="vigil-bench-celery-"))
-    pg = EmbeddedPostgres(home / "pg" / "data", free_port())
-    rds = EmbeddedRedis(home / "redis", free_port(), persist=False)
-    pg.start()
-    rds.start()
-    try:
-        pg.create_database("vigil_bench")
-        db_url = embedded_database_url(pg.port, "vigil_bench")
-        migrate.upgrade(db_url)
-        os.environ.update(
-            VIGIL_DATABASE_URL=db_url,
-            VIGIL_REDIS_URL=embedded_redis_url(rds.port),
-            VIGIL_HOME=str(home),
-        )
-        get_settings.cache_clear()
-        db_session.configure(db_url)
+    with embedded_stores("vigil-bench-celery-", keep_home=args.profile) as stores:
         print(machine(), flush=True)
         variants = [("working tree", ROOT)]
         if args.compare:
-            variants.insert(0, (args.compare, export_revision(args.compare, home / "ref")))
+            variants.insert(0, (args.compare, export_revision(args.compare, stores.home / "ref")))
         for name, code in variants:
-            per_task = measure(code, home, args.tasks, name.replace(" ", "-"), args.profile)
+            per_task = measure(code, stores.home, args.tasks, name.replace(" ", "-"), args.profile)
             print(f"[{name}] stops worker CPU per empty task: {per_task:.2f} ms", flush=True)
-    finally:
-        rds.stop()
-        pg.stop()
-        if args.profile:
-            print(f"profiles in {home} (python -m pstats <file>)")
-        else:
-            shutil.rmtree(home, ignore_errors=True)
+    if args.profile:
+        print(f"profiles in {stores.home} (python -m pstats <file>)")
 
 
 if __name__ == "__main__":

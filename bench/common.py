@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,36 +150,63 @@ class BenchEnv:
         return int(self.sim.requests()["next"])
 
 
+@dataclass(frozen=True)
+class Stores:
+    """The embedded PostgreSQL and Redis of one benchmark run, and the home beside them."""
+
+    home: Path
+    database_url: str
+    redis_port: int
+
+
 @contextmanager
-def bench_env(options: SimOptions, **settings_env: str) -> Iterator[BenchEnv]:
-    """Start storage and the paper exchange; ``settings_env`` are extra ``VIGIL_*`` values
-    for this process and every worker it starts."""
-    home = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+def embedded_stores(prefix: str, keep_home: bool = False, **settings_env: str) -> Iterator[Stores]:
+    """Start PostgreSQL (migrated) and Redis in a fresh home and point this process's settings
+    (and every worker it starts, through the environment) at them; stop both at the end and
+    remove the home unless ``keep_home`` (profiles written there are kept)."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     pg = EmbeddedPostgres(home / "pg" / "data", free_port())
     rds = EmbeddedRedis(home / "redis", free_port(), persist=False)
     pg.start()
     rds.start()
-    sim = SimServer(options).start()
     try:
-        url = embedded_database_url(pg.port)
+        pg.create_database("vigil_bench")
+        url = embedded_database_url(pg.port, "vigil_bench")
         migrate.upgrade(url)
-        db_session.configure(url)
-        env = dict(
-            os.environ,
+        os.environ.update(
             VIGIL_DATABASE_URL=url,
             VIGIL_REDIS_URL=embedded_redis_url(rds.port),
             VIGIL_HOME=str(home),
-            VIGIL_EXCHANGE="paper",
-            VIGIL_EXCHANGE_URL=sim.url,
             **settings_env,
         )
-        os.environ.update(env)
         get_settings.cache_clear()
-        yield BenchEnv(sim, home, env, rds.port)
+        db_session.configure(url)
+        yield Stores(home, url, rds.port)
     finally:
-        sim.stop()
         rds.stop()
         pg.stop()
+        if not keep_home:
+            shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def bench_env(options: SimOptions, **settings_env: str) -> Iterator[BenchEnv]:
+    """Start storage and the paper exchange; ``settings_env`` are extra ``VIGIL_*`` values
+    for this process and every worker it starts."""
+    with embedded_stores("vigil-bench-", keep_home=True) as stores:
+        sim = SimServer(options).start()
+        try:
+            env = dict(
+                os.environ,
+                VIGIL_EXCHANGE="paper",
+                VIGIL_EXCHANGE_URL=sim.url,
+                **settings_env,
+            )
+            os.environ.update(env)
+            get_settings.cache_clear()
+            yield BenchEnv(sim, stores.home, env, stores.redis_port)
+        finally:
+            sim.stop()
 
 
 @dataclass
