@@ -32,8 +32,11 @@ def api(paper_venue: PaperVenue, redis_client: Any) -> Iterator[Any]:
     started: list[Served] = []
     metrics.configure_metrics(redis_client)
 
-    def start(**overrides: Any) -> Served:
+    def start(uow: Any = None, **overrides: Any) -> Served:
+        """``uow``: the Deps' unit-of-work factory in place of the venue's own."""
         deps = paper_venue.make_deps(health_cache_seconds=0, **overrides)
+        if uow is not None:
+            deps = replace(deps, uow=uow)
         app = create_app(
             deps.settings,
             deps_factory=lambda: deps,
@@ -113,9 +116,7 @@ def test_close_one_position_by_api_and_an_unknown_one_is_404(api, paper_venue):
     assert halts.current() == []
 
 
-def test_the_close_route_looks_the_position_up_through_its_deps_transactions(
-    paper_venue, redis_client
-):
+def test_the_close_route_looks_the_position_up_through_its_deps_transactions(api):
     """No global default: the route hands the service the unit of work of the Deps it has."""
     opened_through: list[str] = []
 
@@ -123,19 +124,8 @@ def test_the_close_route_looks_the_position_up_through_its_deps_transactions(
         opened_through.append("deps")
         return unit_of_work()
 
-    made = paper_venue.make_deps(health_cache_seconds=0, api_token=TOKEN)
-    deps = replace(made, uow=counted_unit_of_work)
-    app = create_app(
-        deps.settings,
-        deps_factory=lambda: deps,
-        redis_client=redis_client,
-        worker_ping=lambda timeout: ["worker1@host"],
-    )
-    served = Served(app)
-    try:
-        assert served.request("POST", "/positions/999999/close", headers=AUTH)[0] == 404
-    finally:
-        served.stop()
+    served = api(api_token=TOKEN, uow=counted_unit_of_work)
+    assert served.request("POST", "/positions/999999/close", headers=AUTH)[0] == 404
     assert opened_through == ["deps"]
 
 
