@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.elements import BindParameter
 
 from core.db.models import Order, Position, Signal
 from core.domain.orders import OrderStatus, next_order_status, order_move_allowed
@@ -56,8 +57,11 @@ def context(position: Position) -> EventContext:
     )
 
 
-def open_position_criteria(exchange: str, symbol: str) -> tuple[Any, ...]:
-    """The WHERE of the one non-terminal position for (exchange, symbol)."""
+def open_position_criteria(
+    exchange: str | BindParameter[str], symbol: str | BindParameter[str]
+) -> tuple[Any, ...]:
+    """The WHERE of the one non-terminal position for (exchange, symbol) (values, or
+    parameters bound at execution for a statement built once)."""
     return (
         Position.exchange == exchange,
         Position.symbol == symbol,

@@ -29,6 +29,7 @@ frees its symbol as fast as its lock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -38,7 +39,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy import case, exists, select
+from sqlalchemy import bindparam, case, exists, select
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -283,15 +284,8 @@ def _load_run(
     into the session, so the first reaction reads them without a statement of its own (the
     caller holds them for the transaction)."""
     needed = [(react, needs) for react, needs in REACTIONS if needs is not None]
-    query = select(
-        Position,
-        *PRELOADED,
-        case((Position.status == PositionStatus.ACTIVE.value, NEXT_FENCE_TOKEN)),
-        *(exists().where(needs.position_id == Position.id) for _, needs in needed),
-    ).select_from(Position)
-    for row in PRELOADED:
-        query = query.outerjoin(row, row.position_id == Position.id)
-    found = session.execute(query.where(*open_position_criteria(exchange, symbol))).one_or_none()
+    query = _run_statement(tuple(needs for _, needs in needed), PRELOADED)
+    found = session.execute(query, {"run_exchange": exchange, "run_symbol": symbol}).one_or_none()
     if found is None:
         return None, [], ()
     position, token = found[0], found[1 + len(PRELOADED)]
@@ -301,6 +295,22 @@ def _load_run(
     missing = {react for (react, _), has in zip(needed, present, strict=True) if not has}
     preloaded = tuple(found[1 : 1 + len(PRELOADED)])
     return position, [react for react, _ in REACTIONS if react not in missing], preloaded
+
+
+@functools.cache
+def _run_statement(needed: tuple[type[Any], ...], preloaded: tuple[type[Any], ...]) -> Any:
+    """``_load_run``'s SELECT, built once per reaction table set (the exchange and symbol
+    bound at execution): built per run it cost about as much CPU as its execution."""
+    query = select(
+        Position,
+        *preloaded,
+        case((Position.status == PositionStatus.ACTIVE.value, NEXT_FENCE_TOKEN)),
+        *(exists().where(needs.position_id == Position.id) for needs in needed),
+    ).select_from(Position)
+    for row in preloaded:
+        query = query.outerjoin(row, row.position_id == Position.id)
+    criteria = open_position_criteria(bindparam("run_exchange"), bindparam("run_symbol"))
+    return query.where(*criteria)
 
 
 def _rerun_at(deps: Deps, band: PriceBand | None, now: datetime) -> datetime | None:

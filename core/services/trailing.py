@@ -31,14 +31,15 @@ transactions; exchange calls happen between transactions, never inside one.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.db.models import Order, Position, TrailingStop
@@ -53,7 +54,7 @@ from core.domain.trailing import (
     band,
     decide,
 )
-from core.events import EventType, record
+from core.events import EventType, record, record_now
 from core.exchange import errors
 from core.exchange.client_ids import client_order_id, parse_client_id
 from core.exchange.types import OrderSnapshot
@@ -283,11 +284,7 @@ class _Trailer:
         """The client id of this move, durable (with the decision's commit) before the order
         can exist. An unfinished intent of an earlier run is reused, never a new seq."""
         assert decision.new_stop is not None
-        rows = session.execute(
-            select(
-                Order.client_order_id, Order.status, Order.purpose, Order.exchange_order_id
-            ).where(Order.position_id == position.id, Order.purpose.in_(STOP_PURPOSES))
-        ).all()
+        rows = session.execute(_stops_statement(), {"stops_of": position.id}).all()
         seqs = {
             parsed.seq: (cid, status)
             for cid, status, purpose, _ in rows
@@ -388,8 +385,11 @@ class _Trailer:
             executor.record(session, replaced.new.intent, OrderStatus.OPEN, stop)
             # fenced, and only this write (the ORM object is not touched: no second UPDATE)
             fenced_update(session, position.id, self.held.token, stop_price=live_price)
-            trailing_events.record_decision(session, position, decision, window)
-            trailing_events.moved(session, position, decision, replaced, window, live_price)
+            record_now(  # the decision's events and the move's, one statement
+                session,
+                *trailing_events.decision_events(position, decision, window),
+                *trailing_events.moved_events(position, decision, replaced, window, live_price),
+            )
             for c in replaced.cancels:
                 if c.failure is None and c.order.client_id is not None:
                     set_order_status(session, c.order.client_id, OrderStatus.CANCELLED)
@@ -438,6 +438,14 @@ class _Trailer:
                 average_price=order.average,
                 correlation_id=position.correlation_id,
             )
+
+
+@functools.cache
+def _stops_statement() -> Any:
+    """The position's stop rows for ``_intent``, built once (the position bound at execution)."""
+    return select(
+        Order.client_order_id, Order.status, Order.purpose, Order.exchange_order_id
+    ).where(Order.position_id == bindparam("stops_of"), Order.purpose.in_(STOP_PURPOSES))
 
 
 def _observe_tick_to_order(seconds: float) -> None:
