@@ -81,6 +81,14 @@ class LeaseWatchdog:
         """The holder made progress (and, having just renewed, holds a full TTL)."""
         self.touched_at = self.renewed_at = time.monotonic()
 
+    def progressed(self) -> None:
+        """The holder made progress without renewing (the key was confirmed just before)."""
+        self.touched_at = time.monotonic()
+
+    def confirmed_within_interval(self) -> bool:
+        """The key was confirmed ours (set or renewed) less than a renewal interval ago."""
+        return not self._lost.is_set() and time.monotonic() - self.renewed_at < self.ttl_s / 3
+
     @property
     def lost(self) -> bool:
         """Lost for sure (a renewal failed) or possibly (no renewal for a whole TTL)."""

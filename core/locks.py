@@ -127,8 +127,17 @@ class HeldLock:
         self.drawn_token = token
 
     def extend(self, ttl_s: float | None = None) -> None:
-        """Push the expiry out for a long operation; raise LockLost if no longer ours."""
+        """Push the expiry out for a long operation; raise LockLost if no longer ours.
+
+        Under a renewing watchdog, a key confirmed ours less than a renewal interval ago
+        (taken, renewed or extended) is not asked again: it has at least two thirds of its
+        TTL left and the watchdog renews it on schedule, so the holder knows no less than at
+        any moment between two renewals; only the progress (``touch``'s idle clock) is noted.
+        Saves a round trip per stop move (the lock is taken milliseconds before it)."""
         self.check()
+        if ttl_s is None and self.lease is not None and self.lease.confirmed_within_interval():
+            self.lease.progressed()
+            return
         ttl_ms = int((ttl_s * 1000) if ttl_s is not None else self.ttl_ms)
         if not run_script(self.client, _EXTEND, 1, self.key, self.owner, ttl_ms):
             if self.lease is not None:

@@ -15,8 +15,13 @@ one symbol instead of polling all.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import redis
 
@@ -54,7 +59,10 @@ def _decode(raw: bytes | str) -> PriceBand:
 def publish(
     client: redis.Redis, exchange: str, symbol: str, component: str, band: PriceBand | None
 ) -> None:
-    """Set (or with ``None`` remove) one component's band for a symbol, and announce it."""
+    """Set (or with ``None`` remove) one component's band for a symbol, and announce it.
+
+    Inside ``remembering`` for this symbol, the symbol's whole band is read in the same
+    round trip (and transaction) and kept for the run's end (``Remembered``)."""
     key = band_key(exchange, symbol)
     pipe = client.pipeline()
     if band is None:
@@ -62,7 +70,43 @@ def publish(
     else:
         pipe.hset(key, component, _encode(band))
     pipe.publish(channel(exchange), symbol)
-    pipe.execute()
+    remembered: Remembered | None = getattr(_runs, "current", None)
+    if remembered is None or (remembered.exchange, remembered.symbol) != (exchange, symbol):
+        pipe.execute()
+        return
+    pipe.hgetall(key)
+    remembered.band = _combine(_decoded(pipe.execute()[-1]).values())
+    remembered.known = True
+
+
+@dataclass
+class Remembered:
+    """The symbol's band as the run's last ``publish`` left it (``known``: one was made)."""
+
+    exchange: str
+    symbol: str
+    known: bool = False
+    band: PriceBand | None = None
+
+
+_runs = threading.local()
+
+
+@contextmanager
+def remembering(exchange: str, symbol: str) -> Iterator[Remembered]:
+    """Keep the band this thread's publishes for ``symbol`` leave, read with them.
+
+    Why: the price run publishes its band under the symbol's lock and, after releasing it,
+    needs the symbol's whole band to end its window; every writer of a band holds that lock,
+    so the band read with the run's last publish is the band the run ends with, and a read
+    of its own (a round trip per run) is saved."""
+    remembered = Remembered(exchange, symbol)
+    outer = getattr(_runs, "current", None)
+    _runs.current = remembered
+    try:
+        yield remembered
+    finally:
+        _runs.current = outer
 
 
 def component_of_each(
@@ -78,17 +122,22 @@ def component_of_each(
 
 def components(client: redis.Redis, exchange: str, symbol: str) -> dict[str, PriceBand]:
     raw: dict[bytes, bytes] = client.hgetall(band_key(exchange, symbol))  # type: ignore[assignment]
+    return _decoded(raw)
+
+
+def _decoded(raw: dict[Any, Any]) -> dict[str, PriceBand]:
     return {k.decode() if isinstance(k, bytes) else str(k): _decode(v) for k, v in raw.items()}
 
 
 def combined(client: redis.Redis, exchange: str, symbol: str) -> PriceBand | None:
     """The band in which no component's decision can change; None if nothing watches."""
-    parts = list(components(client, exchange, symbol).values())
-    if not parts:
-        return None
-    band = parts[0]
-    for part in parts[1:]:
-        band = band.intersect(part)
+    return _combine(components(client, exchange, symbol).values())
+
+
+def _combine(parts: Iterable[PriceBand]) -> PriceBand | None:
+    band: PriceBand | None = None
+    for part in parts:
+        band = part if band is None else band.intersect(part)
     return band
 
 

@@ -149,7 +149,10 @@ def on_price(
     run_ttl = deps.settings.lock_ttl
     taken = take_window(deps.redis, exchange, symbol, run_ttl)
     try:
-        with renewing(deps.redis, pending_key(exchange, symbol), "running", run_ttl):
+        with (
+            renewing(deps.redis, pending_key(exchange, symbol), "running", run_ttl),
+            bands.remembering(exchange, symbol) as band,
+        ):
             window = fresh_window(deps, taken, symbol)
             with lock_for(deps, exchange, symbol, lazy_token=True) as held:
                 result = react_locked(deps, held, exchange, symbol, window)
@@ -161,17 +164,27 @@ def on_price(
     except BaseException:
         release_pending(deps.redis, exchange, symbol)
         raise
-    result = _end_run(deps, exchange, symbol, result, requeue)
+    result = _end_run(deps, exchange, symbol, result, requeue, band)
     if result.closed:  # outside the lock, like every close path's zombie pass
         sweep_after_close(deps, symbol)
     return result
 
 
 def _end_run(
-    deps: Deps, exchange: str, symbol: str, result: PriceTaskResult, requeue: Requeue | None
+    deps: Deps,
+    exchange: str,
+    symbol: str,
+    result: PriceTaskResult,
+    requeue: Requeue | None,
+    published: bands.Remembered,
 ) -> PriceTaskResult:
+    """Release the flag, or keep it for a successor or a re-run (see ``on_price``), against
+    the symbol's band as the run's last publish under the lock left it (read then)."""
     now = deps.clock.now()
-    band = bands.combined(deps.redis, exchange, symbol)
+    if published.known:
+        band = published.band
+    else:
+        band = bands.combined(deps.redis, exchange, symbol)
     rerun_at = _rerun_at(deps, band, now) if requeue is not None else None
     ttl = deps.settings.price_pending_ttl
     countdown = max(0.0, (rerun_at - now).total_seconds()) if rerun_at is not None else 0.0

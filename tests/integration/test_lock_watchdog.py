@@ -155,3 +155,23 @@ def test_a_renewed_key_expires_within_its_ttl_once_the_block_ends(redis_client):
         redis_client.set(key, "retrying", px=30_000)  # handed on: renewals must stop
         assert poll_until(lambda: lease.lost, 5)
     assert redis_client.pttl(key) > 20_000
+
+
+def test_an_extend_right_after_a_confirmation_asks_redis_nothing_later_it_does(
+    redis_client, tokens, monkeypatch
+):
+    """A key confirmed ours less than a renewal interval ago is not asked again (the watchdog
+    renews it on schedule); after that, ``extend`` asks Redis and finds a lock taken away."""
+    with symbol_lock(redis_client, "binance", "ADAUSDT", token_source=tokens, ttl=30) as held:
+        calls: list[object] = []
+        original = redis_client.evalsha
+        monkeypatch.setattr(redis_client, "evalsha", lambda *a: calls.append(a) or original(*a))
+        assert held.lease is not None
+        touched = held.lease.touched_at
+        held.extend()  # taken a moment ago: 10 s of the renewal interval left
+        assert calls == [] and held.lease.touched_at > touched  # progress noted
+        held.lease.renewed_at -= 11  # the last confirmation now older than the interval
+        redis_client.set(held.key, "someone else")
+        with pytest.raises(LockLost):
+            held.extend()
+        assert len(calls) == 1 and held.lost
