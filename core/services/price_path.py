@@ -295,16 +295,18 @@ def _load_run(
     one statement that also draws the lock's fencing token when the position is active
     (``CASE``: no token for a run that will write nothing) and loads ``PRELOADED``'s rows
     into the session, so the first reaction reads them without a statement of its own (the
-    caller holds them for the transaction)."""
+    caller holds them for the transaction); the position's stop rows too, which a move's
+    intent reads (``trailing.preload_stop_rows``)."""
     needed = [(react, needs) for react, needs in REACTIONS if needs is not None]
     query = _run_statement(tuple(needs for _, needs in needed), PRELOADED)
     found = session.execute(query, {"run_exchange": exchange, "run_symbol": symbol}).one_or_none()
     if found is None:
         return None, [], ()
-    position, token = found[0], found[1 + len(PRELOADED)]
-    present = found[2 + len(PRELOADED) :]
+    position, token, stops = found[0], found[1 + len(PRELOADED)], found[2 + len(PRELOADED)]
+    present = found[3 + len(PRELOADED) :]
     if token is not None:
         held.accept_token(int(token))
+    trailing.preload_stop_rows(session, position.id, stops)
     missing = {react for (react, _), has in zip(needed, present, strict=True) if not has}
     preloaded = tuple(found[1 : 1 + len(PRELOADED)])
     return position, [react for react, _ in REACTIONS if react not in missing], preloaded
@@ -318,6 +320,7 @@ def _run_statement(needed: tuple[type[Any], ...], preloaded: tuple[type[Any], ..
         Position,
         *preloaded,
         case((Position.status == PositionStatus.ACTIVE.value, NEXT_FENCE_TOKEN)),
+        trailing.stop_rows_of_position(),
         *(exists().where(needs.position_id == Position.id) for needs in needed),
     ).select_from(Position)
     for row in preloaded:

@@ -39,7 +39,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from core.db.models import Order, Position, TrailingStop
@@ -284,7 +284,9 @@ class _Trailer:
         """The client id of this move, durable (with the decision's commit) before the order
         can exist. An unfinished intent of an earlier run is reused, never a new seq."""
         assert decision.new_stop is not None
-        rows = session.execute(_stops_statement(), {"stops_of": position.id}).all()
+        rows = session.info.pop((_STOP_ROWS, position.id), None)
+        if rows is None:  # not read with the position in this transaction
+            rows = session.execute(_stops_statement(), {"stops_of": position.id}).all()
         seqs = {
             parsed.seq: (cid, status)
             for cid, status, purpose, _ in rows
@@ -438,6 +440,36 @@ class _Trailer:
                 average_price=order.average,
                 correlation_id=position.correlation_id,
             )
+
+
+_STOP_ROWS = "trailing.stop_rows"
+
+
+def stop_rows_of_position() -> Any:
+    """The stop rows ``_intent`` reads, as one column of a statement that selects the
+    position (a JSON array of [client id, status, purpose, exchange id]): the price run's
+    first statement carries them, a move's first transaction saves a statement."""
+    rows = (
+        select(
+            func.coalesce(
+                func.json_agg(
+                    func.json_build_array(
+                        Order.client_order_id, Order.status, Order.purpose, Order.exchange_order_id
+                    )
+                ),
+                literal_column("'[]'::json"),
+            )
+        )
+        .where(Order.position_id == Position.id, Order.purpose.in_(STOP_PURPOSES))
+        .correlate(Position)
+    )
+    return rows.scalar_subquery()
+
+
+def preload_stop_rows(session: Session, position_id: int, rows: list[list[Any]]) -> None:
+    """Keep ``stop_rows_of_position``'s rows for this transaction's ``_intent`` (used once:
+    a later transaction reads its own)."""
+    session.info[(_STOP_ROWS, position_id)] = [tuple(row) for row in rows]
 
 
 @functools.cache
