@@ -166,6 +166,28 @@ class HeldLock:
         return bool(run_script(self.client, _RELEASE, 1, self.key, self.owner))
 
 
+@dataclass(frozen=True)
+class FirstTry:
+    """The lock's first take, already made by the caller in a script that did more in the
+    same round trip (the price run's start, ``core.services.run_start``): the owner secret
+    it used, what ``take_and_start`` answered (None: busy; else whether a dead run is
+    pending) and when (monotonic, taken just before the script was sent)."""
+
+    owner: str
+    dead_run: bool | None
+    at: float
+
+
+def new_owner() -> str:
+    """A lock holder's secret (compare-and-delete and renewals check it)."""
+    return secrets.token_hex(16)
+
+
+def engine_lock_ttl_ms(settings: Settings) -> int:
+    """The TTL ``engine_lock`` takes its key with, for a ``FirstTry`` made elsewhere."""
+    return int(min(settings.lock_ttl, settings.lock_timeout) * 1000)
+
+
 def acquire(
     client: redis.Redis,
     exchange: str,
@@ -178,6 +200,7 @@ def acquire(
     sleep: Callable[[float], None] = time.sleep,
     lazy_token: bool = False,
     mark_run: bool = False,
+    first_try: FirstTry | None = None,
 ) -> HeldLock:
     """Take the lock, waiting up to ``blocking_timeout``; then draw a fencing token (with
     ``lazy_token``: when the holder first needs it, see ``HeldLock``).
@@ -185,20 +208,29 @@ def acquire(
     The token is drawn after the lock is held, so tokens are ordered as holders are.
     ``mark_run``: the run's marker is written in the same script that takes the lock
     (``core.dead_runs.take_and_start``); the holder then ends with ``finish``.
+    ``first_try``: the first take was made by the caller (with ``mark_run``'s script and
+    this lock's TTL); a busy lock is then tried again as usual.
     """
     key = lock_key(exchange, symbol)
-    owner = secrets.token_hex(16)
+    owner = first_try.owner if first_try is not None else new_owner()
     ttl_ms = int(timeout * 1000)
-    started = time.monotonic()
+    started = first_try.at if first_try is not None else time.monotonic()
     deadline = started + blocking_timeout
     delay = poll_interval
-    while (dead_run := _take(client, key, owner, ttl_ms, mark_run)) is None:
+    tried = first_try
+    while (
+        dead_run := tried.dead_run
+        if tried is not None
+        else _take(client, key, owner, ttl_ms, mark_run)
+    ) is None:
+        tried = None
         if time.monotonic() >= deadline:
             observe_lock_wait(time.monotonic() - started, acquired=False)
             raise LockNotAcquired(key)
         sleep(delay)
         delay = min(delay * 2, 0.2)
-    locked_at = time.monotonic()  # the TTL runs from here, not from the token's draw
+    # the TTL runs from here, not from the token's draw
+    locked_at = tried.at if tried is not None else time.monotonic()
     token = None
     if not lazy_token:
         try:
@@ -247,6 +279,7 @@ def symbol_lock(
     blocking_timeout: float = 10.0,
     ttl: float = 5.0,
     lazy_token: bool = False,
+    first_try: FirstTry | None = None,
 ) -> Iterator[HeldLock]:
     """Hold the (exchange, symbol) lock for the block; release only if still ours.
 
@@ -263,6 +296,7 @@ def symbol_lock(
         blocking_timeout=blocking_timeout,
         lazy_token=lazy_token,
         mark_run=True,  # flags a predecessor that died mid-run
+        first_try=first_try,
     )
     lease = LeaseWatchdog(
         lambda: bool(run_script(client, _EXTEND, 1, held.key, held.owner, held.ttl_ms)),
@@ -321,6 +355,7 @@ def engine_lock(
     symbol: str,
     *,
     lazy_token: bool = False,
+    first_try: FirstTry | None = None,
 ) -> AbstractContextManager[HeldLock]:
     """The (exchange, symbol) lock with the settings' timeouts: what every path that acts on
     a symbol (opening, close, price reaction, aged, cleanup) holds while it acts."""
@@ -333,6 +368,7 @@ def engine_lock(
         ttl=settings.lock_ttl,
         blocking_timeout=settings.lock_blocking_timeout,
         lazy_token=lazy_token,
+        first_try=first_try,
     )
 
 

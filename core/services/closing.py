@@ -29,7 +29,7 @@ from core.events import EventType, record
 from core.exchange import errors
 from core.exchange.client_ids import parse_client_id
 from core.exchange.types import TradeSnapshot
-from core.locks import HeldLock, LockNotAcquired, engine_lock
+from core.locks import FirstTry, HeldLock, LockNotAcquired, engine_lock
 from core.logging import bind_correlation
 from core.services import executor
 from core.services.bands import band_key
@@ -152,11 +152,19 @@ def drop_bands(deps: Deps, position: Position) -> None:
 
 
 def lock_for(
-    deps: Deps, exchange: str, symbol: str, *, lazy_token: bool = False
+    deps: Deps,
+    exchange: str,
+    symbol: str,
+    *,
+    lazy_token: bool = False,
+    first_try: FirstTry | None = None,
 ) -> AbstractContextManager[HeldLock]:
     """The (exchange, symbol) lock with the settings' timeouts (``core.locks.engine_lock``);
-    ``lazy_token``: the holder draws its fencing token in its first transaction."""
-    return engine_lock(deps.redis, deps.settings, exchange, symbol, lazy_token=lazy_token)
+    ``lazy_token``: the holder draws its fencing token in its first transaction;
+    ``first_try``: the caller already made the first take (``core.locks.FirstTry``)."""
+    return engine_lock(
+        deps.redis, deps.settings, exchange, symbol, lazy_token=lazy_token, first_try=first_try
+    )
 
 
 def _exchange_has_position(deps: Deps, symbol: str) -> bool:

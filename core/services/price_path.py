@@ -51,10 +51,11 @@ from core.exchange import errors
 from core.lock_watchdog import renewing
 from core.locks import NEXT_FENCE_TOKEN, HeldLock, LockLost, LockNotAcquired
 from core.logging import bind_correlation
-from core.services import aged, bands, takeover, trailing
+from core.services import aged, bands, symbol_settings, takeover, trailing
 from core.services.closing import lock_for, sweep_after_close
 from core.services.deps import Deps
 from core.services.positions import open_position_criteria
+from core.services.run_start import start_run
 from core.services.tick_window import (
     TICK_SCRIPT,
     RunEnd,
@@ -147,15 +148,20 @@ def on_price(
     ttl = deps.settings.price_pending_ttl
     # while running, the flag lives only VIGIL_LOCK_TTL, renewed: it dies with the run
     run_ttl = deps.settings.lock_ttl
-    taken = take_window(deps.redis, exchange, symbol, run_ttl)
+    # the window, the lock's first try and the settings version in one round trip
+    start = start_run(deps.redis, deps.settings, exchange, symbol, run_ttl)
+    taken = start.window
+    # the version is current only if the lock did not make the run wait
+    version = start.settings_version if start.lock.dead_run is not None else None
     try:
         with (
             renewing(deps.redis, pending_key(exchange, symbol), "running", run_ttl),
             bands.remembering(exchange, symbol) as band,
+            symbol_settings.version_known(version),
+            lock_for(deps, exchange, symbol, lazy_token=True, first_try=start.lock) as held,
         ):
-            window = fresh_window(deps, taken, symbol)
-            with lock_for(deps, exchange, symbol, lazy_token=True) as held:
-                result = react_locked(deps, held, exchange, symbol, window)
+            window = fresh_window(deps, taken, symbol)  # under the lock: its lease runs
+            result = react_locked(deps, held, exchange, symbol, window)
     except (LockNotAcquired, LockLost, errors.Retryable, *_STORES_DOWN):
         if taken is not None:
             with contextlib.suppress(RedisError):  # Redis down: the retry reads the mark

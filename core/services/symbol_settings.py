@@ -25,7 +25,8 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -86,7 +87,7 @@ class _Cache:
 
     def get(self, client: redis.Redis) -> Table:
         try:
-            version = _version(client)
+            version = getattr(_known, "version", None) or _version(client)
             fresh = version == self.version
         except RedisError:
             version = None
@@ -122,6 +123,20 @@ def _version(client: redis.Redis) -> bytes | None:
 
 
 _CACHE = _Cache()
+_known = threading.local()
+
+
+@contextmanager
+def version_known(version: bytes | None) -> Iterator[None]:
+    """Within the block, this thread's reads take ``version`` as the announced version
+    instead of asking Redis (None: ask as usual). For a caller that read it a moment ago
+    in a round trip it made anyway (the price run's start, ``core.services.run_start``)."""
+    outer = getattr(_known, "version", None)
+    _known.version = version
+    try:
+        yield
+    finally:
+        _known.version = outer
 
 
 def clear_cache() -> None:

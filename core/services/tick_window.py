@@ -134,8 +134,11 @@ def take_window(
     """
     keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
     raw: Any = run_script(client, TAKE_SCRIPT, 2, *keys, int(ttl_s * 1000))
-    if not raw:
-        return None
+    return window_from_reply(raw) if raw else None
+
+
+def window_from_reply(raw: Any) -> TickWindow:
+    """The window in ``TAKE_SCRIPT``'s reply (``HMGET last high low first_ts ts n``)."""
     last, high, low, first_ts, _ts, n = raw
     return TickWindow(
         high=Decimal(_text(high)),

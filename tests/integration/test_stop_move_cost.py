@@ -126,7 +126,7 @@ def test_a_stop_move_is_few_redis_round_trips(sim, trailing_position, redis_clie
     with counted_round_trips(monkeypatch) as sent:
         price_path.on_price(deps, EX, SYMBOL)
     assert moves(pid) == 1
-    # the window, the lock, the symbol's settings, the band (published and read back in one
-    # round trip), the release, the window's end; outside a task the lock wait and
-    # tick-to-order metrics go at once. No extend of a lock taken a moment before.
-    assert len(sent) <= 8, sent
+    # the window with the lock and the settings' version (one script), the band (published
+    # and read back in one round trip), the release, the window's end; outside a task the
+    # lock wait and tick-to-order metrics go at once. No extend of a lock taken a moment before.
+    assert len(sent) <= 6, sent
