@@ -95,6 +95,7 @@ class Supervisor:
     servers: list[WatchedServer] = field(default_factory=list)
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     on_started: Callable[[str, int], None] | None = None  # (name, pid) of each start
+    stop_requested: str | None = None  # the name of the SIGINT/SIGTERM received, once one is
     _stopping: bool = False
 
     def spawn(self, name: str, argv: list[str], stop_signal: int = signal.SIGTERM) -> Child:
@@ -190,11 +191,28 @@ class Supervisor:
         self.stop_callbacks.append(callback)
 
     def install_signal_handlers(self) -> None:
+        """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, and are remembered.
+
+        Why remembered: Python runs a signal handler at the main thread's next instruction,
+        which may be inside a finalizer (a database connection's ``__del__``, a weakref
+        callback of the garbage collector); an exception raised there is printed as
+        "Exception ignored" and dropped, so the Ctrl-C would be lost and the stack would run
+        on. The loops that wait for a stop (``wait``, ``vigil up``'s watch) call
+        ``raise_if_stop_requested`` on every turn, so a dropped interrupt still ends them
+        within one poll.
+        """
+
         def handler(signum: int, _frame: FrameType | None) -> None:
-            raise KeyboardInterrupt(signal.Signals(signum).name)
+            self.stop_requested = signal.Signals(signum).name
+            raise KeyboardInterrupt(self.stop_requested)
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+    def raise_if_stop_requested(self) -> None:
+        """KeyboardInterrupt if a stop signal arrived, even one whose exception was dropped."""
+        if self.stop_requested is not None:
+            raise KeyboardInterrupt(self.stop_requested)
 
     def first_dead(self) -> Child | None:
         for child in self.children:
@@ -205,6 +223,7 @@ class Supervisor:
     def wait(self, poll: float = 0.5) -> Child:
         """Block until a child exits on its own; return it."""
         while True:
+            self.raise_if_stop_requested()
             dead = self.first_dead()
             if dead is not None:
                 return dead

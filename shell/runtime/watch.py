@@ -65,6 +65,7 @@ class StackWatch:
     def run(self, poll: float = 0.5) -> None:
         """Until KeyboardInterrupt (Ctrl-C, SIGTERM): the caller stops the stack."""
         while True:
+            self.supervisor.raise_if_stop_requested()
             self.step()
             time.sleep(poll)
 
