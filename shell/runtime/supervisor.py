@@ -95,7 +95,6 @@ class Supervisor:
     servers: list[WatchedServer] = field(default_factory=list)
     policy: RestartPolicy = field(default_factory=RestartPolicy)
     on_started: Callable[[str, int], None] | None = None  # (name, pid) of each start
-    stop_requested: str | None = None  # the name of the SIGINT/SIGTERM received, once one is
     _stopping: bool = False
 
     def spawn(self, name: str, argv: list[str], stop_signal: int = signal.SIGTERM) -> Child:
@@ -197,22 +196,18 @@ class Supervisor:
         which may be inside a finalizer (a database connection's ``__del__``, a weakref
         callback of the garbage collector); an exception raised there is printed as
         "Exception ignored" and dropped, so the Ctrl-C would be lost and the stack would run
-        on. The loops that wait for a stop (``wait``, ``vigil up``'s watch) call
-        ``raise_if_stop_requested`` on every turn, so a dropped interrupt still ends them
-        within one poll.
+        on. The loops that wait for a stop (``wait``, ``vigil up``'s watch, the demo's and
+        the chaos run's) call ``raise_if_stop_requested`` on every turn, so a dropped
+        interrupt still ends them within one poll. The memory is the process's, as signals
+        are: a stack started again inside the same run (the chaos run's stack kill) sees it.
         """
 
         def handler(signum: int, _frame: FrameType | None) -> None:
-            self.stop_requested = signal.Signals(signum).name
-            raise KeyboardInterrupt(self.stop_requested)
+            _STOP_SIGNALS.append(signal.Signals(signum).name)
+            raise KeyboardInterrupt(_STOP_SIGNALS[0])
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
-
-    def raise_if_stop_requested(self) -> None:
-        """KeyboardInterrupt if a stop signal arrived, even one whose exception was dropped."""
-        if self.stop_requested is not None:
-            raise KeyboardInterrupt(self.stop_requested)
 
     def first_dead(self) -> Child | None:
         for child in self.children:
@@ -223,7 +218,7 @@ class Supervisor:
     def wait(self, poll: float = 0.5) -> Child:
         """Block until a child exits on its own; return it."""
         while True:
-            self.raise_if_stop_requested()
+            raise_if_stop_requested()
             dead = self.first_dead()
             if dead is not None:
                 return dead
@@ -248,6 +243,15 @@ class Supervisor:
             _signal_group(child, signal.SIGKILL, only_group=True)
         for callback in reversed(self.stop_callbacks):
             callback()
+
+
+_STOP_SIGNALS: list[str] = []  # the stop signals this process received, in order
+
+
+def raise_if_stop_requested() -> None:
+    """KeyboardInterrupt if a stop signal arrived, even one whose exception was dropped."""
+    if _STOP_SIGNALS:
+        raise KeyboardInterrupt(_STOP_SIGNALS[0])
 
 
 def _signal_group(child: Child, sig: int, only_group: bool = False) -> None:
