@@ -41,7 +41,7 @@ if old and old ~= ARGV[1] then redis.call('set', KEYS[3], old, 'EX', ARGV[3]) en
 return 1 + redis.call('exists', KEYS[3])
 """
 # KEYS: run marker, lock. ARGV: owner. END, then the lock's compare-and-delete (1: released).
-_END_AND_RELEASE = """
+END_AND_RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then redis.call('del', KEYS[1]) end
 if redis.call('get', KEYS[2]) == ARGV[1] then return redis.call('del', KEYS[2]) end
 return 0
@@ -77,7 +77,7 @@ def take_and_start(client: Any, lock_key: str, owner: str, ttl_ms: int) -> bool 
 
 def end_and_release(client: Any, lock_key: str, owner: str) -> bool:
     """``end_run`` and the lock's release in one round trip; True if the lock was ours."""
-    return bool(run_script(client, _END_AND_RELEASE, 2, run_key(lock_key), lock_key, owner))
+    return bool(run_script(client, END_AND_RELEASE, 2, run_key(lock_key), lock_key, owner))
 
 
 def dead_run_pending(client: Any, lock_key: str) -> bool:

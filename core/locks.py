@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from sqlalchemy import Table, bindparam, func, select, update
@@ -45,6 +45,7 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 return 0
 """
 _EXTEND = COMPARE_AND_EXTEND
+T = TypeVar("T")
 
 
 class LockNotAcquired(TimeoutError):
@@ -96,6 +97,7 @@ class HeldLock:
     # whether a run on this lock died and its intents are unresolved (``symbol_lock`` asks
     # when it takes the lock); None: not asked
     dead_run: bool | None = None
+    handed_back: bool = False  # released by the holder's own script (``hand_back_with``)
 
     @property
     def token(self) -> int:
@@ -164,6 +166,17 @@ class HeldLock:
 
     def release(self) -> bool:
         return bool(run_script(self.client, _RELEASE, 1, self.key, self.owner))
+
+    def hand_back_with(self, release: Callable[[str, str], T]) -> T:
+        """End the run and release the lock in the caller's own round trip: ``release``
+        (given the key and the owner) must do what ``end_and_release`` does, in a script
+        that does more. Renewals stop first, as at the block's end; ``symbol_lock`` then
+        releases nothing more (if ``release`` raises, it releases as usual)."""
+        if self.lease is not None:
+            self.lease.stop()
+        found = release(self.key, self.owner)
+        self.handed_back = True
+        return found
 
 
 @dataclass(frozen=True)
@@ -313,7 +326,8 @@ def symbol_lock(
     finally:
         lease.stop()
         try:  # a killed run never gets here: its marker stays, the next run flags it
-            _give_back(client, held.key, held.owner, mark_run=True)
+            if not held.handed_back:
+                _give_back(client, held.key, held.owner, mark_run=True)
         except redis.ConnectionError:
             release_later(held)
 

@@ -48,14 +48,14 @@ from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
 from core.domain.trailing import PriceWindow
 from core.exchange import errors
-from core.lock_watchdog import renewing
+from core.lock_watchdog import LeaseWatchdog, renewing
 from core.locks import NEXT_FENCE_TOKEN, HeldLock, LockLost, LockNotAcquired
 from core.logging import bind_correlation
 from core.services import aged, bands, symbol_settings, takeover, trailing
 from core.services.closing import lock_for, sweep_after_close
 from core.services.deps import Deps
 from core.services.positions import open_position_criteria
-from core.services.run_start import start_run
+from core.services.run_start import finish_and_release, start_run
 from core.services.tick_window import (
     TICK_SCRIPT,
     RunEnd,
@@ -155,13 +155,14 @@ def on_price(
     version = start.settings_version if start.lock.dead_run is not None else None
     try:
         with (
-            renewing(deps.redis, pending_key(exchange, symbol), "running", run_ttl),
+            renewing(deps.redis, pending_key(exchange, symbol), "running", run_ttl) as flag,
             bands.remembering(exchange, symbol) as band,
             symbol_settings.version_known(version),
             lock_for(deps, exchange, symbol, lazy_token=True, first_try=start.lock) as held,
         ):
             window = fresh_window(deps, taken, symbol)  # under the lock: its lease runs
             result = react_locked(deps, held, exchange, symbol, window)
+            ending = _finish(deps, held, flag, exchange, symbol, requeue, band)
     except (LockNotAcquired, LockLost, errors.Retryable, *_STORES_DOWN):
         if taken is not None:
             with contextlib.suppress(RedisError):  # Redis down: the retry reads the mark
@@ -170,10 +171,54 @@ def on_price(
     except BaseException:
         release_pending(deps.redis, exchange, symbol)
         raise
-    result = _end_run(deps, exchange, symbol, result, requeue, band)
+    result = _end_run(deps, exchange, symbol, result, requeue, ending)
     if result.closed:  # outside the lock, like every close path's zombie pass
         sweep_after_close(deps, symbol)
     return result
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """How the run left its window (``RunEnd``) and when it is due again (None: not)."""
+
+    end: RunEnd
+    rerun_at: datetime | None
+    countdown: float
+
+
+def _finish(
+    deps: Deps,
+    held: HeldLock,
+    flag: LeaseWatchdog,
+    exchange: str,
+    symbol: str,
+    requeue: Requeue | None,
+    published: bands.Remembered,
+) -> _Ending:
+    """The window's finish (the flag released, or kept for a successor or a re-run) and the
+    lock's release in one round trip (``run_start.finish_and_release``), against the
+    symbol's band as the run's last publish under the lock left it (read then). Both
+    leases stop first, as they did when the run left their blocks."""
+    now = deps.clock.now()
+    band = published.band if published.known else bands.combined(deps.redis, exchange, symbol)
+    rerun_at = _rerun_at(deps, band, now) if requeue is not None else None
+    ttl = deps.settings.price_pending_ttl
+    countdown = max(0.0, (rerun_at - now).total_seconds()) if rerun_at is not None else 0.0
+    flag.stop()
+    end = held.hand_back_with(
+        lambda lock, owner: finish_and_release(
+            deps.redis,
+            exchange,
+            symbol,
+            band,
+            now,
+            ttl_s=countdown + ttl,
+            keep=rerun_at is not None,
+            lock=lock,
+            owner=owner,
+        )
+    )
+    return _Ending(end, rerun_at, countdown)
 
 
 def _end_run(
@@ -182,38 +227,20 @@ def _end_run(
     symbol: str,
     result: PriceTaskResult,
     requeue: Requeue | None,
-    published: bands.Remembered,
+    ending: _Ending,
 ) -> PriceTaskResult:
-    """Release the flag, or keep it for a successor or a re-run (see ``on_price``), against
-    the symbol's band as the run's last publish under the lock left it (read then)."""
-    now = deps.clock.now()
-    if published.known:
-        band = published.band
-    else:
-        band = bands.combined(deps.redis, exchange, symbol)
-    rerun_at = _rerun_at(deps, band, now) if requeue is not None else None
-    ttl = deps.settings.price_pending_ttl
-    countdown = max(0.0, (rerun_at - now).total_seconds()) if rerun_at is not None else 0.0
-    end = finish_window(
-        deps.redis,
-        exchange,
-        symbol,
-        band,
-        now,
-        ttl_s=countdown + ttl,
-        keep=rerun_at is not None,
-    )
-    if end is RunEnd.RELEASED:
+    """After the lock: queue the successor or the re-run the finish kept the flag for."""
+    if ending.end is RunEnd.RELEASED:
         return result
     if requeue is None:
         release_pending(deps.redis, exchange, symbol)
         return result
     try:
-        requeue(countdown)
+        requeue(ending.countdown)
     except BaseException:
         release_pending(deps.redis, exchange, symbol)
         raise
-    return replace(result, rerun_at=rerun_at, successor=end is RunEnd.SUCCESSOR)
+    return replace(result, rerun_at=ending.rerun_at, successor=ending.end is RunEnd.SUCCESSOR)
 
 
 def fresh_window(deps: Deps, window: TickWindow | None, symbol: str) -> TickWindow:

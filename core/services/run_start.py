@@ -1,5 +1,6 @@
 """A price run's start in one Redis round trip: take the tick window, take the symbol's lock
-(with the run marker), read the symbol settings' version.
+(with the run marker), read the symbol settings' version; and its end in one: the window's
+finish (the pending flag released or kept) with the lock's release (and the run marker's end).
 
 Why one script: the three were a round trip each at the start of every run (the window's
 ``TAKE_SCRIPT``, the lock's ``take_and_start``, the settings cache's version check), in that
@@ -10,22 +11,35 @@ for as before (``core.locks.acquire`` with the ``FirstTry``), the window already
 before. The settings version read here is the one the run's decision checks its cached
 settings against (``symbol_settings.version_known``), a few milliseconds earlier than it
 would have read it itself.
+
+The end: ``FINISH_SCRIPT`` then ``END_AND_RELEASE``, where the run did them one after the
+other (the lock released, then the flag); atomic now, both leases stopped first as before.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
 
 from core.config import Settings
 from core.dead_runs import MARKER_TTL_S, dead_key, run_key
+from core.domain.bands import PriceBand
 from core.locks import FirstTry, engine_lock_ttl_ms, lock_key, new_owner
 from core.redis_scripts import run_script
 from core.services.symbol_settings import VERSION_KEY
-from core.services.tick_window import TickWindow, pending_key, window_from_reply, window_key
+from core.services.tick_window import (
+    FINISH_SCRIPT,
+    RunEnd,
+    TickWindow,
+    finish_args,
+    pending_key,
+    window_from_reply,
+    window_key,
+)
 
 # KEYS: window, pending flag, lock, run marker, dead flag, settings version.
 # ARGV: flag TTL (ms), owner, lock TTL (ms), marker TTL (s).
@@ -85,3 +99,39 @@ def start_run(
         FirstTry(owner, None if taken == 0 else taken == 2, at),
         version if isinstance(version, bytes) or version is None else str(version).encode(),
     )
+
+
+# KEYS: window, pending flag, run marker, lock. ARGV: FINISH_SCRIPT's five, owner, drop ('1':
+# no band and nothing scheduled: the flag is simply released). FINISH_SCRIPT (or the drop),
+# then END_AND_RELEASE (core.dead_runs) on KEYS[3], KEYS[4]; returns FINISH_SCRIPT's answer.
+_FINISH_AND_RELEASE = (
+    "local function finish()\n"
+    + FINISH_SCRIPT
+    + """end
+local code = 0
+if ARGV[7] == '1' then redis.call('DEL', KEYS[2]) else code = finish() end
+if redis.call('get', KEYS[3]) == ARGV[6] then redis.call('del', KEYS[3]) end
+if redis.call('get', KEYS[4]) == ARGV[6] then redis.call('del', KEYS[4]) end
+return code
+"""
+)
+
+
+def finish_and_release(
+    client: redis.Redis,
+    exchange: str,
+    symbol: str,
+    band: PriceBand | None,
+    now: datetime,
+    *,
+    ttl_s: float,
+    keep: bool,
+    lock: str,
+    owner: str,
+) -> RunEnd:
+    """``finish_window`` and the lock's ``end_and_release`` (``lock`` held by ``owner``)."""
+    args = finish_args(band, now, ttl_s=ttl_s, keep=keep)
+    drop = args is None
+    keys = (window_key(exchange, symbol), pending_key(exchange, symbol), run_key(lock), lock)
+    argv = [*(args or ["", "", "0", 0, "0"]), owner, "1" if drop else "0"]
+    return RunEnd(int(run_script(client, _FINISH_AND_RELEASE, len(keys), *keys, *argv)))

@@ -186,18 +186,28 @@ def finish_window(
     keep: bool = False,
 ) -> RunEnd:
     """End a run: release the flag, unless ticks that came meanwhile matter (or ``keep``)."""
+    args = finish_args(band, now, ttl_s=ttl_s, keep=keep)
+    if args is None:  # nothing watches the symbol any more: its ticks matter to no one
+        client.delete(pending_key(exchange, symbol))
+        return RunEnd.RELEASED
+    keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
+    return RunEnd(int(run_script(client, FINISH_SCRIPT, 2, *keys, *args)))
+
+
+def finish_args(
+    band: PriceBand | None, now: datetime, *, ttl_s: float, keep: bool
+) -> list[Any] | None:
+    """``FINISH_SCRIPT``'s ARGV for a run ending against ``band``; None: no script, the flag
+    is simply released (no band and nothing scheduled)."""
     if band is None:
+        if not keep:
+            return None
         low, high, expired = "", "", False
-        if not keep:  # nothing watches the symbol any more: its ticks matter to no one
-            client.delete(pending_key(exchange, symbol))
-            return RunEnd.RELEASED
     else:
         low = "" if band.low is None else str(band.low)
         high = "" if band.high is None else str(band.high)
         expired = band.valid_until is not None and now >= band.valid_until
-    keys = [window_key(exchange, symbol), pending_key(exchange, symbol)]
-    args = [low, high, "1" if expired else "0", int(ttl_s * 1000), "1" if keep else "0"]
-    return RunEnd(int(run_script(client, FINISH_SCRIPT, 2, *keys, *args)))
+    return [low, high, "1" if expired else "0", int(ttl_s * 1000), "1" if keep else "0"]
 
 
 def claim_pending(client: redis.Redis, exchange: str, symbol: str, ttl_s: float) -> bool:

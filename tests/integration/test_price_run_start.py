@@ -8,6 +8,7 @@ import time
 from decimal import Decimal
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from core.dead_runs import run_key
 from core.locks import LockNotAcquired, fence_token, lock_key, symbol_lock
@@ -102,3 +103,39 @@ def test_a_known_version_saves_the_caches_read_of_it(clean_db, redis_client, mon
     with symbol_settings.version_known(None):  # not known: asked as before
         symbol_settings.overrides(redis_client, EX, SYMBOL)
     assert gets == [(VERSION_KEY,)]
+
+
+def test_a_run_ends_its_window_and_releases_its_lock_in_one_script(
+    sim, trailing_position, redis_client
+):
+    deps, pid = trailing_position
+    sim.set_price(SYMBOL, "61800")
+    tick_leaves_band(redis_client, Decimal("61800"))
+    price_path.on_price(deps, EX, SYMBOL)
+    assert moves(pid) == 1
+    assert not redis_client.exists(lock_key(EX, SYMBOL))
+    assert not redis_client.exists(run_key(lock_key(EX, SYMBOL)))  # ended, not a dead run
+    assert not redis_client.exists(pending_key(EX, SYMBOL))  # released: the ingest queues next
+
+
+def test_an_end_that_fails_still_releases_the_lock_and_keeps_the_window(
+    sim, trailing_position, redis_client, monkeypatch
+):
+    deps, pid = trailing_position
+    sim.set_price(SYMBOL, "61800")
+    tick_leaves_band(redis_client, Decimal("61800"))
+
+    def redis_gone(*_a, **_k):
+        raise RedisConnectionError("gone")
+
+    monkeypatch.setattr(price_path, "finish_and_release", redis_gone)
+    with pytest.raises(RedisConnectionError):
+        price_path.on_price(deps, EX, SYMBOL)
+    assert moves(pid) == 1  # the move itself was done
+    assert not redis_client.exists(lock_key(EX, SYMBOL))  # released the usual way
+    assert redis_client.exists(pending_key(EX, SYMBOL))  # held for the retry
+    assert redis_client.hget(window_key(EX, SYMBOL), "high") == b"61800"  # put back
+    monkeypatch.undo()
+    price_path.on_price(deps, EX, SYMBOL)  # the retry: the same window, nothing to move
+    assert moves(pid) == 1
+    assert not redis_client.exists(pending_key(EX, SYMBOL))

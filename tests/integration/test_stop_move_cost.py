@@ -127,6 +127,7 @@ def test_a_stop_move_is_few_redis_round_trips(sim, trailing_position, redis_clie
         price_path.on_price(deps, EX, SYMBOL)
     assert moves(pid) == 1
     # the window with the lock and the settings' version (one script), the band (published
-    # and read back in one round trip), the release, the window's end; outside a task the
-    # lock wait and tick-to-order metrics go at once. No extend of a lock taken a moment before.
-    assert len(sent) <= 6, sent
+    # and read back in one round trip), the window's end with the lock's release (one
+    # script); outside a task the lock wait and tick-to-order metrics go at once. No extend
+    # of a lock taken a moment before.
+    assert len(sent) <= 5, sent
