@@ -221,8 +221,7 @@ def acquire(
     The token is drawn after the lock is held, so tokens are ordered as holders are.
     ``mark_run``: the run's marker is written in the same script that takes the lock
     (``core.dead_runs.take_and_start``); the holder then ends with ``finish``.
-    ``first_try``: the first take was made by the caller (with ``mark_run``'s script and
-    this lock's TTL); a busy lock is then tried again as usual.
+    ``first_try``: the caller made the first take (``FirstTry``); a busy lock is retried.
     """
     key = lock_key(exchange, symbol)
     owner = first_try.owner if first_try is not None else new_owner()
@@ -231,11 +230,8 @@ def acquire(
     deadline = started + blocking_timeout
     delay = poll_interval
     tried = first_try
-    while (
-        dead_run := tried.dead_run
-        if tried is not None
-        else _take(client, key, owner, ttl_ms, mark_run)
-    ) is None:
+    take = functools.partial(_take, client, key, owner, ttl_ms, mark_run)
+    while (dead_run := tried.dead_run if tried is not None else take()) is None:
         tried = None
         if time.monotonic() >= deadline:
             observe_lock_wait(time.monotonic() - started, acquired=False)
