@@ -266,11 +266,8 @@ class BybitEngine(ConditionalOrders, MarginAccount):
         fraction: Decimal | None = None,
     ) -> None:
         pos = self.slot(order.symbol, order.position_idx)
-        reducible = (
-            self.reducible(pos, order.side, visible_only=False)
-            if self._reduces(order, pos)
-            else None
-        )
+        reduces = self._reduces(order, pos)
+        reducible = self.reducible(pos, order.side, visible_only=False) if reduces else None
         step = self.market(order.symbol).step_size
         qty = executable_quantity(order.qty - order.cum_qty, reducible, fraction, step)
         if reducible is not None and fraction is None and qty > 0:
