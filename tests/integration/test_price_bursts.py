@@ -19,6 +19,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 import redis.asyncio as aioredis
@@ -29,7 +30,7 @@ from core.config import get_settings
 from core.db.models import Event, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
-from core.ingest.prices import BandCache, PriceGate
+from core.ingest.prices import BandCache, PriceGate, PriceStream
 from core.services import bands, price_path
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
@@ -100,6 +101,42 @@ def test_a_lone_symbol_and_a_batch_size_of_one_queue_as_before(redis_url, redis_
     queued = decoded_body(redis_client)
     assert [name for name, _ in queued] == [names.ON_PRICE] * 3
     assert sorted(args[1] for _, args in queued) == ["AUSDT", "BUSDT", "CUSDT"]
+
+
+def test_the_ingest_sends_a_small_frame_in_one_task_and_spreads_a_larger_one(
+    redis_url, redis_client, clean_db
+):
+    """With the settings' defaults, as ``PriceStream`` builds its gate: a 10 Hz frame's two or
+    three symbols pay one task's Celery cost; from four symbols on the frame is spread over
+    the stops pool's processes."""
+    settings = get_settings()
+    symbols = ["AUSDT", "BUSDT", "CUSDT", "DUSDT", "EUSDT", "FUSDT"]
+    for symbol in symbols:
+        bands.publish(redis_client, EX, symbol, "trailing", PriceBand(None, Decimal("10")))
+
+    async def scenario():
+        async_client = aioredis.Redis.from_url(redis_url)
+        sender = celery_sender(settings)
+        pro = SimpleNamespace(id="binanceusdm", get_ws_url=lambda *_: "ws://127.0.0.1:9/ws")
+        stream = PriceStream(settings, EX, pro, async_client, redis_client, sender)
+        await stream.bands.load_all()
+        try:
+            two = await stream.gate.on_marks([(s, "11", NOW_MS) for s in symbols[:2]], now())
+            four = await stream.gate.on_marks([(s, "11", NOW_MS) for s in symbols[2:]], now())
+            return two, four
+        finally:
+            stream.gate.close()
+            await async_client.aclose()
+
+    assert asyncio.run(scenario()) == (1, 2)
+    queued = decoded_body(redis_client)
+    assert [name for name, _ in queued] == [names.ON_PRICES] * 3
+    groups = sorted(sorted(group) for _, (_, group) in queued)
+    assert groups == [["AUSDT", "BUSDT"], ["CUSDT", "EUSDT"], ["DUSDT", "FUSDT"]]
+
+
+def now():
+    return datetime.now(UTC)
 
 
 # --- the burst through a worker of one process ------------------------------------------
