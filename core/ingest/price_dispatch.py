@@ -7,16 +7,19 @@ each run mostly waited on the exchange; sending them one by one also cost the in
 round trip each. Now the symbols of a frame are split evenly into tasks of at most
 ``VIGIL_PRICE_TASK_BATCH`` symbols, over at least ``VIGIL_PRICE_TASK_SLOTS`` tasks (the
 ``stops`` pool processes that can take them at once) once the frame has
-``VIGIL_PRICE_TASK_SPREAD_FROM`` symbols or more; a smaller frame rides in one task:
+``VIGIL_PRICE_TASK_SPREAD_FROM`` (2) symbols or more; a smaller frame rides in one task:
 ``vigil.stops.on_prices(exchange, symbols)``, whose runs overlap in threads
 (``core/services/price_batch.py``); a lone symbol still goes as
 ``vigil.stops.on_price(exchange, symbol)``, and a batch size of 1 queues exactly as before.
 
-Why a small frame rides in one task: on a 10 Hz feed a frame carries one to three symbols
-that left their bands, and each task costs Celery's own handling (the message, the pool
-hand-over, the acknowledgement: about 1.5 ms of worker CPU) whatever it carries; spread over
-two tasks, almost every stop move paid it. Together, their runs still overlap in the task's
-threads, and the frame waits for nothing: no symbol is held back for a later frame.
+Why a small frame may ride in one task (``VIGIL_PRICE_TASK_SPREAD_FROM`` above 2): on a 10 Hz
+feed a frame carries one to three symbols that left their bands, and each task costs Celery's
+own handling (the message, the pool hand-over, the acknowledgement: about 1.5 ms of worker
+CPU) whatever it carries; spread over two tasks, almost every stop move pays it. Together,
+their runs overlap in one process's threads instead of running on two processes: measured, a
+third fewer tasks at 10 Hz, less worker CPU per move in two runs of three, more in the third,
+and a higher tail on the quieter runs (docs/benchmarks.md, "Celery's own cost per price
+task"), so the default spreads every frame of two symbols or more.
 
 The pending flags were claimed per symbol by the tick script before this; a task the broker
 cannot take releases the flags of all its symbols, so their next tick queues them again.

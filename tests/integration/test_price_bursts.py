@@ -103,13 +103,14 @@ def test_a_lone_symbol_and_a_batch_size_of_one_queue_as_before(redis_url, redis_
     assert sorted(args[1] for _, args in queued) == ["AUSDT", "BUSDT", "CUSDT"]
 
 
-def test_the_ingest_sends_a_small_frame_in_one_task_and_spreads_a_larger_one(
-    redis_url, redis_client, clean_db
+@pytest.mark.parametrize(("spread_from", "tasks"), [(2, (2, 2)), (4, (1, 2))])
+def test_the_ingest_spreads_a_frame_over_the_slots_from_the_settings_size_on(
+    redis_url, redis_client, clean_db, spread_from, tasks
 ):
-    """With the settings' defaults, as ``PriceStream`` builds its gate: a 10 Hz frame's two or
-    three symbols pay one task's Celery cost; from four symbols on the frame is spread over
-    the stops pool's processes."""
-    settings = get_settings()
+    """As ``PriceStream`` builds its gate from the settings: by default a frame of two symbols
+    goes to both stops pool processes; with ``VIGIL_PRICE_TASK_SPREAD_FROM=4`` a frame of two
+    or three rides in one task (one task's Celery cost) and one of four is spread."""
+    settings = get_settings().model_copy(update={"price_task_spread_from": spread_from})
     symbols = ["AUSDT", "BUSDT", "CUSDT", "DUSDT", "EUSDT", "FUSDT"]
     for symbol in symbols:
         bands.publish(redis_client, EX, symbol, "trailing", PriceBand(None, Decimal("10")))
@@ -128,11 +129,13 @@ def test_the_ingest_sends_a_small_frame_in_one_task_and_spreads_a_larger_one(
             stream.gate.close()
             await async_client.aclose()
 
-    assert asyncio.run(scenario()) == (1, 2)
-    queued = decoded_body(redis_client)
-    assert [name for name, _ in queued] == [names.ON_PRICES] * 3
-    groups = sorted(sorted(group) for _, (_, group) in queued)
-    assert groups == [["AUSDT", "BUSDT"], ["CUSDT", "EUSDT"], ["DUSDT", "FUSDT"]]
+    assert asyncio.run(scenario()) == tasks
+    groups = sorted(
+        sorted(group) if isinstance(group, list) else [group]
+        for _, (_, group) in decoded_body(redis_client)
+    )
+    pair = [["AUSDT", "BUSDT"]] if spread_from == 4 else [["AUSDT"], ["BUSDT"]]
+    assert groups == sorted([*pair, ["CUSDT", "EUSDT"], ["DUSDT", "FUSDT"]])
 
 
 def now():
