@@ -132,13 +132,19 @@ class Ingest:
 # --- a scenario ------------------------------------------------------------------------------
 
 
-def ingest_batch(args: argparse.Namespace, code: Path) -> int:
-    """Symbols per price task the ingest queues: ``--ref-price-task-batch`` for ``--compare``'s
-    side (1 by default: one task per symbol, what a revision before ``vigil.stops.on_prices``
-    understands), the option or the setting's default for the working tree's."""
+def ingest_dispatch(args: argparse.Namespace, code: Path) -> dict[str, int]:
+    """How the ingest groups a frame's symbols into price tasks, per side. ``--compare``'s:
+    ``--ref-price-task-batch`` symbols per task (1 by default: one task per symbol, what a
+    revision before ``vigil.stops.on_prices`` understands), every frame of two symbols or more
+    spread over the slots (``--ref-price-task-spread-from`` 1, the dispatch before
+    ``VIGIL_PRICE_TASK_SPREAD_FROM``); the working tree's: the options or the settings."""
     if code != ROOT:
-        return args.ref_price_task_batch
-    return args.price_task_batch or get_settings().price_task_batch
+        batch, spread_from = args.ref_price_task_batch, args.ref_price_task_spread_from
+    else:
+        settings = get_settings()
+        batch = args.price_task_batch or settings.price_task_batch
+        spread_from = args.price_task_spread_from or settings.price_task_spread_from
+    return {"price_task_batch": batch, "price_task_spread_from": spread_from}
 
 
 def worker_env(settings: Settings, home: Path, args: argparse.Namespace) -> dict[str, str]:
@@ -276,9 +282,7 @@ def fresh_book(
 ) -> tuple[Settings, redis.Redis, Deps, list[str]]:
     """An empty exchange, Redis and database; the ``n`` symbols to trade."""
     sim.admin("POST", "/_sim/reset", {"balance": "1000000000"})
-    settings = base.model_copy(
-        update={"exchange_url": sim.url, "price_task_batch": ingest_batch(args, code)}
-    )
+    settings = base.model_copy(update={"exchange_url": sim.url, **ingest_dispatch(args, code)})
     rds = redis.Redis.from_url(str(settings.redis_url))
     rds.flushall()
     with unit_of_work() as s:
@@ -439,6 +443,9 @@ def parse_args() -> argparse.Namespace:
         help="symbols per price task on --compare's side (default 1: one task per symbol, which"
         " every revision understands; more only for a revision with vigil.stops.on_prices)",
     )
+    spread = "a frame spread over several price tasks from this many symbols (default: "
+    parser.add_argument("--price-task-spread-from", type=int, default=0, help=spread + "setting)")
+    parser.add_argument("--ref-price-task-spread-from", type=int, default=1, help=spread + "1)")
     parser.add_argument("--profile-worker", action="store_true", help="CPU-profile a solo worker")
     parser.add_argument(
         "--sweep", action="store_true", help="also time one trailing sweep with nothing to change"

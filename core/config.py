@@ -268,6 +268,13 @@ class Settings(BaseSettings):
         description="A price frame's symbols are spread over at least this many tasks (the"
         " stops pool processes that can run them at once).",
     )
+    price_task_spread_from: int = Field(
+        2,
+        ge=1,
+        description="A price frame of fewer symbols than this rides in one task (one task's"
+        " Celery cost for the frame, its runs overlapped in one process); from this many on it"
+        " is spread over VIGIL_PRICE_TASK_SLOTS tasks. 2: every frame of two or more spread.",
+    )
     price_band_refresh_interval: float = Field(
         30, gt=0, description="The ingest re-reads every band this often (missed announcements)."
     )

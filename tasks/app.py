@@ -88,6 +88,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_ignore_result": True,
         "result_expires": 3600,
         "task_track_started": True,
+        # Flower's task events, for every task but the hot price tasks (tasks/monitoring.py)
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,
@@ -98,7 +99,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 class ResultPolicyCelery(Celery):
-    """Celery whose sends follow tasks/publish.py's result policy before Celery subscribes."""
+    """Celery whose sends follow tasks/publish.py's result policy before Celery subscribes,
+    and send no ``task-sent`` event for the unmonitored hot tasks (tasks/monitoring.py)."""
+
+    amqp_cls = "tasks.monitoring:UnmonitoredSentAMQP"
 
     def send_task(self, name: str, *args: Any, **options: Any) -> Any:
         options["ignore_result"] = resolve_ignore_result(options.get("ignore_result"))

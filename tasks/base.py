@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from core.api.task_args import check_task_arguments, is_bound
 from core.exchange.errors import Retryable
 from tasks.app import app
+from tasks.monitoring import sends_events
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -38,7 +39,8 @@ def vigil_task(
     The arguments are checked against ``func``'s signature and annotations on the worker,
     before ``func`` runs (core/api/task_args.py): a task sent by Flower, by hand onto the
     broker or by an older client is held to the same rule as ``vigil task`` and the API.
-    A refusal (``BadTaskArguments``) is permanent, never retried.
+    A refusal (``BadTaskArguments``) is permanent, never retried. The hot price tasks send
+    no monitoring events (tasks/monitoring.py); every other task does.
     """
 
     def decorate(func: F) -> Any:
@@ -60,7 +62,7 @@ def vigil_task(
             retry_backoff_max=backoff_max,
             retry_jitter=jitter,
             max_retries=max_retries,
-            **options,
+            **{"send_events": sends_events(full), **options},
         )(checked)
 
     return decorate

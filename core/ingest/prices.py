@@ -153,9 +153,10 @@ class PriceGate:
         stats: StreamStats | None = None,
         per_task: int = 1,  # a frame's symbols: at most per_task per task, >= slots tasks
         slots: int = 1,
+        spread_from: int = 1,  # ... once the frame has this many; fewer ride in one task
     ) -> None:
         self.exchange = exchange
-        self.per_task, self.slots = per_task, slots
+        self.per_task, self.slots, self.spread_from = per_task, slots, spread_from
         self.client = client
         self.bands = band_cache
         self.sender = sender
@@ -194,7 +195,8 @@ class PriceGate:
             await self._script(keys=keys, args=args, client=pipe)
         claimed = await pipe.execute()
         won = [mark.symbol for mark, first in zip(outside, claimed, strict=True) if first]
-        return sum([await self._enqueue(g) for g in split_evenly(won, self.per_task, self.slots)])
+        groups = split_evenly(won, self.per_task, self.slots, self.spread_from)
+        return sum([await self._enqueue(group) for group in groups])
 
     async def _enqueue(self, symbols: list[str]) -> int:
         try:
@@ -299,6 +301,7 @@ class PriceStream:
             stats=self.stats,
             per_task=settings.price_task_batch,
             slots=settings.price_task_slots,
+            spread_from=settings.price_task_spread_from,
         )
         self.dedup = FillDedup()
         # settles the broker could not take (Redis down) wait here, durably, in order

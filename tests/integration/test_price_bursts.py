@@ -19,6 +19,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 import redis.asyncio as aioredis
@@ -29,7 +30,7 @@ from core.config import get_settings
 from core.db.models import Event, TrailingStop
 from core.db.session import unit_of_work
 from core.domain.bands import PriceBand
-from core.ingest.prices import BandCache, PriceGate
+from core.ingest.prices import BandCache, PriceGate, PriceStream
 from core.services import bands, price_path
 from core.services.opening import OpenOutcome, open_position
 from core.services.positions import NewPosition, create_position
@@ -100,6 +101,45 @@ def test_a_lone_symbol_and_a_batch_size_of_one_queue_as_before(redis_url, redis_
     queued = decoded_body(redis_client)
     assert [name for name, _ in queued] == [names.ON_PRICE] * 3
     assert sorted(args[1] for _, args in queued) == ["AUSDT", "BUSDT", "CUSDT"]
+
+
+@pytest.mark.parametrize(("spread_from", "tasks"), [(2, (2, 2)), (4, (1, 2))])
+def test_the_ingest_spreads_a_frame_over_the_slots_from_the_settings_size_on(
+    redis_url, redis_client, clean_db, spread_from, tasks
+):
+    """As ``PriceStream`` builds its gate from the settings: by default a frame of two symbols
+    goes to both stops pool processes; with ``VIGIL_PRICE_TASK_SPREAD_FROM=4`` a frame of two
+    or three rides in one task (one task's Celery cost) and one of four is spread."""
+    settings = get_settings().model_copy(update={"price_task_spread_from": spread_from})
+    symbols = ["AUSDT", "BUSDT", "CUSDT", "DUSDT", "EUSDT", "FUSDT"]
+    for symbol in symbols:
+        bands.publish(redis_client, EX, symbol, "trailing", PriceBand(None, Decimal("10")))
+
+    async def scenario():
+        async_client = aioredis.Redis.from_url(redis_url)
+        sender = celery_sender(settings)
+        pro = SimpleNamespace(id="binanceusdm", get_ws_url=lambda *_: "ws://127.0.0.1:9/ws")
+        stream = PriceStream(settings, EX, pro, async_client, redis_client, sender)
+        await stream.bands.load_all()
+        try:
+            two = await stream.gate.on_marks([(s, "11", NOW_MS) for s in symbols[:2]], now())
+            four = await stream.gate.on_marks([(s, "11", NOW_MS) for s in symbols[2:]], now())
+            return two, four
+        finally:
+            stream.gate.close()
+            await async_client.aclose()
+
+    assert asyncio.run(scenario()) == tasks
+    groups = sorted(
+        sorted(group) if isinstance(group, list) else [group]
+        for _, (_, group) in decoded_body(redis_client)
+    )
+    pair = [["AUSDT", "BUSDT"]] if spread_from == 4 else [["AUSDT"], ["BUSDT"]]
+    assert groups == sorted([*pair, ["CUSDT", "EUSDT"], ["DUSDT", "FUSDT"]])
+
+
+def now():
+    return datetime.now(UTC)
 
 
 # --- the burst through a worker of one process ------------------------------------------
