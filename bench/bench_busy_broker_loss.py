@@ -23,6 +23,9 @@ the rest apart) and Redis's own ``CLIENT LIST``.
 More variants: ``backlog`` (four more tasks queued while both slots are busy), ``split`` (one
 released while Redis is down, the other after), ``double_restart`` (Redis killed again while
 the worker reconnects). ``--engine-queues`` makes the worker consume vigil's queues as well.
+``--vigil-worker``: `vigil worker --concurrency 2` itself (its default queues), the held tasks
+being its heartbeat task waiting on a row this process keeps locked in an embedded PostgreSQL
+(tests/integration/busy_vigil_worker.py).
 """
 
 from __future__ import annotations
@@ -34,10 +37,12 @@ from pathlib import Path
 
 from bench.common import machine
 from core.config import get_settings
-from core.endpoints import embedded_redis_url
-from shell.runtime.embedded import EmbeddedRedis, free_port
+from core.db import migrate
+from core.endpoints import embedded_database_url, embedded_redis_url
+from shell.runtime.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from tasks.app import create_app
 from tests.integration.busy_broker import ALL_VARIANTS, ENGINE_QUEUES, Run
+from tests.integration.busy_vigil_worker import VigilRun
 from tests.integration.test_broker_loss import QUEUE
 
 
@@ -55,6 +60,11 @@ def main() -> None:
         help="the worker's own account of its sockets (forces a gc)",
     )
     parser.add_argument(
+        "--vigil-worker",
+        action="store_true",
+        help="`vigil worker` itself, held by heartbeat tasks waiting on a row lock (PostgreSQL)",
+    )
+    parser.add_argument(
         "--engine-queues", action="store_true", help="consume vigil's queues too, as `vigil worker`"
     )
     args = parser.parse_args()
@@ -68,7 +78,18 @@ def main() -> None:
     settings = get_settings().model_copy(update={"redis_url": embedded_redis_url(broker.port)})
     app = create_app(settings)
     queues = f"{QUEUE},{ENGINE_QUEUES}" if args.engine_queues else QUEUE
-    run = Run(broker, base, app, args.probe_seconds, queues, args.census)
+    postgres = None
+    if args.vigil_worker:
+        postgres = EmbeddedPostgres(base / "pg", free_port())
+        postgres.start()
+        postgres.create_database("vigil_busy")
+        database_url = embedded_database_url(postgres.port, "vigil_busy")
+        migrate.upgrade(database_url)
+        run: Run = VigilRun(
+            broker, base, app, args.probe_seconds, queues, False, database_url=database_url
+        )
+    else:
+        run = Run(broker, base, app, args.probe_seconds, queues, args.census)
     try:
         for index in range(args.trials):
             variant = variants[index % len(variants)]
@@ -79,6 +100,8 @@ def main() -> None:
         run.stop()
         app.close()  # type: ignore[attr-defined]
         broker.stop()
+        if postgres is not None:
+            postgres.stop()
     stalls = [t for t in run.trials if t.consumed_after is None]
     print(f"trials {len(run.trials)}, stalls {len(stalls)}, workers {run.workers_started}")
     print(f"logs in {base}")

@@ -111,12 +111,18 @@ class Run:
     def _release(self, token: str) -> None:
         self.worker.records.with_suffix(f".release-{token}").touch()
 
+    def _started(self) -> set[str]:
+        return self.worker.tokens(".started")
+
+    def _ran(self) -> set[str]:
+        return self.worker.tokens()
+
     def trial(self, index: int, variant: str, outage: float) -> Trial:
         held = [f"held{index}a", f"held{index}b"]
         fills = {f"fill{index}_{n}" for n in range(4)} if variant == "backlog" else set()
         for token in held:
             self._send(token)
-        _wait(lambda: set(held) <= self.worker.tokens(".started"), 60, "both slots busy")
+        _wait(lambda: set(held) <= self._started(), 60, "both slots busy")
         if variant == "one_finishes":
             self._release(held[0])
             time.sleep(random.uniform(0.0, 0.3))
@@ -135,7 +141,7 @@ class Run:
         for token in sorted(probes):
             self._send(token)
         expected = probes | fills
-        consumed = _poll(lambda: expected <= self.worker.tokens(), self.probe_seconds)
+        consumed = _poll(lambda: expected <= self._ran(), self.probe_seconds)
         result = Trial(
             variant,
             outage,
