@@ -22,7 +22,8 @@ the rest apart) and Redis's own ``CLIENT LIST``.
 
 More variants: ``backlog`` (four more tasks queued while both slots are busy), ``split`` (one
 released while Redis is down, the other after), ``double_restart`` (Redis killed again while
-the worker reconnects). ``--engine-queues`` makes the worker consume vigil's queues as well.
+the worker reconnects), ``frees_into_backlog`` (one slot freed into a queued backlog 0-0.3 s
+before the kill). ``--engine-queues`` makes the worker consume vigil's queues as well.
 ``--vigil-worker``: `vigil worker --concurrency 2` itself (its default queues), the held tasks
 being its heartbeat task waiting on a row this process keeps locked in an embedded PostgreSQL
 (tests/integration/busy_vigil_worker.py).

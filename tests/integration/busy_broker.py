@@ -13,7 +13,9 @@ Variants: ``busy`` (released 1 s after the restart), ``one_finishes`` (one just 
 kill, the other after the restart), ``finish_in_outage`` (both while Redis is down),
 ``at_restart`` (both the instant Redis is back), ``backlog`` (four more tasks queued while
 both slots are busy), ``split`` (one released while Redis is down, the other after),
-``double_restart`` (Redis killed again while the worker reconnects).
+``double_restart`` (Redis killed again while the worker reconnects), ``frees_into_backlog``
+(tasks queued behind both busy slots, one slot freed 0-0.3 s before the kill: the worker is
+taking the backlog when Redis dies).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from shell.runtime.embedded import EmbeddedRedis
 from tests.integration.test_broker_loss import QUEUE, TASK_NAME, Worker
 
 VARIANTS = ("busy", "one_finishes", "finish_in_outage", "at_restart")
-MORE_VARIANTS = ("backlog", "split", "double_restart")
+MORE_VARIANTS = ("backlog", "split", "double_restart", "frees_into_backlog")
 ALL_VARIANTS = VARIANTS + MORE_VARIANTS
 #: the queues `vigil worker` consumes by default, beside the test task's own
 ENGINE_QUEUES = "signals,orders,stops,maintenance"
@@ -119,17 +121,21 @@ class Run:
 
     def trial(self, index: int, variant: str, outage: float) -> Trial:
         held = [f"held{index}a", f"held{index}b"]
-        fills = {f"fill{index}_{n}" for n in range(4)} if variant == "backlog" else set()
+        backlog = variant in ("backlog", "frees_into_backlog")
+        fills = {f"fill{index}_{n}" for n in range(4)} if backlog else set()
         for token in held:
             self._send(token)
         _wait(lambda: set(held) <= self._started(), 60, "both slots busy")
         if variant == "one_finishes":
             self._release(held[0])
             time.sleep(random.uniform(0.0, 0.3))
-        if variant == "backlog":  # tasks waiting in Redis while both slots are busy
+        if backlog:  # tasks waiting in Redis while both slots are busy
             for token in sorted(fills):
                 self._send(token)
             time.sleep(0.5)
+        if variant == "frees_into_backlog":  # killed while the freed slot takes the backlog
+            self._release(held[0])
+            time.sleep(random.uniform(0.0, 0.3))
         self._outage(variant, outage, held)
         self.broker.start()
         back = time.monotonic()
