@@ -9,6 +9,7 @@ on a closed channel to restore or acknowledge its messages): 2 CLOSE_WAIT after 
 restart, 121 after 60.
 """
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from core.config import get_settings
 from core.endpoints import embedded_redis_url
 from shell.runtime.embedded import EmbeddedRedis, free_port
 from tests.integration.busy_broker import Run, Trial
-from tests.integration.test_broker_loss import QUEUE, WAIT_SECONDS
+from tests.integration.test_broker_loss import QUEUE, TASK_NAME, WAIT_SECONDS, Worker
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +81,43 @@ def test_redis_restarts_leave_no_more_connections_in_the_worker_than_one(run):
     # (before the guard: +2 for every restart, +8 here).
     assert total_last <= total_first + 1
     assert stale_last <= stale_first + 1
+
+
+#: hard time limit of the hung tasks (the deployment's default is 180 s)
+HARD_LIMIT = 7
+
+
+@pytest.mark.parametrize("killed_after", [2.0, 5.5])  # before the soft limit; between the two
+def test_two_hung_tasks_are_still_ended_by_the_hard_time_limit_across_a_redis_restart(
+    tmp_path: Path, killed_after: float
+):
+    """Both slots held by tasks that never return: only the hard time limit frees them, and
+    its timers live in the worker's event loop, which a broker loss resets. Were they lost,
+    the worker would stay alive and never take a task again."""
+    from tasks.app import create_app
+
+    broker = EmbeddedRedis(tmp_path / "redis", free_port(), persist=True)
+    broker.start()
+    url = embedded_redis_url(broker.port)
+    app = create_app(get_settings().model_copy(update={"redis_url": url}))
+    limits = {"VIGIL_TASK_SOFT_TIME_LIMIT": "4", "VIGIL_TASK_TIME_LIMIT": str(HARD_LIMIT)}
+    worker = Worker(tmp_path, url, VIGIL_BROKER_VISIBILITY_TIMEOUT="60", **limits)
+    try:
+        send = lambda token: app.send_task(TASK_NAME, args=[token], queue=QUEUE)  # noqa: E731
+        send("warmup")
+        worker.wait_for("the worker consumes", lambda runs: "warmup" in runs)
+        for token in ("hangA", "hangB"):
+            send(token)
+        worker.wait_for("both slots hang", lambda s: {"hangA", "hangB"} <= s, ".started")
+        time.sleep(killed_after)
+        broker.kill()
+        time.sleep(OUTAGE_SECONDS)
+        broker.start()
+        for token in ("probeA", "probeB"):
+            send(token)
+        worker.wait_for("tasks run after the hung ones", lambda runs: {"probeA", "probeB"} <= runs)
+        assert worker.log().count("Hard time limit") == 2
+    finally:
+        worker.stop()
+        app.close()
+        broker.stop()
