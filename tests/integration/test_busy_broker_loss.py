@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from core.config import get_settings
 from core.endpoints import embedded_redis_url
@@ -118,6 +119,42 @@ def test_two_hung_tasks_are_still_ended_by_the_hard_time_limit_across_a_redis_re
         worker.wait_for("tasks run after the hung ones", lambda runs: {"probeA", "probeB"} <= runs)
         assert worker.log().count("Hard time limit") == 2
     finally:
+        worker.stop()
+        app.close()
+        broker.stop()
+
+
+def test_a_task_waiting_for_its_countdown_runs_after_a_redis_restart_not_after_the_sweep(
+    tmp_path: Path,
+):
+    """A message the worker holds without running it (a countdown; as well a task received in
+    the instant before the loss) could not be put back while Redis was down: it waited in the
+    unacked set for the visibility timeout's sweep (300 s; before the restore guard). It now
+    goes back on its queue once Redis answers and runs at its time."""
+    from tasks.app import create_app
+
+    broker = EmbeddedRedis(tmp_path / "redis", free_port(), persist=True)
+    broker.start()
+    url = embedded_redis_url(broker.port)
+    app = create_app(get_settings().model_copy(update={"redis_url": url}))
+    worker = Worker(tmp_path, url)
+    client = redis.Redis(port=broker.port)
+    try:
+        app.send_task(TASK_NAME, args=["warmup"], queue=QUEUE)
+        worker.wait_for("the worker consumes", lambda runs: "warmup" in runs)
+        app.send_task(TASK_NAME, args=["later"], queue=QUEUE, countdown=3)
+        deadline = time.monotonic() + WAIT_SECONDS
+        while not client.hlen("unacked"):  # received, held for its countdown
+            assert time.monotonic() < deadline, "the countdown task was not received"
+            time.sleep(0.05)
+        broker.kill()
+        time.sleep(OUTAGE_SECONDS)
+        broker.start()
+        # bounded well below the 300 s sweep: only a restore puts it back in time
+        worker.wait_for("the countdown task runs", lambda runs: "later" in runs)
+        assert worker.proc.poll() is None
+    finally:
+        client.close()
         worker.stop()
         app.close()
         broker.stop()
