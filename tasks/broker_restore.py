@@ -62,10 +62,10 @@ class PendingRestores:
         while True:
             time.sleep(self.retry_seconds)
             with self._lock:
-                batch, self._pending = self._pending, []
-            left = [(qos, tags) for qos, tags in batch if not restore_tags(qos, tags)]
+                batch = list(self._pending)
+            done = [entry for entry in batch if restore_tags(*entry)]
             with self._lock:
-                self._pending = left + self._pending
+                self._pending = [entry for entry in self._pending if entry not in done]
                 if not self._pending:
                     self._thread = None
                     return
