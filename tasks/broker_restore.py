@@ -10,11 +10,12 @@ ignores), and the messages stay in Redis's unacked set until the visibility time
 Redis was killed ran only after that sweep, while every task sent after the restart ran at
 once.
 
-The guard: a failed restore on a closed or detached channel hands its delivery tags to a
-background thread that tries the same restore (kombu's ``restore_by_tag``, idempotent: a tag
-acknowledged meanwhile restores nothing) every second until Redis answers. A running task's
-message is restored too, as kombu does when Redis is up at the close: that task may run a
-second time, which every task here allows.
+The guard: a failed restore on a closed or detached channel hands the delivery tags of the
+messages no task is running for to a background thread, which tries the same restore
+(kombu's ``restore_by_tag``, idempotent: a tag acknowledged meanwhile restores nothing) every
+second until Redis answers. The messages of running tasks are left where they are: each
+task's late acknowledgement settles its own (as before), so a task still running is not
+handed out a second time.
 """
 
 from __future__ import annotations
@@ -96,14 +97,28 @@ def restore_tags(qos: Any, tags: list[str]) -> bool:
 PENDING = PendingRestores()
 
 
+def running_delivery_tags() -> set[str]:
+    """Delivery tags of the tasks this worker is running (their late ack settles them)."""
+    from celery.worker import state
+
+    tags = set()
+    for request in list(state.active_requests):
+        tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+        if tag is not None:
+            tags.add(tag)
+    return tags
+
+
 def _deferring_restore(original: Callable[..., Any]) -> Callable[..., Any]:
     def restore_unacked(self: Any, client: Any = None) -> Any:
-        tags = list(self._delivered)
         try:
             return original(self, client)
         except self.channel.connection_errors:
-            if tags and client is None and channel_is_done(self.channel):
-                PENDING.add(self, tags)
+            if client is None and channel_is_done(self.channel):
+                running = running_delivery_tags()
+                waiting = [tag for tag in self._delivered if tag not in running]
+                if waiting:
+                    PENDING.add(self, waiting)
                 self._delivered.clear()
             raise
 

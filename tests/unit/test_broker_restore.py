@@ -55,6 +55,16 @@ def test_a_failed_restore_on_a_done_channel_is_handed_over_and_still_raises(monk
     assert handed == [["t1", "t2"]] and qos._delivered == {}
 
 
+def test_the_messages_of_running_tasks_are_left_to_their_late_acks(monkeypatch):
+    handed = []
+    monkeypatch.setattr(broker_restore.PENDING, "add", lambda qos, tags: handed.append(tags))
+    monkeypatch.setattr(broker_restore, "running_delivery_tags", lambda: {"t1"})
+    qos = _QoS(down=0)
+    with pytest.raises(RedisConnectionError):
+        _deferring_restore(_failing_restore)(qos)
+    assert handed == [["t2"]]
+
+
 def test_a_live_channel_keeps_kombus_behaviour(monkeypatch):
     handed = []
     monkeypatch.setattr(broker_restore.PENDING, "add", lambda qos, tags: handed.append(tags))
