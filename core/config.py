@@ -403,22 +403,32 @@ class Settings(BaseSettings):
     @field_validator("task_time_limit")
     @classmethod
     def _hard_limit_above_soft(cls, value: int, info: object) -> int:
-        soft = getattr(info, "data", {}).get("task_soft_time_limit")
-        if soft is not None and value <= soft:
-            raise ValueError("must be greater than VIGIL_TASK_SOFT_TIME_LIMIT")
-        return value
+        return _above_setting(
+            value, info, "task_soft_time_limit", "must be greater than VIGIL_TASK_SOFT_TIME_LIMIT"
+        )
 
     @field_validator("broker_visibility_timeout")
     @classmethod
     def _visibility_above_hard_limit(cls, value: int, info: object) -> int:
-        hard = getattr(info, "data", {}).get("task_time_limit")
-        if hard is not None and value <= hard:
-            raise ValueError("must exceed VIGIL_TASK_TIME_LIMIT, or long tasks run twice")
-        return value
+        return _above_setting(
+            value,
+            info,
+            "task_time_limit",
+            "must exceed VIGIL_TASK_TIME_LIMIT, or long tasks run twice",
+        )
 
     @property
     def home_dir(self) -> Path:
         return self.home.expanduser().resolve()
+
+
+def _above_setting(value: int, info: object, other: str, message: str) -> int:
+    """A limit that only means something above another (already validated) one: refused with
+    ``message`` unless it is greater (the other one, if invalid itself, is reported alone)."""
+    floor = getattr(info, "data", {}).get(other)
+    if floor is not None and value <= floor:
+        raise ValueError(message)
+    return value
 
 
 def _describe(error: ValidationError) -> str:

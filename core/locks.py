@@ -315,14 +315,12 @@ def engine_lock(
 ) -> AbstractContextManager[HeldLock]:
     """The (exchange, symbol) lock with the settings' timeouts: what every path that acts on
     a symbol (opening, close, price reaction, aged, cleanup) holds while it acts."""
-    return symbol_lock(
+    return _settings_lock(
         client,
+        settings,
         exchange,
         symbol,
-        token_source=fence_token,
-        timeout=settings.lock_timeout,
-        ttl=settings.lock_ttl,
-        blocking_timeout=settings.lock_blocking_timeout,
+        wait=settings.lock_blocking_timeout,
         lazy_token=lazy_token,
     )
 
@@ -337,6 +335,22 @@ def guardian_lock(
     holder is doing the work that matters for that symbol right now, and a long wait per
     symbol would stall the whole cycle.
     """
+    return _settings_lock(
+        client, settings, exchange, symbol, wait=settings.guardian_lock_wait_seconds
+    )
+
+
+def _settings_lock(
+    client: redis.Redis,
+    settings: Settings,
+    exchange: str,
+    symbol: str,
+    *,
+    wait: float,
+    lazy_token: bool = False,
+) -> AbstractContextManager[HeldLock]:
+    """The symbol lock fenced by PostgreSQL's sequence, with the settings' idle timeout and
+    TTL; the holders differ only in how long they wait for it (and when they draw a token)."""
     return symbol_lock(
         client,
         exchange,
@@ -344,7 +358,8 @@ def guardian_lock(
         token_source=fence_token,
         timeout=settings.lock_timeout,
         ttl=settings.lock_ttl,
-        blocking_timeout=settings.guardian_lock_wait_seconds,
+        blocking_timeout=wait,
+        lazy_token=lazy_token,
     )
 
 

@@ -61,6 +61,16 @@ def partial_quantity(qty: Decimal, fraction: Decimal, step: Decimal) -> Decimal:
     return (qty * fraction / step).to_integral_value(rounding=ROUND_DOWN) * step
 
 
+def executable_quantity(
+    remaining: Decimal, reducible: Decimal | None, fraction: Decimal | None, step: Decimal
+) -> Decimal:
+    """What one execution of an order fills, as on both venues: a reduce-only order no more
+    than the position it reduces (``reducible``; None for an order that may open), and a
+    partial fill its ``fraction`` of that, down to the lot step."""
+    qty = remaining if reducible is None else min(remaining, reducible)
+    return qty if fraction is None else partial_quantity(qty, fraction, step)
+
+
 def unrealized_pnl(amount: Decimal, entry_price: Decimal, mark: Decimal) -> Decimal:
     """The open profit of a signed position amount at ``mark``."""
     return amount * (mark - entry_price) if amount else ZERO

@@ -28,7 +28,7 @@ from sim.account import (
     MarginAccount,
     capped_by_limit,
     crosses,
-    partial_quantity,
+    executable_quantity,
 )
 from sim.algo_book import ALGO_ID_BASE, AlgoBook, Event
 from sim.errors import SimError
@@ -246,15 +246,12 @@ class Engine(AlgoBook, MarginAccount):
         maker: bool = False,
         fraction: Decimal | None = None,
     ) -> None:
-        qty = order.remaining
-        if order.reduce_only:
-            qty = min(qty, self.reducible(order.symbol, order.side))
-            if fraction is None and qty > 0:
-                # Binance shrinks an oversized reduce-only order to the position size.
-                order.quantity = order.executed_qty + qty
-        if fraction is not None:
-            step = self.market(order.symbol).step_size
-            qty = partial_quantity(qty, fraction, step)
+        reducible = self.reducible(order.symbol, order.side) if order.reduce_only else None
+        step = self.market(order.symbol).step_size
+        qty = executable_quantity(order.remaining, reducible, fraction, step)
+        if reducible is not None and fraction is None and qty > 0:
+            # Binance shrinks an oversized reduce-only order to the position size.
+            order.quantity = order.executed_qty + qty
         if qty > 0:
             self._fill(order, qty, price, maker)
         if order.remaining <= 0:

@@ -11,10 +11,6 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import InterfaceError, OperationalError
-
 from core.api.task_args import check_task_arguments, is_bound
 from core.exchange.errors import Retryable
 from tasks.app import app
@@ -24,17 +20,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # The one "may succeed later" (network, rate limit, an opening that cannot progress yet):
 # the exchange layer's class, which the services' own deferrals subclass.
-__all__ = ["INFRA_TRANSIENT", "Retryable", "vigil_task"]
-
-
-INFRA_TRANSIENT: tuple[type[BaseException], ...] = (
-    OperationalError,
-    InterfaceError,
-    RedisConnectionError,
-    RedisTimeoutError,
-)
-"""PostgreSQL or Redis unreachable for a moment (a restart, a failover): every step the
-engine takes is idempotent, so a task interrupted by one is simply run again."""
+__all__ = ["Retryable", "vigil_task"]
 
 
 def vigil_task(

@@ -6,12 +6,13 @@ from core import task_names as names
 from core.locks import LockNotAcquired
 from core.services.deps import deps_for_position
 from core.services.opening import open_position
-from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
+from core.transient import STORES_DOWN
+from tasks.base import Retryable, vigil_task
 
 
 @vigil_task(
     names.OPEN_POSITION,
-    retry_on=(Retryable, LockNotAcquired, *INFRA_TRANSIENT),
+    retry_on=(Retryable, LockNotAcquired, *STORES_DOWN),
     max_retries=8,
 )
 def open_position_task(position_id: int) -> str:

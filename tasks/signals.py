@@ -15,12 +15,13 @@ from celery import chain
 from core import task_names as names
 from core.services import waves
 from core.services.deps import Deps, deps_for_wave
+from core.transient import STORES_DOWN
 from tasks.app import app
-from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
+from tasks.base import Retryable, vigil_task
 from tasks.venues import for_each_venue
 
 OPEN_POSITION_TASK = names.OPEN_POSITION
-RETRY_ON = (Retryable, *INFRA_TRANSIENT)
+RETRY_ON = (Retryable, *STORES_DOWN)
 
 
 def launcher(wave_id: int) -> waves.Launch:

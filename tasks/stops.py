@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from core import task_names as names
-from core.locks import LockLost, LockNotAcquired
 from core.services import price_batch, price_path
 from core.services.deps import deps_for, deps_for_position
 from core.services.give_up import record_gave_up
 from core.services.trailing import settle_stop_triggered
-from tasks.base import INFRA_TRANSIENT, Retryable, vigil_task
+from core.transient import SYMBOL_STEP_RETRYABLE
+from tasks.base import vigil_task
 from tasks.venues import for_each_venue
 
-_TRANSIENT = (Retryable, LockNotAcquired, LockLost, *INFRA_TRANSIENT)
+_TRANSIENT = SYMBOL_STEP_RETRYABLE
 # settle_close: 1+2+4+8+16+30*7 s = about 4 min of retries before it gives up
 SETTLE_RETRIES = 12
 SETTLE_BACKOFF_MAX = 30

@@ -38,7 +38,7 @@ from enum import StrEnum
 
 from core.domain.bands import PriceBand
 from core.domain.numbers import HUNDRED, ONE, TWO, ZERO
-from core.domain.sides import Side
+from core.domain.sides import Side, price_against, price_in_favour
 from core.domain.timeutil import hours, require_aware
 
 
@@ -135,9 +135,7 @@ def aged_since(position: AgedPosition, params: AgedParams) -> datetime:
 
 def breakeven_target(position: AgedPosition, params: AgedParams) -> Decimal:
     """Entry plus two taker commissions, in the holder's favour (the grace target)."""
-    fees = TWO * params.taker_fee_pct / HUNDRED
-    sign = ONE if position.side is Side.LONG else -ONE
-    return position.entry_price * (ONE + sign * fees)
+    return price_in_favour(position.entry_price, TWO * params.taker_fee_pct, position.side)
 
 
 def accepted_loss_pct(hours_after_grace: Decimal, params: AgedParams) -> Decimal:
@@ -152,8 +150,7 @@ def accepted_loss_pct(hours_after_grace: Decimal, params: AgedParams) -> Decimal
 
 def loss_target(position: AgedPosition, loss_pct: Decimal) -> Decimal:
     """The price at which the holder loses ``loss_pct`` % of entry."""
-    sign = ONE if position.side is Side.LONG else -ONE
-    return position.entry_price * (ONE - sign * loss_pct / HUNDRED)
+    return price_against(position.entry_price, loss_pct, position.side)
 
 
 def phase_at(

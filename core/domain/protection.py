@@ -37,9 +37,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
-from core.domain.numbers import HUNDRED, ONE, ZERO
+from core.domain.numbers import HUNDRED, ZERO
 from core.domain.orders import ExchangeOrder, covers, pick_stop, stops_for
-from core.domain.sides import Side
+from core.domain.sides import Side, price_against
 from core.domain.sizing import round_stop_price, stop_price_for
 from core.domain.timeutil import require_aware
 
@@ -137,13 +137,9 @@ def safe_stop_price(
     long: ``min(intended, mark * (1 - buffer))``; short: ``max(intended, mark * (1 + b))``;
     rounded away from the price. Returns (price, adjusted).
     """
-    b = buffer_pct / HUNDRED
-    if side is Side.LONG:
-        limit = mark_price * (ONE - b)
-        price, adjusted = (limit, True) if intended >= limit else (intended, False)
-    else:
-        limit = mark_price * (ONE + b)
-        price, adjusted = (limit, True) if intended <= limit else (intended, False)
+    limit = price_against(mark_price, buffer_pct, side)
+    at_once = intended >= limit if side is Side.LONG else intended <= limit
+    price, adjusted = (limit, True) if at_once else (intended, False)
     if tick_size is not None:
         price = round_stop_price(price, tick_size, side)
     return price, adjusted

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.domain.timeutil import doubling_delay
+
 
 @dataclass(frozen=True)
 class RestartPolicy:
@@ -39,5 +41,5 @@ def decide(policy: RestartPolicy, restarts: Sequence[float], now: float) -> Rest
     recent = sum(1 for at in restarts if now - at <= policy.crash_loop_window)
     if recent >= policy.crash_loop_restarts:
         return RestartDecision(False, 0.0, recent)
-    delay = min(policy.max_delay, policy.first_delay * 2 ** min(recent, 32))
+    delay = doubling_delay(policy.first_delay, recent, policy.max_delay)
     return RestartDecision(True, delay, recent)

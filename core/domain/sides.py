@@ -7,7 +7,10 @@ values (``"long"``/``"short"``, ``"buy"``/``"sell"``), which these enums are.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
+
+from core.domain.numbers import HUNDRED, ONE
 
 
 class OrderSide(StrEnum):
@@ -43,3 +46,15 @@ class Side(StrEnum):
     def from_order_side(cls, side: OrderSide) -> Side:
         """The position side an entry order of ``side`` opens."""
         return cls.LONG if side is OrderSide.BUY else cls.SHORT
+
+
+def price_in_favour(price: Decimal, pct: Decimal, side: Side) -> Decimal:
+    """``pct`` % from ``price`` in a ``side`` position's favour (above it for a long): where
+    its profit levels lie (trailing activation, breakeven, a profit target)."""
+    return price * (ONE + pct / HUNDRED if side is Side.LONG else ONE - pct / HUNDRED)
+
+
+def price_against(price: Decimal, pct: Decimal, side: Side) -> Decimal:
+    """``pct`` % from ``price`` against a ``side`` position (below it for a long): where a
+    stop that far from ``price`` lies (unrounded, unchecked)."""
+    return price * (ONE - pct / HUNDRED if side is Side.LONG else ONE + pct / HUNDRED)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
 
-from core.domain.sides import Side
+from core.domain.sides import Side, price_against
 
 ZERO = Decimal(0)
 ONE = Decimal(1)
@@ -102,8 +102,7 @@ def stop_price_for(
     """
     if not (ZERO < stop_pct < HUNDRED) or not entry_price > ZERO:
         raise ValueError(f"invalid stop: entry={entry_price} pct={stop_pct}")
-    factor = ONE - stop_pct / HUNDRED if side is Side.LONG else ONE + stop_pct / HUNDRED
-    stop = entry_price * factor
+    stop = price_against(entry_price, stop_pct, side)
     return round_stop_price(stop, tick_size, side) if tick_size is not None else stop
 
 

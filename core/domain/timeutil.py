@@ -28,3 +28,13 @@ def seconds(delta: timedelta) -> Decimal:
 def hours(delta: timedelta) -> Decimal:
     """Exact hours of a timedelta as Decimal."""
     return seconds(delta) / Decimal(3600)
+
+
+#: Past this many doublings every sane ceiling is reached; the cap keeps the power finite.
+MAX_DOUBLINGS = 64
+
+
+def doubling_delay(first: float, doublings: int, ceiling: float) -> float:
+    """A wait that doubles with each failure in a row, from ``first`` up to ``ceiling``
+    (seconds): a failing close, an undelivered alert, a process that keeps dying."""
+    return min(ceiling, first * 2 ** min(max(doublings, 0), MAX_DOUBLINGS))

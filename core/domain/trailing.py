@@ -45,7 +45,7 @@ from enum import StrEnum
 
 from core.domain.bands import PriceBand
 from core.domain.numbers import HUNDRED, ONE, TWO, ZERO
-from core.domain.sides import Side
+from core.domain.sides import Side, price_against, price_in_favour
 from core.domain.sizing import Rounding, round_price, round_stop_price
 from core.domain.timeutil import require_aware
 
@@ -159,6 +159,11 @@ class TrailingDecision:
         return self.new_stop is not None
 
 
+def activation_price(side: Side, entry_price: Decimal, activation_pct: Decimal) -> Decimal:
+    """Where trailing activates: ``activation_pct`` % from the entry, on the profit side."""
+    return price_in_favour(entry_price, activation_pct, side)
+
+
 def new_trailing_state(
     side: Side,
     entry_price: Decimal,
@@ -170,8 +175,7 @@ def new_trailing_state(
     """Initial state for a freshly opened (or adopted) position."""
     if not (entry_price > ZERO and quantity > ZERO):
         raise ValueError("entry_price and quantity must be positive")
-    sign = ONE if side is Side.LONG else -ONE
-    activation = entry_price * (ONE + sign * params.activation_pct / HUNDRED)
+    activation = activation_price(side, entry_price, params.activation_pct)
     return TrailingState(
         side=side,
         entry_price=entry_price,
@@ -196,26 +200,22 @@ def _favourable_extreme(state: TrailingState) -> Decimal:
 
 
 def _trail_candidate(state: TrailingState, extreme: Decimal, params: TrailingParams) -> Decimal:
-    cb = params.callback_pct / HUNDRED
-    return extreme * (ONE - cb) if _is_long(state) else extreme * (ONE + cb)
+    return price_against(extreme, params.callback_pct, state.side)
 
 
 def breakeven_level(state: TrailingState, params: TrailingParams) -> Decimal:
     """Entry plus two taker fees in the position's favour."""
-    fees = TWO * params.taker_fee_pct / HUNDRED
-    return state.entry_price * (ONE + fees if _is_long(state) else ONE - fees)
+    return price_in_favour(state.entry_price, TWO * params.taker_fee_pct, state.side)
 
 
 def breakeven_trigger_price(state: TrailingState, params: TrailingParams) -> Decimal | None:
     if params.breakeven_at_pct is None:
         return None
-    z = params.breakeven_at_pct / HUNDRED
-    return state.entry_price * (ONE + z if _is_long(state) else ONE - z)
+    return price_in_favour(state.entry_price, params.breakeven_at_pct, state.side)
 
 
 def _time_profit_price(state: TrailingState, params: TrailingParams) -> Decimal:
-    m = params.time_activation_min_profit_pct / HUNDRED
-    return state.entry_price * (ONE + m if _is_long(state) else ONE - m)
+    return price_in_favour(state.entry_price, params.time_activation_min_profit_pct, state.side)
 
 
 def _reached(state: TrailingState, extreme: Decimal, level: Decimal) -> bool:
@@ -227,8 +227,7 @@ def _tightest(state: TrailingState, values: list[Decimal]) -> Decimal:
 
 
 def _clamp_limit(state: TrailingState, last: Decimal, params: TrailingParams) -> Decimal:
-    d = params.min_distance_pct / HUNDRED
-    return last * (ONE - d) if _is_long(state) else last * (ONE + d)
+    return price_against(last, params.min_distance_pct, state.side)
 
 
 def _step_abs(stop: Decimal, params: TrailingParams) -> Decimal:

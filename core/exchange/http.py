@@ -337,6 +337,29 @@ def _read_body(raw: Any) -> bytes:
     return content or b""
 
 
+#: requests' ``HTTPAdapter.send``: the error a ``MaxRetryError`` becomes by its reason (first
+#: match; a connect timeout is handled before, anything else is a ``ConnectionError``) ...
+_RETRY_REASON_ERRORS: tuple[tuple[type[Exception], type[Exception]], ...] = (
+    (u3.ResponseError, rex.RetryError),
+    (u3.ProxyError, rex.ProxyError),
+    (u3.SSLError, rex.SSLError),
+)
+#: ... and the error another urllib3 failure becomes (first match; else it is raised as is).
+_FAILURE_ERRORS: tuple[tuple[type[Exception], type[Exception]], ...] = (
+    (u3.ClosedPoolError, rex.ConnectionError),
+    (u3.ProxyError, rex.ProxyError),
+    (u3.SSLError, rex.SSLError),
+    (u3.ReadTimeoutError, rex.ReadTimeout),
+    (u3.InvalidHeader, rex.InvalidHeader),
+)
+
+
+def _first_match(
+    error: object, table: tuple[tuple[type[Exception], type[Exception]], ...]
+) -> type[Exception] | None:
+    return next((mapped for kind, mapped in table if isinstance(error, kind)), None)
+
+
 def _as_requests_error(exc: Exception) -> Exception:
     """The requests exception ``HTTPAdapter.send`` raises for a urllib3 failure."""
     if isinstance(exc, u3.ProtocolError | OSError):
@@ -347,24 +370,9 @@ def _as_requests_error(exc: Exception) -> Exception:
             reason, u3.NewConnectionError
         ):
             return rex.ConnectTimeout(exc)
-        if isinstance(reason, u3.ResponseError):
-            return rex.RetryError(exc)
-        if isinstance(reason, u3.ProxyError):
-            return rex.ProxyError(exc)
-        if isinstance(reason, u3.SSLError):
-            return rex.SSLError(exc)
-        return rex.ConnectionError(exc)
-    if isinstance(exc, u3.ClosedPoolError):
-        return rex.ConnectionError(exc)
-    if isinstance(exc, u3.ProxyError):
-        return rex.ProxyError(exc)
-    if isinstance(exc, u3.SSLError):
-        return rex.SSLError(exc)
-    if isinstance(exc, u3.ReadTimeoutError):
-        return rex.ReadTimeout(exc)
-    if isinstance(exc, u3.InvalidHeader):
-        return rex.InvalidHeader(exc)
-    return exc
+        return (_first_match(reason, _RETRY_REASON_ERRORS) or rex.ConnectionError)(exc)
+    mapped = _first_match(exc, _FAILURE_ERRORS)
+    return exc if mapped is None else mapped(exc)
 
 
 def install(exchange: Any) -> Any:

@@ -30,8 +30,6 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
 from core.db.session import unit_of_work
 from core.events import EventType, record_alone
 from core.ingest.backoff import Backoff
@@ -42,6 +40,7 @@ from core.ingest.signal_client import SignalClient
 from core.ingest.stream_events import report_restart
 from core.ingest.wave_dispatch import WaveDispatcher
 from core.services import heartbeat
+from core.transient import DATABASE_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +89,7 @@ async def run_heartbeat(ctx: IngestContext, stop: asyncio.Event) -> None:
         try:
             await asyncio.to_thread(_beat, ctx)
             ctx.status.loops.touch("heartbeat")
-        except (OperationalError, InterfaceError) as exc:
+        except DATABASE_DOWN as exc:
             log.error("ingest heartbeat not written: %s", str(exc).splitlines()[0])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), heartbeat_period(ctx))
@@ -141,11 +140,11 @@ async def run_ingest(
     names = [part.name for part in parts]
     try:
         await asyncio.to_thread(_system_event, ctx, EventType.SYSTEM_STARTED, components=names)
-    except (OperationalError, InterfaceError) as exc:  # the components wait for storage
+    except DATABASE_DOWN as exc:  # the components wait for storage
         log.error("ingest start not recorded: %s", str(exc).splitlines()[0])
     log.info("ingest for %s running: %s", ctx.exchange, ", ".join(names))
     code = await run_components(parts, stop, book=ctx.status.loops)
-    with contextlib.suppress(OperationalError, InterfaceError):
+    with contextlib.suppress(*DATABASE_DOWN):
         await asyncio.to_thread(_system_event, ctx, EventType.SYSTEM_STOPPED, exit_code=code)
     return code
 

@@ -32,7 +32,6 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
-from sqlalchemy.exc import InterfaceError, OperationalError
 from yarl import URL
 
 from core.domain.signals import ParseResult, Rejection, RejectReason, parse_frame
@@ -41,10 +40,11 @@ from core.ingest.backoff import Backoff
 from core.ingest.context import IngestContext
 from core.services.signals import FrameReport, signal_params, store_frame
 from core.services.waves import wave_params
+from core.transient import DATABASE_DOWN
 
 log = logging.getLogger(__name__)
 
-STORAGE_DOWN = (OperationalError, InterfaceError)
+STORAGE_DOWN = DATABASE_DOWN
 # the socket refuses frames beyond this (it has to buffer them whole); below it, the parser
 # rejects frames over VIGIL_SIGNAL_MAX_FRAME_BYTES and the connection stays up
 HARD_CAP_FACTOR = 64

@@ -19,12 +19,11 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.exc import InterfaceError, OperationalError
-
 from core.events import EventType, record_alone
 from core.ingest.backoff import Backoff
 from core.ingest.context import PROCESS_WAVE_TASK, EnqueueFailed, IngestContext
 from core.services import waves
+from core.transient import DATABASE_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +31,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 POLL_CEILING = 5.0  # seconds between looks at the database when nothing is due sooner
 REDISPATCH_AFTER = 30.0  # an enqueued wave still open this long later is enqueued again
 MAX_EMPTY_WINDOWS = 8  # after a long pause, report at most this many silent windows
+# the database or the broker gone for a moment: the next look is backed off
+_TRY_AGAIN: tuple[type[BaseException], ...] = (*DATABASE_DOWN, EnqueueFailed)
 
 
 def window_start(moment: datetime, window: timedelta) -> datetime:
@@ -58,7 +59,7 @@ class WaveDispatcher:
                 wait = await self.tick()
                 self._retry.reset()
                 self.ctx.status.loops.touch("waves")
-            except (OperationalError, InterfaceError, EnqueueFailed) as exc:
+            except _TRY_AGAIN as exc:
                 wait = self._retry.next()
                 log.error("wave dispatcher: %s; retrying in %.1fs", str(exc).splitlines()[0], wait)
             self.ctx.wave_created.clear()

@@ -22,6 +22,7 @@ from core.domain.aged import AgedDecision, AgedParams, AgedPhase
 from core.domain.bands import PriceBand
 from core.domain.positions import PositionStatus
 from core.domain.sides import Side
+from core.domain.timeutil import doubling_delay
 from core.events import EventType, record
 from core.exchange import errors
 from core.locks import HeldLock, StaleFence
@@ -70,8 +71,10 @@ def band_horizon(settings: Settings) -> timedelta:
 
 def close_retry_at(last_attempt_at: datetime, attempts: int, settings: Settings) -> datetime:
     """When a close that has failed ``attempts`` times may be tried again (doubling backoff)."""
-    delay = settings.aged_close_retry_seconds * 2 ** max(attempts - 1, 0)
-    return last_attempt_at + timedelta(seconds=min(delay, settings.aged_close_retry_max_seconds))
+    delay = doubling_delay(
+        settings.aged_close_retry_seconds, attempts - 1, settings.aged_close_retry_max_seconds
+    )
+    return last_attempt_at + timedelta(seconds=delay)
 
 
 # --- one position, under its symbol lock ------------------------------------------------------

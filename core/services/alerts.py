@@ -38,6 +38,7 @@ from core.clock import Clock
 from core.config import Settings
 from core.db.models import Alert, Event
 from core.db.session import unit_of_work
+from core.domain.timeutil import doubling_delay
 from core.events import EventType, record
 from core.logging import Redactor
 from core.services.deps import UnitOfWork
@@ -144,8 +145,11 @@ class DeliveryReport:
 
 def retry_delay(settings: Settings, attempts: int) -> timedelta:
     """Backoff after the ``attempts``-th failure: base, 2x base, 4x base ... capped."""
-    seconds = settings.alert_retry_base_seconds * (2 ** max(0, attempts - 1))
-    return timedelta(seconds=min(seconds, settings.alert_retry_max_seconds))
+    return timedelta(
+        seconds=doubling_delay(
+            settings.alert_retry_base_seconds, attempts - 1, settings.alert_retry_max_seconds
+        )
+    )
 
 
 def deliver_pending(

@@ -10,7 +10,8 @@ cancel what the engine left on the exchange for that symbol right after.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -159,6 +160,32 @@ def lock_for(
     return engine_lock(deps.redis, deps.settings, exchange, symbol, lazy_token=lazy_token)
 
 
+@dataclass(frozen=True)
+class PositionRef:
+    """What taking a position's lock needs (where it trades, how its log lines are tagged),
+    read in a short transaction and kept after it ends."""
+
+    id: int
+    exchange: str
+    symbol: str
+    correlation_id: str
+
+    @classmethod
+    def of(cls, position: Position) -> PositionRef:
+        return cls(position.id, position.exchange, position.symbol, position.correlation_id)
+
+
+@contextmanager
+def holding_position(deps: Deps, ref: PositionRef) -> Iterator[HeldLock]:
+    """The position's symbol lock (``lock_for``), with the position named on every log line
+    written while it is held."""
+    with (
+        bind_correlation(ref.correlation_id, position_id=ref.id),
+        lock_for(deps, ref.exchange, ref.symbol) as held,
+    ):
+        yield held
+
+
 def _exchange_has_position(deps: Deps, symbol: str) -> bool:
     return any(p.symbol == symbol for p in deps.exchange.positions())
 
@@ -218,12 +245,9 @@ def settle_external_close(
         position = session.get(Position, position_id)
         if position is None or PositionStatus(position.status) in TERMINAL:
             return False
-        exchange, symbol = position.exchange, position.symbol
-        correlation_id = position.correlation_id
-    with (
-        bind_correlation(correlation_id, position_id=position_id),
-        lock_for(deps, exchange, symbol) as held,
-    ):
+        ref = PositionRef.of(position)
+    symbol = ref.symbol
+    with holding_position(deps, ref) as held:
         with deps.unit_of_work() as session:
             position = session.get(Position, position_id, populate_existing=True)
             assert position is not None
@@ -272,15 +296,11 @@ def close_position(deps: Deps, position_id: int, reason: str) -> bool:
             return False
         if PositionStatus(position.status) in TERMINAL:
             return True
-        exchange, symbol = position.exchange, position.symbol
-        correlation_id = position.correlation_id
-    with (
-        bind_correlation(correlation_id, position_id=position_id),
-        lock_for(deps, exchange, symbol) as held,
-    ):
+        ref = PositionRef.of(position)
+    with holding_position(deps, ref) as held:
         closed = close_locked(deps, held, position_id, reason)
     if closed:
-        sweep_after_close(deps, symbol)
+        sweep_after_close(deps, ref.symbol)
     return closed
 
 

@@ -130,19 +130,26 @@ def halt(
             )
         ).one()
         if inserted is not None:
-            _record_halt(session, row)
+            _record_halt_event(session, row, lifted=False, halted_by=row.halted_by)
         return HaltResult(HaltState.of(row), created=inserted is not None)
 
 
-def _record_halt(session: Session, row: Halt) -> None:
-    maintenance = row.source == HaltSource.MAINTENANCE
-    record(
-        session,
-        EventType.OPENINGS_PAUSED if maintenance else EventType.HALTED,
-        severity=Severity.WARNING if maintenance else Severity.CRITICAL,
-        halted_by=row.halted_by,
-        **_about(row),
-    )
+#: Per kind of halt, its (event, severity) when it starts and when it is lifted: a venue's
+#: maintenance only pauses openings and is lifted by the engine itself; any other halt (the
+#: operator's, a revoked key) stops trading and is critical both ways.
+_HALT_EVENTS: dict[bool, tuple[tuple[EventType, Severity], tuple[EventType, Severity]]] = {
+    True: (
+        (EventType.OPENINGS_PAUSED, Severity.WARNING),
+        (EventType.OPENINGS_RESUMED, Severity.INFO),
+    ),
+    False: ((EventType.HALTED, Severity.CRITICAL), (EventType.RESUMED, Severity.CRITICAL)),
+}
+
+
+def _record_halt_event(session: Session, row: Halt, *, lifted: bool, **detail: Any) -> None:
+    started, ended = _HALT_EVENTS[row.source == HaltSource.MAINTENANCE]
+    event, severity = ended if lifted else started
+    record(session, event, severity=severity, **detail, **_about(row))
 
 
 def _about(row: Halt) -> dict[str, Any]:
@@ -182,19 +189,12 @@ def resume(
             return []
         rows = session.scalars(select(Halt).where(Halt.id.in_(ids)).order_by(Halt.id)).all()
         for row in rows:
-            _record_resume(session, row)
+            halted_for = (row.resumed_at - row.halted_at) if row.resumed_at else None
+            _record_halt_event(
+                session,
+                row,
+                lifted=True,
+                resumed_by=row.resumed_by,
+                halted_for_seconds=None if halted_for is None else halted_for.total_seconds(),
+            )
         return [HaltState.of(row) for row in rows]
-
-
-def _record_resume(session: Session, row: Halt) -> None:
-    maintenance = row.source == HaltSource.MAINTENANCE
-    record(
-        session,
-        EventType.OPENINGS_RESUMED if maintenance else EventType.RESUMED,
-        severity=Severity.INFO if maintenance else Severity.CRITICAL,
-        resumed_by=row.resumed_by,
-        halted_for_seconds=(row.resumed_at - row.halted_at).total_seconds()
-        if row.resumed_at
-        else None,
-        **_about(row),
-    )

@@ -35,10 +35,10 @@ from core.domain.sizing import size_position, stop_price_for
 from core.events import EventType, Severity, record
 from core.exchange import errors
 from core.exchange.types import OrderSnapshot
-from core.locks import HeldLock, engine_lock
-from core.logging import bind_correlation
+from core.locks import HeldLock
 from core.polling import Poll
 from core.services import executor, halts, symbol_settings, venue_watch
+from core.services.closing import PositionRef, holding_position
 from core.services.deps import Deps
 from core.services.executor import Executor, LookupFailed, OrderIntent, Sent
 from core.services.first_band import publish_first_band
@@ -74,7 +74,7 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
         position = session.get(Position, position_id)
         if position is None:
             return OpenOutcome.NOTHING_TO_DO
-        exchange, symbol = position.exchange, position.symbol
+        ref = PositionRef.of(position)
         if count_attempt and PositionStatus(position.status) in INTERMEDIATE:
             position.attempts += 1
             if position.attempts > deps.settings.task_max_attempts:
@@ -86,11 +86,7 @@ def open_position(deps: Deps, position_id: int, *, count_attempt: bool = True) -
                     reason="left to recovery",
                 )
                 return OpenOutcome.NOTHING_TO_DO
-        correlation_id = position.correlation_id
-    with (
-        bind_correlation(correlation_id, position_id=position_id),
-        engine_lock(deps.redis, deps.settings, exchange, symbol) as held,
-    ):
+    with holding_position(deps, ref) as held:
         return Opening(deps, held, position_id, may_send_entry=count_attempt).drive()
 
 

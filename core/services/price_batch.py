@@ -33,28 +33,15 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import InterfaceError, OperationalError
-
-from core.exchange import errors
-from core.locks import LockLost, LockNotAcquired
 from core.metrics import Write, hand_over, held_for_hand_over
 from core.services.deps import Deps, build_adapter, deps_for, venue_settings
 from core.services.price_path import PriceTaskResult
 from core.services.tick_window import release_pending
+from core.transient import SYMBOL_STEP_RETRYABLE
 
 log = logging.getLogger(__name__)
 
-RETRYABLE: tuple[type[BaseException], ...] = (
-    LockNotAcquired,
-    LockLost,
-    errors.Retryable,
-    OperationalError,
-    InterfaceError,
-    RedisConnectionError,
-    RedisTimeoutError,
-)
+RETRYABLE = SYMBOL_STEP_RETRYABLE
 """What a one-symbol run raises after putting its window back for a retry."""
 
 RunOne = Callable[[Deps, str], PriceTaskResult]

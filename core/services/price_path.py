@@ -35,11 +35,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import case, exists, select
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from core.db.models import AgedPosition, Position, TrailingStop
@@ -48,7 +45,7 @@ from core.domain.positions import PositionStatus
 from core.domain.trailing import PriceWindow
 from core.exchange import errors
 from core.lock_watchdog import renewing
-from core.locks import NEXT_FENCE_TOKEN, HeldLock, LockLost, LockNotAcquired
+from core.locks import NEXT_FENCE_TOKEN, HeldLock
 from core.logging import bind_correlation
 from core.services import aged, bands, takeover, trailing
 from core.services.closing import lock_for, sweep_after_close
@@ -67,6 +64,7 @@ from core.services.tick_window import (
     window_key,
 )
 from core.services.trailing_sweep import SweepReport, sweep
+from core.transient import SYMBOL_STEP_RETRYABLE
 
 __all__ = [
     "TICK_SCRIPT",
@@ -124,9 +122,6 @@ class PriceTaskResult:
     closed: bool = False
 
 
-_STORES_DOWN = (OperationalError, InterfaceError, RedisConnectionError, RedisTimeoutError)
-"""PostgreSQL or Redis gone for a moment: the task retries, like a busy lock."""
-
 Requeue = Callable[[float], None]
 """Queue this symbol's price task to run in N seconds (the task layer's ``apply_async``)."""
 
@@ -152,7 +147,7 @@ def on_price(
             window = fresh_window(deps, taken, symbol)
             with lock_for(deps, exchange, symbol, lazy_token=True) as held:
                 result = react_locked(deps, held, exchange, symbol, window)
-    except (LockNotAcquired, LockLost, errors.Retryable, *_STORES_DOWN):
+    except SYMBOL_STEP_RETRYABLE:  # the task retries, like a busy lock
         if taken is not None:
             with contextlib.suppress(RedisError):  # Redis down: the retry reads the mark
                 restore_window(deps.redis, exchange, symbol, taken, ttl)

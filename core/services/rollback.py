@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
@@ -21,7 +20,7 @@ from core.db.models import Position
 from core.domain.orders import OrderPurpose as P
 from core.domain.orders import OrderStatus
 from core.domain.positions import PositionTrigger
-from core.domain.sides import Side
+from core.domain.sides import Side, price_against
 from core.domain.sizing import round_stop_price
 from core.events import EventType, Severity, record
 from core.exchange import errors
@@ -170,8 +169,7 @@ class RollbackSteps:
         rules = self.ex.rules(position.symbol)
         try:
             mark = self.ex.mark_price(position.symbol)
-            pct = self.settings.emergency_stop_percent / Decimal(100)
-            raw = mark * (Decimal(1) - pct if side is Side.LONG else Decimal(1) + pct)
+            raw = price_against(mark, self.settings.emergency_stop_percent, side)
             intent = OrderIntent.of(
                 position,
                 P.EMERGENCY,

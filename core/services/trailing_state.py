@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Table, bindparam, select, update
@@ -23,6 +22,7 @@ from core.domain.sides import Side
 from core.domain.trailing import (
     TrailingParams,
     TrailingState,
+    activation_price,
 )
 from core.events import EventType, record
 from core.services.positions import context
@@ -166,9 +166,9 @@ def start_trailing(
     """The trailing row of a position that just became active: inactive, owned by trailing,
     activation at ``trailing_activation_percent`` from the entry."""
     assert position.entry_price is not None
-    pct = settings.trailing_activation_percent / Decimal(100)
-    factor = Decimal(1) + pct if position.side == Side.LONG else Decimal(1) - pct
-    activation = position.entry_price * factor
+    activation = activation_price(
+        Side(position.side), position.entry_price, settings.trailing_activation_percent
+    )
     row = TrailingStop(
         position_id=position.id,
         state="inactive",

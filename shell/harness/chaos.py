@@ -67,6 +67,7 @@ from shell.harness.demo import (
 from shell.harness.protection_monitor import MonitorReport, ProtectionMonitor
 from shell.runtime.embedded import free_port
 from shell.runtime.stack import Stack, StackOptions
+from shell.runtime.supervisor import raise_if_stop_requested
 
 # what the CLI and the tests read from here
 __all__ = ["CHAOS_SECRETS", "FAULT_KINDS", "Chaos", "ChaosResult", "print_result", "run_chaos"]
@@ -229,6 +230,7 @@ def _fault_phase(
             second.system.signal_admin_url = system.signal_admin_url  # after a stack_kill
             second.tick(elapsed)
         schedule = _inject_due(chaos, schedule, started, elapsed, refused)
+        raise_if_stop_requested()
         time.sleep(0.2)
 
 

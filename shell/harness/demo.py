@@ -9,12 +9,10 @@ restored, positions age and are closed. The demo only acts on the outside world 
 the exchange's admin API), never on the engine, and ends by asking the database and the
 exchange what happened: the report, and the invariant check that sets the exit code.
 
-``exchange`` picks the paper exchange's dialect (``binance``: USD-M, ``bybit``: v5 linear);
-the scenario is the same on both, and only the "by hand" steps speak the venue's terms (a
-Bybit stop is a conditional order in the one order book, a Binance one an algo order).
-``both`` runs one deployment trading the two venues at once (``VIGIL_EXCHANGES``): two paper
-exchanges, one signal stream whose signals name their venue, the scenario played on each
-venue, and each venue audited on its own.
+``exchange`` picks the paper exchange's dialect (``binance``: USD-M, ``bybit``: v5 linear;
+the "by hand" steps speak the venue's terms: a Bybit stop is a conditional order, a Binance
+one an algo order). ``both`` runs one deployment trading the two venues at once: two paper
+exchanges, one signal stream naming venues, the scenario played and audited on each.
 """
 
 from __future__ import annotations
@@ -49,6 +47,7 @@ from shell.harness.run_report import RunFigures, collect
 from shell.runtime.embedded import free_port
 from shell.runtime.halt_watch import openings_line
 from shell.runtime.stack import Endpoints, Stack, StackOptions
+from shell.runtime.supervisor import raise_if_stop_requested
 
 # Shortened thresholds: minutes of real time show hours of a position's life.
 DEMO_SETTINGS = {
@@ -459,6 +458,7 @@ def _drive(systems: list[DemoSystem], duration: float, console: Console) -> Demo
             live.update(
                 Group(_progress(systems[0], monitors, started, duration), "\n".join(log[-8:]))
             )
+            raise_if_stop_requested()
             time.sleep(0.5)
     audits = []
     for system, monitor in zip(systems, monitors, strict=True):

@@ -190,8 +190,21 @@ class Supervisor:
         self.stop_callbacks.append(callback)
 
     def install_signal_handlers(self) -> None:
+        """SIGINT and SIGTERM raise KeyboardInterrupt in the main thread, and are remembered.
+
+        Why remembered: Python runs a signal handler at the main thread's next instruction,
+        which may be inside a finalizer (a database connection's ``__del__``, a weakref
+        callback of the garbage collector); an exception raised there is printed as
+        "Exception ignored" and dropped, so the Ctrl-C would be lost and the stack would run
+        on. The loops that wait for a stop (``wait``, ``vigil up``'s watch, the demo's and
+        the chaos run's) call ``raise_if_stop_requested`` on every turn, so a dropped
+        interrupt still ends them within one poll. The memory is the process's, as signals
+        are: a stack started again inside the same run (the chaos run's stack kill) sees it.
+        """
+
         def handler(signum: int, _frame: FrameType | None) -> None:
-            raise KeyboardInterrupt(signal.Signals(signum).name)
+            _STOP_SIGNALS.append(signal.Signals(signum).name)
+            raise KeyboardInterrupt(_STOP_SIGNALS[0])
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
@@ -205,6 +218,7 @@ class Supervisor:
     def wait(self, poll: float = 0.5) -> Child:
         """Block until a child exits on its own; return it."""
         while True:
+            raise_if_stop_requested()
             dead = self.first_dead()
             if dead is not None:
                 return dead
@@ -229,6 +243,15 @@ class Supervisor:
             _signal_group(child, signal.SIGKILL, only_group=True)
         for callback in reversed(self.stop_callbacks):
             callback()
+
+
+_STOP_SIGNALS: list[str] = []  # the stop signals this process received, in order
+
+
+def raise_if_stop_requested() -> None:
+    """KeyboardInterrupt if a stop signal arrived, even one whose exception was dropped."""
+    if _STOP_SIGNALS:
+        raise KeyboardInterrupt(_STOP_SIGNALS[0])
 
 
 def _signal_group(child: Child, sig: int, only_group: bool = False) -> None:

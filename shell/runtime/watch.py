@@ -26,7 +26,13 @@ from sqlalchemy.orm import Session
 
 from core.events import EventType, Severity, record
 from core.services import heartbeat
-from shell.runtime.supervisor import Child, Note, Supervisor, WatchedServer
+from shell.runtime.supervisor import (
+    Child,
+    Note,
+    Supervisor,
+    WatchedServer,
+    raise_if_stop_requested,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,7 @@ class StackWatch:
     def run(self, poll: float = 0.5) -> None:
         """Until KeyboardInterrupt (Ctrl-C, SIGTERM): the caller stops the stack."""
         while True:
+            raise_if_stop_requested()
             self.step()
             time.sleep(poll)
 

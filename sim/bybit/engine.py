@@ -30,7 +30,7 @@ from sim.account import (
     MarginAccount,
     capped_by_limit,
     crosses,
-    partial_quantity,
+    executable_quantity,
 )
 from sim.bybit import errors, views
 from sim.bybit.conditional import TRIGGER_BY, ConditionalOrders
@@ -266,14 +266,12 @@ class BybitEngine(ConditionalOrders, MarginAccount):
         fraction: Decimal | None = None,
     ) -> None:
         pos = self.slot(order.symbol, order.position_idx)
-        qty = order.qty - order.cum_qty
-        if self._reduces(order, pos):
-            qty = min(qty, self.reducible(pos, order.side, visible_only=False))
-            if fraction is None and qty > 0:
-                order.qty = order.cum_qty + qty  # Bybit trims a reduce-only qty to the position
-        if fraction is not None:
-            step = self.market(order.symbol).step_size
-            qty = partial_quantity(qty, fraction, step)
+        reduces = self._reduces(order, pos)
+        reducible = self.reducible(pos, order.side, visible_only=False) if reduces else None
+        step = self.market(order.symbol).step_size
+        qty = executable_quantity(order.qty - order.cum_qty, reducible, fraction, step)
+        if reducible is not None and fraction is None and qty > 0:
+            order.qty = order.cum_qty + qty  # Bybit trims a reduce-only qty to the position
         if qty > 0:
             self._fill(order, pos, qty, price, maker)
         if order.cum_qty >= order.qty:

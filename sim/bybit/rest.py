@@ -395,6 +395,15 @@ def cancel_all(call: Call) -> Any:
     return {"list": [_ids(o) for o in cancelled], "success": "1"}
 
 
+def _order_selectors(call: Call) -> dict[str, str | None]:
+    """What both order queries (realtime and history) select by: an id, a link id, a kind."""
+    return {
+        "order_id": call.text("orderId"),
+        "link_id": call.text("orderLinkId"),
+        "order_filter": call.text("orderFilter"),
+    }
+
+
 def open_orders(call: Call) -> Any:
     """`/v5/order/realtime`: open orders (all kinds unless `orderFilter`), 50 a page."""
     if call.other_category():
@@ -402,9 +411,7 @@ def open_orders(call: Call) -> Any:
     rows = views.realtime(
         call.state.engine,
         call.scope(required=True),
-        order_id=call.text("orderId"),
-        link_id=call.text("orderLinkId"),
-        order_filter=call.text("orderFilter"),
+        **_order_selectors(call),
         open_only=call.integer("openOnly", 0) or 0,
     )
     return _page(call, rows, call.limit(20, 50))
@@ -416,9 +423,7 @@ def order_history(call: Call) -> Any:
     rows = views.history(
         call.state.engine,
         call.scope(required=False),
-        order_id=call.text("orderId"),
-        link_id=call.text("orderLinkId"),
-        order_filter=call.text("orderFilter"),
+        **_order_selectors(call),
         order_status=call.text("orderStatus"),
         start=start,
         end=end,

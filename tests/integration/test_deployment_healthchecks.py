@@ -24,12 +24,13 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def sim_healthcheck(port: int, dialect: str) -> int:
-    """The sim service's healthcheck command, pointed at ``port``, in a container-like env."""
-    test = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["sim"]
+def sim_healthcheck(port: int, dialect: str, service: str = "sim", listens: int = 8710) -> int:
+    """A paper exchange service's healthcheck command, pointed at ``port``, in a
+    container-like env."""
+    test = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"][service]
     argv = test["healthcheck"]["test"][1:]
     assert argv[:2] == ["python", "-c"]
-    code = argv[2].replace("127.0.0.1:8710", f"127.0.0.1:{port}")
+    code = argv[2].replace(f"127.0.0.1:{listens}", f"127.0.0.1:{port}")
     env = {**os.environ, "VIGIL_PAPER_DIALECT": dialect}
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True).returncode
 
@@ -41,6 +42,9 @@ def test_paper_exchange_healthcheck_passes_on_either_dialect(sim_server, bybit_s
     assert sim_healthcheck(bybit_port, "bybit") == 0
     # and it does check: the Binance route is not there on a Bybit exchange
     assert sim_healthcheck(bybit_port, "binance") != 0
+    # the second venue's paper exchange (profile two-venues) always speaks Bybit
+    assert sim_healthcheck(bybit_port, "binance", "sim-bybit", 8711) == 0
+    assert sim_healthcheck(binance_port, "binance", "sim-bybit", 8711) != 0
 
 
 def vigil(*args: str) -> subprocess.CompletedProcess[str]:

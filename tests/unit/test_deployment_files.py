@@ -195,3 +195,50 @@ def test_lock_files_pin_every_dependency_and_the_image_lock_has_no_embedded_serv
         everything - _pins("requirements-dev.lock"),
     )
     assert not _names(extras["embedded"]) & _pins("requirements.lock")
+
+
+# --- two venues -----------------------------------------------------------------------------
+
+TWO_VENUES_ENV = {  # what the compose file's comment tells an operator to put in .env
+    "VIGIL_EXCHANGES": "binance,bybit",
+    "VIGIL_BYBIT_EXCHANGE_URL": "http://sim-bybit:8711",
+}
+
+
+def test_the_second_venue_runs_only_under_its_profile_as_vigil_up_runs_it():
+    services = compose()["services"]
+    second = {n for n, s in services.items() if "two-venues" in s.get("profiles", [])}
+    assert second == {"sim-bybit", "ingest-bybit"}
+    assert all("profiles" not in s for n, s in services.items() if n not in second)
+    assert services["sim-bybit"]["command"][:3] == ["sim", "--venue", "bybit"]
+    # one ingest reads the signal stream, the other only its venue's prices and user data
+    assert services["ingest-bybit"]["command"] == ["ingest", "--exchange", "bybit", "--no-signals"]
+    assert services["ingest-bybit"]["healthcheck"]["test"][-2:] == ["--exchange", "bybit"]
+    assert services["ingest-bybit"]["depends_on"]["sim-bybit"]["condition"] == "service_healthy"
+    comment = (ROOT / "docker-compose.yml").read_text()
+    for key, value in TWO_VENUES_ENV.items():
+        assert f"{key}={value}" in comment
+
+
+def test_the_two_venue_settings_reach_each_paper_exchange_on_its_own_service():
+    from core.venues import check_venues
+
+    services = compose()["services"]
+    env = {**services["worker"].get("environment", {}), **TWO_VENUES_ENV}
+    env = {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
+    settings = Settings(
+        exchange=env["VIGIL_EXCHANGE"],
+        exchange_url=env["VIGIL_EXCHANGE_URL"],
+        exchanges=env["VIGIL_EXCHANGES"],
+    )
+    venues = {v.name: v for v in check_venues(settings, env)}
+    assert venues["binance"].url == "http://sim:8710" and venues["bybit"].url.startswith(
+        "http://sim-bybit:"
+    )
+    command = services["sim-bybit"]["command"]
+    port = command[command.index("--port") + 1]
+    assert venues["bybit"].url == f"http://sim-bybit:{port}"
+    published = services["sim-bybit"]["ports"][0].rsplit(":", 1)[-1]
+    assert published == port and f":{port}/v5/market/time" in str(
+        services["sim-bybit"]["healthcheck"]["test"]
+    )

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.domain.restarts import RestartPolicy, decide
+from core.domain.timeutil import doubling_delay
 
 POLICY = RestartPolicy(first_delay=1, max_delay=8, crash_loop_restarts=5, crash_loop_window=300)
 
@@ -32,3 +33,8 @@ def test_a_decision_is_bounded(restarts, now):
 def test_a_policy_refuses_nonsense():
     with pytest.raises(ValueError):
         RestartPolicy(first_delay=5, max_delay=1)
+
+
+def test_a_doubling_delay_starts_at_the_first_and_stops_at_the_ceiling():
+    assert [doubling_delay(5.0, n, 60.0) for n in (-1, 0, 1, 2, 3, 4)] == [5, 5, 10, 20, 40, 60]
+    assert doubling_delay(1.0, 10_000, 30.0) == 30.0  # no overflow however long it failed

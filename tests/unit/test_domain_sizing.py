@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.domain.sides import Side
+from core.domain.sides import Side, price_against, price_in_favour
 from core.domain.sizing import (
     MarketRules,
     Rounding,
@@ -162,3 +162,23 @@ def test_sized_notional_never_exceeds_budget(
         assert result.quantity is not None
         assert result.notional <= amount
         assert amount - result.notional < step * price
+
+
+def test_a_price_in_favour_and_against_a_side_mirror_each_other():
+    assert price_in_favour(D(100), D(2), Side.LONG) == D(102)
+    assert price_in_favour(D(100), D(2), Side.SHORT) == D(98)
+    assert price_against(D(100), D(2), Side.LONG) == D(98)
+    assert price_against(D(100), D(2), Side.SHORT) == D(102)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    price=st.decimals(min_value=D("0.0001"), max_value=D(1_000_000), places=4),
+    pct=st.decimals(min_value=D("0.01"), max_value=D("99.99"), places=2),
+    side=st.sampled_from(Side),
+)
+def test_a_stop_lies_against_the_side_and_the_stop_rule_is_that_price(price, pct, side):
+    against = price_against(price, pct, side)
+    assert (against < price) if side is Side.LONG else (against > price)
+    assert price_in_favour(price, pct, side.opposite) == against
+    assert stop_price_for(price, pct, side) == against

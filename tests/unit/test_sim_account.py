@@ -7,6 +7,7 @@ from sim.account import (
     MarginAccount,
     capped_by_limit,
     crosses,
+    executable_quantity,
     partial_quantity,
 )
 from sim.markets import build_markets
@@ -70,6 +71,15 @@ class _Account(MarginAccount):
 
     def order_margin(self) -> Decimal:
         return self._held
+
+
+def test_an_execution_fills_a_reduce_only_order_up_to_the_position_then_its_fraction():
+    step = D("0.001")
+    assert executable_quantity(D("2"), None, None, step) == D("2")  # may open: all of it
+    assert executable_quantity(D("2"), D("0.5"), None, step) == D("0.5")  # trimmed
+    assert executable_quantity(D("2"), D("5"), None, step) == D("2")
+    assert executable_quantity(D("2"), D("0.5"), D("0.5"), step) == D("0.25")
+    assert executable_quantity(D("0.003"), None, D("0.5"), step) == D("0.001")
 
 
 def test_the_available_balance_is_wallet_plus_open_profit_less_every_margin():
