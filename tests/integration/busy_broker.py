@@ -108,7 +108,10 @@ class Run:
         return worker
 
     def _send(self, token: str) -> None:
-        self.app.send_task(TASK_NAME, args=[token], queue=QUEUE)  # type: ignore[attr-defined]
+        # as the engine's own senders (beat, the ingest, workers) send: no result kept. A task
+        # sent by hand keeps its result and stores STARTED first, which a Redis outage fails
+        # before the task's body runs (see docs/reliability.md)
+        self.app.send_task(TASK_NAME, args=[token], queue=QUEUE, ignore_result=True)  # type: ignore[attr-defined]
 
     def _release(self, token: str) -> None:
         self.worker.records.with_suffix(f".release-{token}").touch()

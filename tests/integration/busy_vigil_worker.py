@@ -70,7 +70,9 @@ class VigilRun(Run):
     def _send(self, token: str) -> None:
         if token.startswith("held"):
             self._hold(token)
-        self.app.send_task(names.HEARTBEAT, kwargs={"component": token})  # type: ignore[attr-defined]
+        self.app.send_task(  # type: ignore[attr-defined]
+            names.HEARTBEAT, kwargs={"component": token}, ignore_result=True
+        )
 
     def _hold(self, token: str) -> None:
         with self.engine.begin() as conn:
