@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     health_ingest_stale_seconds: float = Field(
         60, gt=0, description="/health fails when the ingest heartbeat is older than this, s."
     )
+    health_queue_stale_seconds: float = Field(
+        120,
+        gt=0,
+        description="/health fails when a queue's oldest waiting message is older than this, s "
+        "(no worker takes that queue's tasks).",
+    )
     health_interrupted_max_seconds: float = Field(
         300, gt=0, description="/health fails when an opening is interrupted longer, s."
     )

@@ -22,6 +22,8 @@ from core.logging import install_celery_logging
 from core.metrics import install_task_metrics
 from core.queues import QUEUES as CORE_QUEUES
 from tasks.broker_channel import install_detached_channel_guard
+from tasks.broker_restore import install_restore_guard
+from tasks.broker_teardown import install_teardown_guard
 from tasks.json_console import install_json_console
 from tasks.publish import install_publish_policy, resolve_ignore_result
 from tasks.routing import router_for
@@ -113,6 +115,11 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     # a lost broker must not end the worker: kombu 5.7.0 would fail restoring unacked messages
     install_detached_channel_guard()
+    # ...nor leave the lost broker connection's Redis sockets open (one more set per loss)
+    install_teardown_guard()
+    # ...nor strand the messages it had received in Redis's unacked set until the visibility
+    # timeout: they go back on their queues once Redis answers
+    install_restore_guard()
     celery = ResultPolicyCelery("vigil", include=TASK_MODULES)
     celery.conf.update(celery_config(settings))
     from beat_schedule import build_schedule

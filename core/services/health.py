@@ -36,9 +36,11 @@ from core.domain.positions import INTERMEDIATE, PositionStatus
 from core.events import EventType
 from core.exchange.errors import ExchangeFailure
 from core.logging import redact
+from core.queues import QUEUES, venue_queues
 from core.services import halts
 from core.services.deps import Deps, UnitOfWork, record_alone_through
 from core.services.invariants import find_unprotected, load_open_rows
+from core.services.queue_health import queues_detail
 from core.services.throttled_read import ThrottledRead
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,7 @@ class HealthChecker:
             "price_feed": self.price_feed,
             "processes": self.processes,
             "workers": self.workers,
+            "queues": self.queues,
             "unprotected_positions": self.unprotected,
             "interrupted_openings": self.interrupted,
         }
@@ -333,6 +336,15 @@ class HealthChecker:
         if fresh:
             return Component(OK, {"count": len(fresh), "workers": fresh, "via": "heartbeat"})
         return Component(FAIL, {"error": "no worker answered a ping", "count": 0})
+
+    def queues(self) -> Component:
+        """Every queue consumed: none has a message waiting longer than the bound (an alive
+        worker that takes no task stays invisible to ``workers``; core/services/queue_health)."""
+        own = [q for venue in self.settings.venue_queues for q in venue_queues(venue)]
+        healthy, detail = queues_detail(
+            self.redis, self.clock, [*QUEUES, *own], self.settings.health_queue_stale_seconds
+        )
+        return Component(OK if healthy else FAIL, detail)
 
     def _fresh_workers(self) -> list[str]:
         """Workers whose heartbeat (written by a task they ran) is within beat's bound."""

@@ -142,6 +142,7 @@ def test_health_is_200_when_every_part_is_alive(api):
         "price_feed": "not_configured",
         "processes": "not_configured",
         "workers": "ok",
+        "queues": "ok",
         "unprotected_positions": "ok",
         "interrupted_openings": "ok",
     }

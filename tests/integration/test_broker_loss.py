@@ -38,7 +38,9 @@ class Worker:
     `vigil worker`, whose tasks cannot be held open on purpose; this is the same app with one
     task of its own (broker_loss_worker.py)."""
 
-    def __init__(self, tmp_path: Path, redis_url: str) -> None:
+    def __init__(
+        self, tmp_path: Path, redis_url: str, queues: str = QUEUE, **settings: str
+    ) -> None:
         self.records = tmp_path / "runs.txt"
         self.log_path = tmp_path / "worker.log"
         env = dict(
@@ -46,10 +48,11 @@ class Worker:
             VIGIL_HOME=str(tmp_path),
             VIGIL_REDIS_URL=redis_url,
             BROKER_LOSS_RECORDS=str(self.records),
+            **settings,
         )
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.integration.broker_loss_worker", QUEUE, "bl1"],
+                [sys.executable, "-m", "tests.integration.broker_loss_worker", queues, "bl1"],
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=log,

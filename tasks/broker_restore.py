@@ -1,0 +1,134 @@
+"""Messages a lost broker connection held are put back on their queues once Redis answers.
+
+When the worker loses Redis, closing the old channel restores the messages it had received
+but not acknowledged (kombu's ``restore_unacked``): a task waiting for its countdown or ETA,
+a task received in the instant before the loss and not started yet, a running ``acks_late``
+task. Redis is down at that moment, so the restore fails (a connection error the close
+ignores), and the messages stay in Redis's unacked set until the visibility timeout's sweep
+(``VIGIL_BROKER_VISIBILITY_TIMEOUT``, 300 s) puts them back. Found with real processes
+(bench/bench_busy_broker_loss.py, ``--vigil-worker``): a heartbeat task received 6 ms before
+Redis was killed ran only after that sweep, while every task sent after the restart ran at
+once.
+
+The guard: a failed restore on a closed or detached channel hands the delivery tags of the
+messages no task is running for to a background thread, which tries the same restore
+(kombu's ``restore_by_tag``, idempotent: a tag acknowledged meanwhile restores nothing) every
+second until Redis answers. The messages of running tasks are left where they are: each
+task's late acknowledgement settles its own (as before), so a task still running is not
+handed out a second time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+from tasks.broker_teardown import OneShotPool, channel_is_done
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 1.0
+_GUARD_MARK = "_vigil_restore_guard"
+
+
+class PendingRestores:
+    """Delivery tags whose restore met a dead Redis, per QoS, retried by one daemon thread."""
+
+    def __init__(self, retry_seconds: float = RETRY_SECONDS) -> None:
+        self.retry_seconds = retry_seconds
+        self._lock = threading.Lock()
+        self._pending: list[tuple[Any, list[str]]] = []
+        self._thread: threading.Thread | None = None
+
+    def add(self, qos: Any, tags: list[str]) -> None:
+        with self._lock:
+            self._pending.append((qos, list(tags)))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="vigil-unacked-restore", daemon=True
+                )
+                self._thread.start()
+        log.warning("broker lost: %d received message(s) to put back once it answers", len(tags))
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(len(tags) for _, tags in self._pending)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.retry_seconds)
+            with self._lock:
+                batch = list(self._pending)
+            done = [entry for entry in batch if restore_tags(*entry)]
+            with self._lock:
+                self._pending = [entry for entry in self._pending if entry not in done]
+                if not self._pending:
+                    self._thread = None
+                    return
+
+
+def restore_tags(qos: Any, tags: list[str]) -> bool:
+    """Put ``tags`` back on their queues through a one-shot client; False while Redis is down."""
+    channel = qos.channel
+    try:
+        pool = OneShotPool(**channel._connparams())
+    except channel.connection_errors:
+        return False  # never attached: nothing to restore to (kombu's close raises the same)
+    try:
+        client = channel.Client(connection_pool=pool)
+        for tag in tags:
+            qos.restore_by_tag(tag, client=client)
+    except channel.connection_errors:
+        return False
+    except Exception:  # noqa: BLE001 - a malformed message must not keep the others waiting
+        log.exception("unacknowledged messages not restored; the visibility sweep will")
+        return True
+    finally:
+        pool.disconnect()
+    log.info("restored %d unacknowledged message(s) of a lost broker connection", len(tags))
+    return True
+
+
+PENDING = PendingRestores()
+
+
+def running_delivery_tags() -> set[str]:
+    """Delivery tags of the tasks this worker is running (their late ack settles them)."""
+    from celery.worker import state
+
+    tags = set()
+    for request in list(state.active_requests):
+        tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+        if tag is not None:
+            tags.add(tag)
+    return tags
+
+
+def _deferring_restore(original: Callable[..., Any]) -> Callable[..., Any]:
+    def restore_unacked(self: Any, client: Any = None) -> Any:
+        try:
+            return original(self, client)
+        except self.channel.connection_errors:
+            if client is None and channel_is_done(self.channel):
+                running = running_delivery_tags()
+                waiting = [tag for tag in self._delivered if tag not in running]
+                if waiting:
+                    PENDING.add(self, waiting)
+                self._delivered.clear()
+            raise
+
+    return restore_unacked
+
+
+def install_restore_guard() -> None:
+    """Patch kombu's redis QoS once per process (idempotent)."""
+    qos = kombu_redis.QoS
+    if getattr(qos, _GUARD_MARK, False):
+        return
+    qos.restore_unacked = _deferring_restore(qos.restore_unacked)  # type: ignore[method-assign]
+    setattr(qos, _GUARD_MARK, True)

@@ -1,0 +1,81 @@
+"""The restore guard: a restore that met a dead Redis is retried until Redis answers."""
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tasks import broker_restore
+from tasks.broker_restore import PendingRestores, _deferring_restore, install_restore_guard
+
+
+class _QoS:
+    def __init__(self, down: int, done: bool = True) -> None:
+        self.down = down  # restores that meet a dead Redis before one succeeds
+        self.restored: list[str] = []
+        self._delivered = {"t1": 1, "t2": 2}
+        self.channel = SimpleNamespace(
+            connection_errors=(RedisConnectionError,),
+            closed=done,
+            _closing=False,
+            connection=SimpleNamespace(client=None if done else object()),
+            _connparams=lambda: {"host": "127.0.0.1", "port": 1},
+            Client=lambda connection_pool: "client",
+        )
+
+    def restore_by_tag(self, tag, client=None):  # noqa: ANN001, ANN201
+        if self.down:
+            self.down -= 1
+            raise RedisConnectionError("refused")
+        self.restored.append(tag)
+
+
+def test_a_pending_restore_is_retried_until_redis_answers():
+    pending = PendingRestores(retry_seconds=0.01)
+    qos = _QoS(down=3)
+    pending.add(qos, ["t1", "t2"])
+    deadline = time.monotonic() + 10
+    while pending.pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert qos.restored == ["t1", "t2"] and pending.pending() == 0
+
+
+def _failing_restore(self, client=None):  # noqa: ANN001, ANN202 - kombu's signature
+    raise RedisConnectionError("refused")
+
+
+def test_a_failed_restore_on_a_done_channel_is_handed_over_and_still_raises(monkeypatch):
+    handed = []
+    monkeypatch.setattr(broker_restore.PENDING, "add", lambda qos, tags: handed.append(tags))
+    qos = _QoS(down=0)
+    with pytest.raises(RedisConnectionError):  # the close ignores it, as before
+        _deferring_restore(_failing_restore)(qos)
+    assert handed == [["t1", "t2"]] and qos._delivered == {}
+
+
+def test_the_messages_of_running_tasks_are_left_to_their_late_acks(monkeypatch):
+    handed = []
+    monkeypatch.setattr(broker_restore.PENDING, "add", lambda qos, tags: handed.append(tags))
+    monkeypatch.setattr(broker_restore, "running_delivery_tags", lambda: {"t1"})
+    qos = _QoS(down=0)
+    with pytest.raises(RedisConnectionError):
+        _deferring_restore(_failing_restore)(qos)
+    assert handed == [["t2"]]
+
+
+def test_a_live_channel_keeps_kombus_behaviour(monkeypatch):
+    handed = []
+    monkeypatch.setattr(broker_restore.PENDING, "add", lambda qos, tags: handed.append(tags))
+    qos = _QoS(down=0, done=False)
+    with pytest.raises(RedisConnectionError):
+        _deferring_restore(_failing_restore)(qos)
+    assert handed == [] and qos._delivered == {"t1": 1, "t2": 2}
+
+
+def test_installed_once_on_kombus_redis_qos():
+    install_restore_guard()
+    installed = kombu_redis.QoS.restore_unacked
+    install_restore_guard()
+    assert kombu_redis.QoS.restore_unacked is installed
