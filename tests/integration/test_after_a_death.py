@@ -151,10 +151,14 @@ def test_a_move_right_after_activation_reaches_trailing_within_a_second(
         [first_stop] = live_triggers(sim)
         moved_at = time.monotonic()
         sim.set_price("BTCUSDT", "61800")  # +3 %: activation at 1.5 %, callback 0.5 %
-        moved = poll_until(lambda: live_triggers(sim) != [first_stop] and live_triggers(sim), 1.0)
+        # the reaction is the new stop on the exchange (make before break: the old one goes
+        # after it, so the two can be live together for a moment)
+        placed = poll_until(lambda: [t for t in live_triggers(sim) if t != first_stop], 1.0)
         reacted = time.monotonic() - moved_at
+        after = poll_until(lambda: first_stop not in live_triggers(sim) and live_triggers(sim), 10)
     print(f"\n+3 % after activation: stop moved {reacted:.2f} s after the price move")
-    assert moved == [Decimal("61491")], f"no move within 1 s ({live_triggers(sim)})"
+    assert placed == [Decimal("61491")], f"no move within 1 s ({live_triggers(sim)})"
+    assert after == [Decimal("61491")], f"the replaced stop stayed ({live_triggers(sim)})"
     assert move_count(pid) == 1
 
 
