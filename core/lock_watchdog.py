@@ -77,17 +77,21 @@ class LeaseWatchdog:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=1.0)
 
-    def touch(self) -> None:
-        """The holder made progress (and, having just renewed, holds a full TTL)."""
-        self.touched_at = self.renewed_at = time.monotonic()
+    def touch(self, confirmed_at: float | None = None) -> None:
+        """The holder made progress (and, having just renewed, holds a full TTL from
+        ``confirmed_at``: the monotonic time its renewal was sent, not answered)."""
+        self.touched_at = time.monotonic()
+        self.renewed_at = self.touched_at if confirmed_at is None else confirmed_at
 
     def progressed(self) -> None:
         """The holder made progress without renewing (the key was confirmed just before)."""
         self.touched_at = time.monotonic()
 
-    def confirmed_within_interval(self) -> bool:
-        """The key was confirmed ours (set or renewed) less than a renewal interval ago."""
-        return not self._lost.is_set() and time.monotonic() - self.renewed_at < self.ttl_s / 3
+    def confirmed_within(self, seconds: float) -> bool:
+        """The key was confirmed ours (set or renewed) less than ``seconds`` ago (and less
+        than a renewal interval)."""
+        age = time.monotonic() - self.renewed_at
+        return not self._lost.is_set() and age < min(seconds, self.ttl_s / 3)
 
     @property
     def lost(self) -> bool:
@@ -109,6 +113,7 @@ class LeaseWatchdog:
             idle = time.monotonic() - self.touched_at
             if self.max_idle_s is not None and idle >= self.max_idle_s:
                 return  # a wedged holder: let the key expire
+            sent = time.monotonic()  # the TTL runs from the renewal's send, not its answer
             try:
                 ok = self._renew()
             except RedisError as exc:
@@ -117,7 +122,7 @@ class LeaseWatchdog:
             if not ok:
                 self.mark_lost("the key expired or was taken")
                 return
-            self.renewed_at = time.monotonic()
+            self.renewed_at = sent
             self.renewals += 1
 
 

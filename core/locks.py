@@ -45,6 +45,8 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 return 0
 """
 _EXTEND = COMPARE_AND_EXTEND
+# an extend within this long of the key's last confirmation does not ask Redis (``extend``)
+RECENTLY_CONFIRMED_S = 0.25
 T = TypeVar("T")
 
 
@@ -131,22 +133,29 @@ class HeldLock:
     def extend(self, ttl_s: float | None = None) -> None:
         """Push the expiry out for a long operation; raise LockLost if no longer ours.
 
-        Under a renewing watchdog, a key confirmed ours less than a renewal interval ago
-        (taken, renewed or extended) is not asked again: it has at least two thirds of its
-        TTL left and the watchdog renews it on schedule, so the holder knows no less than at
-        any moment between two renewals; only the progress (``touch``'s idle clock) is noted.
-        Saves a round trip per stop move (the lock is taken milliseconds before it)."""
+        Under a renewing watchdog, a key confirmed ours (taken, renewed or extended) less
+        than ``RECENTLY_CONFIRMED_S`` ago is not asked again; only the progress (``touch``'s
+        idle clock) is noted. Saves a round trip per stop move (the lock is taken
+        milliseconds before it) while the check before an exchange order stays as fresh as
+        an answer from Redis: a key lost meanwhile (a Redis restart that dropped the last
+        writes) goes unnoticed for at most that long, as it would during the order's flight.
+        """
         self.check()
-        if ttl_s is None and self.lease is not None and self.lease.confirmed_within_interval():
+        if (
+            ttl_s is None
+            and self.lease is not None
+            and self.lease.confirmed_within(RECENTLY_CONFIRMED_S)
+        ):
             self.lease.progressed()
             return
         ttl_ms = int((ttl_s * 1000) if ttl_s is not None else self.ttl_ms)
+        sent = time.monotonic()
         if not run_script(self.client, _EXTEND, 1, self.key, self.owner, ttl_ms):
             if self.lease is not None:
                 self.lease.mark_lost("extend found the key gone or taken")
             raise LockLost(self.key)
         if self.lease is not None:
-            self.lease.touch()
+            self.lease.touch(confirmed_at=sent)
 
     @property
     def lost(self) -> bool:

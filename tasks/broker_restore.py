@@ -11,11 +11,14 @@ Redis was killed ran only after that sweep, while every task sent after the rest
 once.
 
 The guard: a failed restore on a closed or detached channel hands the delivery tags of the
-messages no task is running for to a background thread, which tries the same restore
-(kombu's ``restore_by_tag``, idempotent: a tag acknowledged meanwhile restores nothing) every
-second until Redis answers. The messages of running tasks are left where they are: each
-task's late acknowledgement settles its own (as before), so a task still running is not
-handed out a second time.
+messages no task is running for (or has been handed to the pool for) to a background thread,
+which tries the same restore (kombu's ``restore_by_tag``, idempotent: a tag acknowledged
+meanwhile restores nothing) every second until Redis answers. The messages of running tasks
+are left where they are: each task's late acknowledgement settles its own (as before), so
+this guard never hands out a task still running. (A restore that reaches Redis at the close,
+kombu's own path when the connection broke but Redis answers, puts back every message the
+channel held, running ones included, as it always did; the engine's tasks are idempotent
+and their symbol locks keep two copies from acting at once.)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from core.queues import SENT_AT_HEADER
 from tasks.broker_teardown import OneShotPool, channel_is_done
 
 log = logging.getLogger(__name__)
@@ -98,15 +102,29 @@ PENDING = PendingRestores()
 
 
 def running_delivery_tags() -> set[str]:
-    """Delivery tags of the tasks this worker is running (their late ack settles them)."""
+    """Delivery tags of the tasks this worker is running or has handed to its pool (their
+    late ack settles them).
+
+    Handed to the pool counts as running: a request becomes active only when the main
+    process reads the pool child's acknowledgement, and one written to a child's pipe in the
+    last milliseconds before the loss runs there even though it is not active yet. Putting
+    it back would run it twice at once; left alone, it is settled by its late ack or, if it
+    never ran, by the visibility sweep.
+    """
     from celery.worker import state
 
+    requests = [*state.active_requests]
+    requests += [r for r in list(state.reserved_requests) if _handed_to_pool(r)]
     tags = set()
-    for request in list(state.active_requests):
+    for request in requests:
         tag = getattr(getattr(request, "message", None), "delivery_tag", None)
         if tag is not None:
             tags.add(tag)
     return tags
+
+
+def _handed_to_pool(request: Any) -> bool:
+    return getattr(request, "_apply_result", None) is not None
 
 
 def _deferring_restore(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -125,10 +143,27 @@ def _deferring_restore(original: Callable[..., Any]) -> Callable[..., Any]:
     return restore_unacked
 
 
+def _stamping_restore(original: Callable[..., Any]) -> Callable[..., Any]:
+    """A message put back on its queue (this guard, a lost worker's, the visibility sweep)
+    waits from now: its publish time is what the queue's age is read from (core/queues.py),
+    and the first publish's would show a queue nobody consumes the moment a worker restarts
+    with a message it held (a countdown retry, an ETA)."""
+
+    def _do_restore_message(self: Any, payload: Any, *args: Any, **kwargs: Any) -> Any:
+        headers = payload.get("headers") if isinstance(payload, dict) else None
+        if isinstance(headers, dict):
+            headers[SENT_AT_HEADER] = time.time()
+        return original(self, payload, *args, **kwargs)
+
+    return _do_restore_message
+
+
 def install_restore_guard() -> None:
-    """Patch kombu's redis QoS once per process (idempotent)."""
+    """Patch kombu's redis QoS and channel once per process (idempotent)."""
     qos = kombu_redis.QoS
     if getattr(qos, _GUARD_MARK, False):
         return
     qos.restore_unacked = _deferring_restore(qos.restore_unacked)  # type: ignore[method-assign]
+    channel = kombu_redis.Channel
+    channel._do_restore_message = _stamping_restore(channel._do_restore_message)  # type: ignore[method-assign]
     setattr(qos, _GUARD_MARK, True)

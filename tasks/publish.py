@@ -51,7 +51,9 @@ def stamp_message(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """``before_task_publish``: the publish time, and the result policy of this process."""
     if headers is None:
         return
-    headers.setdefault(SENT_AT_HEADER, time.time())
+    # every publish, a retry's too (Celery copies the first message's headers into it): the
+    # age is how long this message has waited, not how long ago its task was first sent
+    headers[SENT_AT_HEADER] = time.time()
     if headers.get("ignore_result") is None:  # a sender's explicit choice wins
         headers["ignore_result"] = _automatic
 

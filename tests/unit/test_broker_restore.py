@@ -79,3 +79,20 @@ def test_installed_once_on_kombus_redis_qos():
     installed = kombu_redis.QoS.restore_unacked
     install_restore_guard()
     assert kombu_redis.QoS.restore_unacked is installed
+
+
+def test_a_request_handed_to_the_pool_counts_as_running(monkeypatch):
+    """Active only once the pool child acknowledges; one written to its pipe runs anyway."""
+    import weakref
+
+    from celery.worker import state
+
+    class Request:  # the parts of celery's Request the guard reads
+        def __init__(self, tag: str, handed: bool) -> None:
+            self.message = SimpleNamespace(delivery_tag=tag)
+            self._apply_result = weakref.ref(self) if handed else None
+
+    active, handed, waiting = Request("a", True), Request("h", True), Request("w", False)
+    monkeypatch.setattr(state, "active_requests", weakref.WeakSet([active]))
+    monkeypatch.setattr(state, "reserved_requests", weakref.WeakSet([active, handed, waiting]))
+    assert broker_restore.running_delivery_tags() == {"a", "h"}
