@@ -93,7 +93,9 @@ def test_up_with_signal_sim_runs_an_ingest_that_stores_the_simulated_signals(up_
         engine.dispose()
 
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        code = proc.wait(60)
+        rest = proc.stdout.read() or ""  # what it printed while stopping, for a failure
+        assert code == 0, out + rest
     finally:
         if proc.poll() is None:
             proc.kill()
