@@ -101,7 +101,14 @@ class BeatWriter:
 
 class MainLoopBeat(bootsteps.StartStopStep):
     """Consumer bootstep: the beat starts with the task consumer (again after a reconnect,
-    with one beat at once) and stops with it."""
+    with one beat at once) and stops with it, except when the worker shuts down.
+
+    A warm shutdown stops the loop first and then waits for the running tasks (compose gives
+    them 200 s): those are still held by a live process, so from then on a thread names them
+    until the process exits. A worker killed at the end of its grace stops beating with it.
+    During a reconnect the beat pauses; the tasks' messages may then be named once the pause
+    outlasts the bound (Redis was down: ``redis`` fails meanwhile anyway).
+    """
 
     requires = ("celery.worker.consumer.tasks:Tasks",)
 
@@ -119,20 +126,36 @@ class MainLoopBeat(bootsteps.StartStopStep):
             )
             self.writer = BeatWriter(c.hostname, client)
             self.writer.prune()
+        self._stop_beating()
         self.writer.write()
         interval = beat_interval(settings)
         if _runs_tasks_in_its_loop(c):
-            self.thread_stop = threading.Event()
-            threading.Thread(
-                target=_beat_until,
-                args=(self.writer, interval, self.thread_stop),
-                name="vigil-loop-beat",
-                daemon=True,
-            ).start()
+            self._beat_from_a_thread(interval)
         else:
             self.entry = c.timer.call_repeatedly(interval, self.writer.write)
 
     def stop(self, c: Any) -> None:
+        shutting_down = _shutting_down(c)
+        if shutting_down and self.thread_stop is not None:
+            return  # already beating from a thread until the process exits
+        self._stop_beating()
+        if shutting_down and self.writer is not None:
+            self._beat_from_a_thread(beat_interval(get_settings()))
+
+    shutdown = stop
+    terminate = stop
+
+    def _beat_from_a_thread(self, interval: float) -> None:
+        assert self.writer is not None
+        self.thread_stop = threading.Event()
+        threading.Thread(
+            target=_beat_until,
+            args=(self.writer, interval, self.thread_stop),
+            name="vigil-loop-beat",
+            daemon=True,
+        ).start()
+
+    def _stop_beating(self) -> None:
         if self.entry is not None:
             self.entry.cancel()
             self.entry = None
@@ -140,11 +163,24 @@ class MainLoopBeat(bootsteps.StartStopStep):
             self.thread_stop.set()
             self.thread_stop = None
 
-    shutdown = stop
-
 
 def _runs_tasks_in_its_loop(c: Any) -> bool:
     return type(getattr(c, "pool", None)).__module__ == "celery.concurrency.solo"
+
+
+def _shutting_down(c: Any) -> bool:
+    """The worker is stopping (not a consumer restarting after a broker loss)."""
+    from celery.worker import state
+
+    closing = getattr(getattr(c, "blueprint", None), "state", None) in (
+        bootsteps.CLOSE,
+        bootsteps.TERMINATE,
+    )
+    requested = any(
+        getattr(state, flag, None) not in (None, False)
+        for flag in ("should_stop", "should_terminate")
+    )
+    return closing or requested
 
 
 def _beat_until(writer: BeatWriter, interval: float, stop: threading.Event) -> None:

@@ -233,3 +233,27 @@ def test_a_long_task_of_a_running_worker_never_fails_queues(
     assert checks >= 10 and task_id in _held_task_ids(redis_client)  # still running
     row_lock.release()
     _until("the long task ended", lambda: task_id not in _held_task_ids(redis_client))
+
+
+def test_a_warm_shutdown_waiting_for_a_long_task_never_fails_queues(
+    processes, celery, redis_client, checker, row_lock
+):
+    """SIGTERM: the worker stops its loop and waits for the running task (compose gives it
+    200 s); that task is held by a live process all along, not by a stalled one."""
+    worker = processes.worker("--concurrency", "1", "--name", "leaving")
+    _until("the worker beats", lambda: _beating(redis_client, "leaving"))
+    task_id = _start_held_task(celery, redis_client, row_lock)
+    signal_group(worker, signal.SIGTERM)  # warm shutdown: the task is left to finish
+    stopping_at = time.time()
+
+    checks = 0
+    while time.time() - stopping_at < 4 * BOUND:
+        component = checker.queues()
+        assert component.status == OK, component.detail
+        checks += 1
+        time.sleep(0.2)
+    assert checks >= 10 and worker.poll() is None  # still waiting for its task
+    assert task_id in _held_task_ids(redis_client)
+    row_lock.release()
+    worker.wait(WAIT_SECONDS)
+    assert task_id not in _held_task_ids(redis_client)  # acknowledged on its way out
