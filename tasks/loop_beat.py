@@ -15,8 +15,8 @@ limits either; deployments use the prefork pool).
 
 One hash field per worker (its hostname): the time and the delivery tags of every request it
 holds (running, handed to the pool, reserved, waiting for an ETA). A write is a single HSET
-with a 1 s socket timeout; a failed one is skipped (Redis down fails /health on its own).
-Fields of workers gone for a day are pruned when a worker starts.
+with a 1 s socket timeout and no retry; a failed one is skipped (Redis down fails /health on
+its own). Fields of workers gone for a day are pruned when a worker starts.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from typing import Any
 
 import redis
 from celery import bootsteps
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from core.config import Settings, get_settings
 from core.endpoints import resolve_redis_url
@@ -122,7 +124,10 @@ class MainLoopBeat(bootsteps.StartStopStep):
         settings = get_settings()
         if self.writer is None:
             client = redis.Redis.from_url(
-                resolve_redis_url(settings), socket_timeout=1.0, socket_connect_timeout=1.0
+                resolve_redis_url(settings),
+                socket_timeout=1.0,
+                socket_connect_timeout=1.0,
+                retry=Retry(NoBackoff(), 0),  # redis-py's default retries held the loop ~4 s
             )
             self.writer = BeatWriter(c.hostname, client)
             self.writer.prune()
