@@ -8,8 +8,9 @@ Redis, as any running ``acks_late`` task's does.
 
 * One worker receives the held task and its whole process group is SIGSTOPped; a second
   worker on the same queues keeps consuming (probes sent meanwhile run), so no queue has a
-  message waiting. ``queues`` must fail naming the held task and the stopped worker, and be
-  ok again after SIGCONT.
+  message waiting. ``queues`` must fail naming the held task and the stopped worker, the
+  watchdog must page it (``component_down`` ``queues``), and ``queues`` be ok again after
+  SIGCONT.
 * A legitimate long task (the same held task on a worker left running) held for several
   times the bound never fails ``queues``, with the prefork pool and with the solo pool
   (whose beat comes from a thread: the task runs inside its main loop).
@@ -25,14 +26,18 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pytest
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine, select, text
 
 from core import task_names as names
 from core.clock import SYSTEM_CLOCK
 from core.config import get_settings
+from core.db.models import Event
+from core.db.session import new_session
+from core.events import EventType
 from core.queues import UNACKED_INDEX_KEY, UNACKED_KEY, WORKER_LOOPS_KEY
 from core.services.deps import get_deps
-from core.services.health import FAIL, OK, HealthChecker
+from core.services.health import FAIL, OK, Component, HealthChecker, HealthReport
+from core.services.paging import Watchdog
 from tests.fixtures.processes import Processes, signal_group
 
 pytestmark = pytest.mark.integration
@@ -206,6 +211,7 @@ def test_a_stopped_worker_holding_a_task_fails_queues_while_another_consumes(
     assert hold["worker"] == stalled_node and hold["held_seconds"] > BOUND
     assert "stale" not in failed.detail  # no message waits: the queues were consumed
     _until("the other worker consumed the probes", lambda: _ran(clean_db, "probe") >= 1)
+    _assert_it_pages(checker, failed, task_id)
 
     signal_group(stalled, signal.SIGCONT)
     continued_at = time.monotonic()
@@ -213,6 +219,20 @@ def test_a_stopped_worker_holding_a_task_fails_queues_while_another_consumes(
     print(f"ok again {time.monotonic() - continued_at:.1f} s after the SIGCONT")
     row_lock.release()
     _until("the held task ran", lambda: task_id not in _held_task_ids(redis_client))
+
+
+def _assert_it_pages(checker: HealthChecker, failed: Component, task_id: str) -> None:
+    """The watchdog (the API's and beat's) pages the failing component, detail and all."""
+    settings = checker.settings.model_copy(update={"page_confirm_seconds": 0})
+    watchdog = Watchdog(settings, SYSTEM_CLOCK, checker, host="api")
+    watchdog.act(HealthReport(SYSTEM_CLOCK.now(), {"queues": failed}))
+    with new_session() as session:
+        [page] = session.scalars(
+            select(Event).where(Event.type == EventType.COMPONENT_DOWN.value)
+        ).all()
+    assert page.severity == "critical" and page.data["component"] == "queues"
+    [named] = page.data["detail"]["held_by_stalled_worker"]
+    assert named["task_id"] == task_id
 
 
 @pytest.mark.parametrize("pool", ["prefork", "solo"])
