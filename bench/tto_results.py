@@ -71,7 +71,18 @@ class Result:
             + ", ".join(
                 f"{at:.1f}: {ms:.0f}" for at, ms in sorted(self.samples, key=lambda x: -x[1])[:5]
             )
+            + "\n    largest frames (moves: their last move, ms): "
+            + ", ".join(f"{n}: {ms:.0f}" for n, ms in largest_frames(self.samples)[:6])
         )
+
+
+def largest_frames(samples: list[tuple[float, float]]) -> list[tuple[int, float]]:
+    """Moves grouped by the frame whose tick started them (the same tick time), largest
+    first, each with its slowest move: at 1 Hz the p99 is the last move of the largest."""
+    frames: dict[float, list[float]] = {}
+    for at, ms in samples:
+        frames.setdefault(round(at, 3), []).append(ms)
+    return sorted(((len(v), max(v)) for v in frames.values()), reverse=True)
 
 
 def summary(results: dict[str, list[Result]]) -> str:

@@ -94,7 +94,7 @@ class AlgoBook:
             time_in_force=req.time_in_force,
             price_protect=req.price_protect,
         )
-        self.ledger.algo_orders[algo.algo_id] = algo
+        self.ledger.add_algo(algo)
         self.publish(self._algo_event(algo))
         return algo
 
@@ -112,12 +112,11 @@ class AlgoBook:
 
     def _has_close_position(self, req: OrderRequest) -> bool:
         return any(
-            a.is_open
-            and a.close_position
+            a.close_position
             and a.symbol == req.symbol
             and a.side == req.side
             and a.order_type == req.type
-            for a in self.ledger.algo_orders.values()
+            for a in self.ledger.open_algos()
         )
 
     @staticmethod
@@ -129,7 +128,7 @@ class AlgoBook:
 
     def fire_triggered(self, moved: set[str]) -> None:
         """Trigger every open algo order on a moved symbol whose trigger the mark crossed."""
-        for algo in list(self.ledger.algo_orders.values()):
+        for algo in self.ledger.open_algos():
             if algo.is_open and algo.symbol in moved:
                 mark = self.mark(algo.symbol)
                 if self._triggered(algo.order_type, algo.side, algo.trigger_price, mark):
@@ -181,9 +180,9 @@ class AlgoBook:
             if algo is not None:
                 return algo
             raise errors.QUERY_UNKNOWN
-        for algo in reversed(list(self.ledger.algo_orders.values())):
-            if algo.client_algo_id == client_id:
-                return algo
+        found = self.ledger.latest_algo(client_id) if client_id else None
+        if found is not None:
+            return found
         raise errors.QUERY_UNKNOWN
 
     def cancel_algo(self, algo_id: int | None, client_id: str | None) -> AlgoOrder:
@@ -206,11 +205,7 @@ class AlgoBook:
         return len(open_ids)
 
     def open_algo_orders(self, symbol: str | None) -> list[AlgoOrder]:
-        return [
-            a
-            for a in self.ledger.algo_orders.values()
-            if a.is_open and (symbol is None or a.symbol == symbol)
-        ]
+        return [a for a in self.ledger.open_algos() if symbol is None or a.symbol == symbol]
 
     def _algo_event(self, algo: AlgoOrder) -> Event:
         ts = now_ms()

@@ -97,8 +97,8 @@ class Engine(AlgoBook, MarginAccount):
     def order_margin(self) -> Decimal:
         """Open orders that are not reduce-only hold margin (algo orders hold none)."""
         total = ZERO
-        for order in self.ledger.orders.values():
-            if order.is_open and not order.reduce_only:
+        for order in self.ledger.open_orders():
+            if not order.reduce_only:
                 lev = self.position(order.symbol).leverage
                 total += order.remaining * order.price / lev
         return total
@@ -124,12 +124,12 @@ class Engine(AlgoBook, MarginAccount):
             raise errors.PRICE_TICK
 
     def _check_client_id(self, client_id: str) -> None:
-        for order in self.ledger.orders.values():
-            if order.is_open and order.client_id == client_id:
-                raise errors.DUPLICATE_CLIENT_ID
-        for algo in self.ledger.algo_orders.values():
-            if algo.is_open and algo.client_algo_id == client_id:
-                raise errors.DUPLICATE_CLIENT_ID
+        if any(order.client_id == client_id for order in self.ledger.open_orders()):
+            raise errors.DUPLICATE_CLIENT_ID
+        # at most one open algo order per client id (this check), so the newest is the one
+        algo = self.ledger.latest_algo(client_id)
+        if algo is not None and algo.is_open:
+            raise errors.DUPLICATE_CLIENT_ID
 
     def _check_position_side(self, req: OrderRequest) -> None:
         if self.dual_side or req.position_side != "BOTH":
@@ -233,7 +233,7 @@ class Engine(AlgoBook, MarginAccount):
             working_type=req.working_type,
             price_protect=req.price_protect,
         )
-        self.ledger.orders[order.order_id] = order
+        self.ledger.add_order(order)
         return order
 
     # -- execution ------------------------------------------------------------------
@@ -307,7 +307,7 @@ class Engine(AlgoBook, MarginAccount):
             return
         moved = set(symbols)
         self.fire_triggered(moved)
-        for order in list(self.ledger.orders.values()):
+        for order in self.ledger.open_orders():
             if order.is_open and order.type == "LIMIT" and order.symbol in moved:
                 if self._marketable(_as_request(order)):
                     self._execute(order, order.price, maker=True)
@@ -321,9 +321,9 @@ class Engine(AlgoBook, MarginAccount):
             if order is not None and order.symbol == symbol:
                 return order
             raise errors.QUERY_UNKNOWN
-        for order in reversed(list(self.ledger.orders.values())):
-            if order.symbol == symbol and order.client_id == client_id:
-                return order
+        found = self.ledger.latest_order(symbol, client_id) if client_id else None
+        if found is not None:
+            return found
         raise errors.QUERY_UNKNOWN
 
     def cancel_order(self, symbol: str, order_id: int | None, client_id: str | None) -> Order:
@@ -348,11 +348,7 @@ class Engine(AlgoBook, MarginAccount):
         return len(open_ids)
 
     def open_orders(self, symbol: str | None) -> list[Order]:
-        return [
-            o
-            for o in self.ledger.orders.values()
-            if o.is_open and (symbol is None or o.symbol == symbol)
-        ]
+        return [o for o in self.ledger.open_orders() if symbol is None or o.symbol == symbol]
 
     # -- account settings -----------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 ZERO = Decimal(0)
 OPEN_STATUSES = frozenset({"NEW", "PARTIALLY_FILLED"})
@@ -301,8 +302,68 @@ class Fill:
 
 @dataclass
 class Ledger:
-    """Everything that happened, kept for history endpoints and the admin snapshot."""
+    """Everything that happened, kept for history endpoints and the admin snapshot.
+
+    Why the indexes beside the history: the history only grows (every order and algo order
+    of the account's life), and a placement, a lookup by client id and every tick's trigger
+    pass used to scan all of it, so each request cost more the longer the exchange ran. The
+    indexes hold what those need: the orders that may still be open (pruned as they are
+    read: an order never reopens) and the latest order per client id. They are derived, so
+    a persisted account keeps only the history and rebuilds them on load.
+    """
 
     orders: dict[int, Order] = field(default_factory=dict)
     algo_orders: dict[int, AlgoOrder] = field(default_factory=dict)
     fills: list[Fill] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._live_orders = {i: o for i, o in self.orders.items() if o.is_open}
+        self._live_algos = {i: a for i, a in self.algo_orders.items() if a.is_open}
+        self._order_by_client: dict[tuple[str, str], Order] = {}
+        for order in self.orders.values():
+            self._order_by_client[(order.symbol, order.client_id)] = order
+        self._algo_by_client = {a.client_algo_id: a for a in self.algo_orders.values()}
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"orders": self.orders, "algo_orders": self.algo_orders, "fills": self.fills}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._reindex()
+
+    def add_order(self, order: Order) -> None:
+        self.orders[order.order_id] = order
+        self._live_orders[order.order_id] = order
+        self._order_by_client[(order.symbol, order.client_id)] = order
+
+    def add_algo(self, algo: AlgoOrder) -> None:
+        self.algo_orders[algo.algo_id] = algo
+        self._live_algos[algo.algo_id] = algo
+        self._algo_by_client[algo.client_algo_id] = algo
+
+    def open_orders(self) -> list[Order]:
+        """The open orders, oldest first (as in the history)."""
+        return _still_open(self._live_orders)
+
+    def open_algos(self) -> list[AlgoOrder]:
+        """The open algo orders, oldest first (as in the history)."""
+        return _still_open(self._live_algos)
+
+    def latest_order(self, symbol: str, client_id: str) -> Order | None:
+        """The newest order of ``symbol`` placed with ``client_id``, open or not."""
+        return self._order_by_client.get((symbol, client_id))
+
+    def latest_algo(self, client_id: str) -> AlgoOrder | None:
+        """The newest algo order placed with ``client_id``, open or not."""
+        return self._algo_by_client.get(client_id)
+
+
+def _still_open(live: dict[int, Any]) -> list[Any]:
+    """The entries of ``live`` still open; the others leave it for good."""
+    gone = [key for key, entry in live.items() if not entry.is_open]
+    for key in gone:
+        del live[key]
+    return list(live.values())

@@ -81,12 +81,18 @@ class LoggedRequest:
 
 
 class RequestLog:
-    """Append-only (bounded) log plus the sliding one-minute weight and order counters."""
+    """Append-only (bounded) log plus the sliding one-minute weight and order counters.
+
+    The minute's weight is kept as a running total (added on record, taken off as entries
+    leave the window): every request reads it twice (the limit check and the response
+    header), and summing the window each time cost more the busier the minute was.
+    """
 
     def __init__(self) -> None:
         self._entries: deque[LoggedRequest] = deque(maxlen=MAX_ENTRIES)
         self._next = 0
         self._weights: deque[tuple[int, int]] = deque()
+        self._weight_in_window = 0
         self._orders: deque[int] = deque()
 
     def record(self, method: str, path: str, weight: int) -> LoggedRequest:
@@ -95,13 +101,14 @@ class RequestLog:
         self._next += 1
         self._entries.append(entry)
         self._weights.append((now, weight))
+        self._weight_in_window += weight
         if endpoint_key(method, path) in ORDER_ENDPOINTS:
             self._orders.append(now)
         return entry
 
     def used_weight(self) -> int:
         self._expire()
-        return sum(w for _, w in self._weights)
+        return self._weight_in_window
 
     def order_count(self) -> int:
         self._expire()
@@ -110,7 +117,7 @@ class RequestLog:
     def _expire(self) -> None:
         horizon = int(time.time() * 1000) - WINDOW_MS
         while self._weights and self._weights[0][0] < horizon:
-            self._weights.popleft()
+            self._weight_in_window -= self._weights.popleft()[1]
         while self._orders and self._orders[0] < horizon:
             self._orders.popleft()
 
@@ -122,4 +129,5 @@ class RequestLog:
         """Forget entries and weights; indexes keep growing so readers never go back."""
         self._entries.clear()
         self._weights.clear()
+        self._weight_in_window = 0
         self._orders.clear()

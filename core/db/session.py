@@ -10,6 +10,12 @@ the chaos harness take connections from the pool. Pinging only connections that 
 a while was tried and measured (it saved a round trip per transaction) but a connection
 returned a moment before the server was killed, and the restart faster than the idle
 threshold, failed the next caller's statement.
+
+Why the pool holds as many connections as a price batch has threads, plus a few: a batch's
+runs (``core.services.price_batch``, up to ``VIGIL_PRICE_TASK_BATCH`` threads in one
+process) each hold a connection through their transactions, all at once in a burst. With a
+smaller pool every burst opened the missing connections as overflow and closed them on
+return, so PostgreSQL started (and the run waited for) new backends on the hot path.
 """
 
 from __future__ import annotations
@@ -61,12 +67,27 @@ def _engine_and_factory() -> tuple[Engine, sessionmaker[Session]]:
             engine = create_engine(
                 database_url(),
                 pool_pre_ping=True,
-                pool_size=5,
+                pool_size=pool_size(),
                 max_overflow=5,
                 pool_recycle=1800,
             )
             _engine, _factory = engine, sessionmaker(bind=engine, expire_on_commit=False)
         return _engine, _factory
+
+
+BASE_POOL_SIZE = 5
+"""Connections kept for everything but a price batch's runs (the task's own thread, the API's
+requests, the CLI)."""
+
+
+def pool_size() -> int:
+    """``BASE_POOL_SIZE`` plus one per price batch thread (the setting, when it loads)."""
+    from core.config import get_settings
+
+    try:
+        return BASE_POOL_SIZE + get_settings().price_task_batch
+    except Exception:  # settings that do not load fail where they are used, not here
+        return BASE_POOL_SIZE
 
 
 def reset_engine() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from sqlalchemy import select
@@ -48,6 +48,16 @@ def record_alone_through(uow: UnitOfWork, event_type: EventType, **kwargs: Any) 
         record(session, event_type, **kwargs)
 
 
+class SendStep(Protocol):
+    """Told when a run's order for this price is out, or that none will be sent now; set by
+    a price batch (``core.services.send_gate``) so its runs' POSTs go before their
+    follow-ups. None outside a batch: nothing waits."""
+
+    def sent(self) -> None: ...
+
+    def skipped(self) -> None: ...
+
+
 @dataclass
 class Deps:
     settings: Settings
@@ -57,6 +67,8 @@ class Deps:
     # Where the services get their transactions: given here, not imported, so a unit test
     # can hand a service a fake (or a counting wrapper) as it hands it a fake venue.
     uow: UnitOfWork = unit_of_work
+    # a price batch's gate for this run (see SendStep); None: a run alone, nothing waits
+    send_step: SendStep | None = None
 
     @property
     def exchange_name(self) -> str:

@@ -364,13 +364,22 @@ class Executor:
         return replace(intent, trigger_price=price)
 
     def replace_stop(
-        self, intent: OrderIntent, old: Iterable[OldOrder], *, attempts: int = 1
+        self,
+        intent: OrderIntent,
+        old: Iterable[OldOrder],
+        *,
+        attempts: int = 1,
+        before_break: Callable[[], None] | None = None,
     ) -> Replacement:
         """Make before break: the new stop live first, then the old ones cancelled.
 
         If the new stop cannot be placed this raises and the old ones stay untouched.
+        ``before_break`` runs between the two (a price batch holds its runs there until every
+        run has sent: ``core.services.send_gate``).
         """
         new = self.place_stop(intent, attempts=attempts)
+        if before_break is not None:
+            before_break()
         return Replacement(new, self.cancel_each(intent.symbol, old))
 
     # --- cancelling ----------------------------------------------------------------------

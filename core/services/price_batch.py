@@ -26,16 +26,18 @@ interrupted drops the updates of the runs it did not collect (metrics only).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from core.metrics import Write, hand_over, held_for_hand_over
 from core.services.deps import Deps, build_adapter, deps_for, venue_settings
 from core.services.price_path import PriceTaskResult
+from core.services.send_gate import Seat, SendGate
 from core.services.tick_window import release_pending
 from core.transient import SYMBOL_STEP_RETRYABLE
 
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 
 RETRYABLE = SYMBOL_STEP_RETRYABLE
 """What a one-symbol run raises after putting its window back for a retry."""
+
+SEND_GATE_BOUND_S = 0.5
+"""Longest a batch's run waits at the send gate for the others' POSTs (a stuck run's cost)."""
 
 RunOne = Callable[[Deps, str], PriceTaskResult]
 """One symbol's run on the given Deps (the task layer's ``on_price`` with its requeue)."""
@@ -117,12 +122,36 @@ def _executor(size: int) -> ThreadPoolExecutor:
         return _pool
 
 
+def _gate_for(runs: int, bound_s: float) -> SendGate | None:
+    """The batch's send gate (``core.services.send_gate``): only for several runs that each
+    have a thread now (a run queued behind another would hold the others for the bound)."""
+    with _pool_guard:
+        threads = _pool._max_workers if _pool is not None else 0
+    return SendGate(runs, bound_s) if 1 < runs <= threads else None
+
+
+@contextlib.contextmanager
+def _leaving(seat: Seat | None) -> Iterator[None]:
+    """A run that ended (or failed) before or without its send holds no one at the gate."""
+    try:
+        yield
+    finally:
+        if seat is not None:
+            seat.leave()
+
+
+def _seated(deps: Deps, seat: Seat | None) -> Deps:
+    """The run's Deps, with its seat at the batch's gate (``Deps.send_step``)."""
+    return deps if seat is None else replace(deps, send_step=seat)
+
+
 def on_prices(
     exchange: str,
     symbols: Sequence[str],
     run_one: RunOne,
     retry_later: Callable[[str], None],
     threads: int,
+    gate_bound_s: float = SEND_GATE_BOUND_S,
 ) -> BatchReport:
     """Run every symbol's window at once, one thread each (up to ``threads`` per process,
     fixed at the first batch); see the module doc.
@@ -135,14 +164,15 @@ def on_prices(
     if not unique:
         return report
     pool = _executor(threads)
+    gate = _gate_for(len(unique), gate_bound_s)  # the runs' POSTs before their follow-ups
 
-    def run(symbol: str) -> _Outcome:
+    def run(symbol: str, seat: Seat | None) -> _Outcome:
         """One symbol's run in its thread, with its metric updates held for the task."""
-        with held_for_hand_over() as metrics:
-            outcome = handle(symbol)
+        with _leaving(seat), held_for_hand_over() as metrics:
+            outcome = handle(symbol, seat)
         return replace(outcome, metrics=tuple(metrics))
 
-    def handle(symbol: str) -> _Outcome:
+    def handle(symbol: str, seat: Seat | None) -> _Outcome:
         """One symbol's whole handling in its thread, retry included, so the waiting thread
         only collects: an interruption of the wait (a soft time limit) cannot drop a retry."""
         try:
@@ -153,7 +183,7 @@ def on_prices(
             except Exception:  # before the run: its flag is still the tick's, held
                 _release_flag(exchange, symbol)
                 raise
-            run_one(deps, symbol)
+            run_one(_seated(deps, seat), symbol)
         except RETRYABLE as exc:
             log.info("price run for %s retries on its own: %s", symbol, exc)
             try:
@@ -170,7 +200,11 @@ def on_prices(
     # each run in a copy of this context, so its log lines name the task (one copy per run:
     # a context cannot be entered by two threads at once)
     futures = [
-        (symbol, pool.submit(contextvars.copy_context().run, run, symbol)) for symbol in unique
+        (
+            symbol,
+            pool.submit(contextvars.copy_context().run, run, symbol, gate.seat() if gate else None),
+        )
+        for symbol in unique
     ]
     for symbol, future in futures:
         outcome = future.result()  # an interruption here is the task's, not a symbol's

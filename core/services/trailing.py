@@ -229,6 +229,7 @@ class _Trailer:
         """After transaction (1): the move, if any; then the band from the state written."""
         if step is not None:
             self._carry_out(step, window)
+        self._send_step(sent=False)  # moved nothing (or done): the batch's gate need not wait
         found = self.band()
         bands.publish(self.deps.redis, position.exchange, position.symbol, BAND_COMPONENT, found)
         return False
@@ -321,15 +322,29 @@ class _Trailer:
         old = old_orders(intent.old)
         self.held.extend()  # a full TTL for the move: send, a lookup, the old stops' cancel
         if stop is not None:  # live already: only the break step is left
+            self._send_step(sent=False)  # nothing to send: a batch's gate need not wait
             replaced = Replacement(stop, self.executor.cancel_each(self.symbol, old))
         else:
             try:
                 new = self._order(intent.client_id, decision.new_stop)
-                replaced = self.executor.replace_stop(new, old)
+                # make, then (a batch's other sends first) break
+                sent = functools.partial(self._send_step, sent=True)
+                replaced = self.executor.replace_stop(new, old, before_break=sent)
             except errors.ExchangeFailure as exc:  # the old stop stays
+                self._send_step(sent=False)
                 self._failed(decision, exc, stage="place")
                 return
         self._accepted(decision, replaced, window)
+
+    def _send_step(self, *, sent: bool) -> None:
+        """Tell a price batch's gate this run's send is over (``Deps.send_step``)."""
+        step = self.deps.send_step
+        if step is None:
+            return
+        if sent:
+            step.sent()
+        else:
+            step.skipped()
 
     def _order(self, client_id: str, price: Decimal | None) -> OrderIntent:
         """The stop-market intent behind one of this position's stop client ids."""

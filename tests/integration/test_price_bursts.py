@@ -205,9 +205,9 @@ class RunningWatch:
         self._thread.join(5)
 
 
-def test_a_burst_runs_every_symbols_move_at_once_on_one_pool_process(
-    sim, make_deps, redis_url, redis_client, one_process_worker
-):
+def open_burst(sim, make_deps, redis_client):
+    """BURST's positions open with live stops, bands published and no run in progress; the
+    stops before the burst and the lifted prices (every stop then moves)."""
     deps = make_deps(trailing_min_update_interval=0)
     ids = {}
     for symbol, price in BURST.items():
@@ -219,14 +219,25 @@ def test_a_burst_runs_every_symbols_move_at_once_on_one_pool_process(
     price_path.sweep(deps, lambda ex, symbol: send(names.ON_PRICE, (ex, symbol)))
     wait_for(lambda: all(bands.components(redis_client, EX, s) for s in BURST), what="bands")
     wait_for(lambda: redis_client.llen("stops") == 0, what="the sweep's runs")
-    wait_for(
-        lambda: not any(redis_client.exists(price_path.pending_key(EX, s)) for s in BURST),
-        what="the sweep's runs to end",
-    )
+    wait_until_no_run(redis_client, "the sweep's runs to end")
     before = {s: live_triggers(sim, s) for s in BURST}
     lifted = {s: str(Decimal(p) * Decimal("1.03")) for s, p in BURST.items()}
     for symbol, price in lifted.items():
         sim.set_price(symbol, price)
+    return ids, before, lifted
+
+
+def wait_until_no_run(redis_client, what):
+    wait_for(
+        lambda: not any(redis_client.exists(price_path.pending_key(EX, s)) for s in BURST),
+        what=what,
+    )
+
+
+def test_a_burst_runs_every_symbols_move_at_once_on_one_pool_process(
+    sim, make_deps, redis_url, redis_client, one_process_worker
+):
+    ids, before, lifted = open_burst(sim, make_deps, redis_client)
     # every new stop's POST waits a while on the exchange: runs one after another would
     # never be seen in progress together
     sim.fault("algoOrder", "latency", method="POST", latency_ms=1500, count=len(BURST))
@@ -248,6 +259,32 @@ def test_a_burst_runs_every_symbols_move_at_once_on_one_pool_process(
                 select(Event).where(Event.position_id == pid, Event.type == "trailing_stop_updated")
             ).all()
             assert moved, symbol
+    for symbol in BURST:  # make-before-break: one live stop each, the new one
+        live = live_triggers(sim, symbol)
+        assert len(live) == 1 and live[0] > before[symbol][0], (symbol, live, before[symbol])
+
+
+def test_a_batchs_follow_ups_wait_until_every_run_of_it_has_sent_its_new_stop(
+    sim, make_deps, redis_url, redis_client, one_process_worker
+):
+    """The burst's gate (core/services/send_gate.py): one run's POST is slow on the exchange;
+    the batch's other runs, whose POSTs come back at once, cancel their old stops (DELETE)
+    only after it came back, so no follow-up competes with a POST still to come."""
+    ids, before, lifted = open_burst(sim, make_deps, redis_client)
+    since = sim.requests()["next"]
+    slow_ms = 400  # below the gate's bound (0.5 s): the others wait for it, not the bound
+    sim.fault("algoOrder", "latency", method="POST", latency_ms=slow_ms, count=1)
+    frame = [(s, price, int(time.time() * 1000)) for s, price in lifted.items()]
+    assert feed_frame(redis_url, redis_client, frame, per_task=8).enqueued == 1
+    wait_for(lambda: all(live_triggers(sim, s) != before[s] for s in BURST), what="every move")
+    wait_until_no_run(redis_client, "every run to end")
+    log = [r for r in sim.requests(since)["requests"] if r["path"].endswith("/algoOrder")]
+    posts = [r for r in log if r["method"] == "POST"]
+    deletes = [r for r in log if r["method"] == "DELETE"]
+    assert len(posts) == len(BURST) and len(deletes) == len(BURST)
+    [slow] = [r for r in posts if r["fault"] == "latency"]  # the first POST that arrived
+    # every DELETE, the slow run's own included, after the slow POST came back
+    assert all(d["time"] >= slow["time"] + slow_ms for d in deletes), (slow, deletes)
     for symbol in BURST:  # make-before-break: one live stop each, the new one
         live = live_triggers(sim, symbol)
         assert len(live) == 1 and live[0] > before[symbol][0], (symbol, live, before[symbol])

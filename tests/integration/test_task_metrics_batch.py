@@ -79,6 +79,7 @@ def test_a_price_batchs_runs_hand_their_updates_to_the_task_for_its_one_write(
 ):
     """The runs of a batch are threads of the task: their updates wait for the task's end."""
     from core.services import price_batch
+    from core.services.deps import Deps
     from core.services.price_path import PriceTaskResult
 
     def run_one(deps: Any, symbol: str) -> PriceTaskResult:
@@ -87,7 +88,7 @@ def test_a_price_batchs_runs_hand_their_updates_to_the_task_for_its_one_write(
         return PriceTaskResult(None, None)
 
     original = price_batch.deps_in_thread
-    price_batch.deps_in_thread = lambda venue: None  # type: ignore[assignment,return-value]
+    price_batch.deps_in_thread = lambda venue: Deps(None, None, None, None)  # type: ignore
     try:
         signals.task_prerun.send(task_id="batch")
         report = price_batch.on_prices("binance", ["A", "B", "C"], run_one, lambda s: None, 8)

@@ -8,12 +8,18 @@ import pytest
 from core.exchange.errors import Retryable
 from core.locks import LockNotAcquired
 from core.services import price_batch
+from core.services.deps import Deps
 from core.services.price_path import PriceTaskResult
+
+
+def fake_deps(venue):
+    """A thread's Deps with nothing behind it but its venue's name (the runs here are fakes)."""
+    return Deps(settings=f"deps:{venue}", exchange=None, redis=None, clock=None)
 
 
 @pytest.fixture(autouse=True)
 def fake_thread_deps(monkeypatch):
-    monkeypatch.setattr(price_batch, "deps_in_thread", lambda venue: f"deps:{venue}")
+    monkeypatch.setattr(price_batch, "deps_in_thread", fake_deps)
 
 
 def test_every_symbol_runs_once_at_the_same_time_as_the_others():
@@ -22,7 +28,7 @@ def test_every_symbol_runs_once_at_the_same_time_as_the_others():
     ran = []
 
     def run_one(deps, symbol):
-        assert deps == "deps:binance"
+        assert deps.settings == "deps:binance"
         everyone_in.wait()
         ran.append(symbol)
         return PriceTaskResult(None, None)
