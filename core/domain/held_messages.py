@@ -22,12 +22,19 @@ one call silences it, while a task running for an hour in a pool process does no
 held longer than the bound that no worker with a fresh beat claims is held by a stalled (or
 dead) worker. The time a message is held counts from its receipt, or from its ETA when that
 is later: a countdown retry waits with its worker on purpose.
+
+After a Redis restart no worker could beat while it was down, and each reconnects on its own
+backoff (kombu waits up to 30 s between two tries): a message received before the broker
+started is not called stalled until ``stall_after`` plus that longest wait has passed since
+the start, unless a fresh beat claims it sooner. ``redis`` itself fails while it is down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+BROKER_RECONNECT_SECONDS = 30.0  # kombu's longest wait between two reconnect tries
 
 
 @dataclass(frozen=True)
@@ -61,15 +68,24 @@ class StalledHold:
 
 
 def stalled_holds(
-    held: Iterable[HeldMessage], beats: Iterable[LoopBeat], now: float, stall_after: float
+    held: Iterable[HeldMessage],
+    beats: Iterable[LoopBeat],
+    now: float,
+    stall_after: float,
+    broker_started_at: float | None = None,
 ) -> list[StalledHold]:
     """The messages held longer than ``stall_after`` s that no fresh beat claims, the
     longest held first.
 
     A beat is fresh when it is at most ``stall_after`` s old. A message held that long by a
     live worker was received before that worker's latest beat, so the beat lists it: no
-    race between a receipt and the next beat can make a live holder look stalled.
+    race between a receipt and the next beat can make a live holder look stalled. A message
+    received before the broker's last start (``broker_started_at``, epoch s) waits for its
+    worker's reconnection first (module doc).
     """
+    reconnecting = broker_started_at is not None and (
+        now - broker_started_at <= stall_after + BROKER_RECONNECT_SECONDS
+    )
     beats = list(beats)
     claimed: set[str] = set()
     for beat in beats:
@@ -80,6 +96,8 @@ def stalled_holds(
         held_for = now - message.held_since
         if held_for <= stall_after or message.tag in claimed:
             continue
+        if reconnecting and message.held_since < (broker_started_at or 0.0):
+            continue  # its worker may not have been able to beat since
         listed = [beat for beat in beats if message.tag in beat.tags]
         last = max(listed, key=lambda beat: beat.at, default=None)
         stalled.append(

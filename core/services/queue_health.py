@@ -95,7 +95,8 @@ def held_by_stalled_workers(
     held = received_messages(client, received_before=now - stall_after)
     if not held:
         return []
-    return stalled_holds(held, loop_beats(client), now, stall_after)
+    uptime = float(client.info("server").get("uptime_in_seconds", 0))
+    return stalled_holds(held, loop_beats(client), now, stall_after, now - uptime - 1.0)
 
 
 def received_messages(client: redis.Redis, received_before: float) -> list[HeldMessage]:

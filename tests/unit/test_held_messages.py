@@ -4,7 +4,12 @@ a fresh main-loop beat claims (core/domain/held_messages.py)."""
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.domain.held_messages import HeldMessage, LoopBeat, stalled_holds
+from core.domain.held_messages import (
+    BROKER_RECONNECT_SECONDS,
+    HeldMessage,
+    LoopBeat,
+    stalled_holds,
+)
 
 NOW = 1_000_000.0
 BOUND = 30.0
@@ -64,3 +69,17 @@ def test_stalled_exactly_when_held_past_the_bound_and_not_claimed_by_a_fresh_bea
     # the ages as the decision sees them (epoch arithmetic rounds at the boundary)
     claimed = listed and NOW - (NOW - silent) <= BOUND
     assert stalled == (NOW - (NOW - held_for) > BOUND and not claimed)
+
+
+def test_after_a_broker_restart_a_message_held_from_before_waits_for_its_worker_to_reconnect():
+    started = NOW - 20  # Redis started again 20 s ago; its worker has not beaten since
+    beats = [LoopBeat("w1@h", NOW - 50, frozenset({"a"}))]
+    before, after = _held("a", 60), _held("b", 15)
+    assert stalled_holds([before], beats, NOW, BOUND, broker_started_at=started) == []
+    # once the bound plus kombu's longest reconnect wait has passed, it is named again
+    later = NOW + BOUND + BROKER_RECONNECT_SECONDS
+    [hold] = stalled_holds([before], beats, later, BOUND, broker_started_at=started)
+    assert hold.worker == "w1@h"
+    # a message received since the start is judged as always
+    [hold] = stalled_holds([after], [], NOW + 20, BOUND, broker_started_at=started)
+    assert hold.message.tag == "b"
