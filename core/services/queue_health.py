@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from core.clock import Clock
 from core.domain.held_messages import HeldMessage, LoopBeat, StalledHold, stalled_holds
@@ -81,7 +81,9 @@ def queues_detail(
         detail["holder_stall_after_seconds"] = holder_stall_after
     if stalled:
         detail["held_by_stalled_worker"] = [hold_detail(h) for h in stalled[:HELD_SHOWN]]
-        errors.append("messages held by a stalled worker: " + ", ".join(map(describe, stalled)))
+        named = ", ".join(map(describe, stalled[:HELD_SHOWN]))
+        more = f" and {len(stalled) - HELD_SHOWN} more" if len(stalled) > HELD_SHOWN else ""
+        errors.append(f"messages held by a stalled worker: {named}{more}")
     if errors:
         detail["error"] = "; ".join(errors)
     return not errors, detail
@@ -95,8 +97,17 @@ def held_by_stalled_workers(
     held = received_messages(client, received_before=now - stall_after)
     if not held:
         return []
-    uptime = float(client.info("server").get("uptime_in_seconds", 0))
-    return stalled_holds(held, loop_beats(client), now, stall_after, now - uptime - 1.0)
+    return stalled_holds(held, loop_beats(client), now, stall_after, broker_started_at(client, now))
+
+
+def broker_started_at(client: redis.Redis, now: float) -> float | None:
+    """When Redis last started (epoch s, rounded down to be safe), None if it will not say
+    (a managed Redis may refuse INFO): then no message gets the reconnection grace."""
+    try:
+        uptime = float(client.info("server")["uptime_in_seconds"])
+    except (ResponseError, KeyError, TypeError, ValueError):
+        return None
+    return now - uptime - 1.0  # INFO gives whole seconds
 
 
 def received_messages(client: redis.Redis, received_before: float) -> list[HeldMessage]:

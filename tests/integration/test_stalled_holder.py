@@ -277,3 +277,24 @@ def test_a_warm_shutdown_waiting_for_a_long_task_never_fails_queues(
     row_lock.release()
     worker.wait(WAIT_SECONDS)
     assert task_id not in _held_task_ids(redis_client)  # acknowledged on its way out
+
+
+def test_a_held_countdown_task_counts_from_its_eta(celery, redis_client):
+    """kombu keeps a received message as ``[message, exchange, routing key]``; a countdown
+    task's ETA (Celery's ``eta`` header) is when it starts to be held for nothing."""
+    from core.services.queue_health import received_messages
+
+    task_id = celery.send_task(names.TRAILING_SWEEP, countdown=600, ignore_result=True).id
+    raw = redis_client.rpop("stops")  # as a worker's BRPOP takes it
+    received_at = time.time()
+    redis_client.hset(UNACKED_KEY, "tag1", json.dumps([json.loads(raw), "", "stops"]))
+    redis_client.zadd(UNACKED_INDEX_KEY, {"tag1": received_at})
+
+    [held] = received_messages(redis_client, received_before=received_at + 1)
+    assert (held.tag, held.queue, held.task, held.task_id) == (
+        "tag1",
+        "stops",
+        names.TRAILING_SWEEP,
+        task_id,
+    )
+    assert 590 <= held.held_since - received_at <= 610  # its ETA, not its receipt
