@@ -4,7 +4,7 @@ While Redis is down no worker can beat, and each reconnects on its own backoff (
 2, 4, 6... s between tries): the task's message, held from before the restart, is given the
 bound plus kombu's longest reconnect wait from Redis's start for its worker to beat again
 (core/domain/held_messages.py). Real parts: a Redis of this test's own with its append-only
-file (restarting the session's would disturb other tests), killed and started again on the
+file (restarting the shared one would disturb other tests), killed and started again on the
 same port; a real ``vigil worker`` (prefork, one slot) running the engine's heartbeat task
 held on a row lock (tests/integration/test_stalled_holder.py).
 """
