@@ -145,17 +145,20 @@ class MainLoopBeat(bootsteps.StartStopStep):
             return  # already beating from a thread until the process exits
         self._stop_beating()
         if shutting_down and self.writer is not None:
-            self._beat_from_a_thread(beat_interval(get_settings()))
+            # not past the visibility timeout: by then the sweep has put every held message
+            # back, and a worker embedded in a longer-lived process leaves no beat behind
+            settings = get_settings()
+            self._beat_from_a_thread(beat_interval(settings), settings.broker_visibility_timeout)
 
     shutdown = stop
     terminate = stop
 
-    def _beat_from_a_thread(self, interval: float) -> None:
+    def _beat_from_a_thread(self, interval: float, for_seconds: float | None = None) -> None:
         assert self.writer is not None
         self.thread_stop = threading.Event()
         threading.Thread(
             target=_beat_until,
-            args=(self.writer, interval, self.thread_stop),
+            args=(self.writer, interval, self.thread_stop, for_seconds),
             name="vigil-loop-beat",
             daemon=True,
         ).start()
@@ -188,6 +191,9 @@ def _shutting_down(c: Any) -> bool:
     return closing or requested
 
 
-def _beat_until(writer: BeatWriter, interval: float, stop: threading.Event) -> None:
-    while not stop.wait(interval):
+def _beat_until(
+    writer: BeatWriter, interval: float, stop: threading.Event, for_seconds: float | None
+) -> None:
+    ends = None if for_seconds is None else time.monotonic() + for_seconds
+    while not stop.wait(interval) and (ends is None or time.monotonic() < ends):
         writer.write()

@@ -58,3 +58,18 @@ def test_every_worker_of_the_app_runs_the_beat():
     from tasks.app import app
 
     assert MainLoopBeat in app.steps["consumer"]
+
+
+def test_a_thread_beat_ends_when_told_or_after_its_time():
+    import threading
+    import time
+
+    beats: list[float] = []
+    writer = SimpleNamespace(write=lambda: beats.append(time.monotonic()))
+    stop = threading.Event()
+    loop_beat._beat_until(writer, 0.01, stop, 0.05)  # returns by itself: bounded
+    assert beats
+    stop.set()
+    beats.clear()
+    loop_beat._beat_until(writer, 0.01, stop, None)  # told to stop: no beat at all
+    assert beats == []
