@@ -8,6 +8,7 @@ placing them). Redelivery loops are bounded by attempt counts kept in the databa
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from celery import Celery
@@ -152,6 +153,26 @@ def _fresh_pool_after_fork(**_: Any) -> None:
 
     reset_engine()
     reset_deps()
+    _warm_price_threads()
+
+
+def _warm_price_threads() -> None:
+    """A pool process of a worker on a ``stops`` queue makes its price batch threads and
+    their exchange clients now, in the background, not during a burst
+    (``core.services.price_batch.warm_up``)."""
+    consumed = app.amqp.queues.consume_from or {}
+    if not any(q == "stops" or q.startswith("stops.") for q in consumed):
+        return
+    from core.services.price_batch import warm_up
+    from core.venues import configured_venues
+
+    settings = get_settings()
+    threading.Thread(
+        target=warm_up,
+        args=(configured_venues(settings), settings.price_task_batch),
+        name="price-run-warm-up",
+        daemon=True,
+    ).start()
 
 
 @worker_ready.connect

@@ -122,6 +122,51 @@ def _executor(size: int) -> ThreadPoolExecutor:
         return _pool
 
 
+WARM_UP_WAIT_S = 30.0
+"""Longest a warm-up holds a thread for the others to be made (a venue that is slow to answer
+its markets at start)."""
+
+
+def warm_up(venues: Sequence[str], threads: int, wait_s: float = WARM_UP_WAIT_S) -> int:
+    """Make every run thread of this process now, each with its exchange clients; returns how
+    many threads hold a client of every venue.
+
+    Why: the pool makes a thread only when a batch has more runs than the threads made so far,
+    and a new thread's first run builds its exchange client (tens of milliseconds of CPU under
+    the GIL, markets included) before its POST. So the first burst larger than every earlier
+    one paid for several clients at once, on the hot path, at an unpredictable moment. A
+    worker that runs price batches calls this once per pool process at start. Each warm job
+    waits at a barrier until all have started, so each lands on a thread of its own. A venue
+    that does not answer is left to the lazy path (``deps_in_thread`` on the first run).
+    """
+    for venue in venues:  # the process's own first (one per process, markets loaded once)
+        try:
+            with _markets_guard:
+                deps_for(venue).exchange.load_markets()
+        except Exception as exc:
+            log.info("markets of %s not loaded for the warm-up: %s", venue, exc)
+    pool = _executor(threads)
+    size = pool._max_workers  # the pool is made once per process: its size, not the argument
+    barrier = threading.Barrier(size)
+
+    def warm() -> bool:
+        ready = True
+        for venue in venues:
+            try:
+                deps_in_thread(venue)
+            except Exception as exc:
+                log.info("price run thread not warmed for %s: %s", venue, exc)
+                ready = False
+        try:
+            barrier.wait(wait_s)  # hold this thread: the next job gets one of its own
+        except threading.BrokenBarrierError:
+            pass
+        return ready
+
+    jobs = [pool.submit(warm) for _ in range(size)]
+    return sum(job.result() for job in jobs)
+
+
 def _gate_for(runs: int, bound_s: float) -> SendGate | None:
     """The batch's send gate (``core.services.send_gate``): only for several runs that each
     have a thread now (a run queued behind another would hold the others for the bound)."""
@@ -218,4 +263,4 @@ def on_prices(
     return report
 
 
-__all__ = ["BatchReport", "RETRYABLE", "RunOne", "deps_in_thread", "on_prices"]
+__all__ = ["BatchReport", "RETRYABLE", "RunOne", "deps_in_thread", "on_prices", "warm_up"]

@@ -115,3 +115,51 @@ def test_a_runs_log_lines_name_the_batch_task():
     finally:
         unbind_task(token)
     assert seen == [("task-1", "vigil.stops.on_prices")] * 2
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    """A process pool of the batch's threads made for the test (the module keeps one)."""
+    monkeypatch.setattr(price_batch, "_pool", None)
+    yield
+    if price_batch._pool is not None:
+        price_batch._pool.shutdown(wait=True)
+
+
+class FakeVenueDeps:
+    """``deps_for``'s answer: markets load (or fail, for a venue that does not answer)."""
+
+    def __init__(self, venue):
+        self.exchange = self
+        self.venue = venue
+
+    def load_markets(self):
+        if self.venue == "down":
+            raise ConnectionError("venue down")
+
+
+def test_a_warm_up_makes_every_thread_with_its_clients_before_any_batch(monkeypatch, fresh_pool):
+    warmed = []  # (thread, venue) of each client built
+    monkeypatch.setattr(price_batch, "deps_for", FakeVenueDeps)
+
+    def building(venue):
+        if venue == "down":
+            raise ConnectionError("venue down")
+        warmed.append((threading.current_thread().name, venue))
+        return fake_deps(venue)
+
+    monkeypatch.setattr(price_batch, "deps_in_thread", building)
+    assert price_batch.warm_up(["binance"], threads=4) == 4
+    threads = {name for name, _ in warmed}
+    assert len(threads) == 4 and all(venue == "binance" for _, venue in warmed)
+
+    ran_on = set()
+
+    def run_one(deps, symbol):
+        ran_on.add(threading.current_thread().name)
+        return PriceTaskResult(None, None)
+
+    price_batch.on_prices("binance", ["A", "B", "C", "D"], run_one, lambda s: None, 4)
+    assert ran_on <= threads  # the batch's runs found the threads made: none was made for it
+    # a venue that does not answer is left for the first run; the warm-up does not fail
+    assert price_batch.warm_up(["down"], threads=4) == 0
