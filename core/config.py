@@ -156,6 +156,13 @@ class Settings(BaseSettings):
         description="/health fails when a queue's oldest waiting message is older than this, s "
         "(no worker takes that queue's tasks).",
     )
+    health_holder_stall_seconds: float = Field(
+        30,
+        gt=0,
+        description="/health fails when a message a worker received has been held this long "
+        "(from its receipt, or its ETA) and no worker whose main loop beat within this long "
+        "holds it: a stalled worker sits on it, s.",
+    )
     health_interrupted_max_seconds: float = Field(
         300, gt=0, description="/health fails when an opening is interrupted longer, s."
     )

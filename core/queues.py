@@ -45,6 +45,13 @@ def venue_queues(venue: str) -> list[str]:
 
 
 SENT_AT_HEADER = "vigil_sent_at"
+# kombu's Redis transport: messages received and not acknowledged (delivery tag -> the message,
+# its exchange and routing key), and when each was received (delivery tag -> epoch s)
+UNACKED_KEY = "unacked"
+UNACKED_INDEX_KEY = "unacked_index"
+# each worker's main-loop beat: hostname -> {"at": epoch s, "tags": [delivery tags it holds]}
+# (tasks/loop_beat.py writes it, core/services/queue_health.py reads it)
+WORKER_LOOPS_KEY = "vigil:worker-loops"
 PRIORITY_SEPARATOR = "\x06\x16"
 PRIORITY_STEPS = (3, 6, 9)  # kombu's default steps; step 0 is the queue's own list
 

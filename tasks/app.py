@@ -27,6 +27,7 @@ from tasks.broker_channel import install_detached_channel_guard
 from tasks.broker_restore import install_restore_guard
 from tasks.broker_teardown import install_teardown_guard
 from tasks.json_console import install_json_console
+from tasks.loop_beat import MainLoopBeat
 from tasks.publish import install_publish_policy, resolve_ignore_result
 from tasks.routing import router_for
 
@@ -124,6 +125,9 @@ def create_app(settings: Settings | None = None) -> Celery:
     install_restore_guard()
     celery = ResultPolicyCelery("vigil", include=TASK_MODULES)
     celery.conf.update(celery_config(settings))
+    # every worker's main loop names the messages it holds: /health's `queues` tells a
+    # stalled holder from a long task by it (tasks/loop_beat.py)
+    celery.steps["consumer"].add(MainLoopBeat)
     from beat_schedule import build_schedule
 
     celery.conf.beat_schedule = build_schedule(settings)

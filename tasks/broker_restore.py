@@ -37,14 +37,29 @@ from tasks.broker_teardown import OneShotPool, channel_is_done
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+# longest wait between two tries after an unexpected error (a Redis outage keeps the 1 s pace)
+MAX_BACKOFF_SECONDS = 30.0
 _GUARD_MARK = "_vigil_restore_guard"
 
 
 class PendingRestores:
-    """Delivery tags whose restore met a dead Redis, per QoS, retried by one daemon thread."""
+    """Delivery tags whose restore met a dead Redis, per QoS, retried by one daemon thread.
 
-    def __init__(self, retry_seconds: float = RETRY_SECONDS) -> None:
+    The thread outlives any error. A connection error means Redis is still down: the tags
+    are kept and tried again after ``retry_seconds``. Any other error (a bug, a message that
+    cannot be read, an unforeseen state of kombu) is logged, the tags it concerned are kept,
+    and the wait doubles up to ``max_backoff`` so a permanent one cannot flood the log;
+    every tag is settled sooner or later, because a tag acknowledged or restored meanwhile
+    (its late ack, the visibility sweep) restores nothing and counts as done. Before, the
+    first unexpected error ended the thread (or dropped the tags), and the messages waited
+    for the next broker loss or the 300 s sweep.
+    """
+
+    def __init__(
+        self, retry_seconds: float = RETRY_SECONDS, max_backoff: float = MAX_BACKOFF_SECONDS
+    ) -> None:
         self.retry_seconds = retry_seconds
+        self.max_backoff = max(max_backoff, retry_seconds)
         self._lock = threading.Lock()
         self._pending: list[tuple[Any, list[str]]] = []
         self._thread: threading.Thread | None = None
@@ -64,38 +79,80 @@ class PendingRestores:
             return sum(len(tags) for _, tags in self._pending)
 
     def _run(self) -> None:
+        delay = self.retry_seconds
         while True:
-            time.sleep(self.retry_seconds)
+            time.sleep(delay)
+            try:
+                failed = self._try_all()
+            except Exception:  # noqa: BLE001 - the bookkeeping itself must not end the thread
+                log.exception("restoring unacknowledged messages failed; retrying")
+                failed = True
+            delay = min(delay * 2, self.max_backoff) if failed else self.retry_seconds
             with self._lock:
-                batch = list(self._pending)
-            done = [entry for entry in batch if restore_tags(*entry)]
-            with self._lock:
-                self._pending = [entry for entry in self._pending if entry not in done]
                 if not self._pending:
                     self._thread = None
                     return
 
+    def _try_all(self) -> bool:
+        """One try of every pending entry; True when one met an unexpected error."""
+        with self._lock:
+            batch = list(self._pending)
+        failed = False
+        for entry in batch:
+            qos, tags = entry
+            try:
+                left = restore_tags(qos, tags)
+            except Exception:  # noqa: BLE001 - keep the tags, try again later
+                log.exception("%d unacknowledged message(s) not restored; retrying", len(tags))
+                failed = True
+                continue
+            failed = failed or left.unexpected
+            with self._lock:
+                self._pending = [e for e in self._pending if e is not entry]
+                if left.tags:
+                    self._pending.append((qos, left.tags))
+        return failed
 
-def restore_tags(qos: Any, tags: list[str]) -> bool:
-    """Put ``tags`` back on their queues through a one-shot client; False while Redis is down."""
+
+class Left:
+    """The tags a try did not restore, and whether an unexpected error was among the causes."""
+
+    def __init__(self, tags: list[str], unexpected: bool = False) -> None:
+        self.tags = tags
+        self.unexpected = unexpected
+
+
+def restore_tags(qos: Any, tags: list[str]) -> Left:
+    """Put ``tags`` back on their queues through a one-shot client; what is left to retry.
+
+    A connection error stops the try (Redis is down: every tag not restored yet is left); an
+    unexpected error on one tag leaves that tag and goes on with the others, so one message
+    that cannot be restored does not hold the rest back.
+    """
     channel = qos.channel
     try:
         pool = OneShotPool(**channel._connparams())
     except channel.connection_errors:
-        return False  # never attached: nothing to restore to (kombu's close raises the same)
+        return Left([])  # never attached: nothing to restore to (kombu's close raises the same)
+    left: list[str] = []
+    unexpected = False
     try:
         client = channel.Client(connection_pool=pool)
-        for tag in tags:
-            qos.restore_by_tag(tag, client=client)
-    except channel.connection_errors:
-        return False
-    except Exception:  # noqa: BLE001 - a malformed message must not keep the others waiting
-        log.exception("unacknowledged messages not restored; the visibility sweep will")
-        return True
+        for index, tag in enumerate(tags):
+            try:
+                qos.restore_by_tag(tag, client=client)
+            except channel.connection_errors:
+                return Left(left + list(tags[index:]), unexpected)
+            except Exception:  # noqa: BLE001 - logged, kept, retried with the others' next try
+                log.exception("unacknowledged message %s not restored; retrying", tag)
+                left.append(tag)
+                unexpected = True
     finally:
         pool.disconnect()
-    log.info("restored %d unacknowledged message(s) of a lost broker connection", len(tags))
-    return True
+    restored = len(tags) - len(left)
+    if restored:
+        log.info("restored %d unacknowledged message(s) of a lost broker connection", restored)
+    return Left(left, unexpected)
 
 
 PENDING = PendingRestores()

@@ -338,11 +338,16 @@ class HealthChecker:
         return Component(FAIL, {"error": "no worker answered a ping", "count": 0})
 
     def queues(self) -> Component:
-        """Every queue consumed: none has a message waiting longer than the bound (an alive
+        """Every queue consumed: none has a message waiting longer than the bound, and no
+        message a worker received sits with a worker whose main loop stopped (an alive
         worker that takes no task stays invisible to ``workers``; core/services/queue_health)."""
         own = [q for venue in self.settings.venue_queues for q in venue_queues(venue)]
         healthy, detail = queues_detail(
-            self.redis, self.clock, [*QUEUES, *own], self.settings.health_queue_stale_seconds
+            self.redis,
+            self.clock,
+            [*QUEUES, *own],
+            self.settings.health_queue_stale_seconds,
+            self.settings.health_holder_stall_seconds,
         )
         return Component(OK if healthy else FAIL, detail)
 

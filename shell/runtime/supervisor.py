@@ -200,7 +200,14 @@ class Supervisor:
         the chaos run's) call ``raise_if_stop_requested`` on every turn, so a dropped
         interrupt still ends them within one poll. The memory is the process's, as signals
         are: a stack started again inside the same run (the chaos run's stack kill) sees it.
+
+        Installing the handlers starts a run, so the memory is emptied here: a stop received
+        by an earlier run in the same process (a test, a program embedding the supervisor)
+        was that run's and ended it; left in memory, it would stop the new run at its first
+        wait. Nothing is lost by clearing here: before the handlers are installed, SIGINT
+        and SIGTERM are Python's defaults, which nothing remembers.
         """
+        _STOP_SIGNALS.clear()
 
         def handler(signum: int, _frame: FrameType | None) -> None:
             _STOP_SIGNALS.append(signal.Signals(signum).name)

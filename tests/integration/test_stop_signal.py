@@ -60,3 +60,42 @@ def test_a_stop_signal_dropped_by_a_finalizer_still_stops_the_wait(loop):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "stopped on SIGINT; child exit" in proc.stdout
     assert "child exit None" not in proc.stdout  # the child was stopped, not left behind
+
+
+SECOND_RUN = textwrap.dedent(
+    """
+    import signal, sys, tempfile
+    from pathlib import Path
+    from shell.runtime.supervisor import Supervisor
+
+    first = Supervisor(env={}, log_dir=Path(tempfile.mkdtemp()))
+    first.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"])
+    first.install_signal_handlers()
+    try:
+        signal.raise_signal(signal.SIGINT)
+        first.wait(0.05)
+    except KeyboardInterrupt:
+        first.stop(timeout=5)
+    print("first run stopped", flush=True)
+
+    second = Supervisor(env={}, log_dir=Path(tempfile.mkdtemp()))
+    child = second.spawn("short", [sys.executable, "-c", "import time; time.sleep(1)"])
+    second.install_signal_handlers()
+    try:
+        dead = second.wait(0.05)
+    except KeyboardInterrupt as exc:
+        second.stop(timeout=5)
+        print(f"second run stopped at once on {exc}", flush=True)
+        raise SystemExit(3)
+    print(f"second run waited for {dead.name}: exit {dead.proc.returncode}", flush=True)
+    """
+)
+
+
+def test_a_stop_of_an_earlier_run_does_not_stop_the_next_run_in_the_same_process():
+    proc = subprocess.run(
+        [sys.executable, "-c", SECOND_RUN], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "first run stopped" in proc.stdout
+    assert "second run waited for short: exit 0" in proc.stdout

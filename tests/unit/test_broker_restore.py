@@ -42,6 +42,71 @@ def test_a_pending_restore_is_retried_until_redis_answers():
     assert qos.restored == ["t1", "t2"] and pending.pending() == 0
 
 
+def _until_settled(pending: PendingRestores) -> None:
+    deadline = time.monotonic() + 10  # only to fail instead of hanging
+    while pending.pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+class _QoSWithABadMoment(_QoS):
+    """Redis answers, but the first restore of ``t1`` meets an error that is no connection's."""
+
+    def __init__(self) -> None:
+        super().__init__(down=0)
+        self.surprises = 1
+
+    def restore_by_tag(self, tag, client=None):  # noqa: ANN001, ANN201
+        if tag == "t1" and self.surprises:
+            self.surprises -= 1
+            raise RuntimeError("unforeseen")
+        super().restore_by_tag(tag, client)
+
+
+def test_an_unexpected_restore_error_keeps_the_tag_for_the_next_try():
+    pending = PendingRestores(retry_seconds=0.01, max_backoff=0.05)
+    qos = _QoSWithABadMoment()
+    pending.add(qos, ["t1", "t2"])
+    _until_settled(pending)
+    # the other tag was not held back, and the one that failed was tried again
+    assert qos.restored == ["t2", "t1"] and pending.pending() == 0
+
+
+def test_the_restore_thread_survives_an_error_outside_the_restore_itself():
+    pending = PendingRestores(retry_seconds=0.01, max_backoff=0.05)
+    qos = _QoS(down=0)
+    calls = []
+
+    def connparams() -> dict[str, object]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise AttributeError("'NoneType' object has no attribute 'connection_errors'")
+        return {"host": "127.0.0.1", "port": 1}
+
+    qos.channel._connparams = connparams
+    pending.add(qos, ["t1", "t2"])
+    _until_settled(pending)
+    assert len(calls) >= 2 and qos.restored == ["t1", "t2"] and pending.pending() == 0
+
+
+def test_unexpected_errors_back_off_up_to_the_bound(monkeypatch):
+    pending = PendingRestores(retry_seconds=0.01, max_backoff=0.04)
+    waits: list[float] = []
+    tries = iter([True, True, True, True, False])
+    pending._try_all = lambda: next(tries)  # type: ignore[method-assign]
+    pending._pending = [(object(), ["t"])]
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 6:
+            pending._pending = []  # settled: the thread ends after this turn
+        real_sleep(0)
+
+    monkeypatch.setattr(broker_restore.time, "sleep", sleep)
+    pending._run()
+    assert waits == [0.01, 0.02, 0.04, 0.04, 0.04, 0.01]
+
+
 def _failing_restore(self, client=None):  # noqa: ANN001, ANN202 - kombu's signature
     raise RedisConnectionError("refused")
 
