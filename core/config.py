@@ -269,7 +269,7 @@ class Settings(BaseSettings):
         30, gt=0, description="A queued price task that never ran stops blocking its symbol, s."
     )
     price_task_batch: int = Field(
-        8,
+        16,
         ge=1,
         description="At most this many symbols of one price frame per price task, their runs"
         " overlapped in threads (a burst's last move does not wait behind the others); 1: one"
