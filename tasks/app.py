@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
@@ -158,25 +159,44 @@ def _fresh_pool_after_fork(**_: Any) -> None:
 
 
 def _warm_price_threads() -> None:
-    """A pool process of a worker on a ``stops`` queue makes its price batch threads and
-    their exchange clients now, in the background, not during a burst
-    (``core.services.price_batch.warm_up``)."""
-    consumed = app.amqp.queues.consume_from or {}
-    if not any(q == "stops" or q.startswith("stops.") for q in consumed):
-        return
+    """A pool process of a worker on a ``stops`` queue keeps a database connection per price
+    batch thread, and makes those threads and their exchange clients now, in the background,
+    not during a burst (``core.services.price_batch.warm_up``)."""
+    from core.db.session import keep_connections_for
+    from core.services.deps import deps_for
     from core.services.price_batch import warm_up
-    from core.venues import configured_venues
 
     settings = get_settings()
+    venues = price_venues_of(app.amqp.queues.consume_from or {}, settings)
+    if not venues:
+        return
+    keep_connections_for(settings.price_task_batch)
+    for venue in venues:  # built here, once: not by the warm-up and a first task at once
+        deps_for(venue)
 
     def warm_then_freeze() -> None:
-        warm_up(configured_venues(settings), settings.price_task_batch)
+        warm_up(venues, settings.price_task_batch)
         # What the process holds now lives as long as it does (modules, every thread's exchange
         # client with its markets): out of the collector's way. A full collection scanned it
-        # all, on the order of 100 ms every so often in the middle of a burst.
+        # all, tens of milliseconds every so often in the middle of a burst.
         gc.freeze()
 
     threading.Thread(target=warm_then_freeze, name="price-run-warm-up", daemon=True).start()
+
+
+def price_venues_of(consumed: Iterable[str], settings: Settings) -> list[str]:
+    """The venues whose price tasks a worker on these queues runs: ``stops.X`` is venue X's;
+    plain ``stops`` every configured venue without queues of its own (VIGIL_VENUE_QUEUES)."""
+    from core.venues import configured_venues
+
+    configured = configured_venues(settings)
+    venues: list[str] = []
+    for queue in consumed:
+        if queue == "stops":
+            venues += [v for v in configured if v not in settings.venue_queues]
+        elif queue.startswith("stops.") and queue.removeprefix("stops.") in configured:
+            venues.append(queue.removeprefix("stops."))
+    return list(dict.fromkeys(venues))
 
 
 @worker_ready.connect

@@ -11,11 +11,13 @@ a while was tried and measured (it saved a round trip per transaction) but a con
 returned a moment before the server was killed, and the restart faster than the idle
 threshold, failed the next caller's statement.
 
-Why the pool holds as many connections as a price batch has threads, plus a few: a batch's
-runs (``core.services.price_batch``, up to ``VIGIL_PRICE_TASK_BATCH`` threads in one
-process) each hold a connection through their transactions, all at once in a burst. With a
-smaller pool every burst opened the missing connections as overflow and closed them on
-return, so PostgreSQL started (and the run waited for) new backends on the hot path.
+Why a process that runs price batches keeps as many connections as a batch has threads, plus
+a few: a batch's runs (``core.services.price_batch``, up to ``VIGIL_PRICE_TASK_BATCH``
+threads in one process) each hold a connection through their transactions, all at once in a
+burst. With a smaller pool every burst opened the missing connections as overflow and closed
+them on return, so PostgreSQL started (and the run waited for) new backends on the hot path.
+Every other process (API, beat, ingest, a worker without the ``stops`` queue) keeps
+``BASE_POOL_SIZE``: the connections count against the server's ``max_connections``.
 """
 
 from __future__ import annotations
@@ -76,18 +78,23 @@ def _engine_and_factory() -> tuple[Engine, sessionmaker[Session]]:
 
 
 BASE_POOL_SIZE = 5
-"""Connections kept for everything but a price batch's runs (the task's own thread, the API's
-requests, the CLI)."""
+"""Connections kept by a process for everything but a price batch's runs (the task's own
+thread, the API's requests, the CLI)."""
+
+_extra_connections = 0
+
+
+def keep_connections_for(threads: int) -> None:
+    """This process runs price batches of up to ``threads`` runs: keep a connection for each
+    (called after the fork, before the engine is built; a built engine is rebuilt)."""
+    global _extra_connections
+    if threads != _extra_connections:
+        reset_engine()
+        _extra_connections = threads
 
 
 def pool_size() -> int:
-    """``BASE_POOL_SIZE`` plus one per price batch thread (the setting, when it loads)."""
-    from core.config import get_settings
-
-    try:
-        return BASE_POOL_SIZE + get_settings().price_task_batch
-    except Exception:  # settings that do not load fail where they are used, not here
-        return BASE_POOL_SIZE
+    return BASE_POOL_SIZE + _extra_connections
 
 
 def reset_engine() -> None:

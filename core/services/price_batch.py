@@ -93,7 +93,13 @@ class _ThreadDeps(threading.local):
 _thread_deps = _ThreadDeps()
 _pool: ThreadPoolExecutor | None = None
 _pool_guard = threading.Lock()
-_markets_guard = threading.Lock()
+_markets_guards: dict[str, threading.Lock] = {}
+
+
+def _markets_guard(venue: str) -> threading.Lock:
+    """One load of a venue's markets per process at a time (another venue's is not held)."""
+    with _pool_guard:
+        return _markets_guards.setdefault(venue, threading.Lock())
 
 
 def deps_in_thread(venue: str) -> Deps:
@@ -102,7 +108,7 @@ def deps_in_thread(venue: str) -> Deps:
     if found is not None:
         return found
     base = deps_for(venue)
-    with _markets_guard:  # one load of every market per process, not one per thread
+    with _markets_guard(venue):  # one load of every market per process, not one per thread
         base.exchange.load_markets()
     adapter = build_adapter(venue_settings(base.settings, venue))
     loaded = base.exchange.client
@@ -122,9 +128,9 @@ def _executor(size: int) -> ThreadPoolExecutor:
         return _pool
 
 
-WARM_UP_WAIT_S = 30.0
-"""Longest a warm-up holds a thread for the others to be made (a venue that is slow to answer
-its markets at start)."""
+WARM_UP_WAIT_S = 10.0
+"""Longest a warm-up job holds its thread for the others to be made (each builds its clients
+from markets already loaded: CPU only, tens of milliseconds per client)."""
 
 
 def warm_up(venues: Sequence[str], threads: int, wait_s: float = WARM_UP_WAIT_S) -> int:
@@ -139,19 +145,23 @@ def warm_up(venues: Sequence[str], threads: int, wait_s: float = WARM_UP_WAIT_S)
     waits at a barrier until all have started, so each lands on a thread of its own. A venue
     that does not answer is left to the lazy path (``deps_in_thread`` on the first run).
     """
-    for venue in venues:  # the process's own first (one per process, markets loaded once)
+    answering = []  # the process's own client first: markets loaded once per process
+    for venue in venues:
         try:
-            with _markets_guard:
+            with _markets_guard(venue):
                 deps_for(venue).exchange.load_markets()
-        except Exception as exc:
-            log.info("markets of %s not loaded for the warm-up: %s", venue, exc)
+            answering.append(venue)
+        except Exception as exc:  # its threads build their clients on their first runs
+            log.info("price run threads not warmed for %s: %s", venue, exc)
+    if not answering:
+        return 0
     pool = _executor(threads)
     size = pool._max_workers  # the pool is made once per process: its size, not the argument
     barrier = threading.Barrier(size)
 
     def warm() -> bool:
-        ready = True
-        for venue in venues:
+        ready = len(answering) == len(venues)
+        for venue in answering:  # markets at hand: no network in here
             try:
                 deps_in_thread(venue)
             except Exception as exc:

@@ -205,7 +205,7 @@ class EmbeddedPostgres(_ServerProcess):
             "-c",
             "unix_socket_directories=",
             "-c",
-            "max_connections=200",
+            "max_connections=400",
             "-c",
             "listen_addresses=127.0.0.1",
         ]

@@ -24,6 +24,8 @@ def test_compose_has_every_service_of_the_system():
         services
     )
     assert services["postgres"]["image"].startswith("postgres:16")
+    # room for the connections a price batch's threads keep (docs/operations.md, "stops")
+    assert "max_connections=400" in services["postgres"]["command"]
     assert services["redis"]["image"].startswith("redis:7")
 
 
