@@ -44,13 +44,30 @@ PRUNE_AFTER_SECONDS = 86400.0
 MAX_INTERVAL_SECONDS = 2.0
 
 
+STAMPED_BEAT = """
+local t = redis.call('TIME')
+local stamp = string.format('{"at": %s.%06d, ', t[1], tonumber(t[2]))
+redis.call('HSET', KEYS[1], ARGV[1], stamp .. ARGV[2])
+"""
+"""A beat stamped with Redis's own clock (ARGV[2]: the rest of the JSON object after its
+brace): the reader compares it with Redis's clock too, so a worker host whose clock is off
+does not make every live worker look silent."""
+
+
+def redis_now(client: redis.Redis) -> float:
+    """Redis's clock (epoch s): the one every beat is stamped with."""
+    seconds, micros = client.time()
+    return float(seconds) + micros / 1e6
+
+
 def beat_interval(settings: Settings) -> float:
     """Several beats per bound: one late turn of a loaded loop must not look like a stall."""
     return max(0.1, min(MAX_INTERVAL_SECONDS, settings.health_holder_stall_seconds / 6))
 
 
-def held_delivery_tags() -> list[str]:
-    """Delivery tags of every request this worker holds: active, reserved, scheduled."""
+def held_delivery_tags() -> list[str] | None:
+    """Delivery tags of every request this worker holds: active, reserved, scheduled; None
+    when the sets kept changing under the copy (a beat naming nothing would disown them)."""
     from celery.worker import state
 
     kinds = ("active_requests", "reserved_requests", "scheduled_requests")
@@ -61,7 +78,7 @@ def held_delivery_tags() -> list[str]:
             continue
         tags = (getattr(getattr(r, "message", None), "delivery_tag", None) for r in requests)
         return sorted({str(tag) for tag in tags if tag is not None})
-    return []
+    return None
 
 
 class BeatWriter:
@@ -73,9 +90,12 @@ class BeatWriter:
         self._failing = False
 
     def write(self) -> None:
-        beat = {"at": time.time(), "tags": held_delivery_tags(), "pid": os.getpid()}
+        tags = held_delivery_tags()
+        if tags is None:  # the last beat stands; the next one names them
+            return
+        rest = json.dumps({"tags": tags, "pid": os.getpid()})
         try:
-            self.client.hset(WORKER_LOOPS_KEY, self.worker, json.dumps(beat))
+            self.client.eval(STAMPED_BEAT, 1, WORKER_LOOPS_KEY, self.worker, rest[1:])
         except (RedisError, OSError) as exc:
             if not self._failing:
                 log.warning("main-loop beat not written: %s", exc)
@@ -89,7 +109,7 @@ class BeatWriter:
     def prune(self, older_than: float = PRUNE_AFTER_SECONDS) -> None:
         """Drop the fields of workers whose last beat is older than ``older_than`` s."""
         try:
-            now = time.time()
+            now = redis_now(self.client)
             for worker, raw in self.client.hgetall(WORKER_LOOPS_KEY).items():
                 try:
                     at = float(json.loads(raw)["at"])

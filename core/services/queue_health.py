@@ -92,8 +92,14 @@ def queues_detail(
 def held_by_stalled_workers(
     client: redis.Redis, clock: Clock, stall_after: float
 ) -> list[StalledHold]:
-    """Received messages held past ``stall_after`` s by no worker whose loop still beats."""
-    now = clock.now().timestamp()
+    """Received messages held past ``stall_after`` s by no worker whose loop still beats.
+
+    Timed by Redis's clock, the one each beat is stamped with (``tasks/loop_beat.py``): an API
+    host's clock that is off cannot make live workers look silent. A message's receipt time is
+    its worker's clock (kombu's), so a worker host's offset moves when its stall is named by
+    that much; ``clock`` is for the caller's other timings."""
+    seconds, micros = client.time()
+    now = float(seconds) + micros / 1e6
     held = received_messages(client, received_before=now - stall_after)
     if not held:
         return []

@@ -40,18 +40,24 @@ def test_a_beat_that_cannot_reach_redis_is_skipped_without_raising():
     BeatWriter("w@h", down).prune()
 
 
-def test_a_beat_names_the_worker_its_time_and_its_tags(monkeypatch):
-    written = {}
-
-    class Client:
-        def hset(self, key: str, field: str, value: str) -> None:
-            written[(key, field)] = json.loads(value)
-
+def test_a_beat_names_the_worker_redis_time_and_its_tags(monkeypatch, redis_client):
+    """Stamped by Redis's clock, not the worker host's (the reader times it by Redis too)."""
     monkeypatch.setattr(loop_beat, "held_delivery_tags", lambda: ["t1"])
-    BeatWriter("w@h", Client()).write()  # type: ignore[arg-type]
-    [(key, field)] = written
-    assert key == "vigil:worker-loops" and field == "w@h"
-    assert written[(key, field)]["tags"] == ["t1"] and written[(key, field)]["at"] > 0
+    monkeypatch.setattr(loop_beat.time, "time", lambda: 0.0)  # a worker clock far off
+    redis_client.delete("vigil:worker-loops")
+    BeatWriter("w@h", redis_client).write()
+    beat = json.loads(redis_client.hget("vigil:worker-loops", "w@h"))
+    assert beat["tags"] == ["t1"] and beat["pid"] > 0
+    assert abs(beat["at"] - loop_beat.redis_now(redis_client)) < 5
+
+
+def test_a_beat_whose_tags_could_not_be_read_keeps_the_last_one(monkeypatch, redis_client):
+    redis_client.delete("vigil:worker-loops")
+    monkeypatch.setattr(loop_beat, "held_delivery_tags", lambda: ["t1"])
+    BeatWriter("w@h", redis_client).write()
+    monkeypatch.setattr(loop_beat, "held_delivery_tags", lambda: None)
+    BeatWriter("w@h", redis_client).write()
+    assert json.loads(redis_client.hget("vigil:worker-loops", "w@h"))["tags"] == ["t1"]
 
 
 def test_every_worker_of_the_app_runs_the_beat():
