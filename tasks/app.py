@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterable
 from typing import Any
 
 from celery import Celery
@@ -30,7 +29,7 @@ from tasks.broker_teardown import install_teardown_guard
 from tasks.json_console import install_json_console
 from tasks.loop_beat import MainLoopBeat
 from tasks.publish import install_publish_policy, resolve_ignore_result
-from tasks.routing import router_for
+from tasks.routing import price_venues_of, router_for
 
 QUEUES = CORE_QUEUES  # named in core so the API can measure them without Celery
 
@@ -182,21 +181,6 @@ def _warm_price_threads() -> None:
         gc.freeze()
 
     threading.Thread(target=warm_then_freeze, name="price-run-warm-up", daemon=True).start()
-
-
-def price_venues_of(consumed: Iterable[str], settings: Settings) -> list[str]:
-    """The venues whose price tasks a worker on these queues runs: ``stops.X`` is venue X's;
-    plain ``stops`` every configured venue without queues of its own (VIGIL_VENUE_QUEUES)."""
-    from core.venues import configured_venues
-
-    configured = configured_venues(settings)
-    venues: list[str] = []
-    for queue in consumed:
-        if queue == "stops":
-            venues += [v for v in configured if v not in settings.venue_queues]
-        elif queue.startswith("stops.") and queue.removeprefix("stops.") in configured:
-            venues.append(queue.removeprefix("stops."))
-    return list(dict.fromkeys(venues))
 
 
 @worker_ready.connect

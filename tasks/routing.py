@@ -16,7 +16,7 @@ queue, where any worker takes it, rather than nowhere.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core import task_names as names
 from core.config import Settings
 from core.queues import QUEUES, VENUE_QUEUE_KINDS, venue_queue
+from core.venues import configured_venues
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +111,16 @@ def router_for(settings: Settings) -> Callable[..., dict[str, str] | None]:
         return {"queue": queue} if queue else None
 
     return route_task
+
+
+def price_venues_of(consumed: Iterable[str], settings: Settings) -> list[str]:
+    """The venues whose price tasks a worker on these queues runs: ``stops.X`` is venue X's;
+    plain ``stops`` every configured venue without queues of its own (VIGIL_VENUE_QUEUES)."""
+    configured = configured_venues(settings)
+    venues: list[str] = []
+    for queue in consumed:
+        if queue == "stops":
+            venues += [v for v in configured if v not in settings.venue_queues]
+        elif queue.startswith("stops.") and queue.removeprefix("stops.") in configured:
+            venues.append(queue.removeprefix("stops."))
+    return list(dict.fromkeys(venues))

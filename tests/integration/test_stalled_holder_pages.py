@@ -80,11 +80,23 @@ def _queues_page(inbox: Inbox) -> dict | None:
     return None
 
 
-def test_a_stopped_worker_holding_a_task_is_paged_by_the_api_watchdog(
-    stack, inbox, row_lock, redis_client
-):
-    from tasks.app import app as celery
+@pytest.fixture
+def celery_app(redis_url):  # noqa: ANN001, ANN201
+    """An app on this session's Redis: the module's ``tasks.app.app`` may have been built, by
+    an earlier import, before the session's address was known."""
+    from core.config import get_settings
+    from tasks.app import create_app
 
+    get_settings.cache_clear()
+    app = create_app(get_settings())
+    yield app
+    app.close()
+
+
+def test_a_stopped_worker_holding_a_task_is_paged_by_the_api_watchdog(
+    stack, inbox, row_lock, redis_client, celery_app
+):
+    celery = celery_app
     stalled = stack.worker("--concurrency", "1", "--name", "stalled")
     node = _until("the first worker beats", lambda: _beating(redis_client, "stalled"))
     task_id = _start_held_task(celery, redis_client, row_lock)

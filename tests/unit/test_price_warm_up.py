@@ -3,7 +3,7 @@ worker on a ``stops`` queue, only its venues (VIGIL_VENUE_QUEUES isolates the ot
 
 from core.config import load_settings
 from core.db import session
-from tasks.app import price_venues_of
+from tasks.routing import price_venues_of
 
 
 def test_a_worker_warms_only_the_venues_whose_price_tasks_it_takes():
