@@ -361,7 +361,29 @@ class EmbeddedRedis(_ServerProcess):
         self.proc = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
+        deadline = time.monotonic() + timeout
         _wait_for_port(self.port, self.proc, timeout, self.log_path)
+        self._wait_loaded(deadline)
+
+    def _wait_loaded(self, deadline: float) -> None:
+        """Until Redis has loaded its append-only file: it listens at once, but answers every
+        command with LOADING until then, so a client right after the start got an error."""
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.BusyLoadingError:
+                    if time.monotonic() >= deadline:
+                        raise EmbeddedServerError(
+                            f"Redis still loading its data after the start; see {self.log_path}"
+                        ) from None
+                    time.sleep(0.05)
+        finally:
+            client.close()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._end(signal.SIGTERM, timeout)

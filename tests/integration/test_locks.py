@@ -242,3 +242,26 @@ def test_a_busy_lock_leaves_the_holders_run_marker_alone(redis_client, tokens):
                 mark_run=True,
             )
         assert redis_client.get(run_key(key)).decode() == held.owner
+
+
+def test_a_restarted_redis_answers_commands_as_soon_as_its_start_returns(tmp_path):
+    """Redis listens at once after a restart but answers LOADING until its append-only file is
+    read: the embedded server's start waits for that, so the first command right after it
+    (a lock's acquire above) is not refused."""
+    import redis
+
+    from shell.runtime.embedded import EmbeddedRedis, free_port
+
+    server = EmbeddedRedis(tmp_path / "redis", free_port(), persist=True)
+    server.start()
+    try:
+        client = redis.Redis.from_url(f"redis://127.0.0.1:{server.port}/0")
+        pipe = client.pipeline(transaction=False)
+        for i in range(300_000):  # an append-only file that takes a moment to load
+            pipe.set(f"k{i}", "v" * 20)
+        pipe.execute()
+        server.kill()
+        server.start()
+        assert client.get("k299999") == b"v" * 20  # LOADING would raise BusyLoadingError
+    finally:
+        server.stop()
