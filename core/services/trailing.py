@@ -339,12 +339,8 @@ class _Trailer:
     def _send_step(self, *, sent: bool) -> None:
         """Tell a price batch's gate this run's send is over (``Deps.send_step``)."""
         step = self.deps.send_step
-        if step is None:
-            return
-        if sent:
-            step.sent()
-        else:
-            step.skipped()
+        if step is not None:
+            step.sent() if sent else step.skipped()
 
     def _order(self, client_id: str, price: Decimal | None) -> OrderIntent:
         """The stop-market intent behind one of this position's stop client ids."""
