@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select
+from sqlalchemy import ARRAY, String, Table, any_, bindparam, func, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import BindParameter
 
+from core.db.constants_sql import in_constants
 from core.db.models import Order, Position, Signal
 from core.domain.orders import OrderStatus, next_order_status, order_move_allowed
 from core.domain.positions import (
@@ -65,7 +66,7 @@ def open_position_criteria(
     return (
         Position.exchange == exchange,
         Position.symbol == symbol,
-        Position.status.in_([s.value for s in NON_TERMINAL]),
+        in_constants(Position.status, (s.value for s in NON_TERMINAL)),
     )
 
 
@@ -271,7 +272,7 @@ def _order_move_statement() -> Any:
         sql_update(table)
         .where(
             table.c.client_order_id == bindparam("moved_cid"),
-            table.c.status.in_(bindparam("moved_from", expanding=True)),
+            table.c.status == any_(bindparam("moved_from", type_=ARRAY(String))),
         )
         .values(**values)
     )
@@ -354,13 +355,14 @@ def _moves_to(new: OrderStatus) -> list[str]:
 @functools.cache
 def _status_move_statement() -> Any:
     """``UPDATE orders SET status = :to WHERE client_order_id = :cid AND status
-    IN :from`` on the table (no ORM bookkeeping), built once."""
+    = ANY(:from)`` on the table (no ORM bookkeeping), built once (an array parameter: an
+    ``IN`` list would be rendered again at every execution)."""
     table: Table = Order.__table__  # type: ignore[assignment]
     return (
         sql_update(table)
         .where(
             table.c.client_order_id == bindparam("cid"),
-            table.c.status.in_(bindparam("from", expanding=True)),
+            table.c.status == any_(bindparam("from", type_=ARRAY(String))),
         )
         .values(status=bindparam("to"))
     )

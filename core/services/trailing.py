@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.orm import Session
 
+from core.db.constants_sql import in_constants
 from core.db.models import Order, Position, TrailingStop
 from core.domain.bands import PriceBand
 from core.domain.orders import STOP_PURPOSES, OrderStatus, covers, stops_for
@@ -79,7 +80,6 @@ from core.services.trailing_state import (
     active_row,
     load_active,
     state_of,
-    store,
     store_if_active,
     trailing_params,
 )
@@ -206,8 +206,8 @@ class _Trailer:
         decision = decide(current, window, self.now, self.params, self.tick)
         if not decision.send:
             # trailing is watching this position (a move writes it with its outcome,
-            # ``_accepted`` or ``_failed``: not here, an UPDATE of its own)
-            row.heartbeat_at = self.now
+            # ``_accepted`` or ``_failed``: not here, an UPDATE of its own). A cached UPDATE,
+            # not the loaded row's attributes: the ORM's flush of a row costs several times it
             log.debug(
                 "trailing %s: %s (window %s..%s last %s, stop %s, ticks %s)",
                 self.symbol,
@@ -218,7 +218,7 @@ class _Trailer:
                 current.stop_price,
                 getattr(window, "ticks", None),
             )
-            store(row, decision.state)
+            store_if_active(session, position.id, decision.state, self.now)
             self.persisted = decision.state
             trailing_events.record_decision(session, position, decision, window)
             return None
@@ -471,7 +471,7 @@ def stop_rows_of_position() -> Any:
                 literal_column("'[]'::json"),
             )
         )
-        .where(Order.position_id == Position.id, Order.purpose.in_(STOP_PURPOSES))
+        .where(Order.position_id == Position.id, in_constants(Order.purpose, STOP_PURPOSES))
         .correlate(Position)
     )
     return rows.scalar_subquery()
@@ -488,7 +488,7 @@ def _stops_statement() -> Any:
     """The position's stop rows for ``_intent``, built once (the position bound at execution)."""
     return select(
         Order.client_order_id, Order.status, Order.purpose, Order.exchange_order_id
-    ).where(Order.position_id == bindparam("stops_of"), Order.purpose.in_(STOP_PURPOSES))
+    ).where(Order.position_id == bindparam("stops_of"), in_constants(Order.purpose, STOP_PURPOSES))
 
 
 def _observe_tick_to_order(seconds: float) -> None:
