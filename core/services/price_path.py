@@ -48,7 +48,7 @@ from core.exchange import errors
 from core.lock_watchdog import LeaseWatchdog, renewing
 from core.locks import NEXT_FENCE_TOKEN, HeldLock
 from core.logging import bind_correlation
-from core.services import aged, bands, symbol_settings, takeover, trailing
+from core.services import aged, bands, stop_rows, symbol_settings, takeover, trailing
 from core.services.closing import lock_for, sweep_after_close
 from core.services.deps import Deps
 from core.services.positions import open_position_criteria
@@ -324,7 +324,7 @@ def _load_run(
     (``CASE``: no token for a run that will write nothing) and loads ``PRELOADED``'s rows
     into the session, so the first reaction reads them without a statement of its own (the
     caller holds them for the transaction); the position's stop rows too, which a move's
-    intent reads (``trailing.preload_stop_rows``)."""
+    intent reads (``stop_rows``)."""
     needed = [(react, needs) for react, needs in REACTIONS if needs is not None]
     query = _run_statement(tuple(needs for _, needs in needed), PRELOADED)
     found = session.execute(query, {"run_exchange": exchange, "run_symbol": symbol}).one_or_none()
@@ -334,7 +334,7 @@ def _load_run(
     present = found[3 + len(PRELOADED) :]
     if token is not None:
         held.accept_token(int(token))
-    trailing.preload_stop_rows(session, position.id, stops)
+    stop_rows.preload(session, position.id, stops)
     missing = {react for (react, _), has in zip(needed, present, strict=True) if not has}
     preloaded = tuple(found[1 : 1 + len(PRELOADED)])
     return position, [react for react, _ in REACTIONS if react not in missing], preloaded
@@ -348,7 +348,7 @@ def _run_statement(needed: tuple[type[Any], ...], preloaded: tuple[type[Any], ..
         Position,
         *preloaded,
         case((Position.status == PositionStatus.ACTIVE.value, NEXT_FENCE_TOKEN)),
-        trailing.stop_rows_of_position(),
+        stop_rows.of_position(),
         *(exists().where(needs.position_id == Position.id) for needs in needed),
     ).select_from(Position)
     for row in preloaded:

@@ -37,15 +37,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, literal_column, select
 from sqlalchemy.orm import Session
 
-from core.db.constants_sql import in_constants
-from core.db.models import Order, Position, TrailingStop
+from core.db.models import Position, TrailingStop
 from core.domain.bands import PriceBand
-from core.domain.orders import STOP_PURPOSES, OrderStatus, covers, stops_for
+from core.domain.orders import OrderStatus, covers, stops_for
 from core.domain.protection import StopOwner
 from core.domain.sides import Side
 from core.domain.trailing import (
@@ -60,7 +58,7 @@ from core.exchange import errors
 from core.exchange.client_ids import client_order_id, parse_client_id
 from core.exchange.types import OrderSnapshot
 from core.locks import HeldLock, fenced_update
-from core.services import bands, executor, symbol_settings, trailing_events
+from core.services import bands, executor, stop_rows, symbol_settings, trailing_events
 from core.services.closing import (
     StopFillNotVisible,
     record_stop_triggered,
@@ -285,9 +283,7 @@ class _Trailer:
         """The client id of this move, durable (with the decision's commit) before the order
         can exist. An unfinished intent of an earlier run is reused, never a new seq."""
         assert decision.new_stop is not None
-        rows = session.info.pop((_STOP_ROWS, position.id), None)
-        if rows is None:  # not read with the position in this transaction
-            rows = session.execute(_stops_statement(), {"stops_of": position.id}).all()
+        rows = stop_rows.read(session, position.id)  # the newest stop, the open ones
         seqs = {
             parsed.seq: (cid, status)
             for cid, status, purpose, _ in rows
@@ -451,44 +447,6 @@ class _Trailer:
                 average_price=order.average,
                 correlation_id=position.correlation_id,
             )
-
-
-_STOP_ROWS = "trailing.stop_rows"
-
-
-def stop_rows_of_position() -> Any:
-    """The stop rows ``_intent`` reads, as one column of a statement that selects the
-    position (a JSON array of [client id, status, purpose, exchange id]): the price run's
-    first statement carries them, a move's first transaction saves a statement."""
-    rows = (
-        select(
-            func.coalesce(
-                func.json_agg(
-                    func.json_build_array(
-                        Order.client_order_id, Order.status, Order.purpose, Order.exchange_order_id
-                    )
-                ),
-                literal_column("'[]'::json"),
-            )
-        )
-        .where(Order.position_id == Position.id, in_constants(Order.purpose, STOP_PURPOSES))
-        .correlate(Position)
-    )
-    return rows.scalar_subquery()
-
-
-def preload_stop_rows(session: Session, position_id: int, rows: list[list[Any]]) -> None:
-    """Keep ``stop_rows_of_position``'s rows for this transaction's ``_intent`` (used once:
-    a later transaction reads its own)."""
-    session.info[(_STOP_ROWS, position_id)] = [tuple(row) for row in rows]
-
-
-@functools.cache
-def _stops_statement() -> Any:
-    """The position's stop rows for ``_intent``, built once (the position bound at execution)."""
-    return select(
-        Order.client_order_id, Order.status, Order.purpose, Order.exchange_order_id
-    ).where(Order.position_id == bindparam("stops_of"), in_constants(Order.purpose, STOP_PURPOSES))
 
 
 def _observe_tick_to_order(seconds: float) -> None:

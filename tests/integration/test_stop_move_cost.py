@@ -19,12 +19,13 @@ import redis
 from sqlalchemy import event, func, select
 
 from core import locks
-from core.db.models import Event, TrailingStop
+from core.db.models import Event, Order, Position, TrailingStop
 from core.db.session import get_engine, unit_of_work
+from core.domain.client_ids import client_order_id
 from core.redis_scripts import run_script
-from core.services import price_path
+from core.services import price_path, stop_rows
 from core.services.opening import OpenOutcome, open_position
-from core.services.positions import NewPosition, create_position
+from core.services.positions import NewPosition, create_position, record_order
 from core.services.tick_window import TICK_SCRIPT, pending_key, window_key
 
 pytestmark = pytest.mark.integration
@@ -135,3 +136,60 @@ def test_a_stop_move_is_few_redis_round_trips(sim, trailing_position, redis_clie
     # script); outside a task the lock wait and tick-to-order metrics go at once. No extend
     # of a lock taken a moment before.
     assert len(sent) <= 5, sent
+
+
+def stop_ids(pid: int) -> list[tuple[str, str]]:
+    with unit_of_work() as s:
+        rows = s.execute(
+            select(Order.client_order_id, Order.status)
+            .where(Order.position_id == pid, Order.purpose == "stop")
+            .order_by(Order.id)
+        )
+        return [(cid, status) for cid, status in rows]
+
+
+def test_a_move_reads_the_same_few_stop_rows_however_long_the_position_trailed(
+    sim, trailing_position, redis_client, monkeypatch
+):
+    """Each move leaves a ledger row; the next move needs only the newest and the open ones
+    (reading them all made every move slower the longer a position trailed)."""
+    deps, pid = trailing_position
+    carried: list[int] = []
+    preload = stop_rows.preload
+    monkeypatch.setattr(
+        stop_rows, "preload", lambda s, p, rows: carried.append(len(rows)) or preload(s, p, rows)
+    )
+    for step in range(12):
+        price = Decimal(61800 + 900 * step)
+        sim.set_price(SYMBOL, str(price))
+        tick_leaves_band(redis_client, price)
+        price_path.on_price(deps, EX, SYMBOL)
+    assert moves(pid) == 12
+    ids = stop_ids(pid)
+    assert len(ids) == 13 and len({cid for cid, _ in ids}) == 13  # the opening stop, 12 moves
+    assert [status for _, status in ids].count("open") == 1
+    assert max(carried) <= 2, carried  # the newest stop (open) and at most one other open
+
+
+def test_the_newest_stop_is_the_highest_sequence_not_the_last_row(
+    sim, trailing_position, redis_client
+):
+    """An unfinished intent with the highest sequence is reused even when a stop of a lower
+    sequence was recorded after it (a reclaim records a live stop it finds)."""
+    deps, pid = trailing_position
+    with unit_of_work() as s:
+        position = s.get(Position, pid)
+        base = dict(exchange=EX, symbol=SYMBOL, purpose="stop", side="sell")
+        base.update(order_type="stop_market", quantity=position.quantity)
+        ahead = client_order_id(pid, position.correlation_id, "stop", 7)
+        behind = client_order_id(pid, position.correlation_id, "stop", 3)
+        record_order(s, pid, client_order_id=ahead, status="intent", **base)
+    with unit_of_work() as s:
+        record_order(s, pid, client_order_id=behind, status="intent", **base)
+    with unit_of_work() as s:
+        record_order(s, pid, client_order_id=behind, status="cancelled", **base)
+    sim.set_price(SYMBOL, "61800")
+    tick_leaves_band(redis_client, Decimal("61800"))
+    price_path.on_price(deps, EX, SYMBOL)
+    assert moves(pid) == 1
+    assert (ahead, "open") in stop_ids(pid)  # the intent of sequence 7 was sent, not a new 4
