@@ -21,7 +21,8 @@ Each lease still renews on a thread of its own (a renewal stuck on a dead connec
 only its lease), but the threads are kept between leases (``_Runners``): a price run holds two
 leases, and starting and joining a thread for each cost a tenth of a millisecond of CPU twice
 per run. ``stop`` does not wait for the thread to notice: it waits only for a renewal under way
-(as the join did), so none lands after it returns.
+(as the join did, at most a second), so none lands after it returns unless one takes longer
+than that, as before.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class LeaseWatchdog:
 
     def stop(self) -> None:
         """The work ended: no more renewals (the caller releases or hands on the key). A
-        renewal under way is waited for, at most a second, so none lands after this."""
+        renewal under way is waited for, at most a second (as a join did): none lands after
+        this returns unless it takes longer than that."""
         if self._runner is threading.current_thread():
             self._stop.set()  # from a renewal itself: it is not under way any more after it
             return
@@ -161,6 +163,7 @@ class _Runners:
         self._queue: queue.SimpleQueue[LeaseWatchdog] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0  # threads waiting on the queue and not reserved by a queued lease
+        self.threads = 0  # threads alive (busy or idle)
 
     def run(self, lease: LeaseWatchdog) -> None:
         with self._lock:
@@ -168,6 +171,7 @@ class _Runners:
                 self._idle -= 1
                 self._queue.put(lease)
                 return
+            self.threads += 1
         threading.Thread(
             target=self._serve, args=(lease,), name="lease-runner", daemon=True
         ).start()
@@ -189,6 +193,7 @@ class _Runners:
                         lease = self._queue.get_nowait()
                     except queue.Empty:  # (or another idle thread took it)
                         self._idle -= 1
+                        self.threads -= 1
                         return
 
 

@@ -21,7 +21,7 @@ _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")
 def in_constants(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
     """``column IN ('a', 'b')`` with the values in the SQL text (see the module)."""
     literals: list[ColumnElement[Any]] = []
-    for value in values:
+    for value in sorted(values):  # one text whatever the order given (a set's varies)
         if not _IDENTIFIER.fullmatch(value):
             raise ValueError(f"not an engine constant: {value!r}")
         literals.append(literal_column(f"'{value}'"))

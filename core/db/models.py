@@ -30,12 +30,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from core.domain.client_ids import seq_pattern
 from core.domain.orders import ORDER_PURPOSES, ORDER_STATUSES
 from core.domain.positions import NON_TERMINAL, PositionStatus
 
 Money = Numeric(20, 8)
 
 POSITION_STATUSES = tuple(s.value for s in PositionStatus)
+STOP_SEQ_SQL = f"CAST(substring(client_order_id, '{seq_pattern('stop')}') AS BIGINT)"
+"""The sequence number of a ``stop`` order's client id (NULL for an id not of that form)."""
 NON_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(NON_TERMINAL))
 SIGNAL_STATUSES = ("received", "selected", "filtered", "opened", "failed", "expired")
 WAVE_STATUSES = ("open", "processing", "completed", "expired")
@@ -179,6 +182,14 @@ class Order(Timestamped, Base):
         Index("ix_orders_position", "position_id"),
         Index("ix_orders_exchange_symbol_status", "exchange", "symbol", "status"),
         Index("ix_orders_exchange_order_id", "exchange_order_id"),
+        # a move's newest stop by sequence (core/services/stop_rows.py), without a scan of
+        # every stop the position ever had (migration 0010 creates it with this text)
+        Index(
+            "ix_orders_position_stop_seq",
+            "position_id",
+            text(STOP_SEQ_SQL),
+            postgresql_where=text("purpose = 'stop'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -48,6 +48,13 @@ def client_order_id(position_id: int, correlation_id: str, purpose: str, seq: in
     return cid
 
 
+def seq_pattern(purpose: str) -> str:
+    """A POSIX regular expression (PostgreSQL's ``substring``) whose one group is the ``seq``
+    of an id of ``purpose`` (what ``parse_client_id`` reads; at most 18 digits, so the number
+    always fits a BIGINT)."""
+    return f"^v[0-9]+-[0-9a-z]{{1,10}}-{PURPOSE_CODES[purpose]}([0-9]{{1,18}})$"
+
+
 def parse_client_id(value: str | None) -> ClientId | None:
     """The intent behind one of our ids; None for anything the engine did not send."""
     if not value:

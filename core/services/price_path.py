@@ -323,8 +323,8 @@ def _load_run(
     one statement that also draws the lock's fencing token when the position is active
     (``CASE``: no token for a run that will write nothing) and loads ``PRELOADED``'s rows
     into the session, so the first reaction reads them without a statement of its own (the
-    caller holds them for the transaction); the position's stop rows too, which a move's
-    intent reads (``stop_rows``)."""
+    caller holds them for the transaction); the position's newest and open stop rows too,
+    which a move's intent reads (``stop_rows``)."""
     needed = [(react, needs) for react, needs in REACTIONS if needs is not None]
     query = _run_statement(tuple(needs for _, needs in needed), PRELOADED)
     found = session.execute(query, {"run_exchange": exchange, "run_symbol": symbol}).one_or_none()

@@ -5,7 +5,8 @@ whether that newest row is an unfinished intent (reused, never a new number), an
 stops its break step cancels. Reading every stop row the position ever had made each move
 cost more the longer the position trailed: after N moves, N rows as JSON, each client id
 parsed in the worker. The newest is picked by the sequence number in its client id
-(``core.domain.client_ids``), not by row order: a reclaim can record an older stop late.
+(``core.domain.client_ids.seq_pattern``), not by row order (a reclaim can record an older
+stop late), through an index on that number, so PostgreSQL does not read the rest either.
 
 The price run's first statement carries these rows (``of_position``, a column beside the
 position) and leaves them in the session (``preload``) for the move's intent (``read``);
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session, aliased
 
 from core.db.constants_sql import in_constants
 from core.db.models import Order, Position
+from core.domain.client_ids import seq_pattern
 from core.domain.orders import STOP_PURPOSES, OrderPurpose, OrderStatus
 
 StopRow = tuple[str, str, str, str | None]
@@ -65,14 +67,22 @@ def read(session: Session, position_id: int) -> list[StopRow]:
 
 
 def _criteria(position_id: Any) -> tuple[Any, ...]:
-    """The position's stop rows that are open, and its newest ``stop`` row."""
+    """The position's stop rows that are open, and its newest ``stop`` row: found through
+    ``ix_orders_position_stop_seq`` (the same expression), so it costs the same after a
+    thousand moves as after one."""
     newest = aliased(Order)
-    seq = cast(func.substring(newest.client_order_id, literal_column("'[0-9]+$'")), BigInteger)
+    pattern: Any = literal_column(f"'{seq_pattern(OrderPurpose.STOP.value)}'")
+    seq = cast(func.substring(newest.client_order_id, pattern), BigInteger)
     newest_stop = (
         select(newest.client_order_id)
-        .where(newest.position_id == position_id, newest.purpose == OrderPurpose.STOP.value)
-        .order_by(seq.desc().nulls_last())
+        .where(
+            newest.position_id == position_id,
+            newest.purpose == literal_column(f"'{OrderPurpose.STOP.value}'"),
+            seq.is_not(None),
+        )
+        .order_by(seq.desc())
         .limit(1)
+        .correlate_except(newest)  # the outer position's, never every position's
         .scalar_subquery()
     )
     return (

@@ -216,7 +216,9 @@ class _Trailer:
                 current.stop_price,
                 getattr(window, "ticks", None),
             )
-            store_if_active(session, position.id, decision.state, self.now)
+            if not store_if_active(session, position.id, decision.state, self.now):
+                self.persisted = None  # closed since the run's first read: nothing to watch
+                return None
             self.persisted = decision.state
             trailing_events.record_decision(session, position, decision, window)
             return None

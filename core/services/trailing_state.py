@@ -66,24 +66,12 @@ def state_of(row: TrailingStop, position: Position) -> TrailingState:
     )
 
 
-def store(row: TrailingStop, state: TrailingState) -> None:
-    row.state = "active" if state.activated else "inactive"
-    row.activated_at = state.activated_at
-    row.highest_price = state.highest_price
-    row.lowest_price = state.lowest_price
-    row.current_stop = state.stop_price
-    row.breakeven_done = state.breakeven_triggered
-    row.update_count = state.update_count
-    row.last_update_at = state.last_update_at
-    row.pending_stop = state.pending_stop
-
-
 def store_if_active(
     session: Session, position_id: int, state: TrailingState, heartbeat_at: datetime
 ) -> bool:
-    """``store`` (and the heartbeat) as one UPDATE of the row, only while the position is
-    active: what ``load_active`` then ``store`` did, without loading either (a statement and
-    the ORM's bookkeeping fewer). False: not active any more, nothing written."""
+    """The state (and the heartbeat) as one UPDATE of the row, only while the position is
+    active: no load of either, and none of the ORM's flush (a cached statement instead of the
+    unit of work's bookkeeping). False: not active any more, nothing written."""
     written = session.execute(
         _store_if_active_statement(),
         {

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from core import locks
 from core.db.models import Event, Order, Position, TrailingStop
@@ -175,14 +175,18 @@ def test_the_newest_stop_is_the_highest_sequence_not_the_last_row(
     sim, trailing_position, redis_client
 ):
     """An unfinished intent with the highest sequence is reused even when a stop of a lower
-    sequence was recorded after it (a reclaim records a live stop it finds)."""
+    sequence was recorded after it (a reclaim records a live stop it finds), and another
+    position's stops of higher sequences do not count."""
     deps, pid = trailing_position
     with unit_of_work() as s:
+        other = create_position(s, NewPosition(EX, "ETHUSDT", "long"))  # a longer history
         position = s.get(Position, pid)
         base = dict(exchange=EX, symbol=SYMBOL, purpose="stop", side="sell")
         base.update(order_type="stop_market", quantity=position.quantity)
         ahead = client_order_id(pid, position.correlation_id, "stop", 7)
         behind = client_order_id(pid, position.correlation_id, "stop", 3)
+        elsewhere = client_order_id(other.id, other.correlation_id, "stop", 50)
+        record_order(s, other.id, client_order_id=elsewhere, status="intent", **base)
         record_order(s, pid, client_order_id=ahead, status="intent", **base)
     with unit_of_work() as s:
         record_order(s, pid, client_order_id=behind, status="intent", **base)
@@ -193,3 +197,15 @@ def test_the_newest_stop_is_the_highest_sequence_not_the_last_row(
     price_path.on_price(deps, EX, SYMBOL)
     assert moves(pid) == 1
     assert (ahead, "open") in stop_ids(pid)  # the intent of sequence 7 was sent, not a new 4
+
+
+def test_the_newest_stop_is_found_through_its_index(trailing_position):
+    """The newest stop's subquery and ``ix_orders_position_stop_seq`` share one expression, so
+    PostgreSQL reads the newest stop from the index, not every stop of the position."""
+    _deps, pid = trailing_position
+    with unit_of_work() as s:
+        s.execute(text("SET LOCAL enable_seqscan = off"))
+        query = stop_rows._statement().params(stops_of=pid)
+        sql = query.compile(dialect=s.bind.dialect, compile_kwargs={"literal_binds": True})
+        plan = s.execute(text(f"EXPLAIN {sql}")).scalars()
+        assert "Index Scan Backward using ix_orders_position_stop_seq" in "\n".join(plan)

@@ -19,10 +19,6 @@ from core import lock_watchdog
 from core.lock_watchdog import LeaseWatchdog
 
 
-def runner_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name == "lease-runner")
-
-
 def poll_until(probe, deadline_s: float = 5.0) -> bool:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
@@ -46,14 +42,13 @@ def counting_lease(ttl_s: float = 0.15) -> tuple[LeaseWatchdog, list[float]]:
 
 
 def test_one_thread_serves_leases_one_after_another(runners):
-    before = runner_threads()
     for _ in range(30):
         lease, renewed = counting_lease()
         lease.start()
-        assert poll_until(lambda: len(renewed) >= 1)  # renewed on schedule, by some runner
+        assert poll_until(lambda r=renewed: len(r) >= 1)  # renewed on schedule, by some runner
         lease.stop()
         assert poll_until(lambda: runners._idle == 1)  # its thread is back, waiting
-    assert runner_threads() - before == 1
+    assert runners.threads == 1
 
 
 def test_leases_held_together_each_have_a_thread(runners):
@@ -63,7 +58,7 @@ def test_leases_held_together_each_have_a_thread(runners):
     assert all(poll_until(lambda r=r: len(r) >= 2) for _, r in leases)
     for lease, _ in leases:
         lease.stop()
-    assert poll_until(lambda: runners._idle == 8)
+    assert poll_until(lambda: runners._idle == 8) and runners.threads == 8
 
 
 def test_stop_waits_for_a_renewal_under_way_and_none_comes_after_it(runners):
@@ -90,14 +85,13 @@ def test_stop_waits_for_a_renewal_under_way_and_none_comes_after_it(runners):
 
 def test_a_runner_that_times_out_idle_never_strands_a_lease(runners, monkeypatch):
     monkeypatch.setattr(lock_watchdog._Runners, "IDLE_S", 0.002)
-    others = runner_threads()  # other pools' idle threads (they live a minute)
     for i in range(200):
         lease, renewed = counting_lease(0.03)
         lease.start()
-        assert poll_until(lambda: len(renewed) >= 1, 5), f"lease {i} was never renewed"
+        assert poll_until(lambda r=renewed: len(r) >= 1, 5), f"lease {i} was never renewed"
         lease.stop()
         time.sleep(0.002 * (i % 3))  # around the idle timeout: before, at, after it
-    assert poll_until(lambda: runners._idle == 0 and runner_threads() == others, 5)
+    assert poll_until(lambda: runners._idle == 0 and runners.threads == 0, 5)
 
 
 def test_a_forked_child_renews_on_threads_of_its_own():
