@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -37,89 +38,132 @@ from tasks.broker_teardown import OneShotPool, channel_is_done
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
-# longest wait between two tries after an unexpected error (a Redis outage keeps the 1 s pace)
+# longest wait between two tries of a message that met an unexpected error (a Redis outage
+# keeps the 1 s pace)
 MAX_BACKOFF_SECONDS = 30.0
+# how long a message may keep meeting unexpected errors before it is left to the visibility
+# sweep (``VIGIL_BROKER_VISIBILITY_TIMEOUT``, 300 s), which puts it back by then anyway
+GIVE_UP_SECONDS = 600.0
 _GUARD_MARK = "_vigil_restore_guard"
+
+
+@dataclass
+class _Entry:
+    """Tags of one QoS to put back, and when to try them next."""
+
+    qos: Any
+    tags: list[str]
+    delay: float  # the wait before this entry's next try
+    due: float  # monotonic time of the next try
+    failing_since: float | None = None  # first unexpected error of these tags (None: none yet)
 
 
 class PendingRestores:
     """Delivery tags whose restore met a dead Redis, per QoS, retried by one daemon thread.
 
     The thread outlives any error. A connection error means Redis is still down: the tags
-    are kept and tried again after ``retry_seconds``. Any other error (a bug, a message that
-    cannot be read, an unforeseen state of kombu) is logged, the tags it concerned are kept,
-    and the wait doubles up to ``max_backoff`` so a permanent one cannot flood the log;
-    every tag is settled sooner or later, because a tag acknowledged or restored meanwhile
-    (its late ack, the visibility sweep) restores nothing and counts as done. Before, the
-    first unexpected error ended the thread (or dropped the tags), and the messages waited
-    for the next broker loss or the 300 s sweep.
+    are tried again after ``retry_seconds``. Any other error (a bug, a message that cannot be
+    read, an unforeseen state of kombu) is logged and the tags it concerned get a back-off of
+    their own, doubling up to ``max_backoff``, so a permanent one cannot flood the log nor
+    slow the restores of any other message (a later broker loss's among them). A tag still
+    failing after ``give_up_after`` is dropped with an error: the visibility sweep has put it
+    back by then. A tag acknowledged or restored meanwhile (its late ack, the sweep) restores
+    nothing and counts as done.
     """
 
     def __init__(
-        self, retry_seconds: float = RETRY_SECONDS, max_backoff: float = MAX_BACKOFF_SECONDS
+        self,
+        retry_seconds: float = RETRY_SECONDS,
+        max_backoff: float = MAX_BACKOFF_SECONDS,
+        give_up_after: float = GIVE_UP_SECONDS,
     ) -> None:
         self.retry_seconds = retry_seconds
         self.max_backoff = max(max_backoff, retry_seconds)
+        self.give_up_after = give_up_after
         self._lock = threading.Lock()
-        self._pending: list[tuple[Any, list[str]]] = []
+        self._wake = threading.Event()  # an entry was added: the wait may be shorter now
+        self._pending: list[_Entry] = []
         self._thread: threading.Thread | None = None
 
     def add(self, qos: Any, tags: list[str]) -> None:
         with self._lock:
-            self._pending.append((qos, list(tags)))
+            self._queue(qos, tags, time.monotonic())
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="vigil-unacked-restore", daemon=True
                 )
                 self._thread.start()
+        self._wake.set()
         log.warning("broker lost: %d received message(s) to put back once it answers", len(tags))
 
     def pending(self) -> int:
         with self._lock:
-            return sum(len(tags) for _, tags in self._pending)
+            return sum(len(entry.tags) for entry in self._pending)
+
+    def _queue(self, qos: Any, tags: list[str], now: float) -> None:
+        self._pending.append(_Entry(qos, list(tags), self.retry_seconds, now + self.retry_seconds))
 
     def _run(self) -> None:
-        delay = self.retry_seconds
         while True:
-            time.sleep(delay)
-            try:
-                failed = self._try_all()
-            except Exception:  # noqa: BLE001 - the bookkeeping itself must not end the thread
-                log.exception("restoring unacknowledged messages failed; retrying")
-                failed = True
-            delay = min(delay * 2, self.max_backoff) if failed else self.retry_seconds
             with self._lock:
                 if not self._pending:
                     self._thread = None
                     return
-
-    def _try_all(self) -> bool:
-        """One try of every pending entry; True when one met an unexpected error."""
-        with self._lock:
-            batch = list(self._pending)
-        failed = False
-        for entry in batch:
-            qos, tags = entry
+                wait = min(entry.due for entry in self._pending) - time.monotonic()
+            if wait > 0:
+                self._wake.wait(wait)
+                self._wake.clear()
             try:
-                left = restore_tags(qos, tags)
+                self._try_due(time.monotonic())
+            except Exception:  # noqa: BLE001 - the bookkeeping itself must not end the thread
+                log.exception("restoring unacknowledged messages failed; retrying")
+                time.sleep(self.retry_seconds)
+
+    def _try_due(self, now: float) -> None:
+        """One try of every entry due at ``now``; each one's tags left are queued again."""
+        with self._lock:
+            due = [entry for entry in self._pending if entry.due <= now]
+        for entry in due:
+            try:
+                left = restore_tags(entry.qos, entry.tags)
             except Exception:  # noqa: BLE001 - keep the tags, try again later
-                log.exception("%d unacknowledged message(s) not restored; retrying", len(tags))
-                failed = True
-                continue
-            failed = failed or left.unexpected
+                log.exception(
+                    "%d unacknowledged message(s) not restored; retrying", len(entry.tags)
+                )
+                left = Left([], failed=entry.tags)
             with self._lock:
                 self._pending = [e for e in self._pending if e is not entry]
-                if left.tags:
-                    self._pending.append((qos, left.tags))
-        return failed
+                self._pending.extend(self._after(entry, left, now))
+
+    def _after(self, entry: _Entry, left: Left, now: float) -> list[_Entry]:
+        """What is left of ``entry`` after a try at ``now``: tags that met a dead Redis keep
+        their pace; tags that met an unexpected error back off, or are given up."""
+        found: list[_Entry] = []
+        if left.tags:
+            found.append(replace(entry, tags=left.tags, due=now + entry.delay))
+        if left.failed:
+            since = entry.failing_since if entry.failing_since is not None else now
+            if now - since >= self.give_up_after:
+                log.error(
+                    "%d unacknowledged message(s) still not restored after %.0f s: left to the "
+                    "broker's visibility sweep (%s)",
+                    len(left.failed),
+                    now - since,
+                    ", ".join(left.failed),
+                )
+            else:
+                delay = min(entry.delay * 2, self.max_backoff)
+                found.append(_Entry(entry.qos, left.failed, delay, now + delay, since))
+        return found
 
 
 class Left:
-    """The tags a try did not restore, and whether an unexpected error was among the causes."""
+    """What a try did not restore: tags it did not reach because Redis was down (``tags``),
+    and tags that met an unexpected error (``failed``)."""
 
-    def __init__(self, tags: list[str], unexpected: bool = False) -> None:
+    def __init__(self, tags: list[str], failed: list[str] | None = None) -> None:
         self.tags = tags
-        self.unexpected = unexpected
+        self.failed = failed or []
 
 
 def restore_tags(qos: Any, tags: list[str]) -> Left:
@@ -134,25 +178,23 @@ def restore_tags(qos: Any, tags: list[str]) -> Left:
         pool = OneShotPool(**channel._connparams())
     except channel.connection_errors:
         return Left([])  # never attached: nothing to restore to (kombu's close raises the same)
-    left: list[str] = []
-    unexpected = False
+    failed: list[str] = []
     try:
         client = channel.Client(connection_pool=pool)
         for index, tag in enumerate(tags):
             try:
                 qos.restore_by_tag(tag, client=client)
             except channel.connection_errors:
-                return Left(left + list(tags[index:]), unexpected)
-            except Exception:  # noqa: BLE001 - logged, kept, retried with the others' next try
+                return Left(list(tags[index:]), failed)
+            except Exception:  # noqa: BLE001 - logged, kept, retried on its own back-off
                 log.exception("unacknowledged message %s not restored; retrying", tag)
-                left.append(tag)
-                unexpected = True
+                failed.append(tag)
     finally:
         pool.disconnect()
-    restored = len(tags) - len(left)
+    restored = len(tags) - len(failed)
     if restored:
         log.info("restored %d unacknowledged message(s) of a lost broker connection", restored)
-    return Left(left, unexpected)
+    return Left([], failed)
 
 
 PENDING = PendingRestores()

@@ -88,23 +88,62 @@ def test_the_restore_thread_survives_an_error_outside_the_restore_itself():
     assert len(calls) >= 2 and qos.restored == ["t1", "t2"] and pending.pending() == 0
 
 
-def test_unexpected_errors_back_off_up_to_the_bound(monkeypatch):
-    pending = PendingRestores(retry_seconds=0.01, max_backoff=0.04)
-    waits: list[float] = []
-    tries = iter([True, True, True, True, False])
-    pending._try_all = lambda: next(tries)  # type: ignore[method-assign]
-    pending._pending = [(object(), ["t"])]
-    real_sleep = time.sleep
+class _QoSThatCannot(_QoS):
+    """Redis answers, but every restore of ``stuck`` meets an error that is no connection's."""
 
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        if len(waits) == 6:
-            pending._pending = []  # settled: the thread ends after this turn
-        real_sleep(0)
+    def __init__(self, stuck: str) -> None:
+        super().__init__(down=0)
+        self.stuck = stuck
+        self.tries = 0
 
-    monkeypatch.setattr(broker_restore.time, "sleep", sleep)
-    pending._run()
-    assert waits == [0.01, 0.02, 0.04, 0.04, 0.04, 0.01]
+    def restore_by_tag(self, tag, client=None):  # noqa: ANN001, ANN201
+        if tag == self.stuck:
+            self.tries += 1
+            raise RuntimeError("unforeseen")
+        super().restore_by_tag(tag, client)
+
+
+def _tries_at(pending: PendingRestores, moments: list[float]) -> list[tuple[float, float]]:
+    """Run the retry loop's tries at the given moments (no thread, no clock): each entry's
+    (delay, due) after each."""
+    seen = []
+    for now in moments:
+        pending._try_due(now)
+        seen += [(entry.delay, entry.due) for entry in pending._pending]
+    return seen
+
+
+def test_unexpected_errors_back_off_up_to_the_bound():
+    pending = PendingRestores(retry_seconds=1, max_backoff=4, give_up_after=1000)
+    qos = _QoSThatCannot("t1")
+    pending._queue(qos, ["t1"], now=0)
+    # tried when due: 1, 3, 7, 11, 15 (waits 2, 4, 4, 4: doubling up to the bound)
+    seen = _tries_at(pending, [1, 2, 3, 5, 7, 11, 15])
+    assert [d for d, _ in seen] == [2, 2, 4, 4, 4, 4, 4]
+    assert qos.tries == 5 and pending.pending() == 1
+
+
+def test_a_message_that_cannot_be_restored_does_not_slow_the_others():
+    """Its back-off is its own: messages of a later broker loss keep the 1 s pace."""
+    pending = PendingRestores(retry_seconds=1, max_backoff=30, give_up_after=1000)
+    stuck = _QoSThatCannot("bad")
+    pending._queue(stuck, ["bad"], now=0)
+    _tries_at(pending, [1, 3, 7, 15])  # backed off to 16 s: next try at 31
+    later = _QoS(down=2)  # a later loss: Redis down for two more tries
+    pending._queue(later, ["t1", "t2"], now=15)
+    _tries_at(pending, [16, 17, 18])
+    assert later.restored == ["t1", "t2"]
+    assert stuck.tries == 4 and pending.pending() == 1  # only the stuck one is left
+
+
+def test_a_message_failing_past_the_limit_is_left_to_the_visibility_sweep(caplog):
+    pending = PendingRestores(retry_seconds=1, max_backoff=2, give_up_after=10)
+    qos = _QoSThatCannot("t1")
+    pending._queue(qos, ["t1", "t2"], now=0)
+    _tries_at(pending, [1, 3, 5, 7, 9, 11, 13, 15])
+    assert qos.restored == ["t2"] and pending.pending() == 0
+    assert qos.tries == 6  # at 1, 3, 5, 7, 9 and 11, which is 10 s after its first failure
+    assert "left to the broker's visibility sweep" in caplog.text and "t1" in caplog.text
 
 
 def _failing_restore(self, client=None):  # noqa: ANN001, ANN202 - kombu's signature
