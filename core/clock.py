@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Clock(Protocol):
@@ -30,3 +30,10 @@ class ManualClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def redis_now(client: Any) -> float:
+    """Redis's clock (epoch s, ``TIME``): the one shared by every host that talks to it, for
+    times written on one host and read on another (the workers' loop beats)."""
+    seconds, micros = client.time()
+    return float(seconds) + micros / 1e6

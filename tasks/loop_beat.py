@@ -34,9 +34,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from core.clock import redis_now
 from core.config import Settings, get_settings
 from core.endpoints import resolve_redis_url
 from core.queues import WORKER_LOOPS_KEY
+from core.redis_scripts import run_script
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +54,6 @@ redis.call('HSET', KEYS[1], ARGV[1], stamp .. ARGV[2])
 """A beat stamped with Redis's own clock (ARGV[2]: the rest of the JSON object after its
 brace): the reader compares it with Redis's clock too, so a worker host whose clock is off
 does not make every live worker look silent."""
-
-
-def redis_now(client: redis.Redis) -> float:
-    """Redis's clock (epoch s): the one every beat is stamped with."""
-    seconds, micros = client.time()
-    return float(seconds) + micros / 1e6
 
 
 def beat_interval(settings: Settings) -> float:
@@ -95,7 +91,7 @@ class BeatWriter:
             return
         rest = json.dumps({"tags": tags, "pid": os.getpid()})
         try:
-            self.client.eval(STAMPED_BEAT, 1, WORKER_LOOPS_KEY, self.worker, rest[1:])
+            run_script(self.client, STAMPED_BEAT, 1, WORKER_LOOPS_KEY, self.worker, rest[1:])
         except (RedisError, OSError) as exc:
             if not self._failing:
                 log.warning("main-loop beat not written: %s", exc)

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError, ResponseError
 
-from core.clock import Clock
+from core.clock import Clock, redis_now
 from core.domain.held_messages import HeldMessage, LoopBeat, StalledHold, stalled_holds
 from core.queues import UNACKED_INDEX_KEY, UNACKED_KEY, WORKER_LOOPS_KEY, read_queue
 
@@ -64,7 +64,7 @@ def queues_detail(
         stalled = (
             []
             if holder_stall_after is None
-            else held_by_stalled_workers(client, clock, holder_stall_after)
+            else held_by_stalled_workers(client, holder_stall_after)
         )
     except RedisError as exc:
         return False, {"error": str(exc).splitlines()[0][:200]}
@@ -89,17 +89,14 @@ def queues_detail(
     return not errors, detail
 
 
-def held_by_stalled_workers(
-    client: redis.Redis, clock: Clock, stall_after: float
-) -> list[StalledHold]:
+def held_by_stalled_workers(client: redis.Redis, stall_after: float) -> list[StalledHold]:
     """Received messages held past ``stall_after`` s by no worker whose loop still beats.
 
     Timed by Redis's clock, the one each beat is stamped with (``tasks/loop_beat.py``): an API
     host's clock that is off cannot make live workers look silent. A message's receipt time is
     its worker's clock (kombu's), so a worker host's offset moves when its stall is named by
-    that much; ``clock`` is for the caller's other timings."""
-    seconds, micros = client.time()
-    now = float(seconds) + micros / 1e6
+    that much."""
+    now = redis_now(client)
     held = received_messages(client, received_before=now - stall_after)
     if not held:
         return []
