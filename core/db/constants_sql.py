@@ -18,13 +18,17 @@ from sqlalchemy import ColumnElement, literal_column
 _IDENTIFIER = re.compile(r"[a-z][a-z0-9_]*")
 
 
+def constant(value: str) -> ColumnElement[Any]:
+    """``'value'`` in the SQL text, for one of the engine's identifiers (see the module)."""
+    if not _IDENTIFIER.fullmatch(value):
+        raise ValueError(f"not an engine constant: {value!r}")
+    return literal_column(f"'{value}'")
+
+
 def in_constants(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
     """``column IN ('a', 'b')`` with the values in the SQL text (see the module)."""
-    literals: list[ColumnElement[Any]] = []
-    for value in sorted(values):  # one text whatever the order given (a set's varies)
-        if not _IDENTIFIER.fullmatch(value):
-            raise ValueError(f"not an engine constant: {value!r}")
-        literals.append(literal_column(f"'{value}'"))
+    # one text whatever the order given (a set's varies)
+    literals = [constant(value) for value in sorted(values)]
     if not literals:
         raise ValueError("an IN over no constants")
     found: ColumnElement[bool] = column.in_(literals)

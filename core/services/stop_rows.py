@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import BigInteger, bindparam, cast, func, literal_column, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from core.db.constants_sql import in_constants
+from core.db.constants_sql import constant, in_constants
 from core.db.models import Order, Position
 from core.domain.client_ids import seq_pattern
 from core.domain.orders import STOP_PURPOSES, OrderPurpose, OrderStatus
@@ -77,7 +77,7 @@ def _criteria(position_id: Any) -> tuple[Any, ...]:
         select(newest.client_order_id)
         .where(
             newest.position_id == position_id,
-            newest.purpose == literal_column(f"'{OrderPurpose.STOP.value}'"),
+            newest.purpose == constant(OrderPurpose.STOP.value),  # the index's predicate
             seq.is_not(None),
         )
         .order_by(seq.desc())
